@@ -1,0 +1,793 @@
+"""The Raft state machine: pure, deterministic, driven by its caller (etcd-io/raft is the model).
+
+Inputs: `tick()`, `step(message)`, `propose(data)`, `read_index(ctx)`, `transfer_leadership(to)`,
+`propose_conf_change(change)`, `compact(index, data)`. Output: `ready()` returns a `Ready` batch
+(see types.Ready for the order in which a driver must handle it), then `advance()`.
+No sockets, clocks, disks, threads or asyncio here; randomness comes from an injected `Random`.
+
+Rules this module keeps (the simulator checks them):
+- at most one vote per term, persisted before the vote is sent; PreVote before a real election;
+- a member that heard from a live leader within the election timeout ignores vote requests
+  (unless they follow a leadership transfer); a leader that has not heard from a quorum for an
+  election timeout steps down (CheckQuorum);
+- a new leader appends a no-op; commit only by counting replicas of a current-term entry;
+- a follower truncates only at the first conflict and never below its commit index;
+- a leader counts its own copy of an entry only once the driver reports it durable;
+- ReadIndex is served only once the leader has committed an entry of its term, and only after a
+  quorum answered a heartbeat sent after the read arrived;
+- membership changes take effect when applied, one at a time, only after the term's no-op
+  committed; learners are promoted by the leader when caught up; a removed leader steps down.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from hamgr.raft.log import RaftLog
+from hamgr.raft.progress import Progress, ProgressState
+from hamgr.raft.types import (
+    NONE,
+    ConfChange,
+    ConfChangeType,
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+    MsgType,
+    NotLeaderError,
+    ProposalDroppedError,
+    ReadState,
+    Ready,
+    Role,
+    Snapshot,
+    SnapshotMeta,
+    SoftState,
+)
+
+TRANSFER_CONTEXT = b"transfer"
+_PRE_ELECTION, _ELECTION, _TRANSFER = "pre-election", "election", "transfer"
+
+
+@dataclass(frozen=True)
+class RuleBreakers:
+    """Test-only switches, each breaking one Raft rule, to prove the simulator catches it."""
+
+    forget_vote_on_restart: bool = False
+    commit_old_term_by_counting: bool = False
+    send_before_persist: bool = False
+    skip_log_up_to_date_check: bool = False
+
+
+@dataclass(frozen=True)
+class RaftConfig:
+    """Tuning of one member. Ticks are the driver's unit of time (e.g. 100 ms)."""
+
+    id: int
+    election_tick: int = 10
+    heartbeat_tick: int = 1
+    max_size_per_msg: int = 1 << 20
+    max_inflight_msgs: int = 256
+    max_apply_bytes_per_ready: int = 4 << 20
+    snapshot_retain_entries: int = 0
+    pre_vote: bool = True
+    check_quorum: bool = True
+    rule_breakers: RuleBreakers = field(default_factory=RuleBreakers)
+
+    def __post_init__(self) -> None:
+        if self.id <= NONE:
+            raise ValueError(f"node id must be a positive integer, got {self.id}")
+        if self.heartbeat_tick <= 0:
+            raise ValueError("heartbeat_tick must be positive")
+        if self.election_tick <= self.heartbeat_tick:
+            raise ValueError("election_tick must exceed heartbeat_tick")
+        if self.max_inflight_msgs <= 0:
+            raise ValueError("max_inflight_msgs must be positive")
+
+
+def bootstrap_log(voters: list[int]) -> tuple[HardState, list[Entry]]:
+    """The identical first log that every founding member persists before its first start.
+
+    Membership lives in the log (and in snapshots), so a member that joins later learns the
+    founding voters by replaying these committed entries, like any other membership change.
+    A member that joins an existing cluster starts from an empty log instead.
+    """
+    if not voters or len(set(voters)) != len(voters) or min(voters) <= NONE:
+        raise ValueError(f"founding voters must be distinct positive ids, got {voters}")
+    changes = []
+    for node in sorted(voters):
+        changes.append(ConfChange(ConfChangeType.ADD_NODE, node))
+        changes.append(ConfChange(ConfChangeType.PROMOTE, node))
+    entries = [Entry(1, n + 1, EntryType.CONF_CHANGE, c.encode()) for n, c in enumerate(changes)]
+    return HardState(term=1, vote=NONE, commit=len(entries)), entries
+
+
+class RaftCore:
+    """One Raft member's state machine."""
+
+    def __init__(
+        self,
+        config: RaftConfig,
+        rng: random.Random,
+        *,
+        hard_state: HardState | None = None,
+        snapshot: Snapshot | None = None,
+        entries: list[Entry] | None = None,
+    ) -> None:
+        """Start from what storage recovered (see `bootstrap_log` for a founding member)."""
+        self.cfg = config
+        self.id = config.id
+        self._rng = rng
+        hs = hard_state or HardState()
+        if snapshot is None:
+            snapshot = Snapshot()
+        self.log = RaftLog(snapshot, list(entries or []), hs.commit)
+        self.term = hs.term
+        self.vote = NONE if config.rule_breakers.forget_vote_on_restart else hs.vote
+        self.conf = snapshot.meta.conf
+        self._conf_applied = snapshot.meta.index
+        self.role = Role.FOLLOWER
+        self.lead = NONE
+        self.prs: dict[int, Progress] = {}
+        self._votes: dict[int, bool] = {}
+        self._election_elapsed = 0
+        self._heartbeat_elapsed = 0
+        self._randomized_timeout = config.election_tick
+        self.lead_transferee = NONE
+        self._pending_conf_index = 0
+        self._read_seq = 0
+        self._pending_reads: OrderedDict[bytes, tuple[int, set[int]]] = OrderedDict()
+        self._reads_before_commit: list[bytes] = []
+        self._read_states: list[ReadState] = []
+        self._msgs_early: list[Message] = []
+        self._msgs: list[Message] = []
+        self._prev_hard = HardState(self.term, self.vote, self.log.committed)
+        self._prev_soft = SoftState(NONE, Role.FOLLOWER)
+        self._handed: tuple[int, int] | None = None  # last entry and applied index handed out
+        self._handed_committed: list[Entry] = []
+        for e in self.log.slice(self.log.first_index(), self.log.committed + 1):
+            if e.index > self._conf_applied and e.type == EntryType.CONF_CHANGE:
+                self._apply_conf_entry(e)
+        self._become_follower(self.term, NONE)
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Advance logical time by one tick."""
+        if self.role == Role.LEADER:
+            self._tick_leader()
+        else:
+            self._election_elapsed += 1
+            if self.promotable() and self._election_elapsed >= self._randomized_timeout:
+                self._election_elapsed = 0
+                self._campaign(_PRE_ELECTION if self.cfg.pre_vote else _ELECTION)
+
+    def _tick_leader(self) -> None:
+        self._heartbeat_elapsed += 1
+        self._election_elapsed += 1
+        for pr in self.prs.values():
+            if pr.state == ProgressState.SNAPSHOT:
+                pr.snapshot_elapsed += 1
+        if self._election_elapsed >= self.cfg.election_tick:
+            self._election_elapsed = 0
+            if self.cfg.check_quorum and not self._quorum_active():
+                self._become_follower(self.term, NONE)
+                return
+            self.lead_transferee = NONE
+        if self._heartbeat_elapsed >= self.cfg.heartbeat_tick:
+            self._heartbeat_elapsed = 0
+            self._bcast_heartbeat(b"")
+        self._maybe_promote_learner()
+
+    def propose(self, data: bytes) -> int:
+        """Append `data` as a new entry (leader only); returns its index (the term is `term`)."""
+        return self._propose([data], EntryType.NORMAL)
+
+    def propose_batch(self, items: list[bytes]) -> int:
+        """Append several entries at once; returns the index of the last one."""
+        return self._propose(items, EntryType.NORMAL)
+
+    def propose_conf_change(self, change: ConfChange) -> int:
+        """Propose one membership change; refused while another is pending or too early."""
+        if self.role != Role.LEADER:
+            raise NotLeaderError(self.lead)
+        if not self._committed_in_term():
+            raise ProposalDroppedError("membership change refused: this term's no-op not committed")
+        if self._pending_conf_index > self.log.applied:
+            raise ProposalDroppedError("membership change refused: another one is pending")
+        voters = set(self.conf.voters)
+        if change.type == ConfChangeType.REMOVE_NODE and voters == {change.node_id}:
+            raise ProposalDroppedError("membership change refused: cannot remove the last voter")
+        if change.type == ConfChangeType.ADD_NODE and self._is_member(change.node_id):
+            raise ProposalDroppedError(f"node {change.node_id} is already a member")
+        if change.type == ConfChangeType.REMOVE_NODE and not self._is_member(change.node_id):
+            raise ProposalDroppedError(f"node {change.node_id} is not a member")
+        if change.type == ConfChangeType.PROMOTE and change.node_id not in self.conf.learners:
+            raise ProposalDroppedError(f"node {change.node_id} is not a learner")
+        index = self._propose([change.encode()], EntryType.CONF_CHANGE)
+        self._pending_conf_index = index
+        return index
+
+    def _propose(self, items: list[bytes], kind: EntryType) -> int:
+        if self.role != Role.LEADER:
+            raise NotLeaderError(self.lead)
+        if self.lead_transferee != NONE:
+            raise ProposalDroppedError(
+                f"proposal dropped: leadership is moving to {self.lead_transferee}"
+            )
+        first = self.log.last_index() + 1
+        entries = [Entry(self.term, first + n, kind, d) for n, d in enumerate(items)]
+        self.log.append(entries)
+        self._bcast_append()
+        return entries[-1].index
+
+    def read_index(self, ctx: bytes) -> None:
+        """Ask for a linearizable read point; answered by a ReadState with the same `ctx`."""
+        if self.role != Role.LEADER:
+            raise NotLeaderError(self.lead)
+        if not self._committed_in_term():
+            self._reads_before_commit.append(ctx)
+            return
+        self._start_read(ctx)
+
+    def _start_read(self, ctx: bytes) -> None:
+        if len(self.conf.voters) == 1:
+            self._read_states.append(ReadState(self.log.committed, ctx))
+            return
+        self._pending_reads[ctx] = (self.log.committed, {self.id})
+        self._bcast_heartbeat(ctx)
+
+    def transfer_leadership(self, to: int) -> None:
+        """Hand leadership to voter `to` once it has caught up (leader only)."""
+        if self.role != Role.LEADER:
+            raise NotLeaderError(self.lead)
+        if to == self.id or to == self.lead_transferee:
+            return
+        if to not in self.conf.voters:
+            raise ValueError(f"cannot transfer leadership to {to}: not a voter")
+        self.lead_transferee = to
+        self._election_elapsed = 0
+        if self.prs[to].match == self.log.last_index():
+            self._send(Message(MsgType.TIMEOUT_NOW, to, self.id, self.term))
+        else:
+            self._send_append(to)
+
+    def compact(self, index: int, data: bytes) -> Snapshot:
+        """Adopt the application's snapshot `data` of its state at `index` (== applied)."""
+        if index != self.log.applied:
+            raise ValueError(
+                f"snapshot index {index} must equal the applied index {self.log.applied}"
+            )
+        term = self.log.term(index)
+        if term is None:
+            raise ValueError(f"no term known for index {index}")
+        snap = Snapshot(SnapshotMeta(index, term, self.conf), data)
+        self.log.compact(snap, self.cfg.snapshot_retain_entries)
+        return snap
+
+    # -- queries --------------------------------------------------------------------------
+
+    def promotable(self) -> bool:
+        """May this member campaign (is it a voter)?"""
+        return self.id in self.conf.voters
+
+    def hard_state(self) -> HardState:
+        """The current hard state."""
+        return HardState(self.term, self.vote, self.log.committed)
+
+    def soft_state(self) -> SoftState:
+        """Current leader and role."""
+        return SoftState(self.lead, self.role)
+
+    def _is_member(self, node: int) -> bool:
+        return node in self.conf.voters or node in self.conf.learners
+
+    def _committed_in_term(self) -> bool:
+        return self.log.term(self.log.committed) == self.term
+
+    # -- Ready / advance ------------------------------------------------------------------
+
+    def has_ready(self) -> bool:
+        """Is there anything for the driver to do?"""
+        lg = self.log
+        return bool(
+            self._msgs
+            or self._msgs_early
+            or self._read_states
+            or lg.pending_snapshot
+            or lg.unstable_entries()
+            or lg.committed > lg.applied
+            or self.hard_state() != self._prev_hard
+            or self.soft_state() != self._prev_soft
+        )
+
+    def ready(self) -> Ready:
+        """Collect the next batch of work. Call `advance()` when it has been handled."""
+        if self._handed is not None:
+            raise RuntimeError("ready() called again before advance()")
+        lg = self.log
+        rd = Ready()
+        soft = self.soft_state()
+        if soft != self._prev_soft:
+            rd.soft_state = soft
+            self._prev_soft = soft
+        hard = self.hard_state()
+        if hard != self._prev_hard:
+            rd.hard_state = hard
+            self._prev_hard = hard
+        applied = lg.applied
+        if lg.pending_snapshot is not None:
+            rd.snapshot = lg.pending_snapshot
+            lg.pending_snapshot = None
+            applied = rd.snapshot.meta.index
+            lg.applied = applied
+            self._conf_applied = max(self._conf_applied, applied)
+        rd.entries = lg.unstable_entries()
+        handed_last = lg.mark_handed_out()
+        rd.committed_entries = lg.next_committed(self.cfg.max_apply_bytes_per_ready)
+        if rd.committed_entries:
+            applied = rd.committed_entries[-1].index
+        if self.cfg.rule_breakers.send_before_persist:
+            rd.messages_early = self._msgs_early + self._msgs
+            rd.messages = []
+        else:
+            rd.messages_early, rd.messages = self._msgs_early, self._msgs
+        self._msgs_early, self._msgs = [], []
+        rd.read_states, self._read_states = self._read_states, []
+        self._handed = (handed_last, applied)
+        self._handed_committed = rd.committed_entries
+        return rd
+
+    def advance(self) -> None:
+        """The last Ready has been handled: entries are durable and committed ones applied."""
+        if self._handed is None:
+            raise RuntimeError("advance() without ready()")
+        handed_last, applied = self._handed
+        committed_entries = self._handed_committed
+        self._handed = None
+        self._handed_committed = []
+        self.log.stable_to(handed_last)
+        for e in committed_entries:
+            if e.type == EntryType.CONF_CHANGE and e.index > self._conf_applied:
+                self._apply_conf_entry(e)
+        self.log.applied = max(self.log.applied, applied)
+        if self.role == Role.LEADER:
+            me = self.prs.get(self.id)
+            if me is not None and me.maybe_update(self.log.stable) and self._maybe_commit():
+                self._bcast_append()
+
+    # -- membership -----------------------------------------------------------------------
+
+    def _apply_conf_entry(self, entry: Entry) -> None:
+        self._conf_applied = entry.index
+        try:
+            change = ConfChange.decode(entry.data)
+        except ValueError:
+            return  # a malformed change applies as a no-op on every member alike
+        voters = [v for v in self.conf.voters if v != change.node_id]
+        learners = [v for v in self.conf.learners if v != change.node_id]
+        node = change.node_id
+        if change.type == ConfChangeType.ADD_NODE:
+            if node in self.conf.voters:
+                return
+            learners.append(node)
+        elif change.type == ConfChangeType.PROMOTE:
+            if node not in self.conf.learners:
+                return
+            voters.append(node)
+        self.conf = ConfState(tuple(sorted(voters)), tuple(sorted(learners)))
+        if self.role != Role.LEADER:
+            return
+        if node == self.id and change.type == ConfChangeType.REMOVE_NODE:
+            self._bcast_append()  # let the others learn the commit before we go quiet
+            self._become_follower(self.term, NONE)
+            return
+        self._sync_progress()
+        if node == self.lead_transferee and node not in self.conf.voters:
+            self.lead_transferee = NONE
+        if self._maybe_commit():
+            self._bcast_append()
+
+    def _sync_progress(self) -> None:
+        members = set(self.conf.voters) | set(self.conf.learners)
+        for node in list(self.prs):
+            if node not in members:
+                del self.prs[node]
+        for node in sorted(members):
+            pr = self.prs.get(node)
+            if pr is None:
+                pr = Progress(self.log.last_index() + 1, self.cfg.max_inflight_msgs)
+                pr.recent_active = True
+                self.prs[node] = pr
+                if node != self.id:
+                    self._send_append(node)
+            pr.is_learner = node in self.conf.learners
+
+    def _maybe_promote_learner(self) -> None:
+        if not self.conf.learners or self._pending_conf_index > self.log.applied:
+            return
+        if not self._committed_in_term() or self.lead_transferee != NONE:
+            return
+        for node in self.conf.learners:
+            pr = self.prs.get(node)
+            if pr is not None and pr.match >= self.log.committed:
+                self.propose_conf_change(ConfChange(ConfChangeType.PROMOTE, node))
+                return
+
+    # -- role changes ---------------------------------------------------------------------
+
+    def _reset(self, term: int) -> None:
+        if self.term != term:
+            self.term = term
+            self.vote = NONE
+        self.lead = NONE
+        self._election_elapsed = 0
+        self._heartbeat_elapsed = 0
+        et = self.cfg.election_tick
+        self._randomized_timeout = et + self._rng.randrange(et)
+        self._votes = {}
+        self.lead_transferee = NONE
+        self._pending_reads.clear()
+        self._reads_before_commit.clear()
+        self.prs = {}
+
+    def _become_follower(self, term: int, lead: int) -> None:
+        self._reset(term)
+        self.role = Role.FOLLOWER
+        self.lead = lead
+
+    def _become_pre_candidate(self) -> None:
+        # A pre-candidate keeps its term and vote: nothing changes unless the real election runs.
+        self._votes = {}
+        self.role = Role.PRE_CANDIDATE
+        self.lead = NONE
+
+    def _become_candidate(self) -> None:
+        self._reset(self.term + 1)
+        self.vote = self.id
+        self.role = Role.CANDIDATE
+
+    def _become_leader(self) -> None:
+        self._reset(self.term)
+        self.role = Role.LEADER
+        self.lead = self.id
+        last = self.log.last_index()
+        for node in self.conf.voters + self.conf.learners:
+            pr = Progress(last + 1, self.cfg.max_inflight_msgs, node in self.conf.learners)
+            pr.recent_active = True
+            self.prs[node] = pr
+        me = self.prs.get(self.id)
+        if me is not None:
+            me.maybe_update(self.log.stable)
+            me.become_replicate()
+        # No membership change until everything in the log at election time is applied.
+        self._pending_conf_index = last
+        self.log.append([Entry(self.term, last + 1)])
+        self._bcast_append()
+
+    def _campaign(self, kind: str) -> None:
+        if not self.promotable():
+            return
+        if kind == _PRE_ELECTION:
+            self._become_pre_candidate()
+            msg_type, term = MsgType.PRE_VOTE, self.term + 1
+        else:
+            self._become_candidate()
+            msg_type, term = MsgType.VOTE, self.term
+        self._votes[self.id] = True
+        if self._tally() == "won":
+            self._won_election()
+            return
+        ctx = TRANSFER_CONTEXT if kind == _TRANSFER else b""
+        for node in self.conf.voters:
+            if node != self.id:
+                self._send(
+                    Message(
+                        msg_type,
+                        node,
+                        self.id,
+                        term,
+                        log_term=self.log.last_term(),
+                        index=self.log.last_index(),
+                        context=ctx,
+                    )
+                )
+
+    def _tally(self) -> str:
+        granted = sum(1 for v in self.conf.voters if self._votes.get(v) is True)
+        rejected = sum(1 for v in self.conf.voters if self._votes.get(v) is False)
+        quorum = len(self.conf.voters) // 2 + 1
+        if granted >= quorum:
+            return "won"
+        if rejected >= quorum:
+            return "lost"
+        return "pending"
+
+    def _won_election(self) -> None:
+        if self.role == Role.PRE_CANDIDATE:
+            self._campaign(_ELECTION)
+        else:
+            self._become_leader()
+
+    # -- stepping messages ----------------------------------------------------------------
+
+    def step(self, m: Message) -> None:
+        """Handle a message from another member."""
+        if m.to != self.id or m.frm == self.id:
+            return
+        if m.term > self.term:
+            if m.type in (MsgType.VOTE, MsgType.PRE_VOTE):
+                in_lease = (
+                    self.cfg.check_quorum
+                    and self.lead != NONE
+                    and self._election_elapsed < self.cfg.election_tick
+                )
+                if in_lease and m.context != TRANSFER_CONTEXT:
+                    return
+            if m.type == MsgType.PRE_VOTE or (m.type == MsgType.PRE_VOTE_RESP and not m.reject):
+                pass  # pre-votes never change our term
+            elif m.type in (MsgType.APP, MsgType.HEARTBEAT, MsgType.SNAP):
+                self._become_follower(m.term, m.frm)
+            else:
+                self._become_follower(m.term, NONE)
+        elif m.term < self.term:
+            if m.type in (MsgType.APP, MsgType.HEARTBEAT) and (
+                self.cfg.check_quorum or self.cfg.pre_vote
+            ):
+                # A deposed leader (e.g. back from a partition) learns our term and steps down.
+                self._send(Message(MsgType.APP_RESP, m.frm, self.id, self.term))
+            elif m.type == MsgType.PRE_VOTE:
+                self._send(Message(MsgType.PRE_VOTE_RESP, m.frm, self.id, self.term, reject=True))
+            return
+
+        if m.type in (MsgType.VOTE, MsgType.PRE_VOTE):
+            self._handle_vote_request(m)
+        elif self.role == Role.LEADER:
+            self._step_leader(m)
+        elif self.role in (Role.CANDIDATE, Role.PRE_CANDIDATE):
+            self._step_candidate(m)
+        else:
+            self._step_follower(m)
+
+    def _handle_vote_request(self, m: Message) -> None:
+        can_vote = (
+            self.vote == m.frm
+            or (self.vote == NONE and self.lead == NONE)
+            or (m.type == MsgType.PRE_VOTE and m.term > self.term)
+        )
+        up_to_date = self.cfg.rule_breakers.skip_log_up_to_date_check or self.log.is_up_to_date(
+            m.index, m.log_term
+        )
+        resp = MsgType.VOTE_RESP if m.type == MsgType.VOTE else MsgType.PRE_VOTE_RESP
+        if can_vote and up_to_date:
+            self._send(Message(resp, m.frm, self.id, m.term))
+            if m.type == MsgType.VOTE:
+                self._election_elapsed = 0
+                self.vote = m.frm
+        else:
+            self._send(Message(resp, m.frm, self.id, self.term, reject=True))
+
+    def _step_candidate(self, m: Message) -> None:
+        if m.type in (MsgType.APP, MsgType.HEARTBEAT, MsgType.SNAP):
+            self._become_follower(m.term, m.frm)
+            self._step_follower(m)
+            return
+        want = MsgType.PRE_VOTE_RESP if self.role == Role.PRE_CANDIDATE else MsgType.VOTE_RESP
+        if m.type != want:
+            return
+        if m.frm not in self._votes:
+            self._votes[m.frm] = not m.reject
+        result = self._tally()
+        if result == "won":
+            self._won_election()
+        elif result == "lost":
+            self._become_follower(self.term, NONE)
+
+    def _step_follower(self, m: Message) -> None:
+        if m.type == MsgType.APP:
+            self._election_elapsed = 0
+            self.lead = m.frm
+            self._handle_append(m)
+        elif m.type == MsgType.HEARTBEAT:
+            self._election_elapsed = 0
+            self.lead = m.frm
+            self.log.commit_to(min(m.commit, self.log.last_index()))
+            self._send(
+                Message(MsgType.HEARTBEAT_RESP, m.frm, self.id, self.term, context=m.context)
+            )
+        elif m.type == MsgType.SNAP:
+            self._election_elapsed = 0
+            self.lead = m.frm
+            self._handle_snapshot(m)
+        elif m.type == MsgType.TIMEOUT_NOW and self.promotable():
+            self._campaign(_TRANSFER)
+
+    def _handle_append(self, m: Message) -> None:
+        lg = self.log
+        if m.index < lg.committed:
+            self._send(Message(MsgType.APP_RESP, m.frm, self.id, self.term, index=lg.committed))
+            return
+        last_new = lg.maybe_append(m.index, m.log_term, m.commit, m.entries)
+        if last_new is not None:
+            self._send(Message(MsgType.APP_RESP, m.frm, self.id, self.term, index=last_new))
+            return
+        hint = lg.find_conflict_by_term(min(m.index, lg.last_index()), m.log_term)
+        self._send(
+            Message(
+                MsgType.APP_RESP,
+                m.frm,
+                self.id,
+                self.term,
+                index=m.index,
+                reject=True,
+                reject_hint=hint,
+                log_term=lg.term(hint) or 0,
+            )
+        )
+
+    def _handle_snapshot(self, m: Message) -> None:
+        snap = m.snapshot
+        lg = self.log
+        if snap is None or snap.meta.index <= lg.committed:
+            self._send(Message(MsgType.APP_RESP, m.frm, self.id, self.term, index=lg.committed))
+            return
+        if lg.match_term(snap.meta.index, snap.meta.term):
+            lg.commit_to(snap.meta.index)
+        else:
+            lg.restore(snap)
+            self.conf = snap.meta.conf
+        self._send(Message(MsgType.APP_RESP, m.frm, self.id, self.term, index=lg.last_index()))
+
+    def _step_leader(self, m: Message) -> None:
+        pr = self.prs.get(m.frm)
+        if pr is None:
+            return
+        if m.type == MsgType.APP_RESP:
+            pr.recent_active = True
+            self._handle_append_response(m, pr)
+        elif m.type == MsgType.HEARTBEAT_RESP:
+            pr.recent_active = True
+            pr.probe_sent = False
+            if pr.state == ProgressState.REPLICATE and pr.is_paused():
+                pr.inflights.popleft()  # appends may be lost: let one more through to find out
+            if pr.state == ProgressState.SNAPSHOT and pr.snapshot_elapsed >= self.cfg.election_tick:
+                pr.become_probe()  # the snapshot seems lost: try again
+            if pr.match < self.log.last_index():
+                self._send_append(m.frm)
+            if m.context:
+                self._ack_read(m.context, m.frm)
+
+    def _handle_append_response(self, m: Message, pr: Progress) -> None:
+        if m.reject:
+            hint = m.reject_hint
+            if m.log_term > 0:
+                hint = self.log.find_conflict_by_term(hint, m.log_term)
+            if pr.maybe_decrease_to(m.index, hint):
+                if pr.state == ProgressState.REPLICATE:
+                    pr.become_probe()
+                self._send_append(m.frm)
+            return
+        was_paused = pr.is_paused()
+        if not pr.maybe_update(m.index):
+            return
+        if pr.state == ProgressState.PROBE:
+            pr.become_replicate()
+        elif pr.state == ProgressState.SNAPSHOT and pr.match >= pr.pending_snapshot:
+            pr.become_probe()
+            pr.become_replicate()
+        if self._maybe_commit():
+            self._bcast_append()
+        elif was_paused:
+            self._send_append(m.frm)
+        while pr.match < self.log.last_index() and pr.next <= self.log.last_index():
+            if pr.is_paused() or not self._send_append(m.frm):
+                break
+        if m.frm == self.lead_transferee and pr.match == self.log.last_index():
+            self._send(Message(MsgType.TIMEOUT_NOW, m.frm, self.id, self.term))
+        self._maybe_promote_learner()
+
+    # -- leader machinery -----------------------------------------------------------------
+
+    def _maybe_commit(self) -> bool:
+        matches = sorted(
+            (self.prs[v].match for v in self.conf.voters if v in self.prs), reverse=True
+        )
+        quorum = len(self.conf.voters) // 2 + 1
+        if len(matches) < quorum:
+            return False
+        index = matches[quorum - 1]
+        if index <= self.log.committed:
+            return False
+        if (
+            self.log.term(index) != self.term
+            and not self.cfg.rule_breakers.commit_old_term_by_counting
+        ):
+            return False
+        first_in_term = not self._committed_in_term()
+        self.log.commit_to(index)
+        if first_in_term and self._committed_in_term():
+            reads, self._reads_before_commit = self._reads_before_commit, []
+            for ctx in reads:
+                self._start_read(ctx)
+        return True
+
+    def _quorum_active(self) -> bool:
+        active = 0
+        for v in self.conf.voters:
+            pr = self.prs.get(v)
+            if pr is not None and (v == self.id or pr.recent_active):
+                active += 1
+        for node, pr in self.prs.items():
+            if node != self.id:
+                pr.recent_active = False
+        return active >= len(self.conf.voters) // 2 + 1
+
+    def _bcast_append(self) -> None:
+        for node in self.prs:
+            if node != self.id:
+                self._send_append(node)
+
+    def _bcast_heartbeat(self, ctx: bytes) -> None:
+        for node, pr in self.prs.items():
+            if node != self.id:
+                commit = min(pr.match, self.log.committed)
+                self._send(
+                    Message(MsgType.HEARTBEAT, node, self.id, self.term, commit=commit, context=ctx)
+                )
+
+    def _send_append(self, to: int) -> bool:
+        """Send `to` what it lacks (entries or a snapshot); False when nothing was sent."""
+        pr = self.prs[to]
+        if pr.is_paused():
+            return False
+        lg = self.log
+        prev = pr.next - 1
+        prev_term = lg.term(prev)
+        if prev_term is None or pr.next < lg.first_index():
+            snap = lg.snapshot
+            if snap.meta.index == 0 and pr.next >= lg.first_index():
+                return False
+            pr.become_snapshot(snap.meta.index)
+            self._send(Message(MsgType.SNAP, to, self.id, self.term, snapshot=snap))
+            return True
+        entries = lg.slice(pr.next, lg.last_index() + 1, self.cfg.max_size_per_msg)
+        if entries:
+            pr.sent_entries(entries[-1].index)
+        elif pr.state == ProgressState.PROBE:
+            pr.probe_sent = True
+        self._send(
+            Message(
+                MsgType.APP,
+                to,
+                self.id,
+                self.term,
+                log_term=prev_term,
+                index=prev,
+                entries=tuple(entries),
+                commit=lg.committed,
+            )
+        )
+        return True
+
+    def _ack_read(self, ctx: bytes, frm: int) -> None:
+        pending = self._pending_reads.get(ctx)
+        if pending is None:
+            return
+        pending[1].add(frm)
+        acks = sum(1 for v in self.conf.voters if v in pending[1])
+        if acks < len(self.conf.voters) // 2 + 1:
+            return
+        # This read and every earlier one are confirmed: a quorum answered after they arrived.
+        while self._pending_reads:
+            key, (index, _) = self._pending_reads.popitem(last=False)
+            self._read_states.append(ReadState(index, key))
+            if key == ctx:
+                break
+
+    def _send(self, m: Message) -> None:
+        if self.role == Role.LEADER and m.type in (MsgType.APP, MsgType.HEARTBEAT, MsgType.SNAP):
+            self._msgs_early.append(m)
+        else:
+            self._msgs.append(m)

@@ -1,0 +1,700 @@
+"""Deterministic simulator: N Raft cores, a hostile virtual network and disks, one seed.
+
+Everything random comes from one `random.Random(seed)`, time is virtual (milliseconds), and
+events are processed in (time, sequence) order, so a seed replays byte for byte.
+
+Faults: message drops, duplicates, delays and reordering; symmetric and asymmetric partitions;
+crashes that keep only what a Ready told the driver to persist (a crash may land between
+sending a leader's early messages and persisting, or between persisting and sending); cold
+restarts of the whole cluster; membership changes and leadership transfers mid-run. Clients
+propose writes and ReadIndex reads throughout.
+
+After every event the checker verifies: at most one leader per term; log matching (same index
+and term means same entry and same predecessor); leader completeness (a new leader holds every
+entry applied anywhere); state machine safety (every member applies the same entry at the same
+index, and an applied entry never changes); linearizable reads (a read is answered at an index
+at least as new as every write acknowledged before it began). Then faults stop and liveness is
+checked: a leader is elected and a proposal commits within a bounded virtual time.
+
+Command line: `python -m hamgr.raft.sim --seeds N` prints one line
+`seeds=N violations=V liveness_failures=L` (exit 1 when V or L > 0), plus, for each failing
+seed, the command that replays it with a trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import heapq
+import random
+import struct
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from hamgr.raft.core import RaftConfig, RaftCore, RuleBreakers, bootstrap_log
+from hamgr.raft.log import LogInvariantError
+from hamgr.raft.types import (
+    ConfChange,
+    ConfChangeType,
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+    NotLeaderError,
+    ProposalDroppedError,
+    Ready,
+    Role,
+    Snapshot,
+)
+
+TICK_MS = 10
+
+
+class Violation(Exception):
+    """A safety property was broken."""
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Knobs of one simulated run; `profile()` picks a random mix from the seed."""
+
+    nodes: int = 3
+    fault_ms: int = 4000
+    liveness_ms: int = 6000
+    election_tick: int = 10
+    heartbeat_tick: int = 2
+    drop: float = 0.03
+    duplicate: float = 0.02
+    delay_ms: tuple[int, int] = (1, 12)
+    slow_fraction: float = 0.05
+    fault_every_ms: tuple[int, int] = (150, 700)
+    crash_in_ready: float = 0.002
+    propose_every_ms: tuple[int, int] = (3, 25)
+    read_every_ms: tuple[int, int] = (10, 60)
+    snapshot_every: int = 40
+    max_inflight: int = 4
+    max_size_per_msg: int = 200
+    membership_changes: bool = True
+    rule_breakers: RuleBreakers = field(default_factory=RuleBreakers)
+
+
+def profile(seed: int, base: SimConfig | None = None) -> SimConfig:
+    """A per-seed mix of cluster size and fault rates, so many seeds cover many shapes."""
+    r = random.Random(seed ^ 0x5EED)
+    cfg = base or SimConfig()
+    return replace(
+        cfg,
+        nodes=r.choice((3, 3, 5)),
+        drop=r.choice((0.0, 0.02, 0.1)),
+        duplicate=r.choice((0.0, 0.02, 0.05)),
+        crash_in_ready=r.choice((0.0, 0.002, 0.01)),
+        snapshot_every=r.choice((15, 40, 1000)),
+    )
+
+
+HUNT = SimConfig(
+    max_size_per_msg=1,
+    max_inflight=2,
+    fault_every_ms=(30, 150),
+    delay_ms=(1, 30),
+    propose_every_ms=(1, 10),
+    snapshot_every=0,
+)
+"""A bug-hunting profile: one entry per message, small windows, slow links, frequent faults."""
+
+
+def hunt_profile(seed: int, breakers: RuleBreakers | None = None) -> SimConfig:
+    """HUNT with 5 members on odd seeds and 3 on even ones, and optional rule breakers."""
+    return replace(HUNT, nodes=5 if seed % 2 else 3, rule_breakers=breakers or RuleBreakers())
+
+
+@dataclass
+class Disk:
+    """What one member has made durable: exactly what its Ready batches said to persist."""
+
+    hard_state: HardState
+    snapshot: Snapshot
+    entries: list[Entry] = field(default_factory=list)
+
+    def persist(self, rd: Ready) -> None:
+        """Apply a Ready's persistence part, atomically (one fsync)."""
+        if rd.snapshot is not None:
+            self.snapshot = rd.snapshot
+            self.entries = []
+        if rd.entries:
+            first = rd.entries[0].index
+            self.entries = [e for e in self.entries if e.index < first] + list(rd.entries)
+        if rd.hard_state is not None:
+            self.hard_state = rd.hard_state
+
+    def compact(self, snap: Snapshot) -> None:
+        """The application saved a snapshot; entries it covers may go."""
+        self.snapshot = snap
+        self.entries = [e for e in self.entries if e.index > snap.meta.index]
+
+
+@dataclass
+class App:
+    """A member's state machine: the applied index and a digest chained over all entries."""
+
+    applied: int = 0
+    digest: bytes = b"\0" * 8
+
+    def encode(self) -> bytes:
+        """Snapshot data."""
+        return struct.pack(">Q", self.applied) + self.digest
+
+    @classmethod
+    def decode(cls, data: bytes) -> App:
+        """Restore from snapshot data."""
+        if not data:
+            return cls()
+        return cls(struct.unpack(">Q", data[:8])[0], data[8:])
+
+
+def _chain(digest: bytes, e: Entry) -> bytes:
+    h = hashlib.blake2b(digest, digest_size=8)
+    h.update(struct.pack(">QQB", e.index, e.term, e.type))
+    h.update(e.data)
+    return h.digest()
+
+
+class Member:
+    """One simulated member: its core, its disk, its application and its client bookkeeping."""
+
+    def __init__(self, node_id: int, disk: Disk, rng: random.Random, sim_cfg: SimConfig) -> None:
+        self.id = node_id
+        self.disk = disk
+        self.up = False
+        self.removed = False
+        self.core: RaftCore | None = None
+        self.app = App()
+        self._rng = rng
+        self._sim_cfg = sim_cfg
+        self.proposals: dict[int, tuple[int, bytes]] = {}
+        self.reads: dict[bytes, int] = {}
+
+    def start(self) -> None:
+        """(Re)start from disk, as a real process would after a crash."""
+        c = self._sim_cfg
+        cfg = RaftConfig(
+            id=self.id,
+            election_tick=c.election_tick,
+            heartbeat_tick=c.heartbeat_tick,
+            max_inflight_msgs=c.max_inflight,
+            max_size_per_msg=c.max_size_per_msg,
+            max_apply_bytes_per_ready=2000,
+            rule_breakers=c.rule_breakers,
+        )
+        d = self.disk
+        self.core = RaftCore(
+            cfg,
+            random.Random(self._rng.getrandbits(64)),
+            hard_state=d.hard_state,
+            snapshot=d.snapshot,
+            entries=list(d.entries),
+        )
+        self.app = App.decode(d.snapshot.data)
+        self.proposals = {}
+        self.reads = {}
+        self.up = True
+
+    def stop(self) -> None:
+        """Crash: everything not on disk is gone."""
+        self.up = False
+        self.core = None
+        self.proposals = {}
+        self.reads = {}
+
+
+class Simulator:
+    """Runs one seed. `run()` returns None on success or a description of what went wrong."""
+
+    def __init__(self, seed: int, cfg: SimConfig, trace: Callable[[str], None] | None = None):
+        self.seed = seed
+        self.cfg = cfg
+        self.rng = random.Random(seed)
+        self._trace = trace
+        self.now = 0
+        self._seq = 0
+        self._events: list[tuple[int, int, str, object]] = []
+        self.members: dict[int, Member] = {}
+        self.blocked: set[tuple[int, int]] = set()
+        self.faults_on = True
+        self.leaders: dict[int, int] = {}
+        self.truth: dict[int, tuple[int, bytes]] = {}
+        self.entry_seen: dict[tuple[int, int], tuple[int, bytes, int | None]] = {}
+        self.max_acked = 0
+        self.acked_writes = 0
+        self.reads_served = 0
+        self._next_id = cfg.nodes + 1
+        self._write_seq = 0
+        self._probe: tuple[int, int] | None = None
+        self.live_at: int | None = None
+        hard_state, entries = bootstrap_log(list(range(1, cfg.nodes + 1)))
+        for i in range(1, cfg.nodes + 1):
+            self._add_member(i, Disk(hard_state, Snapshot(), list(entries)))
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def log(self, text: str) -> None:
+        """Add a line to the trace (only when tracing)."""
+        if self._trace is not None:
+            self._trace(f"{self.now:>7} {text}")
+
+    def schedule(self, delay: int, kind: str, payload: object = None) -> None:
+        """Queue an event `delay` ms from now."""
+        self._seq += 1
+        heapq.heappush(self._events, (self.now + delay, self._seq, kind, payload))
+
+    def _add_member(self, node_id: int, disk: Disk) -> Member:
+        m = Member(node_id, disk, self.rng, self.cfg)
+        self.members[node_id] = m
+        m.start()
+        self.schedule(self.rng.randrange(1, TICK_MS + 1), "tick", node_id)
+        return m
+
+    def between(self, bounds: tuple[int, int]) -> int:
+        """A random duration within inclusive bounds."""
+        return self.rng.randint(bounds[0], bounds[1])
+
+    # -- the run --------------------------------------------------------------------------
+
+    def run(self) -> str | None:
+        """Fault phase, then liveness phase. None means every check passed."""
+        cfg = self.cfg
+        self.schedule(self.between(cfg.fault_every_ms), "fault")
+        self.schedule(self.between(cfg.propose_every_ms), "propose")
+        self.schedule(self.between(cfg.read_every_ms), "read")
+        self.schedule(cfg.fault_ms, "heal")
+        deadline = cfg.fault_ms + cfg.liveness_ms
+        try:
+            while self._events and self.live_at is None:
+                t, _, kind, payload = heapq.heappop(self._events)
+                if t > deadline:
+                    break
+                self.now = t
+                self._dispatch(kind, payload)
+        except (Violation, LogInvariantError) as exc:
+            self.log(f"VIOLATION {exc}")
+            return f"violation: {exc}"
+        if self.live_at is None:
+            return (
+                f"liveness: no proposal committed within {cfg.liveness_ms} ms after faults stopped"
+            )
+        return None
+
+    def _dispatch(self, kind: str, payload: object) -> None:
+        if kind == "tick":
+            self._on_tick(payload)  # type: ignore[arg-type]
+        elif kind == "msg":
+            self._deliver(payload)  # type: ignore[arg-type]
+        elif kind == "propose":
+            self._client_propose()
+        elif kind == "read":
+            self._client_read()
+        elif kind == "fault":
+            self._inject_fault()
+        elif kind == "restart":
+            self._restart(payload)  # type: ignore[arg-type]
+        elif kind == "unblock":
+            self.blocked.discard(payload)  # type: ignore[arg-type, unused-ignore]
+        elif kind == "heal_partition":
+            self.blocked.clear()
+            self.log("partition healed")
+        elif kind == "heal":
+            self._heal_all()
+        elif kind == "probe":
+            self._liveness_probe()
+
+    def _on_tick(self, node_id: int) -> None:
+        m = self.members[node_id]
+        if not m.up or m.core is None:
+            return
+        m.core.tick()
+        self._drive(m)
+        self.schedule(TICK_MS, "tick", node_id)
+
+    # -- network --------------------------------------------------------------------------
+
+    def _send(self, msg: Message) -> None:
+        if (msg.frm, msg.to) in self.blocked:
+            return
+        if self.faults_on and self.rng.random() < self.cfg.drop:
+            return
+        copies = 2 if self.faults_on and self.rng.random() < self.cfg.duplicate else 1
+        for _ in range(copies):
+            delay = self.between(self.cfg.delay_ms)
+            if self.faults_on and self.rng.random() < self.cfg.slow_fraction:
+                delay += self.rng.randrange(20, 150)
+            self.schedule(delay, "msg", msg)
+
+    def _deliver(self, msg: Message) -> None:
+        m = self.members.get(msg.to)
+        if m is None or not m.up or m.core is None or (msg.frm, msg.to) in self.blocked:
+            return
+        if self._trace is not None:
+            self.log(
+                f"deliver {msg.frm}->{msg.to} {msg.type.name} t={msg.term} i={msg.index} "
+                f"lt={msg.log_term} n={len(msg.entries)} c={msg.commit} rej={int(msg.reject)}"
+            )
+        m.core.step(msg)
+        self._drive(m)
+
+    # -- the driver loop: the Ready contract ------------------------------------------------
+
+    def _drive(self, m: Member) -> None:
+        core = m.core
+        while core is not None and core.has_ready():
+            rd = core.ready()
+            self._check_ready(m, rd)
+            for msg in rd.messages_early:
+                self._send(msg)
+            if self._maybe_crash(m, "before persisting"):
+                return
+            m.disk.persist(rd)
+            if self._maybe_crash(m, "after persisting, before sending"):
+                return
+            for msg in rd.messages:
+                self._send(msg)
+            self._apply(m, rd)
+            core.advance()
+            self._after_advance(m)
+            core = m.core
+
+    def _maybe_crash(self, m: Member, where: str) -> bool:
+        if not self.faults_on or self.rng.random() >= self.cfg.crash_in_ready:
+            return False
+        self.log(f"crash {m.id} {where}")
+        m.stop()
+        self.schedule(self.rng.randrange(5, 300), "restart", m.id)
+        return True
+
+    def _check_ready(self, m: Member, rd: Ready) -> None:
+        core = m.core
+        assert core is not None
+        if rd.soft_state is not None and rd.soft_state.role == Role.LEADER:
+            self._check_new_leader(m)
+        prev_term = core.log.term(rd.entries[0].index - 1) if rd.entries else None
+        for e in rd.entries:
+            key = (e.index, e.term)
+            seen = self.entry_seen.get(key)
+            if seen is None:
+                self.entry_seen[key] = (e.type, e.data, prev_term)
+            elif seen[0] != e.type or seen[1] != e.data:
+                raise Violation(
+                    f"log matching: two different entries at index {e.index} term {e.term}"
+                )
+            elif prev_term is not None and seen[2] is not None and seen[2] != prev_term:
+                raise Violation(
+                    f"log matching: entry {e.index} term {e.term} follows term {prev_term} "
+                    f"on {m.id} but term {seen[2]} elsewhere"
+                )
+            prev_term = e.term
+
+    def _check_new_leader(self, m: Member) -> None:
+        core = m.core
+        assert core is not None
+        other = self.leaders.setdefault(core.term, m.id)
+        if other != m.id:
+            raise Violation(f"two leaders in term {core.term}: {other} and {m.id}")
+        self.log(f"leader {m.id} term {core.term} voters {core.conf.voters}")
+        snap_index = core.log.snapshot.meta.index
+        for index, (term, _) in self.truth.items():
+            if index > snap_index and core.log.term(index) != term:
+                raise Violation(
+                    f"leader completeness: leader {m.id} of term {core.term} lacks applied "
+                    f"entry {index} (term {term})"
+                )
+
+    def _apply(self, m: Member, rd: Ready) -> None:
+        if rd.snapshot is not None:
+            snap = rd.snapshot
+            m.app = App.decode(snap.data)
+            known = self.truth.get(snap.meta.index)
+            if snap.meta.index and known is not None and known[1] != m.app.digest:
+                raise Violation(f"snapshot at {snap.meta.index} on {m.id} differs from history")
+        for e in rd.committed_entries:
+            if e.index != m.app.applied + 1:
+                raise Violation(f"{m.id} applies {e.index} after {m.app.applied}")
+            m.app.digest = _chain(m.app.digest, e)
+            m.app.applied = e.index
+            known = self.truth.setdefault(e.index, (e.term, m.app.digest))
+            if known != (e.term, m.app.digest):
+                raise Violation(
+                    f"state machine safety: {m.id} applied term {e.term} at {e.index}, "
+                    f"others applied term {known[0]} (or a different history)"
+                )
+            if e.type == EntryType.CONF_CHANGE:
+                self._on_conf_applied(e)
+            self._ack_write(m, e)
+        for rs in rd.read_states:
+            need = m.reads.pop(rs.ctx, None)
+            if need is None:
+                continue
+            if rs.index < need:
+                raise Violation(
+                    f"stale read on {m.id}: read index {rs.index} older than write {need} "
+                    f"acknowledged before the read began"
+                )
+            self.reads_served += 1
+
+    def _ack_write(self, m: Member, e: Entry) -> None:
+        prop = m.proposals.pop(e.index, None)
+        if prop is None:
+            return
+        if prop == (e.term, e.data):
+            self.max_acked = max(self.max_acked, e.index)
+            self.acked_writes += 1
+            if self._probe == (m.id, e.index) and not self.faults_on:
+                self.live_at = self.now
+                self.log(f"liveness: probe committed at {e.index}")
+
+    def _after_advance(self, m: Member) -> None:
+        core = m.core
+        if core is None or self.cfg.snapshot_every <= 0:
+            return
+        lg = core.log
+        if lg.applied - lg.snapshot.meta.index >= self.cfg.snapshot_every:
+            snap = core.compact(lg.applied, m.app.encode())
+            m.disk.compact(snap)
+            self.log(f"snapshot {m.id} at {snap.meta.index}")
+
+    def _on_conf_applied(self, e: Entry) -> None:
+        change = ConfChange.decode(e.data)
+        if change.type == ConfChangeType.REMOVE_NODE:
+            target = self.members.get(change.node_id)
+            if target is not None and not target.removed:
+                target.removed = True
+                self.log(f"member {change.node_id} removed; stopping it")
+                target.stop()
+
+    # -- clients --------------------------------------------------------------------------
+
+    def _leaders_now(self) -> list[Member]:
+        return [
+            m
+            for m in self.members.values()
+            if m.up and m.core is not None and m.core.role == Role.LEADER
+        ]
+
+    def _client_propose(self) -> None:
+        if self.faults_on:
+            self.schedule(self.between(self.cfg.propose_every_ms), "propose")
+        leaders = self._leaders_now()
+        if not leaders:
+            return
+        m = self.rng.choice(leaders)
+        assert m.core is not None
+        self._write_seq += 1
+        data = b"w%d" % self._write_seq
+        try:
+            index = m.core.propose(data)
+        except (NotLeaderError, ProposalDroppedError):
+            return
+        m.proposals[index] = (m.core.term, data)
+        self._drive(m)
+
+    def _client_read(self) -> None:
+        if self.faults_on:
+            self.schedule(self.between(self.cfg.read_every_ms), "read")
+        leaders = self._leaders_now()
+        if not leaders:
+            return
+        m = self.rng.choice(leaders)
+        assert m.core is not None
+        self._write_seq += 1
+        ctx = b"r%d" % self._write_seq
+        m.reads[ctx] = self.max_acked
+        m.core.read_index(ctx)
+        self._drive(m)
+
+    # -- faults ---------------------------------------------------------------------------
+
+    def _inject_fault(self) -> None:
+        if not self.faults_on:
+            return
+        self.schedule(self.between(self.cfg.fault_every_ms), "fault")
+        ids = [i for i, m in self.members.items() if not m.removed]
+        leaders = [m.id for m in self._leaders_now()]
+        roll = self.rng.random()
+        if roll < 0.30:
+            # Leaders are the interesting victims: crash one half of the time.
+            victim = self.rng.choice(leaders if leaders and self.rng.random() < 0.5 else ids)
+            m = self.members[victim]
+            if m.up:
+                self.log(f"crash {victim}")
+                m.stop()
+                self.schedule(self.rng.randrange(20, 1500), "restart", victim)
+        elif roll < 0.50:
+            self.rng.shuffle(ids)
+            cut = self.rng.randrange(1, len(ids))
+            if leaders and self.rng.random() < 0.5:  # isolate a leader alone
+                ids.remove(leaders[0])
+                ids.insert(0, leaders[0])
+                cut = 1
+            left, right = ids[:cut], ids[cut:]
+            for a in left:
+                for b in right:
+                    self.blocked.add((a, b))
+                    self.blocked.add((b, a))
+            self.log(f"partition {left} | {right}")
+            self.schedule(self.rng.randrange(50, 2000), "heal_partition")
+        elif roll < 0.65:
+            a, b = self.rng.sample(ids, 2)
+            self.blocked.add((a, b))
+            self.log(f"cut link {a}->{b}")
+            self.schedule(self.rng.randrange(50, 2000), "unblock", (a, b))
+        elif roll < 0.72:
+            self.log("cold restart of every member")
+            for i in ids:
+                self.members[i].stop()
+                self.schedule(self.rng.randrange(10, 400), "restart", i)
+        elif roll < 0.85:
+            self._transfer()
+        elif self.cfg.membership_changes:
+            self._change_membership()
+
+    def _restart(self, node_id: int) -> None:
+        m = self.members[node_id]
+        if m.up or m.removed:
+            return
+        self.log(f"restart {node_id}")
+        m.start()
+        self.schedule(self.rng.randrange(1, TICK_MS + 1), "tick", node_id)
+        self._drive(m)
+
+    def _transfer(self) -> None:
+        leaders = self._leaders_now()
+        if not leaders:
+            return
+        m = leaders[0]
+        assert m.core is not None
+        targets = [v for v in m.core.conf.voters if v != m.id]
+        if not targets:
+            return
+        to = self.rng.choice(targets)
+        self.log(f"transfer leadership {m.id} -> {to}")
+        m.core.transfer_leadership(to)
+        self._drive(m)
+
+    def _change_membership(self) -> None:
+        leaders = self._leaders_now()
+        if not leaders:
+            return
+        m = leaders[0]
+        assert m.core is not None
+        voters = m.core.conf.voters
+        members = len(voters) + len(m.core.conf.learners)
+        if members < 5 and (len(voters) <= 3 or self.rng.random() < 0.5):
+            new_id = self._next_id
+            change = ConfChange(ConfChangeType.ADD_NODE, new_id)
+        elif len(voters) > 3:
+            change = ConfChange(ConfChangeType.REMOVE_NODE, self.rng.choice(voters))
+        else:
+            return
+        try:
+            m.core.propose_conf_change(change)
+        except (NotLeaderError, ProposalDroppedError) as exc:
+            self.log(f"membership change {change.type.name} {change.node_id} refused: {exc}")
+            return
+        self.log(f"propose {change.type.name} {change.node_id} via {m.id}")
+        if change.type == ConfChangeType.ADD_NODE:
+            self._next_id += 1
+            self._add_member(new_id, Disk(HardState(), Snapshot()))
+        self._drive(m)
+
+    def _heal_all(self) -> None:
+        self.faults_on = False
+        self.blocked.clear()
+        self.log("faults stop: healing the network and restarting every member")
+        for i, m in self.members.items():
+            if not m.up and not m.removed:
+                self._restart(i)
+        self.schedule(1, "probe")
+
+    def _liveness_probe(self) -> None:
+        if self.live_at is not None:
+            return
+        self.schedule(5 * TICK_MS, "probe")
+        leaders = self._leaders_now()
+        if not leaders:
+            return
+        if self._probe is not None:
+            holder = self.members[self._probe[0]]
+            if holder in leaders and self._probe[1] in holder.proposals:
+                return  # the outstanding probe may still commit
+        m = leaders[0]
+        assert m.core is not None
+        try:
+            index = m.core.propose(b"probe")
+        except (NotLeaderError, ProposalDroppedError):
+            return
+        m.proposals[index] = (m.core.term, b"probe")
+        self._probe = (m.id, index)
+        self._drive(m)
+
+
+def run_seed(
+    seed: int,
+    base: SimConfig | None = None,
+    trace: Callable[[str], None] | None = None,
+) -> str | None:
+    """Run one seed with its per-seed profile; None when every check passed."""
+    return Simulator(seed, profile(seed, base), trace).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point."""
+    ap = argparse.ArgumentParser(
+        prog="python -m hamgr.raft.sim", description=__doc__.split("\n")[0]
+    )
+    ap.add_argument("--seeds", type=int, default=100, help="how many seeds to run")
+    ap.add_argument("--first", type=int, default=1, help="first seed")
+    ap.add_argument("--seed", type=int, help="run only this seed")
+    ap.add_argument("--trace", action="store_true", help="print every event of the run")
+    ap.add_argument("--hunt", action="store_true", help="use the bug-hunting profile")
+    ap.add_argument(
+        "--break-rule",
+        action="append",
+        default=[],
+        choices=sorted(RuleBreakers.__dataclass_fields__),
+        help="test only: make the core break this rule (repeatable)",
+    )
+    args = ap.parse_args(argv)
+    if args.seed is not None:
+        seeds = [args.seed]
+    else:
+        if args.seeds <= 0:
+            ap.error("--seeds must be positive")
+        seeds = list(range(args.first, args.first + args.seeds))
+    breakers = RuleBreakers(**{name: True for name in args.break_rule})
+    extra = "".join(f" --break-rule {name}" for name in args.break_rule)
+    extra += " --hunt" if args.hunt else ""
+    violations = liveness = 0
+    started = time.monotonic()
+    for seed in seeds:
+        trace = print if args.trace else None
+        if args.hunt:
+            result = Simulator(seed, hunt_profile(seed, breakers), trace).run()
+        else:
+            result = run_seed(seed, SimConfig(rule_breakers=breakers), trace)
+        if result is None:
+            continue
+        if result.startswith("violation"):
+            violations += 1
+        else:
+            liveness += 1
+        print(f"seed {seed}: {result}")
+        print(f"  replay: python -m hamgr.raft.sim --seed {seed} --trace{extra}")
+    elapsed = time.monotonic() - started
+    sys.stdout.flush()
+    print(f"elapsed={elapsed:.1f}s seeds_per_second={len(seeds) / elapsed:.1f}", file=sys.stderr)
+    print(f"seeds={len(seeds)} violations={violations} liveness_failures={liveness}")
+    return 1 if violations or liveness else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
