@@ -22,16 +22,17 @@ Rules this module keeps (the simulator checks them):
 from __future__ import annotations
 
 import random
-from collections import OrderedDict
-from dataclasses import dataclass, field
 
+from hamgr.raft.config import RaftConfig
 from hamgr.raft.log import RaftLog
+from hamgr.raft.membership import apply_conf_change
 from hamgr.raft.progress import Progress, ProgressState
+from hamgr.raft.quorum import VoteResult, committed_index, has_quorum, vote_result
+from hamgr.raft.readonly import PendingReads
 from hamgr.raft.types import (
     NONE,
     ConfChange,
     ConfChangeType,
-    ConfState,
     Entry,
     EntryType,
     HardState,
@@ -49,59 +50,6 @@ from hamgr.raft.types import (
 
 TRANSFER_CONTEXT = b"transfer"
 _PRE_ELECTION, _ELECTION, _TRANSFER = "pre-election", "election", "transfer"
-
-
-@dataclass(frozen=True)
-class RuleBreakers:
-    """Test-only switches, each breaking one Raft rule, to prove the simulator catches it."""
-
-    forget_vote_on_restart: bool = False
-    commit_old_term_by_counting: bool = False
-    send_before_persist: bool = False
-    skip_log_up_to_date_check: bool = False
-
-
-@dataclass(frozen=True)
-class RaftConfig:
-    """Tuning of one member. Ticks are the driver's unit of time (e.g. 100 ms)."""
-
-    id: int
-    election_tick: int = 10
-    heartbeat_tick: int = 1
-    max_size_per_msg: int = 1 << 20
-    max_inflight_msgs: int = 256
-    max_apply_bytes_per_ready: int = 4 << 20
-    snapshot_retain_entries: int = 0
-    pre_vote: bool = True
-    check_quorum: bool = True
-    rule_breakers: RuleBreakers = field(default_factory=RuleBreakers)
-
-    def __post_init__(self) -> None:
-        if self.id <= NONE:
-            raise ValueError(f"node id must be a positive integer, got {self.id}")
-        if self.heartbeat_tick <= 0:
-            raise ValueError("heartbeat_tick must be positive")
-        if self.election_tick <= self.heartbeat_tick:
-            raise ValueError("election_tick must exceed heartbeat_tick")
-        if self.max_inflight_msgs <= 0:
-            raise ValueError("max_inflight_msgs must be positive")
-
-
-def bootstrap_log(voters: list[int]) -> tuple[HardState, list[Entry]]:
-    """The identical first log that every founding member persists before its first start.
-
-    Membership lives in the log (and in snapshots), so a member that joins later learns the
-    founding voters by replaying these committed entries, like any other membership change.
-    A member that joins an existing cluster starts from an empty log instead.
-    """
-    if not voters or len(set(voters)) != len(voters) or min(voters) <= NONE:
-        raise ValueError(f"founding voters must be distinct positive ids, got {voters}")
-    changes = []
-    for node in sorted(voters):
-        changes.append(ConfChange(ConfChangeType.ADD_NODE, node))
-        changes.append(ConfChange(ConfChangeType.PROMOTE, node))
-    entries = [Entry(1, n + 1, EntryType.CONF_CHANGE, c.encode()) for n, c in enumerate(changes)]
-    return HardState(term=1, vote=NONE, commit=len(entries)), entries
 
 
 class RaftCore:
@@ -137,8 +85,7 @@ class RaftCore:
         self._randomized_timeout = config.election_tick
         self.lead_transferee = NONE
         self._pending_conf_index = 0
-        self._read_seq = 0
-        self._pending_reads: OrderedDict[bytes, tuple[int, set[int]]] = OrderedDict()
+        self._pending_reads = PendingReads()
         self._reads_before_commit: list[bytes] = []
         self._read_states: list[ReadState] = []
         self._msgs_early: list[Message] = []
@@ -236,7 +183,7 @@ class RaftCore:
         if len(self.conf.voters) == 1:
             self._read_states.append(ReadState(self.log.committed, ctx))
             return
-        self._pending_reads[ctx] = (self.log.committed, {self.id})
+        self._pending_reads.add(ctx, self.log.committed, self.id)
         self._bcast_heartbeat(ctx)
 
     def transfer_leadership(self, to: int) -> None:
@@ -366,26 +313,15 @@ class RaftCore:
             change = ConfChange.decode(entry.data)
         except ValueError:
             return  # a malformed change applies as a no-op on every member alike
-        voters = [v for v in self.conf.voters if v != change.node_id]
-        learners = [v for v in self.conf.learners if v != change.node_id]
-        node = change.node_id
-        if change.type == ConfChangeType.ADD_NODE:
-            if node in self.conf.voters:
-                return
-            learners.append(node)
-        elif change.type == ConfChangeType.PROMOTE:
-            if node not in self.conf.learners:
-                return
-            voters.append(node)
-        self.conf = ConfState(tuple(sorted(voters)), tuple(sorted(learners)))
+        self.conf = apply_conf_change(self.conf, change)
         if self.role != Role.LEADER:
             return
-        if node == self.id and change.type == ConfChangeType.REMOVE_NODE:
+        if change.node_id == self.id and change.type == ConfChangeType.REMOVE_NODE:
             self._bcast_append()  # let the others learn the commit before we go quiet
             self._become_follower(self.term, NONE)
             return
         self._sync_progress()
-        if node == self.lead_transferee and node not in self.conf.voters:
+        if self.lead_transferee not in self.conf.voters:
             self.lead_transferee = NONE
         if self._maybe_commit():
             self._bcast_append()
@@ -477,7 +413,7 @@ class RaftCore:
             self._become_candidate()
             msg_type, term = MsgType.VOTE, self.term
         self._votes[self.id] = True
-        if self._tally() == "won":
+        if vote_result(self.conf.voters, self._votes) == VoteResult.WON:
             self._won_election()
             return
         ctx = TRANSFER_CONTEXT if kind == _TRANSFER else b""
@@ -494,16 +430,6 @@ class RaftCore:
                         context=ctx,
                     )
                 )
-
-    def _tally(self) -> str:
-        granted = sum(1 for v in self.conf.voters if self._votes.get(v) is True)
-        rejected = sum(1 for v in self.conf.voters if self._votes.get(v) is False)
-        quorum = len(self.conf.voters) // 2 + 1
-        if granted >= quorum:
-            return "won"
-        if rejected >= quorum:
-            return "lost"
-        return "pending"
 
     def _won_election(self) -> None:
         if self.role == Role.PRE_CANDIDATE:
@@ -579,10 +505,10 @@ class RaftCore:
             return
         if m.frm not in self._votes:
             self._votes[m.frm] = not m.reject
-        result = self._tally()
-        if result == "won":
+        result = vote_result(self.conf.voters, self._votes)
+        if result == VoteResult.WON:
             self._won_election()
-        elif result == "lost":
+        elif result == VoteResult.LOST:
             self._become_follower(self.term, NONE)
 
     def _step_follower(self, m: Message) -> None:
@@ -657,7 +583,9 @@ class RaftCore:
             if pr.match < self.log.last_index():
                 self._send_append(m.frm)
             if m.context:
-                self._ack_read(m.context, m.frm)
+                self._read_states.extend(
+                    self._pending_reads.ack(m.context, m.frm, self.conf.voters)
+                )
 
     def _handle_append_response(self, m: Message, pr: Progress) -> None:
         if m.reject:
@@ -691,13 +619,7 @@ class RaftCore:
     # -- leader machinery -----------------------------------------------------------------
 
     def _maybe_commit(self) -> bool:
-        matches = sorted(
-            (self.prs[v].match for v in self.conf.voters if v in self.prs), reverse=True
-        )
-        quorum = len(self.conf.voters) // 2 + 1
-        if len(matches) < quorum:
-            return False
-        index = matches[quorum - 1]
+        index = committed_index(self.conf.voters, {n: pr.match for n, pr in self.prs.items()})
         if index <= self.log.committed:
             return False
         if (
@@ -714,15 +636,10 @@ class RaftCore:
         return True
 
     def _quorum_active(self) -> bool:
-        active = 0
-        for v in self.conf.voters:
-            pr = self.prs.get(v)
-            if pr is not None and (v == self.id or pr.recent_active):
-                active += 1
-        for node, pr in self.prs.items():
-            if node != self.id:
-                pr.recent_active = False
-        return active >= len(self.conf.voters) // 2 + 1
+        active = {self.id} | {n for n, pr in self.prs.items() if pr.recent_active}
+        for pr in self.prs.values():
+            pr.recent_active = False
+        return has_quorum(self.conf.voters, active)
 
     def _bcast_append(self) -> None:
         for node in self.prs:
@@ -770,21 +687,6 @@ class RaftCore:
             )
         )
         return True
-
-    def _ack_read(self, ctx: bytes, frm: int) -> None:
-        pending = self._pending_reads.get(ctx)
-        if pending is None:
-            return
-        pending[1].add(frm)
-        acks = sum(1 for v in self.conf.voters if v in pending[1])
-        if acks < len(self.conf.voters) // 2 + 1:
-            return
-        # This read and every earlier one are confirmed: a quorum answered after they arrived.
-        while self._pending_reads:
-            key, (index, _) = self._pending_reads.popitem(last=False)
-            self._read_states.append(ReadState(index, key))
-            if key == ctx:
-                break
 
     def _send(self, m: Message) -> None:
         if self.role == Role.LEADER and m.type in (MsgType.APP, MsgType.HEARTBEAT, MsgType.SNAP):

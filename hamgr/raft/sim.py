@@ -33,8 +33,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from hamgr.raft.core import RaftConfig, RaftCore, RuleBreakers, bootstrap_log
+from hamgr.raft.config import RaftConfig, RuleBreakers
+from hamgr.raft.core import RaftCore
 from hamgr.raft.log import LogInvariantError
+from hamgr.raft.membership import bootstrap_log
 from hamgr.raft.types import (
     ConfChange,
     ConfChangeType,

@@ -11,7 +11,9 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hamgr.raft.core import RaftConfig, RaftCore, RuleBreakers, bootstrap_log
+from hamgr.raft.config import RaftConfig, RuleBreakers
+from hamgr.raft.core import RaftCore
+from hamgr.raft.membership import bootstrap_log
 from hamgr.raft.types import Entry, HardState, Message, Role, Snapshot
 
 Filter = Callable[[Message], bool]

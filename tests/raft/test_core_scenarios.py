@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hamgr.raft.core import RaftConfig, RaftCore, RuleBreakers
+from hamgr.raft.config import RaftConfig, RuleBreakers
+from hamgr.raft.core import RaftCore
 from hamgr.raft.log import LogInvariantError, RaftLog
 from hamgr.raft.types import (
     ConfChange,

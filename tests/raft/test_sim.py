@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from hamgr.raft.core import RuleBreakers
+from hamgr.raft.config import RuleBreakers
 from hamgr.raft.sim import Simulator, hunt_profile, run_seed
 
 CI_SEEDS = 500
