@@ -24,19 +24,18 @@ seed, the command that replays it with a trace.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import heapq
 import random
-import struct
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from hamgr.raft.config import RaftConfig, RuleBreakers
-from hamgr.raft.core import RaftCore
+from hamgr.raft.config import RuleBreakers
 from hamgr.raft.log import LogInvariantError
 from hamgr.raft.membership import bootstrap_log
+from hamgr.raft.simcheck import SafetyChecker, Violation
+from hamgr.raft.simworld import App, Disk, Member, MemberTuning, chain_digest
 from hamgr.raft.types import (
     ConfChange,
     ConfChangeType,
@@ -52,10 +51,6 @@ from hamgr.raft.types import (
 )
 
 TICK_MS = 10
-
-
-class Violation(Exception):
-    """A safety property was broken."""
 
 
 @dataclass(frozen=True)
@@ -112,105 +107,6 @@ def hunt_profile(seed: int, breakers: RuleBreakers | None = None) -> SimConfig:
     return replace(HUNT, nodes=5 if seed % 2 else 3, rule_breakers=breakers or RuleBreakers())
 
 
-@dataclass
-class Disk:
-    """What one member has made durable: exactly what its Ready batches said to persist."""
-
-    hard_state: HardState
-    snapshot: Snapshot
-    entries: list[Entry] = field(default_factory=list)
-
-    def persist(self, rd: Ready) -> None:
-        """Apply a Ready's persistence part, atomically (one fsync)."""
-        if rd.snapshot is not None:
-            self.snapshot = rd.snapshot
-            self.entries = []
-        if rd.entries:
-            first = rd.entries[0].index
-            self.entries = [e for e in self.entries if e.index < first] + list(rd.entries)
-        if rd.hard_state is not None:
-            self.hard_state = rd.hard_state
-
-    def compact(self, snap: Snapshot) -> None:
-        """The application saved a snapshot; entries it covers may go."""
-        self.snapshot = snap
-        self.entries = [e for e in self.entries if e.index > snap.meta.index]
-
-
-@dataclass
-class App:
-    """A member's state machine: the applied index and a digest chained over all entries."""
-
-    applied: int = 0
-    digest: bytes = b"\0" * 8
-
-    def encode(self) -> bytes:
-        """Snapshot data."""
-        return struct.pack(">Q", self.applied) + self.digest
-
-    @classmethod
-    def decode(cls, data: bytes) -> App:
-        """Restore from snapshot data."""
-        if not data:
-            return cls()
-        return cls(struct.unpack(">Q", data[:8])[0], data[8:])
-
-
-def _chain(digest: bytes, e: Entry) -> bytes:
-    h = hashlib.blake2b(digest, digest_size=8)
-    h.update(struct.pack(">QQB", e.index, e.term, e.type))
-    h.update(e.data)
-    return h.digest()
-
-
-class Member:
-    """One simulated member: its core, its disk, its application and its client bookkeeping."""
-
-    def __init__(self, node_id: int, disk: Disk, rng: random.Random, sim_cfg: SimConfig) -> None:
-        self.id = node_id
-        self.disk = disk
-        self.up = False
-        self.removed = False
-        self.core: RaftCore | None = None
-        self.app = App()
-        self._rng = rng
-        self._sim_cfg = sim_cfg
-        self.proposals: dict[int, tuple[int, bytes]] = {}
-        self.reads: dict[bytes, int] = {}
-
-    def start(self) -> None:
-        """(Re)start from disk, as a real process would after a crash."""
-        c = self._sim_cfg
-        cfg = RaftConfig(
-            id=self.id,
-            election_tick=c.election_tick,
-            heartbeat_tick=c.heartbeat_tick,
-            max_inflight_msgs=c.max_inflight,
-            max_size_per_msg=c.max_size_per_msg,
-            max_apply_bytes_per_ready=2000,
-            rule_breakers=c.rule_breakers,
-        )
-        d = self.disk
-        self.core = RaftCore(
-            cfg,
-            random.Random(self._rng.getrandbits(64)),
-            hard_state=d.hard_state,
-            snapshot=d.snapshot,
-            entries=list(d.entries),
-        )
-        self.app = App.decode(d.snapshot.data)
-        self.proposals = {}
-        self.reads = {}
-        self.up = True
-
-    def stop(self) -> None:
-        """Crash: everything not on disk is gone."""
-        self.up = False
-        self.core = None
-        self.proposals = {}
-        self.reads = {}
-
-
 class Simulator:
     """Runs one seed. `run()` returns None on success or a description of what went wrong."""
 
@@ -225,9 +121,7 @@ class Simulator:
         self.members: dict[int, Member] = {}
         self.blocked: set[tuple[int, int]] = set()
         self.faults_on = True
-        self.leaders: dict[int, int] = {}
-        self.truth: dict[int, tuple[int, bytes]] = {}
-        self.entry_seen: dict[tuple[int, int], tuple[int, bytes, int | None]] = {}
+        self.check = SafetyChecker()
         self.max_acked = 0
         self.acked_writes = 0
         self.reads_served = 0
@@ -252,7 +146,11 @@ class Simulator:
         heapq.heappush(self._events, (self.now + delay, self._seq, kind, payload))
 
     def _add_member(self, node_id: int, disk: Disk) -> Member:
-        m = Member(node_id, disk, self.rng, self.cfg)
+        c = self.cfg
+        tuning = MemberTuning(
+            c.election_tick, c.heartbeat_tick, c.max_inflight, c.max_size_per_msg, c.rule_breakers
+        )
+        m = Member(node_id, disk, self.rng, tuning)
         self.members[node_id] = m
         m.start()
         self.schedule(self.rng.randrange(1, TICK_MS + 1), "tick", node_id)
@@ -378,70 +276,29 @@ class Simulator:
         core = m.core
         assert core is not None
         if rd.soft_state is not None and rd.soft_state.role == Role.LEADER:
-            self._check_new_leader(m)
-        prev_term = core.log.term(rd.entries[0].index - 1) if rd.entries else None
-        for e in rd.entries:
-            key = (e.index, e.term)
-            seen = self.entry_seen.get(key)
-            if seen is None:
-                self.entry_seen[key] = (e.type, e.data, prev_term)
-            elif seen[0] != e.type or seen[1] != e.data:
-                raise Violation(
-                    f"log matching: two different entries at index {e.index} term {e.term}"
-                )
-            elif prev_term is not None and seen[2] is not None and seen[2] != prev_term:
-                raise Violation(
-                    f"log matching: entry {e.index} term {e.term} follows term {prev_term} "
-                    f"on {m.id} but term {seen[2]} elsewhere"
-                )
-            prev_term = e.term
-
-    def _check_new_leader(self, m: Member) -> None:
-        core = m.core
-        assert core is not None
-        other = self.leaders.setdefault(core.term, m.id)
-        if other != m.id:
-            raise Violation(f"two leaders in term {core.term}: {other} and {m.id}")
-        self.log(f"leader {m.id} term {core.term} voters {core.conf.voters}")
-        snap_index = core.log.snapshot.meta.index
-        for index, (term, _) in self.truth.items():
-            if index > snap_index and core.log.term(index) != term:
-                raise Violation(
-                    f"leader completeness: leader {m.id} of term {core.term} lacks applied "
-                    f"entry {index} (term {term})"
-                )
+            self.log(f"leader {m.id} term {core.term} voters {core.conf.voters}")
+            self.check.became_leader(m.id, core.term, core.log)
+        if rd.entries:
+            prev_term = core.log.term(rd.entries[0].index - 1)
+            self.check.entries_written(m.id, rd.entries, prev_term)
 
     def _apply(self, m: Member, rd: Ready) -> None:
         if rd.snapshot is not None:
-            snap = rd.snapshot
-            m.app = App.decode(snap.data)
-            known = self.truth.get(snap.meta.index)
-            if snap.meta.index and known is not None and known[1] != m.app.digest:
-                raise Violation(f"snapshot at {snap.meta.index} on {m.id} differs from history")
+            m.app = App.decode(rd.snapshot.data)
+            self.check.snapshot_installed(m.id, rd.snapshot.meta.index, m.app.digest)
         for e in rd.committed_entries:
-            if e.index != m.app.applied + 1:
-                raise Violation(f"{m.id} applies {e.index} after {m.app.applied}")
-            m.app.digest = _chain(m.app.digest, e)
+            prev = m.app.applied
+            m.app.digest = chain_digest(m.app.digest, e)
             m.app.applied = e.index
-            known = self.truth.setdefault(e.index, (e.term, m.app.digest))
-            if known != (e.term, m.app.digest):
-                raise Violation(
-                    f"state machine safety: {m.id} applied term {e.term} at {e.index}, "
-                    f"others applied term {known[0]} (or a different history)"
-                )
+            self.check.entry_applied(m.id, e, prev, m.app.digest)
             if e.type == EntryType.CONF_CHANGE:
                 self._on_conf_applied(e)
             self._ack_write(m, e)
         for rs in rd.read_states:
             need = m.reads.pop(rs.ctx, None)
-            if need is None:
-                continue
-            if rs.index < need:
-                raise Violation(
-                    f"stale read on {m.id}: read index {rs.index} older than write {need} "
-                    f"acknowledged before the read began"
-                )
-            self.reads_served += 1
+            if need is not None:
+                self.check.read_served(m.id, rs.index, need)
+                self.reads_served += 1
 
     def _ack_write(self, m: Member, e: Entry) -> None:
         prop = m.proposals.pop(e.index, None)

@@ -1,0 +1,124 @@
+"""The simulated members: a disk that keeps only what Ready batches persisted, a tiny state
+machine whose state is a digest of everything applied, and the client bookkeeping of a member.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import struct
+from dataclasses import dataclass, field
+
+from hamgr.raft.config import RaftConfig, RuleBreakers
+from hamgr.raft.core import RaftCore
+from hamgr.raft.types import Entry, HardState, Ready, Snapshot
+
+
+@dataclass(frozen=True)
+class MemberTuning:
+    """What a simulated member's core is configured with."""
+
+    election_tick: int
+    heartbeat_tick: int
+    max_inflight: int
+    max_size_per_msg: int
+    rule_breakers: RuleBreakers
+
+
+@dataclass
+class Disk:
+    """What one member has made durable: exactly what its Ready batches said to persist."""
+
+    hard_state: HardState
+    snapshot: Snapshot
+    entries: list[Entry] = field(default_factory=list)
+
+    def persist(self, rd: Ready) -> None:
+        """Apply a Ready's persistence part, atomically (one fsync)."""
+        if rd.snapshot is not None:
+            self.snapshot = rd.snapshot
+            self.entries = []
+        if rd.entries:
+            first = rd.entries[0].index
+            self.entries = [e for e in self.entries if e.index < first] + list(rd.entries)
+        if rd.hard_state is not None:
+            self.hard_state = rd.hard_state
+
+    def compact(self, snap: Snapshot) -> None:
+        """The application saved a snapshot; entries it covers may go."""
+        self.snapshot = snap
+        self.entries = [e for e in self.entries if e.index > snap.meta.index]
+
+
+@dataclass
+class App:
+    """A member's state machine: the applied index and a digest chained over all entries."""
+
+    applied: int = 0
+    digest: bytes = b"\0" * 8
+
+    def encode(self) -> bytes:
+        """Snapshot data."""
+        return struct.pack(">Q", self.applied) + self.digest
+
+    @classmethod
+    def decode(cls, data: bytes) -> App:
+        """Restore from snapshot data."""
+        if not data:
+            return cls()
+        return cls(struct.unpack(">Q", data[:8])[0], data[8:])
+
+
+def chain_digest(digest: bytes, e: Entry) -> bytes:
+    h = hashlib.blake2b(digest, digest_size=8)
+    h.update(struct.pack(">QQB", e.index, e.term, e.type))
+    h.update(e.data)
+    return h.digest()
+
+
+class Member:
+    """One simulated member: its core, its disk, its application and its client bookkeeping."""
+
+    def __init__(self, node_id: int, disk: Disk, rng: random.Random, tuning: MemberTuning) -> None:
+        self.id = node_id
+        self.disk = disk
+        self.up = False
+        self.removed = False
+        self.core: RaftCore | None = None
+        self.app = App()
+        self._rng = rng
+        self._tuning = tuning
+        self.proposals: dict[int, tuple[int, bytes]] = {}
+        self.reads: dict[bytes, int] = {}
+
+    def start(self) -> None:
+        """(Re)start from disk, as a real process would after a crash."""
+        c = self._tuning
+        cfg = RaftConfig(
+            id=self.id,
+            election_tick=c.election_tick,
+            heartbeat_tick=c.heartbeat_tick,
+            max_inflight_msgs=c.max_inflight,
+            max_size_per_msg=c.max_size_per_msg,
+            max_apply_bytes_per_ready=2000,
+            rule_breakers=c.rule_breakers,
+        )
+        d = self.disk
+        self.core = RaftCore(
+            cfg,
+            random.Random(self._rng.getrandbits(64)),
+            hard_state=d.hard_state,
+            snapshot=d.snapshot,
+            entries=list(d.entries),
+        )
+        self.app = App.decode(d.snapshot.data)
+        self.proposals = {}
+        self.reads = {}
+        self.up = True
+
+    def stop(self) -> None:
+        """Crash: everything not on disk is gone."""
+        self.up = False
+        self.core = None
+        self.proposals = {}
+        self.reads = {}
