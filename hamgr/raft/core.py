@@ -564,6 +564,8 @@ class RaftCore:
         else:
             lg.restore(snap)
             self.conf = snap.meta.conf
+            # Conf changes handed out before this snapshot must not be re-applied over it.
+            self._conf_applied = snap.meta.index
         self._send(Message(MsgType.APP_RESP, m.frm, self.id, self.term, index=lg.last_index()))
 
     def _step_leader(self, m: Message) -> None:
