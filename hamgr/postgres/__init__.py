@@ -1,0 +1,117 @@
+"""The local PostgreSQL instance: initdb, start/stop, promote, follow, rewind, clone, status.
+
+Everything runs PostgreSQL's own programs as an unprivileged OS user (see process.py) and
+talks SQL over the local unix socket with short timeouts (see sql.py). Modules:
+settings (what to run), render/conf (managed config files), control (lifecycle),
+status/controldata (observation), replication (standby, clone, rewind, slots), roles (users).
+"""
+
+from hamgr.postgres.conf import clear_standby_config, write_config
+from hamgr.postgres.control import (
+    STOP_MODES,
+    StopMode,
+    checkpoint,
+    initdb,
+    is_initialized,
+    is_running,
+    postmaster_pid,
+    promote,
+    reload,
+    restart,
+    start,
+    stop,
+)
+from hamgr.postgres.controldata import controldata, last_checkpoint_location
+from hamgr.postgres.errors import (
+    BaseBackupError,
+    BinaryNotFoundError,
+    CommandError,
+    ConfigError,
+    ControlDataError,
+    InitdbError,
+    NotRunningError,
+    PgTimeoutError,
+    PostgresError,
+    PromoteError,
+    ReloadError,
+    RewindError,
+    RootUserError,
+    SlotError,
+    SqlError,
+    StartError,
+    StateError,
+    StopError,
+)
+from hamgr.postgres.parse import ControlData, TimelineSwitch, format_lsn, parse_lsn
+from hamgr.postgres.replication import (
+    RewindResult,
+    SlotInfo,
+    clone_from,
+    configure_standby,
+    create_slot,
+    drop_slot,
+    follow,
+    list_slots,
+    rewind,
+)
+from hamgr.postgres.roles import bootstrap_users
+from hamgr.postgres.settings import InitdbOptions, PgSettings
+from hamgr.postgres.status import PgStatus, ReplicationRow, WalReceiver, status, timeline_history
+
+__all__ = [
+    "STOP_MODES",
+    "BaseBackupError",
+    "BinaryNotFoundError",
+    "CommandError",
+    "ConfigError",
+    "ControlData",
+    "ControlDataError",
+    "InitdbError",
+    "InitdbOptions",
+    "NotRunningError",
+    "PgSettings",
+    "PgStatus",
+    "PgTimeoutError",
+    "PostgresError",
+    "PromoteError",
+    "ReloadError",
+    "ReplicationRow",
+    "RewindError",
+    "RewindResult",
+    "RootUserError",
+    "SlotError",
+    "SlotInfo",
+    "SqlError",
+    "StartError",
+    "StateError",
+    "StopError",
+    "StopMode",
+    "TimelineSwitch",
+    "WalReceiver",
+    "bootstrap_users",
+    "checkpoint",
+    "clear_standby_config",
+    "clone_from",
+    "configure_standby",
+    "controldata",
+    "create_slot",
+    "drop_slot",
+    "follow",
+    "format_lsn",
+    "initdb",
+    "is_initialized",
+    "is_running",
+    "last_checkpoint_location",
+    "list_slots",
+    "parse_lsn",
+    "postmaster_pid",
+    "promote",
+    "reload",
+    "restart",
+    "rewind",
+    "start",
+    "status",
+    "stop",
+    "timeline_history",
+    "write_config",
+]
