@@ -1,0 +1,308 @@
+"""The configuration's shape: one frozen dataclass per section, with its defaults.
+
+Field types say what each key accepts; the ``Annotated`` markers of :mod:`hamgr.config.values`
+add the rules on single values (an address, an absolute path, a duration > 0) and mark secrets,
+and the loader (:mod:`hamgr.config.validate`) reads both off the types, so that a key is declared
+in one place. :data:`TIMING_PROFILES` changes some defaults by name. Nothing here reads a file or
+the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from hamgr.config.problems import BAD, show
+from hamgr.config.values import (
+    SECRET,
+    Custom,
+    Rule,
+    abs_path_problem,
+    address_problem,
+    long_secret,
+    member_name_problem,
+    non_empty,
+    non_negative,
+    positive,
+)
+
+if TYPE_CHECKING:
+    from hamgr.config.validate import Loader
+
+#: Defaults each timing profile changes, by key path. Every profile satisfies every timing rule.
+TIMING_PROFILES: Mapping[str, Mapping[str, float]] = {
+    "default": {},
+    "fast": {
+        "store.raft.heartbeat_interval": 0.05,
+        "store.raft.election_timeout": 0.5,
+        "bootstrap.dcs.ttl": 2.0,
+        "bootstrap.dcs.loop_wait": 0.5,
+        "bootstrap.dcs.retry_timeout": 0.5,
+        "bootstrap.dcs.safety_margin": 0.5,
+        "watchdog.safety_margin": 1.0,
+    },
+}
+
+
+def _load_initdb_option(
+    loader: Loader, raw: Any, path: tuple[str | int, ...], env: str | None
+) -> Any:
+    if isinstance(raw, str) and raw:
+        return raw
+    if isinstance(raw, Mapping) and len(raw) == 1:
+        ((key, value),) = raw.items()
+        ok_value = isinstance(value, str | int) and not isinstance(value, bool) and value != ""
+        if isinstance(key, str) and key and ok_value:
+            return {key: str(value)}
+    loader.report(
+        path,
+        'expected an option name or one "name: value" pair (e.g. data-checksums or '
+        f"{{encoding: UTF8}}), got {show(raw)}",
+        env,
+    )
+    return BAD
+
+
+Address = Annotated[str, Rule(address_problem)]
+AbsPath = Annotated[str, Rule(abs_path_problem)]
+MemberName = Annotated[str, Rule(member_name_problem)]
+Seconds = Annotated[float, Rule(positive)]
+SecondsOrZero = Annotated[float, Rule(non_negative)]
+PositiveInt = Annotated[int, Rule(positive)]
+NonNegativeInt = Annotated[int, Rule(non_negative)]
+Secret = Annotated[str, SECRET]
+ParameterValue = str | int | float | bool
+InitdbOption = Annotated[str | dict[str, str], Custom(_load_initdb_option)]
+
+
+# --- The configuration ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogConfig:
+    """``log``: how the agent logs."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApiAuthentication:
+    """``restapi.authentication``: basic auth required for the unsafe (changing) methods."""
+
+    username: str
+    password: Secret
+
+
+@dataclass(frozen=True, kw_only=True)
+class RestApiConfig:
+    """``restapi``: the agent's HTTP API. Without ``authentication`` unsafe methods are refused.
+
+    ``connect_address`` left empty means the same as ``listen``.
+    """
+
+    listen: Address = "127.0.0.1:8008"
+    connect_address: Address = ""
+    authentication: ApiAuthentication | None = None
+    certfile: AbsPath | None = None
+    keyfile: AbsPath | None = None
+
+    def __post_init__(self) -> None:
+        if not self.connect_address:
+            object.__setattr__(self, "connect_address", self.listen)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RaftPeer:
+    """One of the OTHER members of the Raft group."""
+
+    node_id: PositiveInt
+    address: Address
+
+
+@dataclass(frozen=True, kw_only=True)
+class RaftTls:
+    """``store.raft.tls``: mutual TLS between members (all three files)."""
+
+    certfile: AbsPath
+    keyfile: AbsPath
+    cafile: AbsPath
+
+
+@dataclass(frozen=True, kw_only=True)
+class RaftConfig:
+    """``store.raft``: this member of the embedded Raft group.
+
+    ``advertise`` left empty means ``listen``; ``cluster_id`` left empty means ``scope``. Exactly
+    one of ``secret`` and ``secret_file`` is set in the file; after :func:`load_config`,
+    ``secret`` always holds the secret (read from ``secret_file`` when that is used).
+    """
+
+    data_dir: AbsPath
+    node_id: PositiveInt
+    listen: Address = "127.0.0.1:7001"
+    advertise: Address = ""
+    cluster_id: str = ""
+    secret: Annotated[str, SECRET, Rule(long_secret)] | None = None
+    secret_file: AbsPath | None = None
+    peers: tuple[RaftPeer, ...] = ()
+    heartbeat_interval: Seconds = 0.1
+    election_timeout: Seconds = 1.0
+    snapshot_entries: PositiveInt = 10000
+    tls: RaftTls | None = None
+
+    def __post_init__(self) -> None:
+        if not self.advertise:
+            object.__setattr__(self, "advertise", self.listen)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EtcdConfig:
+    """``store.etcd``: an existing etcd v3 cluster."""
+
+    hosts: Annotated[tuple[Address, ...], Rule(non_empty)]
+    protocol: Literal["http", "https"] = "http"
+    username: str | None = None
+    password: Secret | None = None
+    cacert: AbsPath | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreConfig:
+    """``store``: which coordination store; the section named by ``backend`` is required."""
+
+    backend: Literal["raft", "etcd"] = "raft"
+    raft: RaftConfig | None = None
+    etcd: EtcdConfig | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SuperUser:
+    """``postgresql.authentication.superuser``; no password means pg_hba/.pgpass decide."""
+
+    username: str = "postgres"
+    password: Secret | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplicationUser:
+    """``postgresql.authentication.replication``: the role replicas stream with."""
+
+    username: str = "replicator"
+    password: Secret | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RewindUser:
+    """``postgresql.authentication.rewind``: the role pg_rewind uses (else the superuser)."""
+
+    username: str
+    password: Secret | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PostgresAuthentication:
+    """``postgresql.authentication``."""
+
+    superuser: SuperUser = field(default_factory=SuperUser)
+    replication: ReplicationUser = field(default_factory=ReplicationUser)
+    rewind: RewindUser | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PostgresConfig:
+    """``postgresql``: the local PostgreSQL this agent manages.
+
+    ``bin_dir`` None means "find it" (:func:`find_bin_dir`); :func:`load_config` fills it in.
+    ``connect_address`` left empty means the same as ``listen``.
+    """
+
+    data_dir: AbsPath
+    bin_dir: AbsPath | None = None
+    os_user: str = "postgres"
+    listen: Address = "127.0.0.1:5432"
+    connect_address: Address = ""
+    authentication: PostgresAuthentication = field(default_factory=PostgresAuthentication)
+    parameters: dict[str, ParameterValue] = field(default_factory=dict)
+    pg_hba: tuple[str, ...] = ()
+    use_pg_rewind: bool = True
+    remove_data_directory_on_rewind_failure: bool = False
+    create_replica_methods: Annotated[tuple[Literal["basebackup"], ...], Rule(non_empty)] = (
+        "basebackup",
+    )
+
+    def __post_init__(self) -> None:
+        if not self.connect_address:
+            object.__setattr__(self, "connect_address", self.listen)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DcsPostgresConfig:
+    """``bootstrap.dcs.postgresql``: PostgreSQL settings shared by the whole cluster."""
+
+    parameters: dict[str, ParameterValue] = field(default_factory=dict)
+    use_slots: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class DcsConfig:
+    """``bootstrap.dcs``: cluster-wide HA settings (seconds, bytes)."""
+
+    ttl: Seconds = 6.0
+    loop_wait: Seconds = 1.0
+    retry_timeout: Seconds = 2.0
+    maximum_lag_on_failover: NonNegativeInt = 1048576
+    primary_start_timeout: SecondsOrZero = 300.0
+    safety_margin: Seconds = 2.0
+    postgresql: DcsPostgresConfig = field(default_factory=DcsPostgresConfig)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BootstrapConfig:
+    """``bootstrap``: how a new cluster is created."""
+
+    initdb: tuple[InitdbOption, ...] = ()
+    dcs: DcsConfig = field(default_factory=DcsConfig)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Tags:
+    """``tags``: this member's role in failover and load balancing."""
+
+    nofailover: bool = False
+    noloadbalance: bool = False
+    clonefrom: bool = False
+    nosync: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class WatchdogConfig:
+    """``watchdog``: the Linux watchdog, a second line of fencing behind the fencer process."""
+
+    mode: Literal["off", "automatic", "required"] = "off"
+    device: AbsPath = "/dev/watchdog"
+    safety_margin: SecondsOrZero = 2.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """One agent's whole configuration. ``store.raft.cluster_id`` left empty means ``scope``."""
+
+    scope: MemberName
+    name: MemberName
+    timing_profile: Literal["default", "fast"] = "default"
+    log: LogConfig = field(default_factory=LogConfig)
+    restapi: RestApiConfig = field(default_factory=RestApiConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    postgresql: PostgresConfig
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+    tags: Tags = field(default_factory=Tags)
+    watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
+
+    def __post_init__(self) -> None:
+        store = self.store
+        if isinstance(store, StoreConfig) and store.raft is not None and not store.raft.cluster_id:
+            raft = dataclasses.replace(store.raft, cluster_id=self.scope)
+            object.__setattr__(self, "store", dataclasses.replace(store, raft=raft))

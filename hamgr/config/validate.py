@@ -1,0 +1,292 @@
+"""Type-driven checking: raw data (with HAMGR_* overrides) in, a Config or every problem out.
+
+:class:`Loader` walks the dataclasses of :mod:`hamgr.config.schema` by their type hints,
+converting and checking each value and collecting every problem with the path of its key; then
+it runs the cross-key rules of :mod:`hamgr.config.checks` on the result. :func:`parse_config` is
+the entry point. All of it is pure: no file, no environment but the mapping it is given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import math
+import types
+from collections.abc import Mapping
+from typing import Any, Literal, cast, get_args, get_origin
+
+from hamgr.config.checks import CHECKS
+from hamgr.config.env import EnvSection, EnvValue, merge_env, wants_text
+from hamgr.config.problems import BAD, ConfigError, KeyPath, Skip, fmt_path, kind, show
+from hamgr.config.schema import TIMING_PROFILES, Config, ParameterValue
+from hamgr.config.strict_yaml import parse_yaml
+from hamgr.config.values import SECRET, Custom, Rule, field_types, shape
+
+_YAML_BOOL_WORDS = frozenset({"on", "off", "yes", "no", "y", "n", "true", "false"})
+
+
+def _describe(base: Any) -> str:
+    if get_origin(base) is Literal:
+        return "one of " + ", ".join(show(c) for c in get_args(base))
+    if dataclasses.is_dataclass(base):
+        return "a section (a mapping of keys)"
+    return {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        tuple: "a list",
+        dict: "a mapping",
+    }.get(get_origin(base) or base, "a value")
+
+
+class Loader:
+    """Turns raw YAML data into the schema's dataclasses, reporting every problem it meets."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+        self.bad: set[KeyPath] = set()
+        self.profile: Mapping[KeyPath, float] = {}
+        self.checking = False
+
+    def report(self, path: KeyPath, message: str, env: str | None = None) -> None:
+        where = fmt_path(path) + (f" (from {env})" if env else "")
+        problem = f"{where}: {message}"
+        if problem not in self.problems:
+            self.problems.append(problem)
+        if not self.checking:  # a cross-key problem leaves each value usable for other checks
+            self.bad.add(path)
+
+    def ok(self, path: KeyPath, *, below: bool = True) -> bool:
+        """No problem was reported at ``path`` or above it (nor below it, unless below=False)."""
+        n = len(path)
+        return not any(bad == path[: len(bad)] or (below and bad[:n] == path) for bad in self.bad)
+
+    def need(
+        self, root: object, *path: str | int, below: bool = True, none_ok: bool = False
+    ) -> Any:
+        """The value at ``path`` under ``root`` for a cross-key check; raises Skip when it is
+        already reported as wrong, sits in an absent section, or is None (unless none_ok)."""
+        if not self.ok(path, below=below):
+            raise Skip
+        value: Any = root
+        for part in path:
+            if value is None:
+                raise Skip
+            value = value[part] if isinstance(part, int) else getattr(value, part)
+        if value is None and not none_ok:
+            raise Skip
+        return value
+
+    # -- the top level
+
+    def load(self, data: object, env: Mapping[str, str]) -> Config | None:
+        if not isinstance(data, Mapping):
+            self.report((), f"expected a mapping of keys, got {show(data)}")
+            return None
+        data = merge_env(data, env, self.problems)
+        profile = data.get("timing_profile")
+        if isinstance(profile, EnvValue):
+            profile = profile.text
+        table = TIMING_PROFILES.get(profile) if isinstance(profile, str) else None
+        self.profile = {tuple(k.split(".")): v for k, v in (table or {}).items()}
+        config = self.section(Config, data, (), None)
+        if not isinstance(config, Config):
+            return None
+        self.checking = True
+        for check in CHECKS:
+            with contextlib.suppress(Skip):
+                check(config, self)
+        return config
+
+    def section(self, cls: type, raw: Any, path: KeyPath, env: str | None) -> Any:
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, Mapping):
+            self.report(path, f"expected a section (a mapping of keys), got {show(raw)}", env)
+            return BAD
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key, value in raw.items():
+            if not isinstance(key, str):
+                self.report(path, f"keys must be strings, got {show(key)}", env)
+            elif key not in names:
+                self.unknown((*path, key), value, names, env)
+        hints = field_types(cls)
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            sub = (*path, f.name)
+            if f.name in raw:
+                value = self.value(hints[f.name], raw[f.name], sub, env)
+            else:
+                value = self.absent(f, hints[f.name], sub)
+            values[f.name] = None if value is BAD else value
+        try:
+            return cls(**values)
+        except (TypeError, ValueError, AttributeError):  # only with values already reported bad
+            self.bad.add(path)
+            return BAD
+
+    def unknown(self, path: KeyPath, value: Any, names: list[str], env: str | None) -> None:
+        if isinstance(value, EnvValue):
+            env = value.name
+        elif isinstance(value, EnvSection):
+            env = ", ".join(value.names)
+        message = f"unknown key {fmt_path(path)}"
+        if env:
+            message += f" (from {env})"
+        close = difflib.get_close_matches(str(path[-1]), names, n=1)
+        if close:
+            message += f" (did you mean {close[0]}?)"
+        self.problems.append(message)
+        self.bad.add(path)
+
+    def absent(self, f: dataclasses.Field[Any], tp: Any, path: KeyPath) -> Any:
+        base, optional, _ = shape(tp)
+        if path in self.profile:
+            return self.profile[path]
+        if dataclasses.is_dataclass(base) and not optional:
+            # an absent section: its own defaults, the profile's, and its required keys
+            return self.section(cast(type, base), {}, path, None)
+        if f.default is not dataclasses.MISSING:
+            return f.default
+        if f.default_factory is not dataclasses.MISSING:
+            return f.default_factory()
+        self.report(path, "required")
+        return BAD
+
+    def value(self, tp: Any, raw: Any, path: KeyPath, env: str | None) -> Any:
+        base, optional, marks = shape(tp)
+        secret = SECRET in marks
+        if isinstance(raw, EnvValue):
+            env = raw.name
+            raw = raw.text if wants_text(base) else self.parse_env(raw, path)
+            if raw is BAD:
+                return BAD
+        if raw is None:
+            if optional:
+                return None
+            if not dataclasses.is_dataclass(base):
+                self.report(path, f"expected {_describe(base)}, got null", env)
+                return BAD
+        custom = next((m for m in marks if isinstance(m, Custom)), None)
+        if custom is not None:
+            value = custom.load(self, raw, path, env)
+        elif dataclasses.is_dataclass(base):
+            value = self.section(cast(type, base), raw, path, env)
+        else:
+            value = self.scalar_or_list(base, raw, path, env, secret)
+        if value is BAD:
+            return BAD
+        for mark in marks:
+            if isinstance(mark, Rule):
+                problem = mark.check(value)
+                if problem:
+                    self.report(path, problem, env)
+                    return BAD
+        return value
+
+    def scalar_or_list(
+        self, base: Any, raw: Any, path: KeyPath, env: str | None, secret: bool
+    ) -> Any:
+        got = f"got {kind(raw) if secret else show(raw)}"
+        origin = get_origin(base)
+        if base is str:
+            if not isinstance(raw, str):
+                self.report(path, f"expected a string, {got}", env)
+                return BAD
+            if not raw:
+                self.report(path, "must not be empty", env)
+                return BAD
+            return raw
+        if base is bool:
+            if not isinstance(raw, bool):
+                self.report(path, f"expected true or false, {got}", env)
+                return BAD
+            return raw
+        if base is int:
+            if not isinstance(raw, int) or isinstance(raw, bool):
+                self.report(path, f"expected an integer, {got}", env)
+                return BAD
+            return raw
+        if base is float:
+            if not isinstance(raw, int | float) or isinstance(raw, bool) or not _finite(raw):
+                self.report(path, f"expected a number, {got}", env)
+                return BAD
+            return float(raw)
+        if origin is Literal:
+            choices = get_args(base)
+            if isinstance(raw, str) and raw in choices:
+                return raw
+            message = f"expected {_describe(base)}, {got}"
+            if isinstance(raw, str):
+                folded = {c.casefold(): c for c in choices}
+                close = difflib.get_close_matches(raw.casefold(), list(folded), n=1)
+                if close:
+                    message += f" (did you mean {folded[close[0]]}?)"
+            elif isinstance(raw, bool) and any(c in _YAML_BOOL_WORDS for c in choices):
+                message += " (YAML reads a bare on/off/yes/no as a boolean: put it in quotes)"
+            self.report(path, message, env)
+            return BAD
+        if origin is tuple:
+            if not isinstance(raw, list | tuple):
+                self.report(path, f"expected a list, {got}", env)
+                return BAD
+            item_tp = get_args(base)[0]
+            items = [self.value(item_tp, item, (*path, i), env) for i, item in enumerate(raw)]
+            return BAD if any(item is BAD for item in items) else tuple(items)
+        if origin is dict:
+            return self.parameters(raw, path, env)
+        raise TypeError(f"config schema: no loader for {base!r}")  # a bug in this module
+
+    def parameters(self, raw: Any, path: KeyPath, env: str | None) -> Any:
+        """A {name: scalar} mapping of PostgreSQL parameters."""
+        if not isinstance(raw, Mapping):
+            self.report(path, f"expected a mapping of names to values, got {show(raw)}", env)
+            return BAD
+        out: dict[str, ParameterValue] = {}
+        for key, value in raw.items():
+            sub = (*path, str(key))
+            where = env
+            if isinstance(value, EnvValue):
+                where = value.name
+                value = self.parse_env(value, sub)
+                if value is BAD:
+                    continue
+            if not isinstance(key, str) or not key:
+                self.report(path, f"parameter names must be non-empty strings, got {show(key)}")
+            elif not isinstance(value, str | int | float) or not _finite(value):
+                self.report(sub, f"expected a string, number or boolean, got {show(value)}", where)
+            else:
+                out[key] = value
+        return out if len(out) == len(raw) else BAD
+
+    def parse_env(self, raw: EnvValue, path: KeyPath) -> Any:
+        data, problems = parse_yaml(raw.text, raw.name)
+        for problem in problems:
+            self.report(path, f"not valid YAML: {problem}", raw.name)
+        return BAD if problems else data
+
+
+def _finite(value: object) -> bool:
+    return not isinstance(value, float) or math.isfinite(value)
+
+
+_NO_ENV: Mapping[str, str] = types.MappingProxyType({})
+
+
+def parse_config(data: Mapping[str, Any], env: Mapping[str, str] = _NO_ENV) -> Config:
+    """Check ``data`` (a parsed YAML document) with the HAMGR_* variables of ``env`` laid over it.
+
+    Pure: touches no file. Raises ConfigError listing every problem. Variables that do not start
+    with HAMGR_ are ignored, so ``os.environ`` can be passed as it is.
+    """
+    loader = Loader()
+    try:
+        config = loader.load(data, env)
+    except RecursionError:  # a YAML alias loop nested past Python's stack
+        loader.problems.append("(top level): nested too deeply")
+        config = None
+    if loader.problems or config is None:
+        raise ConfigError(loader.problems or ["(top level): not a valid configuration"])
+    return config

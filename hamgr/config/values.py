@@ -1,0 +1,157 @@
+"""What a single value may be: rules on one value, and the markers that put them on fields.
+
+A rule takes a value whose type is already right and returns a problem or None. A schema field
+carries its rules, whether it is a secret, and any loader of its own in ``Annotated`` markers
+(:class:`Rule`, :data:`SECRET`, :class:`Custom`); :func:`shape` reads them back off the type for
+the loader and for dump_effective. :func:`split_address` is also used by the cross-key rules.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import os
+import re
+import types
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, Union, get_args, get_origin, get_type_hints
+
+from hamgr.config.problems import show
+
+if TYPE_CHECKING:
+    from hamgr.config.validate import Loader
+
+_MIN_SECRET_LEN = 16
+
+_HOST_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+_PORT = re.compile(r"[0-9]{1,5}")
+_MEMBER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """Split ``"host:port"`` (IPv6 as ``"[::1]:5432"``) into host and port.
+
+    Raises ValueError with a message that says what is wrong, fit for a config problem.
+    """
+    got = f", got {show(address)}"
+    plain = 'expected "host:port"'
+    if address.startswith("["):
+        host, sep, port = address[1:].partition("]:")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ValueError(f'{plain} with an IPv6 host in brackets like "[::1]:5432"{got}')
+    else:
+        host, sep, port = address.rpartition(":")
+        if ":" in host:
+            raise ValueError(f'{plain} with an IPv6 host in brackets like "[::1]:5432"{got}')
+        if not sep or not _is_host(host):
+            raise ValueError(plain + got)
+    if not _PORT.fullmatch(port) or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{plain} with a port in 1..65535{got}")
+    return host, int(port)
+
+
+def _is_host(host: str) -> bool:
+    if re.fullmatch(r"[0-9.]+", host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return False
+        return True
+    labels = host.split(".")
+    return len(host) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in labels)
+
+
+def address_problem(value: str) -> str | None:
+    try:
+        split_address(value)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def abs_path_problem(value: str) -> str | None:
+    if "\0" in value or not os.path.isabs(value):
+        return f"expected an absolute path, got {show(value)}"
+    return None
+
+
+def member_name_problem(value: str) -> str | None:
+    if not _MEMBER_NAME.fullmatch(value):
+        return (
+            'expected 1 to 63 letters, digits, ".", "_" or "-", starting with a letter or digit, '
+            f"got {show(value)}"
+        )
+    return None
+
+
+def _num(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def positive(value: float) -> str | None:
+    return None if value > 0 else f"must be > 0, got {_num(value)}"
+
+
+def non_negative(value: float) -> str | None:
+    return None if value >= 0 else f"must be >= 0, got {_num(value)}"
+
+
+def non_empty(value: Sequence[object]) -> str | None:
+    return None if len(value) else "must not be empty"
+
+
+def long_secret(value: str) -> str | None:
+    if len(value) < _MIN_SECRET_LEN:
+        return f"must be at least {_MIN_SECRET_LEN} characters long (it has {len(value)})"
+    return None
+
+
+# --- Markers read by the loader from Annotated types -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A check on a value whose type is already right: returns a problem or None."""
+
+    check: Callable[[Any], str | None]
+
+
+class SecretMark:
+    """The value is never shown in messages and is redacted by dump_effective."""
+
+
+SECRET = SecretMark()
+
+
+@dataclass(frozen=True)
+class Custom:
+    """A value with its own loader: (loader, raw value, path, env name) -> value or BAD."""
+
+    load: Callable[[Loader, Any, tuple[str | int, ...], str | None], Any]
+
+
+@functools.cache
+def field_types(cls: type) -> dict[str, Any]:
+    """The type of each field of the dataclass ``cls``, with its Annotated markers."""
+    return get_type_hints(cls, include_extras=True)
+
+
+def shape(tp: Any) -> tuple[Any, bool, tuple[Any, ...]]:
+    """Split a field type into (base type, optional?, Annotated markers)."""
+    marks: tuple[Any, ...] = ()
+    optional = False
+    while True:
+        if get_origin(tp) is Annotated:
+            marks += tuple(tp.__metadata__)
+            tp = tp.__origin__
+        elif get_origin(tp) in (Union, types.UnionType) and type(None) in get_args(tp):
+            rest = [a for a in get_args(tp) if a is not type(None)]
+            optional = True
+            tp = rest[0] if len(rest) == 1 else Union[tuple(rest)]  # noqa: UP007
+        else:
+            return tp, optional, marks
