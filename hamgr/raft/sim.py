@@ -74,6 +74,7 @@ class SimConfig:
     max_inflight: int = 4
     max_size_per_msg: int = 200
     membership_changes: bool = True
+    fsync_ms: tuple[int, int] = (0, 0)
     rule_breakers: RuleBreakers = field(default_factory=RuleBreakers)
 
 
@@ -88,6 +89,7 @@ def profile(seed: int, base: SimConfig | None = None) -> SimConfig:
         duplicate=r.choice((0.0, 0.02, 0.05)),
         crash_in_ready=r.choice((0.0, 0.002, 0.01)),
         snapshot_every=r.choice((15, 40, 1000)),
+        fsync_ms=r.choice(((0, 0), (0, 0), (1, 8))),
     )
 
 
@@ -208,6 +210,8 @@ class Simulator:
             self._heal_all()
         elif kind == "probe":
             self._liveness_probe()
+        elif kind == "synced":
+            self._on_synced(*payload)  # type: ignore[misc]
 
     def _on_tick(self, node_id: int) -> None:
         m = self.members[node_id]
@@ -247,22 +251,43 @@ class Simulator:
 
     def _drive(self, m: Member) -> None:
         core = m.core
-        while core is not None and core.has_ready():
+        while core is not None and not m.syncing and core.has_ready():
             rd = core.ready()
             self._check_ready(m, rd)
             for msg in rd.messages_early:
                 self._send(msg)
-            if self._maybe_crash(m, "before persisting"):
+            if self.cfg.fsync_ms[1] > 0:
+                # Like a real driver: the fsync runs while messages keep being stepped.
+                m.syncing = True
+                self.schedule(self.between(self.cfg.fsync_ms), "synced", (m.id, m.incarnation, rd))
                 return
-            m.disk.persist(rd)
-            if self._maybe_crash(m, "after persisting, before sending"):
+            if not self._finish_ready(m, rd):
                 return
-            for msg in rd.messages:
-                self._send(msg)
-            self._apply(m, rd)
-            core.advance()
-            self._after_advance(m)
             core = m.core
+
+    def _on_synced(self, node_id: int, incarnation: int, rd: Ready) -> None:
+        m = self.members[node_id]
+        if m.incarnation != incarnation or m.core is None:
+            return  # crashed while syncing: nothing of that batch reached the disk
+        m.syncing = False
+        if self._finish_ready(m, rd):
+            self._drive(m)
+
+    def _finish_ready(self, m: Member, rd: Ready) -> bool:
+        """Persist, send, apply and advance one Ready; False if the member crashed meanwhile."""
+        core = m.core
+        assert core is not None
+        if self._maybe_crash(m, "before persisting"):
+            return False
+        m.disk.persist(rd)
+        if self._maybe_crash(m, "after persisting, before sending"):
+            return False
+        for msg in rd.messages:
+            self._send(msg)
+        self._apply(m, rd)
+        core.advance()
+        self._after_advance(m)
+        return True
 
     def _maybe_crash(self, m: Member, where: str) -> bool:
         if not self.faults_on or self.rng.random() >= self.cfg.crash_in_ready:

@@ -84,6 +84,8 @@ class Member:
         self.disk = disk
         self.up = False
         self.removed = False
+        self.syncing = False
+        self.incarnation = 0
         self.core: RaftCore | None = None
         self.app = App()
         self._rng = rng
@@ -115,6 +117,8 @@ class Member:
         self.proposals = {}
         self.reads = {}
         self.up = True
+        self.syncing = False
+        self.incarnation += 1
 
     def stop(self) -> None:
         """Crash: everything not on disk is gone."""
