@@ -28,7 +28,12 @@ from hamgr.postgres.errors import (
     StateError,
     StopError,
 )
-from hamgr.postgres.files import ensure_dir, is_empty_dir, read_text, remove_file, write_file
+from hamgr.postgres.files import (
+    prepare_empty_data_dir,
+    read_text,
+    remove_file,
+    write_file,
+)
 from hamgr.postgres.parse import PidFile, parse_pid_file
 from hamgr.postgres.process import program, resolve_run_as, run
 from hamgr.postgres.settings import InitdbOptions, PgSettings
@@ -133,12 +138,7 @@ async def initdb(
     program(settings, "initdb")
     if is_initialized(settings):
         raise StateError(f"{settings.data_dir} already holds a cluster (PG_VERSION exists)")
-    if not is_empty_dir(settings.data_dir):
-        raise StateError(
-            f"{settings.data_dir} is not empty; initdb needs an empty or missing directory "
-            "(hamgr never deletes data: move its content away first)"
-        )
-    ensure_dir(settings.data_dir, run_as)
+    prepare_empty_data_dir(settings.data_dir, run_as, "initdb")
     conf.ensure_runtime_dir(settings, run_as)
     args = [
         "-D",

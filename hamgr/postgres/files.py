@@ -14,7 +14,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from hamgr.postgres.errors import ConfigError
+from hamgr.postgres.errors import ConfigError, StateError
 from hamgr.postgres.process import RunAs
 
 
@@ -87,6 +87,17 @@ def is_empty_dir(path: Path) -> bool:
     if not path.exists():
         return True
     return path.is_dir() and not any(path.iterdir())
+
+
+def prepare_empty_data_dir(path: Path, run_as: RunAs, action: str) -> None:
+    """Create `path` for `action` (initdb, a clone), refusing one that holds anything:
+    hamgr never deletes data, so the operator moves it away."""
+    if not is_empty_dir(path):
+        raise StateError(
+            f"{action} needs an empty or missing data directory, but {path} is not empty "
+            "(hamgr never deletes data: move its content away first)"
+        )
+    ensure_dir(path, run_as)
 
 
 def write_file(path: Path, content: str, run_as: RunAs, mode: int = 0o600) -> None:

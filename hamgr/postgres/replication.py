@@ -24,7 +24,7 @@ from hamgr.postgres.errors import (
     SqlError,
     StateError,
 )
-from hamgr.postgres.files import ensure_dir, is_empty_dir
+from hamgr.postgres.files import prepare_empty_data_dir
 from hamgr.postgres.parse import parse_optional_lsn
 from hamgr.postgres.process import program, resolve_run_as, run
 from hamgr.postgres.settings import PgSettings
@@ -116,12 +116,7 @@ async def clone_from(
     program(settings, "pg_basebackup")
     if is_running(settings):
         raise StateError(f"cannot clone into {settings.data_dir}: a server runs on it")
-    if not is_empty_dir(settings.data_dir):
-        raise StateError(
-            f"cannot clone into {settings.data_dir}: it is not empty "
-            "(hamgr never deletes data: move its content away first)"
-        )
-    ensure_dir(settings.data_dir, run_as)
+    prepare_empty_data_dir(settings.data_dir, run_as, "a clone (pg_basebackup)")
     conf.write_passfile(settings, run_as)
     app = application_name or settings.name
     args = [

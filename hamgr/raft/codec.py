@@ -21,7 +21,8 @@ deeper than its parser stack.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import msgpack
 
@@ -35,6 +36,8 @@ from hamgr.raft.types import (
     Snapshot,
     SnapshotMeta,
 )
+
+T = TypeVar("T")
 
 __all__ = [
     "DEFAULT_MAX_SIZE",
@@ -276,22 +279,23 @@ def _message_from(obj: object) -> Message:
     )
 
 
+def _decode(data: bytes, max_size: int, what: str, build: Callable[[Any], T]) -> T:
+    """Unpack `data` and build a value from it, naming `what` in any error."""
+    obj = _unpack(data, max_size, what)
+    try:
+        return build(obj)
+    except CodecError as exc:
+        raise exc.within(what) from None
+
+
 def decode_message(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Message:
     """Decode and validate a message; raises `CodecError` naming the first bad field."""
-    obj = _unpack(data, max_size, "message")
-    try:
-        return _message_from(obj)
-    except CodecError as exc:
-        raise exc.within("message") from None
+    return _decode(data, max_size, "message", _message_from)
 
 
 def decode_entry(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Entry:
     """Decode and validate one entry encoded by `encode_entry`."""
-    obj = _unpack(data, max_size, "entry")
-    try:
-        return _entry_from(obj)
-    except CodecError as exc:
-        raise exc.within("entry") from None
+    return _decode(data, max_size, "entry", _entry_from)
 
 
 def decode_hard_state(data: bytes) -> HardState:
@@ -307,8 +311,4 @@ def decode_hard_state(data: bytes) -> HardState:
 
 def decode_snapshot(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Snapshot:
     """Decode and validate a snapshot encoded by `encode_snapshot`."""
-    obj = _unpack(data, max_size, "snapshot")
-    try:
-        return _snapshot_from(obj)
-    except CodecError as exc:
-        raise exc.within("snapshot") from None
+    return _decode(data, max_size, "snapshot", _snapshot_from)

@@ -29,6 +29,13 @@ from hamgr.raft.membership import apply_conf_change
 from hamgr.raft.progress import Progress, ProgressState
 from hamgr.raft.quorum import VoteResult, committed_index, has_quorum, vote_result
 from hamgr.raft.readonly import PendingReads
+from hamgr.raft.replication import (
+    AckOutcome,
+    answer_append,
+    next_append,
+    take_append_response,
+    take_heartbeat_response,
+)
 from hamgr.raft.types import (
     NONE,
     ConfChange,
@@ -531,27 +538,7 @@ class RaftCore:
             self._campaign(_TRANSFER)
 
     def _handle_append(self, m: Message) -> None:
-        lg = self.log
-        if m.index < lg.committed:
-            self._send(Message(MsgType.APP_RESP, m.frm, self.id, self.term, index=lg.committed))
-            return
-        last_new = lg.maybe_append(m.index, m.log_term, m.commit, m.entries)
-        if last_new is not None:
-            self._send(Message(MsgType.APP_RESP, m.frm, self.id, self.term, index=last_new))
-            return
-        hint = lg.find_conflict_by_term(min(m.index, lg.last_index()), m.log_term)
-        self._send(
-            Message(
-                MsgType.APP_RESP,
-                m.frm,
-                self.id,
-                self.term,
-                index=m.index,
-                reject=True,
-                reject_hint=hint,
-                log_term=lg.term(hint) or 0,
-            )
-        )
+        self._send(answer_append(self.log, m, me=self.id, term=self.term))
 
     def _handle_snapshot(self, m: Message) -> None:
         snap = m.snapshot
@@ -573,15 +560,9 @@ class RaftCore:
         if pr is None:
             return
         if m.type == MsgType.APP_RESP:
-            pr.recent_active = True
             self._handle_append_response(m, pr)
         elif m.type == MsgType.HEARTBEAT_RESP:
-            pr.recent_active = True
-            pr.probe_sent = False
-            if pr.state == ProgressState.REPLICATE and pr.is_paused():
-                pr.inflights.popleft()  # appends may be lost: let one more through to find out
-            if pr.state == ProgressState.SNAPSHOT and pr.snapshot_elapsed >= self.cfg.election_tick:
-                pr.become_probe()  # the snapshot seems lost: try again
+            take_heartbeat_response(pr, self.cfg.election_tick)
             if pr.match < self.log.last_index():
                 self._send_append(m.frm)
             if m.context:
@@ -590,31 +571,20 @@ class RaftCore:
                 )
 
     def _handle_append_response(self, m: Message, pr: Progress) -> None:
-        if m.reject:
-            hint = m.reject_hint
-            if m.log_term > 0:
-                hint = self.log.find_conflict_by_term(hint, m.log_term)
-            if pr.maybe_decrease_to(m.index, hint):
-                if pr.state == ProgressState.REPLICATE:
-                    pr.become_probe()
-                self._send_append(m.frm)
-            return
         was_paused = pr.is_paused()
-        if not pr.maybe_update(m.index):
+        outcome = take_append_response(pr, m, self.log)
+        if outcome == AckOutcome.RETRY:
+            self._send_append(m.frm)
+        if outcome != AckOutcome.ADVANCED:
             return
-        if pr.state == ProgressState.PROBE:
-            pr.become_replicate()
-        elif pr.state == ProgressState.SNAPSHOT and pr.match >= pr.pending_snapshot:
-            pr.become_probe()
-            pr.become_replicate()
         if self._maybe_commit():
             self._bcast_append()
         elif was_paused:
             self._send_append(m.frm)
-        while pr.match < self.log.last_index() and pr.next <= self.log.last_index():
-            if pr.is_paused() or not self._send_append(m.frm):
-                break
-        if m.frm == self.lead_transferee and pr.match == self.log.last_index():
+        last = self.log.last_index()
+        while pr.match < last and pr.next <= last and self._send_append(m.frm):
+            pass
+        if m.frm == self.lead_transferee and pr.match == last:
             self._send(Message(MsgType.TIMEOUT_NOW, m.frm, self.id, self.term))
         self._maybe_promote_learner()
 
@@ -658,37 +628,17 @@ class RaftCore:
 
     def _send_append(self, to: int) -> bool:
         """Send `to` what it lacks (entries or a snapshot); False when nothing was sent."""
-        pr = self.prs[to]
-        if pr.is_paused():
-            return False
-        lg = self.log
-        prev = pr.next - 1
-        prev_term = lg.term(prev)
-        if prev_term is None or pr.next < lg.first_index():
-            snap = lg.snapshot
-            if snap.meta.index == 0 and pr.next >= lg.first_index():
-                return False
-            pr.become_snapshot(snap.meta.index)
-            self._send(Message(MsgType.SNAP, to, self.id, self.term, snapshot=snap))
-            return True
-        entries = lg.slice(pr.next, lg.last_index() + 1, self.cfg.max_size_per_msg)
-        if entries:
-            pr.sent_entries(entries[-1].index)
-        elif pr.state == ProgressState.PROBE:
-            pr.probe_sent = True
-        self._send(
-            Message(
-                MsgType.APP,
-                to,
-                self.id,
-                self.term,
-                log_term=prev_term,
-                index=prev,
-                entries=tuple(entries),
-                commit=lg.committed,
-            )
+        m = next_append(
+            self.prs[to],
+            self.log,
+            to=to,
+            frm=self.id,
+            term=self.term,
+            max_bytes=self.cfg.max_size_per_msg,
         )
-        return True
+        if m is not None:
+            self._send(m)
+        return m is not None
 
     def _send(self, m: Message) -> None:
         if self.role == Role.LEADER and m.type in (MsgType.APP, MsgType.HEARTBEAT, MsgType.SNAP):
