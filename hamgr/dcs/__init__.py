@@ -1,0 +1,42 @@
+"""What the HA logic needs from a coordination store: the cluster model and one small contract.
+
+``model`` holds the values (MemberState, LeaderKey, SwitchoverRequest, TimelineEntry,
+DynamicSettings, ClusterView) with their JSON forms; ``base`` the :class:`Dcs` protocol that the
+backends (the embedded Raft KV, etcd) implement, and the key layout. Both are pure.
+"""
+
+from __future__ import annotations
+
+from hamgr.dcs.base import Dcs, DcsError, KeepaliveResult, ScopeKeys, scope_keys
+from hamgr.dcs.model import (
+    STATES,
+    ClusterView,
+    DynamicSettings,
+    LeaderKey,
+    MemberState,
+    MemberTags,
+    ModelError,
+    RequestKind,
+    Role,
+    SwitchoverRequest,
+    TimelineEntry,
+)
+
+__all__ = [
+    "STATES",
+    "ClusterView",
+    "Dcs",
+    "DcsError",
+    "DynamicSettings",
+    "KeepaliveResult",
+    "LeaderKey",
+    "MemberState",
+    "MemberTags",
+    "ModelError",
+    "RequestKind",
+    "Role",
+    "ScopeKeys",
+    "SwitchoverRequest",
+    "TimelineEntry",
+    "scope_keys",
+]

@@ -1,0 +1,202 @@
+"""The coordination-store contract the HA loop needs, and what a backend must guarantee.
+
+Two backends implement :class:`Dcs`: the embedded Raft KV (``hamgr/dcs/raft.py``, the default)
+and an existing etcd v3 cluster (``hamgr/dcs/etcd.py``). The HA logic sees nothing else.
+
+Key layout of one cluster, ``scope`` (see :func:`scope_keys`)::
+
+    /hamgr/<scope>/initialize       "" while bootstrapping, then the system identifier
+    /hamgr/<scope>/config           DynamicSettings as JSON
+    /hamgr/<scope>/leader           the holder's member name, attached to its lease
+    /hamgr/<scope>/members/<name>   MemberState as JSON, attached to that agent's lease
+    /hamgr/<scope>/switchover       SwitchoverRequest as JSON
+    /hamgr/<scope>/history          a JSON list of TimelineEntry
+
+Sessions: each client owns ONE lease, granted with ``ttl`` (DynamicSettings.ttl) when it first
+needs one. The member key and the leader key are attached to it, so both vanish at the same
+store revision when the lease expires (the agent died or was cut off) or is revoked.
+
+Errors: every method raises :class:`DcsError` when the store cannot answer within
+``retry_timeout`` (the backend retries inside that budget); a lost compare-and-swap or create
+race is NOT an error, it is the ``False`` / ``None`` result documented on each method.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from hamgr.dcs.model import (
+    ClusterView,
+    DynamicSettings,
+    LeaderKey,
+    MemberState,
+    SwitchoverRequest,
+    TimelineEntry,
+)
+
+
+class DcsError(Exception):
+    """The store did not answer in time, or refused the request; the message says which."""
+
+
+@dataclass(frozen=True)
+class ScopeKeys:
+    """The keys of one scope, spelled once for every backend."""
+
+    prefix: str
+    initialize: str
+    config: str
+    leader: str
+    members: str
+    switchover: str
+    history: str
+
+    def member(self, name: str) -> str:
+        return self.members + name
+
+
+def scope_keys(scope: str) -> ScopeKeys:
+    """The key layout of ``scope`` (a validated member-name-like word)."""
+    prefix = f"/hamgr/{scope}/"
+    return ScopeKeys(
+        prefix=prefix,
+        initialize=prefix + "initialize",
+        config=prefix + "config",
+        leader=prefix + "leader",
+        members=prefix + "members/",
+        switchover=prefix + "switchover",
+        history=prefix + "history",
+    )
+
+
+@dataclass(frozen=True)
+class KeepaliveResult:
+    """One lease renewal. ``sent_at`` is the monotonic instant the request was SENT.
+
+    The store may count the lease from any moment after sending, never before, so the holder's
+    safe deadline is ``sent_at + ttl - safety_margin`` (:meth:`fence_at`), whatever the reply's
+    delay was. ``ok`` False means the lease is gone (expired or revoked): its keys are gone too.
+    """
+
+    ok: bool
+    sent_at: float
+    ttl: float
+
+    def fence_at(self, safety_margin: float) -> float | None:
+        """The instant PostgreSQL must stop accepting writes unless a newer renewal succeeds."""
+        return self.sent_at + self.ttl - safety_margin if self.ok else None
+
+
+class Dcs(Protocol):
+    """One agent's session with the coordination store, for one scope.
+
+    All methods are coroutines and may raise :class:`DcsError`. Writes are linearizable: once a
+    method returns, every later :meth:`get_cluster` (by any agent) sees the write.
+    """
+
+    async def get_cluster(self) -> ClusterView:
+        """Everything under the scope, read at one store revision (a linearizable read).
+
+        Absent keys read as their empty value: no ``config`` key gives default settings, no
+        ``history`` an empty tuple. A stored value that does not parse raises DcsError naming
+        the key and the field (from :class:`~hamgr.dcs.model.ModelError`); it is never dropped.
+        """
+        ...
+
+    async def take_initialize(self, sysid: str) -> bool:
+        """Create ``initialize`` with ``sysid`` if it is absent; True if this call created it.
+
+        The bootstrap race: every candidate calls it with ``""``, exactly one gets True and
+        bootstraps. A member that adopts an existing data directory calls it with its system
+        identifier. The key is not attached to a lease: it outlives every agent.
+        """
+        ...
+
+    async def set_initialize(self, sysid: str) -> None:
+        """Overwrite ``initialize`` with ``sysid``: the bootstrap winner, once initdb is done."""
+        ...
+
+    async def delete_initialize(self) -> None:
+        """Delete ``initialize`` (a failed bootstrap gives the race back). Absent is fine."""
+        ...
+
+    async def touch_member(self, member: MemberState) -> None:
+        """Write ``members/<member.name>`` attached to this session's lease.
+
+        Granting the lease first if there is none. The key vanishes when the lease does, so a
+        dead agent disappears from the member list within ttl.
+        """
+        ...
+
+    async def acquire_leader(self) -> LeaderKey | None:
+        """Take the leader key for this agent, if nobody holds it.
+
+        One transaction: if ``create_revision(leader) == 0`` then put the agent's name attached
+        to this session's lease. Returns the key with its create revision (the fencing token,
+        which only grows) or None if the key was held. Attaching the key does not extend the
+        lease: the fence deadline stays that of the lease's last successful keepalive.
+        """
+        ...
+
+    async def keepalive(self) -> KeepaliveResult:
+        """Renew this session's lease; ``sent_at`` is taken just before the request is sent.
+
+        The backend answers ``ok`` only after the store confirmed the renewal with a quorum (the
+        Raft leader confirms it still leads before replying). ``ok`` False: the lease expired;
+        the next :meth:`touch_member` grants a new one.
+        """
+        ...
+
+    async def release_leader(self, expected: LeaderKey) -> bool:
+        """Delete the leader key only if its create revision still equals ``expected``'s.
+
+        True if this call deleted it; False if it was gone or belongs to someone else (a newer
+        holder's key is never deleted by an old one). The lease is kept.
+        """
+        ...
+
+    async def set_switchover(
+        self,
+        request: SwitchoverRequest | None,
+        *,
+        expected: SwitchoverRequest | None = None,
+    ) -> bool:
+        """Store ``request`` at ``switchover``, or delete it when None.
+
+        With ``expected``, only if the stored request still equals it (so that clearing a
+        finished request never deletes a newer one); True if the write happened.
+        """
+        ...
+
+    async def set_settings(self, settings: DynamicSettings, expected_revision: int) -> bool:
+        """Compare-and-swap the ``config`` key.
+
+        Writes only if ``config`` was not modified after store revision ``expected_revision``
+        (``mod_revision <= expected_revision``; with 0 the key must be absent). Pass the
+        ``revision`` of the view the change was based on. True if written, False if someone
+        changed the settings meanwhile (read again and retry).
+        """
+        ...
+
+    async def append_history(self, entry: TimelineEntry) -> None:
+        """Append ``entry`` to ``history`` (read-modify-write under compare-and-swap).
+
+        Idempotent: nothing is written when the history already holds ``entry.timeline`` or a
+        later timeline, so an agent that repeats the call after a crash adds no duplicate.
+        """
+        ...
+
+    async def watch(self, timeout: float) -> bool:
+        """Wait until anything under the scope changes after the last :meth:`get_cluster`.
+
+        True as soon as a change happened (including one before the call), False when
+        ``timeout`` seconds passed without one. The HA loop uses it to wake at once when the
+        leader key goes, instead of sleeping a whole ``loop_wait``.
+        """
+        ...
+
+    async def close(self) -> None:
+        """End the session: revoke the lease (the member key, and the leader key if still held,
+        vanish at once) and close connections. A primary stops PostgreSQL before this."""
+        ...

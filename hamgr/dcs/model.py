@@ -1,0 +1,386 @@
+"""What the coordination store holds about one cluster (scope), as frozen values.
+
+Every class converts to and from a JSON-friendly dict (``to_dict`` / ``from_dict``): that is how
+it is stored under ``/hamgr/<scope>/...`` and how the REST API shows it. ``from_dict`` raises
+:class:`ModelError` naming the field (``members[1].timeline: expected an integer >= 1, got
+"x"``); the value rules live in ``__post_init__``, so a value built in code is checked too.
+
+Unknown keys: what agents write (members, leader, history, the whole view) tolerates them, so an
+older agent can read what a newer one wrote during a rolling upgrade; what operators submit
+(settings, switchover requests) rejects them, so a typo is an error and not a silent no-op.
+
+LSNs are byte positions (ints); ``*_at`` fields are wall-clock seconds since the epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal, get_args
+
+from hamgr.config.schema import DcsConfig
+from hamgr.config.values import address_problem
+from hamgr.dcs.jsonfields import (
+    JsonObject,
+    ModelError,
+    check_choice,
+    check_int,
+    check_name,
+    check_seconds,
+    fail,
+)
+
+Role = Literal["primary", "replica", "uninitialized", "stopped"]
+RequestKind = Literal["switchover", "failover"]
+ParameterValue = str | int | float | bool
+
+#: Common values of MemberState.state (the field accepts any non-empty word, for newer agents).
+STATES = ("running", "starting", "stopping", "stopped", "crashed", "bootstrapping", "cloning")
+
+_DCS_DEFAULTS = DcsConfig()
+
+
+@dataclass(frozen=True)
+class MemberTags:
+    """A member's role in failover and load balancing (the ``tags`` config section)."""
+
+    nofailover: bool = False
+    noloadbalance: bool = False
+    nosync: bool = False
+    clonefrom: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: object, path: str = "") -> MemberTags:
+        o = JsonObject(data, path)
+        return o.build(cls, **{f.name: o.flag(f.name, False) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class MemberState:
+    """One agent's published status, at ``members/<name>``, attached to the agent's lease.
+
+    ``conn_url`` is PostgreSQL's ``host:port``. For a primary, ``received_lsn`` and
+    ``replayed_lsn`` both hold its current WAL position. ``fence_token`` is the leader key's
+    create revision while this member is primary, else 0. ``reason`` is its last decision's
+    reason; ``paused`` whether it saw the cluster paused.
+    """
+
+    name: str
+    api_url: str
+    conn_url: str
+    role: Role = "uninitialized"
+    state: str = "stopped"
+    timeline: int | None = None
+    received_lsn: int | None = None
+    replayed_lsn: int | None = None
+    tags: MemberTags = field(default_factory=MemberTags)
+    fence_token: int = 0
+    reason: str = ""
+    paused: bool = False
+
+    def __post_init__(self) -> None:
+        check_name("name", self.name)
+        if not self.api_url.startswith(("http://", "https://")):
+            fail("api_url", 'an "http://" or "https://" URL', self.api_url)
+        problem = address_problem(self.conn_url)
+        if problem:
+            raise ModelError("conn_url", problem)
+        check_choice("role", self.role, get_args(Role))
+        if not self.state or not self.state.isidentifier():
+            fail("state", f"a word such as {', '.join(STATES)}", self.state)
+        check_int("timeline", self.timeline, 1)
+        check_int("received_lsn", self.received_lsn, 0)
+        check_int("replayed_lsn", self.replayed_lsn, 0)
+        check_int("fence_token", self.fence_token, 0)
+
+    @property
+    def position(self) -> int | None:
+        """How much WAL this member has: the larger of received and replayed, if known."""
+        known = [x for x in (self.received_lsn, self.replayed_lsn) if x is not None]
+        return max(known) if known else None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["tags"] = self.tags.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: object, path: str = "") -> MemberState:
+        o = JsonObject(data, path)
+        return o.build(
+            cls,
+            name=o.text("name"),
+            api_url=o.text("api_url"),
+            conn_url=o.text("conn_url"),
+            role=o.text("role", "uninitialized"),
+            state=o.text("state", "stopped"),
+            timeline=o.integer("timeline", None),
+            received_lsn=o.integer("received_lsn", None),
+            replayed_lsn=o.integer("replayed_lsn", None),
+            tags=MemberTags.from_dict(o.get("tags", {}), o.name("tags")),
+            fence_token=o.integer("fence_token", 0),
+            reason=o.text("reason", ""),
+            paused=o.flag("paused", False),
+        )
+
+
+@dataclass(frozen=True)
+class LeaderKey:
+    """The leader key: who holds it, and its create revision, which is the fencing token."""
+
+    name: str
+    revision: int
+
+    def __post_init__(self) -> None:
+        check_name("name", self.name)
+        check_int("revision", self.revision, 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "revision": self.revision}
+
+    @classmethod
+    def from_dict(cls, data: object, path: str = "") -> LeaderKey:
+        o = JsonObject(data, path)
+        return o.build(cls, name=o.text("name"), revision=o.integer("revision"))
+
+
+@dataclass(frozen=True)
+class SwitchoverRequest:
+    """An operator's request to move the primary, at ``switchover``.
+
+    ``switchover`` needs the expected current ``leader`` (the candidate is optional: the best
+    replica then); ``failover`` needs a ``candidate`` and works without a leader, promoting the
+    candidate even when it is not the most advanced. ``scheduled_at`` (wall clock) delays it.
+    """
+
+    kind: RequestKind
+    leader: str | None = None
+    candidate: str | None = None
+    scheduled_at: float | None = None
+
+    _FIELDS = ("kind", "leader", "candidate", "scheduled_at")
+
+    def __post_init__(self) -> None:
+        check_choice("kind", self.kind, get_args(RequestKind))
+        for key in ("leader", "candidate"):
+            if getattr(self, key) is not None:
+                check_name(key, getattr(self, key))
+        if self.kind == "switchover" and self.leader is None:
+            raise ModelError("leader", "a switchover needs the current leader's name")
+        if self.kind == "failover" and self.candidate is None:
+            raise ModelError("candidate", "a failover needs a candidate")
+        if self.leader is not None and self.leader == self.candidate:
+            raise ModelError("candidate", f"is the leader itself ({self.leader})")
+        if self.scheduled_at is not None:
+            check_seconds("scheduled_at", self.scheduled_at)
+
+    def due(self, wall_now: float) -> bool:
+        """Whether the request applies now (unscheduled, or its time has come)."""
+        return self.scheduled_at is None or self.scheduled_at <= wall_now
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in self._FIELDS}
+
+    @classmethod
+    def from_dict(cls, data: object, path: str = "") -> SwitchoverRequest:
+        o = JsonObject(data, path, known=cls._FIELDS)
+        return o.build(
+            cls,
+            kind=o.text("kind"),
+            leader=o.text("leader", None),
+            candidate=o.text("candidate", None),
+            scheduled_at=o.number("scheduled_at", None),
+        )
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    """One promotion: ``timeline`` ended at ``switch_lsn`` and ``new_leader`` began the next."""
+
+    timeline: int
+    switch_lsn: int
+    reason: str
+    at: float
+    new_leader: str
+
+    def __post_init__(self) -> None:
+        check_int("timeline", self.timeline, 1)
+        check_int("switch_lsn", self.switch_lsn, 0)
+        check_seconds("at", self.at, zero_ok=True)
+        check_name("new_leader", self.new_leader)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: object, path: str = "") -> TimelineEntry:
+        o = JsonObject(data, path)
+        return o.build(
+            cls,
+            timeline=o.integer("timeline"),
+            switch_lsn=o.integer("switch_lsn"),
+            reason=o.text("reason", ""),
+            at=o.number("at"),
+            new_leader=o.text("new_leader"),
+        )
+
+
+@dataclass(frozen=True)
+class DynamicSettings:
+    """Cluster-wide HA settings at ``config`` (seconds and bytes); defaults as bootstrap.dcs.
+
+    Checked like the config file: durations > 0, ``loop_wait + 2 * retry_timeout <= ttl`` and
+    ``safety_margin < ttl``. ``parameters`` are PostgreSQL settings for every member (treat the
+    dict as read-only).
+    """
+
+    ttl: float = _DCS_DEFAULTS.ttl
+    loop_wait: float = _DCS_DEFAULTS.loop_wait
+    retry_timeout: float = _DCS_DEFAULTS.retry_timeout
+    maximum_lag_on_failover: int = _DCS_DEFAULTS.maximum_lag_on_failover
+    primary_start_timeout: float = _DCS_DEFAULTS.primary_start_timeout
+    safety_margin: float = _DCS_DEFAULTS.safety_margin
+    pause: bool = False
+    use_slots: bool = _DCS_DEFAULTS.postgresql.use_slots
+    parameters: Mapping[str, ParameterValue] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key in ("ttl", "loop_wait", "retry_timeout", "safety_margin"):
+            check_seconds(key, getattr(self, key))
+        check_seconds("primary_start_timeout", self.primary_start_timeout, zero_ok=True)
+        check_int("maximum_lag_on_failover", self.maximum_lag_on_failover, 0)
+        if self.loop_wait + 2 * self.retry_timeout > self.ttl:
+            raise ModelError(
+                "ttl",
+                f"loop_wait + 2 * retry_timeout ({self.loop_wait:g} + 2 * "
+                f"{self.retry_timeout:g}) must be <= ttl ({self.ttl:g})",
+            )
+        if self.safety_margin >= self.ttl:
+            raise ModelError(
+                "safety_margin", f"must be < ttl ({self.ttl:g}), got {self.safety_margin:g}"
+            )
+        for key, value in self.parameters.items():
+            ok_value = isinstance(value, str | int | float) and not (
+                isinstance(value, float) and not math.isfinite(value)
+            )
+            if not isinstance(key, str) or not key or not ok_value:
+                fail(f"parameters.{key}", "a string, number or boolean", value)
+
+    @classmethod
+    def from_config(cls, dcs: DcsConfig) -> DynamicSettings:
+        """The settings a bootstrapping agent writes from its ``bootstrap.dcs`` section."""
+        return cls(
+            ttl=dcs.ttl,
+            loop_wait=dcs.loop_wait,
+            retry_timeout=dcs.retry_timeout,
+            maximum_lag_on_failover=dcs.maximum_lag_on_failover,
+            primary_start_timeout=dcs.primary_start_timeout,
+            safety_margin=dcs.safety_margin,
+            use_slots=dcs.postgresql.use_slots,
+            parameters=dict(dcs.postgresql.parameters),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["parameters"] = dict(self.parameters)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: object, path: str = "") -> DynamicSettings:
+        o = JsonObject(data, path, known=[f.name for f in fields(cls)])
+        params = o.get("parameters", {})
+        if not isinstance(params, Mapping):
+            fail(o.name("parameters"), "an object", params)
+        d = cls()
+        return o.build(
+            cls,
+            ttl=o.number("ttl", d.ttl),
+            loop_wait=o.number("loop_wait", d.loop_wait),
+            retry_timeout=o.number("retry_timeout", d.retry_timeout),
+            maximum_lag_on_failover=o.integer("maximum_lag_on_failover", d.maximum_lag_on_failover),
+            primary_start_timeout=o.number("primary_start_timeout", d.primary_start_timeout),
+            safety_margin=o.number("safety_margin", d.safety_margin),
+            pause=o.flag("pause", d.pause),
+            use_slots=o.flag("use_slots", d.use_slots),
+            parameters=dict(params),
+        )
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """Everything under one scope, read at store revision ``revision``.
+
+    ``initialize`` is None before anyone claimed the cluster, ``""`` while the winner of the
+    bootstrap race is creating it, then PostgreSQL's system identifier (decimal). ``members`` is
+    sorted by name, names unique; ``history`` is in timeline order.
+    """
+
+    initialize: str | None = None
+    settings: DynamicSettings = field(default_factory=DynamicSettings)
+    leader: LeaderKey | None = None
+    members: tuple[MemberState, ...] = ()
+    switchover: SwitchoverRequest | None = None
+    history: tuple[TimelineEntry, ...] = ()
+    revision: int = 0
+
+    def __post_init__(self) -> None:
+        if self.initialize and not self.initialize.isdigit():
+            fail("initialize", "a system identifier (decimal digits) or empty", self.initialize)
+        object.__setattr__(self, "members", tuple(sorted(self.members, key=lambda m: m.name)))
+        names = [m.name for m in self.members]
+        for i, name in enumerate(names[1:]):
+            if name == names[i]:
+                raise ModelError("members", f"member {name} appears twice")
+        timelines = [h.timeline for h in self.history]
+        if timelines != sorted(set(timelines)):
+            raise ModelError("history", f"timelines must increase, got {timelines}")
+        check_int("revision", self.revision, 0)
+
+    def member(self, name: str) -> MemberState | None:
+        """The member called ``name``, if it published its state."""
+        return next((m for m in self.members if m.name == name), None)
+
+    @property
+    def timeline(self) -> int:
+        """The cluster's current timeline as the history knows it (1 before any promotion)."""
+        return self.history[-1].timeline + 1 if self.history else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "initialize": self.initialize,
+            "settings": self.settings.to_dict(),
+            "leader": self.leader.to_dict() if self.leader else None,
+            "members": [m.to_dict() for m in self.members],
+            "switchover": self.switchover.to_dict() if self.switchover else None,
+            "history": [h.to_dict() for h in self.history],
+            "revision": self.revision,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object, path: str = "") -> ClusterView:
+        o = JsonObject(data, path)
+        leader, request = o.get("leader", None), o.get("switchover", None)
+        return o.build(
+            cls,
+            initialize=o.text("initialize", None),
+            settings=DynamicSettings.from_dict(o.get("settings", {}), o.name("settings")),
+            leader=LeaderKey.from_dict(leader, o.name("leader")) if leader is not None else None,
+            members=tuple(
+                MemberState.from_dict(m, o.name(f"members[{i}]"))
+                for i, m in enumerate(o.items("members"))
+            ),
+            switchover=(
+                SwitchoverRequest.from_dict(request, o.name("switchover"))
+                if request is not None
+                else None
+            ),
+            history=tuple(
+                TimelineEntry.from_dict(h, o.name(f"history[{i}]"))
+                for i, h in enumerate(o.items("history"))
+            ),
+            revision=o.integer("revision", 0),
+        )

@@ -1,0 +1,64 @@
+"""The HA agent: the pure decision (``decide``) and, later, the loop that observes and acts.
+
+``inputs`` (what the agent observed: LocalState, LocalPostgres, PeerProbe), ``actions`` (what
+it may do, and the Decision), ``race`` (the failover race without a leader), ``switchover``
+(the leader's side of a switchover) and ``decide`` (the order of precedence) are all pure.
+"""
+
+from __future__ import annotations
+
+from hamgr.ha.actions import (
+    POSTGRES_ACTIONS,
+    AcquireLeader,
+    Action,
+    AppendHistory,
+    Bootstrap,
+    ClearSwitchover,
+    CloneFrom,
+    Decision,
+    Demote,
+    Follow,
+    ProbePeers,
+    Promote,
+    Reclone,
+    ReleaseLeader,
+    RenewLease,
+    Rewind,
+    SetInitialize,
+    StartPostgres,
+    StartReplica,
+    StopPostgres,
+    TakeInitialize,
+    TransferStoreLeadership,
+)
+from hamgr.ha.decide import decide
+from hamgr.ha.inputs import LocalPostgres, LocalState, PeerProbe
+
+__all__ = [
+    "POSTGRES_ACTIONS",
+    "AcquireLeader",
+    "Action",
+    "AppendHistory",
+    "Bootstrap",
+    "ClearSwitchover",
+    "CloneFrom",
+    "Decision",
+    "Demote",
+    "Follow",
+    "LocalPostgres",
+    "LocalState",
+    "PeerProbe",
+    "ProbePeers",
+    "Promote",
+    "Reclone",
+    "ReleaseLeader",
+    "RenewLease",
+    "Rewind",
+    "SetInitialize",
+    "StartPostgres",
+    "StartReplica",
+    "StopPostgres",
+    "TakeInitialize",
+    "TransferStoreLeadership",
+    "decide",
+]

@@ -1,0 +1,204 @@
+"""What decide() asks the HA loop to do: small typed actions, and the Decision that bundles them.
+
+Contract with the loop: the actions of one Decision run in order, and the first one that fails
+or loses a race (a create or compare-and-swap that finds the key taken, a promote that errors)
+ends the run; the next cycle observes again and decides again. So ``(AcquireLeader(),
+Promote())`` never promotes without the key. An empty tuple means: nothing to do, wait.
+
+Independently of the actions, the loop publishes its MemberState (with the decision's reason)
+every cycle, and the primary's keepalive runs on its own timer (at least every ttl/3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from hamgr.dcs.model import LeaderKey, SwitchoverRequest, TimelineEntry
+
+StopMode = Literal["fast", "immediate"]
+
+
+@dataclass(frozen=True)
+class TakeInitialize:
+    """Create the initialize key if absent: ``""`` races to bootstrap, a sysid adopts data."""
+
+    sysid: str = ""
+
+
+@dataclass(frozen=True)
+class SetInitialize:
+    """Overwrite the initialize key with the system identifier (the leader, after bootstrap)."""
+
+    sysid: str
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """initdb, start as primary, create the users and write the cluster's settings.
+
+    On failure the loop cleans up: wipes what initdb left, releases the leader key and deletes
+    the initialize key, so that the race can start again.
+    """
+
+
+@dataclass(frozen=True)
+class AcquireLeader:
+    """Take the free leader key (create_revision == 0 txn); a fresh lease deadline follows."""
+
+
+@dataclass(frozen=True)
+class RenewLease:
+    """Send a keepalive now and hand the new fence deadline to the fencer."""
+
+
+@dataclass(frozen=True)
+class ReleaseLeader:
+    """Delete the leader key if it still is ``key`` (same create revision)."""
+
+    key: LeaderKey
+
+
+@dataclass(frozen=True)
+class CloneFrom:
+    """Fill the empty data directory with a base backup from ``source`` (not started)."""
+
+    source: str
+
+
+@dataclass(frozen=True)
+class StartReplica:
+    """Start PostgreSQL as a standby of ``leader``; None: a standby with no upstream yet."""
+
+    leader: str | None
+
+
+@dataclass(frozen=True)
+class Follow:
+    """Re-point a running standby at ``leader`` (new primary_conninfo, reload)."""
+
+    leader: str
+
+
+@dataclass(frozen=True)
+class Rewind:
+    """pg_rewind the stopped data directory from ``leader``; it stays stopped afterwards."""
+
+    leader: str
+
+
+@dataclass(frozen=True)
+class Reclone:
+    """Remove the data directory and clone it again from ``leader`` (only when configured)."""
+
+    leader: str
+
+
+@dataclass(frozen=True)
+class Promote:
+    """Promote the running standby to primary (only ever after AcquireLeader succeeded)."""
+
+
+@dataclass(frozen=True)
+class Demote:
+    """Stop the primary. ``immediate``: at once, no checkpoint (fencing). ``fast``: with a
+    shutdown checkpoint, for a switchover (``for_switchover``: the loop records the instant it
+    stopped, :attr:`LocalState.switchover_stopped_at`). PostgreSQL stays stopped; a later cycle
+    starts it as a replica of whoever holds the key."""
+
+    mode: StopMode
+    for_switchover: bool = False
+
+
+@dataclass(frozen=True)
+class StopPostgres:
+    """Stop a PostgreSQL that is not (or must not stay) part of the cluster, or before a rewind."""
+
+    mode: StopMode = "fast"
+
+
+@dataclass(frozen=True)
+class StartPostgres:
+    """Start PostgreSQL as primary (no standby.signal); only the key holder is told to."""
+
+
+@dataclass(frozen=True)
+class ProbePeers:
+    """Ask every other member's REST API for its status; the loop calls decide() again at once
+    with the answers (at most once per cycle)."""
+
+
+@dataclass(frozen=True)
+class ClearSwitchover:
+    """Delete the switchover request if it still equals ``expected``."""
+
+    expected: SwitchoverRequest
+
+
+@dataclass(frozen=True)
+class AppendHistory:
+    """Record a promotion in the cluster's timeline history."""
+
+    entry: TimelineEntry
+
+
+@dataclass(frozen=True)
+class TransferStoreLeadership:
+    """Move the store's Raft leadership to member ``to``'s host, off the primary's."""
+
+    to: str
+
+
+Action = (
+    TakeInitialize
+    | SetInitialize
+    | Bootstrap
+    | AcquireLeader
+    | RenewLease
+    | ReleaseLeader
+    | CloneFrom
+    | StartReplica
+    | Follow
+    | Rewind
+    | Reclone
+    | Promote
+    | Demote
+    | StopPostgres
+    | StartPostgres
+    | ProbePeers
+    | ClearSwitchover
+    | AppendHistory
+    | TransferStoreLeadership
+)
+
+#: The actions that change the local PostgreSQL (none of them is taken while paused, except
+#: the self-fencing Demote of a primary whose lease ran out).
+POSTGRES_ACTIONS: tuple[type, ...] = (
+    Bootstrap,
+    CloneFrom,
+    StartReplica,
+    Follow,
+    Rewind,
+    Reclone,
+    Promote,
+    Demote,
+    StopPostgres,
+    StartPostgres,
+)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The actions to run, in order, and why: the reason is logged, published in the member's
+    state and shown by the REST API, for an operator to learn why a failover did or did not
+    happen."""
+
+    actions: tuple[Action, ...]
+    reason: str
+
+    def kinds(self) -> tuple[str, ...]:
+        """The actions' class names, for logs and tests."""
+        return tuple(type(a).__name__ for a in self.actions)
+
+    def __str__(self) -> str:
+        return f"{', '.join(self.kinds()) or 'wait'}: {self.reason}"

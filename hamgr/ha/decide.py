@@ -1,0 +1,332 @@
+"""decide(): the HA agent's pure core, from what it observed to what it does, and why.
+
+Order of precedence, first match wins:
+
+1. Fencing: a PostgreSQL running as primary whose lease deadline (``fence_at``) has passed is
+   demoted at once (immediate), even while paused: its key may already be someone else's.
+2. A data directory of another system than the cluster's: refuse to join, stay stopped.
+3. Pause: no automatic PostgreSQL actions; the key follows a primary that runs (renewed, taken
+   when free, released when its PostgreSQL is no longer primary), as in Patroni.
+4. I hold the leader key: renew it, keep PostgreSQL primary (start, promote), repair the
+   initialize key, record new timelines, handle a switchover, keep the store's leadership away.
+5. Another member holds it: be its standby (clone, start, re-point, rewind or re-clone), and
+   demote at once if my PostgreSQL still runs as primary (my lease is lost).
+6. Nobody holds it: bootstrap race for a new cluster, or the failover race (race.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from hamgr.dcs.model import ClusterView, LeaderKey, TimelineEntry
+from hamgr.ha.actions import (
+    AcquireLeader,
+    Action,
+    AppendHistory,
+    Bootstrap,
+    CloneFrom,
+    Decision,
+    Demote,
+    Follow,
+    ProbePeers,
+    Promote,
+    Reclone,
+    ReleaseLeader,
+    RenewLease,
+    Rewind,
+    SetInitialize,
+    StartPostgres,
+    StartReplica,
+    StopPostgres,
+    TakeInitialize,
+    TransferStoreLeadership,
+)
+from hamgr.ha.inputs import LocalState, PeerProbe
+from hamgr.ha.race import describe_request, failover_race, fmt_lsn
+from hamgr.ha.switchover import leader_switchover
+
+
+def decide(
+    view: ClusterView, local: LocalState, peers: Mapping[str, PeerProbe] | None = None
+) -> Decision:
+    """The actions this agent takes now, and the reason an operator reads.
+
+    ``peers`` are the other members' probes, given only when a previous decision asked for
+    them (ProbePeers); entries for ``local.name`` are ignored.
+    """
+    key = view.leader
+    holder = key is not None and key.name == local.name and key.revision == local.leader_revision
+    for step in (_fence, _foreign_system):
+        found = step(view, local, holder)
+        if found is not None:
+            return found
+    if view.settings.pause:
+        return _paused(view, local, holder)
+    if key is not None and holder:
+        return _as_holder(view, local, peers, key)
+    if key is not None:
+        return _as_follower(view, local, key)
+    return _no_leader(view, local, peers)
+
+
+def _fence(view: ClusterView, local: LocalState, holder: bool) -> Decision | None:
+    pg = local.pg
+    maybe_primary = pg.role == "primary" or (
+        pg.role == "unknown" and local.leader_revision is not None
+    )
+    if not (pg.running and maybe_primary):
+        return None
+    if local.fence_at is not None and local.now >= local.fence_at:
+        late = local.now - local.fence_at
+        return Decision(
+            (Demote("immediate"),),
+            f"fencing: no keepalive succeeded before my lease deadline ({late:.1f} s ago); "
+            "stopping PostgreSQL at once, the leader key may already be another member's",
+        )
+    if holder and local.fence_at is None:
+        return Decision(
+            (Demote("immediate"),),
+            "fencing: I hold the leader key but know no lease deadline; stopping PostgreSQL",
+        )
+    return None
+
+
+def _foreign_system(view: ClusterView, local: LocalState, holder: bool) -> Decision | None:
+    mine = local.pg.system_identifier
+    if not view.initialize or mine is None or str(mine) == view.initialize:
+        return None
+    reason = (
+        f"refusing to join: my data directory belongs to system {mine}, "
+        f"the cluster is system {view.initialize}"
+    )
+    if view.settings.pause:
+        return Decision((), f"paused: {reason}")
+    actions: list[Action] = [StopPostgres("fast")] if local.pg.running else []
+    if holder and view.leader is not None:
+        actions.append(ReleaseLeader(view.leader))
+    return Decision(tuple(actions), f"{reason}; staying stopped")
+
+
+def _paused(view: ClusterView, local: LocalState, holder: bool) -> Decision:
+    pg, key = local.pg, view.leader
+    note = ""
+    if view.switchover is not None:
+        note = f"; the {describe_request(view.switchover)} waits until resume"
+    if key is not None and holder:
+        if pg.is_primary:
+            return Decision((RenewLease(),), f"paused: I am the leader, no automatic actions{note}")
+        return Decision(
+            (ReleaseLeader(key),),
+            "paused: my PostgreSQL is not running as primary; releasing the leader key "
+            f"instead of promoting it back{note}",
+        )
+    if key is None:
+        if pg.is_primary:
+            return Decision(
+                (AcquireLeader(),),
+                f"paused: nobody holds the leader key and my PostgreSQL runs as primary: "
+                f"taking the key{note}",
+            )
+        return Decision((), f"paused: no leader, and no automatic failover while paused{note}")
+    if pg.is_primary:
+        return Decision(
+            (),
+            f"paused: my PostgreSQL runs as primary but {key.name} holds the leader key; "
+            f"not demoting while paused{note}",
+        )
+    return Decision((), f"paused: no automatic actions (leader {key.name}){note}")
+
+
+def _as_holder(
+    view: ClusterView, local: LocalState, peers: Mapping[str, PeerProbe] | None, key: LeaderKey
+) -> Decision:
+    pg = local.pg
+    if local.fence_at is None or local.now >= local.fence_at:
+        return Decision(
+            (RenewLease(),),
+            "I hold the leader key but my lease deadline has passed; not running PostgreSQL as "
+            "primary until a keepalive succeeds",
+        )
+    renew: tuple[Action, ...] = (RenewLease(),)
+    if not pg.initialized:
+        if view.initialize == "" and pg.data_dir_empty:
+            return Decision(
+                (*renew, Bootstrap()), "I won the initialize race: bootstrapping a new cluster"
+            )
+        return Decision(
+            (ReleaseLeader(key),),
+            "I hold the leader key but my data directory holds no cluster: releasing it",
+        )
+    handover = leader_switchover(view, local, peers, key)
+    if pg.is_primary:
+        lease = local.fence_at - local.now
+        extra, why = handover or ((), "")
+        status = f"I am the leader (fencing token {key.revision}, lease deadline in {lease:.1f} s)"
+        return Decision(
+            (*renew, *_upkeep(view, local), *extra), f"{status}; {why}" if why else status
+        )
+    if handover is not None:
+        return Decision((*renew, *handover[0]), handover[1])
+    if pg.running and pg.role == "replica":
+        return Decision((*renew, Promote()), "I hold the leader key: promoting my standby")
+    if pg.running:
+        return Decision(renew, "I hold the leader key; PostgreSQL is starting, role not known yet")
+    return Decision(
+        (*renew, StartPostgres()), "I hold the leader key: starting PostgreSQL as primary"
+    )
+
+
+def _upkeep(view: ClusterView, local: LocalState) -> tuple[Action, ...]:
+    """A running primary's housekeeping: initialize key, history, store leadership."""
+    pg, me = local.pg, local.name
+    out: list[Action] = []
+    if pg.system_identifier is not None and view.initialize != str(pg.system_identifier):
+        sysid = str(pg.system_identifier)
+        out.append(TakeInitialize(sysid) if view.initialize is None else SetInitialize(sysid))
+    tl = pg.timeline
+    if tl is not None and tl > view.timeline and pg.timeline_switch_lsn is not None:
+        req = view.switchover
+        why = describe_request(req) if req and req.candidate == me else f"failover to {me}"
+        entry = TimelineEntry(tl - 1, pg.timeline_switch_lsn, why, local.wall_now, me)
+        out.append(AppendHistory(entry))
+    if local.store_leader_here:
+        standbys = [
+            m.name
+            for m in view.members
+            if m.name != me and m.role == "replica" and m.state == "running"
+        ]
+        if standbys:
+            out.append(TransferStoreLeadership(standbys[0]))
+    return tuple(out)
+
+
+def _as_follower(view: ClusterView, local: LocalState, key: LeaderKey) -> Decision:
+    pg, leader = local.pg, key.name
+    if pg.is_primary:
+        lost = "my lease is lost: " if local.leader_revision is not None else ""
+        return Decision(
+            (Demote("immediate"),),
+            f"{lost}{leader} holds the leader key (revision {key.revision}) while my PostgreSQL "
+            "runs as primary: demoting at once",
+        )
+    if leader == local.name:
+        return Decision(
+            (),
+            f"the leader key names me from an earlier session (revision {key.revision}) that I "
+            "cannot renew; waiting for it to expire",
+        )
+    member = view.member(leader)
+    if member is None:
+        return Decision((), f"leader {leader} has not published its address yet; waiting")
+    if not pg.initialized:
+        if not pg.data_dir_empty:
+            return Decision(
+                (),
+                "my data directory is not empty but holds no PostgreSQL cluster; not touching "
+                "it (empty it to let me clone)",
+            )
+        source = next(
+            (
+                m.name
+                for m in view.members
+                if m.tags.clonefrom and m.name != local.name and m.state == "running"
+                if m.role in ("replica", "primary")
+            ),
+            leader,
+        )
+        via = "" if source == leader else f" (tagged clonefrom; leader is {leader})"
+        return Decision((CloneFrom(source),), f"cloning from {source}{via}")
+    if local.timeline_diverged:
+        return _diverged(local, leader)
+    if not pg.running:
+        return Decision((StartReplica(leader),), f"starting as a standby of leader {leader}")
+    if pg.role != "replica":
+        return Decision((), f"PostgreSQL is starting, role not known yet (leader {leader})")
+    if pg.upstream != member.conn_url:
+        return Decision(
+            (Follow(leader),),
+            f"re-pointing replication from {pg.upstream or 'nowhere'} to leader {leader} "
+            f"at {member.conn_url}",
+        )
+    return Decision((), f"following leader {leader} (received {fmt_lsn(pg.received_lsn)})")
+
+
+def _diverged(local: LocalState, leader: str) -> Decision:
+    stop: tuple[Action, ...] = (StopPostgres("fast"),) if local.pg.running else ()
+    what = f"my timeline diverged from leader {leader}'s"
+    if local.use_pg_rewind and not local.rewind_failed:
+        return Decision((*stop, Rewind(leader)), f"{what}: rewinding with pg_rewind")
+    why = "pg_rewind failed" if local.rewind_failed else "pg_rewind is disabled (use_pg_rewind)"
+    if local.reclone_on_rewind_failure:
+        return Decision((*stop, Reclone(leader)), f"{what} and {why}: cloning it again")
+    return Decision(
+        stop,
+        f"{what} and {why}; staying stopped: re-cloning is not allowed "
+        "(postgresql.remove_data_directory_on_rewind_failure)",
+    )
+
+
+def _no_leader(
+    view: ClusterView, local: LocalState, peers: Mapping[str, PeerProbe] | None
+) -> Decision:
+    pg = local.pg
+    if view.initialize is None:
+        return _bootstrap_race(local)
+    if view.initialize == "":
+        return Decision(
+            (),
+            "another member is bootstrapping the cluster (initialize claimed, no leader yet); "
+            "waiting. If it died, delete the initialize key",
+        )
+    if not pg.initialized:
+        return Decision((), "no leader to clone from; waiting for one")
+    if pg.is_primary:
+        lost = "my lease is lost: " if local.leader_revision is not None else ""
+        return Decision(
+            (Demote("immediate"),),
+            f"{lost}nobody holds the leader key while my PostgreSQL runs as primary: "
+            "demoting at once",
+        )
+    if not pg.running:
+        return Decision(
+            (StartReplica(None),),
+            "no leader: starting PostgreSQL as a standby to take part in the failover race",
+        )
+    if pg.role != "replica":
+        return Decision((), "no leader; PostgreSQL is starting, role not known yet")
+    if peers is None:
+        return Decision(
+            (ProbePeers(),), "no leader: asking the other members for their state before the race"
+        )
+    outcome = failover_race(view, local, peers)
+    if outcome.winner == local.name:
+        return Decision((AcquireLeader(), Promote()), outcome.reason)
+    return Decision((ProbePeers(),), outcome.reason)
+
+
+def _bootstrap_race(local: LocalState) -> Decision:
+    pg = local.pg
+    if local.tags.nofailover:
+        return Decision(
+            (), "no cluster in the store yet; tagged nofailover, I wait for another to create it"
+        )
+    if pg.initialized:
+        if pg.system_identifier is None:
+            return Decision(
+                (), "no cluster in the store yet and my data directory's system is unknown"
+            )
+        return Decision(
+            (TakeInitialize(str(pg.system_identifier)),),
+            "no cluster in the store yet: claiming it for my existing data directory "
+            f"(system {pg.system_identifier})",
+        )
+    if not pg.data_dir_empty:
+        return Decision(
+            (),
+            "no cluster in the store yet, and my data directory is not empty but holds no "
+            "PostgreSQL cluster; not touching it",
+        )
+    return Decision(
+        (TakeInitialize(""), AcquireLeader(), Bootstrap()),
+        "no cluster yet: racing for the initialize key to bootstrap it",
+    )

@@ -1,0 +1,134 @@
+"""What decide() knows besides the cluster view: this agent's own state, and its peers' answers.
+
+The HA loop fills these from observations (the local PostgreSQL, the lease, the REST APIs of
+the peers); decide() only reads them. LSNs are byte positions; ``now`` and every deadline are
+on the monotonic clock, ``wall_now`` is wall-clock seconds since the epoch (for scheduled
+switchovers and the history only).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from hamgr.config.values import member_name_problem
+from hamgr.dcs.model import MemberTags
+
+PgRole = Literal["primary", "replica", "stopped", "unknown"]
+
+
+def _check(name: str, value: int | None, minimum: int) -> None:
+    if value is not None and value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
+
+
+def _position(*lsns: int | None) -> int | None:
+    known = [x for x in lsns if x is not None]
+    return max(known) if known else None
+
+
+@dataclass(frozen=True)
+class LocalPostgres:
+    """The local PostgreSQL as last observed.
+
+    ``current_lsn`` is a primary's write position; ``upstream`` the ``host:port`` a standby is
+    configured to stream from; ``checkpoint_lsn`` the latest checkpoint's location from
+    pg_controldata (read while stopped, for the switchover); ``timeline_switch_lsn`` where the
+    current timeline began (from its history file, for the cluster history).
+    """
+
+    initialized: bool = False
+    data_dir_empty: bool = True
+    running: bool = False
+    role: PgRole = "stopped"
+    timeline: int | None = None
+    received_lsn: int | None = None
+    replayed_lsn: int | None = None
+    current_lsn: int | None = None
+    system_identifier: int | None = None
+    upstream: str | None = None
+    checkpoint_lsn: int | None = None
+    timeline_switch_lsn: int | None = None
+
+    def __post_init__(self) -> None:
+        _check("timeline", self.timeline, 1)
+        for name in ("received_lsn", "replayed_lsn", "current_lsn", "checkpoint_lsn"):
+            _check(name, getattr(self, name), 0)
+        _check("timeline_switch_lsn", self.timeline_switch_lsn, 0)
+
+    @property
+    def is_primary(self) -> bool:
+        return self.running and self.role == "primary"
+
+    @property
+    def position(self) -> int | None:
+        """How much WAL this node has: written (primary) or received/replayed (standby)."""
+        if self.role == "primary":
+            return self.current_lsn
+        return _position(self.received_lsn, self.replayed_lsn)
+
+
+@dataclass(frozen=True)
+class LocalState:
+    """This agent: its name and tags, clocks, PostgreSQL, lease and repair state.
+
+    ``leader_revision`` is the create revision of the leader key this agent acquired and has not
+    released (None: it holds none); it holds the key only while the view's key still has that
+    revision. ``fence_at`` is the deadline of its last successful keepalive (``sent + ttl -
+    safety_margin``), the instant its PostgreSQL must have stopped accepting writes.
+    ``timeline_diverged`` is computed by the loop against the leader's timeline history;
+    ``rewind_failed`` says the last pg_rewind failed. ``switchover_stopped_at`` is when this
+    agent stopped its primary for a switchover (Demote ``for_switchover``). ``store_leader_here``
+    says the store's Raft leader runs on this host.
+    """
+
+    name: str
+    now: float
+    wall_now: float
+    pg: LocalPostgres
+    tags: MemberTags = field(default_factory=MemberTags)
+    leader_revision: int | None = None
+    fence_at: float | None = None
+    use_pg_rewind: bool = True
+    reclone_on_rewind_failure: bool = False
+    rewind_failed: bool = False
+    timeline_diverged: bool = False
+    switchover_stopped_at: float | None = None
+    store_leader_here: bool = False
+
+    def __post_init__(self) -> None:
+        problem = member_name_problem(self.name)
+        if problem:
+            raise ValueError(f"name: {problem}")
+        if not (math.isfinite(self.wall_now) and self.wall_now >= 0):
+            raise ValueError(f"wall_now: expected seconds since the epoch, got {self.wall_now}")
+        if not math.isfinite(self.now):
+            raise ValueError(f"now: expected a monotonic instant, got {self.now}")
+        _check("leader_revision", self.leader_revision, 1)
+
+
+@dataclass(frozen=True)
+class PeerProbe:
+    """Another member's answer to ``GET /status`` (``reachable`` False: no answer in time).
+
+    ``state`` is its PostgreSQL's state (``running``, ``stopped``...), ``role`` its role
+    (``primary``, ``replica``...). For a primary both LSNs hold its write position.
+    """
+
+    name: str
+    reachable: bool
+    state: str | None = None
+    role: str | None = None
+    timeline: int | None = None
+    received_lsn: int | None = None
+    replayed_lsn: int | None = None
+    nofailover: bool = False
+
+    @property
+    def running(self) -> bool:
+        return self.reachable and self.state == "running"
+
+    @property
+    def position(self) -> int | None:
+        return _position(self.received_lsn, self.replayed_lsn)

@@ -1,0 +1,131 @@
+"""The leader's side of an operator's switchover (or failover while a leader runs).
+
+Steps, one per cycle: probe the members; check the target (the named candidate, or the best
+eligible standby); stop PostgreSQL with a shutdown checkpoint (Demote fast); keep the key until
+a target has RECEIVED that checkpoint record, so no acknowledged write is lost; release the key.
+The candidate then takes the key (see race.py) and clears the request once it runs as primary.
+A target that does not receive the checkpoint within ``ttl`` seconds aborts the switchover: the
+request is cleared and PostgreSQL starts again as primary, still holding the key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from hamgr.dcs.model import ClusterView, LeaderKey, SwitchoverRequest
+from hamgr.ha.actions import (
+    Action,
+    ClearSwitchover,
+    Demote,
+    ProbePeers,
+    ReleaseLeader,
+    StartPostgres,
+)
+from hamgr.ha.inputs import LocalState, PeerProbe
+from hamgr.ha.race import describe_request, fmt_bytes, fmt_lsn, fmt_wall
+
+Step = tuple[tuple[Action, ...], str]
+
+
+def _target_problem(p: PeerProbe | None, local: LocalState, max_lag: int) -> str:
+    """Why member ``p`` cannot take over from me now ("" if it can)."""
+    pg = local.pg
+    if p is None or not p.reachable:
+        return "not reachable"
+    if p.nofailover:
+        return "tagged nofailover"
+    if not p.running or p.role != "replica":
+        return f"not a running standby (state {p.state}, role {p.role})"
+    if pg.timeline is not None and p.timeline != pg.timeline:
+        return f"on timeline {p.timeline}, not on mine ({pg.timeline})"
+    if p.position is None or pg.current_lsn is None:
+        return "of unknown WAL position"
+    lag = pg.current_lsn - p.position
+    if lag > max_lag:
+        return f"{fmt_bytes(lag)} behind me (maximum_lag_on_failover {fmt_bytes(max_lag)})"
+    return ""
+
+
+def _pick_target(
+    req: SwitchoverRequest, view: ClusterView, local: LocalState, peers: Mapping[str, PeerProbe]
+) -> tuple[str | None, str]:
+    """The member to hand over to, or None and why there is none."""
+    max_lag = view.settings.maximum_lag_on_failover
+    if req.candidate is not None:
+        why = _target_problem(peers.get(req.candidate), local, max_lag)
+        return (None, f"{req.candidate} is {why}") if why else (req.candidate, "")
+    names = sorted(n for n in peers if n != local.name)
+    problems = {n: _target_problem(peers[n], local, max_lag) for n in names}
+    fit = [n for n in names if not problems[n]]
+    if not fit:
+        listed = "; ".join(f"{n} is {problems[n]}" for n in names) or "no other members"
+        return None, f"no standby is eligible ({listed})"
+    return min(fit, key=lambda n: (-(peers[n].position or 0), n)), ""
+
+
+def leader_switchover(
+    view: ClusterView, local: LocalState, peers: Mapping[str, PeerProbe] | None, key: LeaderKey
+) -> Step | None:
+    """What the key holder does about ``view.switchover`` (None: carry on as usual).
+
+    Acts while PostgreSQL runs as primary (checks, then Demote fast) and while it is stopped
+    for the switchover (wait for the checkpoint, then release); otherwise the usual path runs.
+    """
+    req = view.switchover
+    if req is None:
+        return None
+    what, me, pg = describe_request(req), local.name, local.pg
+    mine = req.candidate != me and req.leader in (None, me)
+    if not pg.is_primary:
+        stopped_for_it = not pg.running and local.switchover_stopped_at is not None
+        return _await_checkpoint(req, view, local, peers, key) if mine and stopped_for_it else None
+    if not mine:
+        return (ClearSwitchover(req),), f"the {what} is over (I am the leader): clearing it"
+    if not req.due(local.wall_now):
+        return (), f"{what} scheduled at {fmt_wall(req.scheduled_at or 0.0)}"
+    if req.candidate is not None and view.member(req.candidate) is None:
+        return (ClearSwitchover(req),), f"{what} refused: {req.candidate} is not a member"
+    if peers is None:
+        return (ProbePeers(),), f"{what} requested: asking the members for their state"
+    target, why = _pick_target(req, view, local, peers)
+    if target is None:
+        return (ClearSwitchover(req),), f"{what} refused: {why}"
+    return (
+        (Demote("fast", for_switchover=True),),
+        f"{what}: stopping PostgreSQL with a shutdown checkpoint, handing over to {target}",
+    )
+
+
+def _await_checkpoint(
+    req: SwitchoverRequest,
+    view: ClusterView,
+    local: LocalState,
+    peers: Mapping[str, PeerProbe] | None,
+    key: LeaderKey,
+) -> Step:
+    what, checkpoint = describe_request(req), local.pg.checkpoint_lsn
+    waited = local.now - (local.switchover_stopped_at or local.now)
+    if waited > view.settings.ttl:
+        return (
+            (ClearSwitchover(req), StartPostgres()),
+            f"{what} aborted: no standby received my shutdown checkpoint "
+            f"{fmt_lsn(checkpoint)} within {view.settings.ttl:g} s; starting again as primary",
+        )
+    if peers is None or checkpoint is None:
+        return (ProbePeers(),), f"{what}: waiting for the standbys' positions"
+    names = [req.candidate] if req.candidate else sorted(n for n in peers if n != local.name)
+    got = {n: p.received_lsn for n in names if (p := peers.get(n)) is not None and p.running}
+    # The checkpoint location is where the record STARTS: the standby must be past it.
+    done = sorted(n for n, lsn in got.items() if lsn is not None and lsn > checkpoint)
+    if done:
+        return (
+            (ReleaseLeader(key),),
+            f"{what}: {done[0]} received my shutdown checkpoint {fmt_lsn(checkpoint)}: "
+            "releasing the leader key",
+        )
+    where = ", ".join(f"{n} at {fmt_lsn(lsn)}" for n, lsn in sorted(got.items())) or "none running"
+    return (
+        (ProbePeers(),),
+        f"{what}: waiting for a standby to receive my shutdown checkpoint "
+        f"{fmt_lsn(checkpoint)} ({where})",
+    )

@@ -1,0 +1,315 @@
+"""The store's cluster model: JSON round trips, errors that name the field, the DCS helpers."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hamgr.config.schema import TIMING_PROFILES, DcsConfig
+from hamgr.dcs import (
+    ClusterView,
+    DynamicSettings,
+    KeepaliveResult,
+    LeaderKey,
+    MemberState,
+    MemberTags,
+    ModelError,
+    SwitchoverRequest,
+    TimelineEntry,
+    scope_keys,
+)
+
+NAME = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,10}", fullmatch=True)
+LSN = st.none() | st.integers(0, 2**64 - 1)
+SECONDS = st.floats(0.001, 1e10, allow_nan=False, allow_infinity=False)
+PARAM = st.one_of(
+    st.text(max_size=10),
+    st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.booleans(),
+)
+
+MEMBERS = st.builds(
+    MemberState,
+    name=NAME,
+    api_url=st.sampled_from(["http://10.0.0.1:8008", "https://db-1.example:8443"]),
+    conn_url=st.sampled_from(["10.0.0.1:5432", "[::1]:5433", "db-1.example:6432"]),
+    role=st.sampled_from(["primary", "replica", "uninitialized", "stopped"]),
+    state=st.sampled_from(["running", "stopped", "crashed", "starting"]),
+    timeline=st.none() | st.integers(1, 2**31),
+    received_lsn=LSN,
+    replayed_lsn=LSN,
+    tags=st.builds(MemberTags, st.booleans(), st.booleans(), st.booleans(), st.booleans()),
+    fence_token=st.integers(0, 2**62),
+    reason=st.text(max_size=40),
+    paused=st.booleans(),
+)
+
+
+@st.composite
+def dynamic_settings(draw: st.DrawFn) -> DynamicSettings:
+    loop_wait, retry = draw(SECONDS), draw(SECONDS)
+    ttl = (loop_wait + 2 * retry) * draw(st.floats(1.0, 3.0))
+    return DynamicSettings(
+        ttl=ttl,
+        loop_wait=loop_wait,
+        retry_timeout=retry,
+        maximum_lag_on_failover=draw(st.integers(0, 2**40)),
+        primary_start_timeout=draw(st.just(0.0) | SECONDS),
+        safety_margin=ttl * draw(st.floats(0.01, 0.99)),
+        pause=draw(st.booleans()),
+        use_slots=draw(st.booleans()),
+        parameters=draw(st.dictionaries(st.text(min_size=1, max_size=10), PARAM, max_size=3)),
+    )
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> SwitchoverRequest:
+    leader = draw(NAME)
+    candidate = draw(st.none() | NAME.filter(lambda n: n != leader))
+    when = draw(st.none() | SECONDS)
+    if draw(st.booleans()) and candidate is not None:
+        return SwitchoverRequest("failover", draw(st.none() | st.just(leader)), candidate, when)
+    return SwitchoverRequest("switchover", leader, candidate, when)
+
+
+@st.composite
+def views(draw: st.DrawFn) -> ClusterView:
+    timelines = sorted(draw(st.sets(st.integers(1, 50), max_size=4)))
+    return ClusterView(
+        initialize=draw(st.none() | st.just("") | st.integers(1, 2**64).map(str)),
+        settings=draw(dynamic_settings()),
+        leader=draw(st.none() | st.builds(LeaderKey, NAME, st.integers(1, 2**62))),
+        members=tuple(draw(st.lists(MEMBERS, max_size=4, unique_by=lambda m: m.name))),
+        switchover=draw(st.none() | requests()),
+        history=tuple(
+            TimelineEntry(
+                t,
+                draw(st.integers(0, 2**64)),
+                draw(st.text(max_size=20)),
+                draw(st.just(0.0) | SECONDS),
+                draw(NAME),
+            )
+            for t in timelines
+        ),
+        revision=draw(st.integers(0, 2**62)),
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(view=views())
+def test_view_round_trips_through_json(view: ClusterView) -> None:
+    text = json.dumps(view.to_dict(), allow_nan=False)
+    assert ClusterView.from_dict(json.loads(text)) == view
+
+
+def _member(**changes: Any) -> dict[str, Any]:
+    return {"name": "b", "api_url": "http://10.0.0.2:8008", "conn_url": "10.0.0.2:5432", **changes}
+
+
+def _view(**changes: Any) -> dict[str, Any]:
+    return {"initialize": "7301", "members": [_member(name="a"), _member()], **changes}
+
+
+BAD = [
+    pytest.param(
+        MemberState,
+        {"api_url": "http://x:1"},
+        "name: required field is missing",
+        id="missing-field",
+    ),
+    pytest.param(MemberState, _member(name=None), "name: must not be null", id="null-field"),
+    pytest.param(
+        MemberState, _member(name="-x"), "name: expected 1 to 63 letters", id="bad-member-name"
+    ),
+    pytest.param(
+        MemberState,
+        _member(role="leader"),
+        'role: expected "primary" or "replica" or "uninitialized" or "stopped", got "leader"',
+        id="bad-role",
+    ),
+    pytest.param(
+        MemberState, _member(conn_url="db"), 'conn_url: expected "host:port"', id="bad-conn-url"
+    ),
+    pytest.param(
+        MemberState, _member(api_url="10.0.0.2:8008"), "api_url: expected an", id="bad-api-url"
+    ),
+    pytest.param(
+        MemberState, _member(state="in recovery"), "state: expected a word", id="bad-state"
+    ),
+    pytest.param(
+        MemberState,
+        _member(fence_token=True),
+        "fence_token: expected an integer, got true",
+        id="bool-is-no-integer",
+    ),
+    pytest.param(
+        MemberState,
+        _member(tags={"nofailover": "yes"}),
+        'tags.nofailover: expected true or false, got "yes"',
+        id="bad-tag",
+    ),
+    pytest.param(
+        ClusterView,
+        _view(members=[_member(), _member(timeline="x")]),
+        'members[1].timeline: expected an integer, got "x"',
+        id="nested-field-path",
+    ),
+    pytest.param(
+        ClusterView,
+        _view(members=[_member(timeline=0)]),
+        "members[0].timeline: expected an integer >= 1, got 0",
+        id="timeline-zero",
+    ),
+    pytest.param(
+        ClusterView,
+        _view(members=[7]),
+        "members[0]: expected an object, got 7",
+        id="member-not-object",
+    ),
+    pytest.param(
+        ClusterView,
+        _view(members=[_member(), _member()]),
+        "members: member b appears twice",
+        id="duplicate-member",
+    ),
+    pytest.param(
+        ClusterView,
+        _view(initialize="abc"),
+        "initialize: expected a system identifier",
+        id="bad-initialize",
+    ),
+    pytest.param(
+        ClusterView,
+        _view(leader={"name": "a", "revision": 0}),
+        "leader.revision: expected an integer >= 1, got 0",
+        id="leader-revision",
+    ),
+    pytest.param(
+        ClusterView, _view(settings={"tll": 5}), "settings.tll: unknown field", id="settings-typo"
+    ),
+    pytest.param(
+        ClusterView,
+        _view(settings={"ttl": 3}),
+        "settings.ttl: loop_wait + 2 * retry_timeout (1 + 2 * 2) must be <= ttl (3)",
+        id="settings-timing-rule",
+    ),
+    pytest.param(
+        DynamicSettings,
+        {"safety_margin": 6},
+        "safety_margin: must be < ttl (6)",
+        id="safety-margin",
+    ),
+    pytest.param(
+        DynamicSettings, {"loop_wait": -1}, "loop_wait: must be > 0, got -1", id="negative-duration"
+    ),
+    pytest.param(
+        DynamicSettings,
+        {"parameters": {"work_mem": [1]}},
+        "parameters.work_mem: expected a string, number or boolean, got a list",
+        id="bad-parameter",
+    ),
+    pytest.param(
+        ClusterView,
+        _view(switchover={"kind": "switchover", "candidate": "b"}),
+        "switchover.leader: a switchover needs the current leader's name",
+        id="switchover-without-leader",
+    ),
+    pytest.param(
+        SwitchoverRequest,
+        {"kind": "failover"},
+        "candidate: a failover needs a candidate",
+        id="failover-without-candidate",
+    ),
+    pytest.param(
+        SwitchoverRequest,
+        {"kind": "switchover", "leader": "a", "candidate": "a"},
+        "candidate: is the leader itself (a)",
+        id="candidate-is-leader",
+    ),
+    pytest.param(
+        SwitchoverRequest,
+        {"kind": "failover", "candidate": "b", "at": 5},
+        "at: unknown field",
+        id="request-typo",
+    ),
+    pytest.param(
+        SwitchoverRequest,
+        {"kind": "takeover"},
+        'kind: expected "switchover" or "failover", got "takeover"',
+        id="bad-kind",
+    ),
+    pytest.param(
+        ClusterView,
+        _view(
+            history=[
+                {"timeline": 2, "switch_lsn": 1, "at": 1, "new_leader": "a"},
+                {"timeline": 2, "switch_lsn": 9, "at": 2, "new_leader": "b"},
+            ]
+        ),
+        "history: timelines must increase, got [2, 2]",
+        id="history-order",
+    ),
+    pytest.param(
+        ClusterView,
+        _view(history=[{"timeline": 1, "at": 1, "new_leader": "a"}]),
+        "history[0].switch_lsn: required field is missing",
+        id="history-entry",
+    ),
+    pytest.param(ClusterView, [], "value: expected an object, got a list", id="not-object"),
+]
+
+
+@pytest.mark.parametrize("cls, data, message", BAD)
+def test_bad_values_name_the_field(cls: Any, data: Any, message: str) -> None:
+    with pytest.raises(ModelError) as caught:
+        cls.from_dict(data)
+    assert message in str(caught.value)
+
+
+def test_unknown_member_fields_are_tolerated() -> None:
+    """A newer agent's extra fields do not stop an older one from reading the member list."""
+    m = MemberState.from_dict(_member(added_in_v2={"x": 1}))
+    assert m == MemberState("b", "http://10.0.0.2:8008", "10.0.0.2:5432")
+
+
+def test_settings_default_to_bootstrap_dcs() -> None:
+    dcs = DcsConfig()
+    assert DynamicSettings() == DynamicSettings.from_config(dcs)
+    assert DynamicSettings.from_dict({}) == DynamicSettings()
+    fast = {k.rsplit(".", 1)[1]: v for k, v in TIMING_PROFILES["fast"].items() if "dcs" in k}
+    assert DynamicSettings(**fast).ttl == 2.0
+
+
+def test_view_helpers() -> None:
+    view = ClusterView.from_dict(
+        _view(
+            history=[
+                {"timeline": 1, "switch_lsn": 5, "at": 1, "new_leader": "b"},
+            ]
+        )
+    )
+    assert [m.name for m in view.members] == ["a", "b"]
+    assert view.member("b") is not None and view.member("c") is None
+    assert view.timeline == 2 and ClusterView().timeline == 1
+    assert MemberState("b", "http://h:1", "h:1", received_lsn=5, replayed_lsn=9).position == 9
+
+
+def test_keepalive_deadline_counts_from_sending() -> None:
+    assert KeepaliveResult(ok=True, sent_at=100.0, ttl=6.0).fence_at(2.0) == 104.0
+    assert KeepaliveResult(ok=False, sent_at=100.0, ttl=6.0).fence_at(2.0) is None
+
+
+def test_key_layout() -> None:
+    keys = scope_keys("demo")
+    assert (keys.initialize, keys.config, keys.leader) == (
+        "/hamgr/demo/initialize",
+        "/hamgr/demo/config",
+        "/hamgr/demo/leader",
+    )
+    assert keys.member("b") == "/hamgr/demo/members/b"
+    assert (keys.switchover, keys.history) == ("/hamgr/demo/switchover", "/hamgr/demo/history")
