@@ -21,6 +21,20 @@ def _validate_config(args: argparse.Namespace) -> int:
     return 1
 
 
+def _store(args: argparse.Namespace) -> int:
+    """Run one member of the Raft store until SIGTERM/SIGINT."""
+    from hamgr.storecmd import main as store_main
+
+    return store_main(args)
+
+
+def _store_ctl(args: argparse.Namespace) -> int:
+    """One store-ctl command against a running store."""
+    from hamgr.storectl import main as ctl_main
+
+    return ctl_main(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the chosen sub-command."""
     parser = argparse.ArgumentParser(prog="hamgr", description=__doc__)
@@ -34,6 +48,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     validate.add_argument("file", help="the YAML configuration file")
     validate.set_defaults(run=_validate_config)
+    store = commands.add_parser(
+        "store",
+        help="run this member of the Raft store as its own process",
+        description="Run one member of the embedded Raft store: Raft on store.raft.listen, "
+        "clients on store.raft.client_listen. Prints one line when ready; SIGTERM or SIGINT "
+        "stops it cleanly.",
+    )
+    store.add_argument("--config", required=True, help="the YAML configuration file")
+    store.set_defaults(run=_store)
+    store_ctl = commands.add_parser(
+        "store-ctl",
+        help="put, get, delete keys and show member status in a running store",
+        description="Talk to a running store as a client, for debugging.",
+    )
+    from hamgr.storectl import add_arguments
+
+    add_arguments(store_ctl)
+    store_ctl.set_defaults(run=_store_ctl)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

@@ -220,6 +220,36 @@ ONE_MISTAKE: list[tuple[str, Any, str]] = [
         "to; set it to this host's reachable address (it defaults to listen)",
     ),
     ("store.raft.tls", {"certfile": "/c", "keyfile": "/k"}, "store.raft.tls.cafile: required"),
+    ("store.raft.client_listen", "abc", f'store.raft.client_listen: {HOST_PORT}, got "abc"'),
+    ("store.raft.client_listen", "", "store.raft.client_listen: must not be empty"),
+    (
+        "store.raft.listen",
+        "127.0.0.1:65500",
+        "store.raft.client_listen: required: its default, the port of store.raft.listen + 100, "
+        "is above 65535 (127.0.0.1:65500)",
+    ),
+    (
+        "store.raft.client_listen",
+        "127.0.0.1:7001",
+        "store.raft.client_listen: same address as store.raft.listen (127.0.0.1:7001)",
+    ),
+    (
+        "store.raft.client_listen",
+        "127.0.0.1:8008",
+        "store.raft.client_listen: same address as restapi.listen (127.0.0.1:8008)",
+    ),
+    (
+        "store.raft.peers",
+        [{"node_id": 2, "address": "127.0.0.1:65436"}],
+        "store.raft.peers[0].client_address: required: its default, the port of "
+        "store.raft.peers[0].address + 100, is above 65535 (127.0.0.1:65436)",
+    ),
+    (
+        "store.raft.peers",
+        [{"node_id": 2, "address": "127.0.0.1:7002", "client_address": "x:y"}],
+        'store.raft.peers[0].client_address: expected "host:port" with a port in 1..65535, '
+        'got "x:y"',
+    ),
     (
         "store.etcd",
         {"hosts": ["127.0.0.1:2379"], "cacert": "/ca.crt"},
@@ -393,6 +423,23 @@ VALID: list[tuple[str, Any, str, Any]] = [
     ),
     ("store.raft.listen", "127.0.0.2:7001", "store.raft.advertise", "127.0.0.2:7001"),
     ("store.raft.cluster_id", "other", "store.raft.cluster_id", "other"),
+    ("store.raft.listen", "127.0.0.2:7001", "store.raft.client_listen", "127.0.0.2:7101"),
+    ("store.raft.listen", "[::1]:7001", "store.raft.client_listen", "[::1]:7101"),
+    ("store.raft.listen", "127.0.0.1:65435", "store.raft.client_listen", "127.0.0.1:65535"),
+    (
+        "store.raft",
+        {
+            "data_dir": "/r",
+            "node_id": 1,
+            "secret": SECRET,
+            "listen": "0.0.0.0:7001",
+            "advertise": "10.0.0.1:7001",
+        },
+        "store.raft.client_listen",
+        "0.0.0.0:7101",
+    ),
+    ("store.raft.client_listen", "127.0.0.1:9000", "store.raft.listen", "127.0.0.1:7001"),
+    ("store.raft.client_listen", "127.0.0.1:9000", "store.raft.client_listen", "127.0.0.1:9000"),
     ("bootstrap.dcs.ttl", 10, "bootstrap.dcs.ttl", 10.0),
     ("bootstrap.dcs.primary_start_timeout", 0, "bootstrap.dcs.primary_start_timeout", 0.0),
     (
@@ -457,6 +504,7 @@ def test_defaults_and_derived_values() -> None:
     raft = c.store.raft
     assert raft is not None
     assert raft.listen == raft.advertise == "127.0.0.1:7001"
+    assert raft.client_listen == "127.0.0.1:7101"
     assert raft.cluster_id == "demo"
     assert (raft.heartbeat_interval, raft.election_timeout, raft.snapshot_entries) == (
         0.1,
@@ -469,6 +517,26 @@ def test_defaults_and_derived_values() -> None:
     assert c.postgresql.bin_dir is None  # found at the edge, by load_config
     assert c.postgresql.create_replica_methods == ("basebackup",)
     assert c.watchdog.mode == "off" and c.log.format == "text"
+
+
+def test_peer_client_addresses_default_to_the_raft_port_plus_100() -> None:
+    data = put(
+        minimal(),
+        "store.raft.peers",
+        [
+            {"node_id": 2, "address": "db-2.example.com:7001"},
+            {"node_id": 3, "address": "[fd00::3]:7001", "client_address": "10.0.0.3:9000"},
+        ],
+    )
+    raft = parse_config(data).store.raft
+    assert raft is not None
+    assert [(p.node_id, p.client_address) for p in raft.peers] == [
+        (2, "db-2.example.com:7101"),
+        (3, "10.0.0.3:9000"),
+    ]
+    env = {"HAMGR_STORE__RAFT__CLIENT_LISTEN": "127.0.0.1:7200"}
+    raft = parse_config(minimal(), env).store.raft
+    assert raft is not None and raft.client_listen == "127.0.0.1:7200"
 
 
 def test_fast_profile_changes_defaults_and_satisfies_every_rule() -> None:
@@ -816,10 +884,11 @@ def test_example_file_validates() -> None:
     c = load_config(EXAMPLE, env={}, resolve=False)
     raft = c.store.raft
     assert c.scope == "demo" and raft is not None and raft.node_id == 1
-    assert [(p.node_id, p.address) for p in raft.peers] == [
-        (2, "127.0.0.1:7002"),
-        (3, "127.0.0.1:7003"),
+    assert [(p.node_id, p.address, p.client_address) for p in raft.peers] == [
+        (2, "127.0.0.1:7002", "127.0.0.1:7102"),
+        (3, "127.0.0.1:7003", "127.0.0.1:7103"),
     ]
+    assert raft.client_listen == "127.0.0.1:7101"
     assert (c.restapi.listen, raft.listen, c.postgresql.listen) == (
         "127.0.0.1:8008",
         "127.0.0.1:7001",

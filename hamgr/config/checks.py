@@ -69,13 +69,43 @@ def _restapi_tls_pair(c: Config, L: Loader) -> None:
 
 
 @_check
+def _client_address_defaults(c: Config, L: Loader) -> None:
+    """A client address left to its default (Raft port + 100) needs a port that exists."""
+    pairs: list[tuple[tuple[str | int, ...], tuple[str | int, ...]]] = [
+        (("store", "raft", "listen"), ("store", "raft", "client_listen"))
+    ]
+    for i, _ in enumerate(L.need(c, "store", "raft", "peers", below=False)):
+        base = ("store", "raft", "peers", i)
+        pairs.append(((*base, "address"), (*base, "client_address")))
+    for raft_key, client_key in pairs:
+        try:
+            raft_address = L.need(c, *raft_key)
+            client_address = L.need(c, *client_key)
+        except Skip:
+            continue
+        if not client_address:
+            L.report(
+                client_key,
+                f"required: its default, the port of {fmt_path(raft_key)} + 100, is above 65535 "
+                f"({raft_address})",
+            )
+
+
+@_check
 def _distinct_listen_addresses(c: Config, L: Loader) -> None:
-    keys = [("restapi", "listen"), ("postgresql", "listen"), ("store", "raft", "listen")]
+    keys = [
+        ("restapi", "listen"),
+        ("postgresql", "listen"),
+        ("store", "raft", "listen"),
+        ("store", "raft", "client_listen"),
+    ]
     seen: dict[tuple[str, int], tuple[str, ...]] = {}
     for path in keys:
         try:
             address = L.need(c, *path)
         except Skip:
+            continue
+        if not address:  # an unset default, reported by _client_address_defaults
             continue
         where = split_address(address)
         if where in seen:

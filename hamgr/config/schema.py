@@ -26,6 +26,7 @@ from hamgr.config.values import (
     non_empty,
     non_negative,
     positive,
+    split_address,
 )
 
 if TYPE_CHECKING:
@@ -114,12 +115,43 @@ class RestApiConfig:
             object.__setattr__(self, "connect_address", self.listen)
 
 
+CLIENT_PORT_OFFSET = 100
+"""A member's store client port defaults to its Raft port + this, on the same host."""
+
+
+def default_client_address(address: object) -> str:
+    """The default client address for a Raft address: same host, port + CLIENT_PORT_OFFSET.
+
+    "" when there is none (``address`` is not a valid address, or the port would pass 65535);
+    the cross-key checks report that at the client key.
+    """
+    if not isinstance(address, str):
+        return ""
+    try:
+        host, port = split_address(address)
+    except ValueError:
+        return ""
+    port += CLIENT_PORT_OFFSET
+    if port > 65535:
+        return ""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 @dataclass(frozen=True, kw_only=True)
 class RaftPeer:
-    """One of the OTHER members of the Raft group."""
+    """One of the OTHER members of the Raft group.
+
+    ``client_address`` (where that member serves store clients) left empty means ``address``'s
+    host with its port + 100.
+    """
 
     node_id: PositiveInt
     address: Address
+    client_address: Address = ""
+
+    def __post_init__(self) -> None:
+        if not self.client_address:
+            object.__setattr__(self, "client_address", default_client_address(self.address))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,12 +170,15 @@ class RaftConfig:
     ``advertise`` left empty means ``listen``; ``cluster_id`` left empty means ``scope``. Exactly
     one of ``secret`` and ``secret_file`` is set in the file; after :func:`load_config`,
     ``secret`` always holds the secret (read from ``secret_file`` when that is used).
+    ``client_listen`` (where the store serves its clients: agents, ``hamgr store-ctl``) left
+    empty means ``listen``'s host with its port + 100.
     """
 
     data_dir: AbsPath
     node_id: PositiveInt
     listen: Address = "127.0.0.1:7001"
     advertise: Address = ""
+    client_listen: Address = ""
     cluster_id: str = ""
     secret: Annotated[str, SECRET, Rule(long_secret)] | None = None
     secret_file: AbsPath | None = None
@@ -156,6 +191,8 @@ class RaftConfig:
     def __post_init__(self) -> None:
         if not self.advertise:
             object.__setattr__(self, "advertise", self.listen)
+        if not self.client_listen:
+            object.__setattr__(self, "client_listen", default_client_address(self.listen))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,272 @@
+"""`hamgr store --config FILE`: one member of the Raft store as a process of its own.
+
+Reads the agent's configuration (the ``store.raft`` section and ``log``), opens the member's
+data directory, serves Raft on ``store.raft.listen`` and clients on ``store.raft.client_listen``
+(`hamgr.raft.rpcserver`), and prints one line on stdout when both listen::
+
+    hamgr store: member 2 serving raft on 127.0.0.1:7002, clients on 127.0.0.1:7102
+
+It logs to stderr. SIGTERM or SIGINT stops it cleanly (exit 0): the client listener closes,
+then the member (pending requests fail, storage is closed). A member whose storage fails exits
+with status 1; a configuration problem exits with status 2 after listing every problem.
+
+`settings_from_config` is the pure part (configuration in, `StoreSettings` out); `serve` runs a
+member until told to stop. This is the only place where the store meets `hamgr.config`:
+`hamgr.raft` knows nothing of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import ssl
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hamgr.config import Config, ConfigError, LogConfig, RaftConfig, load_config, split_address
+from hamgr.config.values import long_secret
+from hamgr.raft.node import RaftNode
+from hamgr.raft.rpcserver import StoreRpcServer
+
+__all__ = [
+    "StoreSettings",
+    "client_ssl_context",
+    "main",
+    "serve",
+    "settings_from_config",
+    "setup_logging",
+]
+
+log = logging.getLogger("hamgr.store")
+
+Address = tuple[str, int]
+_WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Everything a store member needs to run, read from the configuration."""
+
+    node_id: int
+    data_dir: str
+    cluster_id: str
+    secret: bytes = field(repr=False)
+    listen: Address
+    advertise: Address
+    client_listen: Address
+    client_advertise: Address
+    peers: dict[int, Address]
+    """Node id -> Raft address of the other members."""
+    client_addresses: dict[int, Address]
+    """Node id -> client address of every member, this one included."""
+    tick_interval: float
+    election_tick: int
+    snapshot_entries: int
+    tls: tuple[str, str, str] | None = None
+    """(certfile, keyfile, cafile) for mutual TLS, on the Raft and the client port."""
+
+
+def _fmt(address: Address) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def read_secret(raft: RaftConfig) -> bytes:
+    """The cluster secret: ``store.raft.secret``, else the stripped text of ``secret_file``.
+
+    Raises ConfigError naming the key when the file cannot be read or the secret is too short.
+    """
+    if raft.secret is not None:
+        return raft.secret.encode()
+    if raft.secret_file is None:
+        raise ConfigError(["store.raft.secret: required (or store.raft.secret_file)"])
+    try:
+        secret = Path(raft.secret_file).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        unreadable = f"store.raft.secret_file: cannot read {raft.secret_file}: {exc}"
+        raise ConfigError([unreadable]) from None
+    problem = long_secret(secret)
+    if problem:
+        raise ConfigError([f"store.raft.secret_file: the secret in it {problem}"])
+    return secret.encode()
+
+
+def settings_from_config(config: Config) -> StoreSettings:
+    """This member's store settings; raises ConfigError when the store is not the Raft one."""
+    raft = config.store.raft
+    if config.store.backend != "raft" or raft is None:
+        raise ConfigError(
+            [f"store.backend: is {config.store.backend}; hamgr store runs the raft backend only"]
+        )
+    heartbeat = raft.heartbeat_interval
+    advertise = split_address(raft.advertise)
+    client_listen = split_address(raft.client_listen)
+    client_advertise = client_listen
+    if client_listen[0] in _WILDCARD_HOSTS:
+        client_advertise = (advertise[0], client_listen[1])
+    client_addresses = {p.node_id: split_address(p.client_address) for p in raft.peers}
+    client_addresses[raft.node_id] = client_advertise
+    tls = None
+    if raft.tls is not None:
+        tls = (raft.tls.certfile, raft.tls.keyfile, raft.tls.cafile)
+    return StoreSettings(
+        node_id=raft.node_id,
+        data_dir=raft.data_dir,
+        cluster_id=raft.cluster_id or config.scope,
+        secret=read_secret(raft),
+        listen=split_address(raft.listen),
+        advertise=advertise,
+        client_listen=client_listen,
+        client_advertise=client_advertise,
+        peers={p.node_id: split_address(p.address) for p in raft.peers},
+        client_addresses=client_addresses,
+        tick_interval=heartbeat,
+        election_tick=max(2, round(raft.election_timeout / heartbeat)),
+        snapshot_entries=raft.snapshot_entries,
+        tls=tls,
+    )
+
+
+def server_ssl_context(tls: tuple[str, str, str]) -> ssl.SSLContext:
+    """Mutual TLS, listening side: present our certificate, require one signed by the CA."""
+    certfile, keyfile, cafile = tls
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=cafile)
+    ctx.load_cert_chain(certfile, keyfile)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def client_ssl_context(tls: tuple[str, str, str]) -> ssl.SSLContext:
+    """Mutual TLS, dialing side. Members are dialed by address, not by a name in their
+    certificate, so the CA signature (plus the secret handshake) is what identifies them."""
+    certfile, keyfile, cafile = tls
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
+    ctx.load_cert_chain(certfile, keyfile)
+    ctx.check_hostname = False
+    return ctx
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(config: LogConfig) -> None:
+    """Log to stderr at the configured level, as text or one JSON object a line."""
+    handler = logging.StreamHandler(sys.stderr)
+    if config.format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(config.level)
+
+
+async def serve(
+    settings: StoreSettings,
+    stop: asyncio.Event,
+    ready: Callable[[str], None] = print,
+) -> int:
+    """Run the member until `stop` is set (exit status 0) or it fails (1).
+
+    `ready` gets the ready line once Raft and the client listener both listen.
+    """
+    server_ssl = client_ssl = None
+    if settings.tls is not None:
+        try:
+            server_ssl = server_ssl_context(settings.tls)
+            client_ssl = client_ssl_context(settings.tls)
+        except (OSError, ssl.SSLError) as exc:
+            log.critical("member %d: cannot load its TLS files: %s", settings.node_id, exc)
+            return 1
+    node = RaftNode(
+        settings.node_id,
+        settings.data_dir,
+        settings.cluster_id,
+        settings.secret,
+        settings.listen,
+        settings.advertise,
+        settings.peers,
+        tick_interval=settings.tick_interval,
+        election_tick=settings.election_tick,
+        snapshot_entries=settings.snapshot_entries,
+        server_ssl=server_ssl,
+        client_ssl=client_ssl,
+    )
+    server = StoreRpcServer(
+        node,
+        settings.cluster_id,
+        settings.secret,
+        client_addresses=dict(settings.client_addresses),
+        advertise=settings.client_advertise,
+        ssl_context=server_ssl,
+    )
+    try:
+        await node.start()
+    except Exception as exc:
+        log.critical("member %d cannot start: %s", settings.node_id, exc)
+        return 1
+    try:
+        try:
+            await server.start(*settings.client_listen)
+        except OSError as exc:
+            log.critical("cannot serve clients on %s: %s", _fmt(settings.client_listen), exc)
+            return 1
+        ready(
+            f"hamgr store: member {settings.node_id} serving raft on "
+            f"{_fmt(node.transport.bound_address)}, clients on {_fmt(server.address)}"
+        )
+        while not stop.is_set():
+            if node.state == "failed":
+                log.critical("member %d failed: %s", settings.node_id, node.failure)
+                return 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+        log.info("member %d stopping", settings.node_id)
+        return 0
+    finally:
+        started = time.monotonic()
+        await server.close()
+        await node.stop()
+        log.info("member %d stopped in %.2f s", settings.node_id, time.monotonic() - started)
+
+
+async def _run(settings: StoreSettings) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    def ready(line: str) -> None:
+        print(line, flush=True)
+
+    return await serve(settings, stop, ready)
+
+
+def main(args: argparse.Namespace) -> int:
+    """`hamgr store`: load the configuration, run the member; returns the exit status."""
+    try:
+        config = load_config(args.config, resolve=False)
+        settings = settings_from_config(config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"hamgr store: {problem}", file=sys.stderr)
+        return 2
+    setup_logging(config.log)
+    return asyncio.run(_run(settings))
