@@ -1,11 +1,489 @@
-"""hactl, the operator CLI. It talks to the agents' REST APIs (arrives with the HA agent)."""
+"""hactl, the operator CLI: it talks to the agents' REST APIs (see hamgr/api.py).
+
+Which agent: every ``--url URL`` in order, else ``restapi.connect_address`` of the agent
+configuration given with ``-c FILE`` (or ``$HAMGR_CONFIG``). hactl asks the first that answers
+for ``/cluster`` and reaches each member at the ``api_url`` it publishes there. Credentials for
+the changing commands: the configuration's ``restapi.authentication``, or ``--username`` with
+the password in ``$HACTL_PASSWORD``.
+
+Every error is one line on stderr and exit code 1 (usage errors: exit code 2); a network error
+names the URL. Commands that move the primary or restart PostgreSQL ask for confirmation on a
+terminal and refuse without one unless given ``--force``.
+"""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import base64
+import datetime as dt
+import getpass
+import json
+import os
+import socket
 import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import yaml
+
+from hamgr.config.problems import ConfigError
+
+MB = 1 << 20
+_COLUMNS = ("Member", "Host", "Role", "State", "TL", "Lag in MB")
+
+
+class CtlError(Exception):
+    """Ends hactl with this one line on stderr and exit code 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line, exit code 2."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# --- Talking to agents ----------------------------------------------------------------------
+
+
+def _why(error: OSError) -> str:
+    if isinstance(error, socket.gaierror) or not error.errno:
+        return error.strerror or str(error)
+    return os.strerror(error.errno)
+
+
+def basic_auth(username: str, password: str) -> str:
+    """The ``Authorization`` header value for HTTP basic auth."""
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+def base_url(api_url: str) -> str:
+    """``http://host:port`` of a published api_url (which may carry a path)."""
+    parts = urlsplit(api_url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+class Client:
+    """HTTP calls to agents, turning every failure into one CtlError line that names the URL."""
+
+    def __init__(self, session: aiohttp.ClientSession, auth: str | None, timeout: float) -> None:
+        self.session = session
+        self.auth = auth
+        self.timeout = timeout
+
+    async def call(
+        self, method: str, base: str, path: str, body: Any = None, timeout: float | None = None
+    ) -> Any:
+        """The JSON answer of a 2xx response; CtlError for anything else."""
+        url = base.rstrip("/") + path
+        wait = timeout or self.timeout
+        try:
+            async with self.session.request(
+                method,
+                url,
+                json=body,
+                headers={"Authorization": self.auth} if self.auth and method != "GET" else None,
+                timeout=aiohttp.ClientTimeout(total=wait),
+            ) as resp:
+                text = await resp.text()
+                status = resp.status
+        except aiohttp.ClientConnectorError as e:
+            raise CtlError(f"{url}: cannot connect ({_why(e.os_error)})") from None
+        except TimeoutError:
+            raise CtlError(f"{url}: no answer within {wait:g} s") from None
+        except (aiohttp.ClientError, ValueError) as e:
+            raise CtlError(f"{url}: {type(e).__name__}: {e}") from None
+        try:
+            data = json.loads(text) if text else None
+        except json.JSONDecodeError:
+            data = text
+        if status // 100 == 2:
+            return data
+        error = data.get("error") if isinstance(data, dict) else None
+        message = str(error or data or "").strip().replace("\n", " ")
+        hint = ""
+        if status == 401:
+            hint = " (set restapi.authentication in -c FILE, or --username and $HACTL_PASSWORD)"
+        raise CtlError(f"{method} {url}: {status} {message}{hint}")
+
+    async def find_cluster(self, urls: Sequence[str]) -> tuple[str, dict[str, Any]]:
+        """The first agent that answers ``/cluster``, and its answer."""
+        problems = []
+        for url in urls:
+            try:
+                return url, await self.call("GET", url, "/cluster")
+            except CtlError as e:
+                problems.append(str(e))
+        if len(problems) == 1:
+            raise CtlError(problems[0])
+        raise CtlError("no agent answered: " + "; ".join(problems))
+
+
+def member_url(cluster: dict[str, Any], name: str) -> str:
+    """The base URL of member ``name`` (CtlError naming the members if there is none)."""
+    for m in cluster["members"]:
+        if m["name"] == name:
+            return base_url(m["api_url"])
+    names = ", ".join(m["name"] for m in cluster["members"]) or "none"
+    raise CtlError(f"no member named {name} in cluster {cluster['scope']} (members: {names})")
+
+
+def confirm(question: str, force: bool) -> None:
+    """Ask on a terminal; without one, refuse unless ``force``."""
+    if force:
+        return
+    if not sys.stdin.isatty():
+        raise CtlError(f"{question}: not confirmed (stdin is not a terminal); add --force")
+    try:
+        answer = input(f"{question} [y/N]: ")
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() not in ("y", "yes"):
+        raise CtlError("aborted: nothing changed")
+
+
+# --- Output ---------------------------------------------------------------------------------
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]], title: str = "") -> str:
+    """A patronictl-style table; ``title`` sits in the top border."""
+    cells = [[("" if c is None else str(c)) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    border = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+    top = border
+    if title and len(title) + 4 <= len(border):
+        top = f"+ {title} " + border[len(title) + 3 :]
+
+    def line(values: Sequence[str]) -> str:
+        return "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)) + " |"
+
+    out = [top] if top != border else [title, border]
+    out += [line(list(headers)), border, *(line(r) for r in cells), border]
+    return "\n".join(out)
+
+
+def _lag_mb(member: dict[str, Any]) -> object:
+    if member["role"] == "leader":
+        return None
+    return "unknown" if member["lag"] is None else round(member["lag"] / MB)
+
+
+def list_rows(cluster: dict[str, Any], reasons: bool) -> list[dict[str, Any]]:
+    """One row per member, keyed by the table's column names."""
+    rows = []
+    for m in cluster["members"]:
+        row = {
+            "Member": m["name"],
+            "Host": f"[{m['host']}]:{m['port']}"
+            if ":" in m["host"]
+            else f"{m['host']}:{m['port']}",
+            "Role": str(m["role"]).replace("_", " ").capitalize(),
+            "State": m["state"],
+            "TL": m["timeline"],
+            "Lag in MB": _lag_mb(m),
+        }
+        if reasons:
+            row["Reason"] = m["reason"]
+        rows.append(row)
+    return rows
+
+
+def _when(at: float) -> str:
+    return dt.datetime.fromtimestamp(at).astimezone().isoformat(timespec="seconds")
+
+
+def render(rows: list[dict[str, Any]], fmt: str, title: str = "") -> str:
+    if fmt == "json":
+        return json.dumps(rows, indent=2)
+    if fmt == "yaml":
+        return yaml.safe_dump(rows, sort_keys=False, default_flow_style=False).rstrip()
+    headers = list(rows[0]) if rows else []
+    return table(headers, [list(r.values()) for r in rows], title) if rows else "(none)"
+
+
+# --- Commands -------------------------------------------------------------------------------
+
+Command = Callable[[Client, str, dict[str, Any], argparse.Namespace], Coroutine[Any, Any, None]]
+
+
+async def cmd_list(
+    client: Client, url: str, cluster: dict[str, Any], a: argparse.Namespace
+) -> None:
+    rows = list_rows(cluster, a.reasons)
+    if a.format != "pretty":
+        print(render([{"Cluster": cluster["scope"], **r} for r in rows], a.format))
+        return
+    print(render(rows, "pretty", f"Cluster: {cluster['scope']}"))
+    leader = cluster["leader"]
+    if leader:
+        print(f" Leader: {leader} (fencing token {cluster['fence_token']})")
+    else:
+        print(" Leader: none")
+    if cluster["pause"]:
+        print(" Maintenance mode: on")
+    req = cluster["switchover"]
+    if req:
+        at = f" at {_when(req['scheduled_at'])}" if req["scheduled_at"] else ""
+        who = " ".join(
+            f"{word} {req[key]}"
+            for word, key in (("from", "leader"), ("to", "candidate"))
+            if req[key]
+        )
+        print(f" Pending {req['kind']}: {who}{at}")
+
+
+async def cmd_switchover(
+    client: Client, url: str, cluster: dict[str, Any], a: argparse.Namespace
+) -> None:
+    leader = a.leader or cluster["leader"]
+    if not leader:
+        raise CtlError("the cluster has no leader: use hactl failover --candidate NAME")
+    body: dict[str, Any] = {"leader": leader}
+    if a.candidate:
+        body["candidate"] = a.candidate
+    if a.scheduled:
+        body["scheduled_at"] = a.scheduled
+    to = f" to {a.candidate}" if a.candidate else ""
+    when = f" at {a.scheduled}" if a.scheduled else " now"
+    confirm(f"Switch over cluster {cluster['scope']} from {leader}{to}{when}?", a.force)
+    answer = await client.call("POST", url, "/switchover", body, timeout=a.timeout + 60)
+    print(answer["message"])
+
+
+async def cmd_failover(
+    client: Client, url: str, cluster: dict[str, Any], a: argparse.Namespace
+) -> None:
+    current = cluster["leader"]
+    what = f"demoting {current}" if current else "with no leader now"
+    confirm(f"Fail over cluster {cluster['scope']} to {a.candidate} ({what})?", a.force)
+    answer = await client.call(
+        "POST", url, "/failover", {"candidate": a.candidate}, timeout=a.timeout + 60
+    )
+    print(answer["message"])
+
+
+async def _set_pause(client: Client, url: str, cluster: dict[str, Any], pause: bool) -> None:
+    if cluster["pause"] == pause:
+        raise CtlError(f"cluster {cluster['scope']} is already {'paused' if pause else 'resumed'}")
+    await client.call("PATCH", url, "/config", {"pause": pause})
+    print(f"Success: cluster management is {'paused' if pause else 'resumed'}")
+
+
+async def cmd_pause(
+    client: Client, url: str, cluster: dict[str, Any], a: argparse.Namespace
+) -> None:
+    await _set_pause(client, url, cluster, True)
+
+
+async def cmd_resume(
+    client: Client, url: str, cluster: dict[str, Any], a: argparse.Namespace
+) -> None:
+    await _set_pause(client, url, cluster, False)
+
+
+async def cmd_history(
+    client: Client, url: str, cluster: dict[str, Any], a: argparse.Namespace
+) -> None:
+    entries = await client.call("GET", url, "/history")
+    rows = [
+        {
+            "TL": h["timeline"],
+            "LSN": h["switch_lsn"],
+            "Reason": h["reason"],
+            "Timestamp": _when(h["at"]),
+            "New Leader": h["new_leader"],
+        }
+        for h in entries
+    ]
+    print(render(rows, a.format))
+
+
+async def cmd_show_config(
+    client: Client, url: str, cluster: dict[str, Any], a: argparse.Namespace
+) -> None:
+    settings = await client.call("GET", url, "/config")
+    print(yaml.safe_dump(settings, sort_keys=True, default_flow_style=False).rstrip())
+
+
+def settings_patch(assignments: Sequence[str]) -> dict[str, Any]:
+    """``["ttl=10", "parameters.work_mem=64MB"]`` as a merge patch (values read as YAML)."""
+    patch: dict[str, Any] = {}
+    for item in assignments:
+        key, sep, text = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise CtlError(f"--set: expected key=value (e.g. ttl=10), got {item!r}")
+        try:
+            value = yaml.safe_load(text) if text else ""
+        except yaml.YAMLError:
+            value = text
+        *parents, last = key.split(".")
+        node = patch
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise CtlError(f"--set: {key} conflicts with another --set")
+        node[last] = value
+    return patch
+
+
+async def cmd_edit_config(
+    client: Client, url: str, cluster: dict[str, Any], a: argparse.Namespace
+) -> None:
+    if not a.set:
+        raise CtlError("edit-config: give the changes as --set key=value (repeatable)")
+    patch = settings_patch(a.set)
+    confirm(f"Apply {json.dumps(patch)} to cluster {cluster['scope']}?", a.force)
+    settings = await client.call("PATCH", url, "/config", patch)
+    print("Configuration changed:")
+    print(yaml.safe_dump(settings, sort_keys=True, default_flow_style=False).rstrip())
+
+
+async def cmd_restart(
+    client: Client, url: str, cluster: dict[str, Any], a: argparse.Namespace
+) -> None:
+    targets = [(name, member_url(cluster, name)) for name in a.members]
+    confirm(f"Restart PostgreSQL on {', '.join(a.members)}?", a.force)
+    body = {"restart_pending": True} if a.pending else {}
+    for name, target in targets:
+        await client.call("POST", target, "/restart", body, timeout=a.timeout + 120)
+        print(f"Success: restarted PostgreSQL on {name}")
+
+
+async def cmd_reload(
+    client: Client, url: str, cluster: dict[str, Any], a: argparse.Namespace
+) -> None:
+    names = a.members or [m["name"] for m in cluster["members"]]
+    for name, target in [(n, member_url(cluster, n)) for n in names]:
+        await client.call("POST", target, "/reload")
+        print(f"{name}: reload scheduled")
+
+
+# --- Command line ---------------------------------------------------------------------------
+
+
+def _scheduled(text: str) -> str | None:
+    """``--scheduled``: ISO 8601 (no timezone: local time) or ``now``, as ISO with a timezone."""
+    if text.lower() == "now":
+        return None
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO 8601 time like 2030-01-31T04:00 or 'now', got {text!r}"
+        ) from None
+    return (when if when.tzinfo else when.astimezone()).isoformat()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False, argument_default=argparse.SUPPRESS)
+    common.add_argument("-c", "--config", help="the agent's configuration file ($HAMGR_CONFIG)")
+    common.add_argument("--url", action="append", help="an agent's REST API URL (repeatable)")
+    common.add_argument(
+        "--username", help="REST API user; the password is read from $HACTL_PASSWORD"
+    )
+    common.add_argument("--timeout", type=float, help="seconds to wait for an answer (default 10)")
+    parser = _Parser(prog="hactl", description=__doc__, parents=[common])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, run: Command, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, parents=[common])
+        p.set_defaults(run=run)
+        return p
+
+    def fmt(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-f", "--format", choices=("pretty", "json", "yaml"), default="pretty")
+
+    p = command("list", cmd_list, "show the members, the leader and the maintenance mode")
+    fmt(p)
+    p.add_argument("-r", "--reasons", action="store_true", help="add each member's last reason")
+    p = command("switchover", cmd_switchover, "move the primary to another member, cleanly")
+    p.add_argument("--leader", help="the current leader (default: as the cluster says)")
+    p.add_argument("--candidate", help="the member to promote (default: the best replica)")
+    p.add_argument("--scheduled", type=_scheduled, help="when: ISO 8601 time, or now")
+    p.add_argument("--force", action="store_true", help="do not ask for confirmation")
+    p = command("failover", cmd_failover, "promote a named member, even without a leader")
+    p.add_argument("--candidate", required=True, help="the member to promote")
+    p.add_argument("--force", action="store_true", help="do not ask for confirmation")
+    command("pause", cmd_pause, "stop automatic failover and PostgreSQL management")
+    command("resume", cmd_resume, "resume automatic failover and PostgreSQL management")
+    fmt(command("history", cmd_history, "show the cluster's timeline history"))
+    command("show-config", cmd_show_config, "show the cluster's dynamic settings")
+    p = command("edit-config", cmd_edit_config, "change the cluster's dynamic settings")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="e.g. ttl=10, pause=true")
+    p.add_argument("--force", action="store_true", help="do not ask for confirmation")
+    p = command("restart", cmd_restart, "restart PostgreSQL on the named members")
+    p.add_argument("members", nargs="+", metavar="MEMBER")
+    p.add_argument("--pending", action="store_true", help="only where a restart is pending")
+    p.add_argument("--force", action="store_true", help="do not ask for confirmation")
+    p = command("reload", cmd_reload, "make the agents re-read their configuration")
+    p.add_argument("members", nargs="*", metavar="MEMBER", help="default: every member")
+    return parser
+
+
+def _targets(a: argparse.Namespace) -> tuple[list[str], str | None]:
+    """The agents' URLs and the credentials, from the options and the configuration file."""
+    urls: list[str] = list(getattr(a, "url", None) or [])
+    auth: str | None = None
+    path = getattr(a, "config", None) or os.environ.get("HAMGR_CONFIG")
+    if path:
+        from hamgr.config import load_config
+
+        try:
+            config = load_config(path, resolve=False)
+        except ConfigError as e:
+            raise CtlError(f"{path}: {'; '.join(e.problems)}") from None
+        api = config.restapi
+        if not urls:
+            urls = [f"{'https' if api.certfile else 'http'}://{api.connect_address}"]
+        if api.authentication is not None:
+            auth = basic_auth(api.authentication.username, api.authentication.password)
+    for url in urls:
+        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+            raise CtlError(f"--url: expected http://host:port or https://host:port, got {url!r}")
+    if not urls:
+        raise CtlError("which agent? give --url URL or -c CONFIG (or set $HAMGR_CONFIG)")
+    username = getattr(a, "username", None)
+    if username:
+        password = os.environ.get("HACTL_PASSWORD")
+        if password is None:
+            if not sys.stdin.isatty():
+                raise CtlError("--username needs the password in $HACTL_PASSWORD")
+            password = getpass.getpass(f"Password for {username}: ")
+        auth = basic_auth(username, password)
+    return urls, auth
+
+
+async def _run(a: argparse.Namespace) -> None:
+    urls, auth = _targets(a)
+    async with aiohttp.ClientSession() as session:
+        client = Client(session, auth, a.timeout)
+        url, cluster = await client.find_cluster(urls)
+        await a.run(client, url, cluster, a)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run hactl; until the agent exists it only says so."""
-    print("hactl: the HA agent is not built yet; nothing to control", file=sys.stderr)
-    return 2
+    """Run hactl; returns the exit code (0 done, 1 failed, 2 usage error)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, or a usage error already reported on one line
+        return e.code if isinstance(e.code, int) else 2
+    args.timeout = getattr(args, "timeout", 10.0)
+    if not args.timeout > 0:
+        print("hactl: error: --timeout must be > 0", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_run(args))
+    except CtlError as e:
+        print(f"hactl: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("hactl: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
