@@ -188,7 +188,9 @@ class Dcs(Protocol):
         ...
 
     async def watch(self, timeout: float) -> bool:
-        """Wait until anything under the scope changes after the last :meth:`get_cluster`.
+        """Wait until anything under the scope but the member keys changes after the last
+        :meth:`get_cluster` (members publish every cycle; waking on those would make every
+        agent's publication wake all the others at once, forever).
 
         True as soon as a change happened (including one before the call), False when
         ``timeout`` seconds passed without one. The HA loop uses it to wake at once when the

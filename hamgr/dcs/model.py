@@ -66,7 +66,8 @@ class MemberState:
     ``conn_url`` is PostgreSQL's ``host:port``. For a primary, ``received_lsn`` and
     ``replayed_lsn`` both hold its current WAL position. ``fence_token`` is the leader key's
     create revision while this member is primary, else 0. ``reason`` is its last decision's
-    reason; ``paused`` whether it saw the cluster paused.
+    reason; ``paused`` whether it saw the cluster paused; ``store_id`` the node id of the store
+    member embedded in this agent (0: none), so that store leadership can be moved to it.
     """
 
     name: str
@@ -81,6 +82,7 @@ class MemberState:
     fence_token: int = 0
     reason: str = ""
     paused: bool = False
+    store_id: int = 0
 
     def __post_init__(self) -> None:
         check_name("name", self.name)
@@ -96,6 +98,7 @@ class MemberState:
         check_int("received_lsn", self.received_lsn, 0)
         check_int("replayed_lsn", self.replayed_lsn, 0)
         check_int("fence_token", self.fence_token, 0)
+        check_int("store_id", self.store_id, 0)
 
     @property
     def position(self) -> int | None:
@@ -125,6 +128,7 @@ class MemberState:
             fence_token=o.integer("fence_token", 0),
             reason=o.text("reason", ""),
             paused=o.flag("paused", False),
+            store_id=o.integer("store_id", 0),
         )
 
 

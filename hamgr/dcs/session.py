@@ -1,0 +1,447 @@
+"""KvSession: the :class:`~hamgr.dcs.base.Dcs` semantics, once, over any :class:`KvTransport`.
+
+The backends (``RaftDcs``, ``EtcdDcs``) are this class with their transport plugged in. What
+lives here is everything a backend must not get wrong on its own:
+
+- One lease per session, granted with ``ttl`` under a lock (so concurrent callers never grant
+  two), with an id chosen here, so a grant repeated after an unknown outcome finds its own lease
+  (``LeaseExists``) instead of leaking a second one.
+- The compare-and-swap of every conditional write, and what each method does when a write's
+  outcome is unknown (the connection broke after sending): repeat it where that is safe, else
+  read the key back and decide from what is there, else raise DcsError saying so.
+- The ``retry_timeout`` budget: every method ends within it, with a DcsError naming the method
+  and the last problem met (see :class:`~hamgr.dcs.common.Deadline`).
+- ``keepalive`` takes ``sent_at`` just before the request leaves; retries inside the budget keep
+  that first instant, which can only make the fence earlier, never later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import TypeVar
+
+from hamgr.dcs.base import DcsError, KeepaliveResult, scope_keys
+from hamgr.dcs.common import (
+    Compare,
+    Deadline,
+    Delete,
+    KvTransport,
+    LeaseExists,
+    LeaseGone,
+    OutcomeUnknown,
+    Put,
+    RangeSnapshot,
+    StoredKey,
+    StoreRefused,
+    StoreUnavailable,
+    Target,
+    build_view,
+    decode_history,
+    decode_settings,
+    decode_switchover,
+    encode_history,
+    encode_json,
+)
+from hamgr.dcs.jsonfields import check_name
+from hamgr.dcs.model import (
+    ClusterView,
+    DynamicSettings,
+    LeaderKey,
+    MemberState,
+    ModelError,
+    SwitchoverRequest,
+    TimelineEntry,
+)
+
+__all__ = ["KvSession"]
+
+T = TypeVar("T")
+
+_RETRY_PAUSE = 0.05
+"""Pause before trying again after a transport gave up early (it retries inside itself)."""
+
+_HARD_CAP_GRACE = 0.1
+"""How long past its budget a transport call may run before it is cancelled (a transport is
+expected to honour its timeout; this only bounds one that does not)."""
+
+_DEFAULTS = DynamicSettings()
+
+
+def _positive(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"{name} must be > 0 seconds, got {value!r}")
+    return float(value)
+
+
+class KvSession:
+    """One agent's session with the store for one scope; implements :class:`Dcs`.
+
+    ``ttl`` is the TTL the session's lease is granted with, ``retry_timeout`` each call's
+    budget. Both are plain attributes: the HA loop sets them from the settings it read, and a
+    new ``ttl`` applies to the next lease granted.
+    """
+
+    def __init__(
+        self,
+        scope: str,
+        name: str,
+        transport: KvTransport,
+        *,
+        ttl: float = _DEFAULTS.ttl,
+        retry_timeout: float = _DEFAULTS.retry_timeout,
+    ) -> None:
+        try:
+            check_name("scope", scope)
+            check_name("name", name)
+        except ModelError as exc:
+            raise ValueError(str(exc)) from None
+        self.scope = scope
+        self.name = name
+        self.keys = scope_keys(scope)
+        self.ttl = _positive("ttl", ttl)
+        self.retry_timeout = _positive("retry_timeout", retry_timeout)
+        self._transport = transport
+        self._lease: int | None = None
+        self._lease_ttl = self.ttl
+        self._lease_lock = asyncio.Lock()
+        self._seen: RangeSnapshot | None = None
+        self._ids = random.SystemRandom()
+
+    @property
+    def lease_id(self) -> int | None:
+        """The session's lease, while it has one."""
+        return self._lease
+
+    # -- plumbing
+
+    def _deadline(self, what: str) -> Deadline:
+        return Deadline(what, self.retry_timeout)
+
+    async def _call(self, d: Deadline, fn: Callable[..., Awaitable[T]]) -> T:
+        """Run ``fn(timeout=...)``, one transport call, inside ``d``; again after an early
+        StoreUnavailable.
+
+        OutcomeUnknown, LeaseGone and LeaseExists go to the caller, who knows what they mean
+        for its write; a refusal becomes DcsError at once.
+        """
+        while True:
+            timeout = d.remaining()
+            try:
+                async with asyncio.timeout(timeout + _HARD_CAP_GRACE):
+                    return await fn(timeout=timeout)
+            except OutcomeUnknown:
+                raise
+            except StoreUnavailable as exc:
+                d.last = exc
+            except TimeoutError:
+                d.last = TimeoutError(f"the transport did not return within {timeout:g} s")
+            except StoreRefused as exc:
+                raise d.fail(exc) from exc
+            await d.pause(_RETRY_PAUSE)
+
+    async def _read_key(self, d: Deadline, key: str) -> StoredKey | None:
+        snap = await self._call(d, partial(self._transport.range, key, prefix=False))
+        return snap.get(key)
+
+    async def _txn(self, d: Deadline, compares: list[Compare], success: list[Put | Delete]) -> bool:
+        outcome = await self._call(d, partial(self._transport.txn, compares, success))
+        return outcome.succeeded
+
+    async def _write_idempotent(self, d: Deadline, fn: Callable[..., Awaitable[T]]) -> T:
+        """A write that may simply be repeated when its outcome is unknown."""
+        while True:
+            try:
+                return await self._call(d, fn)
+            except OutcomeUnknown as exc:
+                await _unknown(d, exc)
+
+    # -- the lease
+
+    async def _ensure_lease(self, d: Deadline) -> int:
+        """The session's lease, granted with ``ttl`` if there is none (one grant at a time;
+        waiting for another caller's grant counts against this call's budget)."""
+        try:
+            async with asyncio.timeout(d.remaining()):
+                await self._lease_lock.acquire()
+        except TimeoutError:
+            raise d.expired() from None
+        try:
+            return await self._grant_locked(d)
+        finally:
+            self._lease_lock.release()
+
+    async def _grant_locked(self, d: Deadline) -> int:
+        if self._lease is None:
+            lease_id = self._ids.getrandbits(62) + 1
+            ttl = self.ttl
+            sent = False
+            while True:
+                try:
+                    granted = await self._call(
+                        d, partial(self._transport.lease_grant, lease_id, ttl)
+                    )
+                except OutcomeUnknown as exc:
+                    sent = True
+                    await _unknown(d, exc)
+                    continue
+                except LeaseExists:
+                    if not sent:  # someone else's lease has this id (a 1 in 2**62 chance)
+                        lease_id = self._ids.getrandbits(62) + 1
+                        continue
+                    granted = ttl  # our earlier attempt did apply
+                break
+            self._lease, self._lease_ttl = lease_id, granted
+        return self._lease
+
+    def _forget_lease(self, lease_id: int) -> None:
+        if self._lease == lease_id:
+            self._lease = None
+
+    # -- Dcs: reads
+
+    async def get_cluster(self) -> ClusterView:
+        """Everything under the scope, read in ONE linearizable range (one revision)."""
+        d = self._deadline("get_cluster")
+        prefix = self.keys.prefix
+        snap = await self._call(d, partial(self._transport.range, prefix, prefix=True))
+        view = build_view(self.keys, snap)
+        self._seen = snap
+        return view
+
+    async def watch(self, timeout: float) -> bool:
+        """Wait for a change under the scope after the last :meth:`get_cluster`."""
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
+            raise ValueError(f"watch timeout must be >= 0 seconds, got {timeout!r}")
+        try:
+            return await self._transport.wait_for_change(
+                self.keys.prefix, self._seen, timeout, ignore=self.keys.members
+            )
+        except (StoreUnavailable, StoreRefused) as exc:
+            raise DcsError(f"watch: {exc}") from exc
+
+    # -- Dcs: initialize
+
+    async def take_initialize(self, sysid: str) -> bool:
+        """Create ``initialize`` if absent; True if this call created it."""
+        _check_sysid(sysid)
+        d = self._deadline("take_initialize")
+        key = self.keys.initialize
+        while True:
+            try:
+                return await self._txn(
+                    d, [Compare(key, Target.CREATE, "=", 0)], [Put(key, sysid.encode())]
+                )
+            except OutcomeUnknown as exc:
+                await _unknown(d, exc)
+                kv = await self._read_key(d, key)
+                if kv is None:
+                    continue  # it did not apply: try again
+                if kv.value != sysid.encode():
+                    return False
+                # The key holds our value, but every candidate writes the same one.
+                raise d.fail(
+                    f"the create of {key} may or may not have been ours ({exc}); "
+                    "read the cluster again"
+                ) from exc
+
+    async def set_initialize(self, sysid: str) -> None:
+        """Overwrite ``initialize`` with ``sysid``."""
+        _check_sysid(sysid)
+        d = self._deadline("set_initialize")
+        op = Put(self.keys.initialize, sysid.encode())
+        await self._write_idempotent(d, partial(self._transport.put, op))
+
+    async def delete_initialize(self) -> None:
+        """Delete ``initialize``; absent is fine."""
+        d = self._deadline("delete_initialize")
+        key = self.keys.initialize
+        await self._write_idempotent(d, partial(self._transport.delete, key))
+
+    # -- Dcs: member and leader keys
+
+    async def touch_member(self, member: MemberState) -> None:
+        """Write this agent's member key attached to the session's lease."""
+        if member.name != self.name:
+            raise ValueError(
+                f"touch_member: this session belongs to {self.name!r}, got the state of "
+                f"{member.name!r}"
+            )
+        d = self._deadline("touch_member")
+        key, value = self.keys.member(self.name), encode_json(member.to_dict())
+        while True:
+            lease = await self._ensure_lease(d)
+            op = Put(key, value, lease)
+            try:
+                await self._write_idempotent(d, partial(self._transport.put, op))
+                return
+            except LeaseGone as exc:
+                d.last = exc
+                self._forget_lease(lease)
+
+    async def acquire_leader(self) -> LeaderKey | None:
+        """txn(create_revision(leader) == 0 -> put name with the lease)."""
+        d = self._deadline("acquire_leader")
+        key, name = self.keys.leader, self.name
+        while True:
+            lease = await self._ensure_lease(d)
+            try:
+                outcome = await self._call(
+                    d,
+                    partial(
+                        self._transport.txn,
+                        [Compare(key, Target.CREATE, "=", 0)],
+                        [Put(key, name.encode(), lease)],
+                    ),
+                )
+            except LeaseGone as exc:
+                d.last = exc
+                self._forget_lease(lease)
+                continue
+            except OutcomeUnknown as exc:
+                await _unknown(d, exc)
+                kv = await self._read_key(d, key)
+                if kv is None:
+                    continue  # not applied (or already expired with our lease): try again
+                if kv.lease == lease and kv.value == name.encode():
+                    return LeaderKey(name, kv.create_revision)
+                return None
+            if not outcome.succeeded:
+                return None
+            return LeaderKey(name, outcome.revision)
+
+    async def keepalive(self) -> KeepaliveResult:
+        """Renew the lease; ``sent_at`` is taken just before the request leaves."""
+        lease = self._lease
+        if lease is None:
+            return KeepaliveResult(False, time.monotonic(), self._lease_ttl)
+        d = self._deadline("keepalive")
+        sent_at = time.monotonic()
+        try:
+            ttl = await self._call(d, partial(self._transport.lease_keepalive, lease))
+        except LeaseGone:
+            self._forget_lease(lease)
+            return KeepaliveResult(False, sent_at, self._lease_ttl)
+        except OutcomeUnknown as exc:  # a transport should not say this of a keepalive
+            raise d.fail(exc) from exc
+        return KeepaliveResult(True, sent_at, ttl)
+
+    async def release_leader(self, expected: LeaderKey) -> bool:
+        """Delete the leader key only if its create revision is still ``expected.revision``.
+
+        After an unknown outcome the key being absent counts as released by this call.
+        """
+        d = self._deadline("release_leader")
+        key = self.keys.leader
+        compares = [Compare(key, Target.CREATE, "=", expected.revision)]
+        unknown = False
+        while True:
+            try:
+                if await self._txn(d, compares, [Delete(key)]):
+                    return True
+            except OutcomeUnknown as exc:
+                unknown = True
+                await _unknown(d, exc)
+                continue
+            if not unknown:
+                return False
+            return await self._read_key(d, key) is None
+
+    # -- Dcs: operator requests and settings
+
+    async def set_switchover(
+        self,
+        request: SwitchoverRequest | None,
+        *,
+        expected: SwitchoverRequest | None = None,
+    ) -> bool:
+        """Store or delete the switchover request; with ``expected``, only if it is stored."""
+        d = self._deadline("set_switchover")
+        key = self.keys.switchover
+        write: Put | Delete = (
+            Delete(key) if request is None else Put(key, encode_json(request.to_dict()))
+        )
+        if expected is None:
+            if isinstance(write, Put):
+                await self._write_idempotent(d, partial(self._transport.put, write))
+            else:
+                await self._write_idempotent(d, partial(self._transport.delete, key))
+            return True
+        unknown = False
+        while True:
+            kv = await self._read_key(d, key)
+            current = decode_switchover(kv) if kv is not None else None
+            if current != expected:
+                return unknown and current == request  # our write did apply, after all
+            assert kv is not None
+            try:
+                if await self._txn(d, [Compare(key, Target.MOD, "=", kv.mod_revision)], [write]):
+                    return True
+            except OutcomeUnknown as exc:
+                unknown = True
+                await _unknown(d, exc)
+            # changed meanwhile, or unknown: read again and decide
+
+    async def set_settings(self, settings: DynamicSettings, expected_revision: int) -> bool:
+        """Compare-and-swap ``config``: write only if ``mod_revision <= expected_revision``."""
+        if type(expected_revision) is not int or expected_revision < 0:
+            raise ValueError(f"expected_revision must be an int >= 0, got {expected_revision!r}")
+        d = self._deadline("set_settings")
+        key = self.keys.config
+        compares = [Compare(key, Target.MOD, "<", expected_revision + 1)]
+        write = Put(key, encode_json(settings.to_dict()))
+        while True:
+            try:
+                return await self._txn(d, compares, [write])
+            except OutcomeUnknown as exc:
+                await _unknown(d, exc)
+            kv = await self._read_key(d, key)
+            if kv is not None and kv.mod_revision > expected_revision:
+                return decode_settings(kv) == settings
+
+    async def append_history(self, entry: TimelineEntry) -> None:
+        """Append ``entry`` unless the history already holds its timeline or a later one."""
+        d = self._deadline("append_history")
+        key = self.keys.history
+        while True:
+            kv = await self._read_key(d, key)
+            history = decode_history(kv) if kv is not None else ()
+            if any(h.timeline >= entry.timeline for h in history):
+                return
+            mod = kv.mod_revision if kv is not None else 0
+            write = Put(key, encode_history((*history, entry)))
+            try:
+                if await self._txn(d, [Compare(key, Target.MOD, "=", mod)], [write]):
+                    return
+            except OutcomeUnknown as exc:
+                await _unknown(d, exc)
+            # lost a race or unknown outcome: read again (idempotent by the timeline check)
+
+    # -- Dcs: the end
+
+    async def close(self) -> None:
+        """Revoke the lease (its keys vanish at once), then close the transport."""
+        d = self._deadline("close")
+        try:
+            lease = self._lease
+            if lease is not None:
+                with contextlib.suppress(LeaseGone):  # gone already: nothing to revoke
+                    await self._write_idempotent(d, partial(self._transport.lease_revoke, lease))
+                self._forget_lease(lease)
+        finally:
+            await self._transport.close()
+
+
+async def _unknown(d: Deadline, exc: OutcomeUnknown) -> None:
+    """Note an unknown outcome and pause a little before reading or writing again."""
+    d.last = exc
+    await d.pause(_RETRY_PAUSE)
+
+
+def _check_sysid(sysid: str) -> None:
+    if not isinstance(sysid, str) or (sysid and not sysid.isdigit()):
+        raise ValueError(f"initialize must be a system identifier (digits) or empty, got {sysid!r}")

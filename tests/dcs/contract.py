@@ -1,0 +1,391 @@
+"""The Dcs contract, as async checks run against any backend on a REAL store (no mocks).
+
+Each check takes a `StoreUnderTest` and works in a scope of its own, so checks can share one
+store. `CHECKS` lists them; a backend's test module parametrizes over it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+from typing import Protocol
+
+from hamgr.dcs import (
+    DcsError,
+    DynamicSettings,
+    LeaderKey,
+    MemberState,
+    SwitchoverRequest,
+    TimelineEntry,
+    scope_keys,
+)
+from hamgr.dcs.session import KvSession
+
+_scopes = itertools.count(1)
+
+WATCH_BOUND = 1.0
+"""A watch must wake within this many seconds of the change it waits for."""
+
+
+class StoreUnderTest(Protocol):
+    """What a backend's test module provides to the checks."""
+
+    ttl: float
+
+    def session(self, scope: str, name: str, *, retry_timeout: float = ...) -> KvSession: ...
+
+    def unreachable(self, scope: str, name: str, retry_timeout: float) -> KvSession: ...
+
+    async def raw_put(self, key: str, value: bytes) -> None: ...
+
+    async def deletions(
+        self, prefix: str, since: int, keys: set[str], timeout: float
+    ) -> dict[str, int]: ...
+
+
+def new_scope(what: str) -> str:
+    return f"{what[:40]}-{next(_scopes)}".replace("_", "-")
+
+
+def member(name: str, **kw: object) -> MemberState:
+    return MemberState(
+        name=name,
+        api_url=f"http://{name}.example:8008",
+        conn_url=f"{name}.example:5432",
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+@asynccontextmanager
+async def sessions(
+    store: StoreUnderTest, scope: str, *names: str
+) -> AsyncIterator[list[KvSession]]:
+    """Sessions for `names`, closed afterwards even when the check failed."""
+    made = [store.session(scope, n) for n in names]
+    try:
+        yield made
+    finally:
+        for s in made:
+            with suppress(DcsError):
+                await s.close()
+
+
+# --- the checks ---------------------------------------------------------------------------------
+
+
+async def check_race_has_one_winner_holding_the_create_revision(store: StoreUnderTest) -> None:
+    async with sessions(store, new_scope("race"), "a", "b", "c") as agents:
+        for s in agents:
+            await s.touch_member(member(s.name))
+        results = await asyncio.gather(*(s.acquire_leader() for s in agents))
+        winners = [(s, r) for s, r in zip(agents, results, strict=True) if r is not None]
+        assert len(winners) == 1, f"exactly one must win the race, got {results}"
+        winner, key = winners[0]
+        assert key.name == winner.name
+        for s in agents:  # every loser (and the winner) sees the winner, same fencing token
+            view = await s.get_cluster()
+            assert view.leader == key, f"{s.name} sees {view.leader}, winner holds {key}"
+            assert key.revision <= view.revision
+            assert {m.name for m in view.members} == {"a", "b", "c"}
+        for s in agents:  # the key is held: nobody else takes it, the winner neither
+            assert await s.acquire_leader() is None
+
+
+async def check_keepalive_reports_sent_at_and_ttl(store: StoreUnderTest) -> None:
+    async with sessions(store, new_scope("keepalive"), "a") as (a,):
+        without = await a.keepalive()
+        assert not without.ok, "no lease yet: keepalive must say so"
+        assert without.fence_at(0.5) is None
+        await a.touch_member(member("a"))
+        before = time.monotonic()
+        result = await a.keepalive()
+        after = time.monotonic()
+        assert result.ok
+        assert before <= result.sent_at <= after
+        assert result.ttl >= store.ttl
+        assert result.fence_at(0.5) == result.sent_at + result.ttl - 0.5
+
+
+async def check_expiry_removes_leader_and_member_at_one_revision(
+    store: StoreUnderTest,
+) -> None:
+    scope = new_scope("expiry")
+    keys = scope_keys(scope)
+    async with sessions(store, scope, "a", "b", "c") as (a, b, c):
+        await c.touch_member(member("c"))  # c's lease is granted first, never renewed
+        await a.touch_member(member("a"))
+        first = await a.acquire_leader()
+        assert first is not None
+        renewal = await a.keepalive()
+        assert renewal.ok
+        earliest = renewal.sent_at + renewal.ttl  # no expiry may be seen before this
+        give_up = earliest + 10.0
+        while True:  # a sends no more keepalives
+            view = await b.get_cluster()
+            seen_at = time.monotonic()
+            has_leader, has_member = view.leader is not None, view.member("a") is not None
+            assert has_leader == has_member, (
+                f"leader key and member key must vanish at one revision, view {view.revision} "
+                f"has leader={has_leader} member={has_member}"
+            )
+            if not has_leader:
+                break
+            assert seen_at < give_up, "the lease never expired"
+            await asyncio.sleep(0.02)
+        assert seen_at >= earliest, (
+            f"the lease was gone {earliest - seen_at:.3f} s before sent_at + ttl of the last "
+            "successful keepalive"
+        )
+        gone = await store.deletions(
+            keys.prefix, first.revision, {keys.leader, keys.member("a")}, timeout=2.0
+        )
+        assert {keys.leader, keys.member("a")} <= set(gone), f"deletions seen: {gone}"
+        assert gone[keys.leader] == gone[keys.member("a")], f"deleted at {gone}"
+        lost = await a.keepalive()
+        assert not lost.ok, "a keepalive of an expired lease must say ok False"
+        assert lost.fence_at(0.5) is None
+        await b.touch_member(member("b"))
+        second = await b.acquire_leader()
+        assert second is not None and second.name == "b"
+        assert second.revision > first.revision, "the fencing token must grow"
+        await a.touch_member(member("a"))  # a new lease for a, as documented
+        assert (await a.keepalive()).ok
+        view = await a.get_cluster()
+        assert view.leader == second and view.member("a") is not None
+        assert view.member("c") is None, "c's lease was granted before a's last renewal"
+        await c.touch_member(member("c"))  # its lease is gone: the put fails, c gets a new one
+        assert (await c.keepalive()).ok
+        assert (await b.get_cluster()).member("c") is not None
+
+
+async def check_close_revokes_the_lease_at_once(store: StoreUnderTest) -> None:
+    scope = new_scope("close")
+    async with sessions(store, scope, "b") as (b,):
+        a = store.session(scope, "a")
+        await a.touch_member(member("a"))
+        assert await a.acquire_leader() is not None
+        await a.close()
+        view = await b.get_cluster()
+        assert view.leader is None and view.member("a") is None
+        assert await b.acquire_leader() is not None
+
+
+async def check_release_only_deletes_the_matching_key(store: StoreUnderTest) -> None:
+    async with sessions(store, new_scope("release"), "a", "b") as (a, b):
+        await a.touch_member(member("a"))
+        await b.touch_member(member("b"))
+        k1 = await a.acquire_leader()
+        assert k1 is not None
+        assert await b.release_leader(LeaderKey("a", k1.revision + 1000)) is False
+        assert (await b.get_cluster()).leader == k1, "a wrong revision must delete nothing"
+        assert await a.release_leader(k1) is True
+        assert (await a.get_cluster()).leader is None
+        assert await a.release_leader(k1) is False, "already gone"
+        k2 = await b.acquire_leader()
+        assert k2 is not None and k2.revision > k1.revision
+        assert await a.release_leader(k1) is False, "a stale key never deletes a newer one"
+        view = await a.get_cluster()
+        assert view.leader == k2
+        assert view.member("a") is not None, "release keeps the lease and the member key"
+        assert (await a.keepalive()).ok
+
+
+async def check_settings_compare_and_swap(store: StoreUnderTest) -> None:
+    async with sessions(store, new_scope("settings"), "a", "b") as (a, b):
+        view = await a.get_cluster()
+        assert view.settings == DynamicSettings(), "no config key reads as the defaults"
+        s1 = DynamicSettings(ttl=30.0, parameters={"work_mem": "8MB"})
+        s2 = DynamicSettings(ttl=40.0, pause=True)
+        assert await a.set_settings(s1, 0) is True, "0: only if absent"
+        assert await b.set_settings(s2, 0) is False, "0 with the key present must lose"
+        assert await b.set_settings(s2, view.revision) is False, "based on a stale view: lose"
+        fresh = await b.get_cluster()
+        assert fresh.settings == s1
+        assert await b.set_settings(s2, fresh.revision) is True
+        assert await a.set_settings(s1, fresh.revision) is False, "b changed it since"
+        assert (await a.get_cluster()).settings == s2
+
+
+async def check_switchover_set_and_clear_with_expected(store: StoreUnderTest) -> None:
+    async with sessions(store, new_scope("switchover"), "a") as (a,):
+        r1 = SwitchoverRequest("switchover", leader="a", candidate="b")
+        r2 = SwitchoverRequest("failover", candidate="c")
+        assert await a.set_switchover(None, expected=r1) is False, "nothing stored yet"
+        assert await a.set_switchover(r1) is True
+        assert (await a.get_cluster()).switchover == r1
+        assert await a.set_switchover(None, expected=r2) is False, "r1 is not r2"
+        assert (await a.get_cluster()).switchover == r1
+        assert await a.set_switchover(r2, expected=r1) is True
+        assert (await a.get_cluster()).switchover == r2
+        assert await a.set_switchover(None, expected=r1) is False, "never clear a newer request"
+        assert await a.set_switchover(None, expected=r2) is True
+        assert (await a.get_cluster()).switchover is None
+        assert await a.set_switchover(None) is True, "clearing nothing is fine"
+
+
+async def check_history_append_is_idempotent(store: StoreUnderTest) -> None:
+    async with sessions(store, new_scope("history"), "a", "b") as (a, b):
+        e1 = TimelineEntry(1, 100, "failover", 1_700_000_000.0, "b")
+        e2 = TimelineEntry(2, 200, "switchover", 1_700_000_100.0, "a")
+        await asyncio.gather(a.append_history(e1), b.append_history(e1))
+        assert (await a.get_cluster()).history == (e1,), "two agents, one entry"
+        await a.append_history(e1)
+        await b.append_history(e2)
+        await a.append_history(e2)
+        await a.append_history(e1)  # an older timeline after a newer one: nothing
+        view = await a.get_cluster()
+        assert view.history == (e1, e2)
+        assert view.timeline == 3
+
+
+async def check_watch_wakes_on_a_leader_change(store: StoreUnderTest) -> None:
+    async with sessions(store, new_scope("watch"), "a", "b") as (a, b):
+        await a.touch_member(member("a"))
+        await b.touch_member(member("b"))
+        await a.get_cluster()
+        started = time.monotonic()
+        assert await a.watch(0.3) is False, "nothing changed: the watch must time out"
+        assert time.monotonic() - started >= 0.25
+        waiting = asyncio.create_task(a.watch(10.0))
+        key = await b.acquire_leader()
+        assert key is not None
+        changed_at = time.monotonic()
+        assert await asyncio.wait_for(waiting, WATCH_BOUND + 1.0) is True
+        assert time.monotonic() - changed_at < WATCH_BOUND
+        # A change made before the call, after the last read, counts too.
+        await a.get_cluster()
+        assert await b.release_leader(key)
+        started = time.monotonic()
+        assert await a.watch(10.0) is True
+        assert time.monotonic() - started < WATCH_BOUND
+
+
+async def check_watch_ignores_member_publications(store: StoreUnderTest) -> None:
+    """Members publish every cycle; that must not wake the others' loops."""
+    async with sessions(store, new_scope("quiet"), "a", "b") as (a, b):
+        await a.touch_member(member("a"))
+        await b.touch_member(member("b"))
+        await a.get_cluster()
+        waiting = asyncio.create_task(a.watch(1.0))
+        for _ in range(3):
+            await b.touch_member(member("b"))
+        assert await waiting is False, "a member's publication woke the watch"
+        waiting = asyncio.create_task(a.watch(10.0))
+        key = await b.acquire_leader()
+        assert key is not None
+        assert await asyncio.wait_for(waiting, WATCH_BOUND + 1.0) is True
+
+
+async def check_take_initialize_only_once(store: StoreUnderTest) -> None:
+    async with sessions(store, new_scope("init"), "a", "b", "c") as agents:
+        a, b, _ = agents
+        assert (await a.get_cluster()).initialize is None
+        won = await asyncio.gather(*(s.take_initialize("") for s in agents))
+        assert sorted(won) == [False, False, True], f"one winner, got {won}"
+        assert (await a.get_cluster()).initialize == ""
+        await a.set_initialize("7300000000000000001")
+        assert (await b.get_cluster()).initialize == "7300000000000000001"
+        assert await b.take_initialize("7300000000000000002") is False
+        assert (await b.get_cluster()).initialize == "7300000000000000001"
+        await a.delete_initialize()
+        await a.delete_initialize()  # absent is fine
+        assert (await b.get_cluster()).initialize is None
+        assert await b.take_initialize("7300000000000000002") is True
+
+
+async def check_malformed_values_are_named_not_dropped(store: StoreUnderTest) -> None:
+    scope = new_scope("malformed")
+    keys = scope_keys(scope)
+    async with sessions(store, scope, "a") as (a,):
+        await a.touch_member(member("a"))
+        await store.raw_put(keys.member("x"), b"{not json")
+        try:
+            await a.get_cluster()
+        except DcsError as exc:
+            assert keys.member("x") in str(exc) and "JSON" in str(exc), str(exc)
+        else:
+            raise AssertionError("a member value that is not JSON must raise DcsError")
+        bad = member("x").to_dict() | {"timeline": "two"}
+        await store.raw_put(keys.member("x"), json.dumps(bad).encode())
+        try:
+            await a.get_cluster()
+        except DcsError as exc:
+            assert keys.member("x") in str(exc) and "timeline" in str(exc), str(exc)
+        else:
+            raise AssertionError("a member with a bad field must raise DcsError")
+        await store.raw_put(keys.config, b'{"ttl": 30, "tll": 2}')
+        await store.raw_put(keys.member("x"), json.dumps(member("x").to_dict()).encode())
+        try:
+            await a.get_cluster()
+        except DcsError as exc:
+            assert keys.config in str(exc) and "tll" in str(exc), str(exc)
+        else:
+            raise AssertionError("settings with an unknown field must raise DcsError")
+        await store.raw_put(keys.config, b'{"ttl": 30}')
+        view = await a.get_cluster()
+        assert view.settings.ttl == 30.0 and view.member("x") is not None
+        await store.raw_put(keys.prefix + "from-a-newer-agent", b"\x00\xff")
+        assert (await a.get_cluster()).member("a") is not None, "unknown keys are ignored"
+
+
+async def check_calls_are_bounded_by_retry_timeout(store: StoreUnderTest) -> None:
+    dcs = store.unreachable(new_scope("unreachable"), "a", retry_timeout=0.5)
+    try:
+        for name, call in (
+            ("get_cluster", dcs.get_cluster),
+            ("touch_member", lambda: dcs.touch_member(member("a"))),
+            ("acquire_leader", dcs.acquire_leader),
+        ):
+            started = time.monotonic()
+            try:
+                await call()
+            except DcsError as exc:
+                assert name in str(exc), f"the error must name the call: {exc}"
+            else:
+                raise AssertionError(f"{name} against no store must raise DcsError")
+            took = time.monotonic() - started
+            assert 0.4 <= took < 1.0, f"{name} took {took:.2f} s with retry_timeout 0.5"
+    finally:
+        with suppress(DcsError):
+            await dcs.close()
+
+
+async def check_bad_input_is_refused_before_anything_is_written(store: StoreUnderTest) -> None:
+    async with sessions(store, new_scope("badinput"), "a") as (a,):
+        for call in (
+            lambda: a.touch_member(member("b")),
+            lambda: a.take_initialize("not-digits"),
+            lambda: a.set_settings(DynamicSettings(), -1),
+            lambda: a.watch(-1.0),
+        ):
+            try:
+                await call()
+            except ValueError:
+                continue
+            raise AssertionError("bad input must raise ValueError")
+        view = await a.get_cluster()
+        assert view.members == () and view.initialize is None
+
+
+Check = Callable[[StoreUnderTest], Awaitable[None]]
+
+CHECKS: list[Check] = [
+    check_race_has_one_winner_holding_the_create_revision,
+    check_keepalive_reports_sent_at_and_ttl,
+    check_expiry_removes_leader_and_member_at_one_revision,
+    check_close_revokes_the_lease_at_once,
+    check_release_only_deletes_the_matching_key,
+    check_settings_compare_and_swap,
+    check_switchover_set_and_clear_with_expected,
+    check_history_append_is_idempotent,
+    check_watch_wakes_on_a_leader_change,
+    check_watch_ignores_member_publications,
+    check_take_initialize_only_once,
+    check_malformed_values_are_named_not_dropped,
+    check_calls_are_bounded_by_retry_timeout,
+    check_bad_input_is_refused_before_anything_is_written,
+]

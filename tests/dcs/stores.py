@@ -1,0 +1,373 @@
+"""Real stores for the Dcs contract tests: three RaftNode members with their rpc servers in the
+test's event loop (127.0.0.91-93), and a three-member etcd cluster of real processes
+(127.0.0.81-83, killed by PID afterwards). Each offers what `tests/dcs/contract.py` needs:
+sessions, a raw write (to plant malformed values), and the revisions at which keys were deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from hamgr.dcs.common import prefix_end
+from hamgr.dcs.etcd import EtcdDcs
+from hamgr.dcs.raft import RaftDcs
+from hamgr.raft.client import StoreClient
+from hamgr.raft.kvwatch import EventType
+from hamgr.raft.node import RaftNode
+from hamgr.raft.rpcserver import StoreRpcServer
+
+Address = tuple[str, int]
+
+TTL = 2.0
+RETRY_TIMEOUT = 1.5
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `cond` until true; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+# --- the embedded Raft store ----------------------------------------------------------------------
+
+RAFT_CLUSTER = "test-dcs"
+RAFT_SECRET = b"d" * 32
+RAFT_TICK = 0.05
+RAFT_ELECTION_TICK = 8  # election timeout 0.4 s (randomized in [0.4, 0.8))
+
+
+class RaftStore:
+    """Three RaftNodes, each with a StoreRpcServer, on 127.0.0.91-93."""
+
+    ids = (1, 2, 3)
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.ttl = TTL
+        self.hosts = {i: f"127.0.0.{90 + i}" for i in self.ids}
+        self.raft = {i: (h, free_port(h)) for i, h in self.hosts.items()}
+        self.clients: dict[int, Address] = {}
+        self.nodes: dict[int, RaftNode] = {}
+        self.servers: dict[int, StoreRpcServer] = {}
+        self.use_local_node = True
+        self._next_node = 0
+
+    async def start(self, i: int) -> None:
+        node = RaftNode(
+            i,
+            self.root / f"n{i}",
+            RAFT_CLUSTER,
+            RAFT_SECRET,
+            self.raft[i],
+            None,
+            {j: a for j, a in self.raft.items() if j != i},
+            tick_interval=RAFT_TICK,
+            election_tick=RAFT_ELECTION_TICK,
+            request_timeout=2.0,
+        )
+        await node.start()
+        server = StoreRpcServer(node, RAFT_CLUSTER, RAFT_SECRET, client_addresses=self.clients)
+        await server.start(self.hosts[i], self.clients.get(i, (None, 0))[1])
+        self.nodes[i], self.servers[i] = node, server
+        self.clients[i] = server.address
+
+    async def start_all(self) -> None:
+        for i in self.ids:
+            await self.start(i)
+        await self.leader()
+
+    async def stop(self, i: int) -> None:
+        server, node = self.servers.pop(i, None), self.nodes.pop(i, None)
+        if server is not None:
+            await server.close()
+        if node is not None:
+            await node.stop()
+
+    async def stop_all(self) -> None:
+        for i in list(self.nodes):
+            await self.stop(i)
+
+    async def leader(self, timeout: float = 10.0) -> int:
+        def agreed() -> bool:
+            leaders = [n.id for n in self.nodes.values() if n.is_leader]
+            return len(leaders) == 1 and all(
+                n.status()["leader"] == leaders[0] for n in self.nodes.values()
+            )
+
+        await wait_for(agreed, timeout, "one agreed Raft leader")
+        return next(n.id for n in self.nodes.values() if n.is_leader)
+
+    def client(self, timeout: float = 5.0) -> StoreClient:
+        return StoreClient(
+            [self.clients[i] for i in self.ids], RAFT_CLUSTER, RAFT_SECRET, timeout=timeout
+        )
+
+    def _local(self) -> RaftNode | None:
+        if not self.use_local_node:
+            return None
+        running = [self.nodes[i] for i in sorted(self.nodes)]
+        self._next_node += 1
+        return running[self._next_node % len(running)]
+
+    def session(self, scope: str, name: str, *, retry_timeout: float = RETRY_TIMEOUT) -> RaftDcs:
+        return RaftDcs(
+            scope,
+            name,
+            self.client(),
+            local_node=self._local(),
+            ttl=self.ttl,
+            retry_timeout=retry_timeout,
+            poll_interval=0.05,
+        )
+
+    def unreachable(self, scope: str, name: str, retry_timeout: float) -> RaftDcs:
+        host = "127.0.0.99"
+        client = StoreClient([(host, free_port(host))], RAFT_CLUSTER, RAFT_SECRET)
+        return RaftDcs(scope, name, client, ttl=self.ttl, retry_timeout=retry_timeout)
+
+    async def raw_put(self, key: str, value: bytes) -> None:
+        async with self.client() as client:
+            await client.put(key.encode(), value)
+
+    async def deletions(
+        self, prefix: str, since: int, keys: set[str], timeout: float
+    ) -> dict[str, int]:
+        """The revision at which each of `keys` was last deleted at or after `since`."""
+        node = next(iter(self.nodes.values()))
+        stream = node.watch(prefix.encode(), prefix=True, from_revision=since)
+        found: dict[str, int] = {}
+        deadline = time.monotonic() + timeout
+        try:
+            while not keys <= found.keys() and time.monotonic() < deadline:
+                try:
+                    events = await stream.next(max(0.01, deadline - time.monotonic()))
+                except TimeoutError:
+                    break
+                for e in events:
+                    if e.type is EventType.DELETE:
+                        found[e.kv.key.decode()] = e.revision
+        finally:
+            stream.cancel()
+        return found
+
+
+# --- an etcd cluster of real processes ------------------------------------------------------------
+
+
+def etcd_binary() -> str | None:
+    """The etcd server binary (HAMGR_ETCD_BIN, else on PATH, else /usr/bin/etcd)."""
+    for candidate in (os.environ.get("HAMGR_ETCD_BIN"), shutil.which("etcd"), "/usr/bin/etcd"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class EtcdStore:
+    """`size` etcd members on 127.0.0.81.., data under `root`; stopped by PID in `stop_all`."""
+
+    def __init__(self, root: Path, binary: str, size: int = 3, first_host: int = 81) -> None:
+        self.root = root
+        self.binary = binary
+        self.ttl = TTL
+        self.names = [f"e{i}" for i in range(1, size + 1)]
+        self.hosts = {n: f"127.0.0.{first_host + i}" for i, n in enumerate(self.names)}
+        self.client_urls = {n: f"http://{h}:{free_port(h)}" for n, h in self.hosts.items()}
+        self.peer_urls = {n: f"http://{h}:{free_port(h)}" for n, h in self.hosts.items()}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.username: str | None = None
+        self.password: str | None = None
+
+    @property
+    def endpoints(self) -> list[str]:
+        """host:port of every member."""
+        return [url.removeprefix("http://") for url in self.client_urls.values()]
+
+    def start_all(self) -> None:
+        cluster = ",".join(f"{n}={self.peer_urls[n]}" for n in self.names)
+        for n in self.names:
+            log = open(self.root / f"{n}.log", "wb")  # noqa: SIM115 - the child keeps it
+            self.procs[n] = subprocess.Popen(
+                [
+                    self.binary,
+                    "--name", n,
+                    "--data-dir", str(self.root / n),
+                    "--listen-client-urls", self.client_urls[n],
+                    "--advertise-client-urls", self.client_urls[n],
+                    "--listen-peer-urls", self.peer_urls[n],
+                    "--initial-advertise-peer-urls", self.peer_urls[n],
+                    "--initial-cluster", cluster,
+                    "--initial-cluster-state", "new",
+                    "--initial-cluster-token", f"hamgr-test-{os.getpid()}",
+                    "--heartbeat-interval", "50",
+                    "--election-timeout", "500",
+                    "--logger", "zap",
+                    "--log-level", "warn",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+            log.close()
+
+    def stop(self, name: str, grace: float = 5.0) -> None:
+        """SIGTERM the member by PID, SIGKILL it if it has not gone within `grace`."""
+        proc = self.procs.pop(name, None)
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(grace)
+
+    def stop_all(self) -> None:
+        for n in list(self.procs):
+            self.stop(n)
+
+    async def post(self, path: str, body: dict[str, Any], url: str | None = None) -> Any:
+        """One gateway call to the first member (as root when auth is on)."""
+        headers: dict[str, str] = {}
+        base = url or next(iter(self.client_urls.values()))
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+            if self.username is not None:
+                auth = {"name": self.username, "password": self.password}
+                async with http.post(base + "/v3/auth/authenticate", json=auth) as resp:
+                    headers["Authorization"] = (await resp.json(content_type=None))["token"]
+            async with http.post(base + path, json=body, headers=headers) as resp:
+                data = await resp.json(content_type=None)
+                if resp.status != 200:
+                    raise AssertionError(f"etcd {path}: {resp.status} {data}")
+                return data
+
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        """Until every member answers a linearizable read (the cluster has a leader)."""
+        deadline = time.monotonic() + timeout
+        pending = set(self.names)
+        last: object = None
+        while pending:
+            for n in list(pending):
+                proc = self.procs[n]
+                if proc.poll() is not None:
+                    log = (self.root / f"{n}.log").read_text(errors="replace")[-2000:]
+                    raise AssertionError(f"etcd {n} exited with {proc.returncode}:\n{log}")
+                try:
+                    await self.post("/v3/kv/range", {"key": _b64(b"ready")}, self.client_urls[n])
+                    pending.discard(n)
+                except (aiohttp.ClientError, AssertionError, TimeoutError, OSError) as exc:
+                    last = exc
+            if pending:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"etcd members {sorted(pending)} not ready: {last}")
+                await asyncio.sleep(0.1)
+
+    def session(self, scope: str, name: str, *, retry_timeout: float = RETRY_TIMEOUT) -> EtcdDcs:
+        return EtcdDcs(
+            scope,
+            name,
+            self.endpoints,
+            username=self.username,
+            password=self.password,
+            ttl=self.ttl,
+            retry_timeout=retry_timeout,
+            attempt_timeout=0.5,
+        )
+
+    def unreachable(self, scope: str, name: str, retry_timeout: float) -> EtcdDcs:
+        host = "127.0.0.89"
+        return EtcdDcs(
+            scope, name, [f"{host}:{free_port(host)}"], ttl=self.ttl, retry_timeout=retry_timeout
+        )
+
+    async def raw_put(self, key: str, value: bytes) -> None:
+        await self.post("/v3/kv/put", {"key": _b64(key.encode()), "value": _b64(value)})
+
+    async def deletions(
+        self, prefix: str, since: int, keys: set[str], timeout: float
+    ) -> dict[str, int]:
+        """The revision at which each of `keys` was last deleted at or after `since` (a watch
+        from `since` replays the history)."""
+        raw = prefix.encode()
+        body = {
+            "create_request": {
+                "key": _b64(raw),
+                "range_end": _b64(prefix_end(raw)),
+                "start_revision": str(since),
+                "filters": ["NOPUT"],
+            }
+        }
+        found: dict[str, int] = {}
+        url = next(iter(self.client_urls.values()))
+        try:
+            async with (
+                asyncio.timeout(timeout),
+                aiohttp.ClientSession() as http,
+                http.post(url + "/v3/watch", json=body) as resp,
+            ):
+                buffer = b""
+                async for chunk in resp.content.iter_any():
+                    buffer += chunk
+                    while b"\n" in buffer:
+                        line, buffer = buffer.split(b"\n", 1)
+                        result = json.loads(line).get("result", {})
+                        for e in result.get("events", []):
+                            key = base64.b64decode(e["kv"]["key"]).decode()
+                            found[key] = int(e["kv"]["mod_revision"])
+                    if keys <= found.keys():
+                        break
+        except TimeoutError:
+            pass
+        return found
+
+    async def enable_auth(self, user: str, password: str, prefix: str) -> None:
+        """Create root and `user` (read-write under `prefix`) and turn authentication on."""
+        raw = prefix.encode()
+        await self.post("/v3/auth/user/add", {"name": "root", "password": "root-pw"})
+        await self.post("/v3/auth/user/grant", {"user": "root", "role": "root"})
+        await self.post("/v3/auth/role/add", {"name": "hamgr"})
+        perm = {"permType": "READWRITE", "key": _b64(raw), "range_end": _b64(prefix_end(raw))}
+        await self.post("/v3/auth/role/grant", {"name": "hamgr", "perm": perm})
+        await self.post("/v3/auth/user/add", {"name": user, "password": password})
+        await self.post("/v3/auth/user/grant", {"user": user, "role": "hamgr"})
+        await self.post("/v3/auth/enable", {})
+        self.username, self.password = "root", "root-pw"
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def pids_alive(store: EtcdStore) -> list[int]:
+    """PIDs of the store's members still running (for the cleanup check)."""
+    return [p.pid for p in store.procs.values() if _alive(p.pid)]

@@ -1,0 +1,132 @@
+"""The backend-independent parts of the stores (`hamgr/dcs/common.py`): the stored form of the
+values, the view assembled from one range read, and the time budget. Pure; no store needed."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from hamgr.dcs import (
+    DcsError,
+    DynamicSettings,
+    LeaderKey,
+    SwitchoverRequest,
+    TimelineEntry,
+    scope_keys,
+)
+from hamgr.dcs.common import (
+    Deadline,
+    RangeSnapshot,
+    StoredKey,
+    build_view,
+    encode_history,
+    encode_json,
+    poll_for_change,
+    prefix_end,
+)
+from tests.dcs.contract import member
+
+KEYS = scope_keys("c1")
+
+
+def kv(key: str, value: bytes, create: int = 1, mod: int = 1, lease: int = 0) -> StoredKey:
+    return StoredKey(key, value, create, mod, lease)
+
+
+def test_a_full_view_round_trips_through_the_stored_form() -> None:
+    settings = DynamicSettings(ttl=10.0, parameters={"max_connections": 50})
+    request = SwitchoverRequest("switchover", leader="a", candidate="b")
+    history = (TimelineEntry(1, 5, "x", 1.0, "a"), TimelineEntry(2, 9, "y", 2.0, "b"))
+    snap = RangeSnapshot(
+        42,
+        (
+            kv(KEYS.config, encode_json(settings.to_dict())),
+            kv(KEYS.history, encode_history(history)),
+            kv(KEYS.initialize, b"7300000000000000001"),
+            kv(KEYS.leader, b"a", create=17, mod=17, lease=5),
+            kv(KEYS.member("b"), encode_json(member("b").to_dict())),
+            kv(KEYS.member("a"), encode_json(member("a", role="primary").to_dict())),
+            kv(KEYS.switchover, encode_json(request.to_dict())),
+            kv(KEYS.prefix + "something-newer", b"\xff"),
+        ),
+    )
+    view = build_view(KEYS, snap)
+    assert view.revision == 42
+    assert view.settings == settings
+    assert view.history == history
+    assert view.initialize == "7300000000000000001"
+    assert view.leader == LeaderKey("a", 17), "the fencing token is the create revision"
+    assert [m.name for m in view.members] == ["a", "b"]
+    assert view.member("a") == member("a", role="primary")
+    assert view.switchover == request
+
+
+def test_an_empty_scope_reads_as_defaults() -> None:
+    view = build_view(KEYS, RangeSnapshot(7, ()))
+    assert view.initialize is None and view.leader is None and view.members == ()
+    assert view.settings == DynamicSettings() and view.history == () and view.revision == 7
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        (KEYS.member("x"), b"[1, 2", "not valid JSON"),
+        (KEYS.member("x"), json.dumps(member("y").to_dict()).encode(), "not of 'x'"),
+        (KEYS.member("x"), b'{"name": "x"}', "api_url: required field is missing"),
+        (KEYS.leader, b"", "name: expected 1 to 63"),
+        (KEYS.leader, b"\xff\xfe", "not UTF-8"),
+        (KEYS.config, b'{"ttl": 1, "loop_wait": 1}', "ttl: loop_wait + 2 * retry_timeout"),
+        (KEYS.history, b'{"timeline": 1}', "history: expected a list"),
+        (KEYS.history, b'[{"timeline": 1}]', "[0].switch_lsn: required field is missing"),
+        (
+            KEYS.history,
+            encode_history([TimelineEntry(2, 1, "", 0, "a"), TimelineEntry(1, 1, "", 0, "a")]),
+            "timelines must increase",
+        ),
+        (KEYS.switchover, b'{"kind": "switchover"}', "leader: a switchover needs"),
+        (KEYS.initialize, b"abc", "initialize: expected a system identifier"),
+    ],
+)
+def test_a_malformed_value_names_its_key_and_field(key: str, value: bytes, problem: str) -> None:
+    with pytest.raises(DcsError) as caught:
+        build_view(KEYS, RangeSnapshot(3, (kv(key, value),)))
+    message = str(caught.value)
+    assert message.startswith(key + ": "), message
+    assert problem in message, message
+
+
+def test_prefix_end() -> None:
+    assert prefix_end(b"/hamgr/c1/") == b"/hamgr/c10"
+    assert prefix_end(b"a\xff") == b"b"
+    assert prefix_end(b"\xff\xff") == b"\x00"
+
+
+def test_encode_json_is_compact_and_stable() -> None:
+    assert encode_json({"b": 1, "a": [1.5, None]}) == b'{"a":[1.5,null],"b":1}'
+    with pytest.raises(ValueError):
+        encode_json({"x": float("nan")})
+
+
+async def test_deadline_names_the_call_and_the_last_error() -> None:
+    d = Deadline("get_cluster", 0.05)
+    assert 0 < d.remaining() <= 0.05
+    d.last = ConnectionRefusedError("refused")
+    await d.pause(1.0)  # bounded by the budget, not by the pause asked for
+    with pytest.raises(DcsError, match=r"get_cluster: no answer .* within 0.05 s; .*refused"):
+        d.remaining()
+
+
+async def test_poll_for_change_compares_keys_and_revisions() -> None:
+    seen = RangeSnapshot(5, (kv("/p/a", b"", 1, 3), kv("/p/b", b"", 4, 5)))
+    reads: list[RangeSnapshot] = [seen, seen, RangeSnapshot(6, (kv("/p/a", b"", 1, 3),))]
+
+    async def read(timeout: float) -> RangeSnapshot:
+        return reads.pop(0) if reads else seen
+
+    assert await poll_for_change(read, seen, 2.0, 0.001) is True, "a key was deleted"
+    assert reads == []
+    started = time.monotonic()
+    assert await poll_for_change(read, seen, 0.1, 0.01) is False
+    assert 0.09 <= time.monotonic() - started < 0.5

@@ -1,0 +1,148 @@
+"""EtcdDcs against a real etcd: three etcd processes on 127.0.0.81-83 (data in a tmp dir, killed
+by PID afterwards), through the HTTP/JSON gateway. Skipped, with the reason, when no etcd server
+binary is installed.
+
+The shared contract (`tests/dcs/contract.py`) runs first; then what only this backend has:
+failover past a dead host, a member stopped under a live session, and authentication.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from hamgr.config.schema import EtcdConfig
+from hamgr.dcs import DcsError
+from hamgr.dcs.etcd import EtcdDcs
+from tests.dcs.contract import CHECKS, Check, member, new_scope
+from tests.dcs.stores import EtcdStore, etcd_binary, free_port, pids_alive
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+
+BINARY = etcd_binary()
+if BINARY is None:
+    pytest.skip(
+        "no etcd server binary (set HAMGR_ETCD_BIN or install etcd-server)",
+        allow_module_level=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def etcd_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdStore]:
+    assert BINARY is not None
+    s = EtcdStore(tmp_path_factory.mktemp("etcd"), BINARY)
+    try:
+        s.start_all()
+        yield s
+    finally:
+        s.stop_all()
+        assert pids_alive(s) == []
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def store(etcd_processes: EtcdStore) -> EtcdStore:
+    await etcd_processes.wait_ready()
+    return etcd_processes
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__.removeprefix("check_"))
+async def test_contract(store: EtcdStore, check: Check) -> None:
+    await check(store)
+
+
+async def test_a_dead_first_host_is_skipped(store: EtcdStore) -> None:
+    dead = f"127.0.0.89:{free_port('127.0.0.89')}"
+    dcs = EtcdDcs(
+        new_scope("deadhost"), "a", [dead, *store.endpoints], ttl=2.0, attempt_timeout=0.5
+    )
+    try:
+        await dcs.touch_member(member("a"))
+        assert (await dcs.acquire_leader()) is not None
+        assert (await dcs.keepalive()).ok
+        assert (await dcs.get_cluster()).member("a") is not None
+    finally:
+        await dcs.close()
+
+
+async def test_bad_settings_are_refused_with_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="host:port"):
+        EtcdDcs("s", "a", ["no-port-here"])
+    with pytest.raises(ValueError, match="together"):
+        EtcdDcs("s", "a", ["127.0.0.1:2379"], username="u")
+    with pytest.raises(ValueError, match="protocol"):
+        EtcdDcs("s", "a", ["127.0.0.1:2379"], protocol="ftp")
+    with pytest.raises(ValueError, match="name"):
+        EtcdDcs("s", "not a name", ["127.0.0.1:2379"])
+    config = EtcdConfig(hosts=("127.0.0.1:2379",), username="u", password="p")
+    dcs = EtcdDcs.from_config(config, "s", "a", ttl=4.0)
+    assert dcs.transport.urls == ["http://127.0.0.1:2379"] and dcs.ttl == 4.0
+
+
+@pytest.fixture
+def single_etcd(tmp_path: Path) -> Iterator[EtcdStore]:
+    """A one-member etcd of its own (stopped by PID afterwards), for tests that change it."""
+    assert BINARY is not None
+    s = EtcdStore(tmp_path, BINARY, size=1, first_host=84)
+    try:
+        s.start_all()
+        yield s
+    finally:
+        s.stop_all()
+        assert pids_alive(s) == []
+
+
+async def test_authentication(single_etcd: EtcdStore) -> None:
+    await single_etcd.wait_ready()
+    await single_etcd.enable_auth("hamgr", "pw-1", "/hamgr/")
+    hosts = single_etcd.endpoints
+    scope = new_scope("auth")
+    good = EtcdDcs(scope, "a", hosts, username="hamgr", password="pw-1", ttl=2.0)
+    try:
+        await good.touch_member(member("a"))
+        assert await good.acquire_leader() is not None
+        assert (await good.keepalive()).ok
+        await good.get_cluster()
+        assert await good.watch(0.2) is False
+        good.transport._token = "expired-or-forged"  # a token etcd does not know
+        assert (await good.get_cluster()).member("a") is not None, "the token is renewed"
+    finally:
+        await good.close()
+    for bad in (
+        EtcdDcs(scope, "b", hosts, username="hamgr", password="wrong", retry_timeout=2.0),
+        EtcdDcs(scope, "b", hosts, retry_timeout=2.0),
+    ):
+        started = time.monotonic()
+        try:
+            with pytest.raises(DcsError, match="get_cluster"):
+                await bad.get_cluster()
+        finally:
+            await bad.close()
+        assert time.monotonic() - started < 1.0, "a refusal must not wait for retry_timeout"
+
+
+async def test_a_stopped_member_does_not_stop_the_session(
+    tmp_path: Path,
+) -> None:
+    assert BINARY is not None
+    s = EtcdStore(tmp_path, BINARY, size=3, first_host=85)
+    try:
+        s.start_all()
+        await s.wait_ready()
+        dcs = s.session(new_scope("memberdown"), "a", retry_timeout=3.0)
+        try:
+            await dcs.touch_member(member("a"))
+            key = await dcs.acquire_leader()
+            assert key is not None
+            s.stop(s.names[0])  # the host the session talks to first
+            assert (await dcs.keepalive()).ok
+            view = await dcs.get_cluster()
+            assert view.leader == key and view.member("a") is not None
+        finally:
+            await dcs.close()
+    finally:
+        s.stop_all()
+        assert pids_alive(s) == []
