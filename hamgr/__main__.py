@@ -28,6 +28,13 @@ def _store(args: argparse.Namespace) -> int:
     return store_main(args)
 
 
+def _agent(args: argparse.Namespace) -> int:
+    """Run this host's HA agent until SIGTERM/SIGINT."""
+    from hamgr.agent import main as agent_main
+
+    return agent_main(args)
+
+
 def _store_ctl(args: argparse.Namespace) -> int:
     """One store-ctl command against a running store."""
     from hamgr.storectl import main as ctl_main
@@ -48,6 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     validate.add_argument("file", help="the YAML configuration file")
     validate.set_defaults(run=_validate_config)
+    agent = commands.add_parser(
+        "agent",
+        help="run this host's HA agent (store member, HA loop, fencer, REST API)",
+        description="Run the HA agent: the embedded store member, the HA loop managing the "
+        "local PostgreSQL, the fencer and the REST API. Prints one line when serving; SIGTERM "
+        "hands a primary over to a healthy replica and stops; SIGHUP reloads the file.",
+    )
+    agent.add_argument("--config", required=True, help="the YAML configuration file")
+    agent.set_defaults(run=_agent)
     store = commands.add_parser(
         "store",
         help="run this member of the Raft store as its own process",

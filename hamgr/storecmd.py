@@ -26,7 +26,7 @@ import signal
 import ssl
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,14 +178,17 @@ def setup_logging(config: LogConfig) -> None:
     root.setLevel(config.level)
 
 
-async def serve(
-    settings: StoreSettings,
-    stop: asyncio.Event,
-    ready: Callable[[str], None] = print,
-) -> int:
-    """Run the member until `stop` is set (exit status 0) or it fails (1).
+class MemberStartError(Exception):
+    """The store member could not start; the message says why."""
 
-    `ready` gets the ready line once Raft and the client listener both listen.
+
+@contextlib.asynccontextmanager
+async def running_member(
+    settings: StoreSettings,
+) -> AsyncIterator[tuple[RaftNode, StoreRpcServer]]:
+    """A started store member (Raft node and client server), stopped on exit.
+
+    Raises MemberStartError when TLS files, storage or either listener fail.
     """
     server_ssl = client_ssl = None
     if settings.tls is not None:
@@ -193,8 +196,7 @@ async def serve(
             server_ssl = server_ssl_context(settings.tls)
             client_ssl = client_ssl_context(settings.tls)
         except (OSError, ssl.SSLError) as exc:
-            log.critical("member %d: cannot load its TLS files: %s", settings.node_id, exc)
-            return 1
+            raise MemberStartError(f"cannot load its TLS files: {exc}") from exc
     node = RaftNode(
         settings.node_id,
         settings.data_dir,
@@ -220,31 +222,48 @@ async def serve(
     try:
         await node.start()
     except Exception as exc:
-        log.critical("member %d cannot start: %s", settings.node_id, exc)
-        return 1
+        raise MemberStartError(f"cannot start: {exc}") from exc
     try:
         try:
             await server.start(*settings.client_listen)
         except OSError as exc:
-            log.critical("cannot serve clients on %s: %s", _fmt(settings.client_listen), exc)
-            return 1
-        ready(
-            f"hamgr store: member {settings.node_id} serving raft on "
-            f"{_fmt(node.transport.bound_address)}, clients on {_fmt(server.address)}"
-        )
-        while not stop.is_set():
-            if node.state == "failed":
-                log.critical("member %d failed: %s", settings.node_id, node.failure)
-                return 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.5)
-        log.info("member %d stopping", settings.node_id)
-        return 0
+            raise MemberStartError(
+                f"cannot serve clients on {_fmt(settings.client_listen)}: {exc}"
+            ) from exc
+        yield node, server
     finally:
         started = time.monotonic()
         await server.close()
         await node.stop()
         log.info("member %d stopped in %.2f s", settings.node_id, time.monotonic() - started)
+
+
+async def serve(
+    settings: StoreSettings,
+    stop: asyncio.Event,
+    ready: Callable[[str], None] = print,
+) -> int:
+    """Run the member until `stop` is set (exit status 0) or it fails (1).
+
+    `ready` gets the ready line once Raft and the client listener both listen.
+    """
+    try:
+        async with running_member(settings) as (node, server):
+            ready(
+                f"hamgr store: member {settings.node_id} serving raft on "
+                f"{_fmt(node.transport.bound_address)}, clients on {_fmt(server.address)}"
+            )
+            while not stop.is_set():
+                if node.state == "failed":
+                    log.critical("member %d failed: %s", settings.node_id, node.failure)
+                    return 1
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.5)
+            log.info("member %d stopping", settings.node_id)
+            return 0
+    except MemberStartError as exc:
+        log.critical("member %d: %s", settings.node_id, exc)
+        return 1
 
 
 async def _run(settings: StoreSettings) -> int:

@@ -159,9 +159,9 @@ def _as_holder(
         )
     handover = leader_switchover(view, local, peers, key)
     if pg.is_primary:
-        lease = local.fence_at - local.now
         extra, why = handover or ((), "")
-        status = f"I am the leader (fencing token {key.revision}, lease deadline in {lease:.1f} s)"
+        # No volatile numbers here: the reason is logged whenever it changes.
+        status = f"I am the leader (fencing token {key.revision})"
         return Decision(
             (*renew, *_upkeep(view, local), *extra), f"{status}; {why}" if why else status
         )

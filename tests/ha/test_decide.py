@@ -149,7 +149,7 @@ LEADER = [
         local("a", primary(), leader=True),
         None,
         (RenewLease(),),
-        "I am the leader (fencing token 7, lease deadline in 3.0 s)",
+        "I am the leader (fencing token 7)",
     ),
     row(
         "fence-deadline-passed",

@@ -1,7 +1,7 @@
-"""Fixtures for tests that run real PostgreSQL servers.
+"""Fixtures shared by every test that runs real PostgreSQL servers (tests/postgres and others).
 
-Shared fixtures that later integration tests will want too (plain helpers are in pg_helpers.py:
-`find_pg_bindir()`, `free_port()`, `wait_until()`, `kill_server()`):
+Plain helpers are in tests/postgres/pg_helpers.py (`find_pg_bindir()`, `free_port()`,
+`wait_until()`, `kill_server()`). Fixtures:
 - `pg_bindir`: PostgreSQL's bin dir (HAMGR_PG_BINDIR,
   `pg_config --bindir`, or the newest /usr/lib/postgresql/*/bin); skips when truly missing.
 - `pg_os_user`: the OS user PostgreSQL runs as ('postgres' when we are root, else ourselves).
@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pg_helpers import find_pg_bindir, free_port, kill_server
 
 from hamgr.postgres import PgSettings
+from tests.postgres.pg_helpers import find_pg_bindir, free_port, kill_server
 
 SUPERUSER_PASSWORD = "su-secret"
 REPLICATION_PASSWORD = "repl'secret:with\\odd chars"

@@ -1,0 +1,267 @@
+"""`hamgr agent --config FILE`: one database host's HA agent, as one process.
+
+It runs the embedded store member (Raft node and client listener), the HA loop over the store
+(RaftDcs), the fencer process for the primary's lease deadline, and the REST API. SIGTERM stops
+cleanly: a primary hands over to a healthy replica when one exists (switchover), otherwise
+stops PostgreSQL; SIGHUP reloads the configuration file (tags and PostgreSQL parameters).
+PostgreSQL itself always runs as the unprivileged `postgresql.os_user`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+from hamgr import api, postgres
+from hamgr.config import Config, ConfigError, load_config
+from hamgr.dcs.base import DcsError
+from hamgr.dcs.model import DynamicSettings, MemberTags, SwitchoverRequest
+from hamgr.dcs.raft import RaftDcs
+from hamgr.fencing import FencerClient, FencerError
+from hamgr.ha.agentview import LoopView
+from hamgr.ha.execute import ActionRunner
+from hamgr.ha.loop import HaLoop, Identity
+from hamgr.postgres import PgSettings
+from hamgr.raft.client import StoreClient
+from hamgr.raft.node import RaftNode
+from hamgr.raft.rpcserver import StoreRpcServer
+from hamgr.storecmd import (
+    MemberStartError,
+    StoreSettings,
+    running_member,
+    settings_from_config,
+    setup_logging,
+)
+
+log = logging.getLogger("hamgr.agent")
+
+
+def pg_settings(config: Config) -> PgSettings:
+    """The local PostgreSQL's settings from the agent's configuration."""
+    pg = config.postgresql
+    auth = pg.authentication
+    host, _, port = pg.listen.rpartition(":")
+    params = {**config.bootstrap.dcs.postgresql.parameters, **pg.parameters}
+    assert pg.bin_dir is not None, "load_config resolves bin_dir"
+    return PgSettings(
+        bin_dir=Path(pg.bin_dir),
+        data_dir=Path(pg.data_dir),
+        os_user=pg.os_user,
+        name=config.name,
+        host=host.strip("[]"),
+        port=int(port),
+        superuser=auth.superuser.username,
+        superuser_password=auth.superuser.password,
+        replication_user=auth.replication.username,
+        replication_password=auth.replication.password,
+        rewind_user=auth.rewind.username if auth.rewind else None,
+        rewind_password=auth.rewind.password if auth.rewind else None,
+        parameters=params,
+        hba=pg.pg_hba,
+    )
+
+
+def identity(config: Config) -> Identity:
+    """How this member presents itself in the store."""
+    rest = config.restapi
+    scheme = "https" if rest.certfile else "http"
+    raft = config.store.raft
+    return Identity(
+        name=config.name,
+        api_url=f"{scheme}://{rest.connect_address}",
+        conn_url=config.postgresql.connect_address,
+        tags=MemberTags(
+            nofailover=config.tags.nofailover,
+            noloadbalance=config.tags.noloadbalance,
+            nosync=config.tags.nosync,
+            clonefrom=config.tags.clonefrom,
+        ),
+        use_pg_rewind=config.postgresql.use_pg_rewind,
+        reclone_on_rewind_failure=config.postgresql.remove_data_directory_on_rewind_failure,
+        store_id=raft.node_id if raft is not None else 0,
+    )
+
+
+class Agent:
+    """The parts of one agent, wired together; `run()` serves until stopped."""
+
+    def __init__(self, config: Config, config_path: Path | None = None) -> None:
+        if config.store.raft is None:
+            raise ConfigError(["store.raft: the agent embeds a store member; configure it"])
+        self.config = config
+        self.config_path = config_path
+        self.store: StoreSettings = settings_from_config(config)
+        self.pg = pg_settings(config)
+        self.me = identity(config)
+        self.settings = DynamicSettings.from_config(config.bootstrap.dcs)
+        self.stop = asyncio.Event()
+        self.loop: HaLoop | None = None
+
+    async def run(self) -> int:
+        """Serve until SIGTERM/SIGINT (or `stop`); 0 on a clean stop, 1 on failure."""
+        try:
+            async with running_member(self.store) as (node, server):
+                return await self._serve(node, server)
+        except MemberStartError as exc:
+            log.critical("store member %d: %s", self.store.node_id, exc)
+            return 1
+
+    async def _serve(self, node: RaftNode, server: StoreRpcServer) -> int:
+        endpoints = [server.client_address, *self.store.client_addresses.values()]
+        client = StoreClient(
+            list(dict.fromkeys(endpoints)), self.store.cluster_id, self.store.secret
+        )
+        dcs = RaftDcs(
+            self.config.scope,
+            self.config.name,
+            client,
+            local_node=node,
+            ttl=self.settings.ttl,
+            retry_timeout=self.settings.retry_timeout,
+        )
+        run_dir = self.pg.run_dir or self.pg.data_dir.with_name(self.pg.data_dir.name + ".run")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fencer = FencerClient(run_dir / "hamgr-fencer.sock")
+        try:
+            await fencer.ensure_running(sys.executable, self.pg.data_dir, run_dir)
+        except FencerError as exc:
+            log.critical("cannot start the fencer: %s", exc)
+            return 1
+
+        async def transfer(name: str) -> None:
+            view = self.loop.last_view if self.loop else None
+            member = view.member(name) if view else None
+            if member is not None and member.store_id:
+                log.info("moving store leadership to %s (member %d)", name, member.store_id)
+                await node.transfer_leadership(member.store_id, timeout=self.settings.ttl)
+
+        runner = ActionRunner(
+            self.config.name,
+            dcs,
+            self.pg,
+            fencer=fencer,
+            store_transfer=transfer,
+            bootstrap_settings=self.settings,
+            remove_data_on_rewind_failure=self.me.reclone_on_rewind_failure,
+        )
+        async with aiohttp.ClientSession() as http:
+            loop = HaLoop(
+                self.me,
+                dcs,
+                self.pg,
+                runner,
+                http,
+                settings=self.settings,
+                store_leader_here=lambda: node.is_leader,
+            )
+            self.loop = loop
+            view = LoopView(loop, self.config.scope, reload=self.reload)
+            auth = api.auth_from_config(self.config.restapi)
+            web = await api.serve(view, self.config.restapi.listen, auth)
+            try:
+                rest = self.config.restapi.listen
+                print(
+                    f"hamgr agent: {self.config.name} serving REST on {rest}, "
+                    f"store member {self.store.node_id}, PostgreSQL {self.me.conn_url}",
+                    flush=True,
+                )
+                await loop.run(self.stop)
+                await self._shutdown(loop, runner)
+                return 0
+            finally:
+                await web.cleanup()
+                try:
+                    await dcs.close()
+                except DcsError as exc:
+                    log.info("closing the store session: %s (its lease expires by itself)", exc)
+
+    async def _shutdown(self, loop: HaLoop, runner: ActionRunner) -> None:
+        """A primary hands over to a healthy replica when it can; then PostgreSQL stops."""
+        view = loop.last_view
+        key = view.leader if view else None
+        if view is not None and key is not None and key.revision == runner.lease.leader_revision:
+            healthy = [
+                m
+                for m in view.members
+                if m.name != self.me.name
+                and m.role == "replica"
+                and m.state == "running"
+                and not m.tags.nofailover
+            ]
+            if healthy:
+                log.info("stopping: handing the primary over (switchover)")
+                await self._hand_over(loop, key.name)
+        with contextlib.suppress(postgres.PostgresError):
+            await postgres.stop(self.pg, "fast")
+        await runner.disarm_fencer()
+        if runner.lease.key is not None:
+            with contextlib.suppress(Exception):
+                await loop.dcs.release_leader(runner.lease.key)
+        if runner.fencer is not None:
+            try:
+                await runner.fencer.shutdown()
+            except FencerError as exc:
+                log.warning("the fencer did not stop: %s", exc)
+
+    async def _hand_over(self, loop: HaLoop, leader: str) -> None:
+        """Request a switchover and keep cycling until the key has moved (bounded by 2 ttl)."""
+        try:
+            await loop.dcs.set_switchover(SwitchoverRequest("switchover", leader, None, None))
+        except Exception as exc:
+            log.warning("could not request the switchover: %s", exc)
+            return
+        deadline = time.monotonic() + 2 * self.settings.ttl
+        while time.monotonic() < deadline:
+            await loop.cycle()
+            view = loop.last_view
+            if view is None or view.leader is None or view.leader.name != self.me.name:
+                return
+            await asyncio.sleep(0.2)
+        log.warning("switchover did not finish in time; stopping PostgreSQL anyway")
+
+    async def reload(self) -> None:
+        """Re-read the configuration file: tags and PostgreSQL parameters take effect."""
+        if self.config_path is None or self.loop is None:
+            return
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running configuration:\n%s", exc)
+            return
+        self.config = config
+        self.pg = pg_settings(config)
+        self.loop.pg = self.pg
+        self.loop.runner.pg = self.pg
+        self.loop.me = identity(config)
+        postgres.write_config(self.pg)
+        if postgres.is_running(self.pg):
+            await postgres.reload(self.pg)
+        log.info("configuration reloaded from %s", self.config_path)
+
+
+async def _run(config: Config, path: Path) -> int:
+    agent = Agent(config, path)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, agent.stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(agent.reload()))
+    return await agent.run()
+
+
+def main(args: argparse.Namespace) -> int:
+    """Entry point of `hamgr agent`."""
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"hamgr agent: {args.config}:\n{exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.log)
+    return asyncio.run(_run(config, Path(args.config)))

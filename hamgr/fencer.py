@@ -1,0 +1,737 @@
+"""The fencer: a tiny process that kills the primary's PostgreSQL when its lease deadline passes.
+
+Run as `python -m hamgr.fencer --socket PATH --data-dir PGDATA [--log-file F] [--detach]`, as
+root or as PostgreSQL's OS user (it must signal the postmaster and read its /proc entries). It
+writes its PID to `PATH.pid`, locked for its lifetime, so a second fencer on the same socket exits
+at once with status 3. `hamgr.fencing.FencerClient` starts it and speaks to it.
+
+Why a separate process: the agent measures every lease keepalive from when it was sent and, after
+each success, hands the fencer `fence_at = sent + ttl - safety_margin`, an instant on
+CLOCK_MONOTONIC (system-wide on Linux, so it means the same here as in the agent). If the agent
+freezes (SIGSTOP, a stuck event loop, swapping) or dies while PostgreSQL keeps running, it cannot
+stop anything; the fencer still holds the last deadline and, when it passes without a newer one,
+SIGKILLs the postmaster and every process under it. It does nothing else, imports only the
+standard library and never blocks on anything but its own poll, so it has nothing to get stuck on.
+
+Protocol: one unix stream socket (mode 0600), one agent connection at a time (a new connection
+replaces the old one: that is how a restarted agent takes over). ASCII lines, each at most
+MAX_LINE bytes, ending in a newline; every command gets one reply line:
+
+    ARM <fence_at> <postmaster_pid> <start_time>  -> ARMED <fence_at> <pid> <start_time>
+                                                     | REFUSED <reason>   (older deadline)
+    DISARM                                        -> DISARMED
+    QUERY                                         -> ARMED <fence_at> <pid> <start_time>
+                                                     | DISARMED
+    EXIT                                          -> BYE (then the fencer exits)
+                                                     | REFUSED <reason>   (while armed)
+    anything malformed                            -> ERR <reason>, and the connection is closed
+
+`fence_at` is CLOCK_MONOTONIC seconds (time.monotonic()); `start_time` is the postmaster's
+start time in clock ticks after boot (field 22 of /proc/<pid>/stat), so a reused PID is never
+killed. A deadline only moves forward; one that has already passed fires at once, one more than
+MAX_AHEAD seconds away is refused as a likely wall-clock time. DISARM is for when the agent
+stopped PostgreSQL itself or demoted it cleanly. A closed connection changes nothing: the deadline
+stays. The fencer exits only on EXIT or SIGTERM/SIGINT while disarmed: the agent must DISARM
+first, because stopping an armed fencer would drop the fence (EXIT while armed is REFUSED, a
+SIGTERM while armed is refused with a log line).
+
+When the deadline passes the fencer kills (see `kill_postmaster`) the armed postmaster if its
+identity still matches and also the postmaster that the data dir's postmaster.pid names now, when
+that process is verifiably the postmaster of this data dir (postgres binary, working directory =
+the data dir). The second covers an agent that restarted PostgreSQL and froze before it armed the
+new identity. Then it logs one line with the timestamps, becomes disarmed and keeps running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import fcntl
+import math
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+MAX_LINE = 128
+# A fence_at further ahead than this is almost surely a wall-clock time (time.time()) passed by
+# mistake: refused with a message that says so.
+MAX_AHEAD = 3600.0
+# sockaddr_un.sun_path is 108 bytes including the terminating NUL.
+MAX_SOCKET_PATH = 107
+EXIT_ALREADY_RUNNING = 3
+POSTGRES_BINARIES = ("postgres", "postmaster")
+
+
+# --- /proc helpers (shared with hamgr.fencing) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProcStat:
+    """The fields of /proc/<pid>/stat the fencer needs."""
+
+    pid: int
+    state: str
+    ppid: int
+    start_time: int  # clock ticks after boot
+
+    @property
+    def alive(self) -> bool:
+        """False for zombies (exited, not yet reaped) and dead tasks."""
+        return self.state not in ("Z", "X", "x")
+
+
+def proc_stat(pid: int) -> ProcStat | None:
+    """/proc/<pid>/stat of a process, or None when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            raw = handle.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name (field 2) is in parentheses and may itself hold spaces and parentheses.
+    fields = raw.rsplit(b")", 1)[1].split()
+    return ProcStat(pid, fields[0].decode(), int(fields[1]), int(fields[19]))
+
+
+def all_processes() -> list[ProcStat]:
+    """Every process visible in /proc right now."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = proc_stat(int(entry))
+            if stat is not None:
+                found.append(stat)
+    return found
+
+
+def descendants(pid: int, processes: Iterable[ProcStat]) -> list[int]:
+    """PIDs of every live process below `pid` (children, their children...), parents first."""
+    children: dict[int, list[int]] = {}
+    for proc in processes:
+        if proc.alive:
+            children.setdefault(proc.ppid, []).append(proc.pid)
+    found: list[int] = []
+    queue = [pid]
+    while queue:
+        for child in children.get(queue.pop(0), []):
+            if child not in found and child != pid:
+                found.append(child)
+                queue.append(child)
+    return found
+
+
+def identity_matches(pid: int, start_time: int) -> bool:
+    """Whether `pid` is still the live process that started at `start_time` (not a reused PID)."""
+    stat = proc_stat(pid)
+    return stat is not None and stat.alive and stat.start_time == start_time
+
+
+def read_postmaster_pid(data_dir: Path) -> int | None:
+    """The PID on the first line of <data_dir>/postmaster.pid, or None (no file, no PID).
+
+    Raises PermissionError when the file exists but we may not read it."""
+    try:
+        text = (data_dir / "postmaster.pid").read_text(errors="replace")
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+    first = text.split("\n", 1)[0].strip().lstrip("-")
+    return int(first) if first.isdigit() and int(first) > 1 else None
+
+
+def postmaster_identity(data_dir: Path) -> tuple[int, int] | None:
+    """(pid, start_time) of the postmaster running on `data_dir`, or None when none runs.
+
+    The PID comes from postmaster.pid, the start time from /proc/<pid>/stat. The process must run
+    the postgres binary with the data dir as its working directory (a postmaster chdirs there), so
+    a stale postmaster.pid whose PID was reused by another process yields None. Raises
+    PermissionError when /proc does not let us check (run as root or as PostgreSQL's OS user).
+    """
+    pid = read_postmaster_pid(data_dir)
+    if pid is None:
+        return None
+    stat = proc_stat(pid)
+    if stat is None or not stat.alive:
+        return None
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    if os.path.basename(exe.removesuffix(" (deleted)")) not in POSTGRES_BINARIES:
+        return None
+    if cwd.removesuffix(" (deleted)") != os.path.realpath(data_dir):
+        return None
+    # The process may have exited and its PID been reused while we looked.
+    if not identity_matches(pid, stat.start_time):
+        return None
+    return pid, stat.start_time
+
+
+def _signal_all(handles: list[tuple[int, int | None]], signum: int) -> list[str]:
+    """Send `signum` through each (pid, pidfd) pair; returns errors as text."""
+    errors = []
+    for pid, pidfd in handles:
+        try:
+            if pidfd is not None:
+                signal.pidfd_send_signal(pidfd, signum)
+            else:
+                os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+        except OSError as exc:
+            errors.append(f"pid {pid}: {exc.strerror}")
+    return errors
+
+
+def _pidfd(pid: int) -> int | None:
+    """A pidfd for `pid` (signals through it cannot reach a later owner of the PID), or None."""
+    try:
+        return os.pidfd_open(pid)
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True)
+class KillResult:
+    """What `kill_postmaster` did."""
+
+    postmaster: int
+    children: tuple[int, ...]
+    errors: tuple[str, ...]
+
+
+def kill_postmaster(pid: int, start_time: int) -> KillResult | None:
+    """SIGKILL a postmaster and every process below it; None when the identity does not match.
+
+    Order: SIGSTOP the postmaster (it can neither fork nor reap any more, so its children's PIDs
+    stay theirs), collect its descendants from /proc and open pidfds to them, SIGKILL the
+    postmaster (so it cannot restart anything), then SIGKILL the descendants (so no backend keeps
+    accepting writes after the postmaster died).
+    """
+    pm_fd = _pidfd(pid)
+    try:
+        # Checked after opening the pidfd: if it matches now, the pidfd is that process.
+        if not identity_matches(pid, start_time):
+            return None
+        pm = [(pid, pm_fd)]
+        errors = _signal_all(pm, signal.SIGSTOP)
+        kids = descendants(pid, all_processes())
+        kid_handles = [(kid, _pidfd(kid)) for kid in kids]
+        try:
+            errors += _signal_all(pm, signal.SIGKILL)
+            errors += _signal_all(kid_handles, signal.SIGKILL)
+        finally:
+            for _, fd in kid_handles:
+                if fd is not None:
+                    os.close(fd)
+        return KillResult(pid, tuple(kids), tuple(errors))
+    finally:
+        if pm_fd is not None:
+            os.close(pm_fd)
+
+
+# --- the protocol, pure ---------------------------------------------------------------------
+
+
+class ProtocolError(ValueError):
+    """A malformed command: answered `ERR <reason>`, then the connection is closed."""
+
+
+@dataclass(frozen=True)
+class Arm:
+    fence_at: float
+    pid: int
+    start_time: int
+
+
+@dataclass(frozen=True)
+class Simple:
+    verb: str  # DISARM, QUERY or EXIT
+
+
+Command = Arm | Simple
+
+
+def _number(text: str, what: str) -> int:
+    if not text.isdigit():
+        raise ProtocolError(f"{what} must be a non-negative integer, got {text[:40]!r}")
+    return int(text)
+
+
+def parse_command(line: bytes) -> Command:
+    """One command line (without its newline) -> Command; raises ProtocolError naming the fault."""
+    try:
+        text = line.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise ProtocolError(f"command is not ASCII: {line[:40]!r}") from None
+    if not text.isprintable():
+        raise ProtocolError(f"command holds control characters: {text[:40]!r}")
+    words = text.split()
+    if not words:
+        raise ProtocolError("empty command")
+    verb, args = words[0], words[1:]
+    if verb == "ARM":
+        if len(args) != 3:
+            raise ProtocolError(
+                f"ARM takes 3 arguments (fence_at postmaster_pid start_time), got {len(args)}"
+            )
+        try:
+            fence_at = float(args[0])
+        except ValueError:
+            raise ProtocolError(f"fence_at {args[0][:40]!r} is not a number") from None
+        if not math.isfinite(fence_at) or fence_at <= 0:
+            raise ProtocolError(f"fence_at must be a positive finite number, got {args[0]!r}")
+        pid = _number(args[1], "postmaster_pid")
+        if pid <= 1:
+            raise ProtocolError(f"postmaster_pid {pid} cannot be a postmaster")
+        return Arm(fence_at, pid, _number(args[2], "start_time"))
+    if verb in ("DISARM", "QUERY", "EXIT"):
+        if args:
+            raise ProtocolError(f"{verb} takes no arguments, got {len(args)}")
+        return Simple(verb)
+    raise ProtocolError(f"unknown command {verb[:40]!r} (expected ARM, DISARM, QUERY or EXIT)")
+
+
+@dataclass
+class FenceState:
+    """The deadline and the postmaster it guards; None fields mean disarmed."""
+
+    fence_at: float | None = None
+    pid: int | None = None
+    start_time: int | None = None
+
+    @property
+    def armed(self) -> bool:
+        return self.fence_at is not None
+
+    def describe(self) -> str:
+        """The reply line for the current state."""
+        if self.fence_at is None:
+            return "DISARMED"
+        return f"ARMED {self.fence_at!r} {self.pid} {self.start_time}"
+
+    def due(self, now: float) -> bool:
+        return self.fence_at is not None and now >= self.fence_at
+
+    def timeout_ms(self, now: float) -> int | None:
+        """How long poll may sleep: until the deadline (rounded up), forever when disarmed."""
+        if self.fence_at is None:
+            return None
+        return max(0, math.ceil((self.fence_at - now) * 1000))
+
+    def disarm(self) -> None:
+        self.fence_at = self.pid = self.start_time = None
+
+    def apply(self, command: Command, now: float) -> tuple[str, bool]:
+        """Apply a command; returns (reply line, whether the fencer should now exit)."""
+        if isinstance(command, Arm):
+            if command.fence_at > now + MAX_AHEAD:
+                raise ProtocolError(
+                    f"fence_at {command.fence_at!r} is {command.fence_at - now:.0f}s ahead of "
+                    f"CLOCK_MONOTONIC now ({now:.3f}); pass a time.monotonic() instant"
+                )
+            if self.fence_at is not None and command.fence_at < self.fence_at:
+                return (
+                    f"REFUSED fence_at {command.fence_at!r} is older than the armed "
+                    f"{self.fence_at!r}: a deadline only moves forward",
+                    False,
+                )
+            self.fence_at, self.pid, self.start_time = (
+                command.fence_at,
+                command.pid,
+                command.start_time,
+            )
+            return self.describe(), False
+        if command.verb == "DISARM":
+            self.disarm()
+            return self.describe(), False
+        if command.verb == "QUERY":
+            return self.describe(), False
+        if self.fence_at is not None:
+            return (
+                f"REFUSED armed until {self.fence_at!r}: DISARM first (exiting would drop the "
+                "fence)",
+                False,
+            )
+        return "BYE", True
+
+
+# --- the process --------------------------------------------------------------------------
+
+
+def pid_file_for(socket_path: Path) -> Path:
+    """Where the fencer of `socket_path` writes its PID: beside the socket."""
+    return socket_path.with_name(socket_path.name + ".pid")
+
+
+class AlreadyRunning(RuntimeError):
+    """Another fencer holds the pid file lock of this socket."""
+
+
+class Fencer:
+    """The single-threaded poll loop: one listening socket, one agent connection, one deadline."""
+
+    def __init__(self, socket_path: Path, data_dir: Path, log: TextIO) -> None:
+        self.socket_path = socket_path
+        self.pid_path = pid_file_for(socket_path)
+        self.data_dir = data_dir
+        self.log_stream = log
+        self.state = FenceState()
+        self.poller = select.poll()
+        self.listener: socket.socket | None = None
+        self.conn: socket.socket | None = None
+        self.buffer = b""
+        self.pid_fd: int | None = None
+        self.wake_r, self.wake_w = socket.socketpair()
+
+    def log(self, message: str) -> None:
+        """One line: wall clock, CLOCK_MONOTONIC, our PID, the message."""
+        wall = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+        # A full disk or a vanished log must never stop the fence: such lines are lost.
+        with contextlib.suppress(OSError, ValueError):
+            self.log_stream.write(
+                f"{wall} mono={time.monotonic():.6f} hamgr-fencer[{os.getpid()}]: {message}\n"
+            )
+            self.log_stream.flush()
+
+    # Setup and teardown.
+
+    def _lock_pid_file(self) -> None:
+        """Take an exclusive lock on the pid file (the lock is held for our whole life)."""
+        for _ in range(5):
+            fd = os.open(self.pid_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise AlreadyRunning(
+                    f"another fencer (pid {holder}) holds {self.pid_path}; not starting"
+                ) from None
+            # An exiting fencer may have unlinked the file we locked: lock the current one.
+            try:
+                same = os.stat(self.pid_path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+                self.pid_fd = fd
+                return
+            os.close(fd)
+        raise OSError(f"could not lock {self.pid_path}: it keeps being replaced")
+
+    def setup(self) -> None:
+        """Lock the pid file, bind the socket (0600), install signal handling."""
+        self._lock_pid_file()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            listener.bind(str(self.socket_path))
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.socket_path, 0o600)
+        listener.listen(4)
+        listener.setblocking(False)
+        self.listener = listener
+        self.poller.register(listener, select.POLLIN)
+        for sock in (self.wake_r, self.wake_w):
+            sock.setblocking(False)
+        self.poller.register(self.wake_r, select.POLLIN)
+        signal.set_wakeup_fd(self.wake_w.fileno(), warn_on_full_buffer=False)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: None)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        self._protect_from_oom()
+
+    def _protect_from_oom(self) -> None:
+        """Best effort: the OOM killer must not pick the fencer (that would drop the fence)."""
+        try:
+            with open("/proc/self/oom_score_adj", "w") as handle:
+                handle.write("-1000")
+        except OSError as exc:
+            self.log(f"note: cannot lower oom_score_adj ({exc.strerror}); continuing")
+
+    def teardown(self) -> None:
+        """Remove our socket and pid file (only while we still hold the lock on it)."""
+        self._drop_connection()
+        if self.listener is not None:
+            self.listener.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.socket_path)
+        if self.pid_fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.pid_path)
+            os.close(self.pid_fd)
+
+    # The loop.
+
+    def run(self) -> int:
+        """Serve until EXIT or a SIGTERM while disarmed."""
+        self.log(
+            f"started: socket {self.socket_path}, data dir {self.data_dir}, "
+            f"pid file {self.pid_path}"
+        )
+        while True:
+            now = time.monotonic()
+            if self.state.due(now):
+                self.fence(now)
+                continue
+            events = self.poller.poll(self.state.timeout_ms(now))
+            # A deadline that passed while we slept wins over input that arrived meanwhile.
+            if self.state.due(time.monotonic()):
+                continue
+            for fd, _mask in events:
+                try:
+                    if self._event(fd):
+                        return 0
+                except Exception as exc:
+                    # Nothing that comes in may end the fence: log, drop the agent, go on.
+                    self.log(f"error handling input ({exc!r}); dropped the agent connection")
+                    self._drop_connection()
+
+    def _event(self, fd: int) -> bool:
+        """Handle one ready descriptor; True when the fencer should exit."""
+        if self.listener is not None and fd == self.listener.fileno():
+            self._accept()
+        elif fd == self.wake_r.fileno():
+            return self._signals()
+        elif self.conn is not None and fd == self.conn.fileno():
+            return self._read()
+        return False
+
+    def fence(self, now: float) -> None:
+        """The deadline passed: kill the postmaster(s), log one line, disarm."""
+        fence_at, pid, start = self.state.fence_at, self.state.pid, self.state.start_time
+        assert fence_at is not None and pid is not None and start is not None
+        # First: whatever happens below, the same deadline must not fire again and again.
+        self.state.disarm()
+        killed: list[KillResult] = []
+        notes: list[str] = []
+        self._kill(pid, start, killed, notes)
+        if not killed:
+            notes.append(f"armed postmaster {pid} (start {start}) is gone or its PID was reused")
+        try:
+            current = postmaster_identity(self.data_dir)
+        except OSError as exc:
+            current = None
+            notes.append(f"cannot check the postmaster of {self.data_dir}: {exc}")
+        if current is not None and current != (pid, start):
+            notes.append(f"postmaster.pid names {current[0]}, not the armed {pid}")
+            self._kill(*current, killed, notes)
+        done = time.monotonic()
+        what = "; ".join(
+            f"SIGKILL postmaster {k.postmaster} then {len(k.children)} children "
+            f"{list(k.children)}" + (f" (errors: {', '.join(k.errors)})" if k.errors else "")
+            for k in killed
+        )
+        # Exact (repr) instants, so a reader can compare them with what it armed.
+        self.log(
+            f"FENCE fence_at={fence_at!r} now={now!r} late_ms={(now - fence_at) * 1000:.1f} "
+            f"done={done!r}: {what or 'nothing to kill'}"
+            + (f" [{'; '.join(notes)}]" if notes else "")
+        )
+
+    @staticmethod
+    def _kill(pid: int, start: int, killed: list[KillResult], notes: list[str]) -> None:
+        try:
+            result = kill_postmaster(pid, start)
+        except Exception as exc:
+            notes.append(f"killing postmaster {pid} failed: {exc!r}")
+            return
+        if result is not None:
+            killed.append(result)
+
+    def _accept(self) -> None:
+        assert self.listener is not None
+        try:
+            conn, _ = self.listener.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return
+        except OSError as exc:
+            # E.g. out of file descriptors: the next poll retries.
+            self.log(f"cannot accept a connection: {exc}")
+            return
+        if self.conn is not None:
+            self.log("new agent connection replaces the previous one")
+            self._drop_connection()
+        else:
+            self.log(f"agent connected; {self.state.describe()}")
+        conn.setblocking(False)
+        self.conn = conn
+        self.buffer = b""
+        self.poller.register(conn, select.POLLIN)
+
+    def _drop_connection(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self.poller.unregister(self.conn)
+            self.conn.close()
+            self.conn = None
+            self.buffer = b""
+
+    def _send(self, line: str) -> bool:
+        """Send one reply line without ever blocking; False (connection dropped) if it can't."""
+        assert self.conn is not None
+        data = (line + "\n").encode()
+        try:
+            sent = self.conn.send(data)
+        except (BlockingIOError, BrokenPipeError, ConnectionResetError):
+            sent = -1
+        if sent != len(data):
+            self.log("agent connection does not take our replies; dropped it (deadline kept)")
+            self._drop_connection()
+            return False
+        return True
+
+    def _read(self) -> bool:
+        """Handle input on the agent connection; True when the fencer should exit."""
+        assert self.conn is not None
+        try:
+            data = self.conn.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            data = b""
+        if not data:
+            self.log(f"agent connection closed; keeping {self.state.describe()}")
+            self._drop_connection()
+            return False
+        self.buffer += data
+        while self.conn is not None:
+            line, newline, rest = self.buffer.partition(b"\n")
+            if not newline:
+                if len(self.buffer) > MAX_LINE:
+                    self._reject(f"line longer than {MAX_LINE} bytes without a newline")
+                return False
+            self.buffer = rest
+            try:
+                if len(line) > MAX_LINE:
+                    raise ProtocolError(f"line longer than {MAX_LINE} bytes")
+                command = parse_command(line)
+                before = (self.state.armed, self.state.pid, self.state.start_time)
+                reply, leave = self.state.apply(command, time.monotonic())
+            except ProtocolError as exc:
+                self._reject(str(exc))
+                return False
+            # ARM and QUERY come several times a second: only the rare events are logged.
+            rare = isinstance(command, Simple) and command.verb in ("DISARM", "EXIT")
+            rare |= isinstance(command, Arm) and before != (True, command.pid, command.start_time)
+            if rare or reply.startswith("REFUSED"):
+                self.log(f"{line.decode().strip()} -> {reply}")
+            if not self._send(reply):
+                return False
+            if leave:
+                return True
+        return False
+
+    def _reject(self, reason: str) -> None:
+        self.log(
+            f"bad input from the agent: {reason}; closing its connection, keeping "
+            f"{self.state.describe()}"
+        )
+        self._send(f"ERR {reason}")
+        self._drop_connection()
+
+    def _signals(self) -> bool:
+        """Drain the signal wakeup socket; True when a SIGTERM/SIGINT may end the fencer."""
+        received = b""
+        with contextlib.suppress(BlockingIOError):
+            while chunk := self.wake_r.recv(64):
+                received += chunk
+        stop = [s for s in received if s in (signal.SIGTERM, signal.SIGINT)]
+        if not stop:
+            return False
+        name = signal.Signals(stop[0]).name
+        if self.state.armed:
+            self.log(
+                f"{name} refused: armed until {self.state.fence_at!r} (stopping would drop the "
+                "fence); the agent must DISARM first"
+            )
+            return False
+        self.log(f"{name} while disarmed: exiting")
+        return True
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m hamgr.fencer",
+        description="Kill the local PostgreSQL when the agent's lease deadline passes.",
+    )
+    parser.add_argument("--socket", required=True, type=Path, help="unix socket to listen on")
+    parser.add_argument("--data-dir", required=True, type=Path, help="PostgreSQL data dir")
+    parser.add_argument("--log-file", type=Path, help="append log lines here (default stderr)")
+    parser.add_argument(
+        "--detach",
+        action="store_true",
+        help="run in the background: exit 0 once the fencer listens (it is then no child of "
+        "the caller's), or with the fencer's own status if it could not start",
+    )
+    args = parser.parse_args(argv)
+    for name in ("socket", "data_dir"):
+        if not getattr(args, name).is_absolute():
+            parser.error(f"--{name.replace('_', '-')} {getattr(args, name)} must be absolute")
+    if len(str(args.socket).encode()) > MAX_SOCKET_PATH:
+        parser.error(f"--socket {args.socket} is longer than {MAX_SOCKET_PATH} bytes")
+    if not args.socket.parent.is_dir():
+        parser.error(f"--socket {args.socket}: directory {args.socket.parent} does not exist")
+    return args
+
+
+def detach() -> int:
+    """Fork into a new session. Returns, in the child, the fd to report readiness on; the parent
+    waits and exits: 0 once the child wrote to it, else with the child's exit status."""
+    read_fd, write_fd = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(read_fd)
+        os.setsid()
+        return write_fd
+    os.close(write_fd)
+    if os.read(read_fd, 1):
+        os._exit(0)
+    _, status = os.waitpid(child, 0)
+    code = os.waitstatus_to_exitcode(status)
+    os._exit(code if code > 0 else 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: returns the exit status (0, 1 on a startup error, 3 if already running)."""
+    args = parse_args(argv)
+    try:
+        log: TextIO = open(args.log_file, "a") if args.log_file else sys.stderr  # noqa: SIM115
+    except OSError as exc:
+        print(f"hamgr-fencer: cannot open log file {args.log_file}: {exc}", file=sys.stderr)
+        return 1
+    ready_fd = detach() if args.detach else None
+    fencer = Fencer(args.socket, args.data_dir, log)
+    try:
+        fencer.setup()
+    except AlreadyRunning as exc:
+        fencer.log(str(exc))
+        return EXIT_ALREADY_RUNNING
+    except OSError as exc:
+        fencer.log(f"cannot start: {exc}")
+        fencer.teardown()
+        return 1
+    if ready_fd is not None:
+        os.write(ready_fd, b"1")
+        os.close(ready_fd)
+    try:
+        return fencer.run()
+    finally:
+        fencer.teardown()
+        fencer.log("stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""The agent's side of the fencer (hamgr/fencer.py): start it, hand it deadlines, ask it.
+
+The primary's agent measures each lease keepalive from when it was SENT and, after each success,
+calls `FencerClient.arm(fence_at_for(sent, ttl, margin), *postmaster_identity(data_dir))`. If the
+agent then stops arming (frozen, dead, cut off), the fencer SIGKILLs the postmaster and all its
+processes once `fence_at` passes. Arm calls are cheap (several per second with the fast
+profile): one connection stays open and is reopened on failure.
+
+Stopping the fence: `disarm()` first (after PostgreSQL was stopped or cleanly demoted), then
+`shutdown()`; an armed fencer refuses to exit, on EXIT and on SIGTERM alike, because stopping it
+would drop the fence. If the fencer cannot be reached, `arm` raises FencerError: the agent must
+then treat the fence as gone and stop PostgreSQL's writes itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import hamgr
+from hamgr.fencer import EXIT_ALREADY_RUNNING, pid_file_for, postmaster_identity
+
+__all__ = [
+    "FenceRefused",
+    "FenceStatus",
+    "FencerClient",
+    "FencerError",
+    "fence_at_for",
+    "parse_status",
+    "postmaster_identity",
+]
+
+LOG_NAME = "hamgr-fencer.log"
+LOG_TAIL_BYTES = 2000
+
+
+class FencerError(Exception):
+    """The fencer could not be reached, did not start, or broke the protocol."""
+
+
+class FenceRefused(FencerError):
+    """The fencer refused a command (an older deadline; EXIT while armed)."""
+
+
+@dataclass(frozen=True)
+class FenceStatus:
+    """What the fencer holds: a deadline and the postmaster it guards, or nothing (disarmed)."""
+
+    fence_at: float | None = None
+    pid: int | None = None
+    start_time: int | None = None
+
+    @property
+    def armed(self) -> bool:
+        return self.fence_at is not None
+
+
+def parse_status(line: str) -> FenceStatus:
+    """A state reply (`ARMED <fence_at> <pid> <start_time>` or `DISARMED`) -> FenceStatus."""
+    words = line.split()
+    if words == ["DISARMED"]:
+        return FenceStatus()
+    if len(words) == 4 and words[0] == "ARMED":
+        try:
+            return FenceStatus(float(words[1]), int(words[2]), int(words[3]))
+        except ValueError:
+            pass
+    if words and words[0] == "REFUSED":
+        raise FenceRefused(f"fencer refused: {line.removeprefix('REFUSED').strip()}")
+    if words and words[0] == "ERR":
+        raise FencerError(f"fencer rejected our command: {line.removeprefix('ERR').strip()}")
+    raise FencerError(f"unexpected reply from the fencer: {line[:200]!r}")
+
+
+def fence_at_for(sent: float, ttl: float, safety_margin: float) -> float:
+    """The fence deadline after a keepalive sent at monotonic `sent` succeeded.
+
+    Nobody else can take the leader key before the Raft leader's clock passes `sent + ttl`; the
+    margin covers the fencer's reaction time and clock rate differences.
+    """
+    if not 0 <= safety_margin < ttl:
+        raise ValueError(f"safety_margin {safety_margin} must lie in [0, ttl={ttl})")
+    return sent + ttl - safety_margin
+
+
+class FencerClient:
+    """One agent's connection to the fencer at `socket_path`; safe to share within one loop."""
+
+    def __init__(self, socket_path: Path | str, timeout: float = 1.0) -> None:
+        self.socket_path = Path(socket_path)
+        self.timeout = timeout
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def pid_path(self) -> Path:
+        return pid_file_for(self.socket_path)
+
+    def fencer_pid(self) -> int | None:
+        """The PID in the fencer's pid file, or None when there is none."""
+        try:
+            text = self.pid_path.read_text().strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() else None
+
+    async def ensure_running(
+        self, python: str | Path, data_dir: Path, run_dir: Path, timeout: float = 10.0
+    ) -> int:
+        """Connect to the fencer, starting one if none answers; returns its PID.
+
+        A started fencer detaches (`--detach`: a new session, not our child), so it outlives
+        this agent; it logs to `<run_dir>/hamgr-fencer.log`. Raises FencerError when none
+        answers within `timeout`, with the end of that log.
+        """
+        with contextlib.suppress(FencerError):
+            await self.query()
+            return self._known_pid()
+        log_file = run_dir / LOG_NAME
+        env = dict(os.environ)
+        # So `-m hamgr.fencer` finds this very package even when it is not installed.
+        package_root = str(Path(hamgr.__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+        command = [str(python), "-m", "hamgr.fencer", "--socket", str(self.socket_path)]
+        command += ["--data-dir", str(data_dir), "--log-file", str(log_file), "--detach"]
+        try:
+            with open(log_file, "ab") as log:
+                proc = subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                    cwd=run_dir,
+                    env=env,
+                    start_new_session=True,
+                    close_fds=True,
+                )
+        except OSError as exc:
+            raise FencerError(f"cannot start the fencer ({' '.join(command)}): {exc}") from exc
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        # The launcher exits once the fencer listens, or with the fencer's failure status.
+        while proc.poll() is None:
+            if loop.time() > deadline:
+                proc.kill()
+                proc.wait()
+                raise FencerError(
+                    f"the fencer did not start within {timeout}s; {log_file} ends with: "
+                    f"{_tail(log_file)}"
+                )
+            await asyncio.sleep(0.01)
+        # Status 3: another fencer holds the socket (or won a start race): use that one.
+        if proc.returncode not in (0, EXIT_ALREADY_RUNNING):
+            raise FencerError(
+                f"the fencer exited with status {proc.returncode} at start; {log_file} ends "
+                f"with: {_tail(log_file)}"
+            )
+        while True:
+            try:
+                await self.query()
+                return self._known_pid()
+            except FencerError as exc:
+                if loop.time() > deadline:
+                    raise FencerError(
+                        f"no fencer answered on {self.socket_path} within {timeout}s ({exc})"
+                    ) from exc
+            await asyncio.sleep(0.02)
+
+    def _known_pid(self) -> int:
+        pid = self.fencer_pid()
+        if pid is None:
+            raise FencerError(f"the fencer answers but its pid file {self.pid_path} is unreadable")
+        return pid
+
+    async def arm(self, fence_at: float, postmaster_pid: int, start_time: int) -> FenceStatus:
+        """Move the deadline to `fence_at` (time.monotonic()) for this postmaster identity.
+
+        Raises FenceRefused when `fence_at` is older than the armed deadline, FencerError when
+        the fencer cannot be reached (then the fence is not known to hold: act accordingly).
+        """
+        return parse_status(await self._request(f"ARM {fence_at!r} {postmaster_pid} {start_time}"))
+
+    async def disarm(self) -> FenceStatus:
+        """Drop the deadline: PostgreSQL was stopped, or demoted cleanly, by the agent itself."""
+        return parse_status(await self._request("DISARM"))
+
+    async def query(self) -> FenceStatus:
+        """The fencer's deadline and postmaster identity (how a restarted agent takes over)."""
+        return parse_status(await self._request("QUERY"))
+
+    async def shutdown(self) -> None:
+        """Ask a disarmed fencer to exit; FenceRefused while it is armed (DISARM first)."""
+        reply = await self._request("EXIT", retry=False)
+        if reply != "BYE":
+            parse_status(reply)
+            raise FencerError(f"unexpected reply to EXIT: {reply!r}")
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the connection (the fencer keeps its deadline)."""
+        writer, self._reader, self._writer = self._writer, None, None
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError, TimeoutError):
+                await asyncio.wait_for(writer.wait_closed(), self.timeout)
+
+    async def _request(self, line: str, retry: bool = True) -> str:
+        """Send one command line, return the reply line; reconnects once on a broken link."""
+        async with self._lock:
+            failure: Exception | None = None
+            for _ in range(2 if retry else 1):
+                try:
+                    return await asyncio.wait_for(self._exchange(line), self.timeout)
+                except (OSError, EOFError, TimeoutError) as exc:
+                    await self.close()
+                    failure = exc
+                    if isinstance(exc, FileNotFoundError | ConnectionRefusedError):
+                        break  # no fencer listens: a second try would not change that
+            reason = str(failure) or type(failure).__name__
+            verb = line.split()[0]
+            raise FencerError(f"fencer on {self.socket_path} unreachable ({verb}): {reason}")
+
+    async def _exchange(self, line: str) -> str:
+        if self._writer is None or self._reader is None:
+            self._reader, self._writer = await asyncio.open_unix_connection(self.socket_path)
+        self._writer.write(line.encode() + b"\n")
+        await self._writer.drain()
+        reply = await self._reader.readline()
+        if not reply.endswith(b"\n"):
+            raise EOFError("the fencer closed the connection")
+        text = reply.decode("ascii", errors="replace").strip()
+        if text.startswith("ERR"):
+            # The fencer closes the connection after ERR; do so too.
+            await self.close()
+        return text
+
+
+def _tail(path: Path) -> str:
+    """The last lines of a log file, for error messages."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, os.fstat(handle.fileno()).st_size - LOG_TAIL_BYTES))
+            return handle.read().decode(errors="replace").strip() or "(empty)"
+    except OSError as exc:
+        return f"(unreadable: {exc})"

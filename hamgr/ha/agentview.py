@@ -1,0 +1,140 @@
+"""The running HA loop as its REST API sees it (hamgr/apiview.py's AgentView).
+
+Reads come from the loop's memory (never wait on the store), except `cluster()` and
+`history()`, which ask the store; operator requests are written to the store as keys that the
+agents' loops act upon, like every other decision.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from hamgr import postgres
+from hamgr.apiview import (
+    LocalStatus,
+    RequestFailed,
+    RequestRejected,
+    apply_settings_patch,
+    primary_serving,
+)
+from hamgr.dcs.base import DcsError
+from hamgr.dcs.jsonfields import ModelError
+from hamgr.dcs.model import (
+    ClusterView,
+    DynamicSettings,
+    MemberState,
+    SwitchoverRequest,
+    TimelineEntry,
+)
+from hamgr.ha.loop import HaLoop
+
+
+class LoopView:
+    """AgentView over one HaLoop."""
+
+    def __init__(
+        self, loop: HaLoop, scope: str, reload: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        self._loop = loop
+        self._scope = scope
+        self._reload = reload
+
+    @property
+    def name(self) -> str:
+        return self._loop.me.name
+
+    @property
+    def scope(self) -> str:
+        return self._scope
+
+    @property
+    def api_url(self) -> str:
+        return self._loop.me.api_url
+
+    def local(self) -> LocalStatus:
+        loop = self._loop
+        pg = loop.last_pg
+        view = loop.last_view
+        key = view.leader if view is not None else None
+        lease = loop.runner.lease
+        holds = key is not None and key.name == self.name and key.revision == lease.leader_revision
+        member = loop.last_member or MemberState(
+            self.name, loop.me.api_url, loop.me.conn_url, tags=loop.me.tags
+        )
+        lag = None
+        if view is not None and key is not None and pg.role == "replica":
+            leader = view.member(key.name)
+            mine = pg.replayed_lsn if pg.replayed_lsn is not None else pg.received_lsn
+            if leader is not None and leader.position is not None and mine is not None:
+                lag = max(0, leader.position - mine)
+        return LocalStatus(
+            member=member,
+            pg=pg,
+            streaming=pg.role == "replica" and pg.upstream is not None,
+            lag=lag,
+            holds_leader_key=holds,
+            fence_at=lease.fence_at,
+            loop_at=loop.last_loop_at,
+            ttl=loop.settings.ttl,
+        )
+
+    def is_primary_serving(self) -> bool:
+        return primary_serving(self.local(), time.monotonic())
+
+    async def cluster(self) -> ClusterView:
+        try:
+            return await self._loop.dcs.get_cluster()
+        except DcsError as exc:
+            raise RequestFailed(f"the store did not answer: {exc}") from exc
+
+    async def history(self) -> tuple[TimelineEntry, ...]:
+        return (await self.cluster()).history
+
+    async def _request(self, req: SwitchoverRequest) -> None:
+        try:
+            await self._loop.dcs.set_switchover(req)
+        except DcsError as exc:
+            raise RequestFailed(f"could not store the request: {exc}") from exc
+
+    async def request_switchover(
+        self, leader: str, candidate: str | None, scheduled_at: float | None
+    ) -> None:
+        try:
+            req = SwitchoverRequest("switchover", leader, candidate, scheduled_at)
+        except ModelError as exc:
+            raise RequestRejected(str(exc)) from exc
+        await self._request(req)
+
+    async def request_failover(self, candidate: str) -> None:
+        try:
+            req = SwitchoverRequest("failover", None, candidate, None)
+        except ModelError as exc:
+            raise RequestRejected(str(exc)) from exc
+        await self._request(req)
+
+    async def restart_postgres(self) -> None:
+        try:
+            await postgres.restart(self._loop.pg)
+        except postgres.PostgresError as exc:
+            raise RequestFailed(f"restart failed: {exc}") from exc
+
+    async def reload_config(self) -> None:
+        if self._reload is None:
+            raise RequestFailed("this agent cannot reload its configuration")
+        await self._reload()
+
+    async def patch_settings(self, patch: Mapping[str, Any]) -> DynamicSettings:
+        view = await self.cluster()
+        try:
+            new = apply_settings_patch(view.settings, patch)
+        except ModelError as exc:
+            raise RequestRejected(str(exc)) from exc
+        try:
+            written = await self._loop.dcs.set_settings(new, expected_revision=view.revision)
+        except DcsError as exc:
+            raise RequestFailed(f"could not store the settings: {exc}") from exc
+        if not written:
+            raise RequestFailed("the settings changed meanwhile; read them again and retry")
+        return new

@@ -1,0 +1,259 @@
+"""Carrying out decide()'s actions: the coordination store, the local PostgreSQL, the fencer.
+
+`ActionRunner.run(decision, view)` executes the actions in order and stops at the first that
+fails or loses a race (see hamgr/ha/actions.py for that contract). It also owns the agent's
+lease bookkeeping: the leader key's revision it holds, and the fence deadline of the last
+successful keepalive, handed to the fencer process while PostgreSQL runs as primary.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hamgr import postgres
+from hamgr.dcs.base import Dcs, DcsError
+from hamgr.dcs.model import ClusterView, DynamicSettings, LeaderKey
+from hamgr.fencing import FencerClient, FenceRefused, FencerError, postmaster_identity
+from hamgr.ha import actions as a
+from hamgr.postgres import PgSettings, PostgresError
+
+log = logging.getLogger(__name__)
+
+StoreTransfer = Callable[[str], Awaitable[None]]
+
+
+def slot_name(member: str) -> str:
+    """The replication slot a member streams through (PostgreSQL slot names: [a-z0-9_])."""
+    return re.sub(r"[^a-z0-9_]", "_", member.lower())[:63]
+
+
+def _host_port(conn_url: str) -> tuple[str, int]:
+    host, _, port = conn_url.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+@dataclass
+class LeaseState:
+    """What this agent holds: the leader key it took, and the current fence deadline."""
+
+    key: LeaderKey | None = None
+    fence_at: float | None = None
+    rewind_failed: bool = False
+    switchover_stopped_at: float | None = None
+
+    @property
+    def leader_revision(self) -> int | None:
+        """The fencing token of the key held, if any."""
+        return self.key.revision if self.key is not None else None
+
+
+class ActionRunner:
+    """Executes actions against the store, PostgreSQL and the fencer."""
+
+    def __init__(
+        self,
+        name: str,
+        dcs: Dcs,
+        pg: PgSettings,
+        *,
+        fencer: FencerClient | None = None,
+        store_transfer: StoreTransfer | None = None,
+        bootstrap_settings: DynamicSettings | None = None,
+        remove_data_on_rewind_failure: bool = False,
+    ) -> None:
+        self.name = name
+        self.dcs = dcs
+        self.pg = pg
+        self.fencer = fencer
+        self.store_transfer = store_transfer
+        self.bootstrap_settings = bootstrap_settings
+        self.remove_data_on_rewind_failure = remove_data_on_rewind_failure
+        self.lease = LeaseState()
+        self.safety_margin = (bootstrap_settings or DynamicSettings()).safety_margin
+
+    # -- the lease --------------------------------------------------------------------------
+
+    async def keepalive(self, safety_margin: float) -> bool:
+        """Renew the session lease; on success move the fence deadline and re-arm the fencer."""
+        self.safety_margin = safety_margin
+        try:
+            result = await self.dcs.keepalive()
+        except DcsError as exc:
+            log.warning("lease keepalive failed: %s", exc)
+            return False
+        if not result.ok:
+            log.warning("lease keepalive: the lease is gone (expired or revoked)")
+            self.lease.key = None
+            return False
+        self.lease.fence_at = result.fence_at(safety_margin)
+        await self.arm_fencer()
+        return True
+
+    async def arm_fencer(self) -> None:
+        """Hand the fencer the current deadline while this agent's PostgreSQL may be primary."""
+        if self.fencer is None or self.lease.leader_revision is None:
+            return
+        ident = postmaster_identity(Path(self.pg.data_dir))
+        if ident is None or self.lease.fence_at is None:
+            return
+        try:
+            await self.fencer.arm(self.lease.fence_at, *ident)
+        except FenceRefused as exc:
+            log.warning("the fencer kept a later deadline: %s", exc)
+        except (FencerError, OSError) as exc:
+            # Unfenced, a frozen agent could leave this primary writing past its lease: the
+            # primary stops instead (availability is lost, never safety).
+            log.critical("cannot arm the fencer (%s): stopping PostgreSQL now", exc)
+            await postgres.stop(self.pg, "immediate")
+
+    async def disarm_fencer(self) -> None:
+        """PostgreSQL no longer runs as primary under our key: nothing to fence."""
+        if self.fencer is None:
+            return
+        try:
+            await self.fencer.disarm()
+        except (FencerError, OSError) as exc:
+            log.error("could not disarm the fencer: %s", exc)
+
+    # -- running a decision -----------------------------------------------------------------
+
+    async def run(self, decision: a.Decision, view: ClusterView) -> bool:
+        """Execute the decision's actions in order; False at the first that did not succeed."""
+        for action in decision.actions:
+            if isinstance(action, a.ProbePeers):
+                continue  # the loop handles probes before running a decision
+            try:
+                ok = await self._one(action, view)
+            except (PostgresError, DcsError, OSError) as exc:
+                log.error("%s failed: %s", type(action).__name__, exc)
+                ok = False
+            if not ok:
+                return False
+        return True
+
+    async def _one(self, action: a.Action, view: ClusterView) -> bool:
+        pg = self.pg
+        if isinstance(action, a.TakeInitialize):
+            return await self.dcs.take_initialize(action.sysid)
+        if isinstance(action, a.SetInitialize):
+            await self.dcs.set_initialize(action.sysid)
+            return True
+        if isinstance(action, a.RenewLease):
+            return await self.keepalive(view.settings.safety_margin)
+        if isinstance(action, a.AcquireLeader):
+            key = await self.dcs.acquire_leader()
+            if key is None:
+                return False
+            self.lease.key = key
+            log.info("took the leader key (fencing token %d)", key.revision)
+            return await self.keepalive(view.settings.safety_margin)
+        if isinstance(action, a.ReleaseLeader):
+            released = await self.dcs.release_leader(action.key)
+            self.lease.key = None
+            await self.disarm_fencer()
+            return released
+        if isinstance(action, a.Bootstrap):
+            return await self._bootstrap(view)
+        if isinstance(action, a.CloneFrom):
+            host, port = self._conn(view, action.source)
+            await postgres.clone_from(pg, host, port, slot_name=slot_name(self.name))
+            return True
+        if isinstance(action, a.StartReplica):
+            if action.leader is not None:
+                host, port = self._conn(view, action.leader)
+                postgres.configure_standby(pg, host, port, slot_name(self.name))
+            await postgres.start(pg)
+            return True
+        if isinstance(action, a.Follow):
+            host, port = self._conn(view, action.leader)
+            await postgres.follow(pg, host, port, slot_name(self.name))
+            return True
+        if isinstance(action, a.Rewind):
+            return await self._rewind(view, action.leader)
+        if isinstance(action, a.Reclone):
+            return await self._reclone(view, action.leader)
+        if isinstance(action, a.Promote):
+            await postgres.promote(pg)
+            await self.arm_fencer()
+            return True
+        if isinstance(action, a.Demote):
+            await postgres.stop(pg, action.mode)
+            await self.disarm_fencer()
+            if action.for_switchover:
+                self.lease.switchover_stopped_at = time.monotonic()
+            return True
+        if isinstance(action, a.StopPostgres):
+            await postgres.stop(pg, action.mode)
+            await self.disarm_fencer()
+            return True
+        if isinstance(action, a.StartPostgres):
+            await postgres.start(pg)
+            await self.arm_fencer()
+            return True
+        if isinstance(action, a.ClearSwitchover):
+            self.lease.switchover_stopped_at = None
+            return await self.dcs.set_switchover(None, expected=action.expected)
+        if isinstance(action, a.AppendHistory):
+            await self.dcs.append_history(action.entry)
+            return True
+        if isinstance(action, a.TransferStoreLeadership):
+            if self.store_transfer is not None:
+                await self.store_transfer(action.to)
+            return True
+        raise AssertionError(f"unknown action {action!r}")
+
+    def _conn(self, view: ClusterView, member: str) -> tuple[str, int]:
+        m = view.member(member)
+        if m is None:
+            raise DcsError(f"member {member} is not registered in the store")
+        return _host_port(m.conn_url)
+
+    async def _bootstrap(self, view: ClusterView) -> bool:
+        pg = self.pg
+        try:
+            await postgres.initdb(pg)
+            await postgres.start(pg)
+            await postgres.bootstrap_users(pg)
+            if self.bootstrap_settings is not None:
+                # Create-if-absent: a config key an operator wrote first is kept.
+                await self.dcs.set_settings(self.bootstrap_settings, expected_revision=0)
+            await self.arm_fencer()
+            return True
+        except PostgresError as exc:
+            log.error("bootstrap failed: %s; giving the race back", exc)
+            await postgres.stop(pg, "immediate")
+            if self.lease.key is not None:
+                await self.dcs.release_leader(self.lease.key)
+            self.lease.key = None
+            await self.dcs.delete_initialize()
+            return False
+
+    async def _rewind(self, view: ClusterView, leader: str) -> bool:
+        host, port = self._conn(view, leader)
+        try:
+            await postgres.rewind(self.pg, host, port)
+        except PostgresError as exc:
+            log.error("pg_rewind against %s failed: %s", leader, exc)
+            self.lease.rewind_failed = True
+            return False
+        self.lease.rewind_failed = False
+        postgres.configure_standby(self.pg, host, port, slot_name(self.name))
+        await postgres.start(self.pg)
+        return True
+
+    async def _reclone(self, view: ClusterView, leader: str) -> bool:
+        if not self.remove_data_on_rewind_failure:
+            return False
+        data = Path(self.pg.data_dir)
+        aside = data.with_name(f"{data.name}.failed-{int(time.time())}")
+        log.warning("moving %s aside to %s and cloning again from %s", data, aside, leader)
+        data.rename(aside)
+        host, port = self._conn(view, leader)
+        await postgres.clone_from(self.pg, host, port, slot_name=slot_name(self.name))
+        self.lease.rewind_failed = False
+        return True

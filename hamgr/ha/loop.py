@@ -1,0 +1,245 @@
+"""The HA loop: observe, decide, act, publish; every loop_wait and at once on a store change.
+
+The primary's lease keepalive runs on its own timer (every ttl/3), so slow loop work (a
+pg_basebackup, a hung peer probe) never delays it; each success moves the fence deadline that
+the fencer process enforces even when this process is frozen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from hamgr import postgres
+from hamgr.dcs.base import Dcs, DcsError
+from hamgr.dcs.model import ClusterView, DynamicSettings, MemberState, MemberTags, Role
+from hamgr.ha.actions import Decision, ProbePeers
+from hamgr.ha.decide import decide
+from hamgr.ha.execute import ActionRunner, slot_name
+from hamgr.ha.inputs import LocalPostgres, LocalState
+from hamgr.ha.observe import observe_postgres, probe_peers, timeline_diverged
+from hamgr.postgres import PgSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """How this member presents itself to the others."""
+
+    name: str
+    api_url: str
+    conn_url: str
+    tags: MemberTags = field(default_factory=MemberTags)
+    use_pg_rewind: bool = True
+    reclone_on_rewind_failure: bool = False
+    store_id: int = 0
+
+
+_LSN = re.compile(r"\b[0-9A-F]+/[0-9A-F]+\b")
+
+
+def _gist(decision: Decision) -> tuple[tuple[str, ...], str]:
+    return decision.kinds(), _LSN.sub("LSN", decision.reason)
+
+
+class HaLoop:
+    """One agent's HA loop; `last_*` attributes are what the REST API reports."""
+
+    def __init__(
+        self,
+        me: Identity,
+        dcs: Dcs,
+        pg: PgSettings,
+        runner: ActionRunner,
+        http: aiohttp.ClientSession,
+        *,
+        settings: DynamicSettings,
+        store_leader_here: Callable[[], bool] | None = None,
+    ) -> None:
+        self.me = me
+        self.dcs = dcs
+        self.pg = pg
+        self.runner = runner
+        self.http = http
+        self.settings = settings
+        self._store_leader_here = store_leader_here
+        self.last_view: ClusterView | None = None
+        self.last_pg = LocalPostgres()
+        self.last_decision: Decision | None = None
+        self.last_member: MemberState | None = None
+        self.last_loop_at: float | None = None
+        self.loop_count = 0
+        self._session_started = False
+        self._slots: set[str] = set()
+
+    # -- the cycle --------------------------------------------------------------------------
+
+    async def cycle(self) -> Decision | None:
+        """One observe-decide-act round; None when the store could not be read."""
+        pg = await observe_postgres(self.pg)
+        self.last_pg = pg
+        try:
+            view = await self.dcs.get_cluster()
+        except DcsError as exc:
+            await self._store_unreachable(pg, exc)
+            return None
+        self.last_view = view
+        self.settings = view.settings
+        local = self._local(view, pg)
+        decision = decide(view, local)
+        if any(isinstance(x, ProbePeers) for x in decision.actions):
+            others = [m for m in view.members if m.name != self.me.name]
+            probes = await probe_peers(self.http, others, timeout=view.settings.retry_timeout)
+            decision = decide(view, self._local(view, pg), probes)
+        self._log_decision(decision)
+        self.last_decision = decision
+        await self.runner.run(decision, view)
+        await self._ensure_slots(view, pg)
+        await self._publish(view, pg, decision)
+        self.last_loop_at = time.monotonic()
+        self.loop_count += 1
+        return decision
+
+    async def _ensure_slots(self, view: ClusterView, pg: LocalPostgres) -> None:
+        """As primary, keep a replication slot for every other member (so none misses WAL).
+
+        Slots of members that left are kept: dropping one is an operator's call (it may be a
+        member that is only down for a while).
+        """
+        key = view.leader
+        holder = key is not None and key.revision == self.runner.lease.leader_revision
+        if not (holder and pg.is_primary and view.settings.use_slots):
+            self._slots = set()  # a later term as primary lists them afresh
+            return
+        wanted = {slot_name(m.name) for m in view.members if m.name != self.me.name}
+        if wanted <= self._slots:
+            return
+        try:
+            self._slots = {s.name for s in await postgres.list_slots(self.pg)}
+            for name in sorted(wanted - self._slots):
+                await postgres.create_slot(self.pg, name)
+                self._slots.add(name)
+                log.info("created replication slot %s", name)
+        except postgres.PostgresError as exc:
+            log.warning("could not maintain replication slots: %s", exc)
+
+    def _local(self, view: ClusterView, pg: LocalPostgres) -> LocalState:
+        lease = self.runner.lease
+        return LocalState(
+            name=self.me.name,
+            now=time.monotonic(),
+            wall_now=time.time(),
+            pg=pg,
+            tags=self.me.tags,
+            leader_revision=lease.leader_revision,
+            fence_at=lease.fence_at,
+            use_pg_rewind=self.me.use_pg_rewind,
+            reclone_on_rewind_failure=self.me.reclone_on_rewind_failure,
+            rewind_failed=lease.rewind_failed,
+            timeline_diverged=timeline_diverged(view, pg),
+            switchover_stopped_at=lease.switchover_stopped_at,
+            store_leader_here=self._store_leader_here() if self._store_leader_here else False,
+        )
+
+    async def _store_unreachable(self, pg: LocalPostgres, exc: DcsError) -> None:
+        """Without the store we decide nothing, but a primary past its deadline still stops."""
+        log.warning("cannot read the cluster from the store: %s", exc)
+        fence_at = self.runner.lease.fence_at
+        if pg.is_primary and (fence_at is None or time.monotonic() >= fence_at):
+            log.error("lease deadline passed and the store is unreachable: stopping PostgreSQL")
+            await postgres.stop(self.pg, "immediate")
+            await self.runner.disarm_fencer()
+
+    def _log_decision(self, decision: Decision) -> None:
+        """One log line per change of decision (WAL positions moving do not count)."""
+        previous = self.last_decision
+        if previous is None or _gist(previous) != _gist(decision):
+            log.info("decision: %s [%s]", decision.reason, ", ".join(decision.kinds()) or "wait")
+
+    async def _publish(self, view: ClusterView, pg: LocalPostgres, decision: Decision) -> None:
+        role: Role = "uninitialized"
+        if pg.initialized:
+            role = pg.role if pg.running and pg.role in ("primary", "replica") else "stopped"
+        primary = role == "primary"
+        state = MemberState(
+            name=self.me.name,
+            api_url=self.me.api_url,
+            conn_url=self.me.conn_url,
+            role=role,
+            state="running" if pg.running else "stopped",
+            timeline=pg.timeline,
+            received_lsn=pg.current_lsn if primary else pg.received_lsn,
+            replayed_lsn=pg.current_lsn if primary else pg.replayed_lsn,
+            tags=self.me.tags,
+            fence_token=(self.runner.lease.leader_revision or 0) if primary else 0,
+            reason=decision.reason,
+            paused=view.settings.pause,
+            store_id=self.me.store_id,
+        )
+        self.last_member = state
+        try:
+            await self.dcs.touch_member(state)
+            self._session_started = True
+        except DcsError as exc:
+            log.warning("could not publish member state: %s", exc)
+
+    # -- running ----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Cycle until `stop` is set; the keepalive timer runs alongside."""
+        keeper = asyncio.create_task(self._keepalive_timer(stop), name="hamgr-keepalive")
+        try:
+            while not stop.is_set():
+                started = time.monotonic()
+                try:
+                    await self.cycle()
+                except Exception:
+                    log.exception("HA loop cycle failed")
+                wait = max(0.0, self.settings.loop_wait - (time.monotonic() - started))
+                await self._wait_for_change(stop, wait)
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+
+    async def _wait_for_change(self, stop: asyncio.Event, timeout: float) -> None:
+        """Sleep up to `timeout`, waking early on a store change or on `stop`.
+
+        A watch that fails at once (store unreachable) must not make the loop spin: the rest of
+        the wait is then slept out.
+        """
+        end = time.monotonic() + timeout
+        watcher = asyncio.ensure_future(self.dcs.watch(timeout))
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {watcher, stopper}, timeout=timeout + 1.0, return_when="FIRST_COMPLETED"
+            )
+            if watcher in done and not watcher.cancelled() and watcher.exception() is not None:
+                log.debug("store watch failed: %s", watcher.exception())
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), max(0.0, end - time.monotonic()))
+        finally:
+            for t in (watcher, stopper):
+                t.cancel()
+            for t in (watcher, stopper):
+                with contextlib.suppress(asyncio.CancelledError, DcsError):
+                    await t
+
+    async def _keepalive_timer(self, stop: asyncio.Event) -> None:
+        """Renew the session lease every ttl/3, whatever the loop is busy with."""
+        while not stop.is_set():
+            started = time.monotonic()
+            if self._session_started:
+                await self.runner.keepalive(self.settings.safety_margin)
+            period = self.settings.ttl / 3
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(0.0, period - (time.monotonic() - started)))

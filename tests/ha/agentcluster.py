@@ -1,0 +1,289 @@
+"""A real hamgr cluster for integration tests: N `hamgr agent` processes, real PostgreSQL.
+
+Each member gets its own loopback address (all its listeners: store, store clients, REST and
+PostgreSQL bind it), its own directories under one root, and the `fast` timing profile unless
+told otherwise. `close()` stops everything it started, by PID: agents (SIGTERM, then SIGKILL),
+then any postmaster and fencer left behind, whatever happened in the test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import yaml
+
+PASSWORD = "it-password"
+API_AUTH = ("admin", PASSWORD)
+SMALL_PG = {
+    "shared_buffers": "16MB",
+    "max_connections": 30,
+    "max_wal_senders": 6,
+    "wal_keep_size": "64MB",
+}
+
+
+@dataclass
+class Member:
+    """One member's names, addresses and files."""
+
+    name: str
+    node_id: int
+    host: str
+    root: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def config(self) -> Path:
+        return self.root / f"{self.name}.yaml"
+
+    @property
+    def log(self) -> Path:
+        return self.root / f"{self.name}.log"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / f"{self.name}-data"
+
+    @property
+    def api(self) -> str:
+        return f"http://{self.host}:8008"
+
+    @property
+    def pg_port(self) -> int:
+        return 5432
+
+
+class AgentCluster:
+    """Agents on `hosts` (one member each), configured under `root`."""
+
+    def __init__(
+        self,
+        root: Path,
+        hosts: list[str],
+        *,
+        scope: str = "it",
+        profile: str = "fast",
+        member_overrides: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        os.chmod(root, 0o755)
+        self.scope = scope
+        self.members = {
+            f"m{i}": Member(f"m{i}", i, host, root) for i, host in enumerate(hosts, start=1)
+        }
+        secret = root / "store-secret"
+        secret.write_text(secrets.token_hex(24))
+        os.chmod(secret, 0o600)
+        for m in self.members.values():
+            config = self._config(m, secret, profile)
+            for key, value in (member_overrides or {}).get(m.name, {}).items():
+                config[key] = value
+            m.config.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def _config(self, m: Member, secret: Path, profile: str) -> dict[str, Any]:
+        peers = [
+            {"node_id": p.node_id, "address": f"{p.host}:7000", "client_address": f"{p.host}:7100"}
+            for p in self.members.values()
+            if p is not m
+        ]
+        return {
+            "scope": self.scope,
+            "name": m.name,
+            "timing_profile": profile,
+            "restapi": {
+                "listen": f"{m.host}:8008",
+                "authentication": {"username": API_AUTH[0], "password": API_AUTH[1]},
+            },
+            "store": {
+                "raft": {
+                    "data_dir": str(self.root / f"{m.name}-store"),
+                    "node_id": m.node_id,
+                    "listen": f"{m.host}:7000",
+                    "client_listen": f"{m.host}:7100",
+                    "secret_file": str(secret),
+                    "peers": peers,
+                }
+            },
+            "postgresql": {
+                "data_dir": str(m.data_dir),
+                "listen": f"{m.host}:{m.pg_port}",
+                "authentication": {
+                    "superuser": {"username": "postgres", "password": PASSWORD},
+                    "replication": {"username": "replicator", "password": PASSWORD},
+                },
+                "parameters": dict(SMALL_PG),
+            },
+        }
+
+    # -- processes --------------------------------------------------------------------------
+
+    def start(self, name: str) -> None:
+        """Start member `name`'s agent (it starts its PostgreSQL itself)."""
+        m = self.members[name]
+        with open(m.log, "ab") as log:
+            m.proc = subprocess.Popen(
+                [sys.executable, "-m", "hamgr", "agent", "--config", str(m.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def start_all(self) -> None:
+        for name in self.members:
+            self.start(name)
+
+    def agent_pid(self, name: str) -> int:
+        proc = self.members[name].proc
+        assert proc is not None and proc.poll() is None, f"agent {name} is not running"
+        return proc.pid
+
+    def postmaster_pid(self, name: str) -> int | None:
+        pid_file = self.members[name].data_dir / "postmaster.pid"
+        try:
+            return int(pid_file.read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
+
+    def kill9_agent(self, name: str) -> None:
+        os.kill(self.agent_pid(name), signal.SIGKILL)
+        proc = self.members[name].proc
+        assert proc is not None
+        proc.wait(timeout=10)
+
+    def kill9_postgres(self, name: str) -> None:
+        """SIGKILL the postmaster and every process of its data dir."""
+        pid = self.postmaster_pid(name)
+        if pid is not None:
+            _kill_tree(pid)
+
+    def sigstop_agent(self, name: str) -> None:
+        os.kill(self.agent_pid(name), signal.SIGSTOP)
+
+    def sigcont_agent(self, name: str) -> None:
+        os.kill(self.agent_pid(name), signal.SIGCONT)
+
+    def terminate(self, name: str, timeout: float = 40.0) -> int:
+        """SIGTERM an agent and wait for it to exit; returns its exit status."""
+        proc = self.members[name].proc
+        assert proc is not None
+        proc.send_signal(signal.SIGTERM)
+        return proc.wait(timeout=timeout)
+
+    def close(self) -> None:
+        """Stop everything this cluster started, by PID."""
+        for m in self.members.values():
+            if m.proc is not None and m.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(m.proc.pid, signal.SIGCONT)
+                    m.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for m in self.members.values():
+            if m.proc is None:
+                continue
+            try:
+                m.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                m.proc.kill()
+                m.proc.wait(timeout=10)
+        for m in self.members.values():
+            pid = self.postmaster_pid(m.name)
+            if pid is not None:
+                _kill_tree(pid)
+            for pid_file in self.root.glob(f"{m.name}-data.run/*.pid"):
+                with contextlib.suppress(OSError, ValueError):
+                    os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+
+    # -- observation --------------------------------------------------------------------------
+
+    def http(self, name: str, path: str, timeout: float = 2.0) -> tuple[int, Any]:
+        """GET a member's REST path: (status, JSON body or None); (0, None) when unreachable."""
+        url = self.members[name].api + path
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                return resp.status, _json(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, _json(exc.read())
+        except (urllib.error.URLError, OSError):
+            return 0, None
+
+    def primaries(self) -> list[str]:
+        """Members whose GET /primary answers 200 right now."""
+        return [n for n in self.members if self.http(n, "/primary", 1.0)[0] == 200]
+
+    def wait_primary(self, timeout: float, exclude: tuple[str, ...] = ()) -> str:
+        """The single member answering GET /primary with 200 (not in `exclude`)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [n for n in self.primaries() if n not in exclude]
+            if len(found) == 1:
+                return found[0]
+            time.sleep(0.2)
+        raise TimeoutError(f"no primary within {timeout} s; logs:\n{self.log_tails()}")
+
+    def wait_streaming(self, names: list[str], timeout: float) -> None:
+        """Until each of `names` answers GET /replica with 200 (a streaming standby)."""
+        deadline = time.monotonic() + timeout
+        left = set(names)
+        while left and time.monotonic() < deadline:
+            left = {n for n in left if self.http(n, "/replica", 1.0)[0] != 200}
+            time.sleep(0.2)
+        if left:
+            raise TimeoutError(f"not streaming within {timeout} s: {sorted(left)}")
+
+    def connect(self, name: str, **kwargs: Any) -> psycopg.Connection[Any]:
+        """A superuser connection to member `name`'s PostgreSQL over TCP."""
+        m = self.members[name]
+        return psycopg.connect(
+            host=m.host,
+            port=m.pg_port,
+            user="postgres",
+            password=PASSWORD,
+            dbname="postgres",
+            connect_timeout=2,
+            autocommit=True,
+            **kwargs,
+        )
+
+    def log_tails(self, lines: int = 15) -> str:
+        out = []
+        for m in self.members.values():
+            try:
+                text = m.log.read_text(errors="replace").splitlines()[-lines:]
+            except OSError:
+                text = []
+            out.append(f"--- {m.name}\n" + "\n".join(text))
+        return "\n".join(out)
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a process and its direct children (a postmaster and its backends)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                children.append(int(stat.parent.name))
+    for p in [pid, *children]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)
