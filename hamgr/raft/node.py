@@ -166,6 +166,8 @@ class RaftNode(NodeAPI):
         self._tasks: list[asyncio.Task[None]] = []
         self._state = "new"  # new -> running -> stopped | failed
         self.failure: BaseException | None = None
+        # Called with the seconds each durable save (write + fsync) took, e.g. for metrics.
+        self.on_save: Callable[[float], None] | None = None
         self.removed = False
         self._shut_down = False
 
@@ -311,7 +313,10 @@ class RaftNode(NodeAPI):
             self.transport.send(m)
         if rd.snapshot is not None or rd.entries or rd.hard_state is not None:
             assert self._storage is not None
+            started = time.perf_counter()
             await self._io(self._storage.save, rd.hard_state, rd.entries, rd.snapshot)
+            if self.on_save is not None:
+                self.on_save(time.perf_counter() - started)
         for m in rd.messages:
             self.transport.send(m)
         if rd.snapshot is not None:
