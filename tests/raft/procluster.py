@@ -7,6 +7,10 @@ waited for by their ready line, and only ever signalled by their PID: `kill9`, `
 (SIGSTOP/SIGCONT), `terminate` (SIGTERM), `restart`. `close()` kills whatever is left; call it
 in a fixture's finally. Each member's stderr goes to a log file; `log_tail` shows it when a
 test fails.
+
+For network faults, `route_peers` (before the members start) makes each member dial its peers'
+Raft ports at other addresses, e.g. those of a `tests.tools.faultproxy.Mesh` built on
+`raft_addresses()`; client addresses stay direct.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +68,10 @@ class Member:
         return (self.host, self.client_port)
 
     @property
+    def raft_address(self) -> Address:
+        return (self.host, self.raft_port)
+
+    @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
@@ -98,41 +107,57 @@ class ProcCluster:
             self.members[i] = Member(
                 i, host, raft_port, client_port, root / f"n{i}.yaml", root / f"n{i}.log"
             )
+        self._heartbeat = heartbeat
+        self._election = election
+        self._snapshot_entries = snapshot_entries
+        self._tls = tls
+        self._secret_file = secret_file
+        self._routes: dict[int, dict[int, Address]] = {}
         for m in self.members.values():
-            peers = [
-                {
-                    "node_id": p.node_id,
-                    "address": f"{p.host}:{p.raft_port}",
-                    "client_address": f"{p.host}:{p.client_port}",
-                }
-                for p in self.members.values()
-                if p.node_id != m.node_id
-            ]
-            config = {
-                "scope": cluster_id,
-                "name": f"member{m.node_id}",
-                "log": {"level": "INFO"},
-                "store": {
-                    "raft": {
-                        "data_dir": str(root / f"data{m.node_id}"),
-                        "node_id": m.node_id,
-                        "listen": f"{m.host}:{m.raft_port}",
-                        "client_listen": f"{m.host}:{m.client_port}",
-                        "secret_file": str(secret_file),
-                        "peers": peers,
-                        "heartbeat_interval": heartbeat,
-                        "election_timeout": election,
-                        "snapshot_entries": snapshot_entries,
-                    }
-                },
-                "postgresql": {"data_dir": str(root / f"pg{m.node_id}")},
-            }
-            if tls is not None:
-                certfile, keyfile, cafile = (str(f) for f in tls)
-                raft = config["store"]["raft"]  # type: ignore[index]
-                raft["tls"] = {"certfile": certfile, "keyfile": keyfile, "cafile": cafile}
-            m.config.write_text(yaml.safe_dump(config))
+            self._write_config(m)
         self._status_client: StoreClient | None = None
+
+    def _write_config(self, m: Member) -> None:
+        """Write member `m`'s configuration file (its peers as routed by `route_peers`)."""
+        routes = self._routes.get(m.node_id, {})
+
+        def dial(p: Member) -> str:
+            host, port = routes.get(p.node_id, p.raft_address)
+            return f"{host}:{port}"
+
+        peers = [
+            {
+                "node_id": p.node_id,
+                "address": dial(p),
+                "client_address": f"{p.host}:{p.client_port}",
+            }
+            for p in self.members.values()
+            if p.node_id != m.node_id
+        ]
+        config = {
+            "scope": self.cluster_id,
+            "name": f"member{m.node_id}",
+            "log": {"level": "INFO"},
+            "store": {
+                "raft": {
+                    "data_dir": str(self.root / f"data{m.node_id}"),
+                    "node_id": m.node_id,
+                    "listen": f"{m.host}:{m.raft_port}",
+                    "client_listen": f"{m.host}:{m.client_port}",
+                    "secret_file": str(self._secret_file),
+                    "peers": peers,
+                    "heartbeat_interval": self._heartbeat,
+                    "election_timeout": self._election,
+                    "snapshot_entries": self._snapshot_entries,
+                }
+            },
+            "postgresql": {"data_dir": str(self.root / f"pg{m.node_id}")},
+        }
+        if self._tls is not None:
+            certfile, keyfile, cafile = (str(f) for f in self._tls)
+            raft = config["store"]["raft"]  # type: ignore[index]
+            raft["tls"] = {"certfile": certfile, "keyfile": keyfile, "cafile": cafile}
+        m.config.write_text(yaml.safe_dump(config))
 
     # -- processes
 
@@ -235,6 +260,27 @@ class ProcCluster:
         finally:
             self.kill_all()
 
+    def raft_addresses(self) -> dict[int, Address]:
+        """Where each member really listens for its peers (node id -> (host, port))."""
+        return {i: m.raft_address for i, m in self.members.items()}
+
+    def route_peers(self, routes: Mapping[int, Mapping[int, Address]]) -> None:
+        """Make member a dial member b's Raft port at `routes[a][b]` (e.g. a proxy), for every
+        pair given; pairs not given stay direct. Call before the members start (it rewrites
+        their configuration files)."""
+        running = [i for i, m in self.members.items() if m.running]
+        if running:
+            raise RuntimeError(f"route_peers: members {running} already run; call it before")
+        for a, peers in routes.items():
+            if a not in self.members:
+                raise KeyError(f"route_peers: unknown member {a}; members are {list(self.members)}")
+            for b, address in peers.items():
+                if b not in self.members or b == a:
+                    raise KeyError(f"route_peers: member {a} has no peer {b}")
+                self._routes.setdefault(a, {})[b] = (address[0], int(address[1]))
+        for m in self.members.values():
+            self._write_config(m)
+
     # -- clients and state
 
     def client(self, ids: list[int] | None = None, **options: object) -> StoreClient:
@@ -259,12 +305,14 @@ class ProcCluster:
         """Members running and not frozen."""
         return [i for i, m in self.members.items() if m.running and not m.stopped]
 
-    async def leader(self, timeout: float = 15.0) -> int:
-        """Wait until exactly one live member leads and every live member agrees; its id."""
+    async def leader(self, timeout: float = 15.0, among: list[int] | None = None) -> int:
+        """Wait until exactly one live member leads and every live member agrees; its id.
+        With `among`, only those members (the live ones of them) are asked and must agree:
+        the majority side of a partition."""
         deadline = time.monotonic() + timeout
         seen: dict[int, str] = {}
         while True:
-            live = self.live()
+            live = [i for i in self.live() if among is None or i in among]
             answers = await asyncio.gather(*(self.status(i) for i in live), return_exceptions=True)
             statuses = {i: a for i, a in zip(live, answers, strict=True)}
             seen = {i: repr(a) for i, a in statuses.items()}

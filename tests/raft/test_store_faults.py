@@ -1,0 +1,516 @@
+"""The store's fault tests (issue 3), on three REAL `python -m hamgr store` processes.
+
+- A leader frozen (SIGSTOP) past the election timeout and thawed: it serves no stale read and
+  acknowledges nothing of its own once deposed; its proposals of the old term vanish.
+- A leader cut off from the others by fault proxies on every peer link (refused or blackholed):
+  it commits nothing and acknowledges no write; the majority elects a leader and serves.
+- During both, concurrent clients write unique values and read a few keys; each key's recorded
+  history (ok / failed for certain / outcome unknown) must be linearizable, every acknowledged
+  write must be there at the end, and every write the client called failed must not be.
+- A lease whose holder stops its keepalives expires after its TTL, never before (counted from
+  the SEND time of the last successful keepalive), also when the leader is killed meanwhile;
+  its keys vanish in one revision, the same on every member.
+
+Addresses: members on 127.0.0.61-63 (frozen leader), 127.0.0.64-66 (leases) and 127.0.0.71-73
+(partitions, with the proxies on the same hosts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from hamgr.raft import kvcommands as kvc
+from hamgr.raft.client import (
+    LeaseNotFoundError,
+    NotLeaderError,
+    StoreClient,
+    StoreError,
+    StoreOutcomeUnknownError,
+)
+from tests.raft.procluster import ProcCluster
+from tests.tools.faultproxy import CutMode, ThreadedMesh
+from tests.tools.linearizability import READ, WRITE, Recorder, check_per_key
+
+pytestmark = pytest.mark.integration
+
+FREEZE_HOSTS = ["127.0.0.61", "127.0.0.62", "127.0.0.63"]
+LEASE_HOSTS = ["127.0.0.64", "127.0.0.65", "127.0.0.66"]
+PARTITION_HOSTS = ["127.0.0.71", "127.0.0.72", "127.0.0.73"]
+
+REGISTERS = [b"t/r/0", b"t/r/1", b"t/r/2"]
+"""Keys the workload writes (unique values) and reads, checked for linearizability."""
+UNIQUE = b"t/u/"
+"""Prefix of keys the workload writes once each: acknowledged ones must all be there."""
+
+
+async def until(
+    what: str, check: Callable[[], Awaitable[bool]], timeout: float = 10.0, pause: float = 0.02
+) -> None:
+    """Wait (at most `timeout` s) until the async predicate `check()` holds."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        await asyncio.sleep(pause)
+
+
+def dump_logs(procs: ProcCluster) -> None:
+    """Print every member's log tail (pytest shows it when the test failed)."""
+    for i in procs.members:
+        print(f"--- member {i} log ---\n{procs.log_tail(i, 60)}")
+
+
+# --- the concurrent workload ---------------------------------------------------------------------
+
+
+@dataclass
+class Workload:
+    """Client tasks, each with its own StoreClient to every member, writing unique values to
+    `REGISTERS`, writing keys of their own under `UNIQUE`, and reading the registers. Register
+    operations go to `rec`; unique keys are sorted into acknowledged / unknown / failed."""
+
+    procs: ProcCluster
+    rec: Recorder
+    clients: int = 4
+    seed: int = 1
+    max_seconds: float = 60.0
+    acked: set[bytes] = field(default_factory=set)
+    unknown: set[bytes] = field(default_factory=set)
+    failed: set[bytes] = field(default_factory=set)
+    done_ok: int = 0
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._worker(c)) for c in range(self.clients)]
+
+    async def stop(self) -> None:
+        """Stop every worker after its current operation; re-raise what one raised."""
+        self._stop.set()
+        async with asyncio.timeout(15.0):
+            await asyncio.gather(*self._tasks)
+
+    async def wait_ok(self, more: int, timeout: float = 15.0) -> None:
+        """Wait until `more` further operations have succeeded."""
+        target = self.done_ok + more
+
+        async def reached() -> bool:
+            for t in self._tasks:
+                if t.done():
+                    t.result()  # a worker that died: show why
+                    raise AssertionError("a workload client stopped early")
+            return self.done_ok >= target
+
+        await until(f"{more} more successful operations", reached, timeout)
+
+    async def _worker(self, cid: int) -> None:
+        rng = random.Random(self.seed * 1000 + cid)
+        deadline = time.monotonic() + self.max_seconds
+        async with self.procs.client(timeout=3.0) as client:
+            for n in range(100_000):
+                if self._stop.is_set() or time.monotonic() > deadline:
+                    return
+                roll = rng.random()
+                if roll < 0.4:
+                    key = rng.choice(REGISTERS)
+                    await self._write_register(client, cid, key, b"c%d-%d" % (cid, n))
+                elif roll < 0.6:
+                    await self._write_unique(client, UNIQUE + b"%d/%d" % (cid, n))
+                else:
+                    await self._read_register(client, cid, rng.choice(REGISTERS))
+                await asyncio.sleep(0.01)  # pace: four clients, not a load test
+
+    async def _write_register(
+        self, client: StoreClient, cid: int, key: bytes, value: bytes
+    ) -> None:
+        h = self.rec.invoke(cid, key, WRITE, value)
+        try:
+            await client.put(key, value)
+        except StoreOutcomeUnknownError:
+            self.rec.unknown(h)
+        except StoreError:
+            self.rec.failed(h)  # the client's contract: it certainly did not apply
+        else:
+            self.rec.ok(h)
+            self.done_ok += 1
+
+    async def _write_unique(self, client: StoreClient, key: bytes) -> None:
+        try:
+            await client.put(key, b"1")
+        except StoreOutcomeUnknownError:
+            self.unknown.add(key)
+        except StoreError:
+            self.failed.add(key)
+        else:
+            self.acked.add(key)
+            self.done_ok += 1
+
+    async def _read_register(self, client: StoreClient, cid: int, key: bytes) -> None:
+        h = self.rec.invoke(cid, key, READ)
+        try:
+            got = await client.get(key)
+        except StoreError:
+            self.rec.failed(h)  # a read changes nothing: dropping it is sound
+            return
+        self.rec.ok(h, got.kvs[0].value if got.count else None)
+        self.done_ok += 1
+
+    async def check(self, client: StoreClient) -> None:
+        """After the faults: read every register once more (recorded), check each register's
+        history, and check the unique keys: every acknowledged one present, every failed one
+        absent, nothing present that was never written."""
+        for key in REGISTERS:
+            h = self.rec.invoke("final", key, READ)
+            got = await client.get(key)
+            self.rec.ok(h, got.kvs[0].value if got.count else None)
+        histories = self.rec.by_key()
+        result = check_per_key(histories)
+        assert result.ok, result.explanation
+        present = {kv.key for kv in (await client.get(UNIQUE, prefix=True, keys_only=True)).kvs}
+        assert self.acked <= present, f"acknowledged but lost: {sorted(self.acked - present)[:5]}"
+        assert not (self.failed & present), f"failed but applied: {sorted(self.failed & present)}"
+        assert present <= self.acked | self.unknown
+        writes = sum(op.kind == WRITE for ops in histories.values() for op in ops)
+        unknown = sum(not op.completed for ops in histories.values() for op in ops)
+        print(
+            f"workload: {sum(map(len, histories.values()))} register ops ({writes} writes, "
+            f"{unknown} unknown); unique keys {len(self.acked)} acked, {len(self.unknown)} "
+            f"unknown, {len(self.failed)} failed"
+        )
+        assert writes >= 30 and len(self.acked) >= 10, (writes, len(self.acked))
+
+
+async def converged(procs: ProcCluster, client: StoreClient) -> None:
+    """Every running member's own state (serializable read) equals the leader's."""
+    want = await client.get(b"t/", prefix=True)
+    for i in procs.live():
+        async with procs.client([i], redirect=False) as local:
+
+            async def same(local: StoreClient = local) -> bool:
+                got = await local.get(b"t/", prefix=True, serializable=True)
+                return got.revision >= want.revision
+
+            await until(f"member {i} applies revision {want.revision}", same)
+            got = await local.get(b"t/", prefix=True, serializable=True)
+            assert got.revision == want.revision
+            assert got.kvs == want.kvs, f"member {i} differs from the leader"
+
+
+# --- the clusters ---------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def meshed_cluster(
+    tmp_path: Path, hosts: list[str]
+) -> AsyncIterator[tuple[ProcCluster, ThreadedMesh[int]]]:
+    """Three members whose every peer link goes through its own fault proxy (on the target
+    member's host); killed by PID and the proxies stopped on the way out."""
+    procs = ProcCluster(tmp_path, hosts)
+    mesh: ThreadedMesh[int] = ThreadedMesh(procs.raft_addresses())
+    mesh.start()
+    try:
+        procs.route_peers(mesh.addresses())
+        await procs.start_all()
+        yield procs, mesh
+    finally:
+        dump_logs(procs)
+        try:
+            await procs.close()
+        finally:
+            mesh.stop()
+
+
+@pytest.fixture
+async def frozen_procs(tmp_path: Path) -> AsyncIterator[tuple[ProcCluster, ThreadedMesh[int]]]:
+    async with meshed_cluster(tmp_path, FREEZE_HOSTS) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+async def meshed_procs(tmp_path: Path) -> AsyncIterator[tuple[ProcCluster, ThreadedMesh[int]]]:
+    async with meshed_cluster(tmp_path, PARTITION_HOSTS) as cluster:
+        yield cluster
+
+
+# --- 1. a frozen leader --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("hold", [False, True], ids=["thaw", "thaw-unaware"])
+async def test_thawed_leader_serves_no_stale_read_and_commits_nothing(
+    frozen_procs: tuple[ProcCluster, ThreadedMesh[int]], hold: bool
+) -> None:
+    """SIGSTOP the leader until the others elect a new one and commit a write, then SIGCONT it
+    and at once read and write at it directly (no redirect). With `hold`, what the others send
+    it stays in the proxies (blackholed) from the freeze until the requests made at it have
+    ended or a second has passed: the thawed leader cannot learn from its first reads that it
+    was deposed, which is when a lease-based read or a local commit would slip through."""
+    procs, mesh = frozen_procs
+    old = await procs.leader()
+    others = [i for i in procs.members if i != old]
+    rec = Recorder()
+    fence = b"t/fence"
+    workload = Workload(procs, rec, seed=12 if hold else 11)
+    direct_writes: dict[bytes, str] = {}
+    stale_reads: list[bytes | None] = []
+    async with procs.client() as client, procs.client([old], redirect=False, timeout=3.0) as direct:
+
+        async def read_at_old(n: int) -> None:
+            h = rec.invoke(f"old-{n}", fence, READ)
+            try:
+                got = await direct.get(fence)
+            except StoreError:
+                rec.failed(h)
+                return
+            value = got.kvs[0].value if got.count else None
+            stale_reads.append(value)
+            rec.ok(h, value)
+
+        async def write_at_old(n: int) -> None:
+            key, value = b"t/old/%d" % n, b"old-%d" % n
+            h = rec.invoke(f"old-{n}", fence, WRITE, value)
+            try:
+                await direct.txn([], [kvc.Put(fence, value), kvc.Put(key, b"1")])
+            except StoreOutcomeUnknownError:
+                rec.unknown(h)
+                direct_writes[key] = "unknown"
+            except NotLeaderError:
+                rec.failed(h)
+                direct_writes[key] = "refused"
+            except StoreError as exc:
+                rec.failed(h)
+                direct_writes[key] = f"failed: {exc.code}"
+            else:
+                rec.ok(h)
+                direct_writes[key] = "ok"
+
+        h = rec.invoke("fence", fence, WRITE, b"before")
+        await client.put(fence, b"before")
+        rec.ok(h)
+        await direct.status()  # connected before the freeze: the thawed member reads from it
+        workload.start()
+        await workload.wait_ok(30)
+
+        procs.stop(old)
+        try:
+            if hold:
+                for b in others:
+                    mesh.cut(b, old, CutMode.BLACKHOLE)
+            new = await procs.leader()  # the live members only: the frozen one is left out
+            assert new != old
+            h = rec.invoke("fence", fence, WRITE, b"after")
+            async with procs.client([new]) as at_new:
+                await at_new.put(fence, b"after")
+            rec.ok(h)
+            await workload.wait_ok(20)  # the majority serves the workload meanwhile
+
+            # Requests queued while it is frozen, and more right after SIGCONT: the old leader
+            # meets them before (or while) it learns that it was deposed.
+            direct_ops = [asyncio.create_task(read_at_old(n)) for n in range(4)]
+            direct_ops += [asyncio.create_task(write_at_old(n)) for n in range(4)]
+            await asyncio.sleep(0.05)  # let them reach its socket
+        finally:
+            procs.cont(old)
+        direct_ops += [asyncio.create_task(read_at_old(n)) for n in range(4, 10)]
+        direct_ops += [asyncio.create_task(write_at_old(n)) for n in range(4, 10)]
+        if hold:
+            await asyncio.wait(direct_ops, timeout=1.0)
+            mesh.heal_all()
+        async with asyncio.timeout(20.0):
+            await asyncio.gather(*direct_ops)
+
+        assert await procs.leader() == new  # the thawed one follows, it does not disrupt
+        await workload.wait_ok(20)
+        await workload.stop()
+
+        print(f"at the thawed leader: reads {stale_reads}, writes {direct_writes}")
+        # No stale read: nothing it answered predates the new leader's committed write.
+        assert b"before" not in stale_reads, stale_reads
+        # Nothing of its own acknowledged, and none of its old-term proposals survived.
+        assert len(direct_writes) == 10 and "ok" not in direct_writes.values(), direct_writes
+        survivors = await client.get(b"t/old/", prefix=True, keys_only=True)
+        assert survivors.count == 0, [kv.key for kv in survivors.kvs]
+        assert (await client.get(fence)).kvs[0].value == b"after"
+        await workload.check(client)
+        await converged(procs, client)
+
+
+# --- 2. a leader cut off from the others ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", [CutMode.REFUSE, CutMode.BLACKHOLE], ids=lambda m: m.value)
+async def test_cut_off_leader_commits_nothing_and_the_majority_serves(
+    meshed_procs: tuple[ProcCluster, ThreadedMesh[int]], mode: CutMode
+) -> None:
+    procs, mesh = meshed_procs
+    old = await procs.leader()
+    others = [i for i in procs.members if i != old]
+    rec = Recorder()
+    workload = Workload(procs, rec, seed=21 if mode is CutMode.REFUSE else 22)
+    outcomes: dict[bytes, str] = {}
+    samples: list[tuple[int, str, int]] = []
+    stop = asyncio.Event()
+
+    async with procs.client() as client, procs.client([old], redirect=False, timeout=1.5) as direct:
+        workload.start()
+        await workload.wait_ok(30)
+
+        mesh.isolate(old, mode)
+        # The second answer: whatever reached it before the cut has been stepped by then.
+        await procs.status(old)
+        cut = await procs.status(old)
+
+        async def write_at_old() -> None:
+            for n in range(500):
+                if stop.is_set():
+                    return
+                key = b"t/iso/%d" % n
+                try:
+                    await direct.put(key, b"1")
+                except StoreOutcomeUnknownError:
+                    outcomes[key] = "unknown"
+                except NotLeaderError:
+                    outcomes[key] = "refused"
+                except StoreError as exc:
+                    outcomes[key] = f"failed: {exc.code}"
+                else:
+                    outcomes[key] = "ok"
+                await asyncio.sleep(0.02)
+
+        async def sample_old() -> None:
+            for _ in range(2000):
+                if stop.is_set():
+                    return
+                st = await procs.status(old)
+                samples.append((st.commit, st.role, st.term))
+                await asyncio.sleep(0.05)
+
+        side_tasks = [asyncio.create_task(write_at_old()), asyncio.create_task(sample_old())]
+        try:
+            new = await procs.leader(among=others)
+            await workload.wait_ok(40)  # the majority serves the workload
+
+            async def old_stepped_down() -> bool:
+                return (await procs.status(old)).role != "leader"
+
+            await until(f"cut-off leader {old} steps down (CheckQuorum)", old_stepped_down, 5.0)
+            majority = await procs.status(new)
+        finally:
+            stop.set()
+            async with asyncio.timeout(10.0):
+                await asyncio.gather(*side_tasks)
+
+        print(f"cut at commit {cut.commit}; samples {samples[:3]}...; writes {outcomes}")
+        # The minority side committed nothing and acknowledged nothing.
+        assert samples, "no status sampled from the cut-off member"
+        assert {commit for commit, _, _ in samples} == {cut.commit}, (cut.commit, samples)
+        assert majority.commit > cut.commit
+        assert majority.term > cut.term
+        assert outcomes and "ok" not in outcomes.values(), outcomes
+
+        mesh.heal_all()
+        await procs.leader()  # all three agree again
+        await workload.wait_ok(20)
+        await workload.stop()
+        stale = await client.get(b"t/iso/", prefix=True, keys_only=True)
+        assert stale.count == 0, [kv.key for kv in stale.kvs]  # its own proposals are gone
+        await workload.check(client)
+        await converged(procs, client)
+
+
+# --- 4. leases ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def lease_procs(tmp_path: Path) -> AsyncIterator[ProcCluster]:
+    procs = ProcCluster(tmp_path, LEASE_HOSTS)
+    try:
+        await procs.start_all()
+        yield procs
+    finally:
+        dump_logs(procs)
+        await procs.close()
+
+
+TTL = 1.5
+LEASED = [b"t/l/0", b"t/l/1", b"t/l/2"]
+
+
+@pytest.mark.parametrize("kill_leader", [False, True], ids=["steady", "leader-kill9"])
+async def test_lease_expires_after_its_ttl_never_before_in_one_revision(
+    lease_procs: ProcCluster, kill_leader: bool
+) -> None:
+    procs = lease_procs
+    await procs.leader()
+    async with procs.client(timeout=5.0) as client:
+        await client.put(b"t/keep", b"no lease")
+        grant = await client.lease_grant(TTL)
+        ttl = grant.ttl
+        assert ttl >= TTL
+        for key in LEASED:
+            await client.put(key, b"v", lease=grant.lease_id)
+        last_sent = 0.0
+        for n in range(3):  # the holder's keepalives, each counted from when it was SENT
+            if n:
+                await asyncio.sleep(ttl / 4)
+            sent = time.monotonic()
+            assert await client.lease_keepalive(grant.lease_id) == ttl
+            last_sent = sent
+        before = await client.get(b"t/", prefix=True)
+        assert before.count == 4
+        (keep,) = (kv for kv in before.kvs if kv.key == b"t/keep")
+
+        # Expiry must come no sooner than `floor + ttl`.
+        floor = last_sent
+        killed = 0
+        if kill_leader:
+            floor = time.monotonic()
+            killed = await procs.leader()  # every member follows it: later leaders count
+            procs.kill9(killed)  # from their own first commit, after `floor`
+            assert time.monotonic() < last_sent + ttl, "too slow: the lease was not live at kill"
+
+        reads: list[tuple[float, float, int]] = []
+        gone = None
+        deadline = floor + ttl + 15.0
+        while gone is None:
+            assert time.monotonic() < deadline, f"the lease never expired: {reads[-5:]}"
+            call = time.monotonic()
+            try:
+                got = await client.get(b"t/l/", prefix=True, timeout=2.0)
+            except StoreError:
+                await asyncio.sleep(0.02)
+                continue
+            ret = time.monotonic()
+            reads.append((call - floor, ret - floor, got.count))
+            assert got.count in (0, len(LEASED)), f"keys vanished one by one: {reads[-3:]}"
+            if got.count == 0:
+                gone = got
+            else:
+                await asyncio.sleep(0.02)
+        print(f"ttl {ttl}: last reads (call, return, count) after the floor: {reads[-3:]}")
+        # A read that returned before floor + ttl and saw no keys would prove an early expiry.
+        assert reads[-1][1] >= ttl, f"expired {ttl - reads[-1][1]:.3f}s early: {reads[-3:]}"
+        assert gone.revision == before.revision + 1  # all three keys in ONE revision
+        with pytest.raises(LeaseNotFoundError):
+            await client.lease_keepalive(grant.lease_id)
+
+        if kill_leader:
+            await procs.start(killed)  # back from its disk, it must agree too
+        for i in procs.live():
+            async with procs.client([i], redirect=False) as local:
+
+                async def applied(local: StoreClient = local) -> bool:
+                    got = await local.get(b"t/", prefix=True, serializable=True)
+                    return got.revision >= gone.revision
+
+                await until(f"member {i} applies the revoke", applied)
+                mine = await local.get(b"t/", prefix=True, serializable=True)
+                assert mine.revision == gone.revision, f"member {i}"
+                assert mine.kvs == (keep,), f"member {i}: {mine.kvs}"
