@@ -4,7 +4,8 @@
 #   deploy/dev.sh cluster              set everything up, then run a 3-member local cluster
 #   deploy/dev.sh setup                only set up (virtualenv, PostgreSQL server binaries)
 # It creates .venv from Debian's /usr/bin/python3 (an interpreter the postgres user can run)
-# and installs PostgreSQL's server package when it is missing and we are root.
+# and installs PostgreSQL's server package when it is missing and we are root, and so the
+# tools some tests use (haproxy, iptables, etcd-server).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -77,17 +78,34 @@ ensure_postgres() {
     export HAMGR_PG_BINDIR
 }
 
+# Tools some integration tests use (they skip without them): HAProxy, iptables, etcd.
+# Installed quietly when any is missing and we are root; otherwise only a note.
+ensure_test_tools() {
+    local missing=() pkg bin
+    for pkg in haproxy:haproxy iptables:iptables etcd-server:etcd; do
+        bin=${pkg#*:}
+        command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || missing+=("${pkg%%:*}")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" = 0 ]; then
+        apt_install "${missing[@]}" ||
+            echo "note: could not install ${missing[*]}: the tests that need them are skipped" >&2
+    else
+        echo "note: ${missing[*]} missing (not root): the tests that need them are skipped" >&2
+    fi
+}
+
 cmd=${1:-help}
 [ $# -gt 0 ] && shift
 case "$cmd" in
     setup)
-        ensure_venv; ensure_postgres; echo "ready: $venv, PostgreSQL in $HAMGR_PG_BINDIR" ;;
+        ensure_venv; ensure_postgres; ensure_test_tools
+        echo "ready: $venv, PostgreSQL in $HAMGR_PG_BINDIR" ;;
     test)
-        ensure_venv; ensure_postgres
+        ensure_venv; ensure_postgres; ensure_test_tools
         exec "$venv/bin/python" -m pytest "$@" ;;
     cluster)
         ensure_venv; ensure_postgres
-        [ -f hamgr/demo.py ] || die "the local cluster arrives with the HA agent (not built yet)"
         exec "$venv/bin/python" -m hamgr.demo "$@" ;;
     *)
         sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;

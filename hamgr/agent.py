@@ -21,7 +21,7 @@ from pathlib import Path
 import aiohttp
 
 from hamgr import api, postgres
-from hamgr.config import Config, ConfigError, load_config
+from hamgr.config import Config, ConfigError, load_config, split_address
 from hamgr.dcs.base import DcsError
 from hamgr.dcs.model import DynamicSettings, MemberTags, SwitchoverRequest
 from hamgr.dcs.raft import RaftDcs
@@ -31,6 +31,7 @@ from hamgr.ha.execute import ActionRunner
 from hamgr.ha.loop import HaLoop, Identity
 from hamgr.postgres import PgSettings
 from hamgr.raft.client import StoreClient
+from hamgr.raft.handshake import source_host_for
 from hamgr.raft.node import RaftNode
 from hamgr.raft.rpcserver import StoreRpcServer
 from hamgr.storecmd import (
@@ -90,6 +91,16 @@ def identity(config: Config) -> Identity:
     )
 
 
+def http_connector(config: Config) -> aiohttp.TCPConnector:
+    """The connector of the agent's HTTP calls to its peers: from the REST API's address.
+
+    With every outbound connection (store, Raft, HTTP) leaving from the member's own address,
+    a host cut off on that address is cut off for good, not half-connected through another.
+    """
+    source = source_host_for(split_address(config.restapi.listen)[0])
+    return aiohttp.TCPConnector(local_addr=(source, 0) if source else None)
+
+
 class Agent:
     """The parts of one agent, wired together; `run()` serves until stopped."""
 
@@ -116,8 +127,12 @@ class Agent:
 
     async def _serve(self, node: RaftNode, server: StoreRpcServer) -> int:
         endpoints = [server.client_address, *self.store.client_addresses.values()]
+        # Every connection leaves from this member's own address (see `http_connector`).
         client = StoreClient(
-            list(dict.fromkeys(endpoints)), self.store.cluster_id, self.store.secret
+            list(dict.fromkeys(endpoints)),
+            self.store.cluster_id,
+            self.store.secret,
+            source_host=source_host_for(self.store.listen[0]),
         )
         dcs = RaftDcs(
             self.config.scope,
@@ -152,7 +167,7 @@ class Agent:
             bootstrap_settings=self.settings,
             remove_data_on_rewind_failure=self.me.reclone_on_rewind_failure,
         )
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession(connector=http_connector(self.config)) as http:
             loop = HaLoop(
                 self.me,
                 dcs,

@@ -21,6 +21,9 @@ from hamgr.dcs.model import ClusterView, DynamicSettings, LeaderKey
 from hamgr.fencing import FencerClient, FenceRefused, FencerError, postmaster_identity
 from hamgr.ha import actions as a
 from hamgr.postgres import PgSettings, PostgresError
+from hamgr.postgres.conf import STANDBY_SIGNAL
+from hamgr.postgres.files import write_file
+from hamgr.postgres.process import resolve_run_as
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,16 @@ StoreTransfer = Callable[[str], Awaitable[None]]
 def slot_name(member: str) -> str:
     """The replication slot a member streams through (PostgreSQL slot names: [a-z0-9_])."""
     return re.sub(r"[^a-z0-9_]", "_", member.lower())[:63]
+
+
+def _standby_without_upstream(pg: PgSettings) -> None:
+    """Make the next start a standby's, whoever it follows (nobody yet, or a stale upstream).
+
+    Without standby.signal the data dir of a fenced primary, or one whose failed pg_rewind
+    cleared its standby config, would start as a primary that holds no leader key and accepts
+    writes: in a leaderless cluster every member did, each demoting and restarting in turn.
+    """
+    write_file(Path(pg.data_dir) / STANDBY_SIGNAL, "", resolve_run_as(pg.os_user))
 
 
 def _host_port(conn_url: str) -> tuple[str, int]:
@@ -167,6 +180,8 @@ class ActionRunner:
             if action.leader is not None:
                 host, port = self._conn(view, action.leader)
                 postgres.configure_standby(pg, host, port, slot_name(self.name))
+            else:
+                _standby_without_upstream(pg)
             await postgres.start(pg)
             return True
         if isinstance(action, a.Follow):
@@ -236,12 +251,16 @@ class ActionRunner:
     async def _rewind(self, view: ClusterView, leader: str) -> bool:
         host, port = self._conn(view, leader)
         try:
-            await postgres.rewind(self.pg, host, port)
+            result = await postgres.rewind(self.pg, host, port)
         except PostgresError as exc:
             log.error("pg_rewind against %s failed: %s", leader, exc)
             self.lease.rewind_failed = True
             return False
         self.lease.rewind_failed = False
+        if result.rewound:
+            log.info("pg_rewind rewound my data directory to leader %s's timeline", leader)
+        else:
+            log.info("pg_rewind against leader %s: nothing to rewind", leader)
         postgres.configure_standby(self.pg, host, port, slot_name(self.name))
         await postgres.start(self.pg)
         return True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 import time
@@ -70,6 +71,7 @@ class HaLoop:
         self.runner = runner
         self.http = http
         self.settings = settings
+        self._bootstrap_settings = settings
         self._store_leader_here = store_leader_here
         self.last_view: ClusterView | None = None
         self.last_pg = LocalPostgres()
@@ -91,6 +93,11 @@ class HaLoop:
         except DcsError as exc:
             await self._store_unreachable(pg, exc)
             return None
+        if not view.initialize:
+            # Until the bootstrap writes the config key, the view carries the built-in defaults
+            # (ttl 6 s, safety margin 2 s), not the ttl this agent's lease was granted with:
+            # a fence deadline computed from them lies in the past. Use our own until then.
+            view = dataclasses.replace(view, settings=self._bootstrap_settings)
         self.last_view = view
         self.settings = view.settings
         local = self._local(view, pg)
@@ -238,7 +245,9 @@ class HaLoop:
         """Renew the session lease every ttl/3, whatever the loop is busy with."""
         while not stop.is_set():
             started = time.monotonic()
-            if self._session_started:
+            # A key taken in this agent's first cycle (the bootstrap race) is renewed too:
+            # initdb can outlast the ttl, and that cycle publishes nothing until it ends.
+            if self._session_started or self.runner.lease.key is not None:
                 await self.runner.keepalive(self.settings.safety_margin)
             period = self.settings.ttl / 3
             with contextlib.suppress(asyncio.TimeoutError):

@@ -297,7 +297,8 @@ class StoreClient:
     `timeout`), `connect_timeout` bounds one dial and handshake, and `attempt_timeout` is how
     long one member may stay silent before the call looks elsewhere (see the module
     docstring). With `redirect=False` a call goes only to the endpoint in use and NOT_LEADER
-    raises `NotLeaderError` (for tools and tests).
+    raises `NotLeaderError` (for tools and tests). `source_host` makes every connection leave
+    from that local address (an agent dials from its member's own address).
     """
 
     def __init__(
@@ -313,6 +314,7 @@ class StoreClient:
         ssl_context: ssl.SSLContext | None = None,
         max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
         max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
+        source_host: str | None = None,
     ) -> None:
         eps: list[Address] = []
         for e in endpoints:
@@ -336,6 +338,7 @@ class StoreClient:
         self._ssl = ssl_context
         self._max_request_size = max_request_size
         self._max_response_size = max_response_size
+        self.source_host = source_host
         self._leader: Address | None = None
         self._cursor = 0
         self._channels: dict[Address, _Channel] = {}
@@ -711,6 +714,7 @@ class StoreClient:
             ssl_context=self._ssl,
             timeout=self.connect_timeout,
             max_frame_size=self._max_response_size,
+            source_host=self.source_host,
         )
         channel = _Channel(conn, endpoint, self._max_request_size, self._max_response_size)
         if self._closed:

@@ -54,6 +54,7 @@ __all__ = [
     "open_authenticated",
     "serve_authenticated",
     "server_handshake",
+    "source_host_for",
 ]
 
 # The transport's logger name, as before this module was split out of it, so that logging
@@ -67,6 +68,18 @@ MIN_SECRET_SIZE = 16
 MAX_CLUSTER_ID_LEN = 128
 _MAC_LABEL = "hamgr-peer-handshake-v1"
 _MAC_SIZE = hashlib.sha256().digest_size
+_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]", "*"})
+
+
+def source_host_for(listen_host: str) -> str | None:
+    """The address outbound connections should leave from, given the host a member listens on.
+
+    A member bound to one address also dials from it, so its peers see (and a firewall rule on
+    that address catches) all of its traffic, not only what it accepts. A wildcard bind names
+    no address: None lets the kernel choose, as before.
+    """
+    host = listen_host.strip()
+    return None if host in _WILDCARD_HOSTS else host.strip("[]")
 
 
 class HandshakeError(ProtocolError):
@@ -307,15 +320,19 @@ async def open_authenticated(
     server_hostname: str | None = None,
     timeout: float = 5.0,
     max_frame_size: int = 64 * 1024 * 1024,
+    source_host: str | None = None,
 ) -> AuthenticatedConnection:
     """Dial a member and run the handshake, all within `timeout` seconds.
 
-    Raises OSError (connect, TLS), TimeoutError, or `ProtocolError` (refused, bad peer).
+    With `source_host` the connection leaves from that local address (any free port).
+    Raises OSError (connect, TLS, a source address that is not ours), TimeoutError, or
+    `ProtocolError` (refused, bad peer).
     """
     async with asyncio.timeout(timeout):
         reader, writer = await asyncio.open_connection(
             host,
             port,
+            local_addr=(source_host, 0) if source_host else None,
             ssl=ssl_context,
             server_hostname=server_hostname if ssl_context is not None else None,
             ssl_handshake_timeout=timeout if ssl_context is not None else None,

@@ -10,7 +10,9 @@ first two with its own frame kinds):
    a bounded queue (a full queue drops the newest message: Raft tolerates loss, and `send` never
    blocks); reconnection with capped exponential backoff and jitter; queued frames are coalesced
    into one write. Inbound connections deliver each message to `on_message` after checking that
-   it is addressed to this member and sent by the peer that authenticated.
+   it is addressed to this member and sent by the peer that authenticated. Outbound connections
+   leave from the bind address unless it is a wildcard, so one address carries all of a
+   member's traffic (and a firewall rule on it cuts the member off both ways).
 
 This module also re-exports the public names of the two lower layers, so
 ``from hamgr.raft.transport import ...`` keeps working for all of them.
@@ -57,6 +59,7 @@ from hamgr.raft.handshake import (
     open_authenticated,
     serve_authenticated,
     server_handshake,
+    source_host_for,
 )
 from hamgr.raft.types import Message
 
@@ -213,6 +216,9 @@ class PeerTransport:
         self.node_id = node_id
         self._auth = ClusterAuth(cluster_id, node_id, secret)
         self._bind = bind
+        # Dial from the address we listen on, so a peer (or a firewall) sees one address per
+        # member both ways; a wildcard bind leaves the choice to the kernel.
+        self._source_host = source_host_for(bind[0])
         self._advertise = advertise
         self._on_message = on_message
         self._client_ssl = client_ssl
@@ -375,6 +381,7 @@ class PeerTransport:
                     server_hostname=host,
                     timeout=self.limits.connect_timeout,
                     max_frame_size=self.limits.max_frame_size,
+                    source_host=self._source_host,
                 )
             except Exception as exc:
                 self.stats.connect_failures += 1

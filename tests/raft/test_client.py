@@ -6,6 +6,7 @@ that must cost only their own connection."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -303,6 +304,24 @@ async def test_wrong_secret_or_cluster_is_refused_at_once(cluster: Cluster) -> N
     assert sum(s.stats.rejected_handshakes for s in cluster.servers.values()) > refused
     async with cluster.client() as good:  # the servers carry on
         await good.put(b"k", b"v")
+
+
+async def test_source_host_is_the_address_members_see(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    await cluster.leader()
+    endpoints = list(cluster.clients.values())
+    async with StoreClient(endpoints, CLUSTER, SECRET, source_host="127.0.0.36") as client:
+        await client.put(b"from", b"36")
+        assert pairs(await client.get(b"from")) == [(b"from", b"36")]
+    # A member names the address of a connection it refuses: there the source shows.
+    caplog.set_level(logging.WARNING, logger="hamgr.raft.transport")
+    bad = StoreClient(endpoints[:1], CLUSTER, b"w" * 32, source_host="127.0.0.37", timeout=5.0)
+    async with bad:
+        with pytest.raises(StoreAuthError):
+            await bad.get(b"from")
+    refused = [r.getMessage() for r in caplog.records if "refused connection" in r.getMessage()]
+    assert refused and all(m.startswith("refused connection from 127.0.0.37:") for m in refused)
 
 
 async def _raw(cluster: Cluster, i: int) -> AuthenticatedConnection:

@@ -535,6 +535,24 @@ async def test_advertised_address_is_separate_from_bind(make_node: MakeNode) -> 
     assert c.t.advertised_address == c.addr
 
 
+async def test_peers_dial_from_their_bind_address(
+    make_node: MakeNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Outbound connections leave from the bind host, so one address carries all of a member's
+    traffic (a firewall rule on it isolates the member); a wildcard bind leaves it to the kernel."""
+    caplog.set_level(logging.INFO, logger="hamgr.raft.transport")
+    a, b = await make_node(1), await make_node(2)
+    wild = await make_node(3, "0.0.0.0")
+    link(a, b)
+    wild.t.set_peer(2, b.addr)
+    await send_until_delivered(a, b, 1)
+    await send_until_delivered(wild, b, 2)
+    accepted = [r.getMessage() for r in caplog.records if "connected from" in r.getMessage()]
+    assert any(m.startswith("node 2: peer 1 connected from 127.0.0.11:") for m in accepted)
+    assert any(m.startswith("node 1: peer 2 connected from 127.0.0.12:") for m in accepted)
+    assert any(m.startswith("node 2: peer 3 connected from 127.0.0.1:") for m in accepted)
+
+
 # --- TLS ---------------------------------------------------------------------------------------
 
 
