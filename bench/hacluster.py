@@ -1,0 +1,348 @@
+"""A local hamgr cluster for benchmarks: N `hamgr agent` processes with real PostgreSQL.
+
+Each member gets its own loopback address (store, store clients, REST and PostgreSQL all bind
+it, on the same ports everywhere: 7000, 7100, 8008, 5432), its own directories under one root,
+and the chosen timing profile. Agents log to `<root>/<name>.log`. Everything started here is
+killed by PID on `close()`: agents, then each member's postmaster and its children, then fencers
+(found through their pid files), whatever happened.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg
+import yaml
+
+PASSWORD = "bench-password"
+API_USER = "admin"
+PG_PORT = 5432
+API_PORT = 8008
+STORE_PORT = 7000
+CLIENT_PORT = 7100
+T = TypeVar("T")
+SMALL_PG: dict[str, object] = {
+    "shared_buffers": "16MB",
+    "max_connections": 40,
+    "max_wal_senders": 6,
+    "wal_keep_size": "64MB",
+}
+
+
+@dataclass
+class Member:
+    """One member's name, address, files and agent process."""
+
+    name: str
+    node_id: int
+    host: str
+    root: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def config(self) -> Path:
+        return self.root / f"{self.name}.yaml"
+
+    @property
+    def log(self) -> Path:
+        return self.root / f"{self.name}.log"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / f"{self.name}-data"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / f"{self.name}-data.run"
+
+    @property
+    def api(self) -> str:
+        return f"http://{self.host}:{API_PORT}"
+
+    @property
+    def pg_address(self) -> str:
+        return f"{self.host}:{PG_PORT}"
+
+
+class Cluster:
+    """Agents named pg1..pgN on `hosts` (one member each), configured under `root`."""
+
+    def __init__(self, root: Path, hosts: list[str], *, profile: str, scope: str = "bench"):
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        os.chmod(root, 0o755)  # PostgreSQL runs as its own OS user and must reach its dirs
+        self.scope = scope
+        self.members = {
+            f"pg{i}": Member(f"pg{i}", i, host, root) for i, host in enumerate(hosts, start=1)
+        }
+        secret = root / "store-secret"
+        secret.write_text(secrets.token_hex(24))
+        os.chmod(secret, 0o600)
+        for m in self.members.values():
+            config = self._config(m, secret, profile)
+            m.config.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def _config(self, m: Member, secret: Path, profile: str) -> dict[str, Any]:
+        peers = [
+            {
+                "node_id": p.node_id,
+                "address": f"{p.host}:{STORE_PORT}",
+                "client_address": f"{p.host}:{CLIENT_PORT}",
+            }
+            for p in self.members.values()
+            if p is not m
+        ]
+        return {
+            "scope": self.scope,
+            "name": m.name,
+            "timing_profile": profile,
+            "restapi": {
+                "listen": f"{m.host}:{API_PORT}",
+                "authentication": {"username": API_USER, "password": PASSWORD},
+            },
+            "store": {
+                "raft": {
+                    "data_dir": str(self.root / f"{m.name}-store"),
+                    "node_id": m.node_id,
+                    "listen": f"{m.host}:{STORE_PORT}",
+                    "client_listen": f"{m.host}:{CLIENT_PORT}",
+                    "secret_file": str(secret),
+                    "peers": peers,
+                }
+            },
+            "postgresql": {
+                "data_dir": str(m.data_dir),
+                "listen": m.pg_address,
+                "authentication": {
+                    "superuser": {"username": "postgres", "password": PASSWORD},
+                    "replication": {"username": "replicator", "password": PASSWORD},
+                },
+                "parameters": dict(SMALL_PG),
+            },
+        }
+
+    # -- processes ----------------------------------------------------------------------------
+
+    def start(self, name: str) -> None:
+        """Start member `name`'s agent (it starts its PostgreSQL itself)."""
+        m = self.members[name]
+        if m.proc is not None and m.proc.poll() is None:
+            raise RuntimeError(f"agent {name} is already running (pid {m.proc.pid})")
+        with open(m.log, "ab") as log:
+            m.proc = subprocess.Popen(
+                [sys.executable, "-m", "hamgr", "agent", "--config", str(m.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def start_all(self) -> None:
+        for name in self.members:
+            self.start(name)
+
+    def postmaster_pid(self, name: str) -> int | None:
+        """The PID in the member's postmaster.pid, if the file is there."""
+        try:
+            text = (self.members[name].data_dir / "postmaster.pid").read_text()
+            return int(text.split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
+
+    def kill9(self, name: str) -> None:
+        """SIGKILL member `name`'s agent and its postmaster with every child, as a host crash
+        would (its fencer, a separate process, is left alone)."""
+        m = self.members[name]
+        pm = self.postmaster_pid(name)
+        victims = [pm, *_children(pm)] if pm is not None else []
+        if m.proc is not None and m.proc.poll() is None:
+            victims.insert(0, m.proc.pid)
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if m.proc is not None:
+            m.proc.wait(timeout=10)
+
+    def reclone(self, name: str) -> None:
+        """Kill member `name`, delete its PostgreSQL data dir and start its agent again, which
+        then clones the primary afresh (the repair for a member that cannot rejoin)."""
+        self.kill9(name)
+        shutil.rmtree(self.members[name].data_dir, ignore_errors=True)
+        self.start(name)
+
+    def close(self) -> None:
+        """Kill everything this cluster started, by PID."""
+        for m in self.members.values():
+            if m.proc is not None and m.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(m.proc.pid, signal.SIGKILL)
+                m.proc.wait(timeout=10)
+        for m in self.members.values():
+            pm = self.postmaster_pid(m.name)
+            if pm is not None and _is_postmaster_of(pm, m.data_dir):
+                for pid in [pm, *_children(pm)]:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+            for pid_file in m.run_dir.glob("*.pid"):
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    pid = int(pid_file.read_text().split()[0])
+                    if b"hamgr.fencer" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                        os.kill(pid, signal.SIGKILL)
+
+    # -- observation --------------------------------------------------------------------------
+
+    def http(self, name: str, path: str, timeout: float = 2.0) -> tuple[int, Any]:
+        """GET a member's REST path: (status, JSON body or None); (0, None) when unreachable."""
+        url = self.members[name].api + path
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                return resp.status, _json(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, _json(exc.read())
+        except (urllib.error.URLError, OSError):
+            return 0, None
+
+    def post(self, name: str, path: str, body: dict[str, Any], timeout: float) -> tuple[int, Any]:
+        """POST JSON to a member's REST path with the API's basic auth."""
+        req = urllib.request.Request(
+            self.members[name].api + path,
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        token = _basic(API_USER, PASSWORD)
+        req.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return resp.status, _json(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, _json(exc.read())
+        except (urllib.error.URLError, OSError) as exc:
+            return 0, str(exc)
+
+    def primaries(self, names: list[str] | None = None) -> list[str]:
+        """Members (of `names`, default all) whose GET /primary answers 200 right now."""
+        names = list(self.members) if names is None else names
+        return [n for n in names if self.http(n, "/primary", 1.0)[0] == 200]
+
+    def streaming(self, name: str) -> bool:
+        return self.http(name, "/replica", 1.0)[0] == 200
+
+    def settled(self) -> str | None:
+        """The primary when exactly one member serves as primary and every other streams."""
+        found = self.primaries()
+        if len(found) != 1:
+            return None
+        others = [n for n in self.members if n != found[0]]
+        return found[0] if all(self.streaming(n) for n in others) else None
+
+    def wait_settled(self, timeout: float) -> str:
+        """Wait until `settled()`; its primary."""
+        primary = wait_for(self.settled, timeout, 0.3)
+        if primary is None:
+            raise TimeoutError(
+                f"the cluster did not settle (one primary, all others streaming) within "
+                f"{timeout:g} s; logs:\n{self.log_tails()}"
+            )
+        return primary
+
+    def store_leader(self) -> str | None:
+        """The member leading the Raft store now, asked through `hamgr store-ctl status`."""
+        any_member = next(iter(self.members.values()))
+        try:
+            out = subprocess.run(
+                [
+                    *(sys.executable, "-m", "hamgr", "store-ctl"),
+                    *("--config", str(any_member.config), "--timeout", "2", "status"),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=15,
+            ).stdout
+        except subprocess.TimeoutExpired:
+            return None
+        for line in out.splitlines():
+            with contextlib.suppress(ValueError, AttributeError):
+                status = json.loads(line)
+                leader = int(status.get("leader") or 0)
+                for m in self.members.values():
+                    if m.node_id == leader:
+                        return m.name
+        return None
+
+    def connect(self, name: str) -> psycopg.Connection[Any]:
+        """A superuser autocommit connection straight to member `name`'s PostgreSQL."""
+        m = self.members[name]
+        return psycopg.connect(
+            host=m.host,
+            port=PG_PORT,
+            user="postgres",
+            password=PASSWORD,
+            dbname="postgres",
+            connect_timeout=3,
+            autocommit=True,
+        )
+
+    def log_tails(self, lines: int = 15) -> str:
+        out = []
+        for m in self.members.values():
+            try:
+                text = m.log.read_text(errors="replace").splitlines()[-lines:]
+            except OSError:
+                text = []
+            out.append(f"--- {m.name} ({m.log})\n" + "\n".join(text))
+        return "\n".join(out)
+
+
+def wait_for(probe: Callable[[], T | None], timeout: float, interval: float) -> T | None:
+    """Call `probe` until it returns something other than None, for at most `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = probe()
+        if found is not None or time.monotonic() >= deadline:
+            return found
+        time.sleep(interval)
+
+
+def _basic(user: str, password: str) -> str:
+    return base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def _children(pid: int) -> list[int]:
+    """The direct children of `pid` (a postmaster's backends and auxiliary processes)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def _is_postmaster_of(pid: int, data_dir: Path) -> bool:
+    """Whether `pid` runs with `data_dir` as its working directory (a PID may be reused)."""
+    try:
+        return Path(os.readlink(f"/proc/{pid}/cwd")) == data_dir.resolve()
+    except OSError:
+        return False
