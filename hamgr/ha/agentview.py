@@ -59,7 +59,12 @@ class LoopView:
         view = loop.last_view
         key = view.leader if view is not None else None
         lease = loop.runner.lease
-        holds = key is not None and key.name == self.name and key.revision == lease.leader_revision
+        holds = (
+            key is not None
+            and key.name == self.name
+            and key.revision == lease.leader_revision
+            and not lease.stepping_down
+        )
         member = loop.last_member or MemberState(
             self.name, loop.me.api_url, loop.me.conn_url, tags=loop.me.tags
         )

@@ -237,6 +237,12 @@ def _as_follower(view: ClusterView, local: LocalState, key: LeaderKey) -> Decisi
         via = "" if source == leader else f" (tagged clonefrom; leader is {leader})"
         return Decision((CloneFrom(source),), f"cloning from {source}{via}")
     if local.timeline_diverged:
+        if member.state != "running":
+            return Decision(
+                (),
+                f"my timeline diverged from leader {leader}'s, whose PostgreSQL is not "
+                "running yet; waiting before pg_rewind",
+            )
         return _diverged(local, leader)
     if not pg.running:
         return Decision((StartReplica(leader),), f"starting as a standby of leader {leader}")

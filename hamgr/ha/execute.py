@@ -27,6 +27,9 @@ from hamgr.postgres.process import resolve_run_as
 
 log = logging.getLogger(__name__)
 
+REWIND_ATTEMPTS = 3
+"""pg_rewind failures against one leader before giving up (then re-clone, if allowed)."""
+
 StoreTransfer = Callable[[str], Awaitable[None]]
 
 
@@ -57,7 +60,15 @@ class LeaseState:
     key: LeaderKey | None = None
     fence_at: float | None = None
     rewind_failed: bool = False
+    rewind_failed_against: str | None = None
+    rewind_failures: int = 0
     switchover_stopped_at: float | None = None
+    granted_ttl: float | None = None
+    # The data dir last ran as primary (only such a one can have diverged from the leader).
+    was_primary: bool = False
+    # Set when this agent starts taking its primary down: the REST API stops answering
+    # /primary 200 at once, not one loop later. The next observation clears it.
+    stepping_down: bool = False
 
     @property
     def leader_revision(self) -> int | None:
@@ -104,6 +115,7 @@ class ActionRunner:
             self.lease.key = None
             return False
         self.lease.fence_at = result.fence_at(safety_margin)
+        self.lease.granted_ttl = result.ttl
         await self.arm_fencer()
         return True
 
@@ -166,6 +178,7 @@ class ActionRunner:
             log.info("took the leader key (fencing token %d)", key.revision)
             return await self.keepalive(view.settings.safety_margin)
         if isinstance(action, a.ReleaseLeader):
+            self.lease.stepping_down = True
             released = await self.dcs.release_leader(action.key)
             self.lease.key = None
             await self.disarm_fencer()
@@ -182,7 +195,7 @@ class ActionRunner:
                 postgres.configure_standby(pg, host, port, slot_name(self.name))
             else:
                 _standby_without_upstream(pg)
-            await postgres.start(pg)
+            await postgres.start(pg, wait=False)  # a standby may need its upstream to be ready
             return True
         if isinstance(action, a.Follow):
             host, port = self._conn(view, action.leader)
@@ -197,12 +210,14 @@ class ActionRunner:
             await self.arm_fencer()
             return True
         if isinstance(action, a.Demote):
+            self.lease.stepping_down = True
             await postgres.stop(pg, action.mode)
             await self.disarm_fencer()
             if action.for_switchover:
                 self.lease.switchover_stopped_at = time.monotonic()
             return True
         if isinstance(action, a.StopPostgres):
+            self.lease.stepping_down = True
             await postgres.stop(pg, action.mode)
             await self.disarm_fencer()
             return True
@@ -254,15 +269,24 @@ class ActionRunner:
             result = await postgres.rewind(self.pg, host, port)
         except PostgresError as exc:
             log.error("pg_rewind against %s failed: %s", leader, exc)
-            self.lease.rewind_failed = True
+            lease = self.lease
+            if lease.rewind_failed_against != leader:
+                lease.rewind_failures = 0
+            lease.rewind_failures += 1
+            lease.rewind_failed_against = leader
+            # A first failure may be passing (e.g. the killed postmaster's PID not reaped yet,
+            # which its single-user crash recovery takes for a running server): try again.
+            lease.rewind_failed = lease.rewind_failures >= REWIND_ATTEMPTS
             return False
         self.lease.rewind_failed = False
+        self.lease.rewind_failures = 0
+        self.lease.was_primary = False
         if result.rewound:
             log.info("pg_rewind rewound my data directory to leader %s's timeline", leader)
         else:
             log.info("pg_rewind against leader %s: nothing to rewind", leader)
         postgres.configure_standby(self.pg, host, port, slot_name(self.name))
-        await postgres.start(self.pg)
+        await postgres.start(self.pg, wait=False)
         return True
 
     async def _reclone(self, view: ClusterView, leader: str) -> bool:

@@ -35,7 +35,10 @@ class LocalPostgres:
     ``current_lsn`` is a primary's write position; ``upstream`` the ``host:port`` a standby is
     configured to stream from; ``checkpoint_lsn`` the latest checkpoint's location from
     pg_controldata (read while stopped, for the switchover); ``timeline_switch_lsn`` where the
-    current timeline began (from its history file, for the cluster history).
+    current timeline began (from its history file, for the cluster history). While stopped,
+    ``cluster_state`` is pg_controldata's "Database cluster state" ("shut down", "shut down in
+    recovery", "in production" after a crash...) and ``min_recovery_lsn`` a standby's minimum
+    recovery ending location.
     """
 
     initialized: bool = False
@@ -50,6 +53,8 @@ class LocalPostgres:
     upstream: str | None = None
     checkpoint_lsn: int | None = None
     timeline_switch_lsn: int | None = None
+    cluster_state: str | None = None
+    min_recovery_lsn: int | None = None
 
     def __post_init__(self) -> None:
         _check("timeline", self.timeline, 1)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import re
 import time
 from collections.abc import Callable
@@ -25,7 +26,12 @@ from hamgr.ha.actions import Decision, ProbePeers
 from hamgr.ha.decide import decide
 from hamgr.ha.execute import ActionRunner, slot_name
 from hamgr.ha.inputs import LocalPostgres, LocalState
-from hamgr.ha.observe import observe_postgres, probe_peers, timeline_diverged
+from hamgr.ha.observe import (
+    last_ran_as_primary,
+    observe_postgres,
+    probe_peers,
+    timeline_diverged,
+)
 from hamgr.postgres import PgSettings
 
 log = logging.getLogger(__name__)
@@ -43,6 +49,9 @@ class Identity:
     reclone_on_rewind_failure: bool = False
     store_id: int = 0
 
+
+SWITCHOVER_POLL = 0.05
+"""Seconds between cycles while a stopped primary waits for its switchover candidate."""
 
 _LSN = re.compile(r"\b[0-9A-F]+/[0-9A-F]+\b")
 
@@ -88,6 +97,7 @@ class HaLoop:
         """One observe-decide-act round; None when the store could not be read."""
         pg = await observe_postgres(self.pg)
         self.last_pg = pg
+        self.runner.lease.stepping_down = False
         try:
             view = await self.dcs.get_cluster()
         except DcsError as exc:
@@ -100,6 +110,8 @@ class HaLoop:
             view = dataclasses.replace(view, settings=self._bootstrap_settings)
         self.last_view = view
         self.settings = view.settings
+        lease = self.runner.lease
+        lease.was_primary = last_ran_as_primary(view, pg, lease.was_primary)
         local = self._local(view, pg)
         decision = decide(view, local)
         if any(isinstance(x, ProbePeers) for x in decision.actions):
@@ -150,8 +162,11 @@ class HaLoop:
             fence_at=lease.fence_at,
             use_pg_rewind=self.me.use_pg_rewind,
             reclone_on_rewind_failure=self.me.reclone_on_rewind_failure,
-            rewind_failed=lease.rewind_failed,
-            timeline_diverged=timeline_diverged(view, pg),
+            # A failure against one leader says nothing about the next one: try again.
+            rewind_failed=lease.rewind_failed
+            and view.leader is not None
+            and view.leader.name == lease.rewind_failed_against,
+            timeline_diverged=timeline_diverged(view, pg, lease.was_primary),
             switchover_stopped_at=lease.switchover_stopped_at,
             store_leader_here=self._store_leader_here() if self._store_leader_here else False,
         )
@@ -211,6 +226,10 @@ class HaLoop:
                 except Exception:
                     log.exception("HA loop cycle failed")
                 wait = max(0.0, self.settings.loop_wait - (time.monotonic() - started))
+                if self.runner.lease.switchover_stopped_at is not None:
+                    # Stopped for a switchover: release the key as soon as the candidate has
+                    # our shutdown checkpoint, not a whole loop later.
+                    wait = min(wait, SWITCHOVER_POLL)
                 await self._wait_for_change(stop, wait)
         finally:
             keeper.cancel()
@@ -249,6 +268,6 @@ class HaLoop:
             # initdb can outlast the ttl, and that cycle publishes nothing until it ends.
             if self._session_started or self.runner.lease.key is not None:
                 await self.runner.keepalive(self.settings.safety_margin)
-            period = self.settings.ttl / 3
+            period = min(self.settings.ttl, self.runner.lease.granted_ttl or math.inf) / 3
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), max(0.0, period - (time.monotonic() - started)))

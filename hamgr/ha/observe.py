@@ -33,21 +33,20 @@ async def observe_postgres(settings: PgSettings) -> LocalPostgres:
     if not initialized:
         return LocalPostgres(initialized=False, data_dir_empty=_data_dir_empty(data_dir))
     st = await postgres.status(settings)
-    checkpoint_lsn = sysid = timeline = None
+    checkpoint_lsn = sysid = timeline = min_recovery = None
+    cluster_state = None
     if not st.running:
         try:
             cd = await postgres.controldata(settings)
             checkpoint_lsn, sysid, timeline = cd.checkpoint_lsn, cd.system_identifier, cd.timeline
+            cluster_state = cd.state
+            if cd.min_recovery_end_lsn:
+                min_recovery = cd.min_recovery_end_lsn
+                timeline = max(timeline, cd.min_recovery_end_timeline)
         except PostgresError as exc:
             log.warning("pg_controldata failed: %s", exc)
     switch_lsn = None
     tl = st.timeline or timeline
-    if st.running and tl is not None and tl > 1:
-        try:
-            history = await postgres.timeline_history(settings, tl)
-            switch_lsn = history[-1].switch_lsn if history else None
-        except PostgresError as exc:
-            log.debug("timeline history of %s unavailable: %s", tl, exc)
     upstream = None
     if st.upstream is not None and st.upstream.sender_host:
         upstream = f"{st.upstream.sender_host}:{st.upstream.sender_port}"
@@ -65,16 +64,24 @@ async def observe_postgres(settings: PgSettings) -> LocalPostgres:
         upstream=upstream,
         checkpoint_lsn=checkpoint_lsn,
         timeline_switch_lsn=switch_lsn,
+        cluster_state=cluster_state,
+        min_recovery_lsn=min_recovery,
     )
 
 
-def timeline_diverged(view: ClusterView, pg: LocalPostgres) -> bool:
-    """Has this (former primary's) data gone past the point where the leader's timeline forked?
+def timeline_diverged(view: ClusterView, pg: LocalPostgres, was_primary: bool) -> bool:
+    """Has this former primary's data gone past the point where the leader's timeline forked?
 
-    A standby behind on an older timeline simply follows (recovery_target_timeline=latest);
-    only WAL beyond the fork point needs pg_rewind. An unknown fork point counts as diverged:
-    pg_rewind itself finds out when nothing needs rewinding.
+    Only a data dir that last ran as primary can diverge: a standby follows timeline switches
+    by itself (recovery_target_timeline=latest), and while its upstream is down it reports the
+    timeline of its last restartpoint, which would look like a divergence and is none.
+    A running former primary (started as a standby) is judged by the WAL it replayed; a clean
+    shutdown ends at its last checkpoint. A crashed primary's WAL may run past its checkpoint:
+    it is started as a standby first (crash recovery) and judged again then. An unknown fork
+    point counts as diverged (pg_rewind finds out when nothing needs rewinding).
     """
+    if not was_primary:
+        return False
     leader = view.member(view.leader.name) if view.leader else None
     if leader is None or leader.timeline is None or pg.timeline is None:
         return False
@@ -85,6 +92,25 @@ def timeline_diverged(view: ClusterView, pg: LocalPostgres) -> bool:
     if not forks or position is None:
         return True
     return position > forks[0].switch_lsn
+
+
+def last_ran_as_primary(view: ClusterView, pg: LocalPostgres, before: bool) -> bool:
+    """Did this data dir last run as a primary? Once it streams the leader's timeline from the
+    leader, it is a standby like any other."""
+    if pg.is_primary or (not pg.running and pg.cluster_state in ("in production", "shut down")):
+        return True
+    leader = view.member(view.leader.name) if view.leader else None
+    if (
+        pg.running
+        and pg.role == "replica"
+        and leader is not None
+        and pg.upstream == leader.conn_url
+        and pg.timeline is not None
+        and leader.timeline is not None
+        and pg.timeline >= leader.timeline
+    ):
+        return False
+    return before
 
 
 def probe_from_json(name: str, data: dict[str, Any]) -> PeerProbe:

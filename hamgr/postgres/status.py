@@ -108,7 +108,8 @@ SELECT pg_last_wal_receive_lsn()::text AS receive_lsn,
        pg_last_wal_replay_lsn()::text AS replay_lsn,
        pg_last_xact_replay_timestamp() AS replay_time,
        pg_get_wal_replay_pause_state() AS pause_state,
-       (SELECT timeline_id FROM pg_control_checkpoint()) AS checkpoint_tli
+       (SELECT timeline_id FROM pg_control_checkpoint()) AS checkpoint_tli,
+       (SELECT min_recovery_end_timeline FROM pg_control_recovery()) AS recovery_tli
 """
 _RECEIVER_SQL = """
 SELECT status, sender_host, sender_port, slot_name, received_tli,
@@ -200,8 +201,10 @@ async def _observe(conn: Connection, base: PgStatus) -> PgStatus:
             latest_end_lsn=parse_optional_lsn(rec["latest_end_lsn"]),
             last_msg_receipt_time=rec["last_msg_receipt_time"],
         )
-    # The WAL receiver knows the timeline it streams; without one, the last restartpoint's.
-    timeline = row["checkpoint_tli"]
+    # The WAL receiver knows the timeline it streams; without one, the timeline recovery has
+    # reached (the minimum recovery point's, which moves as WAL is replayed) or the last
+    # restartpoint's, whichever is newer: a standby that followed a switch is on the new one.
+    timeline = max(row["checkpoint_tli"], row["recovery_tli"] or 0)
     if upstream is not None and upstream.received_tli:
         timeline = max(timeline, upstream.received_tli)
     return _with(

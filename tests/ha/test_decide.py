@@ -285,6 +285,14 @@ REPLICA = [
         "diverged from leader a's: rewinding",
     ),
     row(
+        "no-rewind-while-leader-is-down",
+        view(members=(member("a", "primary", "stopped"), member("b"), member("c"))),
+        local("b", stopped(), timeline_diverged=True),
+        None,
+        (),
+        "whose PostgreSQL is not running yet; waiting before pg_rewind",
+    ),
+    row(
         "stops-then-rewinds",
         view(),
         local("b", replica(), timeline_diverged=True),

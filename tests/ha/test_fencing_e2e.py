@@ -17,6 +17,7 @@ added is removed in a `finally`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -398,7 +399,12 @@ async def test_starting_a_standby_with_no_leader_never_makes_a_primary(
     # Only PostgreSQL is touched by this action, never the store.
     runner = ActionRunner("fenced", None, pg)  # type: ignore[arg-type]
     assert await runner.run(Decision((StartReplica(None),), "no leader"), ClusterView())
+    # A standby is started without waiting for it to be ready: wait here, bounded.
+    deadline = time.monotonic() + 30
     state = await postgres.status(pg)
+    while state.role not in ("replica", "primary") and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        state = await postgres.status(pg)
     assert (state.running, state.role) == (True, "replica")
 
 
