@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         "hands a primary over to a healthy replica and stops; SIGHUP reloads the file.",
     )
     agent.add_argument("--config", required=True, help="the YAML configuration file")
+    agent.add_argument(
+        "--log-format", choices=("text", "json"), help="override log.format (json for shippers)"
+    )
     agent.set_defaults(run=_agent)
     store = commands.add_parser(
         "store",
@@ -72,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         "stops it cleanly.",
     )
     store.add_argument("--config", required=True, help="the YAML configuration file")
+    store.add_argument(
+        "--log-format", choices=("text", "json"), help="override log.format (json for shippers)"
+    )
     store.set_defaults(run=_store)
     store_ctl = commands.add_parser(
         "store-ctl",

@@ -41,6 +41,7 @@ from hamgr.storecmd import (
     settings_from_config,
     setup_logging,
 )
+from hamgr.telemetry import AgentTelemetry
 
 log = logging.getLogger("hamgr.agent")
 
@@ -115,6 +116,7 @@ class Agent:
         self.settings = DynamicSettings.from_config(config.bootstrap.dcs)
         self.stop = asyncio.Event()
         self.loop: HaLoop | None = None
+        self.telemetry = AgentTelemetry(stale_after=max(self.settings.ttl, 10.0))
 
     async def run(self) -> int:
         """Serve until SIGTERM/SIGINT (or `stop`); 0 on a clean stop, 1 on failure."""
@@ -158,6 +160,8 @@ class Agent:
                 log.info("moving store leadership to %s (member %d)", name, member.store_id)
                 await node.transfer_leadership(member.store_id, timeout=self.settings.ttl)
 
+        tele = self.telemetry
+        node.on_save = tele.metrics.observe_fsync
         runner = ActionRunner(
             self.config.name,
             dcs,
@@ -167,6 +171,8 @@ class Agent:
             bootstrap_settings=self.settings,
             remove_data_on_rewind_failure=self.me.reclone_on_rewind_failure,
         )
+        if tele.watchdog is not None:
+            runner.long_step = tele.watchdog.allow
         async with aiohttp.ClientSession(connector=http_connector(self.config)) as http:
             loop = HaLoop(
                 self.me,
@@ -176,11 +182,15 @@ class Agent:
                 http,
                 settings=self.settings,
                 store_leader_here=lambda: node.is_leader,
+                on_cycle=tele.on_cycle,
+                on_keepalive=tele.on_keepalive,
             )
             self.loop = loop
             view = LoopView(loop, self.config.scope, reload=self.reload)
             auth = api.auth_from_config(self.config.restapi)
-            web = await api.serve(view, self.config.restapi.listen, auth)
+            scrape = tele.metrics.api_hook(lambda: tele.metrics.set_store_status(node.status()))
+            web = await api.serve(view, self.config.restapi.listen, auth, metrics=scrape)
+            watchdog = tele.start_watchdog(self.stop)
             try:
                 rest = self.config.restapi.listen
                 print(
@@ -188,10 +198,14 @@ class Agent:
                     f"store member {self.store.node_id}, PostgreSQL {self.me.conn_url}",
                     flush=True,
                 )
+                tele.ready(f"serving; store member {self.store.node_id}")
                 await loop.run(self.stop)
+                tele.stopping()
                 await self._shutdown(loop, runner)
                 return 0
             finally:
+                if watchdog is not None:
+                    watchdog.cancel()
                 await web.cleanup()
                 try:
                     await dcs.close()
@@ -278,5 +292,5 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"hamgr agent: {args.config}:\n{exc}", file=sys.stderr)
         return 2
-    setup_logging(config.log)
+    setup_logging(config.log, getattr(args, "log_format", None))
     return asyncio.run(_run(config, Path(args.config)))

@@ -166,10 +166,11 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def setup_logging(config: LogConfig) -> None:
-    """Log to stderr at the configured level, as text or one JSON object a line."""
+def setup_logging(config: LogConfig, format_override: str | None = None) -> None:
+    """Log to stderr at the configured level, as text or one JSON object a line
+    (`format_override`: the command line's --log-format, which wins over the file)."""
     handler = logging.StreamHandler(sys.stderr)
-    if config.format == "json":
+    if (format_override or config.format) == "json":
         handler.setFormatter(_JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -287,5 +288,5 @@ def main(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"hamgr store: {problem}", file=sys.stderr)
         return 2
-    setup_logging(config.log)
+    setup_logging(config.log, getattr(args, "log_format", None))
     return asyncio.run(_run(settings))

@@ -8,10 +8,12 @@ successful keepalive, handed to the fencer process while PostgreSQL runs as prim
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,15 @@ from hamgr.postgres.files import write_file
 from hamgr.postgres.process import resolve_run_as
 
 log = logging.getLogger(__name__)
+
+LONG_STEP = 900.0
+"""Seconds a clone, rewind or bootstrap may take before a watchdog counts the loop as hung."""
+
+
+@contextlib.contextmanager
+def _no_watchdog(seconds: float) -> Iterator[None]:
+    yield
+
 
 REWIND_ATTEMPTS = 3
 """pg_rewind failures against one leader before giving up (then re-clone, if allowed)."""
@@ -98,6 +109,9 @@ class ActionRunner:
         self.bootstrap_settings = bootstrap_settings
         self.remove_data_on_rewind_failure = remove_data_on_rewind_failure
         self.lease = LeaseState()
+        # Wraps steps that may legitimately take long (clone, rewind, bootstrap) so that a
+        # watchdog watching the loop does not take them for a hang.
+        self.long_step: Callable[[float], AbstractContextManager[None]] = _no_watchdog
         self.safety_margin = (bootstrap_settings or DynamicSettings()).safety_margin
 
     # -- the lease --------------------------------------------------------------------------
@@ -184,10 +198,12 @@ class ActionRunner:
             await self.disarm_fencer()
             return released
         if isinstance(action, a.Bootstrap):
-            return await self._bootstrap(view)
+            with self.long_step(LONG_STEP):
+                return await self._bootstrap(view)
         if isinstance(action, a.CloneFrom):
             host, port = self._conn(view, action.source)
-            await postgres.clone_from(pg, host, port, slot_name=slot_name(self.name))
+            with self.long_step(LONG_STEP):
+                await postgres.clone_from(pg, host, port, slot_name=slot_name(self.name))
             return True
         if isinstance(action, a.StartReplica):
             if action.leader is not None:
@@ -202,9 +218,11 @@ class ActionRunner:
             await postgres.follow(pg, host, port, slot_name(self.name))
             return True
         if isinstance(action, a.Rewind):
-            return await self._rewind(view, action.leader)
+            with self.long_step(LONG_STEP):
+                return await self._rewind(view, action.leader)
         if isinstance(action, a.Reclone):
-            return await self._reclone(view, action.leader)
+            with self.long_step(LONG_STEP):
+                return await self._reclone(view, action.leader)
         if isinstance(action, a.Promote):
             await postgres.promote(pg)
             await self.arm_fencer()

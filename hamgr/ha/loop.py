@@ -50,6 +50,9 @@ class Identity:
     store_id: int = 0
 
 
+CycleHook = Callable[[ClusterView, LocalPostgres, Decision, float], None]
+KeepaliveHook = Callable[[float, bool, float], None]
+
 SWITCHOVER_POLL = 0.05
 """Seconds between cycles while a stopped primary waits for its switchover candidate."""
 
@@ -73,7 +76,11 @@ class HaLoop:
         *,
         settings: DynamicSettings,
         store_leader_here: Callable[[], bool] | None = None,
+        on_cycle: CycleHook | None = None,
+        on_keepalive: KeepaliveHook | None = None,
     ) -> None:
+        """`on_cycle(view, pg, decision, seconds)` runs after every completed cycle and
+        `on_keepalive(latency, ok, sent_at)` after every timed keepalive (metrics, systemd)."""
         self.me = me
         self.dcs = dcs
         self.pg = pg
@@ -82,6 +89,8 @@ class HaLoop:
         self.settings = settings
         self._bootstrap_settings = settings
         self._store_leader_here = store_leader_here
+        self._on_cycle = on_cycle
+        self._on_keepalive = on_keepalive
         self.last_view: ClusterView | None = None
         self.last_pg = LocalPostgres()
         self.last_decision: Decision | None = None
@@ -95,6 +104,7 @@ class HaLoop:
 
     async def cycle(self) -> Decision | None:
         """One observe-decide-act round; None when the store could not be read."""
+        started = time.monotonic()
         pg = await observe_postgres(self.pg)
         self.last_pg = pg
         self.runner.lease.stepping_down = False
@@ -125,6 +135,8 @@ class HaLoop:
         await self._publish(view, pg, decision)
         self.last_loop_at = time.monotonic()
         self.loop_count += 1
+        if self._on_cycle is not None:
+            self._on_cycle(view, pg, decision, self.last_loop_at - started)
         return decision
 
     async def _ensure_slots(self, view: ClusterView, pg: LocalPostgres) -> None:
@@ -267,7 +279,9 @@ class HaLoop:
             # A key taken in this agent's first cycle (the bootstrap race) is renewed too:
             # initdb can outlast the ttl, and that cycle publishes nothing until it ends.
             if self._session_started or self.runner.lease.key is not None:
-                await self.runner.keepalive(self.settings.safety_margin)
+                ok = await self.runner.keepalive(self.settings.safety_margin)
+                if self._on_keepalive is not None:
+                    self._on_keepalive(time.monotonic() - started, ok, started)
             period = min(self.settings.ttl, self.runner.lease.granted_ttl or math.inf) / 3
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), max(0.0, period - (time.monotonic() - started)))

@@ -131,7 +131,7 @@ class AgentCluster:
 
     # -- processes --------------------------------------------------------------------------
 
-    def start(self, name: str) -> None:
+    def start(self, name: str, env: dict[str, str] | None = None) -> None:
         """Start member `name`'s agent (it starts its PostgreSQL itself)."""
         m = self.members[name]
         with open(m.log, "ab") as log:
@@ -140,6 +140,7 @@ class AgentCluster:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                env={**os.environ, **(env or {})},
             )
 
     def start_all(self) -> None:
