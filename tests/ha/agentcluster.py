@@ -131,12 +131,14 @@ class AgentCluster:
 
     # -- processes --------------------------------------------------------------------------
 
-    def start(self, name: str, env: dict[str, str] | None = None) -> None:
+    def start(
+        self, name: str, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+    ) -> None:
         """Start member `name`'s agent (it starts its PostgreSQL itself)."""
         m = self.members[name]
         with open(m.log, "ab") as log:
             m.proc = subprocess.Popen(
-                [sys.executable, "-m", "hamgr", "agent", "--config", str(m.config)],
+                [sys.executable, "-m", "hamgr", "agent", "--config", str(m.config), *args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
