@@ -37,8 +37,7 @@ class LocalPostgres:
     pg_controldata (read while stopped, for the switchover); ``timeline_switch_lsn`` where the
     current timeline began (from its history file, for the cluster history). While stopped,
     ``cluster_state`` is pg_controldata's "Database cluster state" ("shut down", "shut down in
-    recovery", "in production" after a crash...) and ``min_recovery_lsn`` a standby's minimum
-    recovery ending location.
+    recovery", "in production" after a crash...): whether the data dir last ran as a primary.
     """
 
     initialized: bool = False
@@ -54,7 +53,6 @@ class LocalPostgres:
     checkpoint_lsn: int | None = None
     timeline_switch_lsn: int | None = None
     cluster_state: str | None = None
-    min_recovery_lsn: int | None = None
 
     def __post_init__(self) -> None:
         _check("timeline", self.timeline, 1)

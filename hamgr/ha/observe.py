@@ -33,7 +33,7 @@ async def observe_postgres(settings: PgSettings) -> LocalPostgres:
     if not initialized:
         return LocalPostgres(initialized=False, data_dir_empty=_data_dir_empty(data_dir))
     st = await postgres.status(settings)
-    checkpoint_lsn = sysid = timeline = min_recovery = None
+    checkpoint_lsn = sysid = timeline = None
     cluster_state = None
     if not st.running:
         try:
@@ -41,7 +41,7 @@ async def observe_postgres(settings: PgSettings) -> LocalPostgres:
             checkpoint_lsn, sysid, timeline = cd.checkpoint_lsn, cd.system_identifier, cd.timeline
             cluster_state = cd.state
             if cd.min_recovery_end_lsn:
-                min_recovery = cd.min_recovery_end_lsn
+                # A stopped standby got as far as its minimum recovery point's timeline.
                 timeline = max(timeline, cd.min_recovery_end_timeline)
         except PostgresError as exc:
             log.warning("pg_controldata failed: %s", exc)
@@ -65,7 +65,6 @@ async def observe_postgres(settings: PgSettings) -> LocalPostgres:
         checkpoint_lsn=checkpoint_lsn,
         timeline_switch_lsn=switch_lsn,
         cluster_state=cluster_state,
-        min_recovery_lsn=min_recovery,
     )
 
 
