@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import msgpack
 
+from hamgr.raft.strictpack import describe, unpack_strict
 from hamgr.raft.types import (
     ConfState,
     Entry,
@@ -143,39 +144,21 @@ def encode_snapshot(snap: Snapshot) -> bytes:
 # --- decoding ---------------------------------------------------------------------------------
 
 
-def _describe(value: object) -> str:
-    text = repr(value)
-    if len(text) > 40:
-        text = text[:37] + "..."
-    return f"{type(value).__name__} {text}"
-
-
 def _unpack(data: bytes, max_size: int, what: str) -> Any:
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise CodecError(what, f"expected bytes to decode, got {type(data).__name__}")
-    if len(data) > max_size:
-        raise CodecError(what, f"{len(data)} bytes exceeds the limit of {max_size}")
-    try:
-        return msgpack.unpackb(
-            data,
-            use_list=False,
-            raw=False,
-            strict_map_key=True,
-            max_bin_len=max_size,
-            max_str_len=_MAX_STR_LEN,
-            max_array_len=_MAX_ARRAY_LEN,
-            max_map_len=_MAX_ARRAY_LEN,
-            max_ext_len=0,
-        )
-    except msgpack.ExtraData:
-        raise CodecError(what, "trailing bytes after the encoded value") from None
-    except (ValueError, TypeError, OverflowError, msgpack.UnpackException) as exc:
-        raise CodecError(what, f"not valid msgpack ({type(exc).__name__}: {exc})") from None
+    return unpack_strict(
+        data,
+        max_size,
+        what,
+        CodecError,
+        max_str_len=_MAX_STR_LEN,
+        max_array_len=_MAX_ARRAY_LEN,
+        max_map_len=_MAX_ARRAY_LEN,
+    )
 
 
 def _array(value: object, length: int, field: str) -> tuple[Any, ...]:
     if type(value) is not tuple:
-        raise CodecError(field, f"expected an array of {length} fields, got {_describe(value)}")
+        raise CodecError(field, f"expected an array of {length} fields, got {describe(value)}")
     if len(value) != length:
         raise CodecError(field, f"expected an array of {length} fields, got {len(value)}")
     return value
@@ -183,19 +166,19 @@ def _array(value: object, length: int, field: str) -> tuple[Any, ...]:
 
 def _uint(value: object, field: str) -> int:
     if type(value) is not int or value < 0:
-        raise CodecError(field, f"expected a non-negative integer, got {_describe(value)}")
+        raise CodecError(field, f"expected a non-negative integer, got {describe(value)}")
     return value
 
 
 def _node_id(value: object, field: str) -> int:
     if type(value) is not int or value <= 0:
-        raise CodecError(field, f"expected a node id (positive integer), got {_describe(value)}")
+        raise CodecError(field, f"expected a node id (positive integer), got {describe(value)}")
     return value
 
 
 def _bytes(value: object, field: str) -> bytes:
     if type(value) is not bytes:
-        raise CodecError(field, f"expected bytes, got {_describe(value)}")
+        raise CodecError(field, f"expected bytes, got {describe(value)}")
     return value
 
 
@@ -203,13 +186,13 @@ def _entry_from(obj: object) -> Entry:
     term, index, kind, data = _array(obj, _ENTRY_FIELDS, "")
     entry_type = _ENTRY_TYPES.get(kind) if type(kind) is int else None
     if entry_type is None:
-        raise CodecError("type", f"unknown entry type {_describe(kind)}")
+        raise CodecError("type", f"unknown entry type {describe(kind)}")
     return Entry(_uint(term, "term"), _uint(index, "index"), entry_type, _bytes(data, "data"))
 
 
 def _entries_from(obj: object) -> tuple[Entry, ...]:
     if type(obj) is not tuple:
-        raise CodecError("entries", f"expected an array of entries, got {_describe(obj)}")
+        raise CodecError("entries", f"expected an array of entries, got {describe(obj)}")
     try:
         return tuple([_entry_from(item) for item in obj])
     except CodecError as exc:
@@ -227,7 +210,7 @@ def _is_valid_entry(obj: object) -> bool:
 
 def _members(obj: object, field: str) -> tuple[int, ...]:
     if type(obj) is not tuple:
-        raise CodecError(field, f"expected an array of node ids, got {_describe(obj)}")
+        raise CodecError(field, f"expected an array of node ids, got {describe(obj)}")
     for i, node in enumerate(obj):
         _node_id(node, f"{field}[{i}]")
     if len(set(obj)) != len(obj):
@@ -254,9 +237,9 @@ def _message_from(obj: object) -> Message:
     )
     msg_type = _MSG_TYPES.get(kind) if type(kind) is int else None
     if msg_type is None:
-        raise CodecError("type", f"unknown message type {_describe(kind)}")
+        raise CodecError("type", f"unknown message type {describe(kind)}")
     if type(reject) is not bool:
-        raise CodecError("reject", f"expected a boolean, got {_describe(reject)}")
+        raise CodecError("reject", f"expected a boolean, got {describe(reject)}")
     snapshot = None
     if snap is not None:
         try:

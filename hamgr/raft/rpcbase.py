@@ -16,6 +16,8 @@ from typing import Any, TypeAlias
 
 import msgpack
 
+from hamgr.raft.strictpack import describe, unpack_strict
+
 __all__ = [
     "MAX_ARRAY_LEN",
     "MAX_STR_LEN",
@@ -94,36 +96,17 @@ def pack(wire: object, what: str) -> bytes:
     return data
 
 
-def describe(value: object) -> str:
-    """A value for an error message: its type and a short repr."""
-    text = repr(value)
-    if len(text) > 40:
-        text = text[:37] + "..."
-    return f"{type(value).__name__} {text}"
-
-
 def unpack(data: bytes, max_size: int, what: str) -> Any:
     """Decode msgpack bytes (arrays as tuples) within `max_size`; RpcFormatError if not."""
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise RpcFormatError(what, f"expected bytes to decode, got {type(data).__name__}")
-    if len(data) > max_size:
-        raise RpcFormatError(what, f"{len(data)} bytes exceeds the limit of {max_size}")
-    try:
-        return msgpack.unpackb(
-            data,
-            use_list=False,
-            raw=False,
-            strict_map_key=True,
-            max_bin_len=max_size,
-            max_str_len=MAX_STR_LEN,
-            max_array_len=MAX_ARRAY_LEN,
-            max_map_len=0,
-            max_ext_len=0,
-        )
-    except msgpack.ExtraData:
-        raise RpcFormatError(what, "trailing bytes after the encoded value") from None
-    except (ValueError, TypeError, OverflowError, msgpack.UnpackException) as exc:
-        raise RpcFormatError(what, f"not valid msgpack ({type(exc).__name__}: {exc})") from None
+    return unpack_strict(
+        data,
+        max_size,
+        what,
+        RpcFormatError,
+        max_str_len=MAX_STR_LEN,
+        max_array_len=MAX_ARRAY_LEN,
+        max_map_len=0,
+    )
 
 
 def need_array(value: object, field: str, length: int | None = None) -> tuple[Any, ...]:
