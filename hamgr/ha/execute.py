@@ -38,7 +38,9 @@ def _no_watchdog(seconds: float) -> Iterator[None]:
     yield
 
 
-REWIND_ATTEMPTS = 3
+REWIND_ATTEMPTS = 5
+REWIND_BACKOFF = 2.0
+"""Seconds before the first retry of a failed pg_rewind; doubled after each failure."""
 """pg_rewind failures against one leader before giving up (then re-clone, if allowed)."""
 
 StoreTransfer = Callable[[str], Awaitable[None]]
@@ -73,6 +75,7 @@ class LeaseState:
     rewind_failed: bool = False
     rewind_failed_against: str | None = None
     rewind_failures: int = 0
+    rewind_retry_at: float = 0.0
     switchover_stopped_at: float | None = None
     granted_ttl: float | None = None
     # The data dir last ran as primary (only such a one can have diverged from the leader).
@@ -282,18 +285,24 @@ class ActionRunner:
             return False
 
     async def _rewind(self, view: ClusterView, leader: str) -> bool:
+        lease = self.lease
+        if lease.rewind_failed_against == leader and time.monotonic() < lease.rewind_retry_at:
+            return False  # backing off after a failure: the next cycle asks again
         host, port = self._conn(view, leader)
         try:
             result = await postgres.rewind(self.pg, host, port)
         except PostgresError as exc:
             log.error("pg_rewind against %s failed: %s", leader, exc)
-            lease = self.lease
             if lease.rewind_failed_against != leader:
                 lease.rewind_failures = 0
             lease.rewind_failures += 1
             lease.rewind_failed_against = leader
-            # A first failure may be passing (e.g. the killed postmaster's PID not reaped yet,
-            # which its single-user crash recovery takes for a running server): try again.
+            # A failure may be passing (e.g. the killed postmaster's PID not reaped yet, which
+            # pg_rewind's single-user crash recovery takes for a running server): try again
+            # after a growing pause, and give up (re-clone, if allowed) only after several.
+            lease.rewind_retry_at = time.monotonic() + REWIND_BACKOFF * 2 ** (
+                lease.rewind_failures - 1
+            )
             lease.rewind_failed = lease.rewind_failures >= REWIND_ATTEMPTS
             return False
         self.lease.rewind_failed = False
