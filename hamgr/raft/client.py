@@ -38,7 +38,7 @@ from types import TracebackType
 from typing import Any
 
 from hamgr.raft import kvcommands as kvc
-from hamgr.raft.framing import ConnectionClosed, FrameKind, ProtocolError, encode_frame
+from hamgr.raft.framing import ConnectionClosed, FrameKind, ProtocolError
 from hamgr.raft.handshake import (
     AuthenticatedConnection,
     ClusterAuth,
@@ -240,9 +240,8 @@ class _Channel:
         )
         self._pending[rid] = (op, fut)
         try:
-            self.conn.writer.write(encode_frame(FrameKind.CLIENT_REQUEST, payload))
             try:
-                await self.conn.writer.drain()
+                await self.conn.send(FrameKind.CLIENT_REQUEST, payload)
             except (OSError, ConnectionError) as exc:
                 raise _LostError(f"connection to {_fmt(self.endpoint)} lost: {exc}") from exc
             return await fut

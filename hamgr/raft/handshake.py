@@ -34,6 +34,7 @@ from hamgr.raft.framing import (
     FrameError,
     FrameKind,
     ProtocolError,
+    encode_frame,
     read_frame,
     write_frame,
 )
@@ -272,7 +273,15 @@ async def server_handshake(
 
 
 class AuthenticatedConnection:
-    """A connection whose other end proved the cluster secret; frames in, frames out."""
+    """A connection whose other end proved the cluster secret; frames in, frames out.
+
+    Frames sent by several tasks in one event-loop iteration leave in one write: one Raft
+    commit answers dozens of pipelined client requests at once, and a send() system call per
+    answer cost more CPU than everything else the leader does for them.
+    """
+
+    FLUSH_BYTES = 64 * 1024
+    """Queued frames are written at once, not at the end of the iteration, past this size."""
 
     def __init__(
         self,
@@ -287,19 +296,43 @@ class AuthenticatedConnection:
         """The node ID the other end proved (0 for a non-member client)."""
         self.peer_address = format_address(writer.get_extra_info("peername"))
         self.max_frame_size = max_frame_size
+        self._queued: list[bytes] = []
+        self._queued_bytes = 0
 
     async def read_frame(self) -> tuple[FrameKind, bytes]:
         """Next frame; `ConnectionClosed` at a clean end, `FrameError` on a bad frame."""
         return await read_frame(self.reader, self.max_frame_size)
 
     async def send(self, kind: FrameKind, payload: bytes) -> None:
-        """Write one frame and wait for buffer room."""
-        await write_frame(self.writer, kind, payload)
+        """Write one frame (coalesced, see the class) and wait for buffer room."""
+        await self.send_encoded((encode_frame(kind, payload),))
 
     async def send_encoded(self, frames: Iterable[bytes]) -> None:
-        """Write frames already built by `encode_frame`, as one write (coalesced)."""
-        self.writer.write(b"".join(frames))
+        """Write frames already built by `encode_frame` and wait for buffer room.
+
+        The frames join those other tasks send in this loop iteration and leave together, in
+        order, before this returns; a closed connection raises as `StreamWriter.drain` does.
+        """
+        if not self._queued:
+            asyncio.get_running_loop().call_soon(self._flush)
+        for frame in frames:
+            self._queued.append(frame)
+            self._queued_bytes += len(frame)
+        if self._queued_bytes >= self.FLUSH_BYTES:
+            self._flush()
+        else:
+            # The flush was queued on the loop before this task's wake-up, so it runs first.
+            await asyncio.sleep(0)
         await self.writer.drain()
+
+    def _flush(self) -> None:
+        if not self._queued:
+            return
+        data = b"".join(self._queued)
+        self._queued.clear()
+        self._queued_bytes = 0
+        if not self.writer.is_closing():
+            self.writer.write(data)
 
     def is_closing(self) -> bool:
         """True once either end started closing the connection."""
@@ -307,6 +340,7 @@ class AuthenticatedConnection:
 
     async def close(self) -> None:
         """Close the connection (waits at most a second for the close to finish)."""
+        self._flush()
         await _close_writer(self.writer)
 
 

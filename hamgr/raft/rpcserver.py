@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hamgr.raft import kvcommands as kvc
-from hamgr.raft.framing import ConnectionClosed, FrameKind, ProtocolError, encode_frame
+from hamgr.raft.framing import ConnectionClosed, FrameKind, ProtocolError
 from hamgr.raft.handshake import AuthenticatedConnection, AuthenticatedServer, ClusterAuth
 from hamgr.raft.kvresults import ErrorCode as KVErrorCode
 from hamgr.raft.lease import LeaseExpiredError, LeaseNotFoundError
@@ -213,8 +213,7 @@ class StoreRpcServer:
     async def _send(conn: AuthenticatedConnection, payload: bytes) -> None:
         if conn.is_closing():
             return
-        conn.writer.write(encode_frame(FrameKind.CLIENT_RESPONSE, payload))
-        await conn.writer.drain()
+        await conn.send(FrameKind.CLIENT_RESPONSE, payload)
 
     async def _answer(
         self, conn: AuthenticatedConnection, request: Request, slots: asyncio.Semaphore
