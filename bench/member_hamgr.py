@@ -13,6 +13,7 @@ import time
 
 from kvload import VALUE, run_async
 
+from hamgr.gcpolicy import tune_gc
 from hamgr.raft.node import RaftNode
 
 
@@ -51,4 +52,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    tune_gc()  # as `hamgr store` and `hamgr agent` do
     sys.exit(asyncio.run(main()))

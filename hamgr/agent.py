@@ -26,6 +26,7 @@ from hamgr.dcs.base import DcsError
 from hamgr.dcs.model import DynamicSettings, MemberTags, SwitchoverRequest
 from hamgr.dcs.raft import RaftDcs
 from hamgr.fencing import FencerClient, FencerError
+from hamgr.gcpolicy import tune_gc
 from hamgr.ha.agentview import LoopView
 from hamgr.ha.execute import ActionRunner
 from hamgr.ha.loop import HaLoop, Identity
@@ -293,4 +294,5 @@ def main(args: argparse.Namespace) -> int:
         print(f"hamgr agent: {args.config}:\n{exc}", file=sys.stderr)
         return 2
     setup_logging(config.log, getattr(args, "log_format", None))
+    tune_gc()
     return asyncio.run(_run(config, Path(args.config)))

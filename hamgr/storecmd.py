@@ -32,6 +32,7 @@ from pathlib import Path
 
 from hamgr.config import Config, ConfigError, LogConfig, RaftConfig, load_config, split_address
 from hamgr.config.values import long_secret
+from hamgr.gcpolicy import tune_gc
 from hamgr.raft.node import RaftNode
 from hamgr.raft.rpcserver import StoreRpcServer
 
@@ -289,4 +290,5 @@ def main(args: argparse.Namespace) -> int:
             print(f"hamgr store: {problem}", file=sys.stderr)
         return 2
     setup_logging(config.log, getattr(args, "log_format", None))
+    tune_gc()
     return asyncio.run(_run(settings))
