@@ -208,16 +208,34 @@ class RaftCore:
         else:
             self._send_append(to)
 
-    def compact(self, index: int, data: bytes) -> Snapshot:
-        """Adopt the application's snapshot `data` of its state at `index` (== applied)."""
-        if index != self.log.applied:
-            raise ValueError(
-                f"snapshot index {index} must equal the applied index {self.log.applied}"
-            )
+    def snapshot_meta(self) -> SnapshotMeta:
+        """Where a snapshot of the application's state taken now stands: the applied index, its
+        term and the configuration in force there. Hand it back to `compact` with the data."""
+        index = self.log.applied
         term = self.log.term(index)
         if term is None:
-            raise ValueError(f"no term known for index {index}")
-        snap = Snapshot(SnapshotMeta(index, term, self.conf), data)
+            raise ValueError(f"no term known for the applied index {index}")
+        return SnapshotMeta(index, term, self.conf)
+
+    def compact(self, meta: SnapshotMeta, data: bytes) -> Snapshot | None:
+        """Adopt the application's snapshot `data` of its state at `meta` (from `snapshot_meta`,
+        taken when the state was there; entries applied since are fine).
+
+        None, and nothing changes, when the log already holds a snapshot at or past that index
+        (one installed from the leader overtook it).
+        """
+        if meta.index <= self.log.snapshot.meta.index:
+            return None
+        if meta.index > self.log.applied:
+            raise ValueError(
+                f"snapshot index {meta.index} is beyond the applied index {self.log.applied}"
+            )
+        if self.log.term(meta.index) != meta.term:
+            raise ValueError(
+                f"snapshot at index {meta.index} has term {meta.term}, "
+                f"the log {self.log.term(meta.index)}"
+            )
+        snap = Snapshot(meta, data)
         self.log.compact(snap, self.cfg.snapshot_retain_entries)
         return snap
 

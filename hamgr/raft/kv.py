@@ -10,6 +10,7 @@ it re-exports the public names of the modules the KV is split into, each with on
   the same validation, so a proposer learns of a bad command before it reaches the log, and a
   malformed entry that does reach it becomes an `ErrorResult` on every member, changing nothing.
 - `hamgr.raft.kvresults`: `KeyValue`, `LeaseInfo` and the `Result` of applying an entry.
+- `hamgr.raft.kvsnapshot`: the snapshot format; its encoder works a slice at a time.
 - `hamgr.raft.kvwatch`: watches (`KVStore.watch`) deliver PUT/DELETE events in revision order to
   in-process subscribers, resumable from a recent revision out of a bounded history of events.
   No asyncio: a `Watcher` queues events and calls an optional `notify(watcher)` callback that a
@@ -31,11 +32,8 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable
 
-import msgpack
-
 from hamgr.raft.kvcommands import (
     FORMAT_VERSION,
-    INT64_MAX,
     MAX_LEASE_TTL,
     MAX_TXN_OPS,
     Command,
@@ -63,13 +61,10 @@ from hamgr.raft.kvcommands import (
     encode_put,
     encode_range,
     encode_txn,
-    need_bytes,
-    need_fields,
-    need_int,
     need_key,
-    need_ttl,
 )
 from hamgr.raft.kvresults import (
+    INITIAL_REVISION,
     DeleteResult,
     ErrorCode,
     ErrorResult,
@@ -82,6 +77,13 @@ from hamgr.raft.kvresults import (
     RangeResult,
     Result,
     TxnResult,
+)
+from hamgr.raft.kvsnapshot import (
+    SNAPSHOT_VERSION,
+    LeaseRecord,
+    SnapshotEncoder,
+    SnapshotError,
+    parse_snapshot,
 )
 from hamgr.raft.kvwatch import (
     CompactedError,
@@ -123,6 +125,7 @@ __all__ = [
     "Range",
     "RangeResult",
     "Result",
+    "SnapshotEncoder",
     "SnapshotError",
     "Target",
     "Txn",
@@ -144,26 +147,6 @@ __all__ = [
     "encode_txn",
 ]
 
-SNAPSHOT_VERSION = 1
-"""First element of every snapshot."""
-
-INITIAL_REVISION = 1
-"""The revision of an empty store, as in etcd: the first change takes revision 2."""
-
-
-class SnapshotError(ValueError):
-    """Snapshot bytes are malformed or inconsistent; the store was left unchanged."""
-
-
-class _Lease:
-    """A granted lease as the store keeps it: its TTL and the keys attached to it."""
-
-    __slots__ = ("keys", "ttl")
-
-    def __init__(self, ttl: float) -> None:
-        self.ttl = ttl
-        self.keys: set[bytes] = set()
-
 
 class KVStore:
     """The replicated KV: apply committed entries, answer reads, serve watches, snapshot/restore.
@@ -180,7 +163,7 @@ class KVStore:
             raise ValueError(f"watch_queue_size must be an int >= 1, got {watch_queue_size!r}")
         self._kvs: dict[bytes, KeyValue] = {}
         self._keys: list[bytes] = []  # sorted, for prefix ranges
-        self._leases: dict[int, _Lease] = {}
+        self._leases: dict[int, LeaseRecord] = {}
         self._revision = INITIAL_REVISION
         self._applied_index = 0
         self._watches = WatchHub(history_size, watch_queue_size, INITIAL_REVISION)
@@ -262,7 +245,7 @@ class KVStore:
                     ErrorCode.LEASE_EXISTS,
                     f"lease {command.lease_id} already exists",
                 )
-            self._leases[command.lease_id] = _Lease(command.ttl)
+            self._leases[command.lease_id] = LeaseRecord(command.ttl)
             return LeaseGrantResult(self._revision, command.lease_id, command.ttl)
         return self._exec_revoke(command)
 
@@ -465,14 +448,19 @@ class KVStore:
 
         Holds the applied index, the revision, every key and every lease; not the watch history.
         """
-        kvs = [
-            [kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease]
-            for kv in (self._kvs[k] for k in self._keys)
-        ]
-        leases = [[lease_id, lease.ttl] for lease_id, lease in sorted(self._leases.items())]
-        return msgpack.packb(
-            [SNAPSHOT_VERSION, self._applied_index, self._revision, kvs, leases],
-            use_bin_type=True,
+        encoder = self.snapshot_encoder()
+        encoder.step(len(self._keys))
+        return encoder.result()
+
+    def snapshot_encoder(self) -> SnapshotEncoder:
+        """The state as it is now, to encode a slice at a time (see `hamgr.raft.kvsnapshot`);
+        later changes to the store do not reach it."""
+        return SnapshotEncoder(
+            self._applied_index,
+            self._revision,
+            dict(self._kvs),
+            list(self._keys),
+            [(lease_id, lease.ttl) for lease_id, lease in self._leases.items()],
         )
 
     def restore(self, data: bytes) -> None:
@@ -483,7 +471,7 @@ class KVStore:
         folds in is cancelled with a CompactedError and notified (it must re-read and watch
         again); one that waits only for revisions beyond the snapshot's carries on.
         """
-        applied_index, revision, kvs, keys, leases = _parse_snapshot(data)
+        applied_index, revision, kvs, keys, leases = parse_snapshot(data)
         old_revision = self._revision
         self._applied_index = applied_index
         self._revision = revision
@@ -512,54 +500,3 @@ def _compare_kv(c: Compare, kv: KeyValue) -> bool:
     if c.op is CompareOp.LESS:
         return result < 0
     return result > 0
-
-
-def _parse_snapshot(
-    data: bytes,
-) -> tuple[int, int, dict[bytes, KeyValue], list[bytes], dict[int, _Lease]]:
-    try:
-        wire = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
-    except Exception as exc:
-        raise SnapshotError(
-            f"KV snapshot is not valid msgpack: {type(exc).__name__}: {exc}"
-        ) from None
-    if not isinstance(wire, list) or len(wire) != 5:
-        raise SnapshotError("KV snapshot must be a list of 5 fields")
-    version, applied_index, revision, kvs_w, leases_w = wire
-    if type(version) is not int or version != SNAPSHOT_VERSION:
-        raise SnapshotError(f"unsupported KV snapshot format {version!r:.20}")
-    try:
-        applied_index = need_int("snapshot applied index", applied_index, 0, INT64_MAX)
-        revision = need_int("snapshot revision", revision, INITIAL_REVISION, INT64_MAX)
-        if not isinstance(kvs_w, list) or not isinstance(leases_w, list):
-            raise InvalidCommandError("snapshot kvs and leases must be lists")
-        leases: dict[int, _Lease] = {}
-        previous_id = 0
-        for item in leases_w:
-            lease_id, ttl = need_fields("snapshot lease", item, 2)
-            lease_id = need_int("snapshot lease id", lease_id, 1, INT64_MAX)
-            if lease_id <= previous_id:
-                raise InvalidCommandError(f"snapshot lease {lease_id} is out of order or repeated")
-            previous_id = lease_id
-            leases[lease_id] = _Lease(need_ttl(f"snapshot lease {lease_id} ttl", ttl))
-        kvs: dict[bytes, KeyValue] = {}
-        keys: list[bytes] = []
-        for item in kvs_w:
-            key, value, create, mod, ver, lease = need_fields("snapshot kv", item, 6)
-            key = need_key("snapshot key", key, prefix=False)
-            if keys and key <= keys[-1]:
-                raise InvalidCommandError(f"snapshot key {key!r} is out of order or repeated")
-            value = need_bytes(f"snapshot value of {key!r}", value)
-            create = need_int(f"create revision of {key!r}", create, 2, revision)
-            mod = need_int(f"mod revision of {key!r}", mod, create, revision)
-            ver = need_int(f"version of {key!r}", ver, 1, mod - create + 1)
-            lease = need_int(f"lease of {key!r}", lease, 0, INT64_MAX)
-            if lease:
-                if lease not in leases:
-                    raise InvalidCommandError(f"key {key!r} names lease {lease}, not in snapshot")
-                leases[lease].keys.add(key)
-            keys.append(key)
-            kvs[key] = KeyValue(key, value, create, mod, ver, lease)
-    except InvalidCommandError as exc:
-        raise SnapshotError(f"bad KV snapshot: {exc}") from None
-    return applied_index, revision, kvs, keys, leases

@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import ClassVar, TypeAlias
 
 __all__ = [
+    "INITIAL_REVISION",
     "DeleteResult",
     "ErrorCode",
     "ErrorResult",
@@ -25,6 +26,9 @@ __all__ = [
     "Result",
     "TxnResult",
 ]
+
+INITIAL_REVISION = 1
+"""The revision of an empty store, as in etcd: the first change takes revision 2."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,6 +67,7 @@ from hamgr.raft.types import (
     Ready,
     Role,
     Snapshot,
+    SnapshotMeta,
     SoftState,
 )
 
@@ -90,6 +91,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+SNAPSHOT_STEP_KEYS = 1000
+"""Keys a snapshot encodes per event-loop turn: about a millisecond of work."""
 
 
 class RaftNode(NodeAPI):
@@ -164,6 +168,7 @@ class RaftNode(NodeAPI):
         self._pending = PendingRequests(node_id, max_batch)
         self._soft = SoftState(NONE, Role.FOLLOWER)
         self._tasks: list[asyncio.Task[None]] = []
+        self._snapshotting: asyncio.Task[Snapshot] | None = None
         self._state = "new"  # new -> running -> stopped | failed
         self.failure: BaseException | None = None
         # Called with the seconds each durable save (write + fsync) took, e.g. for metrics.
@@ -224,7 +229,9 @@ class RaftNode(NodeAPI):
     async def _shutdown(self, error: BaseException) -> None:
         self._shut_down = True
         current = asyncio.current_task()
-        tasks = [t for t in self._tasks if t is not current]
+        tasks: list[asyncio.Task[Any]] = [t for t in self._tasks if t is not current]
+        if self._snapshotting is not None:
+            tasks.append(self._snapshotting)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -324,12 +331,54 @@ class RaftNode(NodeAPI):
         self._apply(core, rd.committed_entries)
         self._pending.serve_reads(rd.read_states, self.kv.applied_index)
         core.advance()
+        await self._snapshot_step(core)
+
+    async def _snapshot_step(self, core: RaftCore) -> None:
+        """Start a snapshot once `snapshot_entries` were applied since the last; once it is
+        encoded and its file durable (in the background, `_take_snapshot`), adopt it and
+        compact the log."""
+        task = self._snapshotting
+        if task is not None:
+            if not task.done():
+                return
+            self._snapshotting = None
+            staged = task.result()
+            snap = core.compact(staged.meta, staged.data)
+            if snap is not None:
+                assert self._storage is not None
+                await self._io(self._storage.compact, snap)
+                log.info("node %d: snapshot at index %d", self.id, snap.meta.index)
+            return
         lg = core.log
         if lg.applied - lg.snapshot.meta.index >= self.snapshot_entries:
-            snap = core.compact(lg.applied, encode_snapshot(self.kv.snapshot(), self._addresses))
-            assert self._storage is not None
-            await self._io(self._storage.compact, snap)
-            log.info("node %d: snapshot at index %d", self.id, snap.meta.index)
+            meta, encoder = core.snapshot_meta(), self.kv.snapshot_encoder()
+            if encoder.applied_index != meta.index:
+                raise RuntimeError(
+                    f"KV applied index {encoder.applied_index} differs from the log's {meta.index}"
+                )
+            task = asyncio.get_running_loop().create_task(
+                self._take_snapshot(meta, encoder, dict(self._addresses)),
+                name=f"raft-snapshot-{self.id}",
+            )
+            task.add_done_callback(lambda _: self._wake.set())
+            self._snapshotting = task
+
+    async def _take_snapshot(
+        self, meta: SnapshotMeta, encoder: kvmod.SnapshotEncoder, addresses: dict[int, Address]
+    ) -> Snapshot:
+        """Encode a frozen view of the KV a slice per loop turn, so requests keep flowing, then
+        write the snapshot file in a thread of its own, so log saves keep flowing too."""
+        while not encoder.step(SNAPSHOT_STEP_KEYS):
+            await asyncio.sleep(0)
+        storage = self._storage
+        assert storage is not None
+
+        def stage() -> Snapshot:
+            snap = Snapshot(meta, encode_snapshot(encoder.result(), addresses))
+            storage.stage_snapshot(snap)
+            return snap
+
+        return await asyncio.to_thread(stage)
 
     def _on_soft_state(self, soft: SoftState) -> None:
         was_leader = self._soft.role == Role.LEADER

@@ -342,7 +342,8 @@ class Simulator:
             return
         lg = core.log
         if lg.applied - lg.snapshot.meta.index >= self.cfg.snapshot_every:
-            snap = core.compact(lg.applied, m.app.encode())
+            snap = core.compact(core.snapshot_meta(), m.app.encode())
+            assert snap is not None
             m.disk.compact(snap)
             self.log(f"snapshot {m.id} at {snap.meta.index}")
 

@@ -73,8 +73,9 @@ LOCK_NAME = "LOCK"
 class RaftStorage:
     """The durable log, hard state and snapshots of one Raft member, in one data directory.
 
-    Create with `RaftStorage.open(path)`. Not for concurrent use from several threads at once
-    (calls are serialised by an internal lock, but meant to come from one worker thread).
+    Create with `RaftStorage.open(path)`. Calls are serialised by an internal lock and meant to
+    come from one worker thread; the exception is `stage_snapshot`, which writes a snapshot file
+    from another thread while saves go on, so a large snapshot does not hold up the log.
     """
 
     def __init__(self, path: str, lock_fd: int, segment_bytes: int, rec: Recovered) -> None:
@@ -83,6 +84,8 @@ class RaftStorage:
         self._lock_fd = lock_fd
         self._segment_bytes = segment_bytes
         self._mu = threading.Lock()
+        self._stage_mu = threading.Lock()  # taken before _mu, never after it
+        self._staged: set[tuple[int, int]] = set()  # (index, term) of staged snapshot files
         self._failed: BaseException | None = None
         self._closed = False
         self._dir_fd = -1
@@ -200,7 +203,8 @@ class RaftStorage:
         stored entry is discarded. An entry at index i replaces every stored entry at i and
         above. Arguments that break these rules raise ValueError and write nothing.
         """
-        with self._mu:
+        staging = self._stage_mu if snapshot is not None else contextlib.nullcontext()
+        with staging, self._mu:
             self._check_usable()
             base, last = self._snap_meta.index, self.last_index
             parts: list[bytes] = []
@@ -242,15 +246,32 @@ class RaftStorage:
             if snapshot is not None:
                 self._drop_old()
 
+    def stage_snapshot(self, snapshot: Snapshot) -> None:
+        """Write the file of a snapshot `compact` will adopt, and make it durable.
+
+        May run in another thread while `save` runs. Until `compact` records it in the log, the
+        file counts for nothing: recovery removes a snapshot file the log does not name.
+        """
+        with self._stage_mu:
+            with self._mu:
+                self._check_usable()
+            try:
+                self._write_snapshot_file(snapshot)
+            except OSError as exc:
+                with self._mu:
+                    self._fail(exc)
+            self._staged.add((snapshot.meta.index, snapshot.meta.term))
+
     def compact(self, snapshot: Snapshot) -> None:
         """Adopt a snapshot the application took at an applied index, and drop what it covers.
 
-        Keeps the entries after the snapshot, deletes whole segments holding only entries at or
-        below it, and keeps the two newest snapshot files. A snapshot not newer than the stored
-        one changes nothing. Raises ValueError if the snapshot is beyond the commit index or the
-        log, or disagrees with the log's term at its index.
+        Writes the snapshot file unless `stage_snapshot` did. Keeps the entries after the
+        snapshot, deletes whole segments holding only entries at or below it, and keeps the two
+        newest snapshot files. A snapshot not newer than the stored one changes nothing. Raises
+        ValueError if the snapshot is beyond the commit index or the log, or disagrees with the
+        log's term at its index.
         """
-        with self._mu:
+        with self._stage_mu, self._mu:
             self._check_usable()
             meta = snapshot.meta
             base, last = self._snap_meta.index, self.last_index
@@ -267,7 +288,8 @@ class RaftStorage:
                     f"snapshot at index {meta.index} has term {meta.term}, the log {stored_term}"
                 )
             try:
-                self._write_snapshot_file(snapshot)
+                if (meta.index, meta.term) not in self._staged:
+                    self._write_snapshot_file(snapshot)
                 self._append(encode_marker(meta.index, meta.term, last), last + 1)
             except OSError as exc:
                 self._fail(exc)
@@ -277,8 +299,10 @@ class RaftStorage:
             self._drop_old()
 
     def close(self) -> None:
-        """Release the files and the directory lock. Safe to call twice, and after a failure."""
-        with self._mu:
+        """Release the files and the directory lock. Safe to call twice, and after a failure.
+
+        Waits for a `stage_snapshot` in progress."""
+        with self._stage_mu, self._mu:
             if self._closed:
                 return
             self._closed = True
@@ -359,7 +383,9 @@ class RaftStorage:
         os.fsync(self._dir_fd)
 
     def _drop_old(self) -> None:
-        """After a durable snapshot marker: delete covered segments and old snapshot files."""
+        """After a durable snapshot marker: delete covered segments and old snapshot files.
+
+        Runs with both locks held, so no `stage_snapshot` is writing a file meanwhile."""
         index = self._snap_meta.index
         doomed: list[str] = []
         while len(self._segments) > 1 and self._segments[0].max_index <= index:
@@ -374,6 +400,9 @@ class RaftStorage:
                 os.fsync(self._dir_fd)
         except OSError as exc:
             self._fail(exc)
+        # Called with _stage_mu held: no staging runs now. What is left staged is newer.
+        kept = {k for k, p in snaps if p not in doomed}
+        self._staged = {k for k in self._staged if k[0] > index and k in kept}
         for p in doomed:
             log.debug("Raft storage: deleted %s (covered by snapshot at %d)", p, index)
 

@@ -21,6 +21,7 @@ from hamgr.raft.types import (
     ProposalDroppedError,
     Role,
     Snapshot,
+    SnapshotMeta,
 )
 from tests.raft.harness import Cluster
 
@@ -274,6 +275,34 @@ def test_removed_leader_steps_down_and_stays_quiet() -> None:
     assert c.core(2).conf.voters == (2, 3)
 
 
+def test_compact_adopts_a_snapshot_taken_before_later_applies() -> None:
+    """A driver encodes its snapshot in the background: the core adopts it at the index it was
+    taken at, with the configuration of then, however far the log moved on meanwhile."""
+    c = Cluster([1, 2, 3])
+    elect(c, 1)
+    for n in range(10):
+        c.propose(1, b"a%d" % n)
+    c.deliver()
+    core1 = c.core(1)
+    meta = core1.snapshot_meta()
+    assert meta.index == core1.log.applied and meta.conf == core1.conf
+    for n in range(5):
+        c.propose(1, b"b%d" % n)
+    c.deliver()
+    assert core1.log.applied > meta.index
+    snap = core1.compact(meta, b"state-at-then")
+    assert snap is not None and snap.meta == meta
+    assert core1.log.snapshot is snap and core1.log.first_index() == meta.index + 1
+    assert core1.compact(meta, b"again") is None  # not newer than what the log holds
+    assert core1.log.snapshot is snap
+    now = core1.snapshot_meta()
+    with pytest.raises(ValueError, match="beyond the applied index"):
+        core1.compact(SnapshotMeta(now.index + 1, now.term, now.conf), b"")
+    with pytest.raises(ValueError, match="has term"):
+        core1.compact(SnapshotMeta(now.index, now.term + 1, now.conf), b"")
+    assert core1.log.snapshot is snap
+
+
 def test_snapshot_installed_on_far_behind_follower() -> None:
     c = Cluster([1, 2, 3])
     elect(c, 1)
@@ -284,7 +313,8 @@ def test_snapshot_installed_on_far_behind_follower() -> None:
     c.tick(1)
     c.deliver()
     core1 = c.core(1)
-    snap = core1.compact(core1.log.applied, b"state-at-%d" % core1.log.applied)
+    snap = core1.compact(core1.snapshot_meta(), b"state-at-%d" % core1.log.applied)
+    assert snap is not None
     assert core1.log.first_index() == snap.meta.index + 1
     c.isolated = set()
     for _ in range(5):

@@ -1132,3 +1132,41 @@ def test_malformed_entries_never_raise_and_never_change_state(data: bytes) -> No
         run(store, data)
         check_invariants(store)
     assert store.applied_index == 4
+
+
+@PROPS
+@given(
+    st.lists(commands, max_size=25),
+    st.lists(commands, max_size=10),
+    st.integers(min_value=0, max_value=30),
+)
+def test_snapshot_encoder_in_steps_gives_the_state_it_was_made_from(
+    before: list[object], after: list[object], step: int
+) -> None:
+    """Encoded a few keys per step, interleaved with further changes, the bytes are still those
+    of the state at the encoder's creation: what a driver's background snapshot relies on."""
+    store = KVStore()
+    for cmd in before:
+        run(store, encode(cmd))  # type: ignore[arg-type]
+    expected = store.snapshot()
+    encoder = store.snapshot_encoder()
+    assert encoder.applied_index == store.applied_index
+    pending = [encode(cmd) for cmd in after]  # type: ignore[arg-type]
+    steps = 0
+    while not encoder.step(step):
+        if pending:
+            run(store, pending.pop(0))
+        steps += 1
+        assert steps <= len(expected)  # every step makes progress
+    assert encoder.step(step)  # done stays done
+    assert encoder.result() == expected
+
+
+def test_snapshot_encoder_result_before_the_end_is_an_error() -> None:
+    store = KVStore()
+    for n in range(5):
+        run(store, encode_put(b"k%d" % n, b"v"))
+    encoder = store.snapshot_encoder()
+    assert not encoder.step(2)
+    with pytest.raises(RuntimeError, match="not encoded yet"):
+        encoder.result()
