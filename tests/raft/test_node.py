@@ -1,4 +1,4 @@
-"""RaftNode end to end: three real nodes in one event loop, real sockets on 127.0.0.21-23,
+"""RaftNode end to end: three real nodes in one event loop, real sockets on 127.0.0.21-24,
 real data directories; election, linearizable and serializable reads, follower refusal, leader
 failover, cold restart, lease expiry and catch-up by snapshot."""
 
@@ -278,6 +278,60 @@ async def test_snapshot_and_catch_up_by_snapshot(tmp_path: Path) -> None:
         await wait_for(lambda: again.kv.get(b"after") is not None, what="restart from snapshot")
         assert again.kv.range(b"s", prefix=True).count == 60
     finally:
+        await c.stop_all()
+
+
+async def test_member_added_at_run_time_catches_up_and_counts_in_the_quorum(
+    tmp_path: Path,
+) -> None:
+    """add_member: the joiner starts empty, catches up (by snapshot: the log was compacted),
+    is promoted from learner to voter, and then its vote is needed: with a member removed and
+    another stopped, commits go on only because it acknowledges them."""
+    c = Cluster(tmp_path, snapshot_entries=20)
+    joiner: RaftNode | None = None
+    try:
+        await c.start_all()
+        leader = await c.leader()
+        for n in range(30):
+            await retry(partial(leader.put, b"k%02d" % n, b"%d" % n))
+        await wait_for(lambda: leader.status()["snapshot_index"] > 0, what="leader snapshot")
+        address = ("127.0.0.24", _free_port("127.0.0.24"))
+        await retry(partial(leader.add_member, 4, address))
+        assert 4 in leader.status()["learners"] + leader.status()["voters"]
+        joiner = RaftNode(
+            4,
+            tmp_path / "n4",
+            CLUSTER,
+            SECRET,
+            address,
+            None,
+            dict(c.addrs),
+            tick_interval=TICK,
+            election_tick=ELECTION_TICK,
+            snapshot_entries=20,
+            request_timeout=2.0,
+            join=True,
+        )
+        await joiner.start()
+        await wait_for(lambda: 4 in leader.status()["voters"], what="joiner promoted to voter")
+        await wait_for(lambda: joiner.kv.revision == leader.kv.revision, what="joiner caught up")
+        assert joiner.kv.range(b"k", prefix=True).count == 30
+        assert joiner.status()["snapshot_index"] > 0
+
+        others = [n.id for n in c.running() if n is not leader]
+        await retry(partial(leader.remove_member, others[0]))
+        await c.stop(others[0])
+        await c.stop(others[1])
+        assert sorted(leader.status()["voters"]) == sorted([leader.id, others[1], 4])
+        # Two of the three voters left are the leader and the joiner: only its ack commits this.
+        res = await retry(partial(leader.put, b"needs-the-joiner", b"yes"))
+        await wait_for(
+            lambda: joiner.kv.get(b"needs-the-joiner") is not None, what="joiner applied it"
+        )
+        assert res.revision == joiner.kv.revision
+    finally:
+        if joiner is not None:
+            await joiner.stop()
         await c.stop_all()
 
 
