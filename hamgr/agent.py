@@ -214,8 +214,15 @@ class Agent:
                     log.info("closing the store session: %s (its lease expires by itself)", exc)
 
     async def _shutdown(self, loop: HaLoop, runner: ActionRunner) -> None:
-        """A primary hands over to a healthy replica when it can; then PostgreSQL stops."""
+        """A primary hands over to a healthy replica when it can; then PostgreSQL stops.
+
+        Judged on a fresh read of the cluster: the last cycle's view may predate the replicas'
+        latest publications (or a member key that expired for a moment under load)."""
         view = loop.last_view
+        try:
+            view = await loop.dcs.get_cluster()
+        except DcsError as exc:
+            log.warning("stopping: cannot read the cluster (%s); using the last view", exc)
         key = view.leader if view else None
         if view is not None and key is not None and key.revision == runner.lease.leader_revision:
             healthy = [
