@@ -117,8 +117,12 @@ class Dcs(Protocol):
         """Overwrite ``initialize`` with ``sysid``: the bootstrap winner, once initdb is done."""
         ...
 
-    async def delete_initialize(self) -> None:
-        """Delete ``initialize`` (a failed bootstrap gives the race back). Absent is fine."""
+    async def delete_initialize(self, revision: int | None = None) -> None:
+        """Delete ``initialize`` (a failed bootstrap gives the race back). Absent is fine.
+
+        With ``revision``, only while the key still is that write (its mod revision): an agent
+        dropping a claim it judged orphaned never deletes a newer claim or a system identifier.
+        """
         ...
 
     async def touch_member(self, member: MemberState) -> None:

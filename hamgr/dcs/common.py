@@ -355,6 +355,7 @@ def build_view(keys: ScopeKeys, snap: RangeSnapshot) -> ClusterView:
     for kv in snap.kvs:
         if kv.key == keys.initialize:
             fields["initialize"] = _text(kv)
+            fields["initialize_revision"] = kv.mod_revision
         elif kv.key == keys.config:
             fields["settings"] = decode_settings(kv)
         elif kv.key == keys.leader:

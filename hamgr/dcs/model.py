@@ -319,11 +319,14 @@ class ClusterView:
     """Everything under one scope, read at store revision ``revision``.
 
     ``initialize`` is None before anyone claimed the cluster, ``""`` while the winner of the
-    bootstrap race is creating it, then PostgreSQL's system identifier (decimal). ``members`` is
-    sorted by name, names unique; ``history`` is in timeline order.
+    bootstrap race is creating it, then PostgreSQL's system identifier (decimal);
+    ``initialize_revision`` is the store revision of its last write (0 while absent or not
+    known), so that a claim judged orphaned is deleted only if it is still that claim.
+    ``members`` is sorted by name, names unique; ``history`` is in timeline order.
     """
 
     initialize: str | None = None
+    initialize_revision: int = 0
     settings: DynamicSettings = field(default_factory=DynamicSettings)
     leader: LeaderKey | None = None
     members: tuple[MemberState, ...] = ()
@@ -343,6 +346,9 @@ class ClusterView:
         if timelines != sorted(set(timelines)):
             raise ModelError("history", f"timelines must increase, got {timelines}")
         check_int("revision", self.revision, 0)
+        check_int("initialize_revision", self.initialize_revision, 0)
+        if self.initialize is None and self.initialize_revision:
+            fail("initialize_revision", "0 without an initialize key", self.initialize_revision)
 
     def member(self, name: str) -> MemberState | None:
         """The member called ``name``, if it published its state."""
@@ -356,6 +362,7 @@ class ClusterView:
     def to_dict(self) -> dict[str, Any]:
         return {
             "initialize": self.initialize,
+            "initialize_revision": self.initialize_revision,
             "settings": self.settings.to_dict(),
             "leader": self.leader.to_dict() if self.leader else None,
             "members": [m.to_dict() for m in self.members],
@@ -371,6 +378,7 @@ class ClusterView:
         return o.build(
             cls,
             initialize=o.text("initialize", None),
+            initialize_revision=o.integer("initialize_revision", 0),
             settings=DynamicSettings.from_dict(o.get("settings", {}), o.name("settings")),
             leader=LeaderKey.from_dict(leader, o.name("leader")) if leader is not None else None,
             members=tuple(

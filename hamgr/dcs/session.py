@@ -256,11 +256,19 @@ class KvSession:
         op = Put(self.keys.initialize, sysid.encode())
         await self._write_idempotent(d, partial(self._transport.put, op))
 
-    async def delete_initialize(self) -> None:
-        """Delete ``initialize``; absent is fine."""
+    async def delete_initialize(self, revision: int | None = None) -> None:
+        """Delete ``initialize`` (with ``revision``: only while it is that write); absent is
+        fine."""
+        if revision is not None and (type(revision) is not int or revision < 1):
+            raise ValueError(f"delete_initialize: revision must be an int >= 1, got {revision!r}")
         d = self._deadline("delete_initialize")
         key = self.keys.initialize
-        await self._write_idempotent(d, partial(self._transport.delete, key))
+        if revision is None:
+            await self._write_idempotent(d, partial(self._transport.delete, key))
+            return
+        # Repeating a compare-and-delete is harmless: once it applied, the compare fails.
+        compare = [Compare(key, Target.MOD, "=", revision)]
+        await self._write_idempotent(d, partial(self._transport.txn, compare, [Delete(key)]))
 
     # -- Dcs: member and leader keys
 

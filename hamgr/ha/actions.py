@@ -34,6 +34,17 @@ class SetInitialize:
 
 
 @dataclass(frozen=True)
+class DropBootstrapClaim:
+    """Delete the initialize key if it still is the ``""`` claim written at ``revision``.
+
+    Its claimant never took the leader key: it died before or while bootstrapping. Giving the
+    race back lets another member bootstrap instead of every member waiting forever.
+    """
+
+    revision: int
+
+
+@dataclass(frozen=True)
 class Bootstrap:
     """initdb, start as primary, create the users and write the cluster's settings.
 
@@ -152,6 +163,7 @@ class TransferStoreLeadership:
 Action = (
     TakeInitialize
     | SetInitialize
+    | DropBootstrapClaim
     | Bootstrap
     | AcquireLeader
     | RenewLease

@@ -27,6 +27,7 @@ from hamgr.ha.actions import (
     CloneFrom,
     Decision,
     Demote,
+    DropBootstrapClaim,
     Follow,
     ProbePeers,
     Promote,
@@ -278,12 +279,8 @@ def _no_leader(
     pg = local.pg
     if view.initialize is None:
         return _bootstrap_race(local)
-    if view.initialize == "":
-        return Decision(
-            (),
-            "another member is bootstrapping the cluster (initialize claimed, no leader yet); "
-            "waiting. If it died, delete the initialize key",
-        )
+    if view.initialize == "" and not pg.is_primary:
+        return _claimed_without_leader(view, local)
     if not pg.initialized:
         return Decision((), "no leader to clone from; waiting for one")
     if pg.is_primary:
@@ -308,6 +305,23 @@ def _no_leader(
     if outcome.winner == local.name:
         return Decision((AcquireLeader(), Promote()), outcome.reason)
     return Decision((ProbePeers(),), outcome.reason)
+
+
+def _claimed_without_leader(view: ClusterView, local: LocalState) -> Decision:
+    """The bootstrap claim is there but no leader: its claimant takes the leader key right after
+    claiming, so a claim left without one for a whole ttl belongs to a claimant that died."""
+    since, ttl = local.claim_unled_since, view.settings.ttl
+    if since is not None and view.initialize_revision and local.now - since >= ttl:
+        return Decision(
+            (DropBootstrapClaim(view.initialize_revision),),
+            f"the cluster was claimed for bootstrap but no leader appeared within ttl ({ttl:g} s): "
+            "its claimant died; giving the bootstrap race back",
+        )
+    return Decision(
+        (),
+        "another member is bootstrapping the cluster (initialize claimed, no leader yet); "
+        f"waiting (the claim is dropped if no leader appears within ttl, {ttl:g} s)",
+    )
 
 
 def _bootstrap_race(local: LocalState) -> Decision:

@@ -185,6 +185,14 @@ class ActionRunner:
         if isinstance(action, a.SetInitialize):
             await self.dcs.set_initialize(action.sysid)
             return True
+        if isinstance(action, a.DropBootstrapClaim):
+            log.warning(
+                "the bootstrap claim (initialize written at revision %d) has no leader: "
+                "its claimant died; deleting it so the bootstrap race starts again",
+                action.revision,
+            )
+            await self.dcs.delete_initialize(revision=action.revision)
+            return True
         if isinstance(action, a.RenewLease):
             return await self.keepalive(view.settings.safety_margin)
         if isinstance(action, a.AcquireLeader):

@@ -83,7 +83,8 @@ class LocalState:
     ``timeline_diverged`` is computed by the loop against the leader's timeline history;
     ``rewind_failed`` says the last pg_rewind failed. ``switchover_stopped_at`` is when this
     agent stopped its primary for a switchover (Demote ``for_switchover``). ``store_leader_here``
-    says the store's Raft leader runs on this host.
+    says the store's Raft leader runs on this host. ``claim_unled_since`` is since when (monotonic)
+    this agent has seen the same ``""`` initialize claim with no leader key.
     """
 
     name: str
@@ -99,6 +100,7 @@ class LocalState:
     timeline_diverged: bool = False
     switchover_stopped_at: float | None = None
     store_leader_here: bool = False
+    claim_unled_since: float | None = None
 
     def __post_init__(self) -> None:
         problem = member_name_problem(self.name)

@@ -27,10 +27,12 @@ from hamgr.ha.decide import decide
 from hamgr.ha.execute import ActionRunner, slot_name
 from hamgr.ha.inputs import LocalPostgres, LocalState
 from hamgr.ha.observe import (
+    UnledClaim,
     last_ran_as_primary,
     observe_postgres,
     probe_peers,
     timeline_diverged,
+    unled_claim,
 )
 from hamgr.postgres import PgSettings
 
@@ -99,6 +101,7 @@ class HaLoop:
         self.loop_count = 0
         self._session_started = False
         self._slots: set[str] = set()
+        self._unled_claim: UnledClaim | None = None
 
     # -- the cycle --------------------------------------------------------------------------
 
@@ -122,6 +125,7 @@ class HaLoop:
         self.settings = view.settings
         lease = self.runner.lease
         lease.was_primary = last_ran_as_primary(view, pg, lease.was_primary)
+        self._unled_claim = unled_claim(view, self._unled_claim, time.monotonic())
         local = self._local(view, pg)
         decision = decide(view, local)
         if any(isinstance(x, ProbePeers) for x in decision.actions):
@@ -181,6 +185,7 @@ class HaLoop:
             timeline_diverged=timeline_diverged(view, pg, lease.was_primary),
             switchover_stopped_at=lease.switchover_stopped_at,
             store_leader_here=self._store_leader_here() if self._store_leader_here else False,
+            claim_unled_since=self._unled_claim[1] if self._unled_claim else None,
         )
 
     async def _store_unreachable(self, pg: LocalPostgres, exc: DcsError) -> None:

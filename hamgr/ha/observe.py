@@ -112,6 +112,20 @@ def last_ran_as_primary(view: ClusterView, pg: LocalPostgres, before: bool) -> b
     return before
 
 
+UnledClaim = tuple[int, float]
+"""A bootstrap claim with no leader: the initialize key's revision, and since when it is seen."""
+
+
+def unled_claim(view: ClusterView, seen: UnledClaim | None, now: float) -> UnledClaim | None:
+    """Follow the ``""`` initialize claim while no leader key exists: the same claim keeps the
+    instant it was first seen without a leader; a leader, or any other write, resets it."""
+    if view.initialize != "" or view.leader is not None or not view.initialize_revision:
+        return None
+    if seen is not None and seen[0] == view.initialize_revision:
+        return seen
+    return view.initialize_revision, now
+
+
 def probe_from_json(name: str, data: dict[str, Any]) -> PeerProbe:
     """A peer's /patroni answer as a PeerProbe (missing or odd fields count as unknown)."""
 

@@ -297,6 +297,26 @@ async def check_take_initialize_only_once(store: StoreUnderTest) -> None:
         assert await b.take_initialize("7300000000000000002") is True
 
 
+async def check_orphaned_claim_is_dropped_only_while_unchanged(store: StoreUnderTest) -> None:
+    async with sessions(store, new_scope("claim"), "a", "b") as agents:
+        a, b = agents
+        assert (await a.get_cluster()).initialize_revision == 0
+        assert await a.take_initialize("") is True
+        claim = await b.get_cluster()
+        assert claim.initialize == "" and claim.initialize_revision > 0
+        await b.delete_initialize(revision=claim.initialize_revision - 1)  # not that write
+        assert (await b.get_cluster()).initialize == ""
+        await a.set_initialize("7300000000000000001")  # the claimant finished meanwhile
+        await b.delete_initialize(revision=claim.initialize_revision)
+        done = await b.get_cluster()
+        assert done.initialize == "7300000000000000001"
+        assert done.initialize_revision > claim.initialize_revision
+        await b.delete_initialize(revision=done.initialize_revision)
+        assert (await a.get_cluster()).initialize is None
+        await b.delete_initialize(revision=done.initialize_revision)  # absent is fine
+        assert await b.take_initialize("") is True
+
+
 async def check_malformed_values_are_named_not_dropped(store: StoreUnderTest) -> None:
     scope = new_scope("malformed")
     keys = scope_keys(scope)
@@ -359,6 +379,7 @@ async def check_bad_input_is_refused_before_anything_is_written(store: StoreUnde
         for call in (
             lambda: a.touch_member(member("b")),
             lambda: a.take_initialize("not-digits"),
+            lambda: a.delete_initialize(revision=0),
             lambda: a.set_settings(DynamicSettings(), -1),
             lambda: a.watch(-1.0),
         ):
@@ -385,6 +406,7 @@ CHECKS: list[Check] = [
     check_watch_wakes_on_a_leader_change,
     check_watch_ignores_member_publications,
     check_take_initialize_only_once,
+    check_orphaned_claim_is_dropped_only_while_unchanged,
     check_malformed_values_are_named_not_dropped,
     check_calls_are_bounded_by_retry_timeout,
     check_bad_input_is_refused_before_anything_is_written,

@@ -152,6 +152,46 @@ def store_leader(c: AgentCluster, via: str) -> str | None:
     return None
 
 
+def seed_bootstrap_claim(c: AgentCluster, timeout: float = 60.0) -> None:
+    """Leave the store as a claimant that died while bootstrapping would: ``initialize``
+    claimed (empty) and no leader. The members' stores run alone (`hamgr store` on the agents'
+    configurations) while `hamgr store-ctl put` writes the claim; then they are stopped."""
+    stores: list[subprocess.Popen[bytes]] = []
+    try:
+        for m in c.members.values():
+            with open(m.log, "ab") as log:
+                stores.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "hamgr", "store", "--config", str(m.config)],
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
+        first = next(iter(c.members.values()))
+        put = [
+            *(sys.executable, "-m", "hamgr", "store-ctl", "--config", str(first.config)),
+            *("--timeout", "2", "put", f"/hamgr/{c.scope}/initialize", ""),
+        ]
+        wait_for(
+            lambda: (
+                subprocess.run(put, capture_output=True, timeout=30, check=False).returncode == 0
+            ),
+            timeout,
+            "the bootstrap claim written to the store",
+            interval=0.5,
+        )
+    finally:
+        for proc in stores:
+            proc.terminate()
+        for proc in stores:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
 # -- logs ------------------------------------------------------------------------------------
 
 

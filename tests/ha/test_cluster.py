@@ -37,6 +37,7 @@ from tests.ha.clusterops import (
     log_size,
     reached_through,
     running_haproxy,
+    seed_bootstrap_claim,
     sql,
     status_of,
     store_leader,
@@ -291,6 +292,22 @@ def test_switchover_loses_no_acknowledged_write(cluster: AgentCluster) -> None:
 
 
 # -- 4: a replica's death ----------------------------------------------------------------------
+
+
+def test_orphaned_bootstrap_claim_is_dropped_and_the_cluster_bootstraps(
+    cluster: AgentCluster,
+) -> None:
+    """A claimant that died between claiming the cluster and taking the leader key leaves
+    ``initialize`` empty with no leader; the others must not wait for it forever: after ttl
+    one drops the claim, the race starts again and one member bootstraps the cluster."""
+    seed_bootstrap_claim(cluster)
+    primary, replicas = boot(cluster)
+    logs = {n: log_since(cluster, n) for n in cluster.members}
+    waited = [n for n, text in logs.items() if "another member is bootstrapping" in text]
+    dropped = [n for n, text in logs.items() if "giving the bootstrap race back" in text]
+    assert waited and dropped, f"waited: {waited}, dropped: {dropped}"
+    assert [n for n, text in logs.items() if "I am the leader" in text] == [primary]
+    assert sorted([primary, *replicas]) == sorted(cluster.members)
 
 
 def test_replica_death_does_not_disturb_the_primary(cluster: AgentCluster) -> None:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import pytest
 
-from hamgr.dcs.model import MemberTags, TimelineEntry
+from hamgr.dcs.model import DynamicSettings, MemberTags, TimelineEntry
 from hamgr.ha import (
     AcquireLeader,
     AppendHistory,
     Bootstrap,
     CloneFrom,
     Demote,
+    DropBootstrapClaim,
     Follow,
     LocalPostgres,
     Promote,
@@ -50,6 +51,7 @@ from tests.ha.builders import (
 )
 
 CLONEFROM = MemberTags(clonefrom=True)
+TTL = DynamicSettings().ttl
 
 BOOTSTRAP = [
     row(
@@ -83,6 +85,46 @@ BOOTSTRAP = [
         None,
         (),
         "another member is bootstrapping",
+    ),
+    row(
+        "claim-without-leader-waits-within-ttl",
+        view(leader=None, initialize="", initialize_revision=40),
+        local("b", claim_unled_since=NOW - TTL + 0.5),
+        None,
+        (),
+        "the claim is dropped if no leader appears within ttl",
+    ),
+    row(
+        "orphaned-claim-dropped-after-ttl",
+        view(leader=None, initialize="", initialize_revision=40),
+        local("b", claim_unled_since=NOW - TTL),
+        None,
+        (DropBootstrapClaim(40),),
+        "its claimant died; giving the bootstrap race back",
+    ),
+    row(
+        "nofailover-member-drops-an-orphaned-claim-too",
+        view(leader=None, initialize="", initialize_revision=40),
+        local("c", nofailover=True, claim_unled_since=NOW - 3 * TTL),
+        None,
+        (DropBootstrapClaim(40),),
+        "its claimant died",
+    ),
+    row(
+        "claim-of-unknown-revision-is-kept",
+        view(leader=None, initialize=""),
+        local("b", claim_unled_since=NOW - 3 * TTL),
+        None,
+        (),
+        "another member is bootstrapping",
+    ),
+    row(
+        "primary-under-a-claim-without-leader-demotes",
+        view(leader=None, initialize="", initialize_revision=40),
+        local("a", primary(), claim_unled_since=NOW - 1.0),
+        None,
+        (Demote("immediate"),),
+        "nobody holds the leader key while my PostgreSQL runs as primary",
     ),
     row(
         "winner-bootstraps",

@@ -1,4 +1,5 @@
-"""timeline_diverged() and last_ran_as_primary(): when a member needs pg_rewind (table tests)."""
+"""timeline_diverged() and last_ran_as_primary(): when a member needs pg_rewind; unled_claim():
+how long a bootstrap claim has gone without a leader (table tests)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from hamgr.dcs.model import TimelineEntry
+from hamgr.dcs.model import ClusterView, TimelineEntry
 from hamgr.ha.inputs import LocalPostgres
-from hamgr.ha.observe import last_ran_as_primary, timeline_diverged
+from hamgr.ha.observe import last_ran_as_primary, timeline_diverged, unled_claim
 from tests.ha.builders import member, view
 
 FORK = 0x5000000
@@ -86,3 +87,42 @@ def test_unknown_fork_point_counts_as_diverged() -> None:
 )
 def test_last_ran_as_primary(local: LocalPostgres, before: bool, after: bool) -> None:
     assert last_ran_as_primary(LEADER_ON_TL2, local, before) is after
+
+
+CLAIM = view(leader=None, initialize="", initialize_revision=40)
+
+
+@pytest.mark.parametrize(
+    ("name", "seen_view", "before", "expected"),
+    [
+        ("first-seen", CLAIM, None, (40, 10.0)),
+        ("same-claim-keeps-its-instant", CLAIM, (40, 3.0), (40, 3.0)),
+        (
+            "a-new-claim-starts-over",
+            view(leader=None, initialize="", initialize_revision=41),
+            (40, 3.0),
+            (41, 10.0),
+        ),
+        (
+            "a-leader-resets",
+            view(leader="a", initialize="", initialize_revision=40),
+            (40, 3.0),
+            None,
+        ),
+        (
+            "bootstrapped-resets",
+            view(leader=None, initialize="7301", initialize_revision=45),
+            (40, 3.0),
+            None,
+        ),
+        ("no-claim", view(leader=None, initialize=None), (40, 3.0), None),
+        ("revision-unknown", view(leader=None, initialize=""), None, None),
+    ],
+)
+def test_unled_claim(
+    name: str,
+    seen_view: ClusterView,
+    before: tuple[int, float] | None,
+    expected: tuple[int, float] | None,
+) -> None:
+    assert unled_claim(seen_view, before, 10.0) == expected, name
