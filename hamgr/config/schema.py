@@ -293,6 +293,7 @@ class DcsConfig:
     maximum_lag_on_failover: NonNegativeInt = 1048576
     primary_start_timeout: SecondsOrZero = 300.0
     safety_margin: Seconds = 2.0
+    member_slots_ttl: SecondsOrZero = 1800.0
     postgresql: DcsPostgresConfig = field(default_factory=DcsPostgresConfig)
 
 

@@ -238,8 +238,9 @@ class DynamicSettings:
     """Cluster-wide HA settings at ``config`` (seconds and bytes); defaults as bootstrap.dcs.
 
     Checked like the config file: durations > 0, ``loop_wait + 2 * retry_timeout <= ttl`` and
-    ``safety_margin < ttl``. ``parameters`` are PostgreSQL settings for every member (treat the
-    dict as read-only).
+    ``safety_margin < ttl``. ``member_slots_ttl`` is how long the primary keeps the replication
+    slot of a member that left (0: drop it at once). ``parameters`` are PostgreSQL settings for
+    every member (treat the dict as read-only).
     """
 
     ttl: float = _DCS_DEFAULTS.ttl
@@ -250,12 +251,14 @@ class DynamicSettings:
     safety_margin: float = _DCS_DEFAULTS.safety_margin
     pause: bool = False
     use_slots: bool = _DCS_DEFAULTS.postgresql.use_slots
+    member_slots_ttl: float = _DCS_DEFAULTS.member_slots_ttl
     parameters: Mapping[str, ParameterValue] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for key in ("ttl", "loop_wait", "retry_timeout", "safety_margin"):
             check_seconds(key, getattr(self, key))
         check_seconds("primary_start_timeout", self.primary_start_timeout, zero_ok=True)
+        check_seconds("member_slots_ttl", self.member_slots_ttl, zero_ok=True)
         check_int("maximum_lag_on_failover", self.maximum_lag_on_failover, 0)
         if self.loop_wait + 2 * self.retry_timeout > self.ttl:
             raise ModelError(
@@ -285,6 +288,7 @@ class DynamicSettings:
             primary_start_timeout=dcs.primary_start_timeout,
             safety_margin=dcs.safety_margin,
             use_slots=dcs.postgresql.use_slots,
+            member_slots_ttl=dcs.member_slots_ttl,
             parameters=dict(dcs.postgresql.parameters),
         )
 
@@ -310,6 +314,7 @@ class DynamicSettings:
             safety_margin=o.number("safety_margin", d.safety_margin),
             pause=o.flag("pause", d.pause),
             use_slots=o.flag("use_slots", d.use_slots),
+            member_slots_ttl=o.number("member_slots_ttl", d.member_slots_ttl),
             parameters=dict(params),
         )
 

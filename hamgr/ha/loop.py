@@ -24,7 +24,7 @@ from hamgr.dcs.base import Dcs, DcsError
 from hamgr.dcs.model import ClusterView, DynamicSettings, MemberState, MemberTags, Role
 from hamgr.ha.actions import Decision, ProbePeers
 from hamgr.ha.decide import decide
-from hamgr.ha.execute import ActionRunner, slot_name
+from hamgr.ha.execute import ActionRunner
 from hamgr.ha.inputs import LocalPostgres, LocalState
 from hamgr.ha.observe import (
     UnledClaim,
@@ -34,6 +34,7 @@ from hamgr.ha.observe import (
     timeline_diverged,
     unled_claim,
 )
+from hamgr.ha.slots import SlotKeeper
 from hamgr.postgres import PgSettings
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ class HaLoop:
         self.last_loop_at: float | None = None
         self.loop_count = 0
         self._session_started = False
-        self._slots: set[str] = set()
+        self._slots = SlotKeeper(pg, me.name)
         self._unled_claim: UnledClaim | None = None
 
     # -- the cycle --------------------------------------------------------------------------
@@ -135,36 +136,15 @@ class HaLoop:
         self._log_decision(decision)
         self.last_decision = decision
         await self.runner.run(decision, view)
-        await self._ensure_slots(view, pg)
+        key = view.leader
+        holder = key is not None and key.revision == self.runner.lease.leader_revision
+        await self._slots.maintain(view, pg, holder, time.monotonic())
         await self._publish(view, pg, decision)
         self.last_loop_at = time.monotonic()
         self.loop_count += 1
         if self._on_cycle is not None:
             self._on_cycle(view, pg, decision, self.last_loop_at - started)
         return decision
-
-    async def _ensure_slots(self, view: ClusterView, pg: LocalPostgres) -> None:
-        """As primary, keep a replication slot for every other member (so none misses WAL).
-
-        Slots of members that left are kept: dropping one is an operator's call (it may be a
-        member that is only down for a while).
-        """
-        key = view.leader
-        holder = key is not None and key.revision == self.runner.lease.leader_revision
-        if not (holder and pg.is_primary and view.settings.use_slots):
-            self._slots = set()  # a later term as primary lists them afresh
-            return
-        wanted = {slot_name(m.name) for m in view.members if m.name != self.me.name}
-        if wanted <= self._slots:
-            return
-        try:
-            self._slots = {s.name for s in await postgres.list_slots(self.pg)}
-            for name in sorted(wanted - self._slots):
-                await postgres.create_slot(self.pg, name)
-                self._slots.add(name)
-                log.info("created replication slot %s", name)
-        except postgres.PostgresError as exc:
-            log.warning("could not maintain replication slots: %s", exc)
 
     def _local(self, view: ClusterView, pg: LocalPostgres) -> LocalState:
         lease = self.runner.lease

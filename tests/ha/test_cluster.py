@@ -322,6 +322,8 @@ def test_replica_death_does_not_disturb_the_primary(cluster: AgentCluster) -> No
     victim = wait_for(leader_on_a_replica, 30, "the store's leadership on a replica", 0.5)
     survivor = next(r for r in replicas if r != victim)
     sql(c, primary, "CREATE TABLE r (x int PRIMARY KEY)")
+    edited = hactl(c, primary, "edit-config", "--set", "member_slots_ttl=2", "--force")
+    assert edited.returncode == 0, edited.stderr
     offset = log_size(c, primary)
     kill_member(c, victim)
 
@@ -339,6 +341,17 @@ def test_replica_death_does_not_disturb_the_primary(cluster: AgentCluster) -> No
     after = decisions(log_since(c, primary, offset))
     bad = [d for d in after if "Demote" in d or _FENCED.search(d)]
     assert bad == [], bad
+
+    # Gone for longer than ttl + member_slots_ttl: its slot no longer holds back WAL. When it
+    # comes back it gets a slot again and streams.
+    def slots() -> set[str]:
+        return {r[0] for r in sql(c, primary, "SELECT slot_name FROM pg_replication_slots")}
+
+    wait_for(lambda: victim not in slots(), 30, f"the slot of {victim} dropped")
+    assert survivor in slots()
+    c.start(victim)
+    c.wait_streaming([victim], BOOT)
+    wait_for(lambda: victim in slots(), 30, f"the slot of {victim} again")
 
 
 # -- 5: pause ----------------------------------------------------------------------------------
