@@ -8,8 +8,9 @@ first two with its own frame kinds):
    `open_authenticated` dials, `AuthenticatedServer` listens.
 3. `PeerTransport`, here: Raft messages between members. One outbound connection per peer, fed by
    a bounded queue (a full queue drops the newest message: Raft tolerates loss, and `send` never
-   blocks); reconnection with capped exponential backoff and jitter; queued frames are coalesced
-   into one write. Inbound connections deliver each message to `on_message` after checking that
+   blocks); reconnection with capped exponential backoff and jitter, a failed attempt dropping
+   what was queued (stale by the time the peer is back); queued frames are coalesced into one
+   write. Inbound connections deliver each message to `on_message` after checking that
    it is addressed to this member and sent by the peer that authenticated. Outbound connections
    leave from the bind address unless it is a wildcard, so one address carries all of a
    member's traffic (and a firewall rule on it cuts the member off both ways).
@@ -161,6 +162,8 @@ class TransportStats:
     dropped_queue_full: int = 0
     dropped_unknown_peer: int = 0
     dropped_oversize: int = 0
+    dropped_unreachable: int = 0
+    """Messages queued for a peer that a connection attempt then failed to reach."""
     rejected_connections: int = 0
     """Inbound connections refused in the handshake (bad secret, cluster, garbage, timeout)."""
     protocol_errors: int = 0
@@ -172,7 +175,12 @@ class TransportStats:
     @property
     def dropped(self) -> int:
         """Messages given to `send` that will never be written."""
-        return self.dropped_queue_full + self.dropped_unknown_peer + self.dropped_oversize
+        return (
+            self.dropped_queue_full
+            + self.dropped_unknown_peer
+            + self.dropped_oversize
+            + self.dropped_unreachable
+        )
 
 
 class _OutboundPeer:
@@ -385,6 +393,11 @@ class PeerTransport:
                 )
             except Exception as exc:
                 self.stats.connect_failures += 1
+                # What waited for this peer is stale by now (Raft resends what still matters):
+                # delivering it later would replay old appends and votes.
+                self.stats.dropped_unreachable += len(peer.queue)
+                peer.queue.clear()
+                peer.queued_bytes = 0
                 expected = isinstance(exc, OSError | TimeoutError | ProtocolError)
                 log.log(
                     logging.DEBUG if expected and attempt else logging.WARNING,

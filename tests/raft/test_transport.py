@@ -8,6 +8,7 @@ import hmac
 import logging
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import threading
@@ -250,6 +251,30 @@ async def test_peer_restart_is_survived(make_node: MakeNode) -> None:
     await send_until_delivered(b2, a, 4)
     assert a.t.stats.connects >= 2
     assert a.t.connected_peers() == {2}
+
+
+async def test_messages_queued_for_an_unreachable_peer_are_dropped_not_replayed(
+    make_node: MakeNode,
+) -> None:
+    """What waited while the peer was down is stale when it comes back (old appends, votes of
+    a past term): a failed connection attempt drops it, and only newer messages arrive."""
+    a = await make_node(1)
+    host = "127.0.0.12"
+    with socket.socket() as s:  # a port with nobody listening, for now
+        s.bind((host, 0))
+        port = s.getsockname()[1]
+    a.t.set_peer(2, (host, port))
+    for k in range(1, 6):
+        a.t.send(msg(1, 2, k))
+    async with asyncio.timeout(WAIT):
+        while a.t.stats.connect_failures == 0:
+            await asyncio.sleep(0.01)
+    assert a.t.stats.dropped_unreachable == 5
+    assert a.t.stats.dropped == 5
+
+    b = await make_node(2, host, port=port)
+    await send_until_delivered(a, b, 100)
+    assert all(n >= 100 for n in b.inbox.numbers()), b.inbox.numbers()
 
 
 async def test_set_peer_moves_to_new_address_and_remove_peer_stops(make_node: MakeNode) -> None:
