@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import hamgr
-from hamgr.fencer import EXIT_ALREADY_RUNNING, pid_file_for, postmaster_identity
+from hamgr.fencer import EXIT_ALREADY_RUNNING, pid_file_for
+from hamgr.postmasterproc import postmaster_identity
 
 __all__ = [
     "FenceRefused",

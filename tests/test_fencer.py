@@ -31,7 +31,6 @@ from hamgr.fencer import (
     FenceState,
     ProtocolError,
     parse_command,
-    proc_stat,
 )
 from hamgr.fencing import (
     FencerClient,
@@ -43,6 +42,7 @@ from hamgr.fencing import (
     postmaster_identity,
 )
 from hamgr.postgres.sql import connect, query
+from hamgr.postmasterproc import proc_stat
 from tests.postgres.pg_helpers import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
