@@ -29,8 +29,6 @@ Arguments are checked before anything is sent (the command dataclasses of
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
 import random
 import ssl
 from collections.abc import Sequence
@@ -38,11 +36,23 @@ from types import TracebackType
 from typing import Any
 
 from hamgr.raft import kvcommands as kvc
-from hamgr.raft.framing import ConnectionClosed, FrameKind, ProtocolError
+from hamgr.raft.clientconn import Channel, LostError, NotSentError
+from hamgr.raft.clienterrors import (
+    InvalidRequestError,
+    LeaseExpiredError,
+    LeaseNotFoundError,
+    NotLeaderError,
+    StoreAuthError,
+    StoreError,
+    StoreOutcomeUnknownError,
+    StoreUnavailableError,
+    store_error,
+)
+from hamgr.raft.framing import ConnectionClosed, ProtocolError
 from hamgr.raft.handshake import (
-    AuthenticatedConnection,
     ClusterAuth,
     HandshakeError,
+    format_address,
     open_authenticated,
 )
 from hamgr.raft.kvresults import (
@@ -67,13 +77,9 @@ from hamgr.raft.rpc import (
     MemberAdd,
     MemberRemove,
     MemberStatus,
-    Request,
     RpcOp,
     Status,
     TransferLeadership,
-    decode_response,
-    decode_result,
-    encode_request,
     op_of,
 )
 
@@ -101,89 +107,6 @@ _BACKOFF_FIRST = 0.025
 _BACKOFF_MAX = 0.5
 
 
-# --- errors -------------------------------------------------------------------------------------
-
-
-class StoreError(Exception):
-    """A store call failed. `code` is the server's `ErrorCode` value (or a client-side reason:
-    "auth", "unavailable", "closed"); `leader` (0 if unknown) and `leader_address` (its client
-    address) are set when the answering member knew them."""
-
-    def __init__(
-        self,
-        message: str,
-        code: str = "error",
-        leader: int = 0,
-        leader_address: Address | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.leader = leader
-        self.leader_address = leader_address
-
-
-class StoreAuthError(StoreError):
-    """A member refused our handshake, or failed to prove the secret: wrong secret or cluster."""
-
-
-class InvalidRequestError(StoreError):
-    """The member found the request malformed or its arguments invalid."""
-
-
-class NotLeaderError(StoreError):
-    """Only the leader serves this (raised only by a client made with ``redirect=False``)."""
-
-    @property
-    def address(self) -> Address | None:
-        """The leader's client address, when known."""
-        return self.leader_address
-
-
-class StoreUnavailableError(StoreError):
-    """No member answered the call before its deadline (or the member asked is unreachable)."""
-
-
-class StoreOutcomeUnknownError(StoreUnavailableError):
-    """A write was sent but no answer says whether it applied: it may or may not have."""
-
-
-class LeaseNotFoundError(StoreError):
-    """The lease does not exist (never granted, revoked, or expired and revoked)."""
-
-
-class LeaseExpiredError(LeaseNotFoundError):
-    """The lease's deadline has passed on the leader: it can no longer be kept alive."""
-
-
-_ERRORS: dict[ErrorCode, type[StoreError]] = {
-    ErrorCode.NOT_LEADER: NotLeaderError,
-    ErrorCode.UNAVAILABLE: StoreUnavailableError,
-    ErrorCode.DROPPED: StoreUnavailableError,
-    ErrorCode.OUTCOME_UNKNOWN: StoreOutcomeUnknownError,
-    ErrorCode.BAD_REQUEST: InvalidRequestError,
-    ErrorCode.LEASE_NOT_FOUND: LeaseNotFoundError,
-    ErrorCode.LEASE_EXPIRED: LeaseExpiredError,
-}
-
-
-def _store_error(op: RpcOp, error: ErrorInfo) -> StoreError:
-    cls = _ERRORS.get(error.code, StoreError)
-    return cls(f"{op.value}: {error.message}", error.code.value, error.leader, error.leader_address)
-
-
-def _fmt(address: Address) -> str:
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-class _NotSentError(Exception):
-    """The connection was unusable before the request left: nothing was sent."""
-
-
-class _LostError(Exception):
-    """The connection broke after the request was sent: its outcome is unknown."""
-
-
 class _RetryError(Exception):
     """Try the call again (after a pause if `pause`; elsewhere if `give_up`); `cause` says why."""
 
@@ -192,97 +115,6 @@ class _RetryError(Exception):
         self.cause = cause
         self.pause = pause
         self.give_up = give_up
-
-
-# --- one connection ----------------------------------------------------------------------------
-
-
-class _Channel:
-    """One authenticated connection to a member, with every request pending on it by id."""
-
-    def __init__(
-        self,
-        conn: AuthenticatedConnection,
-        endpoint: Address,
-        max_request_size: int,
-        max_response_size: int,
-    ) -> None:
-        self.conn = conn
-        self.endpoint = endpoint
-        self._max_request_size = max_request_size
-        self._max_response_size = max_response_size
-        self._ids = itertools.count(1)
-        self._pending: dict[int, tuple[RpcOp, asyncio.Future[tuple[ErrorInfo | None, Any]]]] = {}
-        self.failure: BaseException | None = None
-        self._reader = asyncio.get_running_loop().create_task(
-            self._read_loop(), name=f"store-client-{_fmt(endpoint)}"
-        )
-
-    @property
-    def usable(self) -> bool:
-        return self.failure is None and not self.conn.is_closing()
-
-    async def call(self, call: Call) -> tuple[ErrorInfo | None, Any]:
-        """Send one request and wait for its answer: (error, None) or (None, typed result)."""
-        if not self.usable:
-            raise _NotSentError(f"connection to {_fmt(self.endpoint)} is closed")
-        op = op_of(call)
-        rid = next(self._ids)
-        payload = encode_request(Request(rid, call))
-        if len(payload) > self._max_request_size:
-            raise InvalidRequestError(
-                f"{op.value}: the request is {len(payload)} bytes, more than the "
-                f"{self._max_request_size} a member accepts",
-                ErrorCode.BAD_REQUEST.value,
-            )
-        fut: asyncio.Future[tuple[ErrorInfo | None, Any]] = (
-            asyncio.get_running_loop().create_future()
-        )
-        self._pending[rid] = (op, fut)
-        try:
-            try:
-                await self.conn.send(FrameKind.CLIENT_REQUEST, payload)
-            except (OSError, ConnectionError) as exc:
-                raise _LostError(f"connection to {_fmt(self.endpoint)} lost: {exc}") from exc
-            return await fut
-        finally:
-            self._pending.pop(rid, None)
-
-    async def _read_loop(self) -> None:
-        reason: BaseException
-        try:
-            while True:
-                kind, payload = await self.conn.read_frame()
-                if kind is not FrameKind.CLIENT_RESPONSE:
-                    raise ProtocolError(f"unexpected {kind.name} frame from the member")
-                response = decode_response(payload, max_size=self._max_response_size)
-                entry = self._pending.get(response.id)
-                if entry is None:
-                    if response.id == 0 and response.error is not None:
-                        raise ProtocolError(f"member closed the connection: {response.error}")
-                    continue  # the answer to a call that gave up waiting
-                op, fut = entry
-                if fut.done():
-                    continue
-                if response.error is not None:
-                    fut.set_result((response.error, None))
-                else:
-                    assert response.body is not None
-                    fut.set_result((None, decode_result(op, response.body)))
-        except asyncio.CancelledError:
-            reason = ConnectionClosed("client closed")
-        except Exception as exc:  # closed, protocol or format error: this connection is done
-            reason = exc
-        self.failure = reason
-        for _, fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(_LostError(f"connection to {_fmt(self.endpoint)}: {reason}"))
-        await self.conn.close()
-
-    async def close(self) -> None:
-        self._reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader
 
 
 # --- the client ---------------------------------------------------------------------------------
@@ -340,8 +172,8 @@ class StoreClient:
         self.source_host = source_host
         self._leader: Address | None = None
         self._cursor = 0
-        self._channels: dict[Address, _Channel] = {}
-        self._dialing: dict[Address, asyncio.Task[_Channel]] = {}
+        self._channels: dict[Address, Channel] = {}
+        self._dialing: dict[Address, asyncio.Task[Channel]] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
         self._rng = random.Random()
@@ -561,7 +393,7 @@ class StoreClient:
         except HandshakeError as exc:
             if not str(exc).startswith("peer closed"):  # a refusal, not a closing member
                 raise StoreAuthError(
-                    f"{op.value}: {_fmt(target)} refused the connection: {exc}", "auth"
+                    f"{op.value}: {format_address(target)} refused the connection: {exc}", "auth"
                 ) from exc
             raise _RetryError(exc, pause=True, give_up=True) from exc
         except TimeoutError as exc:
@@ -572,9 +404,9 @@ class StoreClient:
             raise _RetryError(exc, pause=True, give_up=True) from exc
         try:
             error, result = await self._answer(channel, call, op, target, deadline)
-        except _NotSentError as exc:
+        except NotSentError as exc:
             raise _RetryError(exc, pause=False, give_up=True) from exc
-        except _LostError as exc:
+        except LostError as exc:
             if not idempotent:
                 raise StoreOutcomeUnknownError(
                     f"{op.value}: {exc} after the request was sent: it may or may not have "
@@ -586,7 +418,7 @@ class StoreClient:
             if op is not RpcOp.STATUS and not (isinstance(call, Get) and call.serializable):
                 self._leader = target
             return result
-        failure = _store_error(op, error)
+        failure = store_error(op, error)
         code = error.code
         if pinned:
             raise failure
@@ -605,7 +437,7 @@ class StoreClient:
         raise failure
 
     async def _answer(
-        self, channel: _Channel, call: Call, op: RpcOp, target: Address, deadline: float
+        self, channel: Channel, call: Call, op: RpcOp, target: Address, deadline: float
     ) -> tuple[ErrorInfo | None, Any]:
         """Send the call and wait for its answer, looking elsewhere when none comes within
         `attempt_timeout`: a read is tried at another member; a write keeps waiting unless
@@ -619,15 +451,15 @@ class StoreClient:
                     if op in _IDEMPOTENT:
                         raise TimeoutError
                     raise StoreOutcomeUnknownError(
-                        f"{op.value}: sent to {_fmt(target)} but not answered in time: it may "
-                        "or may not have been applied",
+                        f"{op.value}: sent to {format_address(target)} but not answered in time: "
+                        "it may or may not have been applied",
                         ErrorCode.OUTCOME_UNKNOWN.value,
                     )
                 await asyncio.wait({task}, timeout=min(self.attempt_timeout, remaining))
                 if task.done():
                     return task.result()
                 silent = TimeoutError(
-                    f"{_fmt(target)} did not answer within {self.attempt_timeout:g} s"
+                    f"{format_address(target)} did not answer within {self.attempt_timeout:g} s"
                 )
                 if op in _IDEMPOTENT:
                     raise _RetryError(silent, pause=False, give_up=True)
@@ -635,8 +467,8 @@ class StoreClient:
                 if leader is not None:
                     self._leader = leader
                     raise StoreOutcomeUnknownError(
-                        f"{op.value}: {silent} and {_fmt(leader)} leads now: the write may or "
-                        "may not have been applied",
+                        f"{op.value}: {silent} and {format_address(leader)} leads now: "
+                        "the write may or may not have been applied",
                         ErrorCode.OUTCOME_UNKNOWN.value,
                     )
         finally:
@@ -669,7 +501,7 @@ class StoreClient:
     def _unavailable(
         self, op: RpcOp, budget: float, last: BaseException | None
     ) -> StoreUnavailableError:
-        tried = ", ".join(_fmt(e) for e in self._endpoints)
+        tried = ", ".join(format_address(e) for e in self._endpoints)
         why = f"; last error: {last}" if last is not None else ""
         leader = last.leader if isinstance(last, StoreError) else 0
         address = last.leader_address if isinstance(last, StoreError) else None
@@ -682,7 +514,7 @@ class StoreClient:
         error.__cause__ = last
         return error
 
-    async def _channel(self, endpoint: Address, deadline: float) -> _Channel:
+    async def _channel(self, endpoint: Address, deadline: float) -> Channel:
         channel = self._channels.get(endpoint)
         if channel is not None and channel.usable:
             return channel
@@ -699,13 +531,13 @@ class StoreClient:
         async with asyncio.timeout_at(deadline):
             return await asyncio.shield(task)
 
-    def _dial_done(self, endpoint: Address, task: asyncio.Task[_Channel]) -> None:
+    def _dial_done(self, endpoint: Address, task: asyncio.Task[Channel]) -> None:
         if self._dialing.get(endpoint) is task:
             del self._dialing[endpoint]
         if not task.cancelled():
             task.exception()  # retrieved here: a caller may have stopped waiting for it
 
-    async def _dial(self, endpoint: Address) -> _Channel:
+    async def _dial(self, endpoint: Address) -> Channel:
         conn = await open_authenticated(
             endpoint[0],
             endpoint[1],
@@ -715,7 +547,7 @@ class StoreClient:
             max_frame_size=self._max_response_size,
             source_host=self.source_host,
         )
-        channel = _Channel(conn, endpoint, self._max_request_size, self._max_response_size)
+        channel = Channel(conn, endpoint, self._max_request_size, self._max_response_size)
         if self._closed:
             await channel.close()
             raise StoreError("the store client is closed", "closed")
