@@ -15,8 +15,8 @@ from the store::
 
 JSON: ``/patroni`` (alias ``/status``: this member), ``/cluster``, ``/history``, ``/config``.
 Unsafe methods need HTTP basic auth (``restapi.authentication``; without it they are refused
-with 403): POST ``/switchover``, ``/failover``, ``/restart``, ``/reload`` and PATCH ``/config``
-(a JSON merge patch of the dynamic settings). A bad body is answered 400 with
+with 403): POST ``/switchover``, ``/failover``, ``/restart``, ``/reinitialize``, ``/reload``
+and PATCH ``/config`` (a JSON merge patch of the dynamic settings). A bad body is answered 400 with
 ``{"error": "<field>: <problem>"}`` and changes nothing; a failed action 503. ``/metrics`` serves
 what the ``metrics`` hook of :func:`build_app` returns (404 without one).
 """
@@ -481,6 +481,18 @@ class _Api:
         await self.view.restart_postgres()
         return web.json_response({"message": "restarted successfully"})
 
+    async def reinitialize(self, request: web.Request) -> web.Response:
+        JsonObject(await _body(request, optional=True), "", known=())
+        if self.view.local().holds_leader_key:
+            return _error(503, "I am the leader, can not reinitialize")
+        view = await self.view.cluster()
+        if view.leader is None or view.leader.name == self.view.name:
+            return _error(503, "no leader to clone from: can not reinitialize")
+        if view.settings.pause:
+            return _error(503, "the cluster is paused: resume it to reinitialize")
+        await self.view.request_reinitialize()
+        return web.json_response({"message": "reinitialize started"})
+
     async def reload(self, request: web.Request) -> web.Response:
         JsonObject(await _body(request, optional=True), "", known=())
         await self.view.reload_config()
@@ -513,6 +525,7 @@ def build_app(
     app.router.add_post("/switchover", api.switchover)
     app.router.add_post("/failover", api.failover)
     app.router.add_post("/restart", api.restart)
+    app.router.add_post("/reinitialize", api.reinitialize)
     app.router.add_post("/reload", api.reload)
     return app
 

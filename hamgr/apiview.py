@@ -112,6 +112,12 @@ class AgentView(Protocol):
         Raise RequestFailed when it did not come back (or cannot be restarted now)."""
         ...
 
+    async def request_reinitialize(self) -> None:
+        """Ask the HA loop to rebuild this replica: stop it, empty its data directory and clone
+        it again from the leader. Returns at once; the API checked that this member is not the
+        leader and that the cluster has one."""
+        ...
+
     async def reload_config(self) -> None:
         """Re-read the agent's configuration file and apply what can change without restart."""
         ...

@@ -7,8 +7,8 @@ the changing commands: the configuration's ``restapi.authentication``, or ``--us
 the password in ``$HACTL_PASSWORD``.
 
 Every error is one line on stderr and exit code 1 (usage errors: exit code 2); a network error
-names the URL. Commands that move the primary or restart PostgreSQL ask for confirmation on a
-terminal and refuse without one unless given ``--force``.
+names the URL. Commands that move the primary, restart PostgreSQL or rebuild a replica ask for
+confirmation on a terminal and refuse without one unless given ``--force``.
 """
 
 from __future__ import annotations
@@ -352,6 +352,19 @@ async def cmd_restart(
         print(f"Success: restarted PostgreSQL on {name}")
 
 
+async def cmd_reinit(
+    client: Client, url: str, cluster: dict[str, Any], a: argparse.Namespace
+) -> None:
+    targets = [(name, member_url(cluster, name)) for name in a.members]
+    confirm(
+        f"Wipe the data directory of {', '.join(a.members)} and clone it again from the leader?",
+        a.force,
+    )
+    for name, target in targets:
+        await client.call("POST", target, "/reinitialize")
+        print(f"Success: reinitialize started on {name}")
+
+
 async def cmd_reload(
     client: Client, url: str, cluster: dict[str, Any], a: argparse.Namespace
 ) -> None:
@@ -417,6 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("restart", cmd_restart, "restart PostgreSQL on the named members")
     p.add_argument("members", nargs="+", metavar="MEMBER")
     p.add_argument("--pending", action="store_true", help="only where a restart is pending")
+    p.add_argument("--force", action="store_true", help="do not ask for confirmation")
+    p = command("reinit", cmd_reinit, "rebuild replicas: empty their data and clone the leader")
+    p.add_argument("members", nargs="+", metavar="MEMBER")
     p.add_argument("--force", action="store_true", help="do not ask for confirmation")
     p = command("reload", cmd_reload, "make the agents re-read their configuration")
     p.add_argument("members", nargs="*", metavar="MEMBER", help="default: every member")

@@ -166,6 +166,9 @@ class FakeAgent:
         if self.restart_error:
             raise RequestFailed(self.restart_error)
 
+    async def request_reinitialize(self) -> None:
+        self.calls.append(("reinitialize",))
+
     async def reload_config(self) -> None:
         self.calls.append(("reload",))
 

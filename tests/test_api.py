@@ -407,6 +407,30 @@ async def test_restart_and_reload(api: Api) -> None:
     assert api.agent.calls == [("restart",)] * 3 + [("reload",)]
 
 
+async def test_reinitialize_only_a_replica_of_a_running_leader(api: Api) -> None:
+    code, answer = await api.call("POST", "/reinitialize")
+    assert (code, answer["error"]) == (503, "I am the leader, can not reinitialize")
+    api.agent.name = "b"
+    _as(api, "b")
+    store = api.agent.store
+    with_leader = store.view
+    store.view = dataclasses.replace(with_leader, leader=None)
+    code, answer = await api.call("POST", "/reinitialize")
+    assert code == 503 and "no leader to clone from" in answer["error"]
+    store.view = dataclasses.replace(
+        with_leader, settings=dataclasses.replace(with_leader.settings, pause=True)
+    )
+    code, answer = await api.call("POST", "/reinitialize")
+    assert code == 503 and "paused" in answer["error"]
+    store.view = with_leader
+    code, answer = await api.call("POST", "/reinitialize", {"now": True})
+    assert code == 400 and "now: unknown field" in answer["error"]
+    assert api.agent.calls == []
+    assert (await api.call("POST", "/reinitialize", auth=None))[0] == 401
+    assert await api.call("POST", "/reinitialize") == (200, {"message": "reinitialize started"})
+    assert api.agent.calls == [("reinitialize",)]
+
+
 async def test_unknown_paths_methods_and_metrics_hook(api: Api) -> None:
     assert await api.call("GET", "/nope") == (404, {"error": "no such path: /nope"})
     code, answer = await api.call("POST", "/cluster", {})

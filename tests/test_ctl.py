@@ -249,3 +249,15 @@ async def test_restart_and_reload_reach_the_named_members(cluster: Cluster) -> N
     assert code == 1 and out == "a: reload scheduled\nb: reload scheduled\n"
     assert _one_line(err) == f"hactl: {DEAD}/reload: cannot connect (Connection refused)"
     assert cluster.agents["a"].calls == [("reload",)] * 2
+
+
+async def test_reinit_reaches_the_named_replicas_and_shows_a_refusal(cluster: Cluster) -> None:
+    base = ("--url", cluster.urls["a"], "--username", USER)
+    code, _, err = await hactl(*base, "reinit", "b")
+    assert code == 1 and "add --force" in _one_line(err)
+    code, out, err = await hactl(*base, "reinit", "b", "--force")
+    assert (code, out, err) == (0, "Success: reinitialize started on b\n", "")
+    assert cluster.agents["b"].calls == [("reinitialize",)]
+    code, _, err = await hactl(*base, "reinit", "a", "--force")  # the leader refuses
+    assert code == 1 and "I am the leader, can not reinitialize" in _one_line(err)
+    assert cluster.agents["a"].calls == []

@@ -106,6 +106,12 @@ class Reclone:
 
 
 @dataclass(frozen=True)
+class Reinitialize:
+    """Empty the stopped data directory of this replica, on an operator's request (``hactl
+    reinit``); the next cycle clones it again from the leader and starts it as a standby."""
+
+
+@dataclass(frozen=True)
 class Promote:
     """Promote the running standby to primary (only ever after AcquireLeader succeeded)."""
 
@@ -173,6 +179,7 @@ Action = (
     | Follow
     | Rewind
     | Reclone
+    | Reinitialize
     | Promote
     | Demote
     | StopPostgres
@@ -192,6 +199,7 @@ POSTGRES_ACTIONS: tuple[type, ...] = (
     Follow,
     Rewind,
     Reclone,
+    Reinitialize,
     Promote,
     Demote,
     StopPostgres,

@@ -125,6 +125,9 @@ class LoopView:
         except postgres.PostgresError as exc:
             raise RequestFailed(f"restart failed: {exc}") from exc
 
+    async def request_reinitialize(self) -> None:
+        self._loop.reinit_requested = True
+
     async def reload_config(self) -> None:
         if self._reload is None:
             raise RequestFailed("this agent cannot reload its configuration")

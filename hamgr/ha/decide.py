@@ -32,6 +32,7 @@ from hamgr.ha.actions import (
     ProbePeers,
     Promote,
     Reclone,
+    Reinitialize,
     ReleaseLeader,
     RenewLease,
     Rewind,
@@ -219,6 +220,13 @@ def _as_follower(view: ClusterView, local: LocalState, key: LeaderKey) -> Decisi
     member = view.member(leader)
     if member is None:
         return Decision((), f"leader {leader} has not published its address yet; waiting")
+    if local.reinit_requested and pg.initialized:
+        stop: tuple[Action, ...] = (StopPostgres("fast"),) if pg.running else ()
+        return Decision(
+            (*stop, Reinitialize()),
+            f"reinitializing on request: emptying my data directory to clone it again from "
+            f"leader {leader}",
+        )
     if not pg.initialized:
         if not pg.data_dir_empty:
             return Decision(

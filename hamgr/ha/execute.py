@@ -8,9 +8,11 @@ successful keepalive, handed to the fencer process while PostgreSQL runs as prim
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
+import shutil
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager
@@ -234,6 +236,9 @@ class ActionRunner:
         if isinstance(action, a.Reclone):
             with self.long_step(LONG_STEP):
                 return await self._reclone(view, action.leader)
+        if isinstance(action, a.Reinitialize):
+            with self.long_step(LONG_STEP):
+                return await self._empty_data_dir()
         if isinstance(action, a.Promote):
             await postgres.promote(pg)
             await self.arm_fencer()
@@ -324,6 +329,17 @@ class ActionRunner:
         await postgres.start(self.pg, wait=False)
         return True
 
+    async def _empty_data_dir(self) -> bool:
+        """Remove everything in the (stopped) data directory, keeping the directory itself (it
+        may be a mount point); False, touching nothing, while PostgreSQL still runs."""
+        if postgres.is_running(self.pg):
+            log.error("not emptying %s: PostgreSQL still runs there", self.pg.data_dir)
+            return False
+        data = Path(self.pg.data_dir)
+        log.warning("reinitialize: removing the contents of %s", data)
+        await asyncio.to_thread(_remove_contents, data)
+        return True
+
     async def _reclone(self, view: ClusterView, leader: str) -> bool:
         if not self.remove_data_on_rewind_failure:
             return False
@@ -335,3 +351,12 @@ class ActionRunner:
         await postgres.clone_from(self.pg, host, port, slot_name=slot_name(self.name))
         self.lease.rewind_failed = False
         return True
+
+
+def _remove_contents(path: Path) -> None:
+    """Delete every entry of directory `path` (subdirectories whole, symlinks themselves)."""
+    for entry in path.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()

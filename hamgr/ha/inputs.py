@@ -85,6 +85,7 @@ class LocalState:
     agent stopped its primary for a switchover (Demote ``for_switchover``). ``store_leader_here``
     says the store's Raft leader runs on this host. ``claim_unled_since`` is since when (monotonic)
     this agent has seen the same ``""`` initialize claim with no leader key.
+    ``reinit_requested``: an operator asked to rebuild this replica from the leader.
     """
 
     name: str
@@ -101,6 +102,7 @@ class LocalState:
     switchover_stopped_at: float | None = None
     store_leader_here: bool = False
     claim_unled_since: float | None = None
+    reinit_requested: bool = False
 
     def __post_init__(self) -> None:
         problem = member_name_problem(self.name)

@@ -22,7 +22,7 @@ import aiohttp
 from hamgr import postgres
 from hamgr.dcs.base import Dcs, DcsError
 from hamgr.dcs.model import ClusterView, DynamicSettings, MemberState, MemberTags, Role
-from hamgr.ha.actions import Decision, ProbePeers
+from hamgr.ha.actions import Decision, ProbePeers, Reinitialize
 from hamgr.ha.decide import decide
 from hamgr.ha.execute import ActionRunner
 from hamgr.ha.inputs import LocalPostgres, LocalState
@@ -103,6 +103,8 @@ class HaLoop:
         self._session_started = False
         self._slots = SlotKeeper(pg, me.name)
         self._unled_claim: UnledClaim | None = None
+        self.reinit_requested = False
+        """Set by the REST API (POST /reinitialize); cleared once the data dir was emptied."""
 
     # -- the cycle --------------------------------------------------------------------------
 
@@ -127,6 +129,11 @@ class HaLoop:
         lease = self.runner.lease
         lease.was_primary = last_ran_as_primary(view, pg, lease.was_primary)
         self._unled_claim = unled_claim(view, self._unled_claim, time.monotonic())
+        if self.reinit_requested and lease.leader_revision is not None:
+            # Won a race meanwhile: the request was for a replica, and must not empty this
+            # data directory some day later, when it follows again.
+            log.warning("dropping the reinitialize request: this member holds the leader key")
+            self.reinit_requested = False
         local = self._local(view, pg)
         decision = decide(view, local)
         if any(isinstance(x, ProbePeers) for x in decision.actions):
@@ -135,7 +142,9 @@ class HaLoop:
             decision = decide(view, self._local(view, pg), probes)
         self._log_decision(decision)
         self.last_decision = decision
-        await self.runner.run(decision, view)
+        done = await self.runner.run(decision, view)
+        if done and any(isinstance(x, Reinitialize) for x in decision.actions):
+            self.reinit_requested = False
         key = view.leader
         holder = key is not None and key.revision == self.runner.lease.leader_revision
         await self._slots.maintain(view, pg, holder, time.monotonic())
@@ -166,6 +175,7 @@ class HaLoop:
             switchover_stopped_at=lease.switchover_stopped_at,
             store_leader_here=self._store_leader_here() if self._store_leader_here else False,
             claim_unled_since=self._unled_claim[1] if self._unled_claim else None,
+            reinit_requested=self.reinit_requested,
         )
 
     async def _store_unreachable(self, pg: LocalPostgres, exc: DcsError) -> None:

@@ -209,6 +209,27 @@ class TestLiveCluster:
         assert cl["leader"] == primary and cl["pause"] is False and cl["switchover"] is None
         assert c.primaries() == [primary]
 
+    def test_reinit_rebuilds_a_replica_from_the_leader(
+        self, live: tuple[AgentCluster, str, list[str]]
+    ) -> None:
+        c, primary, replicas = live
+        target = replicas[1]
+        sql(c, primary, "CREATE TABLE reinit_rows (x int PRIMARY KEY)")
+        sql(c, primary, "INSERT INTO reinit_rows VALUES (7)")
+        row_everywhere(c, [target], "reinit_rows", 7)
+        marker = c.members[target].data_dir / "hamgr-reinit-marker"
+        marker.write_text("gone after a reinit")
+        refused = hactl(c, primary, "reinit", primary, "--force")
+        assert refused.returncode == 1 and "I am the leader" in refused.stderr
+        done = hactl(c, primary, "reinit", target, "--force")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == f"Success: reinitialize started on {target}\n"
+        wait_for(lambda: not marker.exists(), 60, f"{target}'s data directory emptied")
+        c.wait_streaming([target], BOOT)
+        sql(c, primary, "INSERT INTO reinit_rows VALUES (8)")
+        row_everywhere(c, [target], "reinit_rows", 8)
+        assert c.primaries() == [primary]
+
 
 # -- 2: failover by kill -9, and the old primary's return --------------------------------------
 
