@@ -23,6 +23,9 @@ Prometheus' conventions: the ``hamgr_`` prefix, base units in the name (``_secon
     hamgr_store_applied_index                         its applied index
     hamgr_store_apply_lag_entries                     commit - applied
     hamgr_store_leader                                1 while this member leads the store
+    hamgr_store_peers_connected                       other members this one has a link to
+    hamgr_store_messages_dropped_total{reason}        Raft messages that never left (queue_full,
+                                                      unknown_peer, oversize, unreachable)
     hamgr_store_fsync_duration_seconds                histogram of the Raft log's durable saves
 
 Gauges whose value is not known yet are absent rather than made up. The keepalive age is
@@ -50,7 +53,7 @@ from typing import Any, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from hamgr import __version__
@@ -116,6 +119,8 @@ class _State:
         self.commit: int | None = None
         self.applied: int | None = None
         self.store_leader: bool | None = None
+        self.peers_connected: int | None = None
+        self.dropped: dict[str, int] = {}
 
 
 class _StateCollector(Collector):
@@ -185,6 +190,19 @@ class _StateCollector(Collector):
             "1 while this member leads the store's Raft group",
             None if s.store_leader is None else int(s.store_leader),
         )
+        yield _gauge(
+            "hamgr_store_peers_connected",
+            "Other store members this one has an open link to",
+            s.peers_connected,
+        )
+        dropped = CounterMetricFamily(
+            "hamgr_store_messages_dropped",
+            "Raft messages this member never sent, by reason",
+            labels=["reason"],
+        )
+        for reason, count in sorted(s.dropped.items()):
+            dropped.add_metric([reason], count)
+        yield dropped
 
 
 def _gauge(name: str, documentation: str, value: float | None) -> GaugeMetricFamily:
@@ -198,6 +216,7 @@ def _copy(s: _State) -> _State:
     out = _State()
     out.__dict__.update(s.__dict__)
     out.lags = dict(s.lags)
+    out.dropped = dict(s.dropped)
     return out
 
 
@@ -353,6 +372,11 @@ class Metrics:
             status["applied"],
             leader=status.get("role") == "leader",
         )
+        peers = status.get("peers_connected")
+        dropped = status.get("messages_dropped") or {}
+        with self._lock:
+            self._state.peers_connected = None if peers is None else len(peers)
+            self._state.dropped = {str(k): _count(f"dropped {k}", v) for k, v in dropped.items()}
 
     def observe_fsync(self, seconds: float) -> None:
         """One durable save of the store's log (write + fsync) took ``seconds``."""

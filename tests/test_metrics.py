@@ -94,6 +94,8 @@ def test_names_types_and_unknown_values() -> None:
         "hamgr_store_applied_index": "gauge",
         "hamgr_store_apply_lag_entries": "gauge",
         "hamgr_store_leader": "gauge",
+        "hamgr_store_peers_connected": "gauge",
+        "hamgr_store_messages_dropped": "counter",
         "hamgr_store_fsync_duration_seconds": "histogram",
         "hamgr_store_fsync_duration_seconds_created": "gauge",
     }
@@ -108,6 +110,8 @@ def test_names_types_and_unknown_values() -> None:
         "hamgr_lease_keepalive_age_seconds",
         "hamgr_store_term",
         "hamgr_store_apply_lag_entries",
+        "hamgr_store_peers_connected",
+        "hamgr_store_messages_dropped_total",
         "hamgr_store_leader",
     ):
         assert absent(samples, name), name
@@ -191,8 +195,31 @@ def test_store_values_and_apply_lag() -> None:
     assert value(s, "hamgr_store_applied_index") == 117
     assert value(s, "hamgr_store_apply_lag_entries") == 3
     assert value(s, "hamgr_store_leader") == 0
+    assert absent(s, "hamgr_store_peers_connected")  # an older status without the field
     with pytest.raises(ValueError, match="commit must be an integer >= 0"):
         m.set_store(1, -1, 0)
+
+
+def test_store_links_and_dropped_messages() -> None:
+    m = Metrics()
+    m.set_store_status(
+        {
+            "term": 3,
+            "commit": 10,
+            "applied": 10,
+            "role": "leader",
+            "peers_connected": [2],
+            "messages_dropped": {"queue_full": 0, "unreachable": 41},
+        }
+    )
+    s, _ = parse(m.exposition())
+    assert value(s, "hamgr_store_peers_connected") == 1
+    assert value(s, "hamgr_store_messages_dropped_total", reason="unreachable") == 41
+    assert value(s, "hamgr_store_messages_dropped_total", reason="queue_full") == 0
+    with pytest.raises(ValueError, match="dropped oversize must be an integer >= 0"):
+        m.set_store_status(
+            {"term": 3, "commit": 10, "applied": 10, "messages_dropped": {"oversize": -1}}
+        )
 
 
 def test_replica_lags_replace_the_previous_set() -> None:
@@ -397,6 +424,9 @@ async def test_exposition_matches_a_real_cluster_state(
         assert value(s, "hamgr_store_applied_index") == st["applied"]
         assert value(s, "hamgr_store_apply_lag_entries") == st["commit"] - st["applied"]
         assert value(s, "hamgr_store_leader") == 1
+        assert value(s, "hamgr_store_peers_connected") == len(st["peers_connected"]) == 0
+        for reason, count in st["messages_dropped"].items():
+            assert value(s, "hamgr_store_messages_dropped_total", reason=reason) == count
 
         # a's key goes; b takes over by failover (a new timeline in the history) ...
         assert view.leader is not None and await a.release_leader(view.leader)

@@ -483,6 +483,18 @@ class RaftNode(NodeAPI):
             "revision": self.kv.revision,
             "voters": list(core.conf.voters),
             "learners": list(core.conf.learners),
+            "peers_connected": sorted(self.transport.connected_peers()),
+            "messages_dropped": self._dropped(),
+        }
+
+    def _dropped(self) -> dict[str, int]:
+        """Raft messages given to the transport that never left, by reason (counters)."""
+        st = self.transport.stats
+        return {
+            "queue_full": st.dropped_queue_full,
+            "unknown_peer": st.dropped_unknown_peer,
+            "oversize": st.dropped_oversize,
+            "unreachable": st.dropped_unreachable,
         }
 
     @property
