@@ -12,10 +12,8 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,27 +25,10 @@ from hamgr.dcs.raft import RaftDcs
 from hamgr.raft.client import StoreClient
 from hamgr.raft.kvwatch import EventType
 from hamgr.raft.node import RaftNode
-from hamgr.raft.rpcserver import StoreRpcServer
-
-Address = tuple[str, int]
+from tests.raft.inloop import InLoopStore, free_port
 
 TTL = 2.0
 RETRY_TIMEOUT = 1.5
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-async def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll `cond` until true; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 # --- the embedded Raft store ----------------------------------------------------------------------
@@ -58,71 +39,26 @@ RAFT_TICK = 0.05
 RAFT_ELECTION_TICK = 8  # election timeout 0.4 s (randomized in [0.4, 0.8))
 
 
-class RaftStore:
+class RaftStore(InLoopStore):
     """Three RaftNodes, each with a StoreRpcServer, on 127.0.0.91-93."""
 
-    ids = (1, 2, 3)
-
     def __init__(self, root: Path) -> None:
-        self.root = root
+        hosts = {i: f"127.0.0.{90 + i}" for i in (1, 2, 3)}
+        super().__init__(
+            root,
+            hosts,
+            RAFT_CLUSTER,
+            RAFT_SECRET,
+            tick=RAFT_TICK,
+            election_tick=RAFT_ELECTION_TICK,
+        )
         self.ttl = TTL
-        self.hosts = {i: f"127.0.0.{90 + i}" for i in self.ids}
-        self.raft = {i: (h, free_port(h)) for i, h in self.hosts.items()}
-        self.clients: dict[int, Address] = {}
-        self.nodes: dict[int, RaftNode] = {}
-        self.servers: dict[int, StoreRpcServer] = {}
         self.use_local_node = True
         self._next_node = 0
 
-    async def start(self, i: int) -> None:
-        node = RaftNode(
-            i,
-            self.root / f"n{i}",
-            RAFT_CLUSTER,
-            RAFT_SECRET,
-            self.raft[i],
-            None,
-            {j: a for j, a in self.raft.items() if j != i},
-            tick_interval=RAFT_TICK,
-            election_tick=RAFT_ELECTION_TICK,
-            request_timeout=2.0,
-        )
-        await node.start()
-        server = StoreRpcServer(node, RAFT_CLUSTER, RAFT_SECRET, client_addresses=self.clients)
-        await server.start(self.hosts[i], self.clients.get(i, (None, 0))[1])
-        self.nodes[i], self.servers[i] = node, server
-        self.clients[i] = server.address
-
     async def start_all(self) -> None:
-        for i in self.ids:
-            await self.start(i)
+        await super().start_all()
         await self.leader()
-
-    async def stop(self, i: int) -> None:
-        server, node = self.servers.pop(i, None), self.nodes.pop(i, None)
-        if server is not None:
-            await server.close()
-        if node is not None:
-            await node.stop()
-
-    async def stop_all(self) -> None:
-        for i in list(self.nodes):
-            await self.stop(i)
-
-    async def leader(self, timeout: float = 10.0) -> int:
-        def agreed() -> bool:
-            leaders = [n.id for n in self.nodes.values() if n.is_leader]
-            return len(leaders) == 1 and all(
-                n.status()["leader"] == leaders[0] for n in self.nodes.values()
-            )
-
-        await wait_for(agreed, timeout, "one agreed Raft leader")
-        return next(n.id for n in self.nodes.values() if n.is_leader)
-
-    def client(self, timeout: float = 5.0) -> StoreClient:
-        return StoreClient(
-            [self.clients[i] for i in self.ids], RAFT_CLUSTER, RAFT_SECRET, timeout=timeout
-        )
 
     def _local(self) -> RaftNode | None:
         if not self.use_local_node:

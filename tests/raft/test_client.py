@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgpack
@@ -29,7 +28,6 @@ from hamgr.raft.client import (
 from hamgr.raft.framing import ConnectionClosed, FrameError, FrameKind, encode_frame
 from hamgr.raft.handshake import AuthenticatedConnection, ClusterAuth, open_authenticated
 from hamgr.raft.kvresults import PutResult, RangeResult
-from hamgr.raft.node import RaftNode
 from hamgr.raft.rpc import (
     ErrorCode,
     MemberStatus,
@@ -40,94 +38,21 @@ from hamgr.raft.rpc import (
     decode_result,
     encode_request,
 )
-from hamgr.raft.rpcserver import StoreRpcServer
+from tests.raft.inloop import InLoopStore, free_port, wait_for
 
 CLUSTER = "test-client"
 SECRET = b"c" * 32
 TICK = 0.05
 ELECTION_TICK = 10
 IDS = (1, 2, 3)
-Address = tuple[str, int]
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-async def wait_for(cond: Callable[[], bool], timeout: float = 10.0, what: str = "it") -> None:
-    """Poll `cond` until true; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
-class Cluster:
-    """Three RaftNodes, each with a StoreRpcServer on its own loopback address."""
+class Cluster(InLoopStore):
+    """Three members on 127.0.0.31-33."""
 
     def __init__(self, root: Path) -> None:
-        self.root = root
-        self.hosts = {i: f"127.0.0.{30 + i}" for i in IDS}
-        self.raft = {i: (h, _free_port(h)) for i, h in self.hosts.items()}
-        self.clients: dict[int, Address] = {}  # filled as servers bind port 0
-        self.nodes: dict[int, RaftNode] = {}
-        self.servers: dict[int, StoreRpcServer] = {}
-
-    async def start(self, i: int) -> None:
-        node = RaftNode(
-            i,
-            self.root / f"n{i}",
-            CLUSTER,
-            SECRET,
-            self.raft[i],
-            None,
-            {j: a for j, a in self.raft.items() if j != i},
-            tick_interval=TICK,
-            election_tick=ELECTION_TICK,
-            request_timeout=2.0,
-        )
-        await node.start()
-        server = StoreRpcServer(node, CLUSTER, SECRET, client_addresses=self.clients)
-        await server.start(self.hosts[i], self.clients.get(i, (None, 0))[1])
-        self.nodes[i], self.servers[i] = node, server
-        self.clients[i] = server.address
-
-    async def start_all(self) -> None:
-        for i in IDS:
-            await self.start(i)
-
-    async def stop(self, i: int) -> None:
-        server, node = self.servers.pop(i, None), self.nodes.pop(i, None)
-        if server is not None:
-            await server.close()
-        if node is not None:
-            await node.stop()
-
-    async def stop_all(self) -> None:
-        for i in list(self.nodes):
-            await self.stop(i)
-
-    async def leader(self, timeout: float = 10.0) -> int:
-        def agreed() -> bool:
-            leaders = [n.id for n in self.nodes.values() if n.is_leader]
-            return len(leaders) == 1 and all(
-                n.status()["leader"] == leaders[0] for n in self.nodes.values()
-            )
-
-        await wait_for(agreed, timeout, "one agreed leader")
-        return next(n.id for n in self.nodes.values() if n.is_leader)
-
-    def client(self, ids: tuple[int, ...] = IDS, **options: object) -> StoreClient:
-        options.setdefault("timeout", 5.0)
-        return StoreClient(
-            [self.clients[i] for i in ids],
-            CLUSTER,
-            SECRET,
-            **options,  # type: ignore[arg-type]
-        )
+        hosts = {i: f"127.0.0.{30 + i}" for i in IDS}
+        super().__init__(root, hosts, CLUSTER, SECRET, tick=TICK, election_tick=ELECTION_TICK)
 
 
 @pytest.fixture
@@ -281,7 +206,7 @@ async def test_failover_finds_the_new_leader(cluster: Cluster) -> None:
 
 
 async def test_no_member_reachable_raises_unavailable(tmp_path: Path) -> None:
-    dead = [("127.0.0.31", _free_port("127.0.0.31")), ("127.0.0.32", _free_port("127.0.0.32"))]
+    dead = [("127.0.0.31", free_port("127.0.0.31")), ("127.0.0.32", free_port("127.0.0.32"))]
     async with StoreClient(dead, CLUSTER, SECRET, timeout=0.5) as client:
         started = time.monotonic()
         with pytest.raises(StoreUnavailableError) as info:
