@@ -86,6 +86,7 @@ def identity(config: Config) -> Identity:
             noloadbalance=config.tags.noloadbalance,
             nosync=config.tags.nosync,
             clonefrom=config.tags.clonefrom,
+            failover_priority=config.tags.failover_priority,
         ),
         use_pg_rewind=config.postgresql.use_pg_rewind,
         reclone_on_rewind_failure=config.postgresql.remove_data_directory_on_rewind_failure,
@@ -238,6 +239,7 @@ class Agent:
                 await self._hand_over(loop, key.name)
         with contextlib.suppress(postgres.PostgresError):
             await postgres.stop(self.pg, "fast")
+        await loop.record_shutdown_position()
         await runner.disarm_fencer()
         if runner.lease.key is not None:
             with contextlib.suppress(Exception):

@@ -165,6 +165,7 @@ def member_status(view: AgentView, local: LocalStatus, now: float) -> dict[str, 
         "replayed_lsn": replayed,
         "lag": local.lag,
         "streaming": local.streaming,
+        "detached": pg.detached,
         "database_system_identifier": (
             str(pg.system_identifier) if pg.system_identifier is not None else None
         ),

@@ -365,7 +365,12 @@ ONE_MISTAKE: list[tuple[str, Any, str]] = [
         "bootstrap.dcs.postgresql.use_slots: expected true or false, got 1",
     ),
     ("tags.nofailover", "true", 'tags.nofailover: expected true or false, got "true"'),
-    ("tags.failover_priority", 1, "unknown key tags.failover_priority"),
+    ("tags.failover_priority", -1, "tags.failover_priority: must be >= 0, got -1"),
+    (
+        "bootstrap.dcs.synchronous_mode",
+        "yes",
+        'bootstrap.dcs.synchronous_mode: expected "off", "on" or "quorum", got "yes"',
+    ),
     (
         "watchdog.mode",
         False,

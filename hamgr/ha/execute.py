@@ -24,10 +24,13 @@ from hamgr.dcs.base import Dcs, DcsError
 from hamgr.dcs.model import ClusterView, DynamicSettings, LeaderKey
 from hamgr.fencing import FencerClient, FenceRefused, FencerError, postmaster_identity
 from hamgr.ha import actions as a
+from hamgr.ha.inputs import SyncBarrier
+from hamgr.ha.syncrep import ANY_STANDBY
 from hamgr.postgres import PgSettings, PostgresError
-from hamgr.postgres.conf import STANDBY_SIGNAL
+from hamgr.postgres.conf import STANDBY_SIGNAL, clear_sync_conf, write_sync_conf
 from hamgr.postgres.files import write_file
 from hamgr.postgres.process import resolve_run_as
+from hamgr.postgres.syncrep import detach, set_synchronous_standby_names
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,7 @@ def _standby_without_upstream(pg: PgSettings) -> None:
     writes: in a leaderless cluster every member did, each demoting and restarting in turn.
     """
     write_file(Path(pg.data_dir) / STANDBY_SIGNAL, "", resolve_run_as(pg.os_user))
+    clear_sync_conf(pg)
 
 
 def _host_port(conn_url: str) -> tuple[str, int]:
@@ -85,6 +89,8 @@ class LeaseState:
     # Set when this agent starts taking its primary down: the REST API stops answering
     # /primary 200 at once, not one loop later. The next observation clears it.
     stepping_down: bool = False
+    # What the last change of synchronous_standby_names returned (see ha/syncrep.py).
+    sync_barrier: SyncBarrier | None = None
 
     @property
     def leader_revision(self) -> int | None:
@@ -240,8 +246,29 @@ class ActionRunner:
             with self.long_step(LONG_STEP):
                 return await self._empty_data_dir()
         if isinstance(action, a.Promote):
+            if action.strict:
+                # Read at promotion: the new primary acknowledges nothing before a standby has it.
+                write_sync_conf(pg, ANY_STANDBY)
+                await postgres.reload(pg)
             await postgres.promote(pg)
+            self.lease.sync_barrier = None
             await self.arm_fencer()
+            return True
+        if isinstance(action, a.Detach):
+            await detach(pg)
+            return True
+        if isinstance(action, a.SetSyncState):
+            written = await self.dcs.set_sync(action.state, action.expected_revision)
+            if not written:
+                log.info("the synchronous-standby record changed meanwhile; deciding again")
+            return written
+        if isinstance(action, a.SetStandbyNames):
+            lsn = await set_synchronous_standby_names(pg, action.names)
+            self.lease.sync_barrier = SyncBarrier(action.names, lsn)
+            log.info("synchronous_standby_names is now %r", action.names)
+            return True
+        if isinstance(action, a.RecordPosition):
+            await self.dcs.set_position(action.position)
             return True
         if isinstance(action, a.Demote):
             self.lease.stepping_down = True

@@ -16,7 +16,7 @@ import aiohttp
 
 from hamgr import postgres
 from hamgr.dcs.model import ClusterView, MemberState
-from hamgr.ha.inputs import LocalPostgres, PeerProbe
+from hamgr.ha.inputs import LocalPostgres, PeerProbe, Standby
 from hamgr.postgres import PgSettings, PostgresError
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ async def observe_postgres(settings: PgSettings) -> LocalPostgres:
     if st.upstream is not None and st.upstream.sender_host:
         upstream = f"{st.upstream.sender_host}:{st.upstream.sender_port}"
     role = st.role if st.role in ("primary", "replica", "stopped") else "unknown"
+    standbys = tuple(Standby(r.application_name, r.state, r.flush_lsn) for r in st.replication)
     return LocalPostgres(
         initialized=True,
         data_dir_empty=False,
@@ -65,6 +66,9 @@ async def observe_postgres(settings: PgSettings) -> LocalPostgres:
         checkpoint_lsn=checkpoint_lsn,
         timeline_switch_lsn=switch_lsn,
         cluster_state=cluster_state,
+        detached=role == "replica" and st.upstream_configured is False and st.upstream is None,
+        sync_standby_names=st.sync_standby_names,
+        standbys=standbys,
     )
 
 
@@ -141,6 +145,9 @@ def probe_from_json(name: str, data: dict[str, Any]) -> PeerProbe:
     timeline = data.get("timeline")
     raw_tags = data.get("tags")
     tags: dict[str, Any] = raw_tags if isinstance(raw_tags, dict) else {}
+    priority = tags.get("failover_priority")
+    if isinstance(priority, bool):
+        priority = None
     return PeerProbe(
         name=name,
         reachable=True,
@@ -150,6 +157,8 @@ def probe_from_json(name: str, data: dict[str, Any]) -> PeerProbe:
         received_lsn=received,
         replayed_lsn=replayed,
         nofailover=tags.get("nofailover") is True,
+        failover_priority=priority if isinstance(priority, int) and priority >= 0 else 1,
+        detached=data.get("detached") is True,
     )
 
 

@@ -1,8 +1,9 @@
 """Pure rendering of the files hamgr manages inside a data directory.
 
-postgresql.conf keeps what initdb wrote and ends with two include lines (`INCLUDE_LINES`):
+postgresql.conf keeps what initdb wrote and ends with three include lines (`INCLUDE_LINES`):
 `hamgr.conf` holds the settings derived from `PgSettings`, `hamgr-recovery.conf` holds the
-standby settings (empty on a primary). pg_hba.conf is rewritten whole. Nothing here touches
+standby settings (empty on a primary), `hamgr-sync.conf` the primary's
+synchronous_standby_names. pg_hba.conf is rewritten whole. Nothing here touches
 the disk; conf.py writes what these functions return.
 """
 
@@ -14,7 +15,12 @@ from hamgr.postgres.settings import ParamValue, PgSettings
 
 MANAGED_CONF = "hamgr.conf"
 RECOVERY_CONF = "hamgr-recovery.conf"
-INCLUDE_LINES = (f"include '{MANAGED_CONF}'", f"include_if_exists '{RECOVERY_CONF}'")
+SYNC_CONF = "hamgr-sync.conf"
+INCLUDE_LINES = (
+    f"include '{MANAGED_CONF}'",
+    f"include_if_exists '{RECOVERY_CONF}'",
+    f"include_if_exists '{SYNC_CONF}'",
+)
 HEADER = "# Managed by hamgr: rewritten from its settings, edits here are lost.\n"
 
 # Defaults a site may override through PgSettings.parameters.
@@ -101,6 +107,24 @@ def render_recovery_conf(
         f"{HEADER}# This node is a standby of {primary_host}:{primary_port}.\n"
         f"primary_conninfo = {quote_guc(info)}\n"
         f"primary_slot_name = {quote_guc(slot_name or '')}\n"
+        "recovery_target_timeline = 'latest'\n"
+    )
+
+
+def render_sync_conf(standby_names: str) -> str:
+    """Content of hamgr-sync.conf: the standbys a primary's commits wait for ("": none)."""
+    return (
+        f"{HEADER}# Set by the primary's agent from the synchronous mode and the store's record.\n"
+        f"synchronous_standby_names = {quote_guc(standby_names)}\n"
+    )
+
+
+def render_detached_recovery_conf() -> str:
+    """Content of hamgr-recovery.conf on a standby that stopped receiving WAL on purpose: it
+    stays in recovery (standby.signal stays) but streams from nobody."""
+    return (
+        f"{HEADER}# This node is a standby detached from its upstream (no leader to follow).\n"
+        "primary_conninfo = ''\n"
         "recovery_target_timeline = 'latest'\n"
     )
 

@@ -35,6 +35,7 @@ RESERVED_PARAMETERS = frozenset(
         "primary_slot_name",
         "recovery_target_timeline",
         "restore_command",
+        "synchronous_standby_names",
     }
 )
 

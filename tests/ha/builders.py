@@ -13,6 +13,7 @@ from hamgr.dcs.model import (
     LeaderKey,
     MemberState,
     MemberTags,
+    PrimaryPosition,
     SwitchoverRequest,
     TimelineEntry,
 )
@@ -49,6 +50,8 @@ def view(
     if members is None:
         members = (member("a", "primary"), member("b"), member("c"))
     settings = kw.pop("settings", None) or DynamicSettings(**kw.pop("dcs", {}))
+    # The leader recorded how far it got (as a primary at BASE does every loop).
+    kw.setdefault("position", PrimaryPosition(leader, 1, BASE) if leader else None)
     return ClusterView(
         initialize=initialize,
         settings=settings,

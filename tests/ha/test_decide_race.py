@@ -66,7 +66,7 @@ RACE = [
         local("b", replica()),
         probes(probe("c")),
         (AcquireLeader(), Promote()),
-        "tied with c; first by name",
+        "tied with c; first by priority, then name",
     ),
     row(
         "tie-loser-waits",
@@ -74,7 +74,7 @@ RACE = [
         local("c", replica()),
         probes(probe("b")),
         (ProbePeers(),),
-        "b is as far as me (0/3000000) and first by name",
+        "b is as far as me (0/3000000) and first by priority, then name",
     ),
     row(
         "lagging-nobody-eligible",
