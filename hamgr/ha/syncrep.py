@@ -220,3 +220,29 @@ def sync_gate(
     if ahead:
         return f"behind synchronous member {ahead[0]}, which may hold commits it lacks"
     return ""
+
+
+def sync_role(view: ClusterView | None, name: str) -> str | None:
+    """``"sync"`` or ``"quorum"`` when the current leader's record counts member ``name`` in
+    its synchronous set (with a promise behind it), else None."""
+    if view is None or view.leader is None or not view.settings.synchronous:
+        return None
+    rec = view.sync
+    if rec is None or rec.leader != view.leader.name or not rec.acks or name not in rec.members:
+        return None
+    return "sync" if view.settings.synchronous_mode == "on" else "quorum"
+
+
+def outside_sync_set(cluster: ClusterView, candidate: str) -> str:
+    """Why ``candidate`` may lack acknowledged commits in synchronous mode ("" if it cannot)."""
+    if not cluster.settings.synchronous:
+        return ""
+    rec = cluster.sync
+    if rec is not None and rec.acks and candidate in rec.members:
+        return ""
+    listed = ", ".join(rec.members) if rec is not None and rec.acks else "none"
+    return (
+        f"{candidate} is not a synchronous standby (synchronous_mode "
+        f"{cluster.settings.synchronous_mode}; recorded: {listed}): it may lack acknowledged "
+        "commits"
+    )
