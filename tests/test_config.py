@@ -491,6 +491,12 @@ VALID: list[tuple[str, Any, str, Any]] = [
         "replicator",
     ),
     ("watchdog.mode", "automatic", "watchdog.safety_margin", 2.0),
+    # YAML reads an unquoted on/off as a boolean: both spellings mean the mode.
+    ("bootstrap.dcs.synchronous_mode", True, "bootstrap.dcs.synchronous_mode", "on"),
+    ("bootstrap.dcs.synchronous_mode", False, "bootstrap.dcs.synchronous_mode", "off"),
+    ("bootstrap.dcs.synchronous_mode", "quorum", "bootstrap.dcs.synchronous_mode", "quorum"),
+    ("bootstrap.dcs.maximum_lag_on_syncnode", -1, "bootstrap.dcs.maximum_lag_on_syncnode", -1),
+    ("tags.failover_priority", 0, "tags.failover_priority", 0),
 ]
 
 
