@@ -172,7 +172,7 @@ def _as_holder(
         status = f"I am the leader (fencing token {key.revision})"
         notes = "; ".join(n for n in (sync.note, why) if n)
         return Decision(
-            (*renew, *_upkeep(view, local), *sync.actions, *extra),
+            (*renew, *_upkeep(view, local), *sync.actions, *extra, *_position(view, local)),
             f"{status}; {notes}" if notes else status,
         )
     if handover is not None:
@@ -194,9 +194,18 @@ def _promotion(view: ClusterView, local: LocalState) -> tuple[Action, ...]:
     return (*new_leader_record(view, local.name), Promote(strict=strict))
 
 
+def _position(view: ClusterView, local: LocalState) -> tuple[Action, ...]:
+    """Record how far this primary got, when that moved (last: a failed write of it must not
+    hold up anything else)."""
+    pg = local.pg
+    if pg.current_lsn is None or pg.timeline is None:
+        return ()
+    here = PrimaryPosition(local.name, pg.timeline, pg.current_lsn)
+    return () if view.position == here else (RecordPosition(here),)
+
+
 def _upkeep(view: ClusterView, local: LocalState) -> tuple[Action, ...]:
-    """A running primary's housekeeping: initialize key, history, its WAL position in the
-    store, store leadership."""
+    """A running primary's housekeeping: initialize key, history, store leadership."""
     pg, me = local.pg, local.name
     out: list[Action] = []
     if pg.system_identifier is not None and view.initialize != str(pg.system_identifier):
@@ -208,10 +217,6 @@ def _upkeep(view: ClusterView, local: LocalState) -> tuple[Action, ...]:
         why = describe_request(req) if req and req.candidate == me else f"failover to {me}"
         entry = TimelineEntry(tl - 1, pg.timeline_switch_lsn, why, local.wall_now, me)
         out.append(AppendHistory(entry))
-    if pg.current_lsn is not None and tl is not None:
-        here = PrimaryPosition(me, tl, pg.current_lsn)
-        if view.position != here:
-            out.append(RecordPosition(here))
     if local.store_leader_here:
         standbys = [
             m.name
