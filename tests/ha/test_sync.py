@@ -17,9 +17,11 @@ Every wait has a deadline; every process is stopped by PID; iptables rules are r
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from functools import partial
@@ -288,7 +290,93 @@ def _recorded_lsn(c: AgentCluster, via: str) -> int:
     return int(pos["lsn"]) if pos else -1
 
 
-def _iptables(op: str, rule: list[str]) -> None:
-    cmd = ["iptables", "-w", "5", op, *rule, "-j", "DROP"]
+def _iptables(
+    op: str, rule: list[str], target: tuple[str, ...] | list[str] = ("-j", "DROP")
+) -> None:
+    cmd = ["iptables", "-w", "5", op, *rule, *target]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
+
+
+def _store_put(c: AgentCluster, via: str, key: str, value: str) -> None:
+    put = [
+        *(sys.executable, "-m", "hamgr", "store-ctl", "--config", str(c.members[via].config)),
+        *("--timeout", "5", "put", key, value),
+    ]
+    done = subprocess.run(put, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("crash_after", ["record-widened", "postgres-changed"])
+def test_a_crash_between_the_two_writes_loses_no_acknowledged_commit(
+    cluster: AgentCluster, crash_after: str
+) -> None:
+    """The primary dies between the store's write and PostgreSQL's while replacing its
+    synchronous standby S by O. The state such a crash leaves is made by hand while the cluster
+    is paused (so no agent repairs it): the record names S and O with one acknowledgement, and
+    PostgreSQL still waits for S (``record-widened``) or already for O (``postgres-changed``).
+    The member PostgreSQL waits for (W) gets every acknowledged write; the other (L) stops
+    receiving (its WAL sender is frozen), and W's REST API is cut off, so L sees only itself.
+    Then the primary's host is killed and the cluster resumed: L must not take over (it lacks
+    acknowledged writes and cannot see W); W must, holding everything acknowledged."""
+    why = Partition.unavailable()
+    if why:
+        pytest.skip(why)
+    c = cluster
+    primary, (r1, r2) = boot(c)
+    sql(c, primary, "CREATE TABLE crash_rows (x int PRIMARY KEY)")
+    patch(c, primary, synchronous_mode="on")
+    s = sync_standby(c, primary)
+    o = r2 if s == r1 else r1
+    wait_sync(c, primary, f"FIRST 1 ({quoted(s)})", [s], 1)
+    patch(c, primary, pause=True)
+    wait_for(lambda: all(status_of(c, n).get("pause") for n in c.members), SETTLE, "paused")
+    widened = json.dumps({"leader": primary, "members": sorted([s, o]), "acks": 1})
+    _store_put(c, s, f"/hamgr/{c.scope}/sync", widened)
+    waited, lagging = (s, o) if crash_after == "record-widened" else (o, s)
+    if crash_after == "postgres-changed":
+        conf = c.members[primary].data_dir / "hamgr-sync.conf"
+        conf.write_text(f"synchronous_standby_names = 'FIRST 1 (\"{o}\")'\n")
+        sql(c, primary, "SELECT pg_reload_conf()")
+        wait_for(
+            lambda: standby_names(c, primary) == f'FIRST 1 ("{o}")',
+            SETTLE,
+            "PostgreSQL waiting for O",
+        )
+    rows = sql(
+        c, primary, "SELECT pid FROM pg_stat_replication WHERE application_name = %s", (lagging,)
+    )
+    os.kill(int(rows[0][0]), signal.SIGSTOP)
+    writer = Writer(c, "crash_rows")
+    writer.start()
+    try:
+        wait_for(lambda: writer.count() > 100, 60, "100 acknowledged writes")
+        kill_member(c, primary)
+    finally:
+        writer.stop()
+    # L must race first and alone: W's API refuses connections at once, and W's agent cannot
+    # observe its PostgreSQL (postmaster frozen) until L has decided.
+    rule = ["INPUT", "-d", c.members[waited].host, "-p", "tcp", "--dport", "8008"]
+    reject = ["-j", "REJECT", "--reject-with", "tcp-reset"]
+    _iptables("-I", rule, reject)
+    postmaster = c.postmaster_pid(waited)
+    assert postmaster is not None
+    os.kill(postmaster, signal.SIGSTOP)
+    try:
+        patch(c, lagging, pause=False)
+        wait_for(
+            lambda: (
+                "needs 2" in status_of(c, lagging).get("reason", "")
+                or try_sql(c, lagging, "SELECT pg_is_in_recovery()") == [(False,)]
+            ),
+            FAILOVER,
+            f"{lagging} to decide alone",
+        )
+    finally:
+        os.kill(postmaster, signal.SIGCONT)
+        _iptables("-D", rule, reject)
+    assert c.wait_primary(FAILOVER, exclude=(primary,)) == waited
+    with c.connect(waited) as conn:
+        present = {r[0] for r in conn.execute("SELECT x FROM crash_rows").fetchall()}
+    lost = sorted(set(writer.acked) - present)
+    assert lost == [], f"{waited} lacks acknowledged writes: {lost[:20]}"
