@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from hamgr.dcs.model import MemberTags, PrimaryPosition
 from hamgr.ha import (
     AcquireLeader,
     Demote,
@@ -14,7 +15,6 @@ from hamgr.ha import (
     StartReplica,
     decide,
 )
-from hamgr.dcs.model import MemberTags, PrimaryPosition
 from tests.ha.builders import (
     ARGS,
     BASE,
