@@ -56,7 +56,7 @@ from __future__ import annotations
 from hamgr.config.dump import REDACTED as REDACTED
 from hamgr.config.dump import dump_effective, schema_paths
 from hamgr.config.env import ENV_ALLOWED, ENV_PREFIX
-from hamgr.config.load import find_bin_dir, load_config, resolve_local, validate_config_file
+from hamgr.config.load import find_bin_dir, load_config, resolve_local
 from hamgr.config.problems import ConfigError
 from hamgr.config.schema import (
     TIMING_PROFILES,
@@ -124,5 +124,4 @@ __all__ = [
     "resolve_local",
     "schema_paths",
     "split_address",
-    "validate_config_file",
 ]

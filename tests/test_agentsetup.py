@@ -1,0 +1,133 @@
+"""hamgr.agentsetup: validate-config and the agent run one check, and its problems name keys.
+
+Pure: the files are written to a temporary directory, nothing is started (the agent's run on
+the example file is tests/test_agent_example.py).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from hamgr.agentsetup import agent_setup, setup_problems
+from hamgr.config import ConfigError, parse_config
+from tests.test_config import REPO, fake_bin_dir, minimal, put
+
+MANAGED = "is managed by hamgr (set it through its own setting, or it follows from the node's role)"
+
+
+def problems_with(tmp_path: Path, *changes: tuple[str, Any]) -> list[str]:
+    data = put(minimal(), "postgresql.bin_dir", str(fake_bin_dir(tmp_path)))
+    for path, value in changes:
+        put(data, path, value)
+    path = tmp_path / "hamgr.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return setup_problems(path, env={})
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        (
+            [("bootstrap.dcs.postgresql.parameters", {"hot_standby": True})],
+            [
+                f"bootstrap.dcs.postgresql.parameters: 'hot_standby' {MANAGED} and cannot be given "
+                "here"
+            ],
+        ),
+        (
+            [("postgresql.parameters", {"primary_conninfo": "x", "wal_level": "minimal"})],
+            [
+                f"postgresql.parameters: 'primary_conninfo' {MANAGED} and cannot be given here",
+                "postgresql.parameters: wal_level='minimal' cannot feed replicas; use 'replica' "
+                "or 'logical'",
+            ],
+        ),
+        (
+            [("postgresql.pg_hba", ["hots all all all trust"])],
+            [
+                "postgresql.pg_hba line 1: 'hots all all all trust' starts with 'hots'; expected "
+                "one of host, hostgssenc, hostnogssenc, hostnossl, hostssl, include, local"
+            ],
+        ),
+        (
+            [("postgresql.authentication.replication.username", "re-pl")],
+            [
+                "postgresql.authentication.replication.username='re-pl' is not a valid role name "
+                "(letters, digits and '_', not starting with a digit, at most 63 characters)"
+            ],
+        ),
+        (
+            [("postgresql.authentication.replication.username", "postgres")],
+            ["postgresql: replication_user must differ from superuser"],
+        ),
+        (
+            [("store.backend", "etcd"), ("store.etcd", {"hosts": ["127.0.0.1:2379"]})],
+            [
+                "store.backend: is etcd; the agent runs with its embedded raft store member only",
+            ],
+        ),
+    ],
+)
+def test_what_the_agent_refuses_is_reported_by_key(
+    tmp_path: Path, changes: list[tuple[str, Any]], expected: list[str]
+) -> None:
+    assert problems_with(tmp_path, *changes) == expected
+
+
+def test_a_file_without_problems_gives_every_part(tmp_path: Path) -> None:
+    assert problems_with(tmp_path) == []
+    config = parse_config(put(minimal(), "postgresql.bin_dir", str(tmp_path / "bin")))
+    setup = agent_setup(config)
+    assert (setup.pg.name, setup.me.name, setup.store.node_id) == ("member1", "member1", 1)
+    assert setup.settings.ttl == config.bootstrap.dcs.ttl
+
+
+def test_a_long_socket_path_is_refused_up_front(tmp_path: Path) -> None:
+    data_dir = "/" + "d" * 110 + "/pgdata"
+    config = parse_config(
+        put(put(minimal(), "postgresql.data_dir", data_dir), "postgresql.bin_dir", "/b")
+    )
+    with pytest.raises(ConfigError) as info:
+        agent_setup(config)
+    (problem,) = info.value.problems
+    assert problem.startswith("postgresql: unix socket path ") and "longer than 107" in problem
+
+
+def test_validate_config_and_the_agent_refuse_alike(tmp_path: Path) -> None:
+    """The command line: what validate-config prints is what the agent refuses to start with."""
+    bin_dir = fake_bin_dir(tmp_path)
+    data = put(minimal(), "postgresql.bin_dir", str(bin_dir))
+    put(data, "bootstrap.dcs.postgresql.parameters", {"hot_standby": "on"})
+    path = tmp_path / "hamgr.yaml"
+    path.write_text(yaml.safe_dump(data))
+    run = [sys.executable, "-m", "hamgr"]
+    env = {"PATH": "/usr/bin:/bin"}
+    checked = subprocess.run(
+        [*run, "validate-config", str(path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    started = subprocess.run(
+        [*run, "agent", "--config", str(path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    problem = (
+        f"bootstrap.dcs.postgresql.parameters: 'hot_standby' {MANAGED} and cannot be given here"
+    )
+    assert (checked.returncode, checked.stderr) == (1, problem + "\n")
+    assert (started.returncode, started.stderr) == (2, f"hamgr agent: {path}:\n{problem}\n")
