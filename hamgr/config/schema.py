@@ -253,7 +253,8 @@ class PostgresConfig:
     """``postgresql``: the local PostgreSQL this agent manages.
 
     ``bin_dir`` None means "find it" (:func:`find_bin_dir`); :func:`load_config` fills it in.
-    ``connect_address`` left empty means the same as ``listen``.
+    ``connect_address`` left empty means the same as ``listen``. ``pg_hba`` set is the whole
+    pg_hba.conf, as given; empty means hamgr's own lines (see ``hamgr.postgres.render``).
     """
 
     data_dir: AbsPath

@@ -144,14 +144,21 @@ def test_recovery_conf_and_pgpass_keep_odd_passwords_working() -> None:
     assert render_pgpass(s) == "*:*:*:replicator:p\\:w\\\\d'x\n*:*:*:postgres:su\n"
 
 
-def test_hba_puts_hamgr_access_first() -> None:
-    lines = render_hba(settings(hba=["host all all 10.0.0.0/8 scram-sha-256"])).splitlines()
-    rules = [line.split() for line in lines if not line.startswith("#")]
-    assert rules[0] == ["local", "all", "postgres", "scram-sha-256"]
-    assert rules[1][:3] == ["host", "replication", "replicator"]
-    assert rules[-1] == ["host", "all", "all", "10.0.0.0/8", "scram-sha-256"]
+def test_hba_is_hamgr_access_only_when_not_configured() -> None:
+    rules = [line.split() for line in render_hba(settings()).splitlines()[1:]]
+    assert rules == [
+        ["local", "all", "postgres", "scram-sha-256"],
+        ["host", "replication", "replicator", "all", "scram-sha-256"],
+        ["host", "postgres", "postgres", "all", "scram-sha-256"],
+    ]
     no_password = render_hba(settings(superuser_password=None)).splitlines()
     assert "local   all           postgres         trust" in no_password
+
+
+def test_configured_hba_lines_are_written_as_given() -> None:
+    given = ["local all postgres peer", "host all postgres 10.0.0.0/8 reject", "# a comment"]
+    lines = render_hba(settings(hba=given)).splitlines()
+    assert lines[0].startswith("# Managed by hamgr") and lines[1:] == given
 
 
 def test_with_includes_is_idempotent() -> None:
