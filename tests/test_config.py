@@ -349,6 +349,13 @@ ONE_MISTAKE: list[tuple[str, Any, str]] = [
         "bootstrap.dcs.safety_margin: must be < bootstrap.dcs.ttl = 6, got 6",
     ),
     (
+        "bootstrap.dcs.safety_margin",
+        0.5,
+        "bootstrap.dcs.safety_margin: must be >= bootstrap.dcs.loop_wait = 1: the primary must "
+        "stop its PostgreSQL at least one HA loop before its lease can end and another member "
+        "take over, got 0.5",
+    ),
+    (
         "bootstrap.dcs.maximum_lag_on_failover",
         -1,
         "bootstrap.dcs.maximum_lag_on_failover: must be >= 0, got -1",
