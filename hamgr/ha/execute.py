@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import shutil
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -24,6 +23,7 @@ from hamgr.dcs.base import Dcs, DcsError
 from hamgr.dcs.model import ClusterView, DynamicSettings, LeaderKey
 from hamgr.fencing import FencerClient, FenceRefused, FencerError, postmaster_identity
 from hamgr.ha import actions as a
+from hamgr.ha.slots import slot_name
 from hamgr.postgres import PgSettings, PostgresError
 from hamgr.postgres.conf import STANDBY_SIGNAL
 from hamgr.postgres.files import write_file
@@ -46,11 +46,6 @@ REWIND_BACKOFF = 2.0
 """pg_rewind failures against one leader before giving up (then re-clone, if allowed)."""
 
 StoreTransfer = Callable[[str], Awaitable[None]]
-
-
-def slot_name(member: str) -> str:
-    """The replication slot a member streams through (PostgreSQL slot names: [a-z0-9_])."""
-    return re.sub(r"[^a-z0-9_]", "_", member.lower())[:63]
 
 
 def _standby_without_upstream(pg: PgSettings) -> None:

@@ -4,21 +4,55 @@ real PostgreSQL, with pg_receivewal as a real standby holding a slot in use."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hamgr import postgres as pg
 from hamgr.dcs.model import ClusterView, DynamicSettings, LeaderKey
 from hamgr.ha.inputs import LocalPostgres
-from hamgr.ha.slots import SlotKeeper, departed_slots
+from hamgr.ha.slots import SlotKeeper, departed_slots, legacy_slot_name, slot_name
+from hamgr.postgres.replication import validate_slot_name
 from tests.conftest import REPLICATION_PASSWORD
 from tests.ha.builders import member
 from tests.postgres.pg_helpers import wait_until
 
+# Every name a member may have (hamgr.config.values.member_name_problem).
+MEMBER_NAMES = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", fullmatch=True)
+# Names built to collide under a sanitising map: the same letters, varied case and punctuation.
+LOOKALIKES = st.lists(st.sampled_from(["d", "D", "b", "-", "_", ".", "1"]), min_size=1, max_size=8)
+
 TTL = 60.0
+
+
+@given(st.lists(MEMBER_NAMES | LOOKALIKES.map(lambda p: "d" + "".join(p)), unique=True))
+def test_distinct_member_names_get_distinct_valid_slot_names(names: list[str]) -> None:
+    slots = [slot_name(n) for n in names]
+    for slot in slots:
+        validate_slot_name(slot)  # raises on an invalid one
+    assert len(set(slots)) == len(names)
+
+
+@pytest.mark.parametrize(
+    ("member", "slot"),
+    [
+        ("member1", "member1"),  # already a slot name: kept, as before
+        ("db_1", "db_1"),
+        ("x" * 63, "x" * 63),
+        ("db-1", r"db_1_[0-9a-f]{10}"),
+        ("DB_1", r"db_1_[0-9a-f]{10}"),
+        ("node_0123456789", r"node_0123456789_[0-9a-f]{10}"),  # ends like a hashed name
+        ("X" * 63, r"x{52}_[0-9a-f]{10}"),
+    ],
+)
+def test_slot_names_keep_valid_names_and_hash_the_others(member: str, slot: str) -> None:
+    assert re.fullmatch(slot, slot_name(member)), slot_name(member)
+    assert slot_name(member) == slot_name(member)  # stable: the same name, the same slot
 
 
 @pytest.mark.parametrize(
@@ -109,3 +143,25 @@ async def test_slot_keeper_creates_keeps_and_drops(
     # A member that comes back gets its slot again; the operator's slot is still there.
     await keeper.maintain(cluster("a", "b", "c"), PRIMARY, True, TTL + 3.0)
     assert set(await slots(a)) == {"backup", "b", "c"}
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+async def test_a_slot_named_the_old_way_departs_like_a_gone_members(
+    make_pg: Callable[..., pg.PgSettings],
+) -> None:
+    """Before one slot per name, member db-1 streamed through slot db_1. Its agent now uses
+    slot_name(db-1), so the primary drops the old slot after member_slots_ttl, once unused."""
+    a = make_pg("a")
+    await pg.initdb(a, pg.InitdbOptions(no_sync=True))
+    await pg.start(a)
+    old = legacy_slot_name("db-1")
+    assert old == "db_1" != slot_name("db-1")
+    await pg.create_slot(a, old)
+    keeper = SlotKeeper(a, "a")
+    await keeper.maintain(cluster("a", "db-1"), PRIMARY, True, 0.0)
+    assert set(await slots(a)) == {old, slot_name("db-1")}
+    await keeper.maintain(cluster("a", "db-1"), PRIMARY, True, TTL - 1.0)
+    assert set(await slots(a)) == {old, slot_name("db-1")}, "within member_slots_ttl"
+    await keeper.maintain(cluster("a", "db-1"), PRIMARY, True, TTL + 1.0)
+    assert set(await slots(a)) == {slot_name("db-1")}
