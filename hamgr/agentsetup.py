@@ -22,6 +22,7 @@ from hamgr.dcs.model import DynamicSettings, MemberTags
 from hamgr.ha.loop import Identity
 from hamgr.postgres import PgSettings
 from hamgr.postgres.errors import ConfigError as PgConfigError
+from hamgr.postgres.initdbopts import initdb_option_problems, initdb_options
 from hamgr.postgres.settings import validate_hba_lines, validate_parameters, validate_role_name
 from hamgr.storecmd import StoreSettings, settings_from_config
 
@@ -50,7 +51,8 @@ class AgentSetup:
 def pg_settings(config: Config) -> PgSettings:
     """The local PostgreSQL's settings from the agent's configuration.
 
-    The member's own ``postgresql.parameters`` win over ``bootstrap.dcs.postgresql.parameters``.
+    The member's own ``postgresql.parameters`` win over ``bootstrap.dcs.postgresql.parameters``;
+    ``bootstrap.initdb`` says how initdb creates the cluster if this member bootstraps it.
     Raises :class:`hamgr.postgres.ConfigError` on a value PostgreSQL's side refuses.
     """
     pg = config.postgresql
@@ -73,6 +75,7 @@ def pg_settings(config: Config) -> PgSettings:
         rewind_password=auth.rewind.password if auth.rewind else None,
         parameters=params,
         hba=pg.pg_hba,
+        initdb=initdb_options(config.bootstrap.initdb, "bootstrap.initdb"),
     )
 
 
@@ -119,6 +122,7 @@ def _postgres_problems(config: Config) -> list[str]:
         for key, value in params.items():
             problems += _refused(validate_parameters, {key: value}, where)
     problems += _refused(validate_hba_lines, pg.pg_hba, "postgresql.pg_hba")
+    problems += initdb_option_problems(config.bootstrap.initdb, "bootstrap.initdb")
     roles = {
         "postgresql.authentication.superuser.username": auth.superuser.username,
         "postgresql.authentication.replication.username": auth.replication.username,

@@ -95,6 +95,8 @@ def test_an_agent_starts_from_the_example_and_serves(cluster: AgentCluster) -> N
     assert m.proc is not None and m.proc.poll() is None, c.log_tails()
     status, health = c.http("m1", "/patroni")
     assert status == 200 and health["role"] == "primary", health
-    # The example's cluster-wide parameters reached PostgreSQL.
+    # The example's cluster-wide parameters and initdb options reached PostgreSQL.
     assert local_sql(c, "m1", "SHOW max_connections") == "100"
+    assert local_sql(c, "m1", "SHOW data_checksums") == "on"
+    assert local_sql(c, "m1", "SHOW server_encoding") == "UTF8"
     assert "Traceback" not in m.log.read_text(errors="replace")

@@ -16,6 +16,7 @@ import yaml
 
 from hamgr.agentsetup import agent_setup, setup_problems
 from hamgr.config import ConfigError, parse_config
+from hamgr.postgres import InitdbOptions
 from tests.test_config import REPO, fake_bin_dir, minimal, put
 
 MANAGED = "is managed by hamgr (set it through its own setting, or it follows from the node's role)"
@@ -56,6 +57,17 @@ def problems_with(tmp_path: Path, *changes: tuple[str, Any]) -> list[str]:
             ],
         ),
         (
+            [("bootstrap.initdb", ["data-checksums", "pwprompt", {"waldir": "/w"}, "debug"])],
+            [
+                "bootstrap.initdb[1]: pwprompt is set by hamgr from "
+                "postgresql.authentication.superuser.password",
+                "bootstrap.initdb[3]: 'debug' is not an initdb option hamgr passes on; use one "
+                "of encoding, locale, no-locale, lc-collate, lc-ctype, lc-messages, lc-monetary, "
+                "lc-numeric, lc-time, locale-provider, icu-locale, data-checksums, "
+                "allow-group-access, text-search-config, waldir, wal-segsize",
+            ],
+        ),
+        (
             [("postgresql.authentication.replication.username", "re-pl")],
             [
                 "postgresql.authentication.replication.username='re-pl' is not a valid role name "
@@ -78,6 +90,13 @@ def test_what_the_agent_refuses_is_reported_by_key(
     tmp_path: Path, changes: list[tuple[str, Any]], expected: list[str]
 ) -> None:
     assert problems_with(tmp_path, *changes) == expected
+
+
+def test_bootstrap_initdb_options_reach_the_postgres_settings() -> None:
+    data = put(minimal(), "postgresql.bin_dir", "/b")
+    put(data, "bootstrap.initdb", [{"encoding": "LATIN1"}, "data-checksums", {"wal-segsize": 64}])
+    options = agent_setup(parse_config(data)).pg.initdb
+    assert options == InitdbOptions(encoding="LATIN1", extra_args=("--wal-segsize=64",))
 
 
 def test_a_file_without_problems_gives_every_part(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hamgr.postgres.errors import ConfigError
+from hamgr.postgres.initdbopts import InitdbOptions
 
 ParamValue = str | int | float | bool
 
@@ -109,18 +110,6 @@ def validate_hba_lines(lines: Sequence[str], where: str = "pg_hba") -> None:
 
 
 @dataclass(frozen=True)
-class InitdbOptions:
-    """How a new cluster is created. Checksums are on so pg_rewind can always work."""
-
-    locale: str = "C"
-    encoding: str = "UTF8"
-    data_checksums: bool = True
-    # Skips initdb's fsync of the new cluster: only for tests and throwaway clusters.
-    no_sync: bool = False
-    extra_args: Sequence[str] = ()
-
-
-@dataclass(frozen=True)
 class PgSettings:
     """Everything hamgr needs to run one local PostgreSQL instance.
 
@@ -146,6 +135,8 @@ class PgSettings:
     rewind_password: str | None = None
     parameters: Mapping[str, ParamValue] = field(default_factory=dict)
     hba: Sequence[str] = ()
+    # How `initdb` creates the cluster when it is not given options of its own.
+    initdb: InitdbOptions = field(default_factory=InitdbOptions)
     connect_timeout: float = 3.0
     statement_timeout: float = 5.0
 

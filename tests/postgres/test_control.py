@@ -73,6 +73,31 @@ async def test_initdb_start_status_stop(make_pg: MakePg, pg_os_user: str) -> Non
     assert (await pg.status(s)).role == "stopped"
 
 
+async def test_configured_initdb_options_shape_the_new_cluster(make_pg: MakePg) -> None:
+    """bootstrap.initdb reaches initdb: PgSettings.initdb is what initdb runs with by default."""
+    options = pg.initdb_options(
+        [
+            {"encoding": "SQL_ASCII"},
+            {"lc-collate": "C.UTF-8"},
+            {"wal-segsize": 32},
+            "data-checksums",
+        ]
+    )
+    s = make_pg("opts", initdb=dataclasses.replace(options, no_sync=True))
+    await pg.initdb(s)
+    assert (await pg.controldata(s)).data_checksums
+    await pg.start(s)
+    rows = await query(
+        s,
+        "SELECT current_setting('server_encoding') AS e, current_setting('wal_segment_size') AS w, "
+        "datcollate AS c, datctype AS t FROM pg_database WHERE datname = 'postgres'",
+        what="the new cluster's settings",
+    )
+    # A SQL_ASCII server sends text undecoded: psycopg hands it over as bytes.
+    got = {k: v.decode() if isinstance(v, bytes) else v for k, v in rows[0].items()}
+    assert got == {"e": "SQL_ASCII", "w": "32MB", "c": "C.UTF-8", "t": "C"}
+
+
 async def test_stop_modes(make_pg: MakePg) -> None:
     s = make_pg("modes")
     await pg.initdb(s, FAST)

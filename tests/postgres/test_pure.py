@@ -8,6 +8,7 @@ import pytest
 
 from hamgr.postgres import ConfigError, PgSettings, format_lsn, parse_lsn
 from hamgr.postgres.errors import CommandError, PostgresError, SlotError, tail
+from hamgr.postgres.initdbopts import initdb_option_problems, initdb_options
 from hamgr.postgres.parse import (
     parse_controldata,
     parse_pid_file,
@@ -216,3 +217,47 @@ def test_command_error_message_names_command_code_and_tail() -> None:
     assert tail("a\n\n b \n") == "a\n b "
     killed = CommandError("x", ["y"], None, "", timed_out=True)
     assert "ran past its deadline" in str(killed)
+
+
+@pytest.mark.parametrize(
+    ("options", "args"),
+    [
+        ([], ["-E", "UTF8", "--locale=C", "--data-checksums"]),
+        (["data-checksums"], ["-E", "UTF8", "--locale=C", "--data-checksums"]),
+        (
+            [{"encoding": "LATIN1"}, {"locale": "C.UTF-8"}, {"wal-segsize": "32"}],
+            ["-E", "LATIN1", "--locale=C.UTF-8", "--data-checksums", "--wal-segsize=32"],
+        ),
+        (
+            [{"locale": "de_DE"}, "no-locale", {"lc-collate": "POSIX"}, "allow-group-access"],
+            [
+                *("-E", "UTF8", "--locale=C", "--data-checksums"),
+                *("--lc-collate=POSIX", "--allow-group-access"),
+            ],
+        ),
+    ],
+)
+def test_initdb_options_apply_over_hamgr_defaults(options: list[object], args: list[str]) -> None:
+    assert initdb_options(options).args() == args
+
+
+@pytest.mark.parametrize(
+    ("option", "problem"),
+    [
+        ("pwprompt", "pwprompt is set by hamgr from postgresql.authentication.superuser.password"),
+        ({"auth-host": "md5"}, "auth-host is set by hamgr from postgresql.pg_hba"),
+        ({"pgdata": "/x"}, "pgdata is set by hamgr from postgresql.data_dir"),
+        ("sync-only", "'sync-only' is not an initdb option hamgr passes on; use one of encoding,"),
+        ("encoding", "encoding needs a value, e.g. {encoding: ...}"),
+        ({"data-checksums": "on"}, "data-checksums takes no value; give it as a bare name"),
+        ({"locale": "C\nx"}, "the value of locale must fit on one line"),
+        ({"a": "1", "b": "2"}, "expected a name or one name: value pair"),
+    ],
+)
+def test_initdb_options_refused_name_the_option(option: object, problem: str) -> None:
+    where = "bootstrap.initdb"
+    assert initdb_option_problems(["data-checksums", option], where)[0].startswith(
+        f"{where}[1]: {problem}"
+    )
+    with pytest.raises(ConfigError, match=r"^bootstrap\.initdb\[1\]: "):
+        initdb_options(["data-checksums", option], where)
