@@ -1,8 +1,10 @@
-"""The primary's replication slots: the departed-member rule (table) and SlotKeeper against a
-real PostgreSQL, with pg_receivewal as a real standby holding a slot in use."""
+"""Replication slots: one per member name (property), the departed-member rule (table),
+SlotKeeper against a real PostgreSQL with pg_receivewal as a real standby holding a slot in
+use, and replicas that need no slot asking for none (ActionRunner on real servers)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -14,10 +16,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hamgr import postgres as pg
-from hamgr.dcs.model import ClusterView, DynamicSettings, LeaderKey
+from hamgr.dcs.model import ClusterView, DynamicSettings, LeaderKey, MemberState
+from hamgr.ha.actions import CloneFrom, Decision, StartReplica
+from hamgr.ha.execute import ActionRunner
 from hamgr.ha.inputs import LocalPostgres
 from hamgr.ha.slots import SlotKeeper, departed_slots, legacy_slot_name, slot_name
 from hamgr.postgres.replication import validate_slot_name
+from hamgr.postgres.sql import query
 from tests.conftest import REPLICATION_PASSWORD
 from tests.ha.builders import member
 from tests.postgres.pg_helpers import wait_until
@@ -165,3 +170,45 @@ async def test_a_slot_named_the_old_way_departs_like_a_gone_members(
     assert set(await slots(a)) == {old, slot_name("db-1")}, "within member_slots_ttl"
     await keeper.maintain(cluster("a", "db-1"), PRIMARY, True, TTL + 1.0)
     assert set(await slots(a)) == {slot_name("db-1")}
+
+
+def on(s: pg.PgSettings, role: str = "replica") -> MemberState:
+    """Member `s.name` as published, with its server's real address."""
+    return MemberState(s.name, "http://127.0.0.1:8008", f"{s.host}:{s.port}", role=role)  # type: ignore[arg-type]
+
+
+async def streams_to(upstream: pg.PgSettings) -> set[str]:
+    rows = await query(upstream, "SELECT application_name AS a FROM pg_stat_replication", what="")
+    return {r["a"] for r in rows}
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(180)
+async def test_replicas_clone_and_stream_without_a_slot_where_none_exists(
+    make_pg: Callable[..., pg.PgSettings],
+) -> None:
+    """use_slots false: a replica clones and streams without a slot (it used to ask the leader
+    for one that nobody creates). A clone from a clonefrom member, which holds no slots, asks
+    it for none either."""
+    fast = pg.InitdbOptions(no_sync=True)
+    a, b, c = make_pg("a", initdb=fast), make_pg("b"), make_pg("c")
+    await pg.initdb(a)
+    await pg.start(a)
+    await pg.bootstrap_users(a)
+    members = (on(a, "primary"), on(b), on(c))
+    no_slots = ClusterView(
+        initialize="7300000000000000001",
+        settings=DynamicSettings(use_slots=False),
+        leader=LeaderKey("a", 7),
+        members=members,
+    )
+    b_runner = ActionRunner("b", None, b)  # type: ignore[arg-type]  # touches only PostgreSQL
+    steps = Decision((CloneFrom("a"), StartReplica("a")), "a replica of a, without slots")
+    assert await b_runner.run(steps, no_slots)
+    await wait_until(lambda: streams_to(a), lambda names: "b" in names, 60, "b streaming from a")
+    assert await slots(a) == {}
+
+    with_slots = dataclasses.replace(no_slots, settings=DynamicSettings())
+    c_runner = ActionRunner("c", None, c)  # type: ignore[arg-type]
+    assert await c_runner.run(Decision((CloneFrom("b"),), "clone from b (clonefrom)"), with_slots)
+    assert pg.is_initialized(c)
