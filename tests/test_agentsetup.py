@@ -150,3 +150,70 @@ def test_validate_config_and_the_agent_refuse_alike(tmp_path: Path) -> None:
     )
     assert (checked.returncode, checked.stderr) == (1, problem + "\n")
     assert (started.returncode, started.stderr) == (2, f"hamgr agent: {path}:\n{problem}\n")
+
+
+def test_every_key_reaches_the_part_that_uses_it() -> None:
+    """Each key the agent reads lands where its effect starts: PostgreSQL's settings, this
+    member's published identity, or the cluster-wide settings it bootstraps with (the effects
+    themselves are shown by the tests tests/test_setting_effects.py names)."""
+    data = put(minimal(), "postgresql.bin_dir", "/b")
+    put(data, "restapi", {"listen": "10.0.0.1:8008", "connect_address": "db1.example:8008"})
+    put(data, "store.raft.node_id", 4)
+    put(
+        data,
+        "postgresql",
+        {
+            "data_dir": "/srv/pg",
+            "bin_dir": "/b",
+            "os_user": "pgowner",
+            "listen": "10.0.0.1:6432",
+            "connect_address": "db1.example:6432",
+            "authentication": {
+                "superuser": {"username": "su", "password": "su-pw"},
+                "replication": {"username": "repl", "password": "repl-pw"},
+                "rewind": {"username": "rw", "password": "rw-pw"},
+            },
+            "parameters": {"work_mem": "8MB", "max_connections": 50},
+            "pg_hba": ["local all su scram-sha-256"],
+            "use_pg_rewind": False,
+            "remove_data_directory_on_rewind_failure": True,
+        },
+    )
+    put(data, "bootstrap.dcs.postgresql.parameters", {"max_connections": 80, "work_mem": "1MB"})
+    put(data, "bootstrap.dcs.postgresql.use_slots", False)
+    for key, value in {
+        "ttl": 9,
+        "loop_wait": 1.5,
+        "retry_timeout": 3,
+        "safety_margin": 2.5,
+    }.items():
+        put(data, f"bootstrap.dcs.{key}", value)
+    put(data, "bootstrap.dcs.maximum_lag_on_failover", 5)
+    put(data, "bootstrap.dcs.primary_start_timeout", 7)
+    put(data, "bootstrap.dcs.member_slots_ttl", 60)
+    tags = {"nofailover": True, "noloadbalance": True, "clonefrom": True, "nosync": True}
+    put(data, "tags", tags)
+    setup = agent_setup(parse_config(data))
+
+    pg = setup.pg
+    assert (str(pg.data_dir), str(pg.bin_dir), pg.os_user) == ("/srv/pg", "/b", "pgowner")
+    assert (pg.host, pg.port, pg.name) == ("10.0.0.1", 6432, "member1")
+    assert (pg.superuser, pg.superuser_password) == ("su", "su-pw")
+    assert (pg.replication_user, pg.replication_password) == ("repl", "repl-pw")
+    assert (pg.rewind_role, pg.rewind_secret) == ("rw", "rw-pw")
+    assert dict(pg.parameters) == {"max_connections": 50, "work_mem": "8MB"}  # local wins
+    assert list(pg.hba) == ["local all su scram-sha-256"]
+
+    me = setup.me
+    assert (me.name, me.api_url, me.conn_url) == (
+        "member1",
+        "http://db1.example:8008",
+        "db1.example:6432",
+    )
+    assert me.tags.to_dict() == tags
+    assert (me.use_pg_rewind, me.reclone_on_rewind_failure, me.store_id) == (False, True, 4)
+
+    s = setup.settings
+    assert (s.ttl, s.loop_wait, s.retry_timeout, s.safety_margin) == (9, 1.5, 3, 2.5)
+    assert (s.maximum_lag_on_failover, s.primary_start_timeout, s.member_slots_ttl) == (5, 7, 60)
+    assert (s.use_slots, dict(s.parameters)) == (False, {"max_connections": 80, "work_mem": "1MB"})

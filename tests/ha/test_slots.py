@@ -206,6 +206,7 @@ async def test_replicas_clone_and_stream_without_a_slot_where_none_exists(
     steps = Decision((CloneFrom("a"), StartReplica("a")), "a replica of a, without slots")
     assert await b_runner.run(steps, no_slots)
     await wait_until(lambda: streams_to(a), lambda names: "b" in names, 60, "b streaming from a")
+    await SlotKeeper(a, "a").maintain(no_slots, PRIMARY, True, 0.0)  # the leader makes none
     assert await slots(a) == {}
 
     with_slots = dataclasses.replace(no_slots, settings=DynamicSettings())
