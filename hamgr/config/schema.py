@@ -46,6 +46,12 @@ TIMING_PROFILES: Mapping[str, Mapping[str, float]] = {
     },
 }
 
+SAFETY_MARGIN_WHY = (
+    "the primary must stop its PostgreSQL at least one HA loop before its lease can end and "
+    "another member take over"
+)
+"""Why ``safety_margin >= loop_wait``: said by the config check and the dynamic settings."""
+
 
 def _load_initdb_option(
     loader: Loader, raw: Any, path: tuple[str | int, ...], env: str | None
@@ -271,7 +277,8 @@ class PostgresConfig:
     """``postgresql``: the local PostgreSQL this agent manages.
 
     ``bin_dir`` None means "find it" (:func:`find_bin_dir`); :func:`load_config` fills it in.
-    ``connect_address`` left empty means the same as ``listen``.
+    ``connect_address`` left empty means the same as ``listen``. ``pg_hba`` set is the whole
+    pg_hba.conf, as given; empty means hamgr's own lines (see ``hamgr.postgres.render``).
     """
 
     data_dir: AbsPath

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
 
-from hamgr.config.schema import DcsConfig
+from hamgr.config.schema import SAFETY_MARGIN_WHY, DcsConfig
 from hamgr.config.values import address_problem
 from hamgr.dcs.jsonfields import (
     JsonObject,
@@ -337,9 +337,9 @@ class DynamicSettings:
     """Cluster-wide HA settings at ``config`` (seconds and bytes); defaults as bootstrap.dcs.
 
     Checked like the config file: durations > 0, ``loop_wait + 2 * retry_timeout <= ttl`` and
-    ``safety_margin < ttl``. ``member_slots_ttl`` is how long the primary keeps the replication
-    slot of a member that left (0: drop it at once). ``parameters`` are PostgreSQL settings for
-    every member (treat the dict as read-only).
+    ``loop_wait <= safety_margin < ttl``. ``member_slots_ttl`` is how long the primary keeps the
+    replication slot of a member that left (0: drop it at once). ``parameters`` are PostgreSQL
+    settings for every member (treat the dict as read-only).
 
     Synchronous replication (Patroni's keys): ``synchronous_mode`` ``off``, ``on`` (PostgreSQL
     waits for every one of ``synchronous_node_count`` named standbys, ``FIRST n``) or ``quorum``
@@ -382,6 +382,12 @@ class DynamicSettings:
         if self.safety_margin >= self.ttl:
             raise ModelError(
                 "safety_margin", f"must be < ttl ({self.ttl:g}), got {self.safety_margin:g}"
+            )
+        if self.safety_margin < self.loop_wait:
+            raise ModelError(
+                "safety_margin",
+                f"must be >= loop_wait ({self.loop_wait:g}): {SAFETY_MARGIN_WHY}, got "
+                f"{self.safety_margin:g}",
             )
         for key, value in self.parameters.items():
             ok_value = isinstance(value, str | int | float) and not (

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import shutil
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -25,6 +24,7 @@ from hamgr.dcs.model import ClusterView, DynamicSettings, LeaderKey
 from hamgr.fencing import FencerClient, FenceRefused, FencerError, postmaster_identity
 from hamgr.ha import actions as a
 from hamgr.ha.inputs import SyncBarrier
+from hamgr.ha.slots import slot_name
 from hamgr.ha.syncrep import ANY_STANDBY
 from hamgr.postgres import PgSettings, PostgresError
 from hamgr.postgres.conf import STANDBY_SIGNAL, clear_sync_conf, write_sync_conf
@@ -49,11 +49,6 @@ REWIND_BACKOFF = 2.0
 """pg_rewind failures against one leader before giving up (then re-clone, if allowed)."""
 
 StoreTransfer = Callable[[str], Awaitable[None]]
-
-
-def slot_name(member: str) -> str:
-    """The replication slot a member streams through (PostgreSQL slot names: [a-z0-9_])."""
-    return re.sub(r"[^a-z0-9_]", "_", member.lower())[:63]
 
 
 def _standby_without_upstream(pg: PgSettings) -> None:
@@ -222,19 +217,19 @@ class ActionRunner:
         if isinstance(action, a.CloneFrom):
             host, port = self._conn(view, action.source)
             with self.long_step(LONG_STEP):
-                await postgres.clone_from(pg, host, port, slot_name=slot_name(self.name))
+                await postgres.clone_from(pg, host, port, slot_name=self._slot(view, action.source))
             return True
         if isinstance(action, a.StartReplica):
             if action.leader is not None:
                 host, port = self._conn(view, action.leader)
-                postgres.configure_standby(pg, host, port, slot_name(self.name))
+                postgres.configure_standby(pg, host, port, self._slot(view, action.leader))
             else:
                 _standby_without_upstream(pg)
             await postgres.start(pg, wait=False)  # a standby may need its upstream to be ready
             return True
         if isinstance(action, a.Follow):
             host, port = self._conn(view, action.leader)
-            await postgres.follow(pg, host, port, slot_name(self.name))
+            await postgres.follow(pg, host, port, self._slot(view, action.leader))
             return True
         if isinstance(action, a.Rewind):
             with self.long_step(LONG_STEP):
@@ -298,6 +293,12 @@ class ActionRunner:
             return True
         raise AssertionError(f"unknown action {action!r}")
 
+    def _slot(self, view: ClusterView, upstream: str) -> str | None:
+        """The slot to stream through from `upstream`: this member's, on the leader, when the
+        cluster uses slots (only the leader creates them, see SlotKeeper); else none."""
+        leader = view.leader.name if view.leader is not None else None
+        return slot_name(self.name) if view.settings.use_slots and upstream == leader else None
+
     def _conn(self, view: ClusterView, member: str) -> tuple[str, int]:
         m = view.member(member)
         if m is None:
@@ -352,7 +353,7 @@ class ActionRunner:
             log.info("pg_rewind rewound my data directory to leader %s's timeline", leader)
         else:
             log.info("pg_rewind against leader %s: nothing to rewind", leader)
-        postgres.configure_standby(self.pg, host, port, slot_name(self.name))
+        postgres.configure_standby(self.pg, host, port, self._slot(view, leader))
         await postgres.start(self.pg, wait=False)
         return True
 
@@ -375,7 +376,7 @@ class ActionRunner:
         log.warning("moving %s aside to %s and cloning again from %s", data, aside, leader)
         data.rename(aside)
         host, port = self._conn(view, leader)
-        await postgres.clone_from(self.pg, host, port, slot_name=slot_name(self.name))
+        await postgres.clone_from(self.pg, host, port, slot_name=self._slot(view, leader))
         self.lease.rewind_failed = False
         return True
 

@@ -3,7 +3,8 @@
 postgresql.conf keeps what initdb wrote and ends with three include lines (`INCLUDE_LINES`):
 `hamgr.conf` holds the settings derived from `PgSettings`, `hamgr-recovery.conf` holds the
 standby settings (empty on a primary), `hamgr-sync.conf` the primary's
-synchronous_standby_names. pg_hba.conf is rewritten whole. Nothing here touches
+synchronous_standby_names. pg_hba.conf is rewritten whole: the configured lines as given, else
+hamgr's own. Nothing here touches
 the disk; conf.py writes what these functions return.
 """
 
@@ -135,18 +136,24 @@ def render_no_recovery_conf() -> str:
 
 
 def render_hba(settings: PgSettings) -> str:
-    """pg_hba.conf: hamgr's own access first (first match wins), then the configured lines.
+    """pg_hba.conf: the configured lines exactly as given (as Patroni writes its ``pg_hba``),
+    else, when none are configured, lines that let in hamgr's own connections only.
 
-    The superuser may use the unix socket without a password only when it has none; the
-    socket's directory is mode 0700, so that reaches only the OS user and root.
+    Configured lines replace hamgr's, so an operator's line always wins (``reject`` included),
+    and they must let in what hamgr needs: the superuser over the local socket (the agent),
+    the replication role (replicas) and the rewind role to database postgres (pg_rewind).
+    Without configured lines the superuser may use the unix socket without a password only
+    when it has none; the socket's directory is mode 0700, so that reaches only the OS user
+    and root.
     """
+    if settings.hba:
+        return "\n".join([HEADER.rstrip("\n"), *settings.hba]) + "\n"
     local_method = "scram-sha-256" if settings.superuser_password else "trust"
     lines = [
         HEADER.rstrip("\n"),
         f"local   all           {settings.superuser:<16} {local_method}",
         f"host    replication   {settings.replication_user:<16} all   scram-sha-256",
         f"host    postgres      {settings.rewind_role:<16} all   scram-sha-256",
-        *settings.hba,
     ]
     return "\n".join(lines) + "\n"
 
