@@ -2,7 +2,10 @@
 
 Each member gets its own loopback address (store, store clients, REST and PostgreSQL all bind
 it, on the same ports everywhere: 7000, 7100, 8008, 5432), its own directories under one root,
-and the chosen timing profile. Agents log to `<root>/<name>.log`. Everything started here is
+and the chosen timing profile. Agents log to `<root>/<name>.log`. With `sync` other than "off"
+each member's config also carries `bootstrap.dcs.synchronous_mode` (that string),
+`synchronous_node_count: 1` and `synchronous_mode_strict: false`; with "off" nothing is written,
+so the agents run on their defaults. Everything started here is
 killed by PID on `close()`: agents, then each member's postmaster and its children, then fencers
 (found through their pid files), whatever happened.
 """
@@ -13,6 +16,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -36,6 +40,7 @@ API_PORT = 8008
 STORE_PORT = 7000
 CLIENT_PORT = 7100
 T = TypeVar("T")
+_FENCER_MONO = re.compile(r" mono=([0-9.]+) ")
 SMALL_PG: dict[str, object] = {
     "shared_buffers": "16MB",
     "max_connections": 40,
@@ -82,8 +87,11 @@ class Member:
 class Cluster:
     """Agents named pg1..pgN on `hosts` (one member each), configured under `root`."""
 
-    def __init__(self, root: Path, hosts: list[str], *, profile: str, scope: str = "bench"):
+    def __init__(
+        self, root: Path, hosts: list[str], *, profile: str, scope: str = "bench", sync: str = "off"
+    ):
         self.root = root
+        self.sync = sync
         root.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o755)  # PostgreSQL runs as its own OS user and must reach its dirs
         self.scope = scope
@@ -107,7 +115,7 @@ class Cluster:
             for p in self.members.values()
             if p is not m
         ]
-        return {
+        config: dict[str, Any] = {
             "scope": self.scope,
             "name": m.name,
             "timing_profile": profile,
@@ -135,6 +143,28 @@ class Cluster:
                 "parameters": dict(SMALL_PG),
             },
         }
+        if self.sync != "off":
+            config["bootstrap"] = {
+                "dcs": {
+                    "synchronous_mode": self.sync,
+                    "synchronous_node_count": 1,
+                    "synchronous_mode_strict": False,
+                }
+            }
+        return config
+
+    def config_problems(self) -> str | None:
+        """What `hamgr validate-config` says against any member's file, or None if all pass."""
+        for m in self.members.values():
+            done = subprocess.run(
+                [sys.executable, "-m", "hamgr", "validate-config", str(m.config)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            if done.returncode != 0:
+                return f"{m.config}:\n{done.stdout}{done.stderr}"
+        return None
 
     # -- processes ----------------------------------------------------------------------------
 
@@ -162,6 +192,40 @@ class Cluster:
             return int(text.split("\n", 1)[0])
         except (OSError, ValueError):
             return None
+
+    def agent_running(self, name: str) -> bool:
+        proc = self.members[name].proc
+        return proc is not None and proc.poll() is None
+
+    def agent_pid(self, name: str) -> int:
+        """The PID of member `name`'s running agent."""
+        proc = self.members[name].proc
+        if proc is None or proc.poll() is not None:
+            raise RuntimeError(f"agent {name} is not running")
+        return proc.pid
+
+    def fencer_pid(self, name: str) -> int | None:
+        """The PID of member `name`'s fencer (from its pid file, checked against the process's
+        command line, since a PID may be reused), if it runs."""
+        pid_file = self.members[name].run_dir / "hamgr-fencer.sock.pid"
+        try:
+            pid = int(pid_file.read_text().split()[0])
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if b"hamgr.fencer" in cmdline else None
+
+    def fence_lines(self, name: str, since: float) -> list[str]:
+        """The FENCE lines member `name`'s fencer logged after monotonic instant `since`."""
+        try:
+            text = (self.members[name].run_dir / "hamgr-fencer.log").read_text(errors="replace")
+        except OSError:
+            return []
+        return [
+            line
+            for line in text.splitlines()
+            if " FENCE " in line and (t := _FENCER_MONO.search(line)) and float(t[1]) >= since
+        ]
 
     def kill9(self, name: str) -> None:
         """SIGKILL member `name`'s agent and its postmaster with every child, as a host crash
@@ -296,6 +360,12 @@ class Cluster:
             connect_timeout=3,
             autocommit=True,
         )
+
+    def sync_standby_names(self, name: str) -> str:
+        """`SHOW synchronous_standby_names` on member `name` ('' when unset)."""
+        with self.connect(name) as conn:
+            row = conn.execute("SHOW synchronous_standby_names").fetchone()
+        return str(row[0]) if row else ""
 
     def log_tails(self, lines: int = 15) -> str:
         out = []
