@@ -1,7 +1,7 @@
 """The failover benchmark's client: one connection inserting sequence numbers, acks recorded.
 
     python bench/ackwriter.py --host H --port P --password PW --table T --out FILE
-        [--rate R] [--seq-base B] [--statement-timeout-ms MS] [--keep-connection]
+        [--rate R] [--seq-base B] [--cancel-after S] [--keep-connection]
 
 Inserts B+1, B+2, ... into `T(seq)` with autocommit, each attempt with a new number (so a write
 whose outcome is unknown is never retried under the same number), as fast as it can or at `R`
@@ -12,20 +12,24 @@ On an error it drops the connection and reconnects at once; only when connecting
 does it pause 10 ms, so that a load balancer with no server up is not hammered by a busy loop
 that would steal the CPU the cluster needs to recover. With `--keep-connection` a connection
 that is still usable after an error the server answered (an insert refused by a read-only
-standby, a statement timeout) is kept: a writer aimed at one member then waits on that member
+standby, a cancelled insert) is kept: a writer aimed at one member then waits on that member
 instead of connecting again and again, and writes on it as soon as it is promoted.
 
 A commit whose synchronous replication wait was cancelled (PostgreSQL answers with a WARNING
 "canceling wait for synchronous replication ..." / "The transaction has already committed
 locally, but might not have been replicated to the standby", then success or a dropped
 connection) is NOT an acknowledged write: the notice is caught with psycopg's notice handler
-and the insert recorded as local-only.
+and the insert recorded as local-only. statement_timeout cannot bound that wait (PostgreSQL
+disables it before the commit), so a watchdog thread cancels, as a client-side timeout would,
+an insert in flight for `--cancel-after` seconds (0: never), and the insert in flight when
+SIGTERM comes, so that the writer always stops.
 
 Every outcome is recorded in FILE as (kind, seq, CLOCK_MONOTONIC seconds), 17 bytes each
 ('<Bqd'): ACK, LOCAL (committed locally only) or ERROR (the first error of each streak of
-errors, seq 0). The clock is system-wide on Linux, so the parent compares these instants with
-its own. Every 0.1 s a line `hb <acks> <last_ack_time> <errors>` goes to stdout. SIGTERM stops
-it after the current insert; the file is complete once the process has exited with status 0.
+errors, seq 0). Records are written unbuffered, so the file holds every outcome up to the last
+even if the writer is killed. The clock is system-wide on Linux, so the parent compares these
+instants with its own. Every 0.1 s a line `hb <acks> <last_ack_time> <errors>` goes to stdout.
+SIGTERM stops it after the current insert; it prints `done` when it stops.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import contextlib
 import signal
 import struct
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +50,8 @@ from psycopg.errors import Diagnostic
 RECORD = struct.Struct("<Bqd")
 ACK, LOCAL, ERROR = 1, 2, 3
 _CONNECT_PAUSE = 0.01
+_WATCH_PERIOD = 0.05
+_CANCEL_TIMEOUT = 2.0
 
 
 def is_cancelled_sync_wait(message: str | None, detail: str | None) -> bool:
@@ -90,7 +97,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--out", required=True)
     ap.add_argument("--rate", type=float, default=0.0, help="attempts per second (0: no limit)")
     ap.add_argument("--seq-base", type=int, default=0, help="the first insert is seq-base + 1")
-    ap.add_argument("--statement-timeout-ms", type=int, default=0, help="0: none")
+    ap.add_argument(
+        "--cancel-after", type=float, default=0.0, help="cancel an insert after S s (0: never)"
+    )
     ap.add_argument(
         "--keep-connection", action="store_true", help="keep a connection usable after an error"
     )
@@ -98,7 +107,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 class Writer:
-    """The insert loop of one writer process."""
+    """The insert loop of one writer process, and the watchdog that cancels overdue inserts."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -109,15 +118,15 @@ class Writer:
         self.seq = args.seq_base
         self.acks = self.errors = 0
         self.last_ack = 0.0
+        self.in_flight: tuple[int, float] | None = None
+        """(seq, start) of the insert running now, read by the watchdog thread."""
+        self.finished = threading.Event()
 
     def _on_notice(self, diag: Diagnostic) -> None:
         if is_cancelled_sync_wait(diag.message_primary, diag.message_detail):
             self.cancelled_wait = True
 
     def _connect(self) -> psycopg.Connection[Any]:
-        options = ""
-        if self.args.statement_timeout_ms > 0:
-            options = f"-c statement_timeout={self.args.statement_timeout_ms}"
         conn = psycopg.connect(
             host=self.args.host,
             port=self.args.port,
@@ -126,7 +135,6 @@ class Writer:
             dbname="postgres",
             connect_timeout=2,
             autocommit=True,
-            options=options,
         )
         conn.add_notice_handler(self._on_notice)
         return conn
@@ -136,6 +144,21 @@ class Writer:
             with contextlib.suppress(psycopg.Error, OSError):
                 self.conn.close()
             self.conn = None
+
+    def watchdog(self) -> None:
+        """Cancel (once each) the insert in flight for --cancel-after seconds, or at all once
+        SIGTERM came; until the insert loop has finished."""
+        cancelled = -1
+        while not self.finished.wait(_WATCH_PERIOD):
+            flight, conn = self.in_flight, self.conn
+            if flight is None or conn is None or flight[0] == cancelled:
+                continue
+            seq, started = flight
+            limit = self.args.cancel_after
+            if self.stop or (limit > 0 and time.monotonic() - started >= limit):
+                cancelled = seq
+                with contextlib.suppress(psycopg.Error, OSError):
+                    conn.cancel_safe(timeout=_CANCEL_TIMEOUT)
 
     def attempt(self) -> tuple[int, int]:
         """One insert: (record kind, seq); ERROR with seq 0 when connecting failed."""
@@ -147,6 +170,7 @@ class Writer:
             return ERROR, 0
         self.seq += 1
         self.cancelled_wait = False
+        self.in_flight = (self.seq, time.monotonic())
         try:
             self.conn.execute(self.query, (self.seq,))
         except (psycopg.Error, OSError):
@@ -156,6 +180,8 @@ class Writer:
             if not (self.args.keep_connection and not self.conn.broken and not self.conn.closed):
                 self._drop()
             return ERROR, self.seq
+        finally:
+            self.in_flight = None
         return (LOCAL if self.cancelled_wait else ACK), self.seq
 
     def run(self, out: Any) -> None:
@@ -197,8 +223,14 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
-    with open(writer.args.out, "wb", buffering=1 << 16) as out:
-        writer.run(out)
+    watchdog = threading.Thread(target=writer.watchdog, name="watchdog", daemon=True)
+    watchdog.start()
+    with open(writer.args.out, "wb", buffering=0) as out:
+        try:
+            writer.run(out)
+        finally:
+            writer.finished.set()
+    watchdog.join(timeout=_CANCEL_TIMEOUT + 1)
     print("done", flush=True)
     return 0
 

@@ -17,9 +17,10 @@ Writers (bench/ackwriter.py processes, bench/writers.py), all into one table wit
 numbers kept apart, each recording every acknowledged insert with its CLOCK_MONOTONIC instant:
 - one through HAProxy, as fast as it can (`--rate`), reconnecting at once on any error;
 - one per member straight to THAT member's PostgreSQL over its unix socket (`--direct-rate`
-  attempts/s each, statement_timeout 2 s), so that which member acknowledged each write is
-  known; a standby refuses (read-only), which is fine, and the writer keeps its connection so
-  that it writes as soon as that member is promoted. `--direct-rate 0`: no direct writers.
+  attempts/s each; an insert still in flight after 2 s is cancelled, as a client-side timeout
+  would), so that which member acknowledged each write is known; a standby refuses
+  (read-only), which is fine, and the writer keeps its connection so that it writes as soon
+  as that member is promoted. `--direct-rate 0`: no direct writers.
 A commit whose synchronous replication wait was cancelled (PostgreSQL's WARNING "canceling wait
 for synchronous replication ... The transaction has already committed locally, but might not
 have been replicated to the standby", on success or before the connection dies) is caught by
@@ -45,7 +46,8 @@ Scenarios (bench/faults.py), `--runs` times each, all by default:
   `--margin-interval` s and the smallest in the ttl + 1 s after the kill is reported; a
   failover or a FENCE line in its fencer's log is noted. The killed agent is started again.
 
-Each run: wait until the cluster has settled (one primary, both others streaming, and the Raft
+Each run: wait until the cluster has settled (one primary, both others streaming and replaying
+its writes, and the Raft
 leadership off the primary, as the agents arrange, for at most 3 ttl); with sync on, print the
 primary's `synchronous_standby_names`; a fresh table; writers start; warm up; fault; wait until
 writes through HAProxy have succeeded without a pause for `--steady` seconds (and the fault has
@@ -71,9 +73,10 @@ scenario), F the smallest fence margin of replica-store-leader-kill; all summed 
 minimum) over the runs, nan when not measured. A SKIPPED run (replica-store-leader-kill when
 the store's leader stayed on the primary) counts nowhere.
 
-A member that does not stream again within `--rejoin-timeout` is marked REJOIN FAILED (with the
-agents' log tails printed) and is cloned afresh (data dir deleted, agent restarted), so that the
-next run has a full cluster.
+A member that does not stream again within `--rejoin-timeout` (by GET /replica, and by
+replaying a row written on the primary: /replica can answer 200 for a standby that diverged and
+cannot follow) is marked REJOIN FAILED (with the agents' log tails printed) and is cloned afresh
+(data dir deleted, agent restarted), so that the next run has a full cluster.
 
 `--restartpoints` is a diagnostic workaround, off by default: before each run it CHECKPOINTs
 the primary and then each standby (a restartpoint there). A standby whose WAL receiver is
@@ -117,7 +120,8 @@ HOSTS = ["127.0.0.141", "127.0.0.142", "127.0.0.143"]
 LB_HOST, LB_PORT = "127.0.0.149", 5000
 TTL = {"default": 6.0, "fast": 2.0}
 SYNC_MODES = ("off", "on", "quorum")
-DIRECT_STATEMENT_TIMEOUT_MS = 2000
+DIRECT_CANCEL_AFTER = 2.0
+"""A direct writer cancels an insert in flight this long (a client-side timeout)."""
 ACK_WINDOW_GAP = 1.0
 """Direct acks of one member closer than this belong to one window of it taking writes."""
 STALL_NOTE = 1.0
@@ -216,7 +220,7 @@ class Bench:
                     PG_PORT,
                     i * SEQ_STRIDE,
                     rate=self.args.direct_rate,
-                    statement_timeout_ms=DIRECT_STATEMENT_TIMEOUT_MS,
+                    cancel_after=DIRECT_CANCEL_AFTER,
                     keep_connection=True,
                 )
             )
@@ -252,7 +256,7 @@ class Bench:
                 fault.heal()
             # Writing on until every member streams shows what a healed old primary still
             # acknowledges; a member that cannot is repaired below, once the writers stopped.
-            rejoined = wait_for(self.cluster.settled, self.args.rejoin_timeout, 0.3)
+            rejoined = self.cluster.healthy(self.args.rejoin_timeout)
         finally:
             unclean = writers.stop()
         if unclean:
@@ -356,6 +360,7 @@ class Bench:
                 + self.cluster.log_tails()
             )
         stuck = [n for n in self.cluster.members if n != primary and not self.cluster.streaming(n)]
+        stuck += [n for n in self.cluster.behind(primary, 5.0) if n not in stuck]
         if not stuck:
             return
         run.note += f"REJOIN FAILED ({', '.join(stuck)}; cloned afresh); "
@@ -379,8 +384,8 @@ class Bench:
         run.lost_sample = lost[:10]
 
     def timeline(self, run: Run, before: float = 0.5, after: float = 1.5) -> list[str]:
-        """Agent log lines, HAProxy events, the fault's own steps and each direct writer's
-        first and last ack after the fault, from just before the fault to just after the
+        """Agent and fencer log lines, HAProxy events, the fault's own steps and each direct
+        writer's first and last ack after the fault, from just before the fault to just after the
         writes came back, each with its time relative to the fault."""
         horizon = max(run.new_primary_200 or 0.0, self.t_steady - self.t_fault) + after
         lines: list[tuple[float, str]] = []
@@ -397,6 +402,9 @@ class Bench:
                 rel = stamp - self.wall_fault
                 if -before <= rel <= horizon:
                     lines.append((rel, f"{m.name} {found.group(3)}: {found.group(4)}"))
+        for name in self.cluster.members:
+            for mono, text in self.cluster.fencer_log(name):
+                lines.append((mono - self.t_fault, f"{name} fencer: {text}"))
         for at, server, state in self.feed.lb_events if self.feed else []:
             lines.append((at - self.t_fault, f"haproxy: {server} is {state}"))
         for at, what in self.fault.events if self.fault else []:
@@ -409,7 +417,9 @@ class Bench:
         if run.first_error is not None:
             lines.append((run.first_error, "writer lb: first failed write"))
         if self.gap_end == self.gap_end and self.gap_end:
-            lines.append((self.gap_end - self.t_fault, "writer lb: writes acknowledged again"))
+            lines.append(
+                (self.gap_end - self.t_fault, "writer lb: end of the longest gap (outage)")
+            )
         shown = [(rel, text) for rel, text in lines if -before <= rel <= horizon]
         return [f"{rel:+8.3f}  {text[:200]}" for rel, text in sorted(shown)]
 

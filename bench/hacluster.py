@@ -39,8 +39,10 @@ PG_PORT = 5432
 API_PORT = 8008
 STORE_PORT = 7000
 CLIENT_PORT = 7100
+MARKER_TABLE = "bench_marker"
+"""Rows written on the primary to see which standbys replay its writes (`Cluster.behind`)."""
 T = TypeVar("T")
-_FENCER_MONO = re.compile(r" mono=([0-9.]+) ")
+_FENCER_LINE = re.compile(r" mono=([0-9.]+) hamgr-fencer\[\d+\]: (.*)")
 SMALL_PG: dict[str, object] = {
     "shared_buffers": "16MB",
     "max_connections": 40,
@@ -215,16 +217,25 @@ class Cluster:
             return None
         return pid if b"hamgr.fencer" in cmdline else None
 
-    def fence_lines(self, name: str, since: float) -> list[str]:
-        """The FENCE lines member `name`'s fencer logged after monotonic instant `since`."""
+    def fencer_log(self, name: str) -> list[tuple[float, str]]:
+        """Member `name`'s fencer log: (CLOCK_MONOTONIC instant, message) per line."""
         try:
             text = (self.members[name].run_dir / "hamgr-fencer.log").read_text(errors="replace")
         except OSError:
             return []
+        found = []
+        for line in text.splitlines():
+            stamp = _FENCER_LINE.search(line)
+            if stamp:
+                found.append((float(stamp[1]), stamp[2]))
+        return found
+
+    def fence_lines(self, name: str, since: float) -> list[str]:
+        """The FENCE lines member `name`'s fencer logged after monotonic instant `since`."""
         return [
-            line
-            for line in text.splitlines()
-            if " FENCE " in line and (t := _FENCER_MONO.search(line)) and float(t[1]) >= since
+            text
+            for mono, text in self.fencer_log(name)
+            if mono >= since and text.startswith("FENCE ")
         ]
 
     def kill9(self, name: str) -> None:
@@ -307,20 +318,70 @@ class Cluster:
         return self.http(name, "/replica", 1.0)[0] == 200
 
     def settled(self) -> str | None:
-        """The primary when exactly one member serves as primary and every other streams."""
+        """The primary when exactly one member serves as primary and every other streams (by
+        their REST APIs: see `behind` for what that does not show)."""
         found = self.primaries()
         if len(found) != 1:
             return None
         others = [n for n in self.members if n != found[0]]
         return found[0] if all(self.streaming(n) for n in others) else None
 
+    def behind(self, primary: str, timeout: float) -> list[str]:
+        """The members other than `primary` that have not replayed a marker row written on
+        `primary` now within `timeout` seconds. GET /replica can answer 200 for a standby whose
+        WAL receiver keeps failing (one that diverged and was never rewound); only a row
+        replayed shows that it follows the primary's timeline."""
+        try:
+            with self.connect(primary) as conn:
+                conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {MARKER_TABLE} (id bigserial PRIMARY KEY)"
+                )
+                row = conn.execute(
+                    f"INSERT INTO {MARKER_TABLE} DEFAULT VALUES RETURNING id"
+                ).fetchone()
+        except psycopg.Error:
+            return [n for n in self.members if n != primary]
+        assert row is not None
+        marker = int(row[0])
+
+        def has_marker(name: str) -> bool:
+            try:
+                with self.connect(name) as conn:
+                    sql = f"SELECT EXISTS (SELECT 1 FROM {MARKER_TABLE} WHERE id = %s)"
+                    found = conn.execute(sql, (marker,)).fetchone()
+            except psycopg.Error:
+                return False
+            return bool(found and found[0])
+
+        behind = [n for n in self.members if n != primary]
+        deadline = time.monotonic() + timeout
+        while behind and time.monotonic() < deadline:
+            behind = [n for n in behind if not has_marker(n)]
+            if behind:
+                time.sleep(0.2)
+        return behind
+
+    def healthy(self, timeout: float) -> str | None:
+        """Wait (at most `timeout` s) until `settled()` and no member is `behind`; the primary,
+        or None."""
+        deadline = time.monotonic() + timeout
+        while True:
+            primary = wait_for(self.settled, max(0.0, deadline - time.monotonic()), 0.3)
+            if primary is None:
+                return None
+            left = deadline - time.monotonic()
+            if not self.behind(primary, max(0.5, min(left, 10.0))):
+                return primary
+            if time.monotonic() >= deadline:
+                return None
+
     def wait_settled(self, timeout: float) -> str:
-        """Wait until `settled()`; its primary."""
-        primary = wait_for(self.settled, timeout, 0.3)
+        """Wait until `healthy()`; its primary."""
+        primary = self.healthy(timeout)
         if primary is None:
             raise TimeoutError(
-                f"the cluster did not settle (one primary, all others streaming) within "
-                f"{timeout:g} s; logs:\n{self.log_tails()}"
+                f"the cluster did not settle (one primary, all others streaming and replaying "
+                f"its writes) within {timeout:g} s; logs:\n{self.log_tails()}"
             )
         return primary
 

@@ -37,7 +37,7 @@ class WriterSpec:
     port: int
     seq_base: int
     rate: float = 0.0
-    statement_timeout_ms: int = 0
+    cancel_after: float = 0.0
     keep_connection: bool = False
 
     def argv(self, table: str, out: Path, password: str) -> list[str]:
@@ -47,7 +47,7 @@ class WriterSpec:
             *("--host", self.host, "--port", str(self.port), "--password", password),
             *("--table", table, "--out", str(out), "--rate", str(self.rate)),
             *("--seq-base", str(self.seq_base)),
-            *("--statement-timeout-ms", str(self.statement_timeout_ms)),
+            *("--cancel-after", str(self.cancel_after)),
         ]
         return argv + (["--keep-connection"] if self.keep_connection else [])
 
