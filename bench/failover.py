@@ -403,8 +403,8 @@ class Bench:
                 if -before <= rel <= horizon:
                     lines.append((rel, f"{m.name} {found.group(3)}: {found.group(4)}"))
         for name in self.cluster.members:
-            for mono, text in self.cluster.fencer_log(name):
-                lines.append((mono - self.t_fault, f"{name} fencer: {text}"))
+            for mono, message in self.cluster.fencer_log(name):
+                lines.append((mono - self.t_fault, f"{name} fencer: {message}"))
         for at, server, state in self.feed.lb_events if self.feed else []:
             lines.append((at - self.t_fault, f"haproxy: {server} is {state}"))
         for at, what in self.fault.events if self.fault else []:

@@ -410,7 +410,10 @@ class Cluster:
         return None
 
     def connect(self, name: str) -> psycopg.Connection[Any]:
-        """A superuser autocommit connection straight to member `name`'s PostgreSQL."""
+        """A superuser autocommit connection straight to member `name`'s PostgreSQL, for the
+        benchmark's own bookkeeping (tables, markers): its commits do not wait for a
+        synchronous standby (synchronous_commit=local), which statement_timeout could not
+        bound, so that a missing standby never blocks the benchmark itself."""
         m = self.members[name]
         return psycopg.connect(
             host=m.host,
@@ -420,6 +423,7 @@ class Cluster:
             dbname="postgres",
             connect_timeout=3,
             autocommit=True,
+            options="-c synchronous_commit=local",
         )
 
     def sync_standby_names(self, name: str) -> str:
