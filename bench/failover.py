@@ -379,9 +379,12 @@ class Bench:
         with self.cluster.connect(primary) as conn:
             present = {row[0] for row in conn.execute(f"SELECT seq FROM {table_name}")}
             conn.execute(f"DROP TABLE {table_name}")
-        lost = missing((seq for r in records.values() for seq, _ in r.acks), present)
-        run.lost = len(lost)
-        run.lost_sample = lost[:10]
+        for label, rec in records.items():
+            lost = missing((seq for seq, _ in rec.acks), present)
+            if lost:
+                run.lost_by[label] = len(lost)
+                run.lost_sample += lost[: 10 - len(run.lost_sample)]
+        run.lost = sum(run.lost_by.values())
 
     def timeline(self, run: Run, before: float = 0.5, after: float = 1.5) -> list[str]:
         """Agent and fencer log lines, HAProxy events, the fault's own steps and each direct

@@ -26,6 +26,8 @@ class Run:
     """Acknowledged writes of every writer (through HAProxy and direct)."""
     lost: int = 0
     """Acknowledged writes (any writer) missing on the final primary."""
+    lost_by: dict[str, int] = field(default_factory=dict)
+    """Lost writes by writer label (`lb` through HAProxy, else the member written to)."""
     lost_sample: list[int] = field(default_factory=list)
     local_only: int = 0
     """Commits whose synchronous wait was cancelled: not acknowledged, not counted as lost."""
@@ -69,7 +71,7 @@ def table(scenario: str, runs: list[Run], profile: str, ttl: float, sync: str) -
             f"{r.write_rate:>5.0f}  {r.lost:>4}  {r.local_only:>5}  {fmt(r.overlap):>9}  "
             + (f"{fmt(r.fence_margin, 3):>8}  " if margins else "")
             + r.note
-            + (f"lost seqs {r.lost_sample}" if r.lost else "")
+            + (f"lost by writer {r.lost_by}, seqs {r.lost_sample}" if r.lost else "")
         )
     rows.append(summary(runs, margins))
     return "\n".join(rows)

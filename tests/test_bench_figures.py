@@ -1,5 +1,6 @@
 """The failover benchmark's pure figures: outage, lost writes, two members writing at once,
-and which server notices mark a commit as local-only. No cluster: numbers in, numbers out."""
+which server notices mark a commit as local-only, and the last line. No cluster: numbers in,
+numbers out."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from ackstats import (
     overlap_seconds,
 )
 from ackwriter import is_cancelled_sync_wait
+from failover_report import Run, last_line
 
 
 def test_longest_gap_ending_in_the_span_counts_even_if_it_began_before() -> None:
@@ -88,3 +90,30 @@ def test_which_notices_mark_a_commit_local_only(
     message: str | None, detail: str | None, local: bool
 ) -> None:
     assert is_cancelled_sync_wait(message, detail) is local
+
+
+def _run(scenario: str, lost: int, *, outage: float = 1.0, margin: float | None = None) -> Run:
+    return Run(scenario, 1, "pg1", "pg2", outage=outage, lost=lost, fence_margin=margin)
+
+
+def test_last_line_sums_sync_losses_over_every_scenario_and_skips_skipped_runs() -> None:
+    skipped = _run("replica-store-leader-kill", 99, margin=0.1)
+    skipped.skipped = True
+    results = {
+        "kill9": [_run("kill9", 1, outage=5.0), _run("kill9", 0, outage=7.0)],
+        "switchover": [_run("switchover", 0, outage=1.2)],
+        "freeze-all": [_run("freeze-all", 700)],
+        "replica-store-leader-kill": [skipped, _run("replica-store-leader-kill", 0, margin=1.83)],
+    }
+    assert last_line(results, "on") == (
+        "kill9_outage_median_s=6.00 switchover_outage_median_s=1.20 lost_writes=0 "
+        "kill9_lost_writes=1 sync_lost_writes=701 store_leader_kill_min_fence_margin_s=1.830"
+    )
+    assert "sync_lost_writes=NA " in last_line(results, "off")
+
+
+def test_last_line_says_nan_for_what_was_not_measured() -> None:
+    assert last_line({"freeze": [_run("freeze", 0)]}, "quorum") == (
+        "kill9_outage_median_s=nan switchover_outage_median_s=nan lost_writes=0 "
+        "kill9_lost_writes=0 sync_lost_writes=0 store_leader_kill_min_fence_margin_s=nan"
+    )
