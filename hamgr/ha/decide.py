@@ -331,11 +331,11 @@ def _no_leader(
         )
     if pg.role != "replica":
         return Decision((), "no leader; PostgreSQL is starting, role not known yet")
-    if view.settings.synchronous and not pg.detached:
+    if not pg.detached:
         return Decision(
             (Detach(),),
             "no leader: stopping WAL receipt from the old primary before the failover race "
-            "(synchronous mode: it must not acknowledge commits through me any more)",
+            "(it must not acknowledge commits through me, nor send me WAL past the fork)",
         )
     if peers is None:
         return Decision(

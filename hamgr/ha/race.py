@@ -9,8 +9,9 @@ Patroni's rules: a member races only while its PostgreSQL runs as a standby, it 
 ``maximum_lag_on_failover`` of the best position known, the last position the old primary
 recorded in the store included (so the rule holds when no peer answers, and in a two-member
 cluster). The most advanced such member wins; ties go to the higher ``failover_priority``
-(0 never takes over), then to the first name in sort order. In synchronous mode a candidate
-must also have stopped receiving from the old primary and pass ``syncrep.sync_gate``.
+(0 never takes over), then to the first name in sort order. A candidate must have stopped
+receiving from the old primary (so its position is final and no WAL past the fork reaches it)
+and, in synchronous mode, pass ``syncrep.sync_gate``.
 No one races while a reachable member still runs as
 primary. An operator's request changes this: its named candidate wins when it runs as a healthy
 standby, even if it is not the most advanced (a forced failover); the old leader of a
@@ -109,16 +110,15 @@ def contenders(local: LocalState, peers: Mapping[str, PeerProbe]) -> dict[str, C
     return table
 
 
-def _sync_problem(c: Contender, view: ClusterView) -> str:
-    """In synchronous mode: a contender must have stopped receiving from the old primary, and
-    in mode ``on`` be a recorded synchronous standby (see syncrep.sync_gate for the rest)."""
+def _settled_problem(c: Contender, view: ClusterView) -> str:
+    """A contender must have stopped receiving from the old primary (its position is final),
+    and in synchronous mode ``on`` be a recorded synchronous standby (syncrep.sync_gate checks
+    the rest)."""
     settings, rec = view.settings, view.sync
-    if not settings.synchronous:
-        return ""
     if settings.synchronous_mode == "on" and (rec is None or c.name not in rec.members):
         return "not a synchronous standby"
     if not c.detached:
-        return "still receiving from the old primary (synchronous mode: detaching first)"
+        return "still receiving from the old primary (detaching first)"
     return ""
 
 
@@ -141,7 +141,7 @@ def ineligibility(
     lag = best - c.position
     if lag > max_lag:
         return f"{fmt_bytes(lag)} behind {best_name} (maximum_lag_on_failover {fmt_bytes(max_lag)})"
-    return _sync_problem(c, view)
+    return _settled_problem(c, view)
 
 
 def _rank(c: Contender) -> tuple[int, int, str]:

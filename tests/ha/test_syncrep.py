@@ -165,7 +165,7 @@ def test_decide_promotes_only_after_recording_a_fresh_promise() -> None:
 
 def test_decide_detaches_before_the_race_in_synchronous_mode() -> None:
     v = view(leader=None, dcs=ON, sync=SyncState("a", ("b",), 1))
-    d = decide(v, local("b", replica()), None)
+    d = decide(v, local("b", replica(detached=False)), None)
     assert d.actions == (Detach(),)
     d = decide(v, local("b", replica(detached=True)), None)
     assert d.actions == (ProbePeers(),)
@@ -201,7 +201,7 @@ def gate(rec: SyncState | None, mode: str, me: LocalState, *ps: object) -> str:
             "not a synchronous standby of a",
         ),
         (SyncState("a", ("b",), 1), "on", local("b", replica(detached=True)), (), ""),
-        (SyncState("a", ("b",), 1), "on", local("b", replica()), (), "needs 1"),
+        (SyncState("a", ("b",), 1), "on", local("b", replica(detached=False)), (), "needs 1"),
         (
             SyncState("a", ("b", "c"), 1),
             "quorum",
