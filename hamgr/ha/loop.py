@@ -105,6 +105,8 @@ class HaLoop:
         self._unled_claim: UnledClaim | None = None
         self.reinit_requested = False
         """Set by the REST API (POST /reinitialize); cleared once the data dir was emptied."""
+        self.keepalive_errors = 0
+        """Keepalive timer rounds that raised (logged; the timer goes on)."""
 
     # -- the cycle --------------------------------------------------------------------------
 
@@ -228,6 +230,7 @@ class HaLoop:
         try:
             while not stop.is_set():
                 started = time.monotonic()
+                keeper = self._supervise_keepalive(keeper, stop)
                 try:
                     await self.cycle()
                 except Exception:
@@ -268,15 +271,38 @@ class HaLoop:
                     await t
 
     async def _keepalive_timer(self, stop: asyncio.Event) -> None:
-        """Renew the session lease every ttl/3, whatever the loop is busy with."""
+        """Renew the session lease every ttl/3, whatever the loop is busy with.
+
+        An error in one round (a bug, a hook that raises) is logged and the timer goes on with
+        the next round: left dead, renewal would fall to the slower loop, and a primary whose
+        loop is busy (a long step) would be fenced although the store is fine.
+        """
         while not stop.is_set():
             started = time.monotonic()
-            # A key taken in this agent's first cycle (the bootstrap race) is renewed too:
-            # initdb can outlast the ttl, and that cycle publishes nothing until it ends.
-            if self._session_started or self.runner.lease.key is not None:
-                ok = await self.runner.keepalive(self.settings.safety_margin)
-                if self._on_keepalive is not None:
-                    self._on_keepalive(time.monotonic() - started, ok, started)
+            try:
+                await self._keepalive_round(started)
+            except Exception:
+                self.keepalive_errors += 1
+                log.exception("lease keepalive timer: the round failed; going on with the next")
             period = min(self.settings.ttl, self.runner.lease.granted_ttl or math.inf) / 3
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), max(0.0, period - (time.monotonic() - started)))
+
+    async def _keepalive_round(self, started: float) -> None:
+        # A key taken in this agent's first cycle (the bootstrap race) is renewed too:
+        # initdb can outlast the ttl, and that cycle publishes nothing until it ends.
+        if self._session_started or self.runner.lease.key is not None:
+            ok = await self.runner.keepalive(self.settings.safety_margin)
+            if self._on_keepalive is not None:
+                self._on_keepalive(time.monotonic() - started, ok, started)
+
+    def _supervise_keepalive(
+        self, keeper: asyncio.Task[None], stop: asyncio.Event
+    ) -> asyncio.Task[None]:
+        """The keepalive timer task, started again if it ended while the loop still runs."""
+        if not keeper.done() or stop.is_set():
+            return keeper
+        error = None if keeper.cancelled() else keeper.exception()
+        log.error("the lease keepalive timer ended (%r); starting it again", error)
+        self.keepalive_errors += 1
+        return asyncio.create_task(self._keepalive_timer(stop), name="hamgr-keepalive")
