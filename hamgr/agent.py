@@ -172,6 +172,7 @@ class Agent:
             bootstrap_settings=self.settings,
             remove_data_on_rewind_failure=self.me.reclone_on_rewind_failure,
         )
+        runner.on_rewind = tele.metrics.observe_rewind
         if tele.watchdog is not None:
             runner.long_step = tele.watchdog.allow
         async with aiohttp.ClientSession(connector=http_connector(self.config)) as http:
@@ -251,7 +252,9 @@ class Agent:
     async def _hand_over(self, loop: HaLoop, leader: str) -> None:
         """Request a switchover and keep cycling until the key has moved (bounded by 2 ttl)."""
         try:
-            await loop.dcs.set_switchover(SwitchoverRequest("switchover", leader, None, None))
+            await loop.dcs.set_switchover(
+                SwitchoverRequest("switchover", leader, requested_by="shutdown")
+            )
         except Exception as exc:
             log.warning("could not request the switchover: %s", exc)
             return

@@ -14,6 +14,8 @@ Prometheus' conventions: the ``hamgr_`` prefix, base units in the name (``_secon
     hamgr_replication_lag_bytes{member}               WAL each replica is behind the leader
     hamgr_leader_changes_total                        new leader keys seen since start
     hamgr_failovers_total                             promotions not asked for by a switchover
+    hamgr_pg_rewinds_total{result}                    pg_rewind runs of this member (rewound,
+                                                      nothing: no divergence found, failed)
     hamgr_ha_loop_duration_seconds                    histogram of HA loop cycles
     hamgr_lease_keepalive_duration_seconds            histogram of successful lease renewals
     hamgr_lease_keepalive_failures_total              lease renewals that failed
@@ -62,6 +64,8 @@ from hamgr.dcs.model import ClusterView, Role
 log = logging.getLogger(__name__)
 
 ROLES: tuple[str, ...] = get_args(Role)
+REWIND_RESULTS = ("rewound", "nothing", "failed")
+"""Outcomes of a pg_rewind run (hamgr_pg_rewinds_total{result})."""
 
 LOOP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 KEEPALIVE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -246,6 +250,14 @@ class Metrics:
             "Promotions not asked for by a switchover, seen since the agent started",
             registry=r,
         )
+        self._rewinds = Counter(
+            "hamgr_pg_rewinds",
+            "pg_rewind runs of this member since the agent started, by outcome",
+            ["result"],
+            registry=r,
+        )
+        for result in REWIND_RESULTS:
+            self._rewinds.labels(result=result)
         self._loop = Histogram(
             "hamgr_ha_loop_duration_seconds",
             "How long HA loop cycles take (observe, decide, act, publish)",
@@ -322,6 +334,12 @@ class Metrics:
     def failover(self) -> None:
         """A promotion happened that no switchover asked for."""
         self._failovers.inc()
+
+    def observe_rewind(self, result: str) -> None:
+        """One pg_rewind run of this member ended: ``rewound``, ``nothing`` or ``failed``."""
+        if result not in REWIND_RESULTS:
+            raise ValueError(f"result must be one of {', '.join(REWIND_RESULTS)}, got {result!r}")
+        self._rewinds.labels(result=result).inc()
 
     def observe_view(self, view: ClusterView) -> None:
         """Derive what a cluster view tells: leader changes, failovers, replica lags.

@@ -118,6 +118,10 @@ class ActionRunner:
         # watchdog watching the loop does not take them for a hang.
         self.long_step: Callable[[float], AbstractContextManager[None]] = _no_watchdog
         self.safety_margin = (bootstrap_settings or DynamicSettings()).safety_margin
+        self.rewinds = 0
+        """pg_rewind runs since the agent started (whatever their outcome)."""
+        # Told the outcome of every pg_rewind run: "rewound", "nothing" or "failed" (metrics).
+        self.on_rewind: Callable[[str], None] | None = None
 
     # -- the lease --------------------------------------------------------------------------
 
@@ -302,10 +306,17 @@ class ActionRunner:
         if lease.rewind_failed_against == leader and time.monotonic() < lease.rewind_retry_at:
             return False  # backing off after a failure: the next cycle asks again
         host, port = self._conn(view, leader)
+        self.rewinds += 1
+        log.warning(
+            "running pg_rewind against leader %s (run %d since the agent started)",
+            leader,
+            self.rewinds,
+        )
         try:
             result = await postgres.rewind(self.pg, host, port)
         except PostgresError as exc:
             log.error("pg_rewind against %s failed: %s", leader, exc)
+            self._rewound("failed")
             if lease.rewind_failed_against != leader:
                 lease.rewind_failures = 0
             lease.rewind_failures += 1
@@ -321,6 +332,7 @@ class ActionRunner:
         self.lease.rewind_failed = False
         self.lease.rewind_failures = 0
         self.lease.was_primary = False
+        self._rewound("rewound" if result.rewound else "nothing")
         if result.rewound:
             log.info("pg_rewind rewound my data directory to leader %s's timeline", leader)
         else:
@@ -328,6 +340,10 @@ class ActionRunner:
         postgres.configure_standby(self.pg, host, port, slot_name(self.name))
         await postgres.start(self.pg, wait=False)
         return True
+
+    def _rewound(self, outcome: str) -> None:
+        if self.on_rewind is not None:
+            self.on_rewind(outcome)
 
     async def _empty_data_dir(self) -> bool:
         """Remove everything in the (stopped) data directory, keeping the directory itself (it

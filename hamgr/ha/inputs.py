@@ -35,7 +35,8 @@ class LocalPostgres:
     ``current_lsn`` is a primary's write position; ``upstream`` the ``host:port`` a standby is
     configured to stream from; ``checkpoint_lsn`` the latest checkpoint's location from
     pg_controldata (read while stopped, for the switchover); ``timeline_switch_lsn`` where the
-    current timeline began (from its history file, for the cluster history). While stopped,
+    current timeline began, forking off ``timeline_parent`` (the last line of the timeline's
+    history file; None on timeline 1 or when unreadable), for the cluster history. While stopped,
     ``cluster_state`` is pg_controldata's "Database cluster state" ("shut down", "shut down in
     recovery", "in production" after a crash...): whether the data dir last ran as a primary.
     """
@@ -52,6 +53,7 @@ class LocalPostgres:
     upstream: str | None = None
     checkpoint_lsn: int | None = None
     timeline_switch_lsn: int | None = None
+    timeline_parent: int | None = None
     cluster_state: str | None = None
 
     def __post_init__(self) -> None:
@@ -59,6 +61,14 @@ class LocalPostgres:
         for name in ("received_lsn", "replayed_lsn", "current_lsn", "checkpoint_lsn"):
             _check(name, getattr(self, name), 0)
         _check("timeline_switch_lsn", self.timeline_switch_lsn, 0)
+        _check("timeline_parent", self.timeline_parent, 1)
+        if self.timeline_parent is not None and (
+            self.timeline is None or self.timeline_parent >= self.timeline
+        ):
+            raise ValueError(
+                f"timeline_parent: expected a timeline before {self.timeline}, "
+                f"got {self.timeline_parent}"
+            )
 
     @property
     def is_primary(self) -> bool:

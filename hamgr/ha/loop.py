@@ -27,6 +27,7 @@ from hamgr.ha.decide import decide
 from hamgr.ha.execute import ActionRunner
 from hamgr.ha.inputs import LocalPostgres, LocalState
 from hamgr.ha.observe import (
+    TimelineForks,
     UnledClaim,
     last_ran_as_primary,
     observe_postgres,
@@ -103,6 +104,7 @@ class HaLoop:
         self._session_started = False
         self._slots = SlotKeeper(pg, me.name)
         self._unled_claim: UnledClaim | None = None
+        self._forks = TimelineForks()
         self.reinit_requested = False
         """Set by the REST API (POST /reinitialize); cleared once the data dir was emptied."""
         self.keepalive_errors = 0
@@ -113,7 +115,7 @@ class HaLoop:
     async def cycle(self) -> Decision | None:
         """One observe-decide-act round; None when the store could not be read."""
         started = time.monotonic()
-        pg = await observe_postgres(self.pg)
+        pg = await observe_postgres(self.pg, self._forks)
         self.last_pg = pg
         self.runner.lease.stepping_down = False
         try:

@@ -52,6 +52,7 @@ from tests.ha.builders import (
 )
 
 CLONEFROM = MemberTags(clonefrom=True)
+AUTOMATIC = "failover to a, automatic: the leader key had expired or was released"
 TTL = DynamicSettings().ttl
 
 BOOTSTRAP = [
@@ -263,7 +264,39 @@ LEADER = [
         view(history=history(1)),
         local("a", primary(timeline=3, timeline_switch_lsn=BASE + 100), leader=True),
         None,
-        (RenewLease(), AppendHistory(TimelineEntry(2, BASE + 100, "failover to a", WALL, "a"))),
+        (RenewLease(), AppendHistory(TimelineEntry(2, BASE + 100, AUTOMATIC, WALL, "a"))),
+        "I am the leader",
+    ),
+    row(
+        "records-the-parent-timeline-from-the-history-file",
+        view(history=history(1)),
+        local(
+            "a",
+            primary(timeline=4, timeline_switch_lsn=BASE + 100, timeline_parent=2),
+            leader=True,
+        ),
+        None,
+        (RenewLease(), AppendHistory(TimelineEntry(2, BASE + 100, AUTOMATIC, WALL, "a"))),
+        "I am the leader",
+    ),
+    row(
+        "parent-already-recorded",
+        view(history=history(1, 2)),
+        local(
+            "a",
+            primary(timeline=4, timeline_switch_lsn=BASE + 100, timeline_parent=2),
+            leader=True,
+        ),
+        None,
+        (RenewLease(),),
+        "I am the leader",
+    ),
+    row(
+        "fork-unknown-records-nothing",
+        view(history=history(1)),
+        local("a", primary(timeline=3), leader=True),
+        None,
+        (RenewLease(),),
         "I am the leader",
     ),
     row(
