@@ -31,7 +31,7 @@ Prometheus' conventions: the ``hamgr_`` prefix, base units in the name (``_secon
     hamgr_store_fsync_duration_seconds                histogram of the Raft log's durable saves
 
 Gauges whose value is not known yet are absent rather than made up. The keepalive age is
-computed when scraped, from a monotonic clock.
+computed when scraped, on the deadline clock (``hamgr.clock``).
 
 Wiring (the lead's part)::
 
@@ -49,7 +49,6 @@ from __future__ import annotations
 import logging
 import math
 import threading
-import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, get_args
 
@@ -59,6 +58,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from hamgr import __version__
+from hamgr import clock as deadline_clock
 from hamgr.dcs.model import ClusterView, Role
 
 log = logging.getLogger(__name__)
@@ -227,11 +227,11 @@ def _copy(s: _State) -> _State:
 class Metrics:
     """One agent's metrics. Update methods are cheap and may be called from any thread.
 
-    ``clock`` is monotonic (``time.monotonic``): ``at`` of :meth:`observe_keepalive` is read
-    on it.
+    ``clock`` is the deadline clock (``hamgr.clock.now``): ``at`` of :meth:`observe_keepalive`
+    (a keepalive's ``sent_at``) is read on it.
     """
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, *, clock: Callable[[], float] = deadline_clock.now) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self._state = _State()
@@ -292,7 +292,7 @@ class Metrics:
     def observe_keepalive(self, latency_s: float, ok: bool, at: float | None = None) -> None:
         """A lease keepalive took ``latency_s`` and succeeded (``ok``) or failed.
 
-        ``at`` is the monotonic instant it was SENT (the fence deadline counts from there);
+        ``at`` is the instant (hamgr.clock) it was SENT (the fence deadline counts from there);
         default: now minus ``latency_s``. Only successes move the keepalive age.
         """
         latency = _seconds("latency_s", latency_s)
@@ -301,7 +301,7 @@ class Metrics:
             return
         sent = self._clock() - latency if at is None else at
         if not math.isfinite(sent):
-            raise ValueError(f"at must be a finite monotonic instant, got {at!r}")
+            raise ValueError(f"at must be a finite instant of hamgr.clock, got {at!r}")
         self._keepalive.observe(latency)
         with self._lock:
             last = self._state.keepalive_sent_at

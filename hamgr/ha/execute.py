@@ -19,7 +19,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-from hamgr import postgres
+from hamgr import clock, postgres
 from hamgr.dcs.base import Dcs, DcsError
 from hamgr.dcs.model import ClusterView, DynamicSettings, LeaderKey
 from hamgr.fencing import FencerClient, FenceRefused, FencerError, postmaster_identity
@@ -252,7 +252,7 @@ class ActionRunner:
             await postgres.stop(pg, action.mode)
             await self.disarm_fencer()
             if action.for_switchover:
-                self.lease.switchover_stopped_at = time.monotonic()
+                self.lease.switchover_stopped_at = clock.now()
             return True
         if isinstance(action, a.StopPostgres):
             self.lease.stepping_down = True
@@ -303,7 +303,7 @@ class ActionRunner:
 
     async def _rewind(self, view: ClusterView, leader: str) -> bool:
         lease = self.lease
-        if lease.rewind_failed_against == leader and time.monotonic() < lease.rewind_retry_at:
+        if lease.rewind_failed_against == leader and clock.now() < lease.rewind_retry_at:
             return False  # backing off after a failure: the next cycle asks again
         host, port = self._conn(view, leader)
         self.rewinds += 1
@@ -324,9 +324,7 @@ class ActionRunner:
             # A failure may be passing (e.g. the killed postmaster's PID not reaped yet, which
             # pg_rewind's single-user crash recovery takes for a running server): try again
             # after a growing pause, and give up (re-clone, if allowed) only after several.
-            lease.rewind_retry_at = time.monotonic() + REWIND_BACKOFF * 2 ** (
-                lease.rewind_failures - 1
-            )
+            lease.rewind_retry_at = clock.now() + REWIND_BACKOFF * 2 ** (lease.rewind_failures - 1)
             lease.rewind_failed = lease.rewind_failures >= REWIND_ATTEMPTS
             return False
         self.lease.rewind_failed = False

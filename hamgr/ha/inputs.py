@@ -2,8 +2,8 @@
 
 The HA loop fills these from observations (the local PostgreSQL, the lease, the REST APIs of
 the peers); decide() only reads them. LSNs are byte positions; ``now`` and every deadline are
-on the monotonic clock, ``wall_now`` is wall-clock seconds since the epoch (for scheduled
-switchovers and the history only).
+on the deadline clock (``hamgr.clock``), ``wall_now`` is wall-clock seconds since the epoch (for
+scheduled switchovers and the history only).
 """
 
 from __future__ import annotations
@@ -93,8 +93,8 @@ class LocalState:
     ``timeline_diverged`` is computed by the loop against the leader's timeline history;
     ``rewind_failed`` says the last pg_rewind failed. ``switchover_stopped_at`` is when this
     agent stopped its primary for a switchover (Demote ``for_switchover``). ``store_leader_here``
-    says the store's Raft leader runs on this host. ``claim_unled_since`` is since when (monotonic)
-    this agent has seen the same ``""`` initialize claim with no leader key.
+    says the store's Raft leader runs on this host. ``claim_unled_since`` is since when
+    (hamgr.clock) this agent has seen the same ``""`` initialize claim with no leader key.
     ``reinit_requested``: an operator asked to rebuild this replica from the leader.
     """
 
@@ -121,7 +121,7 @@ class LocalState:
         if not (math.isfinite(self.wall_now) and self.wall_now >= 0):
             raise ValueError(f"wall_now: expected seconds since the epoch, got {self.wall_now}")
         if not math.isfinite(self.now):
-            raise ValueError(f"now: expected a monotonic instant, got {self.now}")
+            raise ValueError(f"now: expected an instant of hamgr.clock, got {self.now}")
         _check("leader_revision", self.leader_revision, 1)
 
 

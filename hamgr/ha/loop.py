@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from hamgr import postgres
+from hamgr import clock, postgres
 from hamgr.dcs.base import Dcs, DcsError
 from hamgr.dcs.model import ClusterView, DynamicSettings, MemberState, MemberTags, Role
 from hamgr.ha.actions import Decision, ProbePeers, Reinitialize
@@ -114,7 +114,7 @@ class HaLoop:
 
     async def cycle(self) -> Decision | None:
         """One observe-decide-act round; None when the store could not be read."""
-        started = time.monotonic()
+        started = clock.now()
         pg = await observe_postgres(self.pg, self._forks)
         self.last_pg = pg
         self.runner.lease.stepping_down = False
@@ -132,7 +132,7 @@ class HaLoop:
         self.settings = view.settings
         lease = self.runner.lease
         lease.was_primary = last_ran_as_primary(view, pg, lease.was_primary)
-        self._unled_claim = unled_claim(view, self._unled_claim, time.monotonic())
+        self._unled_claim = unled_claim(view, self._unled_claim, clock.now())
         if self.reinit_requested and lease.leader_revision is not None:
             # Won a race meanwhile: the request was for a replica, and must not empty this
             # data directory some day later, when it follows again.
@@ -151,9 +151,9 @@ class HaLoop:
             self.reinit_requested = False
         key = view.leader
         holder = key is not None and key.revision == self.runner.lease.leader_revision
-        await self._slots.maintain(view, pg, holder, time.monotonic())
+        await self._slots.maintain(view, pg, holder, clock.now())
         await self._publish(view, pg, decision)
-        self.last_loop_at = time.monotonic()
+        self.last_loop_at = clock.now()
         self.loop_count += 1
         if self._on_cycle is not None:
             self._on_cycle(view, pg, decision, self.last_loop_at - started)
@@ -163,7 +163,7 @@ class HaLoop:
         lease = self.runner.lease
         return LocalState(
             name=self.me.name,
-            now=time.monotonic(),
+            now=clock.now(),
             wall_now=time.time(),
             pg=pg,
             tags=self.me.tags,
@@ -186,7 +186,7 @@ class HaLoop:
         """Without the store we decide nothing, but a primary past its deadline still stops."""
         log.warning("cannot read the cluster from the store: %s", exc)
         fence_at = self.runner.lease.fence_at
-        if pg.is_primary and (fence_at is None or time.monotonic() >= fence_at):
+        if pg.is_primary and (fence_at is None or clock.now() >= fence_at):
             log.error("lease deadline passed and the store is unreachable: stopping PostgreSQL")
             await postgres.stop(self.pg, "immediate")
             await self.runner.disarm_fencer()
@@ -231,13 +231,13 @@ class HaLoop:
         keeper = asyncio.create_task(self._keepalive_timer(stop), name="hamgr-keepalive")
         try:
             while not stop.is_set():
-                started = time.monotonic()
+                started = clock.now()
                 keeper = self._supervise_keepalive(keeper, stop)
                 try:
                     await self.cycle()
                 except Exception:
                     log.exception("HA loop cycle failed")
-                wait = max(0.0, self.settings.loop_wait - (time.monotonic() - started))
+                wait = max(0.0, self.settings.loop_wait - (clock.now() - started))
                 if self.runner.lease.switchover_stopped_at is not None:
                     # Stopped for a switchover: release the key as soon as the candidate has
                     # our shutdown checkpoint, not a whole loop later.
@@ -254,7 +254,7 @@ class HaLoop:
         A watch that fails at once (store unreachable) must not make the loop spin: the rest of
         the wait is then slept out.
         """
-        end = time.monotonic() + timeout
+        end = clock.now() + timeout
         watcher = asyncio.ensure_future(self.dcs.watch(timeout))
         stopper = asyncio.ensure_future(stop.wait())
         try:
@@ -264,7 +264,7 @@ class HaLoop:
             if watcher in done and not watcher.cancelled() and watcher.exception() is not None:
                 log.debug("store watch failed: %s", watcher.exception())
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), max(0.0, end - time.monotonic()))
+                    await asyncio.wait_for(stop.wait(), max(0.0, end - clock.now()))
         finally:
             for t in (watcher, stopper):
                 t.cancel()
@@ -280,7 +280,7 @@ class HaLoop:
         loop is busy (a long step) would be fenced although the store is fine.
         """
         while not stop.is_set():
-            started = time.monotonic()
+            started = clock.now()
             try:
                 await self._keepalive_round(started)
             except Exception:
@@ -288,7 +288,7 @@ class HaLoop:
                 log.exception("lease keepalive timer: the round failed; going on with the next")
             period = min(self.settings.ttl, self.runner.lease.granted_ttl or math.inf) / 3
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), max(0.0, period - (time.monotonic() - started)))
+                await asyncio.wait_for(stop.wait(), max(0.0, period - (clock.now() - started)))
 
     async def _keepalive_round(self, started: float) -> None:
         # A key taken in this agent's first cycle (the bootstrap race) is renewed too:
@@ -296,7 +296,7 @@ class HaLoop:
         if self._session_started or self.runner.lease.key is not None:
             ok = await self.runner.keepalive(self.settings.safety_margin)
             if self._on_keepalive is not None:
-                self._on_keepalive(time.monotonic() - started, ok, started)
+                self._on_keepalive(clock.now() - started, ok, started)
 
     def _supervise_keepalive(
         self, keeper: asyncio.Task[None], stop: asyncio.Event
