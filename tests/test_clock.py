@@ -30,6 +30,7 @@ FENCE_CODE = sorted(
         ROOT / "api.py",
         ROOT / "apiview.py",
         ROOT / "metrics.py",
+        ROOT / "watchdog.py",
     }
 )
 

@@ -24,10 +24,12 @@ from hamgr.dcs.base import Dcs, DcsError
 from hamgr.dcs.model import ClusterView, DynamicSettings, LeaderKey
 from hamgr.fencing import FencerClient, FenceRefused, FencerError, postmaster_identity
 from hamgr.ha import actions as a
+from hamgr.ha.inputs import LocalPostgres
 from hamgr.postgres import PgSettings, PostgresError
 from hamgr.postgres.conf import STANDBY_SIGNAL
 from hamgr.postgres.files import write_file
 from hamgr.postgres.process import resolve_run_as
+from hamgr.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +107,10 @@ class ActionRunner:
         store_transfer: StoreTransfer | None = None,
         bootstrap_settings: DynamicSettings | None = None,
         remove_data_on_rewind_failure: bool = False,
+        watchdog: Watchdog | None = None,
     ) -> None:
         self.name = name
+        self.watchdog = watchdog
         self.dcs = dcs
         self.pg = pg
         self.fencer = fencer
@@ -140,6 +144,8 @@ class ActionRunner:
         self.lease.fence_at = result.fence_at(safety_margin)
         self.lease.granted_ttl = result.ttl
         await self.arm_fencer()
+        if self.watchdog is not None and self.lease.key is not None and self.lease.fence_at:
+            self.watchdog.feed(self.lease.fence_at, result.sent_at + result.ttl, result.ttl)
         return True
 
     async def arm_fencer(self) -> None:
@@ -161,12 +167,44 @@ class ActionRunner:
 
     async def disarm_fencer(self) -> None:
         """PostgreSQL no longer runs as primary under our key: nothing to fence."""
+        if self.watchdog is not None:
+            self.watchdog.disable()
         if self.fencer is None:
             return
         try:
             await self.fencer.disarm()
         except (FencerError, OSError) as exc:
             log.error("could not disarm the fencer: %s", exc)
+
+    def settle_watchdog(self, pg: LocalPostgres, now: float) -> None:
+        """Close the watchdog once it guards nothing: PostgreSQL does not run as primary (as
+        last observed) and this agent holds no valid lease (e.g. the fencer stopped PostgreSQL
+        while the store was unreachable, so no demotion of the agent's own disarmed it)."""
+        wd = self.watchdog
+        if wd is None or not wd.active:
+            return
+        may_be_primary = pg.running and pg.role in ("primary", "unknown")
+        fence_at = self.lease.fence_at
+        lease_valid = self.lease.key is not None and fence_at is not None and now < fence_at
+        if not may_be_primary and not lease_valid:
+            wd.disable()
+
+    async def _watchdog_allows_primary(self, what: str) -> bool:
+        """With ``watchdog.mode: required``, PostgreSQL runs as primary only while the device is
+        open; otherwise the leader key is given back for another member to take."""
+        if self.watchdog is None or self.watchdog.ready_for_primary():
+            return True
+        log.error(
+            "not %s: watchdog mode is required and %s is not armed; giving the leader key back",
+            what,
+            self.watchdog.device,
+        )
+        self.lease.stepping_down = True
+        if self.lease.key is not None:
+            await self.dcs.release_leader(self.lease.key)
+            self.lease.key = None
+        await self.disarm_fencer()
+        return False
 
     # -- running a decision -----------------------------------------------------------------
 
@@ -215,6 +253,8 @@ class ActionRunner:
             await self.disarm_fencer()
             return released
         if isinstance(action, a.Bootstrap):
+            if not await self._watchdog_allows_primary("bootstrapping"):
+                return False
             with self.long_step(LONG_STEP):
                 return await self._bootstrap(view)
         if isinstance(action, a.CloneFrom):
@@ -244,6 +284,8 @@ class ActionRunner:
             with self.long_step(LONG_STEP):
                 return await self._empty_data_dir()
         if isinstance(action, a.Promote):
+            if not await self._watchdog_allows_primary("promoting"):
+                return False
             await postgres.promote(pg)
             await self.arm_fencer()
             return True
@@ -260,6 +302,8 @@ class ActionRunner:
             await self.disarm_fencer()
             return True
         if isinstance(action, a.StartPostgres):
+            if not await self._watchdog_allows_primary("starting PostgreSQL as primary"):
+                return False
             await postgres.start(pg)
             await self.arm_fencer()
             return True

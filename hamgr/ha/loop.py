@@ -117,6 +117,7 @@ class HaLoop:
         started = clock.now()
         pg = await observe_postgres(self.pg, self._forks)
         self.last_pg = pg
+        self.runner.settle_watchdog(pg, clock.now())
         self.runner.lease.stepping_down = False
         try:
             view = await self.dcs.get_cluster()
