@@ -42,6 +42,7 @@ from hamgr.storecmd import (
     setup_logging,
 )
 from hamgr.telemetry import AgentTelemetry
+from hamgr.watchdog import Watchdog, WatchdogError
 
 log = logging.getLogger("hamgr.agent")
 
@@ -69,9 +70,17 @@ class Agent:
         self.stop = asyncio.Event()
         self.loop: HaLoop | None = None
         self.telemetry = AgentTelemetry(stale_after=max(self.settings.ttl, 10.0))
+        self.watchdog = Watchdog(setup.config.watchdog)
 
     async def run(self) -> int:
         """Serve until SIGTERM/SIGINT (or `stop`); 0 on a clean stop, 1 on failure."""
+        s = self.settings
+        try:
+            self.watchdog.check_at_start(s.ttl, s.safety_margin, s.loop_wait)
+        except WatchdogError as exc:
+            log.critical("not starting: %s", exc)
+            print(f"hamgr agent: not starting: {exc}", file=sys.stderr, flush=True)
+            return 1
         try:
             async with running_member(self.store) as (node, server):
                 return await self._serve(node, server)
@@ -122,7 +131,9 @@ class Agent:
             store_transfer=transfer,
             bootstrap_settings=self.settings,
             remove_data_on_rewind_failure=self.me.reclone_on_rewind_failure,
+            watchdog=self.watchdog,
         )
+        runner.on_rewind = tele.metrics.observe_rewind
         if tele.watchdog is not None:
             runner.long_step = tele.watchdog.allow
         async with aiohttp.ClientSession(connector=http_connector(self.config)) as http:
@@ -203,7 +214,9 @@ class Agent:
     async def _hand_over(self, loop: HaLoop, leader: str) -> None:
         """Request a switchover and keep cycling until the key has moved (bounded by 2 ttl)."""
         try:
-            await loop.dcs.set_switchover(SwitchoverRequest("switchover", leader, None, None))
+            await loop.dcs.set_switchover(
+                SwitchoverRequest("switchover", leader, requested_by="shutdown")
+            )
         except Exception as exc:
             log.warning("could not request the switchover: %s", exc)
             return

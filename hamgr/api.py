@@ -42,7 +42,7 @@ from typing import Any
 
 from aiohttp import web
 
-from hamgr import __version__
+from hamgr import __version__, clock
 from hamgr.apiview import (
     AgentView,
     LocalStatus,
@@ -125,8 +125,8 @@ def health_ok(
     check: str, local: LocalStatus, serving: bool, query: Mapping[str, str], now: float
 ) -> bool:
     """Whether health check ``check`` passes (200) or not (503). ``serving`` is
-    :meth:`AgentView.is_primary_serving`; ``now`` is monotonic. Raises HttpError 400 for a
-    malformed ``lag``."""
+    :meth:`AgentView.is_primary_serving`; ``now`` is ``hamgr.clock.now()``. Raises HttpError
+    400 for a malformed ``lag``."""
     pg = local.pg
     max_lag: int | None = None
     if "lag" in query:
@@ -431,7 +431,7 @@ class _Api:
 
     async def health(self, request: web.Request) -> web.Response:
         check = _HEALTH[request.path]
-        now = time.monotonic()
+        now = clock.now()
         local = self.view.local()
         ok = health_ok(check, local, self.view.is_primary_serving(), request.query, now)
         status = 200 if ok else 503
@@ -440,7 +440,7 @@ class _Api:
         return web.json_response(member_status(self.view, local, now), status=status)
 
     async def status(self, request: web.Request) -> web.Response:
-        return web.json_response(member_status(self.view, self.view.local(), time.monotonic()))
+        return web.json_response(member_status(self.view, self.view.local(), clock.now()))
 
     async def cluster(self, request: web.Request) -> web.Response:
         return web.json_response(cluster_json(self.view.scope, await self.view.cluster()))
@@ -491,7 +491,7 @@ class _Api:
         self, req: SwitchoverRequest, old_leader: str | None
     ) -> tuple[int, str]:
         """Watch the cluster until the request's outcome shows, as Patroni does."""
-        deadline = time.monotonic() + self.outcome_timeout
+        deadline = clock.now() + self.outcome_timeout
         while True:
             try:
                 found = outcome(req, old_leader, await self.view.cluster())
@@ -500,7 +500,7 @@ class _Api:
                 found = None
             if found is not None:
                 return found
-            if time.monotonic() >= deadline:
+            if clock.now() >= deadline:
                 return 503, (
                     f"{req.kind} status unknown after {self.outcome_timeout:g} s "
                     "(the request stays stored; see hactl list)"

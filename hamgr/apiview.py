@@ -40,10 +40,11 @@ class LocalStatus:
     as last observed (running, role, timeline, LSNs). ``streaming``: a standby's WAL receiver
     is streaming from the leader. ``lag``: bytes of WAL this standby's replay is behind the
     leader's last known position (None: unknown, or not a standby). ``fence_at`` and
-    ``loop_at`` are monotonic instants (``time.monotonic()``): the lease deadline of the last
-    successful keepalive, and the end of the last HA loop cycle; ``ttl`` the lease TTL in force
-    (how stale ``loop_at`` may be before ``GET /liveness`` fails). ``sync_role``: ``"sync"``
-    or ``"quorum"`` while the store's record counts this standby in the synchronous set.
+    ``loop_at`` are instants of the deadline clock (``hamgr.clock.now()``): the lease deadline
+    of the last successful keepalive, and the end of the last HA loop cycle; ``ttl`` the lease
+    TTL in force (how stale ``loop_at`` may be before ``GET /liveness`` fails).
+    ``sync_role``: ``"sync"`` or ``"quorum"`` while the store's record counts this standby in
+    the synchronous set.
     """
 
     member: MemberState
@@ -139,7 +140,7 @@ def primary_serving(local: LocalStatus, now: float) -> bool:
     """The fencing rule of ``GET /primary``: primary, key held, lease deadline in the future.
 
     Load balancers must leave a primary BEFORE its fencer stops it, so the answer turns 503 as
-    soon as ``now`` (monotonic) reaches ``fence_at``, whatever else the agent believes.
+    soon as ``now`` (``hamgr.clock.now()``) reaches ``fence_at``, whatever else the agent believes.
     """
     pg = local.pg
     return (

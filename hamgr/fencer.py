@@ -6,8 +6,9 @@ writes its PID to `PATH.pid`, locked for its lifetime, so a second fencer on the
 at once with status 3. `hamgr.fencing.FencerClient` starts it and speaks to it.
 
 Why a separate process: the agent measures every lease keepalive from when it was sent and, after
-each success, hands the fencer `fence_at = sent + ttl - safety_margin`, an instant on
-CLOCK_MONOTONIC (system-wide on Linux, so it means the same here as in the agent). If the agent
+each success, hands the fencer `fence_at = sent + ttl - safety_margin`, an instant on the
+deadline clock of `hamgr.clock` (CLOCK_BOOTTIME on Linux: system-wide, so it means the same here
+as in the agent, and it counts time the machine was suspended). If the agent
 freezes (SIGSTOP, a stuck event loop, swapping) or dies while PostgreSQL keeps running, it cannot
 stop anything; the fencer still holds the last deadline and, when it passes without a newer one,
 SIGKILLs the postmaster and every process under it. It does nothing else, imports only the
@@ -25,9 +26,11 @@ MAX_LINE bytes, ending in a newline; every command gets one reply line:
                                                      | DISARMED
     EXIT                                          -> BYE (then the fencer exits)
                                                      | REFUSED <reason>   (while armed)
+    CLOCK                                         -> CLOCK <clock name> <now>
     anything malformed                            -> ERR <reason>, and the connection is closed
 
-`fence_at` is CLOCK_MONOTONIC seconds (time.monotonic()); `start_time` is the postmaster's
+`fence_at` is seconds on `hamgr.clock` (`clock.now()`; CLOCK names it, and the agent checks
+that name against its own before relying on the fencer); `start_time` is the postmaster's
 start time in clock ticks after boot (field 22 of /proc/<pid>/stat), so a reused PID is never
 killed. A deadline only moves forward; one that has already passed fires at once, one more than
 MAX_AHEAD seconds away is refused as a likely wall-clock time. DISARM is for when the agent
@@ -56,11 +59,11 @@ import select
 import signal
 import socket
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from hamgr import clock
 from hamgr.postmasterproc import KillResult, kill_postmaster, postmaster_identity
 
 MAX_LINE = 128
@@ -70,6 +73,10 @@ MAX_AHEAD = 3600.0
 # sockaddr_un.sun_path is 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH = 107
 EXIT_ALREADY_RUNNING = 3
+# The longest poll() while armed. poll's timeout runs on CLOCK_MONOTONIC, which stops while the
+# machine is suspended: a deadline that passed during a suspend (on hamgr.clock, which counts
+# it) is noticed within this long after the resume, not after the rest of the old sleep.
+MAX_SLEEP_MS = 100
 
 
 # --- the protocol, pure ---------------------------------------------------------------------
@@ -88,7 +95,7 @@ class Arm:
 
 @dataclass(frozen=True)
 class Simple:
-    verb: str  # DISARM, QUERY or EXIT
+    verb: str  # DISARM, QUERY, EXIT or CLOCK
 
 
 Command = Arm | Simple
@@ -127,11 +134,13 @@ def parse_command(line: bytes) -> Command:
         if pid <= 1:
             raise ProtocolError(f"postmaster_pid {pid} cannot be a postmaster")
         return Arm(fence_at, pid, _number(args[2], "start_time"))
-    if verb in ("DISARM", "QUERY", "EXIT"):
+    if verb in ("DISARM", "QUERY", "EXIT", "CLOCK"):
         if args:
             raise ProtocolError(f"{verb} takes no arguments, got {len(args)}")
         return Simple(verb)
-    raise ProtocolError(f"unknown command {verb[:40]!r} (expected ARM, DISARM, QUERY or EXIT)")
+    raise ProtocolError(
+        f"unknown command {verb[:40]!r} (expected ARM, DISARM, QUERY, EXIT or CLOCK)"
+    )
 
 
 @dataclass
@@ -156,10 +165,11 @@ class FenceState:
         return self.fence_at is not None and now >= self.fence_at
 
     def timeout_ms(self, now: float) -> int | None:
-        """How long poll may sleep: until the deadline (rounded up), forever when disarmed."""
+        """How long poll may sleep: until the deadline (rounded up, at most MAX_SLEEP_MS),
+        forever when disarmed."""
         if self.fence_at is None:
             return None
-        return max(0, math.ceil((self.fence_at - now) * 1000))
+        return max(0, min(MAX_SLEEP_MS, math.ceil((self.fence_at - now) * 1000)))
 
     def disarm(self) -> None:
         self.fence_at = self.pid = self.start_time = None
@@ -170,7 +180,7 @@ class FenceState:
             if command.fence_at > now + MAX_AHEAD:
                 raise ProtocolError(
                     f"fence_at {command.fence_at!r} is {command.fence_at - now:.0f}s ahead of "
-                    f"CLOCK_MONOTONIC now ({now:.3f}); pass a time.monotonic() instant"
+                    f"{clock.NAME} now ({now:.3f}); pass a hamgr.clock.now() instant"
                 )
             if self.fence_at is not None and command.fence_at < self.fence_at:
                 return (
@@ -189,6 +199,8 @@ class FenceState:
             return self.describe(), False
         if command.verb == "QUERY":
             return self.describe(), False
+        if command.verb == "CLOCK":
+            return f"CLOCK {clock.NAME} {now!r}", False
         if self.fence_at is not None:
             return (
                 f"REFUSED armed until {self.fence_at!r}: DISARM first (exiting would drop the "
@@ -227,12 +239,12 @@ class Fencer:
         self.wake_r, self.wake_w = socket.socketpair()
 
     def log(self, message: str) -> None:
-        """One line: wall clock, CLOCK_MONOTONIC, our PID, the message."""
+        """One line: wall clock, the deadline clock (``clock=``), our PID, the message."""
         wall = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
         # A full disk or a vanished log must never stop the fence: such lines are lost.
         with contextlib.suppress(OSError, ValueError):
             self.log_stream.write(
-                f"{wall} mono={time.monotonic():.6f} hamgr-fencer[{os.getpid()}]: {message}\n"
+                f"{wall} clock={clock.now():.6f} hamgr-fencer[{os.getpid()}]: {message}\n"
             )
             self.log_stream.flush()
 
@@ -317,13 +329,13 @@ class Fencer:
             f"pid file {self.pid_path}"
         )
         while True:
-            now = time.monotonic()
+            now = clock.now()
             if self.state.due(now):
                 self.fence(now)
                 continue
             events = self.poller.poll(self.state.timeout_ms(now))
             # A deadline that passed while we slept wins over input that arrived meanwhile.
-            if self.state.due(time.monotonic()):
+            if self.state.due(clock.now()):
                 continue
             for fd, _mask in events:
                 try:
@@ -363,7 +375,7 @@ class Fencer:
         if current is not None and current != (pid, start):
             notes.append(f"postmaster.pid names {current[0]}, not the armed {pid}")
             self._kill(*current, killed, notes)
-        done = time.monotonic()
+        done = clock.now()
         what = "; ".join(
             f"SIGKILL postmaster {k.postmaster} then {len(k.children)} children "
             f"{list(k.children)}" + (f" (errors: {', '.join(k.errors)})" if k.errors else "")
@@ -454,7 +466,7 @@ class Fencer:
                     raise ProtocolError(f"line longer than {MAX_LINE} bytes")
                 command = parse_command(line)
                 before = (self.state.armed, self.state.pid, self.state.start_time)
-                reply, leave = self.state.apply(command, time.monotonic())
+                reply, leave = self.state.apply(command, clock.now())
             except ProtocolError as exc:
                 self._reject(str(exc))
                 return False

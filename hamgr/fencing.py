@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import hamgr
+from hamgr import clock
 from hamgr.fencer import EXIT_ALREADY_RUNNING, pid_file_for
 from hamgr.postmasterproc import postmaster_identity
 
 __all__ = [
+    "FenceClockError",
     "FenceRefused",
     "FenceStatus",
     "FencerClient",
@@ -34,6 +37,8 @@ __all__ = [
     "parse_status",
     "postmaster_identity",
 ]
+
+log = logging.getLogger(__name__)
 
 LOG_NAME = "hamgr-fencer.log"
 LOG_TAIL_BYTES = 2000
@@ -45,6 +50,10 @@ class FencerError(Exception):
 
 class FenceRefused(FencerError):
     """The fencer refused a command (an older deadline; EXIT while armed)."""
+
+
+class FenceClockError(FencerError):
+    """The running fencer counts deadlines on another clock and cannot be replaced (armed)."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +87,7 @@ def parse_status(line: str) -> FenceStatus:
 
 
 def fence_at_for(sent: float, ttl: float, safety_margin: float) -> float:
-    """The fence deadline after a keepalive sent at monotonic `sent` succeeded.
+    """The fence deadline after a keepalive sent at `sent` (hamgr.clock) succeeded.
 
     Nobody else can take the leader key before the Raft leader's clock passes `sent + ttl`; the
     margin covers the fencer's reaction time and clock rate differences.
@@ -119,9 +128,15 @@ class FencerClient:
         this agent; it logs to `<run_dir>/hamgr-fencer.log`. Raises FencerError when none
         answers within `timeout`, with the end of that log.
         """
-        with contextlib.suppress(FencerError):
-            await self.query()
-            return self._known_pid()
+        try:
+            running: FenceStatus | None = await self.query()
+        except FencerError:
+            running = None
+        if running is not None:
+            problem = await self.clock_problem()
+            if problem is None:
+                return self._known_pid()
+            await self._replace(running, problem, timeout)
         log_file = run_dir / LOG_NAME
         env = dict(os.environ)
         # So `-m hamgr.fencer` finds this very package even when it is not installed.
@@ -164,13 +179,76 @@ class FencerClient:
         while True:
             try:
                 await self.query()
+                problem = await self.clock_problem()
+                if problem is not None:
+                    raise FencerError(f"the fencer on {self.socket_path} {problem}")
                 return self._known_pid()
+            except FenceClockError:
+                raise
             except FencerError as exc:
                 if loop.time() > deadline:
                     raise FencerError(
                         f"no fencer answered on {self.socket_path} within {timeout}s ({exc})"
                     ) from exc
             await asyncio.sleep(0.02)
+
+    async def _replace(self, running: FenceStatus, problem: str, timeout: float) -> None:
+        """Ask a running fencer whose deadlines mean something else than ours to exit.
+
+        Only a disarmed one: an armed one guards a primary on its own clock, and dropping that
+        fence is not this agent's call (FenceClockError says what to do instead).
+        """
+        pid = self.fencer_pid()
+        if running.armed:
+            raise FenceClockError(
+                f"the running fencer (pid {pid}) on {self.socket_path} {problem}, and it is armed "
+                f"until {running.fence_at!r} on its clock: not replacing it. Stop PostgreSQL, "
+                "then that fencer (it exits on SIGTERM once PostgreSQL is gone and it is "
+                "disarmed), and start the agent again"
+            )
+        log.warning("the running fencer (pid %s) %s: asking it to exit", pid, problem)
+        await self.shutdown()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while pid is not None and self.fencer_pid() == pid:
+            if loop.time() > deadline:
+                raise FencerError(f"the old fencer (pid {pid}) did not exit within {timeout}s")
+            await asyncio.sleep(0.02)
+
+    async def clock(self) -> tuple[str, float] | None:
+        """The name of the fencer's deadline clock and its reading now (``CLOCK``); None from
+        an older fencer that does not know the command (it counts on CLOCK_MONOTONIC)."""
+        reply = await self._request("CLOCK")
+        words = reply.split()
+        if words and words[0] == "ERR":
+            return None
+        try:
+            if len(words) == 3 and words[0] == "CLOCK":
+                return words[1], float(words[2])
+        except ValueError:
+            pass
+        raise FencerError(f"unexpected reply to CLOCK: {reply[:200]!r}")
+
+    async def clock_problem(self) -> str | None:
+        """Why the fencer's deadlines would not mean what this agent means (None: they do).
+
+        The fencer must read the same clock as ``hamgr.clock.now()`` here, to the instant: its
+        reading must fall between ours just before and just after asking.
+        """
+        before = clock.now()
+        answer = await self.clock()
+        after = clock.now()
+        if answer is None:
+            return "does not name its clock (older than this agent): it counts on CLOCK_MONOTONIC"
+        name, theirs = answer
+        if name != clock.NAME:
+            return f"counts its deadlines on {name}, this agent on {clock.NAME}"
+        if not before <= theirs <= after:
+            return (
+                f"reads {name} as {theirs!r}, this agent read it as {before!r}..{after!r} "
+                "(another time namespace?)"
+            )
+        return None
 
     def _known_pid(self) -> int:
         pid = self.fencer_pid()
@@ -179,7 +257,7 @@ class FencerClient:
         return pid
 
     async def arm(self, fence_at: float, postmaster_pid: int, start_time: int) -> FenceStatus:
-        """Move the deadline to `fence_at` (time.monotonic()) for this postmaster identity.
+        """Move the deadline to `fence_at` (hamgr.clock.now()) for this postmaster identity.
 
         Raises FenceRefused when `fence_at` is older than the armed deadline, FencerError when
         the fencer cannot be reached (then the fence is not known to hold: act accordingly).

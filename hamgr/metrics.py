@@ -14,6 +14,8 @@ Prometheus' conventions: the ``hamgr_`` prefix, base units in the name (``_secon
     hamgr_replication_lag_bytes{member}               WAL each replica is behind the leader
     hamgr_leader_changes_total                        new leader keys seen since start
     hamgr_failovers_total                             promotions not asked for by a switchover
+    hamgr_pg_rewinds_total{result}                    pg_rewind runs of this member (rewound,
+                                                      nothing: no divergence found, failed)
     hamgr_ha_loop_duration_seconds                    histogram of HA loop cycles
     hamgr_lease_keepalive_duration_seconds            histogram of successful lease renewals
     hamgr_lease_keepalive_failures_total              lease renewals that failed
@@ -29,7 +31,7 @@ Prometheus' conventions: the ``hamgr_`` prefix, base units in the name (``_secon
     hamgr_store_fsync_duration_seconds                histogram of the Raft log's durable saves
 
 Gauges whose value is not known yet are absent rather than made up. The keepalive age is
-computed when scraped, from a monotonic clock.
+computed when scraped, on the deadline clock (``hamgr.clock``).
 
 Wiring (the lead's part)::
 
@@ -47,7 +49,6 @@ from __future__ import annotations
 import logging
 import math
 import threading
-import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, get_args
 
@@ -57,11 +58,14 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from hamgr import __version__
+from hamgr import clock as deadline_clock
 from hamgr.dcs.model import ClusterView, Role
 
 log = logging.getLogger(__name__)
 
 ROLES: tuple[str, ...] = get_args(Role)
+REWIND_RESULTS = ("rewound", "nothing", "failed")
+"""Outcomes of a pg_rewind run (hamgr_pg_rewinds_total{result})."""
 
 LOOP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 KEEPALIVE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -223,11 +227,11 @@ def _copy(s: _State) -> _State:
 class Metrics:
     """One agent's metrics. Update methods are cheap and may be called from any thread.
 
-    ``clock`` is monotonic (``time.monotonic``): ``at`` of :meth:`observe_keepalive` is read
-    on it.
+    ``clock`` is the deadline clock (``hamgr.clock.now``): ``at`` of :meth:`observe_keepalive`
+    (a keepalive's ``sent_at``) is read on it.
     """
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, *, clock: Callable[[], float] = deadline_clock.now) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self._state = _State()
@@ -246,6 +250,14 @@ class Metrics:
             "Promotions not asked for by a switchover, seen since the agent started",
             registry=r,
         )
+        self._rewinds = Counter(
+            "hamgr_pg_rewinds",
+            "pg_rewind runs of this member since the agent started, by outcome",
+            ["result"],
+            registry=r,
+        )
+        for result in REWIND_RESULTS:
+            self._rewinds.labels(result=result)
         self._loop = Histogram(
             "hamgr_ha_loop_duration_seconds",
             "How long HA loop cycles take (observe, decide, act, publish)",
@@ -280,7 +292,7 @@ class Metrics:
     def observe_keepalive(self, latency_s: float, ok: bool, at: float | None = None) -> None:
         """A lease keepalive took ``latency_s`` and succeeded (``ok``) or failed.
 
-        ``at`` is the monotonic instant it was SENT (the fence deadline counts from there);
+        ``at`` is the instant (hamgr.clock) it was SENT (the fence deadline counts from there);
         default: now minus ``latency_s``. Only successes move the keepalive age.
         """
         latency = _seconds("latency_s", latency_s)
@@ -289,7 +301,7 @@ class Metrics:
             return
         sent = self._clock() - latency if at is None else at
         if not math.isfinite(sent):
-            raise ValueError(f"at must be a finite monotonic instant, got {at!r}")
+            raise ValueError(f"at must be a finite instant of hamgr.clock, got {at!r}")
         self._keepalive.observe(latency)
         with self._lock:
             last = self._state.keepalive_sent_at
@@ -322,6 +334,12 @@ class Metrics:
     def failover(self) -> None:
         """A promotion happened that no switchover asked for."""
         self._failovers.inc()
+
+    def observe_rewind(self, result: str) -> None:
+        """One pg_rewind run of this member ended: ``rewound``, ``nothing`` or ``failed``."""
+        if result not in REWIND_RESULTS:
+            raise ValueError(f"result must be one of {', '.join(REWIND_RESULTS)}, got {result!r}")
+        self._rewinds.labels(result=result).inc()
 
     def observe_view(self, view: ClusterView) -> None:
         """Derive what a cluster view tells: leader changes, failovers, replica lags.

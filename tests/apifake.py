@@ -10,10 +10,10 @@ with it, ``c`` a replica 30 MB behind tagged nofailover.
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Mapping
 from typing import Any
 
+from hamgr import clock
 from hamgr.apiview import LocalStatus, RequestFailed, apply_settings_patch, primary_serving
 from hamgr.dcs import (
     ClusterView,
@@ -68,7 +68,7 @@ def status(
     m: MemberState, *, fence_in: float | None = 5.0, lag: int | None = 0, **kw: Any
 ) -> LocalStatus:
     """The local status of member ``m`` as a healthy agent sees it (override with ``kw``)."""
-    now = time.monotonic()
+    now = clock.now()
     primary = m.role == "primary"
     pg = LocalPostgres(
         initialized=True,
@@ -143,7 +143,7 @@ class FakeAgent:
         return self.status
 
     def is_primary_serving(self) -> bool:
-        return primary_serving(self.status, time.monotonic())
+        return primary_serving(self.status, clock.now())
 
     async def cluster(self) -> ClusterView:
         return self.store.read()

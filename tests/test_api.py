@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from hamgr import clock
 from hamgr.api import build_app, parse_size, serve
 from hamgr.apiview import apply_settings_patch, primary_serving
 from hamgr.ctl import basic_auth
@@ -172,11 +172,11 @@ async def test_tags_noloadbalance_and_tag_queries(api: Api) -> None:
 
 
 async def test_liveness_follows_the_loop(api: Api) -> None:
-    _as(api, "a", loop_at=time.monotonic() - 7.0)  # ttl 6 s
+    _as(api, "a", loop_at=clock.now() - 7.0)  # ttl 6 s
     assert await api.code("/liveness") == 503
     _as(api, "a", loop_at=None)
     assert await api.code("/liveness") == 503
-    _as(api, "a", loop_at=time.monotonic() - 1.0)
+    _as(api, "a", loop_at=clock.now() - 1.0)
     assert await api.code("/liveness") == 200
 
 
@@ -469,9 +469,9 @@ def test_parse_size() -> None:
 
 def test_primary_serving_and_settings_patch_rules() -> None:
     view = cluster3(URLS)
-    assert primary_serving(status(view.members[0]), time.monotonic())
-    assert not primary_serving(status(view.members[0], fence_in=-0.01), time.monotonic())
-    assert not primary_serving(status(view.members[1]), time.monotonic())
+    assert primary_serving(status(view.members[0]), clock.now())
+    assert not primary_serving(status(view.members[0], fence_in=-0.01), clock.now())
+    assert not primary_serving(status(view.members[1]), clock.now())
     base = DynamicSettings(parameters={"a": 1})
     assert apply_settings_patch(base, {"parameters": {"b": "x"}}).parameters == {"a": 1, "b": "x"}
     with pytest.raises(ModelError, match="body: expected a JSON object"):

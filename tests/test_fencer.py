@@ -25,14 +25,17 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from hamgr import clock
 from hamgr import postgres as pg
 from hamgr.fencer import (
     EXIT_ALREADY_RUNNING,
+    MAX_SLEEP_MS,
     FenceState,
     ProtocolError,
     parse_command,
 )
 from hamgr.fencing import (
+    FenceClockError,
     FencerClient,
     FenceRefused,
     FencerError,
@@ -57,6 +60,7 @@ GONE_TIMEOUT = 10.0
 AGENT = """
 import asyncio, sys, time
 from pathlib import Path
+from hamgr import clock
 from hamgr.fencing import FencerClient, postmaster_identity
 
 async def main():
@@ -65,9 +69,9 @@ async def main():
     client = FencerClient(sock)
     fencer = await client.ensure_running(sys.executable, data_dir, run_dir)
     pid, start = postmaster_identity(data_dir)
-    end = time.monotonic() + 30
-    while time.monotonic() < end:
-        status = await client.arm(time.monotonic() + ahead, pid, start)
+    end = clock.now() + 30
+    while clock.now() < end:
+        status = await client.arm(clock.now() + ahead, pid, start)
         print(f"armed {fencer} {status.fence_at!r}", flush=True)
         if period <= 0:
             break
@@ -113,7 +117,7 @@ async def eventually(check: Callable[[], bool], timeout: float, what: str) -> No
 
 
 async def sleep_until(instant: float) -> None:
-    await asyncio.sleep(max(0.0, instant - time.monotonic()))
+    await asyncio.sleep(max(0.0, instant - clock.now()))
 
 
 @dataclass(frozen=True)
@@ -190,9 +194,9 @@ class Procs:
             if stat is not None and stat.start_time == start:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + GONE_TIMEOUT
+        deadline = clock.now() + GONE_TIMEOUT
         for pid, start in self.known:
-            while time.monotonic() < deadline:
+            while clock.now() < deadline:
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(pid, os.WNOHANG)
                 stat = proc_stat(pid)
@@ -301,20 +305,20 @@ async def test_fence_kills_the_postmaster_and_every_backend(
         before = cluster_processes(s.data_dir)
         assert pm in before and set(backends) <= set(before) and len(before) >= 5, before
 
-        fence_at = time.monotonic() + 1.5
+        fence_at = clock.now() + 1.5
         assert await client.arm(fence_at, pm, start) == FenceStatus(fence_at, pm, start)
         # Shortly before the deadline the server still serves and all its processes live.
         await sleep_until(fence_at - 0.7)
         assert await query(s, "SELECT 1 AS one", what="probe") == [{"one": 1}]
         assert all(alive(pid) for pid in before) and not loop.done()
-        assert time.monotonic() < fence_at, "the probe itself came too late to mean anything"
+        assert clock.now() < fence_at, "the probe itself came too late to mean anything"
 
         await eventually(
             lambda: not cluster_processes(s.data_dir),
-            fence_at - time.monotonic() + GONE_TIMEOUT,
+            fence_at - clock.now() + GONE_TIMEOUT,
             "every process of the data dir to die",
         )
-        gone_at = time.monotonic()
+        gone_at = clock.now()
         with pytest.raises(psycopg.OperationalError):
             await idle.execute("SELECT 1")
         with pytest.raises(psycopg.OperationalError):
@@ -339,7 +343,7 @@ async def test_rearm_moves_the_deadline_forward_only(
     identity = postmaster_identity(s.data_dir)
     assert identity is not None
     client = await start_fencer(procs, run_dir, s.data_dir)
-    first = time.monotonic() + 0.6
+    first = clock.now() + 0.6
     second = first + 0.9
     await client.arm(first, *identity)
     assert (await client.arm(second, *identity)).fence_at == second
@@ -354,7 +358,7 @@ async def test_rearm_moves_the_deadline_forward_only(
     # ...and the second one fences it.
     await eventually(
         lambda: not cluster_processes(s.data_dir),
-        second - time.monotonic() + GONE_TIMEOUT,
+        second - clock.now() + GONE_TIMEOUT,
         "the server to be fenced at the second deadline",
     )
     fence = await one_fence(run_dir / "hamgr-fencer.log")
@@ -374,10 +378,10 @@ async def test_killed_agent_leaves_the_fence_in_place(
         assert fencer != agent.pid
         agent.kill()
         assert await agent.wait() == -signal.SIGKILL
-        assert time.monotonic() < fence_at and cluster_processes(s.data_dir)
+        assert clock.now() < fence_at and cluster_processes(s.data_dir)
         await eventually(
             lambda: not cluster_processes(s.data_dir),
-            fence_at - time.monotonic() + GONE_TIMEOUT,
+            fence_at - clock.now() + GONE_TIMEOUT,
             "the fencer to kill the server of the dead agent",
         )
     fence = await one_fence(run_dir / "hamgr-fencer.log")
@@ -397,12 +401,12 @@ async def test_frozen_agent_cannot_hold_the_fence_off(
         # The agent keeps moving the deadline while it runs (it prints what the fencer holds).
         assert agent.stdout is not None
         latest = first
-        while time.monotonic() < first + 0.2:
+        while clock.now() < first + 0.2:
             line = await asyncio.wait_for(agent.stdout.readline(), 5)
             latest = float(line.split()[2])
         assert latest > first and cluster_processes(s.data_dir), "the server outlived `first`"
         agent.send_signal(signal.SIGSTOP)
-        stopped_at = time.monotonic()
+        stopped_at = clock.now()
         await eventually(
             lambda: not cluster_processes(s.data_dir),
             GONE_TIMEOUT,
@@ -421,7 +425,7 @@ async def test_fence_also_kills_the_postmaster_that_postmaster_pid_names(
     s = await primary(make_pg)
     stale = procs.sleeper()
     client = await start_fencer(procs, run_dir, s.data_dir)
-    fence_at = time.monotonic() + 0.3
+    fence_at = clock.now() + 0.3
     await client.arm(fence_at, stale, start_time_of(stale) + 1)
     await eventually(lambda: not cluster_processes(s.data_dir), GONE_TIMEOUT, "the fence")
     fence = await one_fence(run_dir / "hamgr-fencer.log")
@@ -452,7 +456,7 @@ async def test_disarm_stops_fencing_and_sigterm_then_ends_the_fencer(
     client = await start_fencer(procs, run_dir, empty_data_dir)
     fencer = client.fencer_pid()
     assert fencer is not None
-    fence_at = time.monotonic() + 0.4
+    fence_at = clock.now() + 0.4
     await client.arm(fence_at, victim, start_time_of(victim))
     assert await client.disarm() == FenceStatus()
     await sleep_until(fence_at + 0.2)
@@ -472,7 +476,7 @@ async def test_new_client_takes_over_a_running_fencer(
     start = start_time_of(victim)
     first = await start_fencer(procs, run_dir, empty_data_dir)
     fencer = first.fencer_pid()
-    fence_at = time.monotonic() + 30
+    fence_at = clock.now() + 30
     await first.arm(fence_at, victim, start)
 
     # A restarted agent: finds the running fencer instead of starting another one.
@@ -512,7 +516,7 @@ async def test_garbage_gets_err_and_the_deadline_holds(
     client = await start_fencer(procs, run_dir, empty_data_dir)
     fencer = client.fencer_pid()
     assert fencer is not None
-    fence_at = time.monotonic() + 2.0
+    fence_at = clock.now() + 2.0
     armed = FenceStatus(fence_at, victim, start_time_of(victim))
     await client.arm(fence_at, victim, start_time_of(victim))
     sock = run_dir / "fencer.sock"
@@ -540,7 +544,7 @@ async def test_garbage_gets_err_and_the_deadline_holds(
     await eventually(lambda: "SIGTERM refused" in log.read_text(), 5, "the refusal")
     assert await client.query() == armed
 
-    await eventually(lambda: not alive(victim), fence_at - time.monotonic() + GONE_TIMEOUT, "fence")
+    await eventually(lambda: not alive(victim), fence_at - clock.now() + GONE_TIMEOUT, "fence")
     fence = await one_fence(log)
     assert fence.fence_at == fence_at and fence.now >= fence_at
     assert fence.killed == {victim: []}
@@ -553,12 +557,12 @@ async def test_reused_pid_is_not_killed(procs: Procs, run_dir: Path, empty_data_
     client = await start_fencer(procs, run_dir, empty_data_dir)
     log = run_dir / "hamgr-fencer.log"
     # Same PID, other start time: what a postmaster's PID looks like once reused.
-    await client.arm(time.monotonic() + 0.2, bystander, start_time_of(bystander) - 1)
+    await client.arm(clock.now() + 0.2, bystander, start_time_of(bystander) - 1)
     fence = await one_fence(log)
     assert "nothing to kill" in fence.text and "PID was reused" in fence.text
     assert alive(bystander)
     # The same fencer does kill a process whose identity matches (the check above means it).
-    await client.arm(time.monotonic() + 0.2, victim, start_time_of(victim))
+    await client.arm(clock.now() + 0.2, victim, start_time_of(victim))
     await eventually(lambda: not alive(victim), GONE_TIMEOUT, "the matching process to die")
     assert alive(bystander)
     await client.close()
@@ -567,12 +571,104 @@ async def test_reused_pid_is_not_killed(procs: Procs, run_dir: Path, empty_data_
 async def test_client_errors_are_clear(run_dir: Path, empty_data_dir: Path) -> None:
     client = FencerClient(run_dir / "fencer.sock", timeout=0.5)
     with pytest.raises(FencerError, match=r"unreachable \(ARM\)"):
-        await client.arm(time.monotonic() + 1, 1234, 5)
+        await client.arm(clock.now() + 1, 1234, 5)
     # A fencer that cannot start (its socket directory is missing) is reported with its log.
     with pytest.raises(FencerError, match=r"(?s)exited with status 2 at start.*does not exist"):
         await FencerClient(run_dir / "missing" / "f.sock").ensure_running(
             sys.executable, empty_data_dir, run_dir, timeout=20
         )
+
+
+# --- one clock for deadlines, in the agent and in the fencer ---------------------------------
+
+
+async def test_fencer_and_agent_read_the_same_deadline_clock(
+    procs: Procs, run_dir: Path, empty_data_dir: Path
+) -> None:
+    """The fencer names its clock, and reads it at an instant between our readings just before
+    and just after asking: a deadline the agent hands over means the same instant there."""
+    client = await start_fencer(procs, run_dir, empty_data_dir)
+    before = clock.now()
+    answer = await client.clock()
+    after = clock.now()
+    assert answer is not None
+    name, theirs = answer
+    assert name == clock.NAME
+    if sys.platform == "linux":
+        assert name == "CLOCK_BOOTTIME"
+    assert before <= theirs <= after
+    assert await client.clock_problem() is None
+    # A deadline handed over is taken on that clock: ahead by what we meant, it has not fired.
+    victim = procs.sleeper()
+    status = await client.arm(clock.now() + 30, victim, start_time_of(victim))
+    answer = await client.clock()
+    assert answer is not None and status.fence_at is not None
+    assert 0 < status.fence_at - answer[1] <= 30
+    await client.disarm()
+    await client.close()
+
+
+class OldFencer:
+    """A stand-in for a fencer of an older hamgr on the real socket path: it speaks the protocol
+    without CLOCK (it counts on CLOCK_MONOTONIC). `armed` sets what QUERY answers; EXIT, while
+    disarmed, removes its socket and pid file as the real one does."""
+
+    def __init__(self, sock_path: Path, armed: bool) -> None:
+        self.sock_path = sock_path
+        self.armed = armed
+        self.server: asyncio.AbstractServer | None = None
+        self.commands: list[str] = []
+
+    async def __aenter__(self) -> OldFencer:
+        self.server = await asyncio.start_unix_server(self._serve, str(self.sock_path))
+        (self.sock_path.parent / (self.sock_path.name + ".pid")).write_text("4242\n")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while line := (await reader.readline()).decode().strip():
+            self.commands.append(line)
+            if line == "QUERY":
+                reply = "ARMED 12.5 100 7" if self.armed else "DISARMED"
+            elif line == "EXIT" and not self.armed:
+                reply = "BYE"
+                self.sock_path.unlink()
+                (self.sock_path.parent / (self.sock_path.name + ".pid")).unlink()
+            else:
+                writer.write(f"ERR unknown command {line.split()[0]!r}\n".encode())
+                break
+            writer.write(reply.encode() + b"\n")
+            await writer.drain()
+        writer.close()
+
+
+async def test_a_disarmed_fencer_on_another_clock_is_replaced(
+    procs: Procs, run_dir: Path, empty_data_dir: Path
+) -> None:
+    sock = run_dir / "fencer.sock"
+    async with OldFencer(sock, armed=False) as old:
+        client = FencerClient(sock)
+        pid = procs.track(await client.ensure_running(sys.executable, empty_data_dir, run_dir))
+    assert old.commands[:3] == ["QUERY", "CLOCK", "EXIT"]
+    assert pid != 4242
+    assert await client.clock_problem() is None
+    await client.close()
+
+
+async def test_an_armed_fencer_on_another_clock_is_left_alone_with_a_clear_error(
+    run_dir: Path, empty_data_dir: Path
+) -> None:
+    sock = run_dir / "fencer.sock"
+    async with OldFencer(sock, armed=True) as old:
+        client = FencerClient(sock)
+        with pytest.raises(FenceClockError, match=r"(?s)pid 4242.*CLOCK_MONOTONIC.*armed until"):
+            await client.ensure_running(sys.executable, empty_data_dir, run_dir)
+        await client.close()
+    assert "EXIT" not in old.commands
 
 
 # --- pure parts ------------------------------------------------------------------------------
@@ -601,12 +697,15 @@ def test_parse_command_names_the_fault(line: bytes, message: str) -> None:
 
 def test_fence_state_rules() -> None:
     state = FenceState()
+    assert state.apply(parse_command(b"CLOCK"), now=9.5) == (f"CLOCK {clock.NAME} 9.5", False)
     assert state.apply(parse_command(b"ARM 10.5 100 7"), now=10.0) == ("ARMED 10.5 100 7", False)
-    assert state.timeout_ms(10.0) == 500 and not state.due(10.49) and state.due(10.5)
+    assert state.timeout_ms(10.4) == 100 and not state.due(10.49) and state.due(10.5)
+    # poll() sleeps on CLOCK_MONOTONIC, which stops in a suspend: never long at a time.
+    assert state.timeout_ms(10.0) == MAX_SLEEP_MS
     reply, _ = state.apply(parse_command(b"ARM 10.25 100 7"), now=10.0)
     assert reply.startswith("REFUSED") and state.fence_at == 10.5
     assert state.apply(parse_command(b"EXIT"), now=10.0)[0].startswith("REFUSED armed")
-    with pytest.raises(ProtocolError, match=r"time\.monotonic"):
+    with pytest.raises(ProtocolError, match=r"hamgr\.clock\.now\(\)"):
         state.apply(parse_command(b"ARM 1700000000.0 100 7"), now=10.0)
     assert state.apply(parse_command(b"DISARM"), now=10.0) == ("DISARMED", False)
     assert state.timeout_ms(10.0) is None

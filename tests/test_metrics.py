@@ -82,6 +82,8 @@ def test_names_types_and_unknown_values() -> None:
         "hamgr_leader_changes_created": "gauge",
         "hamgr_failovers": "counter",
         "hamgr_failovers_created": "gauge",
+        "hamgr_pg_rewinds": "counter",
+        "hamgr_pg_rewinds_created": "gauge",
         "hamgr_ha_loop_duration_seconds": "histogram",
         "hamgr_ha_loop_duration_seconds_created": "gauge",
         "hamgr_lease_keepalive_duration_seconds": "histogram",
@@ -101,6 +103,8 @@ def test_names_types_and_unknown_values() -> None:
     }
     assert value(samples, "hamgr_build_info", version=__version__) == 1
     assert value(samples, "hamgr_leader_changes_total") == 0
+    for result in ("rewound", "nothing", "failed"):
+        assert value(samples, "hamgr_pg_rewinds_total", result=result) == 0
     # Nothing known yet: absent, not a made-up zero.
     for name in (
         "hamgr_postgres_role",
@@ -278,6 +282,19 @@ def test_leader_changes_and_failovers_from_views() -> None:
         s, _ = parse(m.exposition())
         counts.append((value(s, "hamgr_leader_changes_total"), value(s, "hamgr_failovers_total")))
     assert counts == [(0, 0), (0, 0), (0, 0), (1, 0), (2, 1), (2, 1)]
+
+
+def test_pg_rewinds_by_outcome() -> None:
+    m = Metrics()
+    for result in ("rewound", "failed", "rewound", "nothing"):
+        m.observe_rewind(result)
+    s, _ = parse(m.exposition())
+    got = {
+        r: value(s, "hamgr_pg_rewinds_total", result=r) for r in ("rewound", "nothing", "failed")
+    }
+    assert got == {"rewound": 2, "nothing": 1, "failed": 1}
+    with pytest.raises(ValueError, match="result must be one of rewound, nothing, failed"):
+        m.observe_rewind("maybe")
 
 
 async def test_api_hook_refreshes_and_survives_a_failing_refresh() -> None:

@@ -80,7 +80,8 @@ def scope_keys(scope: str) -> ScopeKeys:
 
 @dataclass(frozen=True)
 class KeepaliveResult:
-    """One lease renewal. ``sent_at`` is the monotonic instant the request was SENT.
+    """One lease renewal. ``sent_at`` is the instant the request was SENT, on the deadline
+    clock (``hamgr.clock.now()``, CLOCK_BOOTTIME on Linux).
 
     The store may count the lease from any moment after sending, never before, so the holder's
     safe deadline is ``sent_at + ttl - safety_margin`` (:meth:`fence_at`), whatever the reply's

@@ -35,6 +35,7 @@ Role = Literal["primary", "replica", "uninitialized", "stopped"]
 RequestKind = Literal["switchover", "failover"]
 SyncMode = Literal["off", "on", "quorum"]
 SYNC_MODES: tuple[SyncMode, ...] = ("off", "on", "quorum")
+Requester = Literal["operator", "shutdown"]
 ParameterValue = str | int | float | bool
 
 #: Common values of MemberState.state (the field accepts any non-empty word, for newer agents).
@@ -175,17 +176,21 @@ class SwitchoverRequest:
     ``switchover`` needs the expected current ``leader`` (the candidate is optional: the best
     replica then); ``failover`` needs a ``candidate`` and works without a leader, promoting the
     candidate even when it is not the most advanced. ``scheduled_at`` (wall clock) delays it.
+    ``requested_by`` says who asked, for the cluster history: ``operator`` (the REST API,
+    hactl) or ``shutdown`` (the leader's agent handing over as it stops).
     """
 
     kind: RequestKind
     leader: str | None = None
     candidate: str | None = None
     scheduled_at: float | None = None
+    requested_by: Requester = "operator"
 
-    _FIELDS = ("kind", "leader", "candidate", "scheduled_at")
+    _FIELDS = ("kind", "leader", "candidate", "scheduled_at", "requested_by")
 
     def __post_init__(self) -> None:
         check_choice("kind", self.kind, get_args(RequestKind))
+        check_choice("requested_by", self.requested_by, get_args(Requester))
         for key in ("leader", "candidate"):
             if getattr(self, key) is not None:
                 check_name(key, getattr(self, key))
@@ -214,6 +219,7 @@ class SwitchoverRequest:
             leader=o.text("leader", None),
             candidate=o.text("candidate", None),
             scheduled_at=o.number("scheduled_at", None),
+            requested_by=o.text("requested_by", "operator"),
         )
 
 

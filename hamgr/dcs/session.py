@@ -20,11 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TypeVar
 
+from hamgr import clock
 from hamgr.dcs.base import DcsError, KeepaliveResult, scope_keys
 from hamgr.dcs.common import (
     Compare,
@@ -329,9 +329,9 @@ class KvSession:
         """Renew the lease; ``sent_at`` is taken just before the request leaves."""
         lease = self._lease
         if lease is None:
-            return KeepaliveResult(False, time.monotonic(), self._lease_ttl)
+            return KeepaliveResult(False, clock.now(), self._lease_ttl)
         d = self._deadline("keepalive")
-        sent_at = time.monotonic()
+        sent_at = clock.now()
         try:
             ttl = await self._call(d, partial(self._transport.lease_keepalive, lease))
         except LeaseGone:

@@ -7,11 +7,10 @@ agents' loops act upon, like every other decision.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from hamgr import postgres
+from hamgr import clock, postgres
 from hamgr.apiview import (
     LocalStatus,
     RequestFailed,
@@ -88,7 +87,7 @@ class LoopView:
         )
 
     def is_primary_serving(self) -> bool:
-        return primary_serving(self.local(), time.monotonic())
+        return primary_serving(self.local(), clock.now())
 
     async def cluster(self) -> ClusterView:
         try:

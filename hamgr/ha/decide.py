@@ -211,11 +211,19 @@ def _upkeep(view: ClusterView, local: LocalState) -> tuple[Action, ...]:
     if pg.system_identifier is not None and view.initialize != str(pg.system_identifier):
         sysid = str(pg.system_identifier)
         out.append(TakeInitialize(sysid) if view.initialize is None else SetInitialize(sysid))
-    tl = pg.timeline
-    if tl is not None and tl > view.timeline and pg.timeline_switch_lsn is not None:
-        req = view.switchover
-        why = describe_request(req) if req and req.candidate == me else f"failover to {me}"
-        entry = TimelineEntry(tl - 1, pg.timeline_switch_lsn, why, local.wall_now, me)
+    tl, parent = pg.timeline, pg.timeline_parent
+    if tl is not None and parent is None:
+        parent = tl - 1
+    recorded = view.history[-1].timeline if view.history else 0
+    if (
+        tl is not None
+        and parent is not None
+        and tl > view.timeline
+        and parent > recorded
+        and pg.timeline_switch_lsn is not None
+    ):
+        why = promotion_reason(view, me, local.wall_now)
+        entry = TimelineEntry(parent, pg.timeline_switch_lsn, why, local.wall_now, me)
         out.append(AppendHistory(entry))
     if local.store_leader_here:
         standbys = [
@@ -226,6 +234,27 @@ def _upkeep(view: ClusterView, local: LocalState) -> tuple[Action, ...]:
         if standbys:
             out.append(TransferStoreLeadership(standbys[0]))
     return tuple(out)
+
+
+def promotion_reason(view: ClusterView, me: str, wall_now: float) -> str:
+    """Why ``me`` became primary, for the cluster history: a switchover or a failover, and
+    whether an operator (or a stopping agent) asked for it or it was automatic.
+
+    Read in the new primary's first cycles, while the request that led to the promotion is
+    still stored (the new primary clears it in the same cycle, after recording the history).
+    A reason that starts with ``switchover`` is a planned handover; any other is a failover.
+    """
+    req = view.switchover
+    if req is not None and req.due(wall_now) and req.candidate in (None, me) and req.leader != me:
+        by = REQUESTERS[req.requested_by]
+        if req.kind == "switchover":
+            return f"switchover from {req.leader} to {me}, requested by {by}"
+        return f"failover to {me}, requested by {by}"
+    return f"failover to {me}, automatic: the leader key had expired or was released"
+
+
+REQUESTERS = {"operator": "the operator", "shutdown": "the leader's agent on its shutdown"}
+"""How a history reason names who asked (SwitchoverRequest.requested_by)."""
 
 
 def _as_follower(view: ClusterView, local: LocalState, key: LeaderKey) -> Decision:

@@ -18,12 +18,12 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-from hamgr import postgres
+from hamgr import clock, postgres
 from hamgr.dcs.base import Dcs, DcsError
 from hamgr.dcs.model import ClusterView, DynamicSettings, LeaderKey
 from hamgr.fencing import FencerClient, FenceRefused, FencerError, postmaster_identity
 from hamgr.ha import actions as a
-from hamgr.ha.inputs import SyncBarrier
+from hamgr.ha.inputs import LocalPostgres, SyncBarrier
 from hamgr.ha.slots import slot_name
 from hamgr.ha.syncrep import ANY_STANDBY
 from hamgr.postgres import PgSettings, PostgresError
@@ -31,6 +31,7 @@ from hamgr.postgres.conf import STANDBY_SIGNAL, clear_sync_conf, write_sync_conf
 from hamgr.postgres.files import write_file
 from hamgr.postgres.process import resolve_run_as
 from hamgr.postgres.syncrep import detach, set_synchronous_standby_names
+from hamgr.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +107,10 @@ class ActionRunner:
         store_transfer: StoreTransfer | None = None,
         bootstrap_settings: DynamicSettings | None = None,
         remove_data_on_rewind_failure: bool = False,
+        watchdog: Watchdog | None = None,
     ) -> None:
         self.name = name
+        self.watchdog = watchdog
         self.dcs = dcs
         self.pg = pg
         self.fencer = fencer
@@ -119,6 +122,10 @@ class ActionRunner:
         # watchdog watching the loop does not take them for a hang.
         self.long_step: Callable[[float], AbstractContextManager[None]] = _no_watchdog
         self.safety_margin = (bootstrap_settings or DynamicSettings()).safety_margin
+        self.rewinds = 0
+        """pg_rewind runs since the agent started (whatever their outcome)."""
+        # Told the outcome of every pg_rewind run: "rewound", "nothing" or "failed" (metrics).
+        self.on_rewind: Callable[[str], None] | None = None
 
     # -- the lease --------------------------------------------------------------------------
 
@@ -137,6 +144,8 @@ class ActionRunner:
         self.lease.fence_at = result.fence_at(safety_margin)
         self.lease.granted_ttl = result.ttl
         await self.arm_fencer()
+        if self.watchdog is not None and self.lease.key is not None and self.lease.fence_at:
+            self.watchdog.feed(self.lease.fence_at, result.sent_at + result.ttl, result.ttl)
         return True
 
     async def arm_fencer(self) -> None:
@@ -158,12 +167,44 @@ class ActionRunner:
 
     async def disarm_fencer(self) -> None:
         """PostgreSQL no longer runs as primary under our key: nothing to fence."""
+        if self.watchdog is not None:
+            self.watchdog.disable()
         if self.fencer is None:
             return
         try:
             await self.fencer.disarm()
         except (FencerError, OSError) as exc:
             log.error("could not disarm the fencer: %s", exc)
+
+    def settle_watchdog(self, pg: LocalPostgres, now: float) -> None:
+        """Close the watchdog once it guards nothing: PostgreSQL does not run as primary (as
+        last observed) and this agent holds no valid lease (e.g. the fencer stopped PostgreSQL
+        while the store was unreachable, so no demotion of the agent's own disarmed it)."""
+        wd = self.watchdog
+        if wd is None or not wd.active:
+            return
+        may_be_primary = pg.running and pg.role in ("primary", "unknown")
+        fence_at = self.lease.fence_at
+        lease_valid = self.lease.key is not None and fence_at is not None and now < fence_at
+        if not may_be_primary and not lease_valid:
+            wd.disable()
+
+    async def _watchdog_allows_primary(self, what: str) -> bool:
+        """With ``watchdog.mode: required``, PostgreSQL runs as primary only while the device is
+        open; otherwise the leader key is given back for another member to take."""
+        if self.watchdog is None or self.watchdog.ready_for_primary():
+            return True
+        log.error(
+            "not %s: watchdog mode is required and %s is not armed; giving the leader key back",
+            what,
+            self.watchdog.device,
+        )
+        self.lease.stepping_down = True
+        if self.lease.key is not None:
+            await self.dcs.release_leader(self.lease.key)
+            self.lease.key = None
+        await self.disarm_fencer()
+        return False
 
     # -- running a decision -----------------------------------------------------------------
 
@@ -212,6 +253,8 @@ class ActionRunner:
             await self.disarm_fencer()
             return released
         if isinstance(action, a.Bootstrap):
+            if not await self._watchdog_allows_primary("bootstrapping"):
+                return False
             with self.long_step(LONG_STEP):
                 return await self._bootstrap(view)
         if isinstance(action, a.CloneFrom):
@@ -241,6 +284,8 @@ class ActionRunner:
             with self.long_step(LONG_STEP):
                 return await self._empty_data_dir()
         if isinstance(action, a.Promote):
+            if not await self._watchdog_allows_primary("promoting"):
+                return False
             if action.strict:
                 # Read at promotion: the new primary acknowledges nothing before a standby has it.
                 write_sync_conf(pg, ANY_STANDBY)
@@ -270,7 +315,7 @@ class ActionRunner:
             await postgres.stop(pg, action.mode)
             await self.disarm_fencer()
             if action.for_switchover:
-                self.lease.switchover_stopped_at = time.monotonic()
+                self.lease.switchover_stopped_at = clock.now()
             return True
         if isinstance(action, a.StopPostgres):
             self.lease.stepping_down = True
@@ -278,6 +323,8 @@ class ActionRunner:
             await self.disarm_fencer()
             return True
         if isinstance(action, a.StartPostgres):
+            if not await self._watchdog_allows_primary("starting PostgreSQL as primary"):
+                return False
             await postgres.start(pg)
             await self.arm_fencer()
             return True
@@ -327,13 +374,20 @@ class ActionRunner:
 
     async def _rewind(self, view: ClusterView, leader: str) -> bool:
         lease = self.lease
-        if lease.rewind_failed_against == leader and time.monotonic() < lease.rewind_retry_at:
+        if lease.rewind_failed_against == leader and clock.now() < lease.rewind_retry_at:
             return False  # backing off after a failure: the next cycle asks again
         host, port = self._conn(view, leader)
+        self.rewinds += 1
+        log.warning(
+            "running pg_rewind against leader %s (run %d since the agent started)",
+            leader,
+            self.rewinds,
+        )
         try:
             result = await postgres.rewind(self.pg, host, port)
         except PostgresError as exc:
             log.error("pg_rewind against %s failed: %s", leader, exc)
+            self._rewound("failed")
             if lease.rewind_failed_against != leader:
                 lease.rewind_failures = 0
             lease.rewind_failures += 1
@@ -341,14 +395,13 @@ class ActionRunner:
             # A failure may be passing (e.g. the killed postmaster's PID not reaped yet, which
             # pg_rewind's single-user crash recovery takes for a running server): try again
             # after a growing pause, and give up (re-clone, if allowed) only after several.
-            lease.rewind_retry_at = time.monotonic() + REWIND_BACKOFF * 2 ** (
-                lease.rewind_failures - 1
-            )
+            lease.rewind_retry_at = clock.now() + REWIND_BACKOFF * 2 ** (lease.rewind_failures - 1)
             lease.rewind_failed = lease.rewind_failures >= REWIND_ATTEMPTS
             return False
         self.lease.rewind_failed = False
         self.lease.rewind_failures = 0
         self.lease.was_primary = False
+        self._rewound("rewound" if result.rewound else "nothing")
         if result.rewound:
             log.info("pg_rewind rewound my data directory to leader %s's timeline", leader)
         else:
@@ -356,6 +409,10 @@ class ActionRunner:
         postgres.configure_standby(self.pg, host, port, self._slot(view, leader))
         await postgres.start(self.pg, wait=False)
         return True
+
+    def _rewound(self, outcome: str) -> None:
+        if self.on_rewind is not None:
+            self.on_rewind(outcome)
 
     async def _empty_data_dir(self) -> bool:
         """Remove everything in the (stopped) data directory, keeping the directory itself (it

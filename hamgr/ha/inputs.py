@@ -2,8 +2,8 @@
 
 The HA loop fills these from observations (the local PostgreSQL, the lease, the REST APIs of
 the peers); decide() only reads them. LSNs are byte positions; ``now`` and every deadline are
-on the monotonic clock, ``wall_now`` is wall-clock seconds since the epoch (for scheduled
-switchovers and the history only).
+on the deadline clock (``hamgr.clock``), ``wall_now`` is wall-clock seconds since the epoch (for
+scheduled switchovers and the history only).
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ class LocalPostgres:
     ``current_lsn`` is a primary's write position; ``upstream`` the ``host:port`` a standby is
     configured to stream from; ``checkpoint_lsn`` the latest checkpoint's location from
     pg_controldata (read while stopped, for the switchover); ``timeline_switch_lsn`` where the
-    current timeline began (from its history file, for the cluster history). While stopped,
+    current timeline began, forking off ``timeline_parent`` (the last line of the timeline's
+    history file; None on timeline 1 or when unreadable), for the cluster history. While stopped,
     ``cluster_state`` is pg_controldata's "Database cluster state" ("shut down", "shut down in
     recovery", "in production" after a crash...): whether the data dir last ran as a primary.
     ``detached``: a running standby that streams from nobody on purpose (no primary_conninfo,
@@ -76,6 +77,7 @@ class LocalPostgres:
     upstream: str | None = None
     checkpoint_lsn: int | None = None
     timeline_switch_lsn: int | None = None
+    timeline_parent: int | None = None
     cluster_state: str | None = None
     detached: bool = False
     sync_standby_names: str | None = None
@@ -86,6 +88,14 @@ class LocalPostgres:
         for name in ("received_lsn", "replayed_lsn", "current_lsn", "checkpoint_lsn"):
             _check(name, getattr(self, name), 0)
         _check("timeline_switch_lsn", self.timeline_switch_lsn, 0)
+        _check("timeline_parent", self.timeline_parent, 1)
+        if self.timeline_parent is not None and (
+            self.timeline is None or self.timeline_parent >= self.timeline
+        ):
+            raise ValueError(
+                f"timeline_parent: expected a timeline before {self.timeline}, "
+                f"got {self.timeline_parent}"
+            )
 
     @property
     def is_primary(self) -> bool:
@@ -110,8 +120,8 @@ class LocalState:
     ``timeline_diverged`` is computed by the loop against the leader's timeline history;
     ``rewind_failed`` says the last pg_rewind failed. ``switchover_stopped_at`` is when this
     agent stopped its primary for a switchover (Demote ``for_switchover``). ``store_leader_here``
-    says the store's Raft leader runs on this host. ``claim_unled_since`` is since when (monotonic)
-    this agent has seen the same ``""`` initialize claim with no leader key.
+    says the store's Raft leader runs on this host. ``claim_unled_since`` is since when
+    (hamgr.clock) this agent has seen the same ``""`` initialize claim with no leader key.
     ``reinit_requested``: an operator asked to rebuild this replica from the leader.
     ``sync_barrier``: what the primary's last change of synchronous_standby_names returned.
     """
@@ -140,7 +150,7 @@ class LocalState:
         if not (math.isfinite(self.wall_now) and self.wall_now >= 0):
             raise ValueError(f"wall_now: expected seconds since the epoch, got {self.wall_now}")
         if not math.isfinite(self.now):
-            raise ValueError(f"now: expected a monotonic instant, got {self.now}")
+            raise ValueError(f"now: expected an instant of hamgr.clock, got {self.now}")
         _check("leader_revision", self.leader_revision, 1)
 
 

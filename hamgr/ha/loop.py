@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from hamgr import postgres
+from hamgr import clock, postgres
 from hamgr.dcs.base import Dcs, DcsError
 from hamgr.dcs.jsonfields import ModelError
 from hamgr.dcs.model import (
@@ -35,6 +35,7 @@ from hamgr.ha.decide import decide
 from hamgr.ha.execute import ActionRunner
 from hamgr.ha.inputs import LocalPostgres, LocalState
 from hamgr.ha.observe import (
+    TimelineForks,
     UnledClaim,
     last_ran_as_primary,
     observe_postgres,
@@ -113,16 +114,20 @@ class HaLoop:
         self._session_started = False
         self._slots = SlotKeeper(pg, me.name)
         self._unled_claim: UnledClaim | None = None
+        self._forks = TimelineForks()
         self.reinit_requested = False
         """Set by the REST API (POST /reinitialize); cleared once the data dir was emptied."""
+        self.keepalive_errors = 0
+        """Keepalive timer rounds that raised (logged; the timer goes on)."""
 
     # -- the cycle --------------------------------------------------------------------------
 
     async def cycle(self) -> Decision | None:
         """One observe-decide-act round; None when the store could not be read."""
-        started = time.monotonic()
-        pg = await observe_postgres(self.pg)
+        started = clock.now()
+        pg = await observe_postgres(self.pg, self._forks)
         self.last_pg = pg
+        self.runner.settle_watchdog(pg, clock.now())
         self.runner.lease.stepping_down = False
         try:
             view = await self.dcs.get_cluster()
@@ -138,7 +143,7 @@ class HaLoop:
         self.settings = view.settings
         lease = self.runner.lease
         lease.was_primary = last_ran_as_primary(view, pg, lease.was_primary)
-        self._unled_claim = unled_claim(view, self._unled_claim, time.monotonic())
+        self._unled_claim = unled_claim(view, self._unled_claim, clock.now())
         if self.reinit_requested and lease.leader_revision is not None:
             # Won a race meanwhile: the request was for a replica, and must not empty this
             # data directory some day later, when it follows again.
@@ -150,7 +155,7 @@ class HaLoop:
             # Stop receiving, then decide on the final position at once (not a loop later).
             self._log_decision(decision)
             if await self.runner.run(decision, view):
-                pg = await observe_postgres(self.pg)
+                pg = await observe_postgres(self.pg, self._forks)
                 self.last_pg = pg
                 decision = decide(view, self._local(view, pg))
         if any(isinstance(x, ProbePeers) for x in decision.actions):
@@ -164,9 +169,9 @@ class HaLoop:
             self.reinit_requested = False
         key = view.leader
         holder = key is not None and key.revision == self.runner.lease.leader_revision
-        await self._slots.maintain(view, pg, holder, time.monotonic())
+        await self._slots.maintain(view, pg, holder, clock.now())
         await self._publish(view, pg, decision)
-        self.last_loop_at = time.monotonic()
+        self.last_loop_at = clock.now()
         self.loop_count += 1
         if self._on_cycle is not None:
             self._on_cycle(view, pg, decision, self.last_loop_at - started)
@@ -176,7 +181,7 @@ class HaLoop:
         lease = self.runner.lease
         return LocalState(
             name=self.me.name,
-            now=time.monotonic(),
+            now=clock.now(),
             wall_now=time.time(),
             pg=pg,
             tags=self.me.tags,
@@ -200,7 +205,7 @@ class HaLoop:
         """Without the store we decide nothing, but a primary past its deadline still stops."""
         log.warning("cannot read the cluster from the store: %s", exc)
         fence_at = self.runner.lease.fence_at
-        if pg.is_primary and (fence_at is None or time.monotonic() >= fence_at):
+        if pg.is_primary and (fence_at is None or clock.now() >= fence_at):
             log.error("lease deadline passed and the store is unreachable: stopping PostgreSQL")
             await postgres.stop(self.pg, "immediate")
             await self.runner.disarm_fencer()
@@ -269,12 +274,13 @@ class HaLoop:
         keeper = asyncio.create_task(self._keepalive_timer(stop), name="hamgr-keepalive")
         try:
             while not stop.is_set():
-                started = time.monotonic()
+                started = clock.now()
+                keeper = self._supervise_keepalive(keeper, stop)
                 try:
                     await self.cycle()
                 except Exception:
                     log.exception("HA loop cycle failed")
-                wait = max(0.0, self.settings.loop_wait - (time.monotonic() - started))
+                wait = max(0.0, self.settings.loop_wait - (clock.now() - started))
                 if self.runner.lease.switchover_stopped_at is not None:
                     # Stopped for a switchover: release the key as soon as the candidate has
                     # our shutdown checkpoint, not a whole loop later.
@@ -295,7 +301,7 @@ class HaLoop:
         A watch that fails at once (store unreachable) must not make the loop spin: the rest of
         the wait is then slept out.
         """
-        end = time.monotonic() + timeout
+        end = clock.now() + timeout
         watcher = asyncio.ensure_future(self.dcs.watch(timeout))
         stopper = asyncio.ensure_future(stop.wait())
         try:
@@ -305,7 +311,7 @@ class HaLoop:
             if watcher in done and not watcher.cancelled() and watcher.exception() is not None:
                 log.debug("store watch failed: %s", watcher.exception())
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), max(0.0, end - time.monotonic()))
+                    await asyncio.wait_for(stop.wait(), max(0.0, end - clock.now()))
         finally:
             for t in (watcher, stopper):
                 t.cancel()
@@ -314,15 +320,38 @@ class HaLoop:
                     await t
 
     async def _keepalive_timer(self, stop: asyncio.Event) -> None:
-        """Renew the session lease every ttl/3, whatever the loop is busy with."""
+        """Renew the session lease every ttl/3, whatever the loop is busy with.
+
+        An error in one round (a bug, a hook that raises) is logged and the timer goes on with
+        the next round: left dead, renewal would fall to the slower loop, and a primary whose
+        loop is busy (a long step) would be fenced although the store is fine.
+        """
         while not stop.is_set():
-            started = time.monotonic()
-            # A key taken in this agent's first cycle (the bootstrap race) is renewed too:
-            # initdb can outlast the ttl, and that cycle publishes nothing until it ends.
-            if self._session_started or self.runner.lease.key is not None:
-                ok = await self.runner.keepalive(self.settings.safety_margin)
-                if self._on_keepalive is not None:
-                    self._on_keepalive(time.monotonic() - started, ok, started)
+            started = clock.now()
+            try:
+                await self._keepalive_round(started)
+            except Exception:
+                self.keepalive_errors += 1
+                log.exception("lease keepalive timer: the round failed; going on with the next")
             period = min(self.settings.ttl, self.runner.lease.granted_ttl or math.inf) / 3
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), max(0.0, period - (time.monotonic() - started)))
+                await asyncio.wait_for(stop.wait(), max(0.0, period - (clock.now() - started)))
+
+    async def _keepalive_round(self, started: float) -> None:
+        # A key taken in this agent's first cycle (the bootstrap race) is renewed too:
+        # initdb can outlast the ttl, and that cycle publishes nothing until it ends.
+        if self._session_started or self.runner.lease.key is not None:
+            ok = await self.runner.keepalive(self.settings.safety_margin)
+            if self._on_keepalive is not None:
+                self._on_keepalive(clock.now() - started, ok, started)
+
+    def _supervise_keepalive(
+        self, keeper: asyncio.Task[None], stop: asyncio.Event
+    ) -> asyncio.Task[None]:
+        """The keepalive timer task, started again if it ended while the loop still runs."""
+        if not keeper.done() or stop.is_set():
+            return keeper
+        error = None if keeper.cancelled() else keeper.exception()
+        log.error("the lease keepalive timer ended (%r); starting it again", error)
+        self.keepalive_errors += 1
+        return asyncio.create_task(self._keepalive_timer(stop), name="hamgr-keepalive")

@@ -17,7 +17,7 @@ import aiohttp
 from hamgr import postgres
 from hamgr.dcs.model import ClusterView, MemberState
 from hamgr.ha.inputs import LocalPostgres, PeerProbe, Standby
-from hamgr.postgres import PgSettings, PostgresError
+from hamgr.postgres import PgSettings, PostgresError, TimelineSwitch
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +26,54 @@ def _data_dir_empty(path: Path) -> bool:
     return not path.exists() or (path.is_dir() and not any(path.iterdir()))
 
 
-async def observe_postgres(settings: PgSettings) -> LocalPostgres:
-    """The local PostgreSQL as decide() needs it."""
+class TimelineForks:
+    """Where the local timeline forked off its parent, from its history file, read once per
+    timeline (the file of a timeline never changes; the loop asks every cycle).
+
+    A file that cannot be read (a standby that has not fetched it yet, a removed pg_wal file)
+    is tried again next time, logged once per timeline.
+    """
+
+    def __init__(self) -> None:
+        self._timeline: int | None = None
+        self._fork: TimelineSwitch | None = None
+        self._warned: int | None = None
+        self.reads = 0
+        """History files read so far (how often the cache was missed)."""
+
+    async def fork(self, settings: PgSettings, timeline: int | None) -> TimelineSwitch | None:
+        """The last line of ``timeline``'s history file (None on timeline 1 or unknown)."""
+        if timeline is None or timeline <= 1:
+            return None
+        if timeline == self._timeline:
+            return self._fork
+        self.reads += 1
+        try:
+            switches = await postgres.timeline_history(settings, timeline)
+        except PostgresError as exc:
+            if self._warned != timeline:
+                self._warned = timeline
+                log.warning("cannot read where timeline %d began: %s", timeline, exc)
+            return None
+        fork = switches[-1] if switches else None
+        if fork is not None and fork.timeline >= timeline:
+            if self._warned != timeline:
+                self._warned = timeline
+                log.warning(
+                    "timeline %d's history file ends with timeline %d; ignoring it",
+                    timeline,
+                    fork.timeline,
+                )
+            return None
+        self._timeline, self._fork = timeline, fork
+        return fork
+
+
+async def observe_postgres(
+    settings: PgSettings, forks: TimelineForks | None = None
+) -> LocalPostgres:
+    """The local PostgreSQL as decide() needs it; with ``forks``, also where its timeline
+    began (a new one is read from its history file, the same one comes from memory)."""
     data_dir = Path(settings.data_dir)
     initialized = postgres.is_initialized(settings)
     if not initialized:
@@ -45,8 +91,8 @@ async def observe_postgres(settings: PgSettings) -> LocalPostgres:
                 timeline = max(timeline, cd.min_recovery_end_timeline)
         except PostgresError as exc:
             log.warning("pg_controldata failed: %s", exc)
-    switch_lsn = None
     tl = st.timeline or timeline
+    fork = await forks.fork(settings, tl) if forks is not None else None
     upstream = None
     if st.upstream is not None and st.upstream.sender_host:
         upstream = f"{st.upstream.sender_host}:{st.upstream.sender_port}"
@@ -64,7 +110,8 @@ async def observe_postgres(settings: PgSettings) -> LocalPostgres:
         system_identifier=st.system_identifier or sysid,
         upstream=upstream,
         checkpoint_lsn=checkpoint_lsn,
-        timeline_switch_lsn=switch_lsn,
+        timeline_switch_lsn=fork.switch_lsn if fork else None,
+        timeline_parent=fork.timeline if fork else None,
         cluster_state=cluster_state,
         detached=role == "replica" and st.upstream_configured is False and st.upstream is None,
         sync_standby_names=st.sync_standby_names,

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Protocol
 
+from hamgr import clock
 from hamgr.dcs import (
     DcsError,
     DynamicSettings,
@@ -102,9 +103,9 @@ async def check_keepalive_reports_sent_at_and_ttl(store: StoreUnderTest) -> None
         assert not without.ok, "no lease yet: keepalive must say so"
         assert without.fence_at(0.5) is None
         await a.touch_member(member("a"))
-        before = time.monotonic()
+        before = clock.now()
         result = await a.keepalive()
-        after = time.monotonic()
+        after = clock.now()
         assert result.ok
         assert before <= result.sent_at <= after
         assert result.ttl >= store.ttl
@@ -127,7 +128,7 @@ async def check_expiry_removes_leader_and_member_at_one_revision(
         give_up = earliest + 10.0
         while True:  # a sends no more keepalives
             view = await b.get_cluster()
-            seen_at = time.monotonic()
+            seen_at = clock.now()
             has_leader, has_member = view.leader is not None, view.member("a") is not None
             assert has_leader == has_member, (
                 f"leader key and member key must vanish at one revision, view {view.revision} "

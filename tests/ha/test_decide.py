@@ -53,6 +53,7 @@ from tests.ha.builders import (
 )
 
 CLONEFROM = MemberTags(clonefrom=True)
+AUTOMATIC = "failover to a, automatic: the leader key had expired or was released"
 TTL = DynamicSettings().ttl
 
 BOOTSTRAP = [
@@ -266,9 +267,45 @@ LEADER = [
         None,
         (
             RenewLease(),
-            AppendHistory(TimelineEntry(2, BASE + 100, "failover to a", WALL, "a")),
+            AppendHistory(TimelineEntry(2, BASE + 100, AUTOMATIC, WALL, "a")),
             RecordPosition(PrimaryPosition("a", 3, BASE)),
         ),
+        "I am the leader",
+    ),
+    row(
+        "records-the-parent-timeline-from-the-history-file",
+        view(history=history(1)),
+        local(
+            "a",
+            primary(timeline=4, timeline_switch_lsn=BASE + 100, timeline_parent=2),
+            leader=True,
+        ),
+        None,
+        (
+            RenewLease(),
+            AppendHistory(TimelineEntry(2, BASE + 100, AUTOMATIC, WALL, "a")),
+            RecordPosition(PrimaryPosition("a", 4, BASE)),
+        ),
+        "I am the leader",
+    ),
+    row(
+        "parent-already-recorded",
+        view(history=history(1, 2)),
+        local(
+            "a",
+            primary(timeline=4, timeline_switch_lsn=BASE + 100, timeline_parent=2),
+            leader=True,
+        ),
+        None,
+        (RenewLease(), RecordPosition(PrimaryPosition("a", 4, BASE))),
+        "I am the leader",
+    ),
+    row(
+        "fork-unknown-records-nothing",
+        view(history=history(1)),
+        local("a", primary(timeline=3), leader=True),
+        None,
+        (RenewLease(), RecordPosition(PrimaryPosition("a", 3, BASE))),
         "I am the leader",
     ),
     row(

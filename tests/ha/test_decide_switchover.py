@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import pytest
 
+from hamgr.dcs.model import PrimaryPosition, SwitchoverRequest, TimelineEntry
 from hamgr.ha import (
     AcquireLeader,
+    AppendHistory,
     ClearSwitchover,
     Demote,
     ProbePeers,
     Promote,
+    RecordPosition,
     ReleaseLeader,
     RenewLease,
     StartPostgres,
 )
+from hamgr.ha.decide import promotion_reason
 from tests.ha.builders import (
     ARGS,
     BASE,
@@ -169,6 +173,27 @@ SWITCHOVER = [
         "the switchover from a to b is over (I am the leader): clearing it",
     ),
     row(
+        "new-leader-records-the-switchover-then-clears-it",
+        view(leader="b", switchover=REQ),
+        local("b", primary(timeline=2, timeline_switch_lsn=PAST_CHECKPOINT), leader=True),
+        None,
+        (
+            RenewLease(),
+            AppendHistory(
+                TimelineEntry(
+                    1,
+                    PAST_CHECKPOINT,
+                    "switchover from a to b, requested by the operator",
+                    WALL,
+                    "b",
+                )
+            ),
+            ClearSwitchover(REQ),
+            RecordPosition(PrimaryPosition("b", 2, BASE)),
+        ),
+        "is over",
+    ),
+    row(
         "stale-request-cleared",
         view(switchover=switchover("c", "b")),
         local("a", primary(), leader=True),
@@ -230,3 +255,40 @@ SWITCHOVER = [
 @pytest.mark.parametrize(ARGS, SWITCHOVER)
 def test_switchover(v, loc, peers, actions, fragment) -> None:
     check(v, loc, peers, actions, fragment)
+
+
+@pytest.mark.parametrize(
+    ("request_", "reason"),
+    [
+        pytest.param(None, "failover to b, automatic: the leader key had expired", id="none"),
+        pytest.param(
+            switchover("a", "b"),
+            "switchover from a to b, requested by the operator",
+            id="switchover-to-me",
+        ),
+        pytest.param(
+            switchover("a", None),
+            "switchover from a to b, requested by the operator",
+            id="switchover-to-the-best",
+        ),
+        pytest.param(
+            switchover("a", None, requested_by="shutdown"),
+            "switchover from a to b, requested by the leader's agent on its shutdown",
+            id="agent-shutdown",
+        ),
+        pytest.param(
+            switchover(None, "b"), "failover to b, requested by the operator", id="failover-to-me"
+        ),
+        pytest.param(switchover("a", "c"), "failover to b, automatic", id="request-named-another"),
+        pytest.param(
+            switchover("a", "b", scheduled_at=WALL + 60),
+            "failover to b, automatic",
+            id="request-not-due-yet",
+        ),
+    ],
+)
+def test_promotion_reason(request_: SwitchoverRequest | None, reason: str) -> None:
+    text = promotion_reason(view(leader="b", switchover=request_), "b", WALL)
+    assert text.startswith(reason)
+    # The metrics count a promotion as a failover unless its reason starts with "switchover".
+    assert text.startswith("switchover") == (request_ is not None and reason[0] == "s")

@@ -2,7 +2,7 @@
 
 Three real agents (fast profile: ttl 2 s, safety margin 0.5 s) with real PostgreSQL on
 127.0.0.131-133. While a test runs, one writer thread per member inserts into THAT member's
-PostgreSQL directly (not through GET /primary) and records the CLOCK_MONOTONIC instant of each
+PostgreSQL directly (not through GET /primary) and records the hamgr.clock instant of each
 acknowledged insert. Then the primary's agent is frozen (SIGSTOP), its member cut off from the
 others (iptables on its loopback address), or its agent killed (-9), while its PostgreSQL keeps
 running. Each test asserts that the old primary's last acknowledged write came strictly before
@@ -37,7 +37,7 @@ import psycopg
 import pytest
 from aiohttp import web
 
-from hamgr import postgres
+from hamgr import clock, postgres
 from hamgr.agent import http_connector
 from hamgr.config import load_config
 from hamgr.dcs.model import ClusterView
@@ -67,12 +67,12 @@ T = TypeVar("T")
 
 def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
     """The first truthy value of `probe()` within `timeout` seconds, else AssertionError."""
-    deadline = time.monotonic() + timeout
+    deadline = clock.now() + timeout
     while True:
         value = probe()
         if value:
             return value
-        if time.monotonic() > deadline:
+        if clock.now() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
 
@@ -82,7 +82,7 @@ def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval:
 
 @dataclass
 class MemberWriter:
-    """One thread inserting into one member's PostgreSQL; `acks` are CLOCK_MONOTONIC instants."""
+    """One thread inserting into one member's PostgreSQL; `acks` are hamgr.clock instants."""
 
     name: str
     connect: Callable[[], psycopg.Connection[Any]]
@@ -100,8 +100,8 @@ class MemberWriter:
                     if conn is None:
                         conn = self.connect()
                     conn.execute(f"INSERT INTO {TABLE} (member) VALUES (%s)", (self.name,))
-                    # time.monotonic() is CLOCK_MONOTONIC, the clock of the fencer's deadlines.
-                    self.acks.append(time.monotonic())
+                    # hamgr.clock is the clock of the fencer's deadlines.
+                    self.acks.append(clock.now())
                     stop.wait(WRITE_PAUSE)
                 except psycopg.Error as exc:
                     kind = type(exc).__name__
@@ -192,15 +192,15 @@ class FenceLine:
     text: str
 
 
-_FENCE = re.compile(r"mono=(?P<mono>[0-9.]+) .*FENCE fence_at=(?P<at>[0-9.]+) ")
+_FENCE = re.compile(r"clock=(?P<mono>[0-9.]+) .*FENCE fence_at=(?P<at>[0-9.]+) ")
 _KILLED = re.compile(r"SIGKILL postmaster (\d+)")
 
 
-_MONO = re.compile(r" mono=([0-9.]+) ")
+_MONO = re.compile(r" clock=([0-9.]+) ")
 
 
 def fencer_log(cluster: AgentCluster, name: str, since: float) -> list[str]:
-    """The lines member `name`'s fencer logged after monotonic instant `since`."""
+    """The lines member `name`'s fencer logged after hamgr.clock instant `since`."""
     m = cluster.members[name]
     log = m.data_dir.with_name(m.data_dir.name + ".run") / "hamgr-fencer.log"
     try:
@@ -211,7 +211,7 @@ def fencer_log(cluster: AgentCluster, name: str, since: float) -> list[str]:
 
 
 def fence_lines(cluster: AgentCluster, name: str, since: float) -> list[FenceLine]:
-    """The fencer's FENCE lines of member `name` logged after monotonic instant `since`."""
+    """The fencer's FENCE lines of member `name` logged after hamgr.clock instant `since`."""
     found = []
     for line in fencer_log(cluster, name, since):
         match = _FENCE.search(line)
@@ -400,9 +400,9 @@ async def test_starting_a_standby_with_no_leader_never_makes_a_primary(
     runner = ActionRunner("fenced", None, pg)  # type: ignore[arg-type]
     assert await runner.run(Decision((StartReplica(None),), "no leader"), ClusterView())
     # A standby is started without waiting for it to be ready: wait here, bounded.
-    deadline = time.monotonic() + 30
+    deadline = clock.now() + 30
     state = await postgres.status(pg)
-    while state.role not in ("replica", "primary") and time.monotonic() < deadline:
+    while state.role not in ("replica", "primary") and clock.now() < deadline:
         await asyncio.sleep(0.1)
         state = await postgres.status(pg)
     assert (state.running, state.role) == (True, "replica")
@@ -420,7 +420,7 @@ def test_frozen_primary_agent_is_fenced_before_a_new_primary_writes(
     postmaster = cluster.postmaster_pid(old)
     with Writers(cluster) as writers:
         wait_for(lambda: len(writers.acks(old)) >= 20, 10, f"writes acknowledged by {old}")
-        frozen_at = time.monotonic()
+        frozen_at = clock.now()
         cluster.sigstop_agent(old)
         try:
             new = wait_for(
@@ -532,7 +532,7 @@ def test_cut_off_primary_stops_writing_before_a_new_primary_writes(
     with Writers(cluster, via_socket=(old,)) as writers:
         wait_for(lambda: len(writers.acks(old)) >= 20, 10, f"writes acknowledged by {old}")
         with Partition(old_host):
-            cut_at = time.monotonic()
+            cut_at = clock.now()
             assert not reachable(other_host, old_host, 7000), "the partition lets peers in"
             assert not reachable(old_host, other_host, 7000), "the partition lets the old out"
             new = wait_for(
@@ -563,7 +563,7 @@ def test_killed_primary_agent_is_fenced_and_its_successor_takes_the_fencer_over(
     postmaster = cluster.postmaster_pid(old)
     with Writers(cluster) as writers:
         wait_for(lambda: len(writers.acks(old)) >= 20, 10, f"writes acknowledged by {old}")
-        killed_at = time.monotonic()
+        killed_at = clock.now()
         cluster.kill9_agent(old)
         new = wait_for(
             lambda: writers.acked_elsewhere(old, 20), FAILOVER, "writes on a new primary"

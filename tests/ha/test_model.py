@@ -72,9 +72,12 @@ def requests(draw: st.DrawFn) -> SwitchoverRequest:
     leader = draw(NAME)
     candidate = draw(st.none() | NAME.filter(lambda n: n != leader))
     when = draw(st.none() | SECONDS)
+    by = draw(st.sampled_from(["operator", "shutdown"]))
     if draw(st.booleans()) and candidate is not None:
-        return SwitchoverRequest("failover", draw(st.none() | st.just(leader)), candidate, when)
-    return SwitchoverRequest("switchover", leader, candidate, when)
+        return SwitchoverRequest(
+            "failover", draw(st.none() | st.just(leader)), candidate, when, requested_by=by
+        )
+    return SwitchoverRequest("switchover", leader, candidate, when, requested_by=by)
 
 
 @st.composite
@@ -243,6 +246,12 @@ BAD = [
         {"kind": "failover", "candidate": "b", "at": 5},
         "at: unknown field",
         id="request-typo",
+    ),
+    pytest.param(
+        SwitchoverRequest,
+        {"kind": "switchover", "leader": "a", "requested_by": "cron"},
+        'requested_by: expected "operator" or "shutdown", got "cron"',
+        id="bad-requester",
     ),
     pytest.param(
         SwitchoverRequest,

@@ -1,15 +1,18 @@
 """timeline_diverged() and last_ran_as_primary(): when a member needs pg_rewind; unled_claim():
-how long a bootstrap claim has gone without a leader (table tests)."""
+how long a bootstrap claim has gone without a leader (table tests); TimelineForks: where the
+local timeline began, from its history file (files written here, no PostgreSQL)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hamgr.dcs.model import ClusterView, TimelineEntry
 from hamgr.ha.inputs import LocalPostgres
-from hamgr.ha.observe import last_ran_as_primary, timeline_diverged, unled_claim
+from hamgr.ha.observe import TimelineForks, last_ran_as_primary, timeline_diverged, unled_claim
+from hamgr.postgres import PgSettings
 from tests.ha.builders import member, view
 
 FORK = 0x5000000
@@ -138,3 +141,67 @@ def test_unled_claim(
     expected: tuple[int, float] | None,
 ) -> None:
     assert unled_claim(seen_view, before, 10.0) == expected, name
+
+
+# -- where the timeline began: its history file, read once per timeline -----------------------
+
+
+def _data_dir(tmp_path: Path, files: dict[int, str]) -> PgSettings:
+    wal = tmp_path / "data" / "pg_wal"
+    wal.mkdir(parents=True)
+    for timeline, text in files.items():
+        (wal / f"{timeline:08X}.history").write_text(text)
+    return PgSettings(bin_dir=Path("/usr/bin"), data_dir=tmp_path / "data")
+
+
+HISTORY_3 = "1\t0/3000000\tno recovery target specified\n\n2\t0/5000060\tno recovery target\n"
+
+
+async def test_timeline_fork_comes_from_the_last_line_of_the_history_file(tmp_path: Path) -> None:
+    settings = _data_dir(tmp_path, {3: HISTORY_3, 4: "1\t0/3000000\tx\n3\t0/7000000\ty\n"})
+    forks = TimelineForks()
+    assert await forks.fork(settings, 1) is None
+    assert await forks.fork(settings, None) is None
+    fork = await forks.fork(settings, 3)
+    assert fork is not None and (fork.timeline, fork.switch_lsn) == (2, 0x5000060)
+    for _ in range(5):
+        assert await forks.fork(settings, 3) == fork
+    assert forks.reads == 1, "the same timeline's history file is read once"
+    fork = await forks.fork(settings, 4)
+    assert fork is not None and (fork.timeline, fork.switch_lsn) == (3, 0x7000000)
+    assert forks.reads == 2
+
+
+async def test_an_unreadable_history_file_is_tried_again_and_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = _data_dir(tmp_path, {})
+    forks = TimelineForks()
+    for _ in range(3):
+        assert await forks.fork(settings, 2) is None
+    assert forks.reads == 3
+    assert len([r for r in caplog.records if "where timeline 2 began" in r.getMessage()]) == 1
+    (settings.data_dir / "pg_wal" / "00000002.history").write_text("1\t0/3000000\tx\n")
+    fork = await forks.fork(settings, 2)
+    assert fork is not None and fork.switch_lsn == 0x3000000
+
+
+async def test_a_history_file_that_does_not_lead_to_its_timeline_is_ignored(
+    tmp_path: Path,
+) -> None:
+    settings = _data_dir(tmp_path, {2: "5\t0/3000000\tnonsense\n"})
+    assert await TimelineForks().fork(settings, 2) is None
+
+
+def test_a_former_primary_judged_by_the_recorded_fork_of_its_own_timeline() -> None:
+    """Recorded with the parent timeline of the leader's history file, a fork several timelines
+    back still tells whether a returning former primary went past it."""
+    two_hops = view(
+        members=(member("a", "primary", timeline=3), member("b"), member("c")),
+        history=(
+            TimelineEntry(1, FORK, "failover to b", 0.0, "b"),
+            TimelineEntry(2, FORK + 0x1000000, "failover to a", 0.0, "a"),
+        ),
+    )
+    assert timeline_diverged(two_hops, running_standby(FORK - 8), True) is False
+    assert timeline_diverged(two_hops, running_standby(FORK + 8), True) is True
