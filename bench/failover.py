@@ -1,37 +1,82 @@
-"""Client-visible failover: continuous writes through HAProxy while the primary dies or hands over.
+"""Client-visible failover: writes through HAProxy and to each member while the primary fails.
 
-    .venv/bin/python bench/failover.py [--runs N] [--profile default|fast] [--timeline]
+    .venv/bin/python bench/failover.py [--sync off|on|quorum] [--runs N]
+        [--scenarios kill9,switchover,freeze,freeze-all,partition,replica-store-leader-kill]
+        [--profile default|fast] [--timeline]
 
 A local 3-member cluster (agents pg1..pg3 on 127.0.0.141-143, each with its own PostgreSQL)
 behind HAProxy on 127.0.0.149:5000, configured by deploy/haproxy/haproxy.cfg (GET /primary
 every 500 ms, fall 1, rise 1, retries 0, on-marked-down shutdown-sessions) and run in the
-foreground as a child. One writer process (bench/ackwriter.py) inserts sequence numbers through
-HAProxy as fast as it can, reconnecting at once on any error, and records every acknowledged
-insert with its CLOCK_MONOTONIC time. Two scenarios, `--runs` times each:
+foreground as a child. `--sync on|quorum` writes `bootstrap.dcs.synchronous_mode` (that
+string), `synchronous_node_count: 1` and `synchronous_mode_strict: false` into every member's
+configuration; `--sync off` (the default) writes nothing. The configurations are checked with
+`hamgr validate-config` first, so an agent that does not know a setting stops the benchmark
+with its own message.
 
+Writers (bench/ackwriter.py processes, bench/writers.py), all into one table with their sequence
+numbers kept apart, each recording every acknowledged insert with its CLOCK_MONOTONIC instant:
+- one through HAProxy, as fast as it can (`--rate`), reconnecting at once on any error;
+- one per member straight to THAT member's PostgreSQL over its unix socket (`--direct-rate`
+  attempts/s each; an insert still in flight after 2 s is cancelled, as a client-side timeout
+  would), so that which member acknowledged each write is known; a standby refuses
+  (read-only), which is fine, and the writer keeps its connection so that it writes as soon
+  as that member is promoted. `--direct-rate 0`: no direct writers.
+A commit whose synchronous replication wait was cancelled (PostgreSQL's WARNING "canceling wait
+for synchronous replication ... The transaction has already committed locally, but might not
+have been replicated to the standby", on success or before the connection dies) is caught by
+the writer's notice handler and recorded as local-only: reported apart, never counted as an
+acknowledged write.
+
+Scenarios (bench/faults.py), `--runs` times each, all by default:
 - kill9: SIGKILL of the primary's agent and of its postmaster with every child (a host crash;
-  the agent's fencer process is left alone). Afterwards the killed agent is restarted and must
-  stream again before the next run.
+  the fencer is left alone); the agent is started again afterwards.
 - switchover: POST /switchover {"leader": <primary>} to the primary's REST API, with auth.
+  One the agents abort (the old primary serves again) is kept, marked ABORTED.
+- freeze: SIGSTOP of the primary's agent; its fencer runs on and stops PostgreSQL at the lease
+  deadline. SIGCONT once another member answers GET /primary 200.
+- freeze-all: SIGSTOP of the primary's agent AND its fencer: PostgreSQL runs on unfenced and a
+  direct writer can keep getting acks from it. SIGCONT of both `--freeze-hold` seconds after
+  another member answers GET /primary 200.
+- partition: the primary's address cut off from the others (iptables INPUT rules on its
+  loopback address, tagged; every rule removed in a finally); healed once another member
+  answers GET /primary 200. Its direct writer still reaches it through the unix socket.
+- replica-store-leader-kill: SIGKILL of the replica whose agent leads the store (agent with its
+  embedded store member, and its PostgreSQL). The primary must keep serving unfenced: its
+  fence margin (GET /patroni `fence_remaining`: its lease deadline minus now) is sampled every
+  `--margin-interval` s and the smallest in the ttl + 1 s after the kill is reported; a
+  failover or a FENCE line in its fencer's log is noted. The killed agent is started again.
 
-Each run: wait until the cluster has settled (one primary, both others streaming, and the Raft
-leadership off the primary, as the agents arrange, for at most 3 ttl), a fresh table, warm up,
-fault, wait until writes have succeeded without a pause for `--steady` seconds, stop the writer,
-let the cluster settle again (the old primary rejoined), then read the table on the primary.
-Measured: the outage (the longest gap between two consecutive acknowledged writes spanning the
-fault; a longer one before writes flowed steadily, if they flapped, counts instead), the time
-until another member's GET /primary answers 200, when HAProxy marked it UP, and the
-acknowledged writes missing from the final primary's table (lost). Asynchronous replication may
-lose the last writes acknowledged by a killed primary: they are counted and reported, not hidden.
-The last line printed is exactly
+Each run: wait until the cluster has settled (one primary, both others streaming and replaying
+its writes, and the Raft
+leadership off the primary, as the agents arrange, for at most 3 ttl); with sync on, print the
+primary's `synchronous_standby_names`; a fresh table; writers start; warm up; fault; wait until
+writes through HAProxy have succeeded without a pause for `--steady` seconds (and the fault has
+run its course: healed, or observed long enough); heal whatever is left; keep writing until
+every member streams again (at most `--rejoin-timeout`, so that writes a healed old primary
+still acknowledges are seen); stop the writers, then read the table on the final primary.
 
-    kill9_outage_median_s=A switchover_outage_median_s=B lost_writes=C kill9_lost_writes=D
+Per run: the outage (the longest gap between two consecutive acknowledged writes through
+HAProxy spanning the fault, up to the moment writes flowed steadily; a later stall over 1 s is
+noted), the time until another member's GET /primary answers 200, when HAProxy marked it UP,
+acknowledged writes of every writer missing on the final primary (lost), local-only commits,
+and the seconds during which two members both acknowledged writes (each member's direct acks
+merged into windows wherever consecutive acks lie less than 1 s apart; the time covered by
+windows of two members or more). Asynchronous replication may lose writes acknowledged by a
+failed primary: they are counted and reported, not hidden. The last line printed is exactly
 
-with C the writes lost by switchovers and D those lost by kills, summed over the runs.
-A switchover that the agents abort (the old primary serves again) is kept in the figures, its
-outage included, and marked ABORTED with the API's answer. A member that does not stream again
-within `--rejoin-timeout` is marked REJOIN FAILED (with the agents' log tails printed) and is
-cloned afresh (data dir deleted, agent restarted), so that the next run has a full cluster.
+    kill9_outage_median_s=A switchover_outage_median_s=B lost_writes=C kill9_lost_writes=D \
+sync_lost_writes=E store_leader_kill_min_fence_margin_s=F
+
+with C the writes lost by switchovers and D those lost by kills, E the writes lost by every
+scenario with --sync on or quorum (NA with --sync off: asynchronous losses are printed per
+scenario), F the smallest fence margin of replica-store-leader-kill; all summed (or the
+minimum) over the runs, nan when not measured. A SKIPPED run (replica-store-leader-kill when
+the store's leader stayed on the primary) counts nowhere.
+
+A member that does not stream again within `--rejoin-timeout` (by GET /replica, and by
+replaying a row written on the primary: /replica can answer 200 for a standby that diverged and
+cannot follow) is marked REJOIN FAILED (with the agents' log tails printed) and is cloned afresh
+(data dir deleted, agent restarted), so that the next run has a full cluster.
 
 `--restartpoints` is a diagnostic workaround, off by default: before each run it CHECKPOINTs
 the primary and then each standby (a restartpoint there). A standby whose WAL receiver is
@@ -40,7 +85,6 @@ follows; when the primary stops for a switchover, the standbys then see their "t
 diverged" and stop for a pg_rewind against a stopped primary, and the switchover aborts. With
 the flag the switchover's own timing can be measured while that is being fixed.
 
-HAProxy (Debian package `haproxy`) is installed with apt-get when missing and we are root.
 Everything started here is killed by PID on exit; the cluster's directory is removed unless
 `--keep` is given or something failed (its path is printed, with the agents' logs in it).
 """
@@ -49,16 +93,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import itertools
-import os
 import re
 import shutil
-import signal
-import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,16 +106,26 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from ackwriter import read_records  # noqa: E402
-from hacluster import API_PORT, PASSWORD, Cluster, wait_for  # noqa: E402
+from ackstats import longest_gap, missing, overlap_of_members  # noqa: E402
+from ackwriter import Records  # noqa: E402
+from failover_report import Run, fmt, last_line, table  # noqa: E402
+from faults import SCENARIOS, Fault, FaultError, FaultOptions, Progress  # noqa: E402
+from hacluster import PASSWORD, PG_PORT, Cluster, wait_for  # noqa: E402
+from haproxy import HaproxyError, ensure_haproxy, server_event, start_haproxy  # noqa: E402
+from partition import PartitionError, iptables_unavailable  # noqa: E402
 from procs import Child, Procs  # noqa: E402
+from writers import LB, SEQ_STRIDE, WriterSet, WriterSpec  # noqa: E402
 
 HOSTS = ["127.0.0.141", "127.0.0.142", "127.0.0.143"]
 LB_HOST, LB_PORT = "127.0.0.149", 5000
-HAPROXY_CFG = HERE.parent / "deploy" / "haproxy" / "haproxy.cfg"
 TTL = {"default": 6.0, "fast": 2.0}
-SCENARIOS = ("kill9", "switchover")
-_LB_EVENT = re.compile(r"Server \S+/(\S+) is (UP|DOWN)")
+SYNC_MODES = ("off", "on", "quorum")
+DIRECT_CANCEL_AFTER = 2.0
+"""A direct writer cancels an insert in flight this long (a client-side timeout)."""
+ACK_WINDOW_GAP = 1.0
+"""Direct acks of one member closer than this belong to one window of it taking writes."""
+STALL_NOTE = 1.0
+"""A gap in the HAProxy writer's acks after the recovery longer than this is noted."""
 _LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\w+) (\S+): (.*)")
 
 
@@ -85,95 +133,9 @@ class BenchError(Exception):
     """The benchmark could not go on; the message says why."""
 
 
-# -- HAProxy ------------------------------------------------------------------------------------
-
-
-class StampedChild(Child):
-    """A child whose output lines carry the CLOCK_MONOTONIC instant they were read at."""
-
-    def _pump(self) -> None:
-        assert self.popen.stdout is not None
-        for line in self.popen.stdout:
-            self.lines.put(f"{time.monotonic():.6f} {line.rstrip()}")
-
-
-def ensure_haproxy() -> str:
-    """The haproxy binary; installed from Debian's package when missing and we are root."""
-    found = shutil.which("haproxy")
-    if found:
-        return found
-    if os.geteuid() != 0:
-        raise BenchError(
-            "haproxy is not installed and we are not root: install it "
-            "(apt-get install haproxy) and run again"
-        )
-    print("haproxy is missing: installing the Debian package ...", flush=True)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-qq", "haproxy"]
-    if subprocess.run(install, env=env, capture_output=True).returncode != 0:
-        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True)
-        subprocess.run(install, env=env, capture_output=True)
-    found = shutil.which("haproxy")
-    if not found:
-        raise BenchError("installing haproxy with apt-get failed: run `apt-get install haproxy`")
-    return found
-
-
-def haproxy_env(cluster: Cluster) -> dict[str, str]:
-    """The environment that deploy/haproxy/haproxy.cfg reads its addresses from."""
-    env = {"HAMGR_LISTEN": f"{LB_HOST}:{LB_PORT}", "HAMGR_API_PORT": str(API_PORT)}
-    for m in cluster.members.values():
-        env[f"HAMGR_{m.name.upper()}"] = m.pg_address
-    return env
-
-
-def start_haproxy(procs: Procs, binary: str, cluster: Cluster) -> StampedChild:
-    """HAProxy in the foreground (-db) as a child of `procs`, killed by PID with them."""
-    env = {**os.environ, **haproxy_env(cluster)}
-    check = subprocess.run(
-        [binary, "-c", "-f", str(HAPROXY_CFG)], env=env, capture_output=True, text=True
-    )
-    if check.returncode != 0:
-        raise BenchError(f"{HAPROXY_CFG} is refused by haproxy -c:\n{check.stdout}{check.stderr}")
-    popen = subprocess.Popen(
-        [binary, "-db", "-f", str(HAPROXY_CFG)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
-    child = StampedChild("haproxy", popen)
-    procs.children.append(child)
-    return child
-
-
-# -- one run ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Run:
-    """What one fault cost; times are seconds after the fault."""
-
-    scenario: str
-    index: int
-    old_primary: str
-    store_leader: str | None
-    new_primary: str | None = None
-    outage: float = float("nan")
-    first_error: float | None = None
-    new_primary_200: float | None = None
-    lb_up: float | None = None
-    acked: int = 0
-    lost: int = 0
-    lost_sample: list[int] = field(default_factory=list)
-    write_rate: float = 0.0
-    note: str = ""
-
-
 @dataclass
 class Feed:
-    """The latest heartbeat of the writer and the HAProxy server events seen so far."""
+    """The latest heartbeat of the writer through HAProxy and the HAProxy events seen so far."""
 
     writer: Child
     haproxy: Child
@@ -187,11 +149,9 @@ class Feed:
             if len(parts) == 4 and parts[0] == "hb":
                 self.acks, self.last_ack = int(parts[1]), float(parts[2])
         while not self.haproxy.lines.empty():
-            line = self.haproxy.lines.get()
-            stamp, _, text = line.partition(" ")
-            found = _LB_EVENT.search(text)
-            if found:
-                self.lb_events.append((float(stamp), found.group(1), found.group(2)))
+            event = server_event(self.haproxy.lines.get())
+            if event is not None:
+                self.lb_events.append(event)
 
 
 class Bench:
@@ -203,8 +163,11 @@ class Bench:
         self.procs = procs
         self.lb = lb
         self.ttl = TTL[args.profile]
+        self.fault_options = FaultOptions(self.ttl, args.freeze_hold, args.margin_interval)
         self.feed: Feed | None = None
-        self.t_fault = self.wall_fault = self.gap_end = 0.0
+        self.fault: Fault | None = None
+        self.records: dict[str, Records] = {}
+        self.t_fault = self.wall_fault = self.t_steady = self.gap_end = 0.0
 
     def settle(self) -> tuple[str, str | None]:
         """Wait for one primary with both others streaming and the Raft leadership elsewhere
@@ -244,40 +207,68 @@ class Bench:
                     raise BenchError(f"{name} did not replay the primary's checkpoint in 30 s")
                 conn.execute("CHECKPOINT")
 
+    def writer_specs(self) -> list[WriterSpec]:
+        """The writer through HAProxy, then one per member over its unix socket."""
+        specs = [WriterSpec(LB, LB_HOST, LB_PORT, 0, rate=self.args.rate)]
+        if self.args.direct_rate <= 0:
+            return specs
+        for i, m in enumerate(self.cluster.members.values(), start=1):
+            specs.append(
+                WriterSpec(
+                    m.name,
+                    str(m.run_dir),
+                    PG_PORT,
+                    i * SEQ_STRIDE,
+                    rate=self.args.direct_rate,
+                    cancel_after=DIRECT_CANCEL_AFTER,
+                    keep_connection=True,
+                )
+            )
+        return specs
+
     def run(self, scenario: str, index: int) -> Run:
         primary, leader = self.settle()
         run = Run(scenario, index, primary, leader)
-        table = f"failover_{scenario}_{index}"
-        with self.cluster.connect(primary) as conn:
-            conn.execute(f"DROP TABLE IF EXISTS {table}")
-            conn.execute(f"CREATE TABLE {table} (seq bigint PRIMARY KEY)")
-        out = self.cluster.root / f"{table}.acks"
-        writer = self.procs.start(
-            f"writer-{table}",
-            [
-                sys.executable,
-                str(HERE / "ackwriter.py"),
-                *("--host", LB_HOST, "--port", str(LB_PORT), "--password", PASSWORD),
-                *("--table", table, "--out", str(out), "--rate", str(self.args.rate)),
-            ],
+        if self.args.sync != "off":
+            names = self.cluster.sync_standby_names(primary)
+            line = f"  {scenario} {index}: {primary} synchronous_standby_names={names!r}"
+            print(line, flush=True)
+        fault = self.fault = SCENARIOS[scenario].make(
+            self.cluster, primary, leader, self.fault_options
         )
-        feed = self.feed = Feed(writer, self.lb)
+        why = fault.unsuitable()
+        if why is not None:
+            run.skipped, run.note = True, f"SKIPPED: {why}; "
+            return run
+        table_name = f"failover_{scenario.replace('-', '_')}_{index}"
+        with self.cluster.connect(primary) as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {table_name}")
+            conn.execute(f"CREATE TABLE {table_name} (seq bigint PRIMARY KEY)")
+        writers = WriterSet(
+            self.procs, self.writer_specs(), table_name, self.cluster.root, PASSWORD
+        )
+        writers.start()
         try:
-            self._fault_and_recover(run, feed)
-        finally:
-            os.kill(writer.popen.pid, signal.SIGTERM)
+            feed = self.feed = Feed(writers.child(LB), self.lb)
             try:
-                writer.wait_line(lambda line: line == "done", 15)
-            except (TimeoutError, RuntimeError):
-                run.note += "writer did not stop cleanly; "
-            self.procs.kill(writer)
-        acks, errors = read_records(str(out))
-        self._measure(run, acks, errors)
-        self._rejoin(run)
-        self._count_lost(run, table, acks)
+                self._fault_and_recover(run, fault, feed)
+            finally:
+                fault.heal()
+            # Writing on until every member streams shows what a healed old primary still
+            # acknowledges; a member that cannot is repaired below, once the writers stopped.
+            rejoined = self.cluster.healthy(self.args.rejoin_timeout)
+        finally:
+            unclean = writers.stop()
+        if unclean:
+            run.note += f"writers {','.join(unclean)} did not stop cleanly; "
+        self.records = writers.records()
+        self._measure(run, self.records)
+        if rejoined is None:
+            self._repair(run)
+        self._count_lost(run, table_name, self.records)
         return run
 
-    def _fault_and_recover(self, run: Run, feed: Feed) -> None:
+    def _fault_and_recover(self, run: Run, fault: Fault, feed: Feed) -> None:
         args = self.args
 
         def started() -> bool | None:
@@ -286,25 +277,16 @@ class Bench:
 
         if not wait_for(started, 30, 0.1):
             raise BenchError(f"no write succeeded through HAProxy within 30 s ({run.scenario})")
+        fault.prepare()
         feed.drain()
         warm_acks, warm_at = feed.acks, time.monotonic()
         time.sleep(args.warmup)
         others = [n for n in self.cluster.members if n != run.old_primary]
-        answer: list[tuple[int, Any]] = []
         self.t_fault = time.monotonic()
         self.wall_fault = time.time()
         feed.drain()
         run.write_rate = (feed.acks - warm_acks) / max(1e-3, self.t_fault - warm_at)
-        if run.scenario == "kill9":
-            self.cluster.kill9(run.old_primary)
-        else:
-            body = {"leader": run.old_primary}
-            threading.Thread(
-                target=lambda: answer.append(
-                    self.cluster.post(run.old_primary, "/switchover", body, 60)
-                ),
-                daemon=True,
-            ).start()
+        fault.inject()
         recovered_since: float | None = None
         deadline = self.t_fault + args.fault_timeout
         while True:
@@ -314,20 +296,16 @@ class Bench:
                 for name in self.cluster.primaries(others):
                     run.new_primary, run.new_primary_200 = name, time.monotonic() - self.t_fault
                     break
+            progress = Progress(now - self.t_fault, run.new_primary_200)
+            fault.step(progress)
             flowing = feed.last_ack > self.t_fault and now - feed.last_ack < 0.5
             if not flowing:
                 recovered_since = None
             elif recovered_since is None:
                 recovered_since = now
-            refused = bool(answer) and answer[0][0] != 200 and not run.note
-            if (
-                refused
-                and run.new_primary_200 is None
-                and self.cluster.primaries([run.old_primary])
-            ):
-                run.note = f"ABORTED: POST /switchover answered {answer[0][0]} {answer[0][1]}; "
-            came_back = run.new_primary_200 is not None or run.note.startswith("ABORTED")
-            if came_back and recovered_since is not None and now - recovered_since >= args.steady:
+            served = run.new_primary_200 is not None or not fault.expects_new_primary
+            steady = recovered_since is not None and now - recovered_since >= args.steady
+            if served and steady and fault.done(progress):
                 break
             if now > deadline:
                 raise BenchError(
@@ -336,34 +314,40 @@ class Bench:
                     + self.cluster.log_tails()
                 )
             time.sleep(0.05)
+        self.t_steady = time.monotonic()
         feed.drain()
         for at, server, state in feed.lb_events:
             if at > self.t_fault and server == run.new_primary and state == "UP":
                 run.lb_up = at - self.t_fault
                 break
-        if run.scenario == "switchover":
-            for _ in range(100):  # the API answers once the outcome shows; a moment at most
-                if answer:
-                    break
-                time.sleep(0.1)
-            status, reply = answer[0] if answer else (0, "no answer")
-            if status != 200 and not run.note.startswith("ABORTED"):
-                run.note += f"POST /switchover answered {status} {reply}; "
+        outcome = fault.finish()
+        run.note += outcome.note
+        run.fence_margin = outcome.fence_margin
+        run.fence_margin_before = outcome.fence_margin_before
+        if not fault.expects_new_primary and run.new_primary is not None:
+            run.note += f"FAILOVER to {run.new_primary}; "
 
-    def _measure(self, run: Run, acks: list[tuple[int, float]], errors: list[float]) -> None:
-        run.acked = len(acks)
-        run.outage, _, self.gap_end = longest_gap(acks, self.t_fault)
-        later = [t for t in errors if t >= self.t_fault]
+    def _measure(self, run: Run, records: dict[str, Records]) -> None:
+        lb = records[LB]
+        times = [t for _, t in lb.acks]
+        start, self.gap_end = longest_gap(times, self.t_fault, self.t_steady)
+        run.outage = self.gap_end - start
+        stall_start, stall_end = longest_gap(times, self.t_steady)
+        if stall_end - stall_start > STALL_NOTE:
+            run.note += f"stall {stall_end - stall_start:.2f} s after the recovery; "
+        later = [t for t in lb.errors if t >= self.t_fault]
         run.first_error = later[0] - self.t_fault if later else None
+        run.acked = sum(len(r.acks) for r in records.values())
+        run.local_only = sum(len(r.local) for r in records.values())
+        direct = {label: r for label, r in records.items() if label != LB}
+        run.direct_acks = {label: len(r.acks) for label, r in direct.items()}
+        run.overlap = overlap_of_members(
+            {label: [t for _, t in r.acks] for label, r in direct.items()}, ACK_WINDOW_GAP
+        )
 
-    def _rejoin(self, run: Run) -> None:
-        """Until every member streams again; one that cannot within --rejoin-timeout is noted,
-        then cloned afresh (data dir deleted, agent restarted) so that the next run has a
-        full cluster."""
-        if run.scenario == "kill9":
-            self.cluster.start(run.old_primary)
-        if wait_for(self.cluster.settled, self.args.rejoin_timeout, 0.3) is not None:
-            return
+    def _repair(self, run: Run) -> None:
+        """Some member did not stream again within --rejoin-timeout: note it, then clone it
+        afresh (data dir deleted, agent restarted) so that the next run has a full cluster."""
 
         def single() -> str | None:
             found = self.cluster.primaries()
@@ -376,6 +360,9 @@ class Bench:
                 + self.cluster.log_tails()
             )
         stuck = [n for n in self.cluster.members if n != primary and not self.cluster.streaming(n)]
+        stuck += [n for n in self.cluster.behind(primary, 5.0) if n not in stuck]
+        if not stuck:
+            return
         run.note += f"REJOIN FAILED ({', '.join(stuck)}; cloned afresh); "
         print(
             f"  {run.scenario} {run.index}: {', '.join(stuck)} did not stream again within "
@@ -387,21 +374,23 @@ class Bench:
             self.cluster.reclone(name)
         self.cluster.wait_settled(self.args.settle_timeout)
 
-    def _count_lost(self, run: Run, table: str, acks: list[tuple[int, float]]) -> None:
+    def _count_lost(self, run: Run, table_name: str, records: dict[str, Records]) -> None:
         primary = self.cluster.wait_settled(self.args.settle_timeout)
         with self.cluster.connect(primary) as conn:
-            present = {row[0] for row in conn.execute(f"SELECT seq FROM {table}")}
-            conn.execute(f"DROP TABLE {table}")
-        missing = sorted(seq for seq, _ in acks if seq not in present)
-        run.lost = len(missing)
-        run.lost_sample = missing[:10]
+            present = {row[0] for row in conn.execute(f"SELECT seq FROM {table_name}")}
+            conn.execute(f"DROP TABLE {table_name}")
+        for label, rec in records.items():
+            lost = missing((seq for seq, _ in rec.acks), present)
+            if lost:
+                run.lost_by[label] = len(lost)
+                run.lost_sample += lost[: 10 - len(run.lost_sample)]
+        run.lost = sum(run.lost_by.values())
 
     def timeline(self, run: Run, before: float = 0.5, after: float = 1.5) -> list[str]:
-        """Agent log lines and HAProxy events from just before the fault to just after the
+        """Agent and fencer log lines, HAProxy events, the fault's own steps and each direct
+        writer's first and last ack after the fault, from just before the fault to just after the
         writes came back, each with its time relative to the fault."""
-        horizon = (run.new_primary_200 or 0.0) + after
-        if run.outage == run.outage:  # not NaN
-            horizon = max(horizon, run.outage + after)
+        horizon = max(run.new_primary_200 or 0.0, self.t_steady - self.t_fault) + after
         lines: list[tuple[float, str]] = []
         for m in self.cluster.members.values():
             try:
@@ -416,69 +405,26 @@ class Bench:
                 rel = stamp - self.wall_fault
                 if -before <= rel <= horizon:
                     lines.append((rel, f"{m.name} {found.group(3)}: {found.group(4)}"))
+        for name in self.cluster.members:
+            for mono, message in self.cluster.fencer_log(name):
+                lines.append((mono - self.t_fault, f"{name} fencer: {message}"))
         for at, server, state in self.feed.lb_events if self.feed else []:
-            if -before <= at - self.t_fault <= horizon:
-                lines.append((at - self.t_fault, f"haproxy: {server} is {state}"))
+            lines.append((at - self.t_fault, f"haproxy: {server} is {state}"))
+        for at, what in self.fault.events if self.fault else []:
+            lines.append((at - self.t_fault, f"fault: {what}"))
+        for label, rec in self.records.items():
+            after_fault = [t for _, t in rec.acks if t >= self.t_fault]
+            if label != LB and after_fault:
+                lines.append((after_fault[0] - self.t_fault, f"writer {label}: first direct ack"))
+                lines.append((after_fault[-1] - self.t_fault, f"writer {label}: last direct ack"))
         if run.first_error is not None:
-            lines.append((run.first_error, "writer: first failed write"))
-        if self.gap_end:
-            lines.append((self.gap_end - self.t_fault, "writer: writes acknowledged again"))
-        return [f"{rel:+8.3f}  {text[:200]}" for rel, text in sorted(lines)]
-
-
-def longest_gap(acks: list[tuple[int, float]], t_fault: float) -> tuple[float, float, float]:
-    """The longest gap between consecutive acknowledged writes that ends after `t_fault`:
-    (gap, its start, its end); NaN when no write was acknowledged after the fault."""
-    times = sorted(t for _, t in acks)
-    best = (float("nan"), 0.0, 0.0)
-    for a, b in itertools.pairwise(times):
-        if b > t_fault and not b - a <= best[0]:
-            best = (b - a, a, b)
-    return best
-
-
-# -- reporting ----------------------------------------------------------------------------------
-
-
-def _fmt(value: float | None, digits: int = 2) -> str:
-    if value is None or value != value:
-        return "-"
-    return f"{value:.{digits}f}"
-
-
-def table(scenario: str, runs: list[Run], profile: str) -> str:
-    head = (
-        f"{'run':>3}  {'old->new':<9}  {'raft_ldr':<8}  {'outage_s':>8}  {'first_err_s':>11}  "
-        f"{'new_200_s':>9}  {'lb_up_s':>7}  {'acked':>6}  {'w/s':>5}  {'lost':>4}  note"
-    )
-    rows = [f"{scenario} (profile {profile}, ttl {TTL[profile]:g} s)", head]
-    for r in runs:
-        rows.append(
-            f"{r.index:>3}  {r.old_primary + '->' + (r.new_primary or '?'):<9}  "
-            f"{r.store_leader or '?':<8}  {_fmt(r.outage):>8}  {_fmt(r.first_error):>11}  "
-            f"{_fmt(r.new_primary_200):>9}  {_fmt(r.lb_up):>7}  {r.acked:>6}  "
-            f"{r.write_rate:>5.0f}  {r.lost:>4}  {r.note}"
-            + (f"lost seqs {r.lost_sample}" if r.lost else "")
-        )
-    outages = [r.outage for r in runs]
-    new200 = [r.new_primary_200 for r in runs if r.new_primary_200 is not None]
-    if runs:
-        rows.append(
-            f"outage median {_fmt(median(outages))} s, max {_fmt(max(outages))} s; "
-            f"new primary 200 median {_fmt(median(new200))} s, "
-            f"max {_fmt(max(new200) if new200 else None)} s; "
-            f"lost {sum(r.lost for r in runs)} of {sum(r.acked for r in runs)} acknowledged"
-            + (f"; ABORTED {aborted} of {len(runs)}" if (aborted := _aborted(runs)) else "")
-        )
-    return "\n".join(rows)
-
-
-def _aborted(runs: list[Run]) -> int:
-    return sum(1 for r in runs if r.note.startswith("ABORTED"))
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
+            lines.append((run.first_error, "writer lb: first failed write"))
+        if self.gap_end == self.gap_end and self.gap_end:
+            lines.append(
+                (self.gap_end - self.t_fault, "writer lb: end of the longest gap (outage)")
+            )
+        shown = [(rel, text) for rel, text in lines if -before <= rel <= horizon]
+        return [f"{rel:+8.3f}  {text[:200]}" for rel, text in sorted(shown)]
 
 
 # -- main ---------------------------------------------------------------------------------------
@@ -488,10 +434,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=3, help="runs of each scenario (default 3)")
     ap.add_argument("--profile", choices=sorted(TTL), default="default", help="timing profile")
-    ap.add_argument("--scenarios", default=",".join(SCENARIOS), help="kill9,switchover")
-    ap.add_argument("--rate", type=float, default=0, help="writes/s (default 0: no limit)")
+    ap.add_argument("--sync", choices=SYNC_MODES, default="off", help="synchronous_mode")
+    ap.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help="comma-separated, of: "
+        + "; ".join(f"{s.name} ({s.summary})" for s in SCENARIOS.values()),
+    )
+    ap.add_argument("--rate", type=float, default=0, help="writes/s via HAProxy (0: no limit)")
+    ap.add_argument(
+        "--direct-rate", type=float, default=100, help="attempts/s per direct writer (0: none)"
+    )
     ap.add_argument("--warmup", type=float, default=3.0, help="seconds of writes before a fault")
     ap.add_argument("--steady", type=float, default=3.0, help="seconds of flowing writes after")
+    ap.add_argument(
+        "--freeze-hold",
+        type=float,
+        default=5.0,
+        help="freeze-all: seconds agent and fencer stay stopped after a new primary serves",
+    )
+    ap.add_argument(
+        "--margin-interval", type=float, default=0.02, help="fence margin sampling period (s)"
+    )
     ap.add_argument("--fault-timeout", type=float, default=90.0, help="give up a run after this")
     ap.add_argument(
         "--rejoin-timeout", type=float, default=60.0, help="seconds for the old primary to stream"
@@ -513,8 +477,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error(f"--scenarios: expected some of {', '.join(SCENARIOS)}, got {bad or 'none'}")
     if args.runs < 1:
         ap.error(f"--runs must be at least 1, got {args.runs}")
-    if args.rate < 0:
-        ap.error(f"--rate must be >= 0, got {args.rate:g}")
+    for name in ("rate", "direct_rate", "warmup", "steady", "freeze_hold"):
+        if getattr(args, name) < 0:
+            ap.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name):g}")
+    if not 0.001 <= args.margin_interval <= 1:
+        ap.error(f"--margin-interval must lie in [0.001, 1] s, got {args.margin_interval:g}")
     return args
 
 
@@ -522,8 +489,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         binary = ensure_haproxy()
-    except BenchError as exc:
+    except HaproxyError as exc:
         print(f"bench/failover.py: {exc}", file=sys.stderr)
+        return 2
+    if "partition" in args.scenarios and (why := iptables_unavailable()):
+        print(f"bench/failover.py: partition needs iptables: {why}", file=sys.stderr)
         return 2
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="hamgr-failover-"))
     if args.dir and root.exists() and any(root.iterdir()):
@@ -531,7 +501,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     results: dict[str, list[Run]] = {s: [] for s in args.scenarios}
     failed = True
-    cluster = Cluster(root, HOSTS, profile=args.profile)
+    cluster = Cluster(root, HOSTS, profile=args.profile, sync=args.sync)
+    problems = cluster.config_problems()
+    if problems:
+        shutil.rmtree(root, ignore_errors=True)
+        print(
+            f"bench/failover.py: --sync {args.sync}: hamgr validate-config refuses the member "
+            f"configuration:\n{problems}",
+            file=sys.stderr,
+        )
+        return 2
     try:
         with Procs() as procs:
             try:
@@ -547,19 +526,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(root, ignore_errors=True)
     for scenario, runs in results.items():
-        print(table(scenario, runs, args.profile) + "\n")
-
-    def final(value: float) -> str:
-        return "nan" if value != value else f"{value:.2f}"
-
-    kill9 = results.get("kill9", [])
-    switch = results.get("switchover", [])
-    print(
-        f"kill9_outage_median_s={final(median([r.outage for r in kill9]))} "
-        f"switchover_outage_median_s={final(median([r.outage for r in switch]))} "
-        f"lost_writes={sum(r.lost for r in switch)} "
-        f"kill9_lost_writes={sum(r.lost for r in kill9)}"
-    )
+        print(table(scenario, runs, args.profile, TTL[args.profile], args.sync) + "\n")
+    print(last_line(results, args.sync))
     return 1 if failed else 0
 
 
@@ -573,17 +541,22 @@ def run_all(
     """Start everything and run every scenario; False when a run failed (reported)."""
     started = time.monotonic()
     cluster.start_all()
-    lb = start_haproxy(procs, binary, cluster)
+    lb = start_haproxy(procs, binary, cluster, f"{LB_HOST}:{LB_PORT}")
     primary = cluster.wait_settled(args.settle_timeout)
     print(
         f"cluster up in {time.monotonic() - started:.1f} s (primary {primary}, profile "
-        f"{args.profile}); HAProxy on {LB_HOST}:{LB_PORT}; logs in {cluster.root}",
+        f"{args.profile}, sync {args.sync}); HAProxy on {LB_HOST}:{LB_PORT}; logs in "
+        f"{cluster.root}",
         flush=True,
     )
     bench = Bench(args, cluster, procs, lb)
     report: Callable[[Run], None] = lambda r: print(  # noqa: E731
-        f"  {r.scenario} {r.index}: {r.old_primary}->{r.new_primary} outage {_fmt(r.outage)} s, "
-        f"new primary 200 after {_fmt(r.new_primary_200)} s, lost {r.lost} {r.note}",
+        f"  {r.scenario} {r.index}: {r.old_primary}->{r.new_primary} outage {fmt(r.outage)} s, "
+        f"new primary 200 after {fmt(r.new_primary_200)} s, lost {r.lost}, local-only "
+        f"{r.local_only}, overlap {fmt(r.overlap)} s, direct acks {r.direct_acks}"
+        + (f", fence margin {fmt(r.fence_margin, 3)} s" if r.fence_margin is not None else "")
+        + (f" (before {fmt(r.fence_margin_before, 3)} s)" if r.fence_margin_before else "")
+        + f" {r.note}",
         flush=True,
     )
     try:
@@ -592,9 +565,9 @@ def run_all(
                 run = bench.run(scenario, i)
                 results[scenario].append(run)
                 report(run)
-                if args.timeline:
+                if args.timeline and not run.skipped:
                     print("\n".join("    " + line for line in bench.timeline(run)), flush=True)
-    except (BenchError, TimeoutError) as exc:
+    except (BenchError, FaultError, HaproxyError, PartitionError, TimeoutError) as exc:
         print(f"bench/failover.py: {exc}", file=sys.stderr)
         return False
     return True

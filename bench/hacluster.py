@@ -2,7 +2,10 @@
 
 Each member gets its own loopback address (store, store clients, REST and PostgreSQL all bind
 it, on the same ports everywhere: 7000, 7100, 8008, 5432), its own directories under one root,
-and the chosen timing profile. Agents log to `<root>/<name>.log`. Everything started here is
+and the chosen timing profile. Agents log to `<root>/<name>.log`. With `sync` other than "off"
+each member's config also carries `bootstrap.dcs.synchronous_mode` (that string),
+`synchronous_node_count: 1` and `synchronous_mode_strict: false`; with "off" nothing is written,
+so the agents run on their defaults. Everything started here is
 killed by PID on `close()`: agents, then each member's postmaster and its children, then fencers
 (found through their pid files), whatever happened.
 """
@@ -13,6 +16,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -35,7 +39,10 @@ PG_PORT = 5432
 API_PORT = 8008
 STORE_PORT = 7000
 CLIENT_PORT = 7100
+MARKER_TABLE = "bench_marker"
+"""Rows written on the primary to see which standbys replay its writes (`Cluster.behind`)."""
 T = TypeVar("T")
+_FENCER_LINE = re.compile(r" mono=([0-9.]+) hamgr-fencer\[\d+\]: (.*)")
 SMALL_PG: dict[str, object] = {
     "shared_buffers": "16MB",
     "max_connections": 40,
@@ -82,8 +89,11 @@ class Member:
 class Cluster:
     """Agents named pg1..pgN on `hosts` (one member each), configured under `root`."""
 
-    def __init__(self, root: Path, hosts: list[str], *, profile: str, scope: str = "bench"):
+    def __init__(
+        self, root: Path, hosts: list[str], *, profile: str, scope: str = "bench", sync: str = "off"
+    ):
         self.root = root
+        self.sync = sync
         root.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o755)  # PostgreSQL runs as its own OS user and must reach its dirs
         self.scope = scope
@@ -107,7 +117,7 @@ class Cluster:
             for p in self.members.values()
             if p is not m
         ]
-        return {
+        config: dict[str, Any] = {
             "scope": self.scope,
             "name": m.name,
             "timing_profile": profile,
@@ -135,6 +145,28 @@ class Cluster:
                 "parameters": dict(SMALL_PG),
             },
         }
+        if self.sync != "off":
+            config["bootstrap"] = {
+                "dcs": {
+                    "synchronous_mode": self.sync,
+                    "synchronous_node_count": 1,
+                    "synchronous_mode_strict": False,
+                }
+            }
+        return config
+
+    def config_problems(self) -> str | None:
+        """What `hamgr validate-config` says against any member's file, or None if all pass."""
+        for m in self.members.values():
+            done = subprocess.run(
+                [sys.executable, "-m", "hamgr", "validate-config", str(m.config)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            if done.returncode != 0:
+                return f"{m.config}:\n{done.stdout}{done.stderr}"
+        return None
 
     # -- processes ----------------------------------------------------------------------------
 
@@ -162,6 +194,49 @@ class Cluster:
             return int(text.split("\n", 1)[0])
         except (OSError, ValueError):
             return None
+
+    def agent_running(self, name: str) -> bool:
+        proc = self.members[name].proc
+        return proc is not None and proc.poll() is None
+
+    def agent_pid(self, name: str) -> int:
+        """The PID of member `name`'s running agent."""
+        proc = self.members[name].proc
+        if proc is None or proc.poll() is not None:
+            raise RuntimeError(f"agent {name} is not running")
+        return proc.pid
+
+    def fencer_pid(self, name: str) -> int | None:
+        """The PID of member `name`'s fencer (from its pid file, checked against the process's
+        command line, since a PID may be reused), if it runs."""
+        pid_file = self.members[name].run_dir / "hamgr-fencer.sock.pid"
+        try:
+            pid = int(pid_file.read_text().split()[0])
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if b"hamgr.fencer" in cmdline else None
+
+    def fencer_log(self, name: str) -> list[tuple[float, str]]:
+        """Member `name`'s fencer log: (CLOCK_MONOTONIC instant, message) per line."""
+        try:
+            text = (self.members[name].run_dir / "hamgr-fencer.log").read_text(errors="replace")
+        except OSError:
+            return []
+        found = []
+        for line in text.splitlines():
+            stamp = _FENCER_LINE.search(line)
+            if stamp:
+                found.append((float(stamp[1]), stamp[2]))
+        return found
+
+    def fence_lines(self, name: str, since: float) -> list[str]:
+        """The FENCE lines member `name`'s fencer logged after monotonic instant `since`."""
+        return [
+            text
+            for mono, text in self.fencer_log(name)
+            if mono >= since and text.startswith("FENCE ")
+        ]
 
     def kill9(self, name: str) -> None:
         """SIGKILL member `name`'s agent and its postmaster with every child, as a host crash
@@ -243,20 +318,70 @@ class Cluster:
         return self.http(name, "/replica", 1.0)[0] == 200
 
     def settled(self) -> str | None:
-        """The primary when exactly one member serves as primary and every other streams."""
+        """The primary when exactly one member serves as primary and every other streams (by
+        their REST APIs: see `behind` for what that does not show)."""
         found = self.primaries()
         if len(found) != 1:
             return None
         others = [n for n in self.members if n != found[0]]
         return found[0] if all(self.streaming(n) for n in others) else None
 
+    def behind(self, primary: str, timeout: float) -> list[str]:
+        """The members other than `primary` that have not replayed a marker row written on
+        `primary` now within `timeout` seconds. GET /replica can answer 200 for a standby whose
+        WAL receiver keeps failing (one that diverged and was never rewound); only a row
+        replayed shows that it follows the primary's timeline."""
+        try:
+            with self.connect(primary) as conn:
+                conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {MARKER_TABLE} (id bigserial PRIMARY KEY)"
+                )
+                row = conn.execute(
+                    f"INSERT INTO {MARKER_TABLE} DEFAULT VALUES RETURNING id"
+                ).fetchone()
+        except psycopg.Error:
+            return [n for n in self.members if n != primary]
+        assert row is not None
+        marker = int(row[0])
+
+        def has_marker(name: str) -> bool:
+            try:
+                with self.connect(name) as conn:
+                    sql = f"SELECT EXISTS (SELECT 1 FROM {MARKER_TABLE} WHERE id = %s)"
+                    found = conn.execute(sql, (marker,)).fetchone()
+            except psycopg.Error:
+                return False
+            return bool(found and found[0])
+
+        behind = [n for n in self.members if n != primary]
+        deadline = time.monotonic() + timeout
+        while behind and time.monotonic() < deadline:
+            behind = [n for n in behind if not has_marker(n)]
+            if behind:
+                time.sleep(0.2)
+        return behind
+
+    def healthy(self, timeout: float) -> str | None:
+        """Wait (at most `timeout` s) until `settled()` and no member is `behind`; the primary,
+        or None."""
+        deadline = time.monotonic() + timeout
+        while True:
+            primary = wait_for(self.settled, max(0.0, deadline - time.monotonic()), 0.3)
+            if primary is None:
+                return None
+            left = deadline - time.monotonic()
+            if not self.behind(primary, max(0.5, min(left, 10.0))):
+                return primary
+            if time.monotonic() >= deadline:
+                return None
+
     def wait_settled(self, timeout: float) -> str:
-        """Wait until `settled()`; its primary."""
-        primary = wait_for(self.settled, timeout, 0.3)
+        """Wait until `healthy()`; its primary."""
+        primary = self.healthy(timeout)
         if primary is None:
             raise TimeoutError(
-                f"the cluster did not settle (one primary, all others streaming) within "
-                f"{timeout:g} s; logs:\n{self.log_tails()}"
+                f"the cluster did not settle (one primary, all others streaming and replaying "
+                f"its writes) within {timeout:g} s; logs:\n{self.log_tails()}"
             )
         return primary
 
@@ -285,7 +410,10 @@ class Cluster:
         return None
 
     def connect(self, name: str) -> psycopg.Connection[Any]:
-        """A superuser autocommit connection straight to member `name`'s PostgreSQL."""
+        """A superuser autocommit connection straight to member `name`'s PostgreSQL, for the
+        benchmark's own bookkeeping (tables, markers): its commits do not wait for a
+        synchronous standby (synchronous_commit=local), which statement_timeout could not
+        bound, so that a missing standby never blocks the benchmark itself."""
         m = self.members[name]
         return psycopg.connect(
             host=m.host,
@@ -295,7 +423,14 @@ class Cluster:
             dbname="postgres",
             connect_timeout=3,
             autocommit=True,
+            options="-c synchronous_commit=local",
         )
+
+    def sync_standby_names(self, name: str) -> str:
+        """`SHOW synchronous_standby_names` on member `name` ('' when unset)."""
+        with self.connect(name) as conn:
+            row = conn.execute("SHOW synchronous_standby_names").fetchone()
+        return str(row[0]) if row else ""
 
     def log_tails(self, lines: int = 15) -> str:
         out = []

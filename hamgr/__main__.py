@@ -9,10 +9,13 @@ from hamgr import __version__
 
 
 def _validate_config(args: argparse.Namespace) -> int:
-    """Print "ok" (exit 0) or every problem of the file, one per line on stderr (exit 1)."""
-    from hamgr.config import validate_config_file
+    """Print "ok" (exit 0) or every problem of the file, one per line on stderr (exit 1).
 
-    problems = validate_config_file(args.file)
+    The checks are the agent's own at start (`hamgr.agentsetup.load_agent_setup`).
+    """
+    from hamgr.agentsetup import setup_problems
+
+    problems = setup_problems(args.file)
     if not problems:
         print("ok")
         return 0

@@ -23,16 +23,16 @@ from pathlib import Path
 import aiohttp
 
 from hamgr import api, postgres
-from hamgr.config import Config, ConfigError, load_config, split_address
+from hamgr.agentsetup import AgentSetup, load_agent_setup
+from hamgr.config import Config, ConfigError, split_address
 from hamgr.dcs.base import DcsError
-from hamgr.dcs.model import DynamicSettings, MemberTags, SwitchoverRequest
+from hamgr.dcs.model import SwitchoverRequest
 from hamgr.dcs.raft import RaftDcs
 from hamgr.fencing import FencerClient, FencerError
 from hamgr.gcpolicy import tune_gc
 from hamgr.ha.agentview import LoopView
 from hamgr.ha.execute import ActionRunner
-from hamgr.ha.loop import HaLoop, Identity
-from hamgr.postgres import PgSettings
+from hamgr.ha.loop import HaLoop
 from hamgr.raft.client import StoreClient
 from hamgr.raft.handshake import source_host_for
 from hamgr.raft.node import RaftNode
@@ -41,58 +41,11 @@ from hamgr.storecmd import (
     MemberStartError,
     StoreSettings,
     running_member,
-    settings_from_config,
     setup_logging,
 )
 from hamgr.telemetry import AgentTelemetry
 
 log = logging.getLogger("hamgr.agent")
-
-
-def pg_settings(config: Config) -> PgSettings:
-    """The local PostgreSQL's settings from the agent's configuration."""
-    pg = config.postgresql
-    auth = pg.authentication
-    host, _, port = pg.listen.rpartition(":")
-    params = {**config.bootstrap.dcs.postgresql.parameters, **pg.parameters}
-    assert pg.bin_dir is not None, "load_config resolves bin_dir"
-    return PgSettings(
-        bin_dir=Path(pg.bin_dir),
-        data_dir=Path(pg.data_dir),
-        os_user=pg.os_user,
-        name=config.name,
-        host=host.strip("[]"),
-        port=int(port),
-        superuser=auth.superuser.username,
-        superuser_password=auth.superuser.password,
-        replication_user=auth.replication.username,
-        replication_password=auth.replication.password,
-        rewind_user=auth.rewind.username if auth.rewind else None,
-        rewind_password=auth.rewind.password if auth.rewind else None,
-        parameters=params,
-        hba=pg.pg_hba,
-    )
-
-
-def identity(config: Config) -> Identity:
-    """How this member presents itself in the store."""
-    rest = config.restapi
-    scheme = "https" if rest.certfile else "http"
-    raft = config.store.raft
-    return Identity(
-        name=config.name,
-        api_url=f"{scheme}://{rest.connect_address}",
-        conn_url=config.postgresql.connect_address,
-        tags=MemberTags(
-            nofailover=config.tags.nofailover,
-            noloadbalance=config.tags.noloadbalance,
-            nosync=config.tags.nosync,
-            clonefrom=config.tags.clonefrom,
-        ),
-        use_pg_rewind=config.postgresql.use_pg_rewind,
-        reclone_on_rewind_failure=config.postgresql.remove_data_directory_on_rewind_failure,
-        store_id=raft.node_id if raft is not None else 0,
-    )
 
 
 def http_connector(config: Config) -> aiohttp.TCPConnector:
@@ -114,15 +67,13 @@ def has_majority(reach: tuple[int, int]) -> bool:
 class Agent:
     """The parts of one agent, wired together; `run()` serves until stopped."""
 
-    def __init__(self, config: Config, config_path: Path | None = None) -> None:
-        if config.store.raft is None:
-            raise ConfigError(["store.raft: the agent embeds a store member; configure it"])
-        self.config = config
+    def __init__(self, setup: AgentSetup, config_path: Path | None = None) -> None:
+        self.config = setup.config
         self.config_path = config_path
-        self.store: StoreSettings = settings_from_config(config)
-        self.pg = pg_settings(config)
-        self.me = identity(config)
-        self.settings = DynamicSettings.from_config(config.bootstrap.dcs)
+        self.store: StoreSettings = setup.store
+        self.pg = setup.pg
+        self.me = setup.me
+        self.settings = setup.settings
         self.stop = asyncio.Event()
         self.loop: HaLoop | None = None
         self.telemetry = AgentTelemetry(stale_after=max(self.settings.ttl, 10.0))
@@ -261,6 +212,7 @@ class Agent:
                 await self._hand_over(loop, key.name)
         with contextlib.suppress(postgres.PostgresError):
             await postgres.stop(self.pg, "fast")
+        await loop.record_shutdown_position()
         await runner.disarm_fencer()
         if store_ok and runner.lease.key is not None:
             with contextlib.suppress(Exception):
@@ -292,23 +244,23 @@ class Agent:
         if self.config_path is None or self.loop is None:
             return
         try:
-            config = load_config(self.config_path)
+            setup = load_agent_setup(self.config_path)
         except ConfigError as exc:
             log.error("reload refused, keeping the running configuration:\n%s", exc)
             return
-        self.config = config
-        self.pg = pg_settings(config)
+        self.config = setup.config
+        self.pg = setup.pg
         self.loop.pg = self.pg
         self.loop.runner.pg = self.pg
-        self.loop.me = identity(config)
+        self.loop.me = setup.me
         postgres.write_config(self.pg)
         if postgres.is_running(self.pg):
             await postgres.reload(self.pg)
         log.info("configuration reloaded from %s", self.config_path)
 
 
-async def _run(config: Config, path: Path) -> int:
-    agent = Agent(config, path)
+async def _run(setup: AgentSetup, path: Path) -> int:
+    agent = Agent(setup, path)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, agent.stop.set)
@@ -319,10 +271,10 @@ async def _run(config: Config, path: Path) -> int:
 def main(args: argparse.Namespace) -> int:
     """Entry point of `hamgr agent`."""
     try:
-        config = load_config(args.config)
+        setup = load_agent_setup(args.config)
     except ConfigError as exc:
         print(f"hamgr agent: {args.config}:\n{exc}", file=sys.stderr)
         return 2
-    setup_logging(config.log, getattr(args, "log_format", None))
+    setup_logging(setup.config.log, getattr(args, "log_format", None))
     tune_gc()
-    return asyncio.run(_run(config, Path(args.config)))
+    return asyncio.run(_run(setup, Path(args.config)))

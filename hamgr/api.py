@@ -12,6 +12,9 @@ from the store::
     /health                   PostgreSQL is running
     /liveness                 the HA loop ran within ttl
     /readiness                primary serving, or a standby streaming (?lag= as /replica)
+    /synchronous, /sync       /replica, and a synchronous standby (synchronous_mode on)
+    /quorum                   /replica, and a quorum standby (synchronous_mode quorum)
+    /asynchronous, /async     /replica, and not counted in the synchronous set
 
 JSON: ``/patroni`` (alias ``/status``: this member), ``/cluster``, ``/history``, ``/config``.
 Unsafe methods need HTTP basic auth (``restapi.authentication``; without it they are refused
@@ -54,6 +57,7 @@ from hamgr.dcs.base import DcsError
 from hamgr.dcs.jsonfields import JsonObject, ModelError
 from hamgr.dcs.model import ClusterView, SwitchoverRequest
 from hamgr.ha.race import describe_request
+from hamgr.ha.syncrep import outside_sync_set, sync_role
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +78,11 @@ _HEALTH = {
     "/health": "health",
     "/liveness": "liveness",
     "/readiness": "readiness",
+    "/synchronous": "synchronous",
+    "/sync": "synchronous",
+    "/asynchronous": "asynchronous",
+    "/async": "asynchronous",
+    "/quorum": "quorum",
 }
 
 
@@ -136,7 +145,14 @@ def health_ok(
         return local.loop_at is not None and now - local.loop_at <= local.ttl
     if check == "readiness":
         return serving or (standby and lag_ok)
-    passed = {"replica": replica, "read-only": serving or replica, "health": pg.running}[check]
+    passed = {
+        "replica": replica,
+        "read-only": serving or replica,
+        "health": pg.running,
+        "synchronous": replica and local.sync_role == "sync",
+        "quorum": replica and local.sync_role == "quorum",
+        "asynchronous": replica and local.sync_role is None,
+    }[check]
     return passed and _tags_match(local, query)
 
 
@@ -165,6 +181,7 @@ def member_status(view: AgentView, local: LocalStatus, now: float) -> dict[str, 
         "replayed_lsn": replayed,
         "lag": local.lag,
         "streaming": local.streaming,
+        "detached": pg.detached,
         "database_system_identifier": (
             str(pg.system_identifier) if pg.system_identifier is not None else None
         ),
@@ -179,6 +196,13 @@ def member_status(view: AgentView, local: LocalStatus, now: float) -> dict[str, 
         "loop_age": round(now - local.loop_at, 3) if local.loop_at is not None else None,
         "patroni": {"version": __version__, "scope": view.scope, "name": view.name},
     }
+
+
+def _standby_role(cluster: ClusterView, name: str, role: str) -> str:
+    """Patroni's roles in /cluster: ``sync_standby`` / ``quorum_standby`` for the members the
+    leader's synchronous record counts."""
+    found = sync_role(cluster, name) if role == "replica" else None
+    return {"sync": "sync_standby", "quorum": "quorum_standby"}.get(found or "", role)
 
 
 def cluster_json(scope: str, cluster: ClusterView) -> dict[str, Any]:
@@ -197,7 +221,7 @@ def cluster_json(scope: str, cluster: ClusterView) -> dict[str, Any]:
                 "host": host,
                 "port": port,
                 "api_url": m.api_url,
-                "role": "leader" if m.name == leader else m.role,
+                "role": "leader" if m.name == leader else _standby_role(cluster, m.name, m.role),
                 "state": m.state,
                 "timeline": m.timeline,
                 "received_lsn": m.received_lsn,
@@ -214,6 +238,9 @@ def cluster_json(scope: str, cluster: ClusterView) -> dict[str, Any]:
         "pause": cluster.settings.pause,
         "switchover": cluster.switchover.to_dict() if cluster.switchover else None,
         "timeline": cluster.timeline,
+        "synchronous_mode": cluster.settings.synchronous_mode,
+        "sync": cluster.sync.to_dict() if cluster.sync else None,
+        "position": cluster.position.to_dict() if cluster.position else None,
         "members": members,
     }
 
@@ -253,8 +280,11 @@ def check_request(
     Raises ModelError (malformed field) or HttpError (400: does not fit the cluster; 409: a
     request is already under way) naming what is wrong.
     """
-    known = ("leader", "candidate", "scheduled_at") if kind == "switchover" else ("candidate",)
+    known = (
+        ("leader", "candidate", "scheduled_at") if kind == "switchover" else ("candidate", "force")
+    )
     o = JsonObject(body, "", known=known)
+    force = o.flag("force", False) if kind == "failover" else False
     if kind == "switchover" and body.get("leader") is None:
         raise ModelError("leader", "required: the current leader's name (use failover without one)")
     req: SwitchoverRequest = o.build(
@@ -279,6 +309,10 @@ def check_request(
             raise HttpError(400, f"candidate: {req.candidate} is tagged nofailover")
         if req.candidate == current:
             raise HttpError(400, f"candidate: {req.candidate} is already the leader")
+        outside = outside_sync_set(cluster, req.candidate)
+        if outside and not force:
+            hint = ' (a failover can be forced with "force": true)' if kind == "failover" else ""
+            raise HttpError(412, f"candidate: {outside}{hint}")
     pending = cluster.switchover
     if pending is not None and pending.due(wall_now):
         raise HttpError(409, f"a {describe_request(pending)} is already under way")

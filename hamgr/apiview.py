@@ -42,7 +42,8 @@ class LocalStatus:
     leader's last known position (None: unknown, or not a standby). ``fence_at`` and
     ``loop_at`` are monotonic instants (``time.monotonic()``): the lease deadline of the last
     successful keepalive, and the end of the last HA loop cycle; ``ttl`` the lease TTL in force
-    (how stale ``loop_at`` may be before ``GET /liveness`` fails).
+    (how stale ``loop_at`` may be before ``GET /liveness`` fails). ``sync_role``: ``"sync"``
+    or ``"quorum"`` while the store's record counts this standby in the synchronous set.
     """
 
     member: MemberState
@@ -52,6 +53,7 @@ class LocalStatus:
     holds_leader_key: bool = False
     fence_at: float | None = None
     pending_restart: bool = False
+    sync_role: str | None = None
     loop_at: float | None = None
     ttl: float = DynamicSettings().ttl
 

@@ -180,7 +180,7 @@ def list_rows(cluster: dict[str, Any], reasons: bool) -> list[dict[str, Any]]:
             "Host": f"[{m['host']}]:{m['port']}"
             if ":" in m["host"]
             else f"{m['host']}:{m['port']}",
-            "Role": str(m["role"]).replace("_", " ").capitalize(),
+            "Role": str(m["role"]).replace("_", " ").title(),
             "State": m["state"],
             "TL": m["timeline"],
             "Lag in MB": _lag_mb(m),
@@ -260,7 +260,11 @@ async def cmd_failover(
     what = f"demoting {current}" if current else "with no leader now"
     confirm(f"Fail over cluster {cluster['scope']} to {a.candidate} ({what})?", a.force)
     answer = await client.call(
-        "POST", url, "/failover", {"candidate": a.candidate}, timeout=a.timeout + 60
+        "POST",
+        url,
+        "/failover",
+        {"candidate": a.candidate, **({"force": True} if a.ignore_sync else {})},
+        timeout=a.timeout + 60,
     )
     print(answer["message"])
 
@@ -418,6 +422,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduled", type=_scheduled, help="when: ISO 8601 time, or now")
     p.add_argument("--force", action="store_true", help="do not ask for confirmation")
     p = command("failover", cmd_failover, "promote a named member, even without a leader")
+    p.add_argument(
+        "--ignore-sync",
+        action="store_true",
+        help="in synchronous mode, promote a member outside the synchronous set (it may lack "
+        "acknowledged commits)",
+    )
     p.add_argument("--candidate", required=True, help="the member to promote")
     p.add_argument("--force", action="store_true", help="do not ask for confirmation")
     command("pause", cmd_pause, "stop automatic failover and PostgreSQL management")

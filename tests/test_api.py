@@ -20,6 +20,7 @@ from hamgr.api import build_app, parse_size, serve
 from hamgr.apiview import apply_settings_patch, primary_serving
 from hamgr.ctl import basic_auth
 from hamgr.dcs import DynamicSettings, ModelError, SwitchoverRequest
+from hamgr.dcs.model import MemberTags, SyncState
 from tests.apifake import MB, FakeAgent, FakeStore, cluster3, status
 
 AUTH = ("admin", "s3cret-pass")
@@ -386,6 +387,7 @@ async def test_patch_config_merges_and_checks(api: Api) -> None:
         ({"ttl": -1}, "ttl: must be > 0, got -1"),
         ({"tll": 6}, "tll: unknown field"),
         ({"loop_wait": 10}, "loop_wait + 2 * retry_timeout (10 + 2 * 2) must be <= ttl (6)"),
+        ({"safety_margin": 0.001}, "safety_margin: must be >= loop_wait (1): the primary must"),
         ({"pause": "yes"}, 'pause: expected true or false, got "yes"'),
         ({}, "the patch is empty"),
     ):
@@ -474,3 +476,46 @@ def test_primary_serving_and_settings_patch_rules() -> None:
     assert apply_settings_patch(base, {"parameters": {"b": "x"}}).parameters == {"a": 1, "b": "x"}
     with pytest.raises(ModelError, match="body: expected a JSON object"):
         apply_settings_patch(base, ["pause"])  # type: ignore[arg-type]
+
+
+async def test_synchronous_health_paths_follow_the_sync_role(api: Api) -> None:
+    paths = ("/synchronous", "/sync", "/quorum", "/asynchronous", "/async")
+    for role, ok in (
+        ("sync", {"/synchronous", "/sync"}),
+        ("quorum", {"/quorum"}),
+        (None, {"/asynchronous", "/async"}),
+    ):
+        _as(api, "b", sync_role=role)
+        assert {p: await api.code(p) for p in paths} == {
+            p: 200 if p in ok else 503 for p in paths
+        }, role
+    _as(api, "a")
+    assert {await api.code(p) for p in paths} == {503}
+
+
+async def test_requests_outside_the_synchronous_set_are_refused_unless_forced(api: Api) -> None:
+    store = api.agent.store
+    settings = dataclasses.replace(store.view.settings, synchronous_mode="on")
+    members = tuple(dataclasses.replace(m, tags=MemberTags()) for m in store.view.members)
+    store.view = dataclasses.replace(
+        store.view,
+        settings=settings,
+        members=members,
+        sync=SyncState("a", ("b",), 1),
+        sync_revision=5,
+    )
+    code, cl = await api.call("GET", "/cluster")
+    roles = {m["name"]: m["role"] for m in cl["members"]}
+    assert roles == {"a": "leader", "b": "sync_standby", "c": "replica"}
+    assert cl["sync"] == {"leader": "a", "members": ["b"], "acks": 1}
+    code, answer = await api.call("POST", "/switchover", {"leader": "a", "candidate": "c"})
+    assert code == 412 and "c is not a synchronous standby" in answer["error"], answer
+    code, answer = await api.call("POST", "/failover", {"candidate": "c"})
+    assert code == 412 and '"force": true' in answer["error"], answer
+    assert api.agent.calls == []
+    code, answer = await api.call("POST", "/switchover", {"leader": "a", "candidate": "b"})
+    assert code == 200, answer
+    code, answer = await api.call("POST", "/failover", {"candidate": "c", "force": True})
+    assert code == 200, answer
+    code, answer = await api.call("POST", "/failover", {"candidate": "c", "force": "yes"})
+    assert code == 400 and "force" in answer["error"], answer

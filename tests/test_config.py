@@ -17,6 +17,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hamgr.agentsetup import setup_problems
 from hamgr.config import (
     REDACTED,
     TIMING_PROFILES,
@@ -29,7 +30,6 @@ from hamgr.config import (
     resolve_local,
     schema_paths,
     split_address,
-    validate_config_file,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -349,6 +349,13 @@ ONE_MISTAKE: list[tuple[str, Any, str]] = [
         "bootstrap.dcs.safety_margin: must be < bootstrap.dcs.ttl = 6, got 6",
     ),
     (
+        "bootstrap.dcs.safety_margin",
+        0.5,
+        "bootstrap.dcs.safety_margin: must be >= bootstrap.dcs.loop_wait = 1: the primary must "
+        "stop its PostgreSQL at least one HA loop before its lease can end and another member "
+        "take over, got 0.5",
+    ),
+    (
         "bootstrap.dcs.maximum_lag_on_failover",
         -1,
         "bootstrap.dcs.maximum_lag_on_failover: must be >= 0, got -1",
@@ -365,7 +372,12 @@ ONE_MISTAKE: list[tuple[str, Any, str]] = [
         "bootstrap.dcs.postgresql.use_slots: expected true or false, got 1",
     ),
     ("tags.nofailover", "true", 'tags.nofailover: expected true or false, got "true"'),
-    ("tags.failover_priority", 1, "unknown key tags.failover_priority"),
+    ("tags.failover_priority", -1, "tags.failover_priority: must be >= 0, got -1"),
+    (
+        "bootstrap.dcs.synchronous_mode",
+        "yes",
+        'bootstrap.dcs.synchronous_mode: expected "off", "on" or "quorum", got "yes"',
+    ),
     (
         "watchdog.mode",
         False,
@@ -486,6 +498,12 @@ VALID: list[tuple[str, Any, str, Any]] = [
         "replicator",
     ),
     ("watchdog.mode", "automatic", "watchdog.safety_margin", 2.0),
+    # YAML reads an unquoted on/off as a boolean: both spellings mean the mode.
+    ("bootstrap.dcs.synchronous_mode", True, "bootstrap.dcs.synchronous_mode", "on"),
+    ("bootstrap.dcs.synchronous_mode", False, "bootstrap.dcs.synchronous_mode", "off"),
+    ("bootstrap.dcs.synchronous_mode", "quorum", "bootstrap.dcs.synchronous_mode", "quorum"),
+    ("bootstrap.dcs.maximum_lag_on_syncnode", -1, "bootstrap.dcs.maximum_lag_on_syncnode", -1),
+    ("tags.failover_priority", 0, "tags.failover_priority", 0),
 ]
 
 
@@ -742,12 +760,12 @@ def test_yaml_syntax_error_gives_line_and_column(tmp_path: Path) -> None:
         load_config(path, env={}, resolve=False)
     (problem,) = info.value.problems
     assert problem.startswith(f"{path}, line 5, column 7: "), problem
-    assert validate_config_file(path, env={}) == [problem]
+    assert setup_problems(path, env={}) == [problem]
 
 
 def test_unclosed_flow_list_points_at_the_end(tmp_path: Path) -> None:
     path = write(tmp_path, "scope: demo\npg_hba: [a, b\nname: x\n")
-    (problem,) = validate_config_file(path, env={})
+    (problem,) = setup_problems(path, env={})
     assert re.match(rf"{re.escape(str(path))}, line \d+, column \d+: ", problem), problem
 
 
@@ -774,7 +792,7 @@ def test_yaml_merge_keys_are_not_duplicates(tmp_path: Path) -> None:
 def test_file_problems_and_value_problems_come_together(tmp_path: Path) -> None:
     data = put(minimal(), "log.level", "LOUD")
     path = write(tmp_path, yaml.safe_dump(data) + "name: again\n")
-    found = validate_config_file(path, env={})
+    found = setup_problems(path, env={})
     assert len(found) == 2
     assert "duplicate key 'name'" in found[0] and found[1].startswith("log.level: ")
 
@@ -794,13 +812,13 @@ def test_unusable_files(tmp_path: Path, content: str | bytes, expected: str) -> 
         path.write_bytes(content)
     else:
         path.write_text(content)
-    (problem,) = validate_config_file(path, env={})
+    (problem,) = setup_problems(path, env={})
     assert problem.endswith(expected)
 
 
 def test_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "absent.yaml"
-    assert validate_config_file(path, env={}) == [f"{path}: cannot read: No such file or directory"]
+    assert setup_problems(path, env={}) == [f"{path}: cannot read: No such file or directory"]
 
 
 def test_load_config_reads_os_environ_when_env_is_none(
@@ -846,7 +864,7 @@ def test_resolve_local_lists_what_is_missing(tmp_path: Path) -> None:
     put(data, "postgresql.bin_dir", str(tmp_path))
     short = tmp_path / "short.secret"
     short.write_text("tiny\n")
-    found = validate_config_file(write(tmp_path, yaml.safe_dump(data)), env={})
+    found = setup_problems(write(tmp_path, yaml.safe_dump(data)), env={})
     assert found[0] == f"postgresql.bin_dir: {tmp_path} has no pg_ctl"
     assert found[1:4] == [
         f"store.raft.tls.{name}: /nonexistent/{short_name} is not a readable file"
@@ -856,7 +874,7 @@ def test_resolve_local_lists_what_is_missing(tmp_path: Path) -> None:
     assert len(found) == 5
     put(data, "store.raft.secret_file", str(short))
     del data["store"]["raft"]["tls"]
-    found = validate_config_file(write(tmp_path, yaml.safe_dump(data)), env={})
+    found = setup_problems(write(tmp_path, yaml.safe_dump(data)), env={})
     assert found[1:] == [
         "store.raft.secret_file: the secret in it must be at least 16 characters long (it has 4)"
     ]
@@ -1088,7 +1106,7 @@ def test_junk_in_a_valid_config_only_ever_raises_config_error(
 
 def test_self_referencing_yaml_is_an_error_not_a_crash(tmp_path: Path) -> None:
     text = yaml.safe_dump(minimal()) + "bootstrap: &b\n  dcs: *b\ntags: &t [*t]\n"
-    found = validate_config_file(write(tmp_path, text), env={})
+    found = setup_problems(write(tmp_path, text), env={})
     assert found and all(isinstance(p, str) for p in found)
 
 

@@ -28,6 +28,7 @@ import psycopg
 import pytest
 import yaml
 
+from hamgr.agentsetup import agent_setup
 from hamgr.config import Config, ConfigError, dump_effective, parse_config, schema_paths
 from hamgr.config.values import split_address
 
@@ -194,6 +195,15 @@ def test_the_baked_config_alone_names_what_each_member_must_set() -> None:
         "store.raft.advertise",
     ):
         assert key in text, f"{key} not named in:\n{text}"
+
+
+def test_every_agent_passes_the_checks_the_agent_runs_at_start() -> None:
+    """What validate-config and the agent check beyond the file (hamgr.agentsetup)."""
+    for name in AGENTS:
+        config = agent_config(name)
+        pg = dataclasses.replace(config.postgresql, bin_dir="/usr/lib/postgresql/15/bin")
+        setup = agent_setup(dataclasses.replace(config, postgresql=pg))
+        assert setup.me.name == name
 
 
 def test_an_agent_with_a_typo_in_its_env_is_refused() -> None:

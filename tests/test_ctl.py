@@ -157,6 +157,9 @@ async def test_refused_requests_are_one_line_naming_the_problem(cluster: Cluster
     assert code == 1 and "401 authentication required" in _one_line(err)
     code, _, err = await hactl(*base, "edit-config", "--set", "ttl=-1", "--force")
     assert code == 1 and _one_line(err).endswith("400 ttl: must be > 0, got -1")
+    code, _, err = await hactl(*base, "edit-config", "--set", "safety_margin=0.001", "--force")
+    assert code == 1 and "400 safety_margin: must be >= loop_wait (1): " in _one_line(err)
+    assert _one_line(err).endswith(", got 0.001")
     assert cluster.agents["a"].calls == []
 
 

@@ -38,7 +38,8 @@ retry_timeout 2 s, safety_margin 2 s) or ``timing_profile: fast`` for low-latenc
 wins. Whatever the source, the timing rules are checked: every duration > 0;
 ``loop_wait + 2 * retry_timeout <= ttl``; ``ttl >= 1.5 * store.raft.election_timeout`` (the
 minimum lease TTL); ``store.raft.heartbeat_interval < store.raft.election_timeout / 2``;
-``bootstrap.dcs.safety_margin < ttl``; with a watchdog, ``watchdog.safety_margin < ttl -
+``loop_wait <= bootstrap.dcs.safety_margin < ttl`` (the primary fences itself at least
+one loop before its lease can end); with a watchdog, ``watchdog.safety_margin < ttl -
 loop_wait`` (a loop on time always feeds it before it fires).
 
 The package
@@ -56,7 +57,7 @@ from __future__ import annotations
 from hamgr.config.dump import REDACTED as REDACTED
 from hamgr.config.dump import dump_effective, schema_paths
 from hamgr.config.env import ENV_ALLOWED, ENV_PREFIX
-from hamgr.config.load import find_bin_dir, load_config, resolve_local, validate_config_file
+from hamgr.config.load import find_bin_dir, load_config, resolve_local
 from hamgr.config.problems import ConfigError
 from hamgr.config.schema import (
     TIMING_PROFILES,
@@ -124,5 +125,4 @@ __all__ = [
     "resolve_local",
     "schema_paths",
     "split_address",
-    "validate_config_file",
 ]

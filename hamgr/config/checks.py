@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from hamgr.config.problems import Skip, fmt_path
-from hamgr.config.schema import Config
+from hamgr.config.schema import SAFETY_MARGIN_WHY, Config
 from hamgr.config.values import split_address
 
 if TYPE_CHECKING:
@@ -235,10 +235,17 @@ def _ha_loop_fits_ttl(c: Config, L: Loader) -> None:
 def _safety_margin(c: Config, L: Loader) -> None:
     ttl = L.need(c, "bootstrap", "dcs", "ttl")
     margin = L.need(c, "bootstrap", "dcs", "safety_margin")
+    loop_wait = L.need(c, "bootstrap", "dcs", "loop_wait")
     if not margin < ttl:
         L.report(
             ("bootstrap", "dcs", "safety_margin"),
             f"must be < bootstrap.dcs.ttl = {ttl:g}, got {margin:g}",
+        )
+    elif margin < loop_wait:
+        L.report(
+            ("bootstrap", "dcs", "safety_margin"),
+            f"must be >= bootstrap.dcs.loop_wait = {loop_wait:g}: {SAFETY_MARGIN_WHY}, got "
+            f"{margin:g}",
         )
 
 

@@ -3,8 +3,8 @@
 :func:`load_config` reads the YAML file (problems name the line and column), checks it with
 :func:`~hamgr.config.validate.parse_config`, then :func:`resolve_local` finds PostgreSQL's
 programs (:func:`find_bin_dir`), reads the Raft secret file and checks that the files the
-configuration names are readable. :func:`validate_config_file` returns the problems instead of
-raising them, for ``hamgr validate-config``.
+configuration names are readable. What the agent builds from a loaded configuration, and the
+checks that come with it, are in :mod:`hamgr.agentsetup` (``hamgr validate-config`` runs both).
 """
 
 from __future__ import annotations
@@ -49,15 +49,6 @@ def load_config(
     if problems:
         raise ConfigError(problems)
     return resolve_local(config) if resolve else config
-
-
-def validate_config_file(path: str | Path, env: Mapping[str, str] | None = None) -> list[str]:
-    """Every problem :func:`load_config` would raise for ``path``; ``[]`` means it is fine."""
-    try:
-        load_config(path, env)
-    except ConfigError as e:
-        return e.problems
-    return []
 
 
 def find_bin_dir(

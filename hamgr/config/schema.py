@@ -46,6 +46,12 @@ TIMING_PROFILES: Mapping[str, Mapping[str, float]] = {
     },
 }
 
+SAFETY_MARGIN_WHY = (
+    "the primary must stop its PostgreSQL at least one HA loop before its lease can end and "
+    "another member take over"
+)
+"""Why ``safety_margin >= loop_wait``: said by the config check and the dynamic settings."""
+
 
 def _load_initdb_option(
     loader: Loader, raw: Any, path: tuple[str | int, ...], env: str | None
@@ -66,6 +72,22 @@ def _load_initdb_option(
     return BAD
 
 
+def _load_sync_mode(loader: Loader, raw: Any, path: tuple[str | int, ...], env: str | None) -> Any:
+    # YAML 1.1 reads an unquoted on/off as a boolean; Patroni's own spelling is a boolean too.
+    if raw is True or (isinstance(raw, str) and raw.lower() in ("on", "true")):
+        return "on"
+    if raw is False or (isinstance(raw, str) and raw.lower() in ("off", "false")):
+        return "off"
+    if raw == "quorum":
+        return "quorum"
+    loader.report(path, f'expected "off", "on" or "quorum", got {show(raw)}', env)
+    return BAD
+
+
+def _at_least_minus_one(value: int) -> str | None:
+    return None if value >= -1 else f"must be -1 (no limit) or >= 0, got {value}"
+
+
 Address = Annotated[str, Rule(address_problem)]
 AbsPath = Annotated[str, Rule(abs_path_problem)]
 MemberName = Annotated[str, Rule(member_name_problem)]
@@ -76,6 +98,8 @@ NonNegativeInt = Annotated[int, Rule(non_negative)]
 Secret = Annotated[str, SECRET]
 ParameterValue = str | int | float | bool
 InitdbOption = Annotated[str | dict[str, str], Custom(_load_initdb_option)]
+SyncModeSetting = Annotated[str, Custom(_load_sync_mode)]
+BytesOrNoLimit = Annotated[int, Rule(_at_least_minus_one)]
 
 
 # --- The configuration ----------------------------------------------------------------------
@@ -253,7 +277,8 @@ class PostgresConfig:
     """``postgresql``: the local PostgreSQL this agent manages.
 
     ``bin_dir`` None means "find it" (:func:`find_bin_dir`); :func:`load_config` fills it in.
-    ``connect_address`` left empty means the same as ``listen``.
+    ``connect_address`` left empty means the same as ``listen``. ``pg_hba`` set is the whole
+    pg_hba.conf, as given; empty means hamgr's own lines (see ``hamgr.postgres.render``).
     """
 
     data_dir: AbsPath
@@ -294,6 +319,10 @@ class DcsConfig:
     primary_start_timeout: SecondsOrZero = 300.0
     safety_margin: Seconds = 2.0
     member_slots_ttl: SecondsOrZero = 1800.0
+    synchronous_mode: SyncModeSetting = "off"
+    synchronous_mode_strict: bool = False
+    synchronous_node_count: PositiveInt = 1
+    maximum_lag_on_syncnode: BytesOrNoLimit = -1
     postgresql: DcsPostgresConfig = field(default_factory=DcsPostgresConfig)
 
 
@@ -313,6 +342,7 @@ class Tags:
     noloadbalance: bool = False
     clonefrom: bool = False
     nosync: bool = False
+    failover_priority: NonNegativeInt = 1
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -11,6 +11,8 @@ Key layout of one cluster, ``scope`` (see :func:`scope_keys`)::
     /hamgr/<scope>/members/<name>   MemberState as JSON, attached to that agent's lease
     /hamgr/<scope>/switchover       SwitchoverRequest as JSON
     /hamgr/<scope>/history          a JSON list of TimelineEntry
+    /hamgr/<scope>/sync             SyncState as JSON: the primary's synchronous standbys
+    /hamgr/<scope>/position         PrimaryPosition as JSON: how far the last primary got
 
 Sessions: each client owns ONE lease, granted with ``ttl`` (DynamicSettings.ttl) when it first
 needs one. The member key and the leader key are attached to it, so both vanish at the same
@@ -31,7 +33,9 @@ from hamgr.dcs.model import (
     DynamicSettings,
     LeaderKey,
     MemberState,
+    PrimaryPosition,
     SwitchoverRequest,
+    SyncState,
     TimelineEntry,
 )
 
@@ -51,6 +55,8 @@ class ScopeKeys:
     members: str
     switchover: str
     history: str
+    sync: str
+    position: str
 
     def member(self, name: str) -> str:
         return self.members + name
@@ -67,6 +73,8 @@ def scope_keys(scope: str) -> ScopeKeys:
         members=prefix + "members/",
         switchover=prefix + "switchover",
         history=prefix + "history",
+        sync=prefix + "sync",
+        position=prefix + "position",
     )
 
 
@@ -189,6 +197,19 @@ class Dcs(Protocol):
         Idempotent: nothing is written when the history already holds ``entry.timeline`` or a
         later timeline, so an agent that repeats the call after a crash adds no duplicate.
         """
+        ...
+
+    async def set_sync(self, state: SyncState | None, expected_revision: int) -> bool:
+        """Compare-and-swap the ``sync`` key (None deletes it).
+
+        Writes only if ``sync``'s mod revision still equals ``expected_revision`` (0: the key
+        must be absent): the primary changes its synchronous-standby record only on top of the
+        record it based the change on (:attr:`ClusterView.sync_revision`). True if written.
+        """
+        ...
+
+    async def set_position(self, position: PrimaryPosition) -> None:
+        """Write ``position`` (the primary's WAL position; attached to no lease)."""
         ...
 
     async def watch(self, timeout: float) -> bool:

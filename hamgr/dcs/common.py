@@ -29,7 +29,9 @@ from hamgr.dcs.model import (
     DynamicSettings,
     LeaderKey,
     MemberState,
+    PrimaryPosition,
     SwitchoverRequest,
+    SyncState,
     TimelineEntry,
 )
 
@@ -52,6 +54,7 @@ __all__ = [
     "decode_history",
     "decode_settings",
     "decode_switchover",
+    "decode_sync",
     "encode_history",
     "encode_json",
     "poll_for_change",
@@ -322,6 +325,11 @@ def decode_switchover(kv: StoredKey) -> SwitchoverRequest:
     return request
 
 
+def decode_sync(kv: StoredKey) -> SyncState:
+    state: SyncState = _model(kv, SyncState.from_dict)
+    return state
+
+
 def _history(data: Any) -> tuple[TimelineEntry, ...]:
     if not isinstance(data, list):
         raise ModelError("history", f"expected a list, got {type(data).__name__}")
@@ -369,6 +377,11 @@ def build_view(keys: ScopeKeys, snap: RangeSnapshot) -> ClusterView:
             fields["switchover"] = decode_switchover(kv)
         elif kv.key == keys.history:
             fields["history"] = decode_history(kv)
+        elif kv.key == keys.sync:
+            fields["sync"] = decode_sync(kv)
+            fields["sync_revision"] = kv.mod_revision
+        elif kv.key == keys.position:
+            fields["position"] = _model(kv, PrimaryPosition.from_dict)
     try:
         return ClusterView(members=tuple(members), **fields)
     except ModelError as exc:

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
 
-from hamgr.config.schema import DcsConfig
+from hamgr.config.schema import SAFETY_MARGIN_WHY, DcsConfig
 from hamgr.config.values import address_problem
 from hamgr.dcs.jsonfields import (
     JsonObject,
@@ -33,6 +33,8 @@ from hamgr.dcs.jsonfields import (
 
 Role = Literal["primary", "replica", "uninitialized", "stopped"]
 RequestKind = Literal["switchover", "failover"]
+SyncMode = Literal["off", "on", "quorum"]
+SYNC_MODES: tuple[SyncMode, ...] = ("off", "on", "quorum")
 ParameterValue = str | int | float | bool
 
 #: Common values of MemberState.state (the field accepts any non-empty word, for newer agents).
@@ -43,12 +45,25 @@ _DCS_DEFAULTS = DcsConfig()
 
 @dataclass(frozen=True)
 class MemberTags:
-    """A member's role in failover and load balancing (the ``tags`` config section)."""
+    """A member's role in failover and load balancing (the ``tags`` config section).
+
+    ``nosync``: never made a synchronous standby. ``failover_priority`` (Patroni's tag): 0 never
+    takes over; among equally advanced candidates the higher one wins. ``nofailover`` means 0.
+    """
 
     nofailover: bool = False
     noloadbalance: bool = False
     nosync: bool = False
     clonefrom: bool = False
+    failover_priority: int = 1
+
+    def __post_init__(self) -> None:
+        check_int("failover_priority", self.failover_priority, 0)
+
+    @property
+    def priority(self) -> int:
+        """The failover priority in force: 0 when tagged nofailover."""
+        return 0 if self.nofailover else self.failover_priority
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -56,7 +71,8 @@ class MemberTags:
     @classmethod
     def from_dict(cls, data: object, path: str = "") -> MemberTags:
         o = JsonObject(data, path)
-        return o.build(cls, **{f.name: o.flag(f.name, False) for f in fields(cls)})
+        flags = {f.name: o.flag(f.name, False) for f in fields(cls) if f.type == "bool"}
+        return o.build(cls, **flags, failover_priority=o.integer("failover_priority", 1))
 
 
 @dataclass(frozen=True)
@@ -234,13 +250,103 @@ class TimelineEntry:
 
 
 @dataclass(frozen=True)
+class SyncState:
+    """The primary's record of its synchronous standbys, at ``sync`` (Patroni's ``/sync``).
+
+    Every commit that ``leader`` acknowledged is on at least ``acks`` of ``members`` (R).
+    So any ``len(R) - acks + 1`` members of R include one that holds every acknowledged commit
+    (pigeonhole): :attr:`needed` is how many of them a failover candidate must see, stopped
+    receiving from the old primary, and be at least as advanced as. ``acks`` 0 promises
+    nothing: no member may take over automatically (e.g. right after a promotion, or while the
+    primary runs without a synchronous standby). In mode ``on`` PostgreSQL waits for all of R
+    (``acks == len(R)``): any member of R may take over.
+
+    The primary keeps this true by the order of its writes (see :mod:`hamgr.ha.syncrep`):
+    a change that makes PostgreSQL wait for more is made in PostgreSQL first and recorded here
+    second; a change that promises less is recorded here first and made in PostgreSQL second.
+    """
+
+    leader: str
+    members: tuple[str, ...] = ()
+    acks: int = 0
+
+    def __post_init__(self) -> None:
+        check_name("leader", self.leader)
+        for i, name in enumerate(self.members):
+            check_name(f"members[{i}]", name)
+        if list(self.members) != sorted(set(self.members)):
+            fail("members", "member names sorted and unique", list(self.members))
+        if self.leader in self.members:
+            raise ModelError("members", f"names the leader itself ({self.leader})")
+        check_int("acks", self.acks, 0)
+        if self.acks > len(self.members):
+            raise ModelError(
+                "acks", f"must be <= the number of members ({len(self.members)}), got {self.acks}"
+            )
+
+    @property
+    def needed(self) -> int | None:
+        """How many members of R a candidate must see (None: no promise, nobody may)."""
+        return len(self.members) - self.acks + 1 if self.acks else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"leader": self.leader, "members": list(self.members), "acks": self.acks}
+
+    @classmethod
+    def from_dict(cls, data: object, path: str = "") -> SyncState:
+        o = JsonObject(data, path)
+        return o.build(
+            cls,
+            leader=o.text("leader"),
+            members=tuple(o.items("members")),
+            acks=o.integer("acks", 0),
+        )
+
+
+@dataclass(frozen=True)
+class PrimaryPosition:
+    """How far the primary ``leader`` got, at ``position``: its WAL write position on
+    ``timeline``, written every loop and, on a clean shutdown, its shutdown checkpoint.
+
+    Unlike the member key it is attached to no lease, so it outlives the primary: a failover
+    candidate compares itself with it (``maximum_lag_on_failover``) even when no peer answers.
+    """
+
+    leader: str
+    timeline: int
+    lsn: int
+
+    def __post_init__(self) -> None:
+        check_name("leader", self.leader)
+        check_int("timeline", self.timeline, 1)
+        check_int("lsn", self.lsn, 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"leader": self.leader, "timeline": self.timeline, "lsn": self.lsn}
+
+    @classmethod
+    def from_dict(cls, data: object, path: str = "") -> PrimaryPosition:
+        o = JsonObject(data, path)
+        return o.build(
+            cls, leader=o.text("leader"), timeline=o.integer("timeline"), lsn=o.integer("lsn")
+        )
+
+
+@dataclass(frozen=True)
 class DynamicSettings:
     """Cluster-wide HA settings at ``config`` (seconds and bytes); defaults as bootstrap.dcs.
 
     Checked like the config file: durations > 0, ``loop_wait + 2 * retry_timeout <= ttl`` and
-    ``safety_margin < ttl``. ``member_slots_ttl`` is how long the primary keeps the replication
-    slot of a member that left (0: drop it at once). ``parameters`` are PostgreSQL settings for
-    every member (treat the dict as read-only).
+    ``loop_wait <= safety_margin < ttl``. ``member_slots_ttl`` is how long the primary keeps the
+    replication slot of a member that left (0: drop it at once). ``parameters`` are PostgreSQL
+    settings for every member (treat the dict as read-only).
+
+    Synchronous replication (Patroni's keys): ``synchronous_mode`` ``off``, ``on`` (PostgreSQL
+    waits for every one of ``synchronous_node_count`` named standbys, ``FIRST n``) or ``quorum``
+    (for any ``synchronous_node_count`` of all eligible standbys, ``ANY n``);
+    ``synchronous_mode_strict`` keeps commits waiting when no synchronous standby is left instead
+    of going asynchronous; ``maximum_lag_on_syncnode`` (bytes, -1: no limit) drops a standby
+    that lags more from the synchronous set.
     """
 
     ttl: float = _DCS_DEFAULTS.ttl
@@ -253,8 +359,15 @@ class DynamicSettings:
     use_slots: bool = _DCS_DEFAULTS.postgresql.use_slots
     member_slots_ttl: float = _DCS_DEFAULTS.member_slots_ttl
     parameters: Mapping[str, ParameterValue] = field(default_factory=dict)
+    synchronous_mode: SyncMode = "off"
+    synchronous_mode_strict: bool = _DCS_DEFAULTS.synchronous_mode_strict
+    synchronous_node_count: int = _DCS_DEFAULTS.synchronous_node_count
+    maximum_lag_on_syncnode: int = _DCS_DEFAULTS.maximum_lag_on_syncnode
 
     def __post_init__(self) -> None:
+        check_choice("synchronous_mode", self.synchronous_mode, SYNC_MODES)
+        check_int("synchronous_node_count", self.synchronous_node_count, 1)
+        check_int("maximum_lag_on_syncnode", self.maximum_lag_on_syncnode, -1)
         for key in ("ttl", "loop_wait", "retry_timeout", "safety_margin"):
             check_seconds(key, getattr(self, key))
         check_seconds("primary_start_timeout", self.primary_start_timeout, zero_ok=True)
@@ -269,6 +382,12 @@ class DynamicSettings:
         if self.safety_margin >= self.ttl:
             raise ModelError(
                 "safety_margin", f"must be < ttl ({self.ttl:g}), got {self.safety_margin:g}"
+            )
+        if self.safety_margin < self.loop_wait:
+            raise ModelError(
+                "safety_margin",
+                f"must be >= loop_wait ({self.loop_wait:g}): {SAFETY_MARGIN_WHY}, got "
+                f"{self.safety_margin:g}",
             )
         for key, value in self.parameters.items():
             ok_value = isinstance(value, str | int | float) and not (
@@ -290,7 +409,16 @@ class DynamicSettings:
             use_slots=dcs.postgresql.use_slots,
             member_slots_ttl=dcs.member_slots_ttl,
             parameters=dict(dcs.postgresql.parameters),
+            synchronous_mode=sync_mode(dcs.synchronous_mode),
+            synchronous_mode_strict=dcs.synchronous_mode_strict,
+            synchronous_node_count=dcs.synchronous_node_count,
+            maximum_lag_on_syncnode=dcs.maximum_lag_on_syncnode,
         )
+
+    @property
+    def synchronous(self) -> bool:
+        """Whether synchronous replication is on (``on`` or ``quorum``)."""
+        return self.synchronous_mode != "off"
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -316,7 +444,24 @@ class DynamicSettings:
             use_slots=o.flag("use_slots", d.use_slots),
             member_slots_ttl=o.number("member_slots_ttl", d.member_slots_ttl),
             parameters=dict(params),
+            synchronous_mode=sync_mode(
+                o.get("synchronous_mode", d.synchronous_mode), o.name("synchronous_mode")
+            ),
+            synchronous_mode_strict=o.flag("synchronous_mode_strict", d.synchronous_mode_strict),
+            synchronous_node_count=o.integer("synchronous_node_count", d.synchronous_node_count),
+            maximum_lag_on_syncnode=o.integer("maximum_lag_on_syncnode", d.maximum_lag_on_syncnode),
         )
+
+
+def sync_mode(value: object, name: str = "synchronous_mode") -> SyncMode:
+    """``synchronous_mode`` as stored or submitted: ``"off"``, ``"on"``, ``"quorum"``, or a
+    boolean (Patroni's spelling, and what YAML makes of an unquoted on/off)."""
+    if value is True:
+        return "on"
+    if value is False:
+        return "off"
+    check_choice(name, value, SYNC_MODES)
+    return value  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -328,6 +473,9 @@ class ClusterView:
     ``initialize_revision`` is the store revision of its last write (0 while absent or not
     known), so that a claim judged orphaned is deleted only if it is still that claim.
     ``members`` is sorted by name, names unique; ``history`` is in timeline order.
+    ``sync`` is the primary's synchronous-standby record and ``sync_revision`` its store mod
+    revision (0: absent), for the compare-and-swap that changes it; ``position`` the last
+    primary's recorded WAL position.
     """
 
     initialize: str | None = None
@@ -338,8 +486,12 @@ class ClusterView:
     switchover: SwitchoverRequest | None = None
     history: tuple[TimelineEntry, ...] = ()
     revision: int = 0
+    sync: SyncState | None = None
+    sync_revision: int = 0
+    position: PrimaryPosition | None = None
 
     def __post_init__(self) -> None:
+        check_int("sync_revision", self.sync_revision, 0)
         if self.initialize and not self.initialize.isdigit():
             fail("initialize", "a system identifier (decimal digits) or empty", self.initialize)
         object.__setattr__(self, "members", tuple(sorted(self.members, key=lambda m: m.name)))
@@ -374,12 +526,16 @@ class ClusterView:
             "switchover": self.switchover.to_dict() if self.switchover else None,
             "history": [h.to_dict() for h in self.history],
             "revision": self.revision,
+            "sync": self.sync.to_dict() if self.sync else None,
+            "sync_revision": self.sync_revision,
+            "position": self.position.to_dict() if self.position else None,
         }
 
     @classmethod
     def from_dict(cls, data: object, path: str = "") -> ClusterView:
         o = JsonObject(data, path)
         leader, request = o.get("leader", None), o.get("switchover", None)
+        sync, position = o.get("sync", None), o.get("position", None)
         return o.build(
             cls,
             initialize=o.text("initialize", None),
@@ -400,4 +556,11 @@ class ClusterView:
                 for i, h in enumerate(o.items("history"))
             ),
             revision=o.integer("revision", 0),
+            sync=SyncState.from_dict(sync, o.name("sync")) if sync is not None else None,
+            sync_revision=o.integer("sync_revision", 0),
+            position=(
+                PrimaryPosition.from_dict(position, o.name("position"))
+                if position is not None
+                else None
+            ),
         )

@@ -44,6 +44,7 @@ from hamgr.dcs.common import (
     decode_history,
     decode_settings,
     decode_switchover,
+    decode_sync,
     encode_history,
     encode_json,
 )
@@ -54,7 +55,9 @@ from hamgr.dcs.model import (
     LeaderKey,
     MemberState,
     ModelError,
+    PrimaryPosition,
     SwitchoverRequest,
+    SyncState,
     TimelineEntry,
 )
 
@@ -410,6 +413,39 @@ class KvSession:
             kv = await self._read_key(d, key)
             if kv is not None and kv.mod_revision > expected_revision:
                 return decode_settings(kv) == settings
+
+    async def set_sync(self, state: SyncState | None, expected_revision: int) -> bool:
+        """Compare-and-swap ``sync``: write (or delete) only while its mod revision is still
+        ``expected_revision`` (0: absent). After an unknown outcome, read it back: the write
+        applied if the key now holds exactly what was written."""
+        if type(expected_revision) is not int or expected_revision < 0:
+            raise ValueError(f"expected_revision must be an int >= 0, got {expected_revision!r}")
+        d = self._deadline("set_sync")
+        key = self.keys.sync
+        write: Put | Delete = (
+            Delete(key) if state is None else Put(key, encode_json(state.to_dict()))
+        )
+        compares = [Compare(key, Target.MOD, "=", expected_revision)]
+        while True:
+            try:
+                return await self._txn(d, compares, [write])
+            except OutcomeUnknown as exc:
+                await _unknown(d, exc)
+            kv = await self._read_key(d, key)
+            if state is None:
+                if kv is None:
+                    return True  # gone: deleted by this call, or already (the same result)
+                if kv.mod_revision != expected_revision:
+                    return False  # somebody else wrote it meanwhile
+            elif kv is not None and kv.mod_revision != expected_revision:
+                return decode_sync(kv) == state  # written since: by this call, or another
+            # not applied: try again (the compare decides afresh)
+
+    async def set_position(self, position: PrimaryPosition) -> None:
+        """Write the primary's WAL position (no lease: it outlives the primary)."""
+        d = self._deadline("set_position")
+        op = Put(self.keys.position, encode_json(position.to_dict()))
+        await self._write_idempotent(d, partial(self._transport.put, op))
 
     async def append_history(self, entry: TimelineEntry) -> None:
         """Append ``entry`` unless the history already holds its timeline or a later one."""

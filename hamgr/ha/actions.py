@@ -14,7 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from hamgr.dcs.model import LeaderKey, SwitchoverRequest, TimelineEntry
+from hamgr.dcs.model import (
+    LeaderKey,
+    PrimaryPosition,
+    SwitchoverRequest,
+    SyncState,
+    TimelineEntry,
+)
 
 StopMode = Literal["fast", "immediate"]
 
@@ -113,7 +119,43 @@ class Reinitialize:
 
 @dataclass(frozen=True)
 class Promote:
-    """Promote the running standby to primary (only ever after AcquireLeader succeeded)."""
+    """Promote the running standby to primary (only ever after AcquireLeader succeeded).
+
+    ``strict``: synchronous_mode_strict is on, so the new primary starts with
+    synchronous_standby_names ``*`` (no commit acknowledged until some standby has it)."""
+
+    strict: bool = False
+
+
+@dataclass(frozen=True)
+class Detach:
+    """Make the running standby stop receiving WAL (primary_conninfo emptied, reload), so its
+    position is final; in synchronous mode every standby does so before a failover race. The
+    loop decides again at once afterwards."""
+
+
+@dataclass(frozen=True)
+class SetSyncState:
+    """Compare-and-swap the store's synchronous-standby record (None deletes it), only while
+    its mod revision is still ``expected_revision``."""
+
+    state: SyncState | None
+    expected_revision: int
+
+
+@dataclass(frozen=True)
+class SetStandbyNames:
+    """Set the primary's synchronous_standby_names to ``names`` and note the WAL flush position
+    read once it is in force (LocalState.sync_barrier)."""
+
+    names: str
+
+
+@dataclass(frozen=True)
+class RecordPosition:
+    """Write how far this primary got into the store (the ``position`` key)."""
+
+    position: PrimaryPosition
 
 
 @dataclass(frozen=True)
@@ -188,6 +230,10 @@ Action = (
     | ClearSwitchover
     | AppendHistory
     | TransferStoreLeadership
+    | Detach
+    | SetSyncState
+    | SetStandbyNames
+    | RecordPosition
 )
 
 #: The actions that change the local PostgreSQL (none of them is taken while paused, except
@@ -204,6 +250,8 @@ POSTGRES_ACTIONS: tuple[type, ...] = (
     Demote,
     StopPostgres,
     StartPostgres,
+    Detach,
+    SetStandbyNames,
 )
 
 

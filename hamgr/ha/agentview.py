@@ -29,6 +29,7 @@ from hamgr.dcs.model import (
     TimelineEntry,
 )
 from hamgr.ha.loop import HaLoop
+from hamgr.ha.syncrep import sync_role
 
 
 class LoopView:
@@ -75,6 +76,7 @@ class LoopView:
             if leader is not None and leader.position is not None and mine is not None:
                 lag = max(0, leader.position - mine)
         return LocalStatus(
+            sync_role=sync_role(view, self.name) if pg.role == "replica" else None,
             member=member,
             pg=pg,
             streaming=pg.role == "replica" and pg.upstream is not None,

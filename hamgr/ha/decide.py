@@ -8,17 +8,19 @@ Order of precedence, first match wins:
 3. Pause: no automatic PostgreSQL actions; the key follows a primary that runs (renewed, taken
    when free, released when its PostgreSQL is no longer primary), as in Patroni.
 4. I hold the leader key: renew it, keep PostgreSQL primary (start, promote), repair the
-   initialize key, record new timelines, handle a switchover, keep the store's leadership away.
+   initialize key, record new timelines and my WAL position, manage the synchronous standbys
+   (syncrep.py), handle a switchover, keep the store's leadership away.
 5. Another member holds it: be its standby (clone, start, re-point, rewind or re-clone), and
    demote at once if my PostgreSQL still runs as primary (my lease is lost).
-6. Nobody holds it: bootstrap race for a new cluster, or the failover race (race.py).
+6. Nobody holds it: bootstrap race for a new cluster, or the failover race (race.py); in
+   synchronous mode a standby first stops receiving from the old primary.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from hamgr.dcs.model import ClusterView, LeaderKey, TimelineEntry
+from hamgr.dcs.model import ClusterView, LeaderKey, PrimaryPosition, TimelineEntry
 from hamgr.ha.actions import (
     AcquireLeader,
     Action,
@@ -27,11 +29,13 @@ from hamgr.ha.actions import (
     CloneFrom,
     Decision,
     Demote,
+    Detach,
     DropBootstrapClaim,
     Follow,
     ProbePeers,
     Promote,
     Reclone,
+    RecordPosition,
     Reinitialize,
     ReleaseLeader,
     RenewLease,
@@ -46,6 +50,7 @@ from hamgr.ha.actions import (
 from hamgr.ha.inputs import LocalState, PeerProbe
 from hamgr.ha.race import describe_request, failover_race, fmt_lsn
 from hamgr.ha.switchover import leader_switchover
+from hamgr.ha.syncrep import new_leader_record, plan_primary
 
 
 def decide(
@@ -162,20 +167,41 @@ def _as_holder(
     handover = leader_switchover(view, local, peers, key)
     if pg.is_primary:
         extra, why = handover or ((), "")
+        sync = plan_primary(view, local)
         # No volatile numbers here: the reason is logged whenever it changes.
         status = f"I am the leader (fencing token {key.revision})"
+        notes = "; ".join(n for n in (sync.note, why) if n)
         return Decision(
-            (*renew, *_upkeep(view, local), *extra), f"{status}; {why}" if why else status
+            (*renew, *_upkeep(view, local), *sync.actions, *extra, *_position(view, local)),
+            f"{status}; {notes}" if notes else status,
         )
     if handover is not None:
         return Decision((*renew, *handover[0]), handover[1])
     if pg.running and pg.role == "replica":
-        return Decision((*renew, Promote()), "I hold the leader key: promoting my standby")
+        return Decision(
+            (*renew, *_promotion(view, local)), "I hold the leader key: promoting my standby"
+        )
     if pg.running:
         return Decision(renew, "I hold the leader key; PostgreSQL is starting, role not known yet")
     return Decision(
         (*renew, StartPostgres()), "I hold the leader key: starting PostgreSQL as primary"
     )
+
+
+def _promotion(view: ClusterView, local: LocalState) -> tuple[Action, ...]:
+    """Promote, after recording in synchronous mode that no other member holds my commits."""
+    strict = view.settings.synchronous and view.settings.synchronous_mode_strict
+    return (*new_leader_record(view, local.name), Promote(strict=strict))
+
+
+def _position(view: ClusterView, local: LocalState) -> tuple[Action, ...]:
+    """Record how far this primary got, when that moved (last: a failed write of it must not
+    hold up anything else)."""
+    pg = local.pg
+    if pg.current_lsn is None or pg.timeline is None:
+        return ()
+    here = PrimaryPosition(local.name, pg.timeline, pg.current_lsn)
+    return () if view.position == here else (RecordPosition(here),)
 
 
 def _upkeep(view: ClusterView, local: LocalState) -> tuple[Action, ...]:
@@ -305,13 +331,19 @@ def _no_leader(
         )
     if pg.role != "replica":
         return Decision((), "no leader; PostgreSQL is starting, role not known yet")
+    if not pg.detached:
+        return Decision(
+            (Detach(),),
+            "no leader: stopping WAL receipt from the old primary before the failover race "
+            "(it must not acknowledge commits through me, nor send me WAL past the fork)",
+        )
     if peers is None:
         return Decision(
             (ProbePeers(),), "no leader: asking the other members for their state before the race"
         )
     outcome = failover_race(view, local, peers)
     if outcome.winner == local.name:
-        return Decision((AcquireLeader(), Promote()), outcome.reason)
+        return Decision((AcquireLeader(), *_promotion(view, local)), outcome.reason)
     return Decision((ProbePeers(),), outcome.reason)
 
 

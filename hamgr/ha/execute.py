@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import shutil
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -24,10 +23,14 @@ from hamgr.dcs.base import Dcs, DcsError
 from hamgr.dcs.model import ClusterView, DynamicSettings, LeaderKey
 from hamgr.fencing import FencerClient, FenceRefused, FencerError, postmaster_identity
 from hamgr.ha import actions as a
+from hamgr.ha.inputs import SyncBarrier
+from hamgr.ha.slots import slot_name
+from hamgr.ha.syncrep import ANY_STANDBY
 from hamgr.postgres import PgSettings, PostgresError
-from hamgr.postgres.conf import STANDBY_SIGNAL
+from hamgr.postgres.conf import STANDBY_SIGNAL, clear_sync_conf, write_sync_conf
 from hamgr.postgres.files import write_file
 from hamgr.postgres.process import resolve_run_as
+from hamgr.postgres.syncrep import detach, set_synchronous_standby_names
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +51,6 @@ REWIND_BACKOFF = 2.0
 StoreTransfer = Callable[[str], Awaitable[None]]
 
 
-def slot_name(member: str) -> str:
-    """The replication slot a member streams through (PostgreSQL slot names: [a-z0-9_])."""
-    return re.sub(r"[^a-z0-9_]", "_", member.lower())[:63]
-
-
 def _standby_without_upstream(pg: PgSettings) -> None:
     """Make the next start a standby's, whoever it follows (nobody yet, or a stale upstream).
 
@@ -61,6 +59,7 @@ def _standby_without_upstream(pg: PgSettings) -> None:
     writes: in a leaderless cluster every member did, each demoting and restarting in turn.
     """
     write_file(Path(pg.data_dir) / STANDBY_SIGNAL, "", resolve_run_as(pg.os_user))
+    clear_sync_conf(pg)
 
 
 def _host_port(conn_url: str) -> tuple[str, int]:
@@ -85,6 +84,8 @@ class LeaseState:
     # Set when this agent starts taking its primary down: the REST API stops answering
     # /primary 200 at once, not one loop later. The next observation clears it.
     stepping_down: bool = False
+    # What the last change of synchronous_standby_names returned (see ha/syncrep.py).
+    sync_barrier: SyncBarrier | None = None
 
     @property
     def leader_revision(self) -> int | None:
@@ -216,19 +217,19 @@ class ActionRunner:
         if isinstance(action, a.CloneFrom):
             host, port = self._conn(view, action.source)
             with self.long_step(LONG_STEP):
-                await postgres.clone_from(pg, host, port, slot_name=slot_name(self.name))
+                await postgres.clone_from(pg, host, port, slot_name=self._slot(view, action.source))
             return True
         if isinstance(action, a.StartReplica):
             if action.leader is not None:
                 host, port = self._conn(view, action.leader)
-                postgres.configure_standby(pg, host, port, slot_name(self.name))
+                postgres.configure_standby(pg, host, port, self._slot(view, action.leader))
             else:
                 _standby_without_upstream(pg)
             await postgres.start(pg, wait=False)  # a standby may need its upstream to be ready
             return True
         if isinstance(action, a.Follow):
             host, port = self._conn(view, action.leader)
-            await postgres.follow(pg, host, port, slot_name(self.name))
+            await postgres.follow(pg, host, port, self._slot(view, action.leader))
             return True
         if isinstance(action, a.Rewind):
             with self.long_step(LONG_STEP):
@@ -240,8 +241,29 @@ class ActionRunner:
             with self.long_step(LONG_STEP):
                 return await self._empty_data_dir()
         if isinstance(action, a.Promote):
+            if action.strict:
+                # Read at promotion: the new primary acknowledges nothing before a standby has it.
+                write_sync_conf(pg, ANY_STANDBY)
+                await postgres.reload(pg)
             await postgres.promote(pg)
+            self.lease.sync_barrier = None
             await self.arm_fencer()
+            return True
+        if isinstance(action, a.Detach):
+            await detach(pg)
+            return True
+        if isinstance(action, a.SetSyncState):
+            written = await self.dcs.set_sync(action.state, action.expected_revision)
+            if not written:
+                log.info("the synchronous-standby record changed meanwhile; deciding again")
+            return written
+        if isinstance(action, a.SetStandbyNames):
+            lsn = await set_synchronous_standby_names(pg, action.names)
+            self.lease.sync_barrier = SyncBarrier(action.names, lsn)
+            log.info("synchronous_standby_names is now %r", action.names)
+            return True
+        if isinstance(action, a.RecordPosition):
+            await self.dcs.set_position(action.position)
             return True
         if isinstance(action, a.Demote):
             self.lease.stepping_down = True
@@ -270,6 +292,12 @@ class ActionRunner:
                 await self.store_transfer(action.to)
             return True
         raise AssertionError(f"unknown action {action!r}")
+
+    def _slot(self, view: ClusterView, upstream: str) -> str | None:
+        """The slot to stream through from `upstream`: this member's, on the leader, when the
+        cluster uses slots (only the leader creates them, see SlotKeeper); else none."""
+        leader = view.leader.name if view.leader is not None else None
+        return slot_name(self.name) if view.settings.use_slots and upstream == leader else None
 
     def _conn(self, view: ClusterView, member: str) -> tuple[str, int]:
         m = view.member(member)
@@ -325,7 +353,7 @@ class ActionRunner:
             log.info("pg_rewind rewound my data directory to leader %s's timeline", leader)
         else:
             log.info("pg_rewind against leader %s: nothing to rewind", leader)
-        postgres.configure_standby(self.pg, host, port, slot_name(self.name))
+        postgres.configure_standby(self.pg, host, port, self._slot(view, leader))
         await postgres.start(self.pg, wait=False)
         return True
 
@@ -348,7 +376,7 @@ class ActionRunner:
         log.warning("moving %s aside to %s and cloning again from %s", data, aside, leader)
         data.rename(aside)
         host, port = self._conn(view, leader)
-        await postgres.clone_from(self.pg, host, port, slot_name=slot_name(self.name))
+        await postgres.clone_from(self.pg, host, port, slot_name=self._slot(view, leader))
         self.lease.rewind_failed = False
         return True
 

@@ -29,6 +29,27 @@ def _position(*lsns: int | None) -> int | None:
 
 
 @dataclass(frozen=True)
+class Standby:
+    """One standby streaming from the local primary (a pg_stat_replication row): its
+    application name (the member's name), the walsender's state, and the WAL position it
+    reported flushed (None: not reported yet)."""
+
+    name: str
+    state: str
+    flush_lsn: int | None
+
+
+@dataclass(frozen=True)
+class SyncBarrier:
+    """The primary's WAL flush position read right after ``synchronous_standby_names`` became
+    ``names``: a standby whose flush position passes ``lsn`` holds every commit acknowledged
+    before that change."""
+
+    names: str
+    lsn: int
+
+
+@dataclass(frozen=True)
 class LocalPostgres:
     """The local PostgreSQL as last observed.
 
@@ -38,6 +59,9 @@ class LocalPostgres:
     current timeline began (from its history file, for the cluster history). While stopped,
     ``cluster_state`` is pg_controldata's "Database cluster state" ("shut down", "shut down in
     recovery", "in production" after a crash...): whether the data dir last ran as a primary.
+    ``detached``: a running standby that streams from nobody on purpose (no primary_conninfo,
+    no WAL receiver), so its position cannot move. A primary's ``sync_standby_names`` is what
+    its commits wait for, and ``standbys`` are its walsenders (pg_stat_replication).
     """
 
     initialized: bool = False
@@ -53,6 +77,9 @@ class LocalPostgres:
     checkpoint_lsn: int | None = None
     timeline_switch_lsn: int | None = None
     cluster_state: str | None = None
+    detached: bool = False
+    sync_standby_names: str | None = None
+    standbys: tuple[Standby, ...] = ()
 
     def __post_init__(self) -> None:
         _check("timeline", self.timeline, 1)
@@ -86,6 +113,7 @@ class LocalState:
     says the store's Raft leader runs on this host. ``claim_unled_since`` is since when (monotonic)
     this agent has seen the same ``""`` initialize claim with no leader key.
     ``reinit_requested``: an operator asked to rebuild this replica from the leader.
+    ``sync_barrier``: what the primary's last change of synchronous_standby_names returned.
     """
 
     name: str
@@ -103,6 +131,7 @@ class LocalState:
     store_leader_here: bool = False
     claim_unled_since: float | None = None
     reinit_requested: bool = False
+    sync_barrier: SyncBarrier | None = None
 
     def __post_init__(self) -> None:
         problem = member_name_problem(self.name)
@@ -121,6 +150,7 @@ class PeerProbe:
 
     ``state`` is its PostgreSQL's state (``running``, ``stopped``...), ``role`` its role
     (``primary``, ``replica``...). For a primary both LSNs hold its write position.
+    ``detached``: a standby that stopped receiving WAL on purpose (its position is final).
     """
 
     name: str
@@ -131,6 +161,13 @@ class PeerProbe:
     received_lsn: int | None = None
     replayed_lsn: int | None = None
     nofailover: bool = False
+    failover_priority: int = 1
+    detached: bool = False
+
+    @property
+    def priority(self) -> int:
+        """Its failover priority in force (0: never takes over)."""
+        return 0 if self.nofailover else self.failover_priority
 
     @property
     def running(self) -> bool:

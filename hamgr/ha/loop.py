@@ -21,8 +21,16 @@ import aiohttp
 
 from hamgr import postgres
 from hamgr.dcs.base import Dcs, DcsError
-from hamgr.dcs.model import ClusterView, DynamicSettings, MemberState, MemberTags, Role
-from hamgr.ha.actions import Decision, ProbePeers, Reinitialize
+from hamgr.dcs.jsonfields import ModelError
+from hamgr.dcs.model import (
+    ClusterView,
+    DynamicSettings,
+    MemberState,
+    MemberTags,
+    PrimaryPosition,
+    Role,
+)
+from hamgr.ha.actions import Decision, Detach, ProbePeers, Reinitialize
 from hamgr.ha.decide import decide
 from hamgr.ha.execute import ActionRunner
 from hamgr.ha.inputs import LocalPostgres, LocalState
@@ -58,6 +66,8 @@ KeepaliveHook = Callable[[float, bool, float], None]
 
 SWITCHOVER_POLL = 0.05
 """Seconds between cycles while a stopped primary waits for its switchover candidate."""
+RACE_POLL = 0.1
+"""Seconds between cycles while a leaderless member waits on its peers in the race."""
 
 _LSN = re.compile(r"\b[0-9A-F]+/[0-9A-F]+\b")
 
@@ -136,6 +146,13 @@ class HaLoop:
             self.reinit_requested = False
         local = self._local(view, pg)
         decision = decide(view, local)
+        if any(isinstance(x, Detach) for x in decision.actions):
+            # Stop receiving, then decide on the final position at once (not a loop later).
+            self._log_decision(decision)
+            if await self.runner.run(decision, view):
+                pg = await observe_postgres(self.pg)
+                self.last_pg = pg
+                decision = decide(view, self._local(view, pg))
         if any(isinstance(x, ProbePeers) for x in decision.actions):
             others = [m for m in view.members if m.name != self.me.name]
             probes = await probe_peers(self.http, others, timeout=view.settings.retry_timeout)
@@ -176,6 +193,7 @@ class HaLoop:
             store_leader_here=self._store_leader_here() if self._store_leader_here else False,
             claim_unled_since=self._unled_claim[1] if self._unled_claim else None,
             reinit_requested=self.reinit_requested,
+            sync_barrier=lease.sync_barrier if pg.is_primary else None,
         )
 
     async def _store_unreachable(self, pg: LocalPostgres, exc: DcsError) -> None:
@@ -220,6 +238,30 @@ class HaLoop:
         except DcsError as exc:
             log.warning("could not publish member state: %s", exc)
 
+    def _racing(self) -> bool:
+        view, decision = self.last_view, self.last_decision
+        return (
+            view is not None
+            and view.leader is None
+            and decision is not None
+            and any(isinstance(x, ProbePeers) for x in decision.actions)
+        )
+
+    async def record_shutdown_position(self) -> None:
+        """After a clean stop of my primary: write its shutdown checkpoint into the store, so
+        that failover candidates compare themselves with how far it really got."""
+        key, view = self.runner.lease.key, self.last_view
+        if key is None or view is None or postgres.is_running(self.pg):
+            return
+        try:
+            cd = await postgres.controldata(self.pg)
+            if cd.state == "shut down":
+                await self.dcs.set_position(
+                    PrimaryPosition(self.me.name, cd.timeline, cd.checkpoint_lsn)
+                )
+        except (postgres.PostgresError, DcsError, ModelError) as exc:
+            log.warning("could not record the shutdown checkpoint's position: %s", exc)
+
     # -- running ----------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -237,6 +279,10 @@ class HaLoop:
                     # Stopped for a switchover: release the key as soon as the candidate has
                     # our shutdown checkpoint, not a whole loop later.
                     wait = min(wait, SWITCHOVER_POLL)
+                elif self._racing():
+                    # A failover race waits on the peers (e.g. to stop receiving): ask again
+                    # soon rather than a whole loop later.
+                    wait = min(wait, RACE_POLL)
                 await self._wait_for_change(stop, wait)
         finally:
             keeper.cancel()

@@ -16,7 +16,7 @@ import aiohttp
 
 from hamgr import postgres
 from hamgr.dcs.model import ClusterView, MemberState
-from hamgr.ha.inputs import LocalPostgres, PeerProbe
+from hamgr.ha.inputs import LocalPostgres, PeerProbe, Standby
 from hamgr.postgres import PgSettings, PostgresError
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ async def observe_postgres(settings: PgSettings) -> LocalPostgres:
     if st.upstream is not None and st.upstream.sender_host:
         upstream = f"{st.upstream.sender_host}:{st.upstream.sender_port}"
     role = st.role if st.role in ("primary", "replica", "stopped") else "unknown"
+    standbys = tuple(Standby(r.application_name, r.state, r.flush_lsn) for r in st.replication)
     return LocalPostgres(
         initialized=True,
         data_dir_empty=False,
@@ -65,22 +66,25 @@ async def observe_postgres(settings: PgSettings) -> LocalPostgres:
         checkpoint_lsn=checkpoint_lsn,
         timeline_switch_lsn=switch_lsn,
         cluster_state=cluster_state,
+        detached=role == "replica" and st.upstream_configured is False and st.upstream is None,
+        sync_standby_names=st.sync_standby_names,
+        standbys=standbys,
     )
 
 
 def timeline_diverged(view: ClusterView, pg: LocalPostgres, was_primary: bool) -> bool:
-    """Has this former primary's data gone past the point where the leader's timeline forked?
+    """Has this data dir gone past the point where the leader's timeline forked?
 
-    Only a data dir that last ran as primary can diverge: a standby follows timeline switches
-    by itself (recovery_target_timeline=latest), and while its upstream is down it reports the
-    timeline of its last restartpoint, which would look like a divergence and is none.
+    A former primary is judged as below. A standby follows timeline switches by itself
+    (recovery_target_timeline=latest) unless it replayed past the fork (see
+    :func:`_standby_past_fork`).
     A running former primary (started as a standby) is judged by the WAL it replayed; a clean
     shutdown ends at its last checkpoint. A crashed primary's WAL may run past its checkpoint:
     it is started as a standby first (crash recovery) and judged again then. An unknown fork
     point counts as diverged (pg_rewind finds out when nothing needs rewinding).
     """
     if not was_primary:
-        return False
+        return _standby_past_fork(view, pg)
     leader = view.member(view.leader.name) if view.leader else None
     if leader is None or leader.timeline is None or pg.timeline is None:
         return False
@@ -91,6 +95,27 @@ def timeline_diverged(view: ClusterView, pg: LocalPostgres, was_primary: bool) -
     if not forks or position is None:
         return True
     return position > forks[0].switch_lsn
+
+
+def _standby_past_fork(view: ClusterView, pg: LocalPostgres) -> bool:
+    """A standby that replayed WAL of its old timeline past the point where the leader's
+    timeline forked: it received that WAL from the old primary after the fork (e.g. it was
+    ahead of the member that took over, or kept streaming from a frozen primary). PostgreSQL
+    refuses to follow the new timeline then ("forked off ... before current recovery point")
+    and the standby streams from nobody; only pg_rewind brings it back. Judged only while it
+    does not stream (a streaming standby reports the timeline it receives) and only against a
+    known fork point: a standby whose upstream is down may report an older timeline than the
+    one it replays, which this rule then takes for a divergence; pg_rewind then finds nothing
+    to do, and the price is one restart."""
+    leader = view.member(view.leader.name) if view.leader else None
+    if leader is None or leader.timeline is None or pg.timeline is None:
+        return False
+    if not (pg.running and pg.role == "replica" and pg.upstream is None):
+        return False
+    if pg.timeline >= leader.timeline or pg.replayed_lsn is None:
+        return False
+    forks = [e for e in view.history if e.timeline == pg.timeline]
+    return bool(forks) and pg.replayed_lsn > forks[0].switch_lsn
 
 
 def last_ran_as_primary(view: ClusterView, pg: LocalPostgres, before: bool) -> bool:
@@ -141,6 +166,9 @@ def probe_from_json(name: str, data: dict[str, Any]) -> PeerProbe:
     timeline = data.get("timeline")
     raw_tags = data.get("tags")
     tags: dict[str, Any] = raw_tags if isinstance(raw_tags, dict) else {}
+    priority = tags.get("failover_priority")
+    if isinstance(priority, bool):
+        priority = None
     return PeerProbe(
         name=name,
         reachable=True,
@@ -150,6 +178,8 @@ def probe_from_json(name: str, data: dict[str, Any]) -> PeerProbe:
         received_lsn=received,
         replayed_lsn=replayed,
         nofailover=tags.get("nofailover") is True,
+        failover_priority=priority if isinstance(priority, int) and priority >= 0 else 1,
+        detached=data.get("detached") is True,
     )
 
 

@@ -6,8 +6,13 @@ leader key's create-if-absent transaction settles any remaining race.
 
 Patroni's rules: a member races only while its PostgreSQL runs as a standby, it is not tagged
 ``nofailover``, it is on the newest timeline seen, and its WAL position is within
-``maximum_lag_on_failover`` of the best position known. The most advanced such member wins;
-ties go to the first name in sort order. No one races while a reachable member still runs as
+``maximum_lag_on_failover`` of the best position known, the last position the old primary
+recorded in the store included (so the rule holds when no peer answers, and in a two-member
+cluster). The most advanced such member wins; ties go to the higher ``failover_priority``
+(0 never takes over), then to the first name in sort order. A candidate must have stopped
+receiving from the old primary (so its position is final and no WAL past the fork reaches it)
+and, in synchronous mode, pass ``syncrep.sync_gate``.
+No one races while a reachable member still runs as
 primary. An operator's request changes this: its named candidate wins when it runs as a healthy
 standby, even if it is not the most advanced (a forced failover); the old leader of a
 switchover stays out unless it is the only eligible member.
@@ -21,6 +26,7 @@ from dataclasses import dataclass
 
 from hamgr.dcs.model import ClusterView, SwitchoverRequest
 from hamgr.ha.inputs import LocalState, PeerProbe
+from hamgr.ha.syncrep import sync_gate
 
 
 def fmt_bytes(n: int) -> str:
@@ -62,10 +68,16 @@ class Contender:
     timeline: int | None
     position: int | None
     nofailover: bool
+    failover_priority: int = 1
+    detached: bool = False
+
+    @property
+    def priority(self) -> int:
+        return 0 if self.nofailover else self.failover_priority
 
     @property
     def healthy_standby(self) -> bool:
-        return self.running and self.role == "replica" and not self.nofailover
+        return self.running and self.role == "replica" and self.priority > 0
 
 
 def contenders(local: LocalState, peers: Mapping[str, PeerProbe]) -> dict[str, Contender]:
@@ -73,19 +85,51 @@ def contenders(local: LocalState, peers: Mapping[str, PeerProbe]) -> dict[str, C
     pg = local.pg
     table = {
         local.name: Contender(
-            local.name, pg.running, pg.role, pg.timeline, pg.position, local.tags.nofailover
+            local.name,
+            pg.running,
+            pg.role,
+            pg.timeline,
+            pg.position,
+            local.tags.nofailover,
+            local.tags.failover_priority,
+            pg.detached,
         )
     }
     for name, p in sorted(peers.items()):
         if name != local.name and p.reachable:
-            table[name] = Contender(name, p.running, p.role, p.timeline, p.position, p.nofailover)
+            table[name] = Contender(
+                name,
+                p.running,
+                p.role,
+                p.timeline,
+                p.position,
+                p.nofailover,
+                p.failover_priority,
+                p.detached,
+            )
     return table
 
 
-def ineligibility(c: Contender, timeline: int, best: int, best_name: str, max_lag: int) -> str:
+def _settled_problem(c: Contender, view: ClusterView) -> str:
+    """A contender must have stopped receiving from the old primary (its position is final),
+    and in synchronous mode ``on`` be a recorded synchronous standby (syncrep.sync_gate checks
+    the rest)."""
+    settings, rec = view.settings, view.sync
+    if settings.synchronous_mode == "on" and (rec is None or c.name not in rec.members):
+        return "not a synchronous standby"
+    if not c.detached:
+        return "still receiving from the old primary (detaching first)"
+    return ""
+
+
+def ineligibility(
+    c: Contender, timeline: int, best: int, best_name: str, max_lag: int, view: ClusterView
+) -> str:
     """Why ``c`` may not become leader ("" if it may), against the best position known."""
     if c.nofailover:
         return "tagged nofailover"
+    if c.priority == 0:
+        return "of failover_priority 0"
     if not c.running:
         return "not running"
     if c.role != "replica":
@@ -96,11 +140,13 @@ def ineligibility(c: Contender, timeline: int, best: int, best_name: str, max_la
         return f"on timeline {c.timeline}, behind timeline {timeline}"
     lag = best - c.position
     if lag > max_lag:
-        return (
-            f"{fmt_bytes(lag)} behind member {best_name} "
-            f"(maximum_lag_on_failover {fmt_bytes(max_lag)})"
-        )
-    return ""
+        return f"{fmt_bytes(lag)} behind {best_name} (maximum_lag_on_failover {fmt_bytes(max_lag)})"
+    return _settled_problem(c, view)
+
+
+def _rank(c: Contender) -> tuple[int, int, str]:
+    """Race order: most WAL first, then the higher failover_priority, then the name."""
+    return (-(c.position or 0), -c.priority, c.name)
 
 
 @dataclass(frozen=True)
@@ -139,6 +185,9 @@ def failover_race(
         note = f"requested candidate {req.candidate} is {state}, racing without it; "
 
     cluster_tl = view.timeline
+    last = view.position
+    if last is not None:
+        cluster_tl = max(cluster_tl, last.timeline)
     current = [
         c
         for c in table.values()
@@ -150,13 +199,14 @@ def failover_race(
             None, f"{note}no failover: no running member has reached timeline {cluster_tl}"
         )
     top_tl = max(c.timeline or 0 for c in current)
-    leaders = sorted(current, key=lambda c: (-(c.position or 0), c.name))
+    leaders = sorted(current, key=_rank)
     best_c = next(c for c in leaders if c.timeline == top_tl)
-    best, max_lag = best_c.position or 0, view.settings.maximum_lag_on_failover
-    why = {n: ineligibility(c, top_tl, best, best_c.name, max_lag) for n, c in table.items()}
-    eligible = sorted(
-        (c for n, c in table.items() if not why[n]), key=lambda c: (-(c.position or 0), c.name)
-    )
+    best, best_name = best_c.position or 0, f"member {best_c.name}"
+    if last is not None and last.timeline == top_tl and last.lsn > best:
+        best, best_name = last.lsn, f"the last position {last.leader} recorded as primary"
+    max_lag = view.settings.maximum_lag_on_failover
+    why = {n: ineligibility(c, top_tl, best, best_name, max_lag, view) for n, c in table.items()}
+    eligible = sorted((c for n, c in table.items() if not why[n]), key=_rank)
     old_leader = req.leader if req is not None else None
     pool = [c for c in eligible if c.name not in excluded and c.name != old_leader]
     if not pool and any(c.name == old_leader for c in eligible):
@@ -169,8 +219,11 @@ def failover_race(
     winner = pool[0]
     mine_c = table[me]
     if winner.name == me:
+        gate = sync_gate(view, local, peers, me)
+        if gate:
+            return RaceOutcome(None, f"{note}no failover: {gate}")
         tie = [c.name for c in pool[1:] if c.position == mine_c.position]
-        tie_note = f" (tied with {', '.join(tie)}; first by name)" if tie else ""
+        tie_note = f" (tied with {', '.join(tie)}; first by priority, then name)" if tie else ""
         return RaceOutcome(
             me,
             f"{note}no leader: I am the most advanced eligible member at "
@@ -182,7 +235,10 @@ def failover_race(
     if me == old_leader:
         return RaceOutcome(winner.name, f"{note}I was the leader of the switchover: not racing")
     if mine_c.position == winner.position:
-        ahead = f"{winner.name} is as far as me ({fmt_lsn(winner.position)}) and first by name"
+        ahead = (
+            f"{winner.name} is as far as me ({fmt_lsn(winner.position)}) and first by "
+            "priority, then name"
+        )
     else:
         ahead = (
             f"{winner.name} is ahead of me ({fmt_lsn(winner.position)} vs "

@@ -23,11 +23,12 @@ from hamgr.ha.actions import (
 )
 from hamgr.ha.inputs import LocalState, PeerProbe
 from hamgr.ha.race import describe_request, fmt_bytes, fmt_lsn, fmt_wall
+from hamgr.ha.syncrep import outside_sync_set
 
 Step = tuple[tuple[Action, ...], str]
 
 
-def _target_problem(p: PeerProbe | None, local: LocalState, max_lag: int) -> str:
+def _target_problem(p: PeerProbe | None, local: LocalState, max_lag: int, view: ClusterView) -> str:
     """Why member ``p`` cannot take over from me now ("" if it can)."""
     pg = local.pg
     if p is None or not p.reachable:
@@ -43,7 +44,7 @@ def _target_problem(p: PeerProbe | None, local: LocalState, max_lag: int) -> str
     lag = pg.current_lsn - p.position
     if lag > max_lag:
         return f"{fmt_bytes(lag)} behind me (maximum_lag_on_failover {fmt_bytes(max_lag)})"
-    return ""
+    return outside_sync_set(view, p.name)
 
 
 def _pick_target(
@@ -52,10 +53,10 @@ def _pick_target(
     """The member to hand over to, or None and why there is none."""
     max_lag = view.settings.maximum_lag_on_failover
     if req.candidate is not None:
-        why = _target_problem(peers.get(req.candidate), local, max_lag)
+        why = _target_problem(peers.get(req.candidate), local, max_lag, view)
         return (None, f"{req.candidate} is {why}") if why else (req.candidate, "")
     names = sorted(n for n in peers if n != local.name)
-    problems = {n: _target_problem(peers[n], local, max_lag) for n in names}
+    problems = {n: _target_problem(peers[n], local, max_lag, view) for n in names}
     fit = [n for n in names if not problems[n]]
     if not fit:
         listed = "; ".join(f"{n} is {problems[n]}" for n in names) or "no other members"

@@ -2,8 +2,9 @@
 
 Everything runs PostgreSQL's own programs as an unprivileged OS user (see process.py) and
 talks SQL over the local unix socket with short timeouts (see sql.py). Modules:
-settings (what to run), render/conf (managed config files), control (lifecycle),
-status/controldata (observation), replication (standby, clone, rewind, slots), roles (users).
+settings (what to run), initdbopts (how a cluster is created), render/conf (managed config
+files), control (lifecycle), status/controldata (observation), replication (standby, clone,
+rewind, slots), roles (users).
 """
 
 from hamgr.postgres.conf import clear_standby_config, write_config
@@ -42,6 +43,7 @@ from hamgr.postgres.errors import (
     StateError,
     StopError,
 )
+from hamgr.postgres.initdbopts import InitdbOptions, initdb_options
 from hamgr.postgres.parse import ControlData, TimelineSwitch, format_lsn, parse_lsn
 from hamgr.postgres.replication import (
     RewindResult,
@@ -55,7 +57,7 @@ from hamgr.postgres.replication import (
     rewind,
 )
 from hamgr.postgres.roles import bootstrap_users
-from hamgr.postgres.settings import InitdbOptions, PgSettings
+from hamgr.postgres.settings import PgSettings
 from hamgr.postgres.status import PgStatus, ReplicationRow, WalReceiver, status, timeline_history
 
 __all__ = [
@@ -99,6 +101,7 @@ __all__ = [
     "follow",
     "format_lsn",
     "initdb",
+    "initdb_options",
     "is_initialized",
     "is_running",
     "last_checkpoint_location",

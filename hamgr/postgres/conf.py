@@ -71,6 +71,28 @@ def write_standby_config(
     )
     write_file(settings.data_dir / render.RECOVERY_CONF, content, run_as)
     write_file(settings.data_dir / STANDBY_SIGNAL, "", run_as)
+    clear_sync_conf(settings)
+
+
+def write_detached_config(settings: PgSettings) -> None:
+    """Keep this standby in recovery but stream from nobody (read on reload)."""
+    run_as = resolve_run_as(settings.os_user)
+    content = render.render_detached_recovery_conf()
+    write_file(settings.data_dir / render.RECOVERY_CONF, content, run_as)
+    write_file(settings.data_dir / STANDBY_SIGNAL, "", run_as)
+
+
+def write_sync_conf(settings: PgSettings, standby_names: str) -> None:
+    """Write hamgr-sync.conf (read at the next start or reload)."""
+    run_as = resolve_run_as(settings.os_user)
+    content = render.render_sync_conf(standby_names)
+    write_file(settings.data_dir / render.SYNC_CONF, content, run_as)
+
+
+def clear_sync_conf(settings: PgSettings) -> None:
+    """Empty hamgr-sync.conf: a standby's copy (pg_basebackup and pg_rewind copy the primary's)
+    must not become the synchronous_standby_names of a later promotion."""
+    write_sync_conf(settings, "")
 
 
 def clear_standby_config(settings: PgSettings) -> None:

@@ -34,9 +34,10 @@ from hamgr.postgres.files import (
     remove_file,
     write_file,
 )
+from hamgr.postgres.initdbopts import InitdbOptions
 from hamgr.postgres.parse import PidFile, parse_pid_file
 from hamgr.postgres.process import program, resolve_run_as, run
-from hamgr.postgres.settings import InitdbOptions, PgSettings
+from hamgr.postgres.settings import PgSettings
 from hamgr.postgres.sql import connect, connect_retrying, fetch, fetch_one
 
 StopMode = Literal["smart", "fast", "immediate"]
@@ -130,10 +131,12 @@ async def initdb(
 ) -> None:
     """Create a new cluster in an empty (or missing) data dir and write hamgr's config.
 
-    Data checksums are on by default, and wal_log_hints is on in hamgr.conf, so pg_rewind
-    works. The superuser gets its password through a temporary 0600 file, never argv.
+    `options` default to the settings' own (``settings.initdb``: hamgr's defaults with the
+    configured ``bootstrap.initdb`` options). Data checksums are on by default, and
+    wal_log_hints is on in hamgr.conf, so pg_rewind works. The superuser gets its password
+    through a temporary 0600 file, never argv.
     """
-    options = options or InitdbOptions()
+    options = options or settings.initdb
     run_as = resolve_run_as(settings.os_user)
     program(settings, "initdb")
     if is_initialized(settings):
@@ -145,21 +148,14 @@ async def initdb(
         str(settings.data_dir),
         "-U",
         settings.superuser,
-        "-E",
-        options.encoding,
-        f"--locale={options.locale}",
         f"--auth-local={'scram-sha-256' if settings.superuser_password else 'trust'}",
         "--auth-host=scram-sha-256",
     ]
-    if options.data_checksums:
-        args.append("--data-checksums")
-    if options.no_sync:
-        args.append("--no-sync")
     pwfile = settings.runtime_dir / ".initdb-password"
     if settings.superuser_password:
         write_file(pwfile, settings.superuser_password + "\n", run_as)
         args.append(f"--pwfile={pwfile}")
-    args += list(options.extra_args)
+    args += options.args()
     try:
         await run(
             settings,

@@ -1,8 +1,10 @@
 """Pure rendering of the files hamgr manages inside a data directory.
 
-postgresql.conf keeps what initdb wrote and ends with two include lines (`INCLUDE_LINES`):
+postgresql.conf keeps what initdb wrote and ends with three include lines (`INCLUDE_LINES`):
 `hamgr.conf` holds the settings derived from `PgSettings`, `hamgr-recovery.conf` holds the
-standby settings (empty on a primary). pg_hba.conf is rewritten whole. Nothing here touches
+standby settings (empty on a primary), `hamgr-sync.conf` the primary's
+synchronous_standby_names. pg_hba.conf is rewritten whole: the configured lines as given, else
+hamgr's own. Nothing here touches
 the disk; conf.py writes what these functions return.
 """
 
@@ -14,7 +16,12 @@ from hamgr.postgres.settings import ParamValue, PgSettings
 
 MANAGED_CONF = "hamgr.conf"
 RECOVERY_CONF = "hamgr-recovery.conf"
-INCLUDE_LINES = (f"include '{MANAGED_CONF}'", f"include_if_exists '{RECOVERY_CONF}'")
+SYNC_CONF = "hamgr-sync.conf"
+INCLUDE_LINES = (
+    f"include '{MANAGED_CONF}'",
+    f"include_if_exists '{RECOVERY_CONF}'",
+    f"include_if_exists '{SYNC_CONF}'",
+)
 HEADER = "# Managed by hamgr: rewritten from its settings, edits here are lost.\n"
 
 # Defaults a site may override through PgSettings.parameters.
@@ -105,24 +112,48 @@ def render_recovery_conf(
     )
 
 
+def render_sync_conf(standby_names: str) -> str:
+    """Content of hamgr-sync.conf: the standbys a primary's commits wait for ("": none)."""
+    return (
+        f"{HEADER}# Set by the primary's agent from the synchronous mode and the store's record.\n"
+        f"synchronous_standby_names = {quote_guc(standby_names)}\n"
+    )
+
+
+def render_detached_recovery_conf() -> str:
+    """Content of hamgr-recovery.conf on a standby that stopped receiving WAL on purpose: it
+    stays in recovery (standby.signal stays) but streams from nobody."""
+    return (
+        f"{HEADER}# This node is a standby detached from its upstream (no leader to follow).\n"
+        "primary_conninfo = ''\n"
+        "recovery_target_timeline = 'latest'\n"
+    )
+
+
 def render_no_recovery_conf() -> str:
     """Content of hamgr-recovery.conf on a node that follows nobody."""
     return f"{HEADER}# This node is not a standby.\n"
 
 
 def render_hba(settings: PgSettings) -> str:
-    """pg_hba.conf: hamgr's own access first (first match wins), then the configured lines.
+    """pg_hba.conf: the configured lines exactly as given (as Patroni writes its ``pg_hba``),
+    else, when none are configured, lines that let in hamgr's own connections only.
 
-    The superuser may use the unix socket without a password only when it has none; the
-    socket's directory is mode 0700, so that reaches only the OS user and root.
+    Configured lines replace hamgr's, so an operator's line always wins (``reject`` included),
+    and they must let in what hamgr needs: the superuser over the local socket (the agent),
+    the replication role (replicas) and the rewind role to database postgres (pg_rewind).
+    Without configured lines the superuser may use the unix socket without a password only
+    when it has none; the socket's directory is mode 0700, so that reaches only the OS user
+    and root.
     """
+    if settings.hba:
+        return "\n".join([HEADER.rstrip("\n"), *settings.hba]) + "\n"
     local_method = "scram-sha-256" if settings.superuser_password else "trust"
     lines = [
         HEADER.rstrip("\n"),
         f"local   all           {settings.superuser:<16} {local_method}",
         f"host    replication   {settings.replication_user:<16} all   scram-sha-256",
         f"host    postgres      {settings.rewind_role:<16} all   scram-sha-256",
-        *settings.hba,
     ]
     return "\n".join(lines) + "\n"
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hamgr.postgres.errors import ConfigError
+from hamgr.postgres.initdbopts import InitdbOptions
 
 ParamValue = str | int | float | bool
 
@@ -35,6 +36,7 @@ RESERVED_PARAMETERS = frozenset(
         "primary_slot_name",
         "recovery_target_timeline",
         "restore_command",
+        "synchronous_standby_names",
     }
 )
 
@@ -57,61 +59,55 @@ def validate_role_name(field_name: str, value: str) -> None:
         )
 
 
-def validate_parameters(parameters: Mapping[str, ParamValue]) -> None:
-    """Check extra postgresql.conf parameters: sane names, no reserved ones, one-line values."""
+def validate_parameters(parameters: Mapping[str, ParamValue], where: str = "parameters") -> None:
+    """Check extra postgresql.conf parameters: sane names, no reserved ones, one-line values.
+
+    ``where`` names the setting in the messages (e.g. ``postgresql.parameters``).
+    """
     for key, value in parameters.items():
         if not isinstance(key, str) or not _PARAM_RE.match(key):
-            raise ConfigError(f"parameters: {key!r} is not a valid PostgreSQL parameter name")
+            raise ConfigError(f"{where}: {key!r} is not a valid PostgreSQL parameter name")
         if key.lower() in RESERVED_PARAMETERS:
             raise ConfigError(
-                f"parameters: {key!r} is managed by hamgr (set it through its own setting, "
+                f"{where}: {key!r} is managed by hamgr (set it through its own setting, "
                 "or it follows from the node's role) and cannot be given here"
             )
         if not isinstance(value, str | int | float | bool):
             raise ConfigError(
-                f"parameters: {key}={value!r} must be a string, number or boolean, "
+                f"{where}: {key}={value!r} must be a string, number or boolean, "
                 f"not {type(value).__name__}"
             )
         if isinstance(value, str) and ("\n" in value or "\r" in value or "\0" in value):
-            raise ConfigError(f"parameters: the value of {key!r} must fit on one line")
+            raise ConfigError(f"{where}: the value of {key!r} must fit on one line")
         if key.lower() == "wal_level" and str(value).lower() not in ("replica", "logical"):
             raise ConfigError(
-                f"parameters: wal_level={value!r} cannot feed replicas; use 'replica' or 'logical'"
+                f"{where}: wal_level={value!r} cannot feed replicas; use 'replica' or 'logical'"
             )
 
 
-def validate_hba_lines(lines: Sequence[str]) -> None:
-    """Catch the obvious pg_hba.conf mistakes early (PostgreSQL checks the rest at load)."""
+def validate_hba_lines(lines: Sequence[str], where: str = "pg_hba") -> None:
+    """Catch the obvious pg_hba.conf mistakes early (PostgreSQL checks the rest at load).
+
+    ``where`` names the setting in the messages (e.g. ``postgresql.pg_hba``).
+    """
     for number, line in enumerate(lines, 1):
         if not isinstance(line, str):
-            raise ConfigError(f"pg_hba line {number}: {line!r} is not a string")
+            raise ConfigError(f"{where} line {number}: {line!r} is not a string")
         if "\n" in line or "\r" in line or "\0" in line:
-            raise ConfigError(f"pg_hba line {number}: must be one line, got {line!r}")
+            raise ConfigError(f"{where} line {number}: must be one line, got {line!r}")
         words = line.split()
         if not words or words[0].startswith("#"):
             continue
         if words[0] not in _HBA_TYPES:
             raise ConfigError(
-                f"pg_hba line {number}: {line!r} starts with {words[0]!r}; expected one of "
+                f"{where} line {number}: {line!r} starts with {words[0]!r}; expected one of "
                 f"{', '.join(sorted(_HBA_TYPES))}"
             )
         minimum = 4 if words[0] == "local" else 5
         if words[0] != "include" and len(words) < minimum:
             raise ConfigError(
-                f"pg_hba line {number}: {line!r} has {len(words)} fields, needs at least {minimum}"
+                f"{where} line {number}: {line!r} has {len(words)} fields, needs at least {minimum}"
             )
-
-
-@dataclass(frozen=True)
-class InitdbOptions:
-    """How a new cluster is created. Checksums are on so pg_rewind can always work."""
-
-    locale: str = "C"
-    encoding: str = "UTF8"
-    data_checksums: bool = True
-    # Skips initdb's fsync of the new cluster: only for tests and throwaway clusters.
-    no_sync: bool = False
-    extra_args: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -140,6 +136,8 @@ class PgSettings:
     rewind_password: str | None = None
     parameters: Mapping[str, ParamValue] = field(default_factory=dict)
     hba: Sequence[str] = ()
+    # How `initdb` creates the cluster when it is not given options of its own.
+    initdb: InitdbOptions = field(default_factory=InitdbOptions)
     connect_timeout: float = 3.0
     statement_timeout: float = 5.0
 

@@ -82,6 +82,10 @@ class PgStatus:
     start_time: dt.datetime | None = None
     system_identifier: int | None = None
     server_version: int | None = None
+    # Primary: the standbys its commits wait for.
+    sync_standby_names: str | None = None
+    # Replica: primary_conninfo is set (False: detached on purpose, streams from nobody).
+    upstream_configured: bool | None = None
     # Why the details are missing although the server runs (e.g. still starting up).
     error: str | None = None
 
@@ -101,7 +105,8 @@ SELECT pg_is_in_recovery() AS in_recovery,
        current_setting('server_version_num')::int AS server_version
 """
 _PRIMARY_SQL = """
-SELECT pg_current_wal_lsn()::text AS lsn, pg_walfile_name(pg_current_wal_lsn()) AS walfile
+SELECT pg_current_wal_lsn()::text AS lsn, pg_walfile_name(pg_current_wal_lsn()) AS walfile,
+       current_setting('synchronous_standby_names') AS sync_names
 """
 _REPLICA_SQL = """
 SELECT pg_last_wal_receive_lsn()::text AS receive_lsn,
@@ -109,7 +114,8 @@ SELECT pg_last_wal_receive_lsn()::text AS receive_lsn,
        pg_last_xact_replay_timestamp() AS replay_time,
        pg_get_wal_replay_pause_state() AS pause_state,
        (SELECT timeline_id FROM pg_control_checkpoint()) AS checkpoint_tli,
-       (SELECT min_recovery_end_timeline FROM pg_control_recovery()) AS recovery_tli
+       (SELECT min_recovery_end_timeline FROM pg_control_recovery()) AS recovery_tli,
+       current_setting('primary_conninfo') <> '' AS upstream_configured
 """
 _RECEIVER_SQL = """
 SELECT status, sender_host, sender_port, slot_name, received_tli,
@@ -184,6 +190,7 @@ async def _observe(conn: Connection, base: PgStatus) -> PgStatus:
             role="primary",
             wal_lsn=parse_optional_lsn(row["lsn"]),
             timeline=walfile_timeline(row["walfile"]),
+            sync_standby_names=row["sync_names"],
         )
     row = await fetch_one(conn, _REPLICA_SQL, what="reading the replica's WAL positions")
     receivers = await fetch(conn, _RECEIVER_SQL, what="reading pg_stat_wal_receiver")
@@ -216,6 +223,7 @@ async def _observe(conn: Connection, base: PgStatus) -> PgStatus:
         replay_paused=row["pause_state"] != "not paused",
         upstream=upstream,
         timeline=timeline,
+        upstream_configured=row["upstream_configured"],
     )
 
 

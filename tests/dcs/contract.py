@@ -23,6 +23,7 @@ from hamgr.dcs import (
     TimelineEntry,
     scope_keys,
 )
+from hamgr.dcs.model import PrimaryPosition, SyncState
 from hamgr.dcs.session import KvSession
 
 _scopes = itertools.count(1)
@@ -392,6 +393,35 @@ async def check_bad_input_is_refused_before_anything_is_written(store: StoreUnde
         assert view.members == () and view.initialize is None
 
 
+async def check_sync_record_is_compare_and_swap(store: StoreUnderTest) -> None:
+    async with sessions(store, new_scope("sync"), "a", "b") as (a, b):
+        first = SyncState("a", ("b",), 0)
+        assert await a.set_sync(first, 0)
+        assert not await b.set_sync(SyncState("b"), 0)  # it exists now: a create must lose
+        view = await b.get_cluster()
+        assert view.sync == first and view.sync_revision > 0
+        stronger = SyncState("a", ("b",), 1)
+        assert await a.set_sync(stronger, view.sync_revision)
+        assert not await a.set_sync(SyncState("a"), view.sync_revision)  # stale revision
+        after = await b.get_cluster()
+        assert after.sync == stronger and after.sync_revision > view.sync_revision
+        assert not await b.set_sync(None, view.sync_revision)
+        assert await b.set_sync(None, after.sync_revision)
+        gone = await a.get_cluster()
+        assert gone.sync is None and gone.sync_revision == 0
+
+
+async def check_position_outlives_the_session(store: StoreUnderTest) -> None:
+    scope = new_scope("position")
+    async with sessions(store, scope, "a", "b") as (a, b):
+        await a.touch_member(member("a"))
+        await a.set_position(PrimaryPosition("a", 3, 123456))
+        await a.close()  # the lease goes, the member key with it; the position stays
+        view = await b.get_cluster()
+        assert view.member("a") is None
+        assert view.position == PrimaryPosition("a", 3, 123456)
+
+
 Check = Callable[[StoreUnderTest], Awaitable[None]]
 
 CHECKS: list[Check] = [
@@ -410,4 +440,6 @@ CHECKS: list[Check] = [
     check_malformed_values_are_named_not_dropped,
     check_calls_are_bounded_by_retry_timeout,
     check_bad_input_is_refused_before_anything_is_written,
+    check_sync_record_is_compare_and_swap,
+    check_position_outlives_the_session,
 ]

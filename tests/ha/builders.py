@@ -13,6 +13,7 @@ from hamgr.dcs.model import (
     LeaderKey,
     MemberState,
     MemberTags,
+    PrimaryPosition,
     SwitchoverRequest,
     TimelineEntry,
 )
@@ -49,6 +50,8 @@ def view(
     if members is None:
         members = (member("a", "primary"), member("b"), member("c"))
     settings = kw.pop("settings", None) or DynamicSettings(**kw.pop("dcs", {}))
+    # The leader recorded how far it got (as a primary at BASE does every loop).
+    kw.setdefault("position", PrimaryPosition(leader, 1, BASE) if leader else None)
     return ClusterView(
         initialize=initialize,
         settings=settings,
@@ -71,6 +74,9 @@ def replica(lsn: int = BASE, upstream: str | None = "127.0.0.1:5432", **kw: Any)
     kw.setdefault("timeline", 1)
     kw.setdefault("system_identifier", SYS)
     kw.setdefault("replayed_lsn", lsn)
+    # Without a leader a standby stops receiving before it races; the tables start from there
+    # (the flag matters nowhere else). detached=False shows the step itself.
+    kw.setdefault("detached", True)
     return LocalPostgres(
         initialized=True,
         data_dir_empty=False,
@@ -105,6 +111,7 @@ def probe(name: str, lsn: int | None = BASE, **kw: Any) -> PeerProbe:
     kw.setdefault("state", "running")
     kw.setdefault("role", "replica")
     kw.setdefault("timeline", 1)
+    kw.setdefault("detached", kw["role"] == "replica")
     return PeerProbe(
         name=name, reachable=kw.pop("reachable", True), received_lsn=lsn, replayed_lsn=lsn, **kw
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from hamgr.dcs.model import DynamicSettings, MemberTags, TimelineEntry
+from hamgr.dcs.model import DynamicSettings, MemberTags, PrimaryPosition, TimelineEntry
 from hamgr.ha import (
     AcquireLeader,
     AppendHistory,
@@ -20,6 +20,7 @@ from hamgr.ha import (
     LocalPostgres,
     Promote,
     Reclone,
+    RecordPosition,
     Reinitialize,
     ReleaseLeader,
     RenewLease,
@@ -263,7 +264,11 @@ LEADER = [
         view(history=history(1)),
         local("a", primary(timeline=3, timeline_switch_lsn=BASE + 100), leader=True),
         None,
-        (RenewLease(), AppendHistory(TimelineEntry(2, BASE + 100, "failover to a", WALL, "a"))),
+        (
+            RenewLease(),
+            AppendHistory(TimelineEntry(2, BASE + 100, "failover to a", WALL, "a")),
+            RecordPosition(PrimaryPosition("a", 3, BASE)),
+        ),
         "I am the leader",
     ),
     row(

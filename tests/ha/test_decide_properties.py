@@ -67,6 +67,7 @@ class Node:
             replayed_lsn=None if self.role == "primary" else self.replayed,
             current_lsn=self.received if self.role == "primary" else None,
             system_identifier=SYS,
+            detached=self.role == "replica",  # a leaderless standby detaches before racing
         )
 
     def probe(self) -> PeerProbe:
@@ -79,6 +80,7 @@ class Node:
             received_lsn=self.received,
             replayed_lsn=self.replayed if self.role != "primary" else self.received,
             nofailover=self.nofailover,
+            detached=self.role == "replica",
         )
 
     def member(self) -> MemberState:

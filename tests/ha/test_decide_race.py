@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from hamgr.dcs.model import MemberTags, PrimaryPosition
 from hamgr.ha import (
     AcquireLeader,
     Demote,
@@ -37,6 +38,46 @@ from tests.ha.builders import (
 
 RACE = [
     row(
+        "tie-goes-to-the-higher-failover-priority",
+        NO_LEADER,
+        local("c", replica(), tags=MemberTags(failover_priority=5)),
+        probes(probe("b")),
+        (AcquireLeader(), Promote()),
+        "tied with b; first by priority, then name",
+    ),
+    row(
+        "lower-priority-waits-for-an-equal-peer",
+        NO_LEADER,
+        local("b", replica()),
+        probes(probe("c", failover_priority=5)),
+        (ProbePeers(),),
+        "c is as far as me",
+    ),
+    row(
+        "more-wal-beats-a-higher-priority",
+        NO_LEADER,
+        local("b", replica(BASE + 100)),
+        probes(probe("c", failover_priority=5)),
+        (AcquireLeader(), Promote()),
+        "I am the most advanced eligible member",
+    ),
+    row(
+        "failover-priority-0-never-takes-over",
+        NO_LEADER,
+        local("b", replica(BASE + 100), tags=MemberTags(failover_priority=0)),
+        probes(probe("c")),
+        (ProbePeers(),),
+        "not racing: I am of failover_priority 0",
+    ),
+    row(
+        "behind-the-position-recorded-in-the-store-with-no-peer",
+        view(leader=None, position=PrimaryPosition("a", 1, BASE + 2 * MB)),
+        local("b", replica()),
+        probes(probe("a", reachable=False), probe("c", reachable=False)),
+        (ProbePeers(),),
+        "2 MB behind the last position a recorded as primary",
+    ),
+    row(
         "probes-first",
         NO_LEADER,
         local("b", replica()),
@@ -66,7 +107,7 @@ RACE = [
         local("b", replica()),
         probes(probe("c")),
         (AcquireLeader(), Promote()),
-        "tied with c; first by name",
+        "tied with c; first by priority, then name",
     ),
     row(
         "tie-loser-waits",
@@ -74,7 +115,7 @@ RACE = [
         local("c", replica()),
         probes(probe("b")),
         (ProbePeers(),),
-        "b is as far as me (0/3000000) and first by name",
+        "b is as far as me (0/3000000) and first by priority, then name",
     ),
     row(
         "lagging-nobody-eligible",

@@ -60,7 +60,7 @@ def dynamic_settings(draw: st.DrawFn) -> DynamicSettings:
         retry_timeout=retry,
         maximum_lag_on_failover=draw(st.integers(0, 2**40)),
         primary_start_timeout=draw(st.just(0.0) | SECONDS),
-        safety_margin=ttl * draw(st.floats(0.01, 0.99)),
+        safety_margin=loop_wait + (ttl - loop_wait) * draw(st.floats(0.0, 0.99)),
         pause=draw(st.booleans()),
         use_slots=draw(st.booleans()),
         parameters=draw(st.dictionaries(st.text(min_size=1, max_size=10), PARAM, max_size=3)),
@@ -203,6 +203,13 @@ BAD = [
         {"safety_margin": 6},
         "safety_margin: must be < ttl (6)",
         id="safety-margin",
+    ),
+    pytest.param(
+        DynamicSettings,
+        {"safety_margin": 0.5},
+        "safety_margin: must be >= loop_wait (1): the primary must stop its PostgreSQL at least "
+        "one HA loop before its lease can end and another member take over, got 0.5",
+        id="safety-margin-below-a-loop",
     ),
     pytest.param(
         DynamicSettings, {"loop_wait": -1}, "loop_wait: must be > 0, got -1", id="negative-duration"

@@ -31,7 +31,17 @@ def running_standby(lsn: int, **kw: Any) -> LocalPostgres:
 @pytest.mark.parametrize(
     ("local", "was_primary", "diverged"),
     [
-        pytest.param(running_standby(FORK + 100), False, False, id="standby-never-diverges"),
+        pytest.param(
+            running_standby(FORK + 100, upstream="127.0.0.1:5432"),
+            False,
+            False,
+            id="streaming-standby-never-diverges",
+        ),
+        pytest.param(running_standby(FORK - 100), False, False, id="standby-before-fork"),
+        pytest.param(running_standby(FORK + 100), False, True, id="standby-replayed-past-fork"),
+        pytest.param(
+            running_standby(FORK + 100, timeline=2), False, False, id="standby-on-new-timeline"
+        ),
         pytest.param(running_standby(FORK - 100), True, False, id="former-primary-before-fork"),
         pytest.param(running_standby(FORK + 100), True, True, id="former-primary-past-fork"),
         pytest.param(
@@ -62,6 +72,8 @@ def test_timeline_diverged(local: LocalPostgres, was_primary: bool, diverged: bo
 def test_unknown_fork_point_counts_as_diverged() -> None:
     no_history = view(members=(member("a", "primary", timeline=2), member("b"), member("c")))
     assert timeline_diverged(no_history, running_standby(FORK), True) is True
+    # Not for a standby: without a known fork point it is left to follow by itself.
+    assert timeline_diverged(no_history, running_standby(FORK), False) is False
 
 
 @pytest.mark.parametrize(

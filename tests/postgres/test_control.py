@@ -8,6 +8,7 @@ import pwd
 from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
 import pytest
 from pg_helpers import wait_until
 
@@ -72,6 +73,31 @@ async def test_initdb_start_status_stop(make_pg: MakePg, pg_os_user: str) -> Non
     assert (await pg.status(s)).role == "stopped"
 
 
+async def test_configured_initdb_options_shape_the_new_cluster(make_pg: MakePg) -> None:
+    """bootstrap.initdb reaches initdb: PgSettings.initdb is what initdb runs with by default."""
+    options = pg.initdb_options(
+        [
+            {"encoding": "SQL_ASCII"},
+            {"lc-collate": "C.UTF-8"},
+            {"wal-segsize": 32},
+            "data-checksums",
+        ]
+    )
+    s = make_pg("opts", initdb=dataclasses.replace(options, no_sync=True))
+    await pg.initdb(s)
+    assert (await pg.controldata(s)).data_checksums
+    await pg.start(s)
+    rows = await query(
+        s,
+        "SELECT current_setting('server_encoding') AS e, current_setting('wal_segment_size') AS w, "
+        "datcollate AS c, datctype AS t FROM pg_database WHERE datname = 'postgres'",
+        what="the new cluster's settings",
+    )
+    # A SQL_ASCII server sends text undecoded: psycopg hands it over as bytes.
+    got = {k: v.decode() if isinstance(v, bytes) else v for k, v in rows[0].items()}
+    assert got == {"e": "SQL_ASCII", "w": "32MB", "c": "C.UTF-8", "t": "C"}
+
+
 async def test_stop_modes(make_pg: MakePg) -> None:
     s = make_pg("modes")
     await pg.initdb(s, FAST)
@@ -107,6 +133,46 @@ async def test_reload_applies_config_and_needs_running_server(make_pg: MakePg) -
         return str(rows[0]["w"])
 
     assert await wait_until(work_mem, lambda v: v == "7MB", 10, "work_mem reload") == "7MB"
+
+
+async def _superuser_over_tcp(s: pg.PgSettings) -> str | None:
+    """None when the superuser gets in over TCP (database postgres), else the server's reason."""
+    try:
+        conn = await psycopg.AsyncConnection.connect(
+            host=s.host,
+            port=s.port,
+            user=s.superuser,
+            password=s.superuser_password,
+            dbname="postgres",
+            connect_timeout=3,
+        )
+    except psycopg.OperationalError as exc:
+        return str(exc)
+    await conn.close()
+    return None
+
+
+async def test_configured_pg_hba_lines_win(make_pg: MakePg) -> None:
+    """The configured lines are pg_hba.conf as given: a reject takes effect even where hamgr's
+    own lines (written when none are configured) would let the connection in."""
+    lines = [
+        "local all postgres scram-sha-256",
+        "host all postgres 127.0.0.1/32 reject",
+        "host all all 127.0.0.1/32 scram-sha-256",
+    ]
+    s = make_pg("hba", hba=lines)
+    await pg.initdb(s, FAST)
+    await pg.start(s)
+    assert await query(s, "SELECT 1 AS one", what="over the socket") == [{"one": 1}]
+    refused = await _superuser_over_tcp(s)
+    assert refused is not None and "pg_hba.conf rejects connection" in refused, refused
+
+    hamgr_own = dataclasses.replace(s, hba=())
+    pg.write_config(hamgr_own)
+    await pg.reload(hamgr_own)
+    let_in = await wait_until(lambda: _superuser_over_tcp(s), lambda r: r is None, 10, "reload")
+    assert let_in is None
+    assert await query(s, "SELECT 1 AS one", what="over the socket") == [{"one": 1}]
 
 
 async def test_start_failure_reports_server_log(make_pg: MakePg) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from hamgr.postgres import ConfigError, PgSettings, format_lsn, parse_lsn
 from hamgr.postgres.errors import CommandError, PostgresError, SlotError, tail
+from hamgr.postgres.initdbopts import initdb_option_problems, initdb_options
 from hamgr.postgres.parse import (
     parse_controldata,
     parse_pid_file,
@@ -144,14 +145,21 @@ def test_recovery_conf_and_pgpass_keep_odd_passwords_working() -> None:
     assert render_pgpass(s) == "*:*:*:replicator:p\\:w\\\\d'x\n*:*:*:postgres:su\n"
 
 
-def test_hba_puts_hamgr_access_first() -> None:
-    lines = render_hba(settings(hba=["host all all 10.0.0.0/8 scram-sha-256"])).splitlines()
-    rules = [line.split() for line in lines if not line.startswith("#")]
-    assert rules[0] == ["local", "all", "postgres", "scram-sha-256"]
-    assert rules[1][:3] == ["host", "replication", "replicator"]
-    assert rules[-1] == ["host", "all", "all", "10.0.0.0/8", "scram-sha-256"]
+def test_hba_is_hamgr_access_only_when_not_configured() -> None:
+    rules = [line.split() for line in render_hba(settings()).splitlines()[1:]]
+    assert rules == [
+        ["local", "all", "postgres", "scram-sha-256"],
+        ["host", "replication", "replicator", "all", "scram-sha-256"],
+        ["host", "postgres", "postgres", "all", "scram-sha-256"],
+    ]
     no_password = render_hba(settings(superuser_password=None)).splitlines()
     assert "local   all           postgres         trust" in no_password
+
+
+def test_configured_hba_lines_are_written_as_given() -> None:
+    given = ["local all postgres peer", "host all postgres 10.0.0.0/8 reject", "# a comment"]
+    lines = render_hba(settings(hba=given)).splitlines()
+    assert lines[0].startswith("# Managed by hamgr") and lines[1:] == given
 
 
 def test_with_includes_is_idempotent() -> None:
@@ -209,3 +217,47 @@ def test_command_error_message_names_command_code_and_tail() -> None:
     assert tail("a\n\n b \n") == "a\n b "
     killed = CommandError("x", ["y"], None, "", timed_out=True)
     assert "ran past its deadline" in str(killed)
+
+
+@pytest.mark.parametrize(
+    ("options", "args"),
+    [
+        ([], ["-E", "UTF8", "--locale=C", "--data-checksums"]),
+        (["data-checksums"], ["-E", "UTF8", "--locale=C", "--data-checksums"]),
+        (
+            [{"encoding": "LATIN1"}, {"locale": "C.UTF-8"}, {"wal-segsize": "32"}],
+            ["-E", "LATIN1", "--locale=C.UTF-8", "--data-checksums", "--wal-segsize=32"],
+        ),
+        (
+            [{"locale": "de_DE"}, "no-locale", {"lc-collate": "POSIX"}, "allow-group-access"],
+            [
+                *("-E", "UTF8", "--locale=C", "--data-checksums"),
+                *("--lc-collate=POSIX", "--allow-group-access"),
+            ],
+        ),
+    ],
+)
+def test_initdb_options_apply_over_hamgr_defaults(options: list[object], args: list[str]) -> None:
+    assert initdb_options(options).args() == args
+
+
+@pytest.mark.parametrize(
+    ("option", "problem"),
+    [
+        ("pwprompt", "pwprompt is set by hamgr from postgresql.authentication.superuser.password"),
+        ({"auth-host": "md5"}, "auth-host is set by hamgr from postgresql.pg_hba"),
+        ({"pgdata": "/x"}, "pgdata is set by hamgr from postgresql.data_dir"),
+        ("sync-only", "'sync-only' is not an initdb option hamgr passes on; use one of encoding,"),
+        ("encoding", "encoding needs a value, e.g. {encoding: ...}"),
+        ({"data-checksums": "on"}, "data-checksums takes no value; give it as a bare name"),
+        ({"locale": "C\nx"}, "the value of locale must fit on one line"),
+        ({"a": "1", "b": "2"}, "expected a name or one name: value pair"),
+    ],
+)
+def test_initdb_options_refused_name_the_option(option: object, problem: str) -> None:
+    where = "bootstrap.initdb"
+    assert initdb_option_problems(["data-checksums", option], where)[0].startswith(
+        f"{where}[1]: {problem}"
+    )
+    with pytest.raises(ConfigError, match=r"^bootstrap\.initdb\[1\]: "):
+        initdb_options(["data-checksums", option], where)

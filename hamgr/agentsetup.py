@@ -1,0 +1,195 @@
+"""What the agent builds from its configuration before it starts anything, checked in one place.
+
+`agent_setup` turns a checked :class:`~hamgr.config.Config` into the parts the agent runs with:
+the store member's settings, the local PostgreSQL's settings, how this member presents itself,
+and the cluster-wide settings it writes at bootstrap. Each part checks its own values when it
+is built (PostgreSQL's reserved parameters, role names, the unix socket's path length, the
+timing rules of the dynamic settings), and `agent_setup` reports every such problem at once,
+naming the configuration key. `hamgr validate-config`, `hamgr agent` and the agent's reload
+all go through `load_agent_setup`, so a file that passes validate-config is one the agent
+starts with, and a reload refuses what a start would refuse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from hamgr.config import Config, ConfigError, load_config
+from hamgr.dcs.jsonfields import ModelError
+from hamgr.dcs.model import DynamicSettings, MemberTags
+from hamgr.ha.loop import Identity
+from hamgr.postgres import PgSettings
+from hamgr.postgres.errors import ConfigError as PgConfigError
+from hamgr.postgres.initdbopts import initdb_option_problems, initdb_options
+from hamgr.postgres.settings import validate_hba_lines, validate_parameters, validate_role_name
+from hamgr.storecmd import StoreSettings, settings_from_config
+
+__all__ = [
+    "AgentSetup",
+    "agent_setup",
+    "identity",
+    "load_agent_setup",
+    "pg_settings",
+    "setup_problems",
+]
+
+
+@dataclass(frozen=True)
+class AgentSetup:
+    """The parts an agent runs with, all built and checked from one configuration."""
+
+    config: Config
+    store: StoreSettings
+    pg: PgSettings
+    me: Identity
+    settings: DynamicSettings
+    """The cluster-wide settings this member writes if it bootstraps the cluster."""
+
+
+def pg_settings(config: Config) -> PgSettings:
+    """The local PostgreSQL's settings from the agent's configuration.
+
+    The member's own ``postgresql.parameters`` win over ``bootstrap.dcs.postgresql.parameters``;
+    ``bootstrap.initdb`` says how initdb creates the cluster if this member bootstraps it.
+    Raises :class:`hamgr.postgres.ConfigError` on a value PostgreSQL's side refuses.
+    """
+    pg = config.postgresql
+    auth = pg.authentication
+    host, _, port = pg.listen.rpartition(":")
+    params = {**config.bootstrap.dcs.postgresql.parameters, **pg.parameters}
+    assert pg.bin_dir is not None, "load_config resolves bin_dir"
+    return PgSettings(
+        bin_dir=Path(pg.bin_dir),
+        data_dir=Path(pg.data_dir),
+        os_user=pg.os_user,
+        name=config.name,
+        host=host.strip("[]"),
+        port=int(port),
+        superuser=auth.superuser.username,
+        superuser_password=auth.superuser.password,
+        replication_user=auth.replication.username,
+        replication_password=auth.replication.password,
+        rewind_user=auth.rewind.username if auth.rewind else None,
+        rewind_password=auth.rewind.password if auth.rewind else None,
+        parameters=params,
+        hba=pg.pg_hba,
+        initdb=initdb_options(config.bootstrap.initdb, "bootstrap.initdb"),
+    )
+
+
+def identity(config: Config) -> Identity:
+    """How this member presents itself in the store."""
+    rest = config.restapi
+    scheme = "https" if rest.certfile else "http"
+    raft = config.store.raft
+    return Identity(
+        name=config.name,
+        api_url=f"{scheme}://{rest.connect_address}",
+        conn_url=config.postgresql.connect_address,
+        tags=MemberTags(
+            nofailover=config.tags.nofailover,
+            noloadbalance=config.tags.noloadbalance,
+            nosync=config.tags.nosync,
+            failover_priority=config.tags.failover_priority,
+            clonefrom=config.tags.clonefrom,
+        ),
+        use_pg_rewind=config.postgresql.use_pg_rewind,
+        reclone_on_rewind_failure=config.postgresql.remove_data_directory_on_rewind_failure,
+        store_id=raft.node_id if raft is not None else 0,
+    )
+
+
+def _refused(check: Callable[..., None], *args: object) -> list[str]:
+    """The problem `check(*args)` raises as a hamgr.postgres.ConfigError, if any."""
+    try:
+        check(*args)
+    except PgConfigError as exc:
+        return [str(exc)]
+    return []
+
+
+def _postgres_problems(config: Config) -> list[str]:
+    """PostgreSQL's own rules on the keys that feed PgSettings, each named by its key."""
+    pg = config.postgresql
+    auth = pg.authentication
+    problems: list[str] = []
+    sections: Mapping[str, Mapping[str, object]] = {
+        "postgresql.parameters": pg.parameters,
+        "bootstrap.dcs.postgresql.parameters": config.bootstrap.dcs.postgresql.parameters,
+    }
+    for where, params in sections.items():
+        for key, value in params.items():
+            problems += _refused(validate_parameters, {key: value}, where)
+    problems += _refused(validate_hba_lines, pg.pg_hba, "postgresql.pg_hba")
+    problems += initdb_option_problems(config.bootstrap.initdb, "bootstrap.initdb")
+    roles = {
+        "postgresql.authentication.superuser.username": auth.superuser.username,
+        "postgresql.authentication.replication.username": auth.replication.username,
+    }
+    if auth.rewind is not None:
+        roles["postgresql.authentication.rewind.username"] = auth.rewind.username
+    for where, role in roles.items():
+        problems += _refused(validate_role_name, where, role)
+    return problems
+
+
+def _dynamic_settings(config: Config) -> DynamicSettings:
+    """The bootstrap dynamic settings; a refused value raises ConfigError naming its key."""
+    try:
+        return DynamicSettings.from_config(config.bootstrap.dcs)
+    except ModelError as exc:
+        field = exc.field
+        if field.startswith("parameters") or field == "use_slots":
+            field = f"postgresql.{field}"
+        raise ConfigError([f"bootstrap.dcs.{field}: {exc.problem}"]) from None
+
+
+def agent_setup(config: Config) -> AgentSetup:
+    """Build every part the agent runs with from `config` (already loaded and resolved).
+
+    Raises :class:`hamgr.config.ConfigError` listing every problem, each naming its key.
+    """
+    problems: list[str] = []
+    if config.store.backend != "raft" or config.store.raft is None:
+        problems.append(
+            f"store.backend: is {config.store.backend}; the agent runs with its embedded raft "
+            "store member only"
+        )
+    store = pg = settings = None
+    try:
+        store = settings_from_config(config)
+    except ConfigError as exc:
+        problems += [p for p in exc.problems if not p.startswith("store.backend:")]
+    pg_problems = _postgres_problems(config)
+    problems += pg_problems
+    try:
+        pg = pg_settings(config)
+    except PgConfigError as exc:
+        if not pg_problems:  # else it is one of those, reported once, by key
+            problems.append(f"postgresql: {exc}")
+    try:
+        settings = _dynamic_settings(config)
+    except ConfigError as exc:
+        problems += exc.problems
+    if problems:
+        raise ConfigError(problems)
+    assert store is not None and pg is not None and settings is not None
+    return AgentSetup(config, store, pg, identity(config), settings)
+
+
+def load_agent_setup(path: str | Path, env: Mapping[str, str] | None = None) -> AgentSetup:
+    """Read and check the file at `path` (with `env`, else os.environ) as the agent does at
+    start: :func:`hamgr.config.load_config`, then :func:`agent_setup`. Raises ConfigError."""
+    return agent_setup(load_config(path, env))
+
+
+def setup_problems(path: str | Path, env: Mapping[str, str] | None = None) -> list[str]:
+    """Every problem :func:`load_agent_setup` would raise for `path`; ``[]`` means the agent
+    starts with it (``hamgr validate-config``)."""
+    try:
+        load_agent_setup(path, env)
+    except ConfigError as exc:
+        return exc.problems
+    return []

@@ -1,0 +1,219 @@
+"""hamgr.agentsetup: validate-config and the agent run one check, and its problems name keys.
+
+Pure: the files are written to a temporary directory, nothing is started (the agent's run on
+the example file is tests/test_agent_example.py).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from hamgr.agentsetup import agent_setup, setup_problems
+from hamgr.config import ConfigError, parse_config
+from hamgr.postgres import InitdbOptions
+from tests.test_config import REPO, fake_bin_dir, minimal, put
+
+MANAGED = "is managed by hamgr (set it through its own setting, or it follows from the node's role)"
+
+
+def problems_with(tmp_path: Path, *changes: tuple[str, Any]) -> list[str]:
+    data = put(minimal(), "postgresql.bin_dir", str(fake_bin_dir(tmp_path)))
+    for path, value in changes:
+        put(data, path, value)
+    path = tmp_path / "hamgr.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return setup_problems(path, env={})
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        (
+            [("bootstrap.dcs.postgresql.parameters", {"hot_standby": True})],
+            [
+                f"bootstrap.dcs.postgresql.parameters: 'hot_standby' {MANAGED} and cannot be given "
+                "here"
+            ],
+        ),
+        (
+            [("postgresql.parameters", {"primary_conninfo": "x", "wal_level": "minimal"})],
+            [
+                f"postgresql.parameters: 'primary_conninfo' {MANAGED} and cannot be given here",
+                "postgresql.parameters: wal_level='minimal' cannot feed replicas; use 'replica' "
+                "or 'logical'",
+            ],
+        ),
+        (
+            [("postgresql.pg_hba", ["hots all all all trust"])],
+            [
+                "postgresql.pg_hba line 1: 'hots all all all trust' starts with 'hots'; expected "
+                "one of host, hostgssenc, hostnogssenc, hostnossl, hostssl, include, local"
+            ],
+        ),
+        (
+            [("bootstrap.initdb", ["data-checksums", "pwprompt", {"waldir": "/w"}, "debug"])],
+            [
+                "bootstrap.initdb[1]: pwprompt is set by hamgr from "
+                "postgresql.authentication.superuser.password",
+                "bootstrap.initdb[3]: 'debug' is not an initdb option hamgr passes on; use one "
+                "of encoding, locale, no-locale, lc-collate, lc-ctype, lc-messages, lc-monetary, "
+                "lc-numeric, lc-time, locale-provider, icu-locale, data-checksums, "
+                "allow-group-access, text-search-config, waldir, wal-segsize",
+            ],
+        ),
+        (
+            [("postgresql.authentication.replication.username", "re-pl")],
+            [
+                "postgresql.authentication.replication.username='re-pl' is not a valid role name "
+                "(letters, digits and '_', not starting with a digit, at most 63 characters)"
+            ],
+        ),
+        (
+            [("postgresql.authentication.replication.username", "postgres")],
+            ["postgresql: replication_user must differ from superuser"],
+        ),
+        (
+            [("store.backend", "etcd"), ("store.etcd", {"hosts": ["127.0.0.1:2379"]})],
+            [
+                "store.backend: is etcd; the agent runs with its embedded raft store member only",
+            ],
+        ),
+    ],
+)
+def test_what_the_agent_refuses_is_reported_by_key(
+    tmp_path: Path, changes: list[tuple[str, Any]], expected: list[str]
+) -> None:
+    assert problems_with(tmp_path, *changes) == expected
+
+
+def test_bootstrap_initdb_options_reach_the_postgres_settings() -> None:
+    data = put(minimal(), "postgresql.bin_dir", "/b")
+    put(data, "bootstrap.initdb", [{"encoding": "LATIN1"}, "data-checksums", {"wal-segsize": 64}])
+    options = agent_setup(parse_config(data)).pg.initdb
+    assert options == InitdbOptions(encoding="LATIN1", extra_args=("--wal-segsize=64",))
+
+
+def test_a_file_without_problems_gives_every_part(tmp_path: Path) -> None:
+    assert problems_with(tmp_path) == []
+    config = parse_config(put(minimal(), "postgresql.bin_dir", str(tmp_path / "bin")))
+    setup = agent_setup(config)
+    assert (setup.pg.name, setup.me.name, setup.store.node_id) == ("member1", "member1", 1)
+    assert setup.settings.ttl == config.bootstrap.dcs.ttl
+
+
+def test_a_long_socket_path_is_refused_up_front(tmp_path: Path) -> None:
+    data_dir = "/" + "d" * 110 + "/pgdata"
+    config = parse_config(
+        put(put(minimal(), "postgresql.data_dir", data_dir), "postgresql.bin_dir", "/b")
+    )
+    with pytest.raises(ConfigError) as info:
+        agent_setup(config)
+    (problem,) = info.value.problems
+    assert problem.startswith("postgresql: unix socket path ") and "longer than 107" in problem
+
+
+def test_validate_config_and_the_agent_refuse_alike(tmp_path: Path) -> None:
+    """The command line: what validate-config prints is what the agent refuses to start with."""
+    bin_dir = fake_bin_dir(tmp_path)
+    data = put(minimal(), "postgresql.bin_dir", str(bin_dir))
+    put(data, "bootstrap.dcs.postgresql.parameters", {"hot_standby": "on"})
+    path = tmp_path / "hamgr.yaml"
+    path.write_text(yaml.safe_dump(data))
+    run = [sys.executable, "-m", "hamgr"]
+    env = {"PATH": "/usr/bin:/bin"}
+    checked = subprocess.run(
+        [*run, "validate-config", str(path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    started = subprocess.run(
+        [*run, "agent", "--config", str(path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    problem = (
+        f"bootstrap.dcs.postgresql.parameters: 'hot_standby' {MANAGED} and cannot be given here"
+    )
+    assert (checked.returncode, checked.stderr) == (1, problem + "\n")
+    assert (started.returncode, started.stderr) == (2, f"hamgr agent: {path}:\n{problem}\n")
+
+
+def test_every_key_reaches_the_part_that_uses_it() -> None:
+    """Each key the agent reads lands where its effect starts: PostgreSQL's settings, this
+    member's published identity, or the cluster-wide settings it bootstraps with (the effects
+    themselves are shown by the tests tests/test_setting_effects.py names)."""
+    data = put(minimal(), "postgresql.bin_dir", "/b")
+    put(data, "restapi", {"listen": "10.0.0.1:8008", "connect_address": "db1.example:8008"})
+    put(data, "store.raft.node_id", 4)
+    put(
+        data,
+        "postgresql",
+        {
+            "data_dir": "/srv/pg",
+            "bin_dir": "/b",
+            "os_user": "pgowner",
+            "listen": "10.0.0.1:6432",
+            "connect_address": "db1.example:6432",
+            "authentication": {
+                "superuser": {"username": "su", "password": "su-pw"},
+                "replication": {"username": "repl", "password": "repl-pw"},
+                "rewind": {"username": "rw", "password": "rw-pw"},
+            },
+            "parameters": {"work_mem": "8MB", "max_connections": 50},
+            "pg_hba": ["local all su scram-sha-256"],
+            "use_pg_rewind": False,
+            "remove_data_directory_on_rewind_failure": True,
+        },
+    )
+    put(data, "bootstrap.dcs.postgresql.parameters", {"max_connections": 80, "work_mem": "1MB"})
+    put(data, "bootstrap.dcs.postgresql.use_slots", False)
+    for key, value in {
+        "ttl": 9,
+        "loop_wait": 1.5,
+        "retry_timeout": 3,
+        "safety_margin": 2.5,
+    }.items():
+        put(data, f"bootstrap.dcs.{key}", value)
+    put(data, "bootstrap.dcs.maximum_lag_on_failover", 5)
+    put(data, "bootstrap.dcs.primary_start_timeout", 7)
+    put(data, "bootstrap.dcs.member_slots_ttl", 60)
+    tags = {"nofailover": True, "noloadbalance": True, "clonefrom": True, "nosync": True}
+    put(data, "tags", tags)
+    setup = agent_setup(parse_config(data))
+
+    pg = setup.pg
+    assert (str(pg.data_dir), str(pg.bin_dir), pg.os_user) == ("/srv/pg", "/b", "pgowner")
+    assert (pg.host, pg.port, pg.name) == ("10.0.0.1", 6432, "member1")
+    assert (pg.superuser, pg.superuser_password) == ("su", "su-pw")
+    assert (pg.replication_user, pg.replication_password) == ("repl", "repl-pw")
+    assert (pg.rewind_role, pg.rewind_secret) == ("rw", "rw-pw")
+    assert dict(pg.parameters) == {"max_connections": 50, "work_mem": "8MB"}  # local wins
+    assert list(pg.hba) == ["local all su scram-sha-256"]
+
+    me = setup.me
+    assert (me.name, me.api_url, me.conn_url) == (
+        "member1",
+        "http://db1.example:8008",
+        "db1.example:6432",
+    )
+    assert me.tags.to_dict() == tags
+    assert (me.use_pg_rewind, me.reclone_on_rewind_failure, me.store_id) == (False, True, 4)
+
+    s = setup.settings
+    assert (s.ttl, s.loop_wait, s.retry_timeout, s.safety_margin) == (9, 1.5, 3, 2.5)
+    assert (s.maximum_lag_on_failover, s.primary_start_timeout, s.member_slots_ttl) == (5, 7, 60)
+    assert (s.use_slots, dict(s.parameters)) == (False, {"max_connections": 80, "work_mem": "1MB"})
