@@ -182,8 +182,9 @@ class Agent:
         latest publications (or a member key that expired for a moment under load). Without
         a majority of the store members reachable (`reach`: reached, voters; the others have
         stopped, as in a whole-cluster stop that takes the replicas first) no handover can
-        happen and no store call can succeed, so none is made: PostgreSQL stops at once and
-        the lease expires by itself."""
+        happen and no store call can succeed, so none is made (no handover, no shutdown
+        position recorded, no key released): PostgreSQL stops at once and the lease expires
+        by itself."""
         store_ok = has_majority(reach)
         view = loop.last_view if store_ok else None
         if not store_ok:
@@ -212,7 +213,8 @@ class Agent:
                 await self._hand_over(loop, key.name)
         with contextlib.suppress(postgres.PostgresError):
             await postgres.stop(self.pg, "fast")
-        await loop.record_shutdown_position()
+        if store_ok:
+            await loop.record_shutdown_position()
         await runner.disarm_fencer()
         if store_ok and runner.lease.key is not None:
             with contextlib.suppress(Exception):
