@@ -1,7 +1,8 @@
 """`hamgr agent --config FILE`: one database host's HA agent, as one process.
 
-It runs the embedded store member (Raft node and client listener), the HA loop over the store
-(RaftDcs), the fencer process for the primary's lease deadline, and the REST API. SIGTERM stops
+It runs the embedded store member (Raft node and client listener) and the HA loop over it
+(RaftDcs) or, with ``store.backend: etcd``, the HA loop over an existing etcd (EtcdDcs); the
+fencer process for the primary's lease deadline; and the REST API. SIGTERM stops
 cleanly: a primary hands over to a healthy replica when one exists (switchover), otherwise
 stops PostgreSQL (at once, without store calls, when no majority of the store members is left,
 as at the end of a whole-cluster stop that took the replicas first); SIGHUP reloads the
@@ -26,8 +27,10 @@ from hamgr import api, postgres
 from hamgr.agentsetup import AgentSetup, load_agent_setup
 from hamgr.config import Config, ConfigError, split_address
 from hamgr.dcs.base import DcsError
+from hamgr.dcs.etcd import EtcdDcs
 from hamgr.dcs.model import SwitchoverRequest
 from hamgr.dcs.raft import RaftDcs
+from hamgr.dcs.session import KvSession
 from hamgr.fencing import FencerClient, FencerError
 from hamgr.gcpolicy import tune_gc
 from hamgr.ha.agentview import LoopView
@@ -59,10 +62,17 @@ def http_connector(config: Config) -> aiohttp.TCPConnector:
     return aiohttp.TCPConnector(local_addr=(source, 0) if source else None)
 
 
-def has_majority(reach: tuple[int, int]) -> bool:
-    """Whether (reached, voters) from `RaftNode.reachable_voters` is a majority of the store."""
+def has_majority(reach: tuple[int, int] | None) -> bool:
+    """Whether (reached, voters) from `RaftNode.reachable_voters` is a majority of the store
+    (None: no embedded member to ask, as on etcd; the store calls themselves then tell)."""
+    if reach is None:
+        return True
     reached, voters = reach
     return reached > voters // 2
+
+
+def _reach(node: RaftNode | None) -> tuple[int, int] | None:
+    return node.reachable_voters() if node is not None else None
 
 
 class Agent:
@@ -71,7 +81,7 @@ class Agent:
     def __init__(self, setup: AgentSetup, config_path: Path | None = None) -> None:
         self.config = setup.config
         self.config_path = config_path
-        self.store: StoreSettings = setup.store
+        self.store: StoreSettings | None = setup.store
         self.pg = setup.pg
         self.me = setup.me
         self.settings = setup.settings
@@ -89,23 +99,27 @@ class Agent:
             log.critical("not starting: %s", exc)
             print(f"hamgr agent: not starting: {exc}", file=sys.stderr, flush=True)
             return 1
+        if self.store is None:
+            return await self._serve(None, self._etcd_dcs())
         try:
             async with running_member(self.store) as (node, server):
-                return await self._serve(node, server)
+                return await self._serve(node, self._raft_dcs(self.store, node, server))
         except MemberStartError as exc:
             log.critical("store member %d: %s", self.store.node_id, exc)
             return 1
 
-    async def _serve(self, node: RaftNode, server: StoreRpcServer) -> int:
-        endpoints = [server.client_address, *self.store.client_addresses.values()]
+    def _raft_dcs(
+        self, store: StoreSettings, node: RaftNode, server: StoreRpcServer
+    ) -> KvSession:
+        endpoints = [server.client_address, *store.client_addresses.values()]
         # Every connection leaves from this member's own address (see `http_connector`).
         client = StoreClient(
             list(dict.fromkeys(endpoints)),
-            self.store.cluster_id,
-            self.store.secret,
-            source_host=source_host_for(self.store.listen[0]),
+            store.cluster_id,
+            store.secret,
+            source_host=source_host_for(store.listen[0]),
         )
-        dcs = RaftDcs(
+        return RaftDcs(
             self.config.scope,
             self.config.name,
             client,
@@ -113,6 +127,27 @@ class Agent:
             ttl=self.settings.ttl,
             retry_timeout=self.settings.retry_timeout,
         )
+
+    def _etcd_dcs(self) -> KvSession:
+        etcd = self.config.store.etcd
+        assert etcd is not None, "agent_setup requires store.etcd with store.backend etcd"
+        return EtcdDcs.from_config(
+            etcd,
+            self.config.scope,
+            self.config.name,
+            ttl=self.settings.ttl,
+            retry_timeout=self.settings.retry_timeout,
+        )
+
+    def _store_description(self) -> str:
+        if self.store is not None:
+            return f"store member {self.store.node_id}"
+        etcd = self.config.store.etcd
+        return f"etcd at {', '.join(etcd.hosts) if etcd else '?'}"
+
+    async def _serve(self, node: RaftNode | None, dcs: KvSession) -> int:
+        """Run the HA loop over ``dcs``; ``node`` is the embedded store member (None on etcd:
+        no store leadership to move, no store metrics)."""
         run_dir = self.pg.run_dir or self.pg.data_dir.with_name(self.pg.data_dir.name + ".run")
         run_dir.mkdir(parents=True, exist_ok=True)
         fencer = FencerClient(run_dir / "hamgr-fencer.sock")
@@ -125,18 +160,19 @@ class Agent:
         async def transfer(name: str) -> None:
             view = self.loop.last_view if self.loop else None
             member = view.member(name) if view else None
-            if member is not None and member.store_id:
+            if node is not None and member is not None and member.store_id:
                 log.info("moving store leadership to %s (member %d)", name, member.store_id)
                 await node.transfer_leadership(member.store_id, timeout=self.settings.ttl)
 
         tele = self.telemetry
-        node.on_save = tele.metrics.observe_fsync
+        if node is not None:
+            node.on_save = tele.metrics.observe_fsync
         runner = ActionRunner(
             self.config.name,
             dcs,
             self.pg,
             fencer=fencer,
-            store_transfer=transfer,
+            store_transfer=transfer if node is not None else None,
             bootstrap_settings=self.settings,
             remove_data_on_rewind_failure=self.me.reclone_on_rewind_failure,
             watchdog=self.watchdog,
@@ -152,41 +188,46 @@ class Agent:
                 runner,
                 http,
                 settings=self.settings,
-                store_leader_here=lambda: node.is_leader,
+                store_leader_here=(lambda: node.is_leader) if node is not None else None,
                 on_cycle=tele.on_cycle,
                 on_keepalive=tele.on_keepalive,
             )
             self.loop = loop
             view = LoopView(loop, self.config.scope, reload=self.reload)
             auth = api.auth_from_config(self.config.restapi)
-            scrape = tele.metrics.api_hook(lambda: tele.metrics.set_store_status(node.status()))
+            scrape = tele.metrics.api_hook(
+                (lambda: tele.metrics.set_store_status(node.status())) if node is not None else None
+            )
             web = await api.serve(view, self.config.restapi.listen, auth, metrics=scrape)
             watchdog = tele.start_watchdog(self.stop)
             try:
                 rest = self.config.restapi.listen
+                store = self._store_description()
                 print(
                     f"hamgr agent: {self.config.name} serving REST on {rest}, "
-                    f"store member {self.store.node_id}, PostgreSQL {self.me.conn_url}",
+                    f"{store}, PostgreSQL {self.me.conn_url}",
                     flush=True,
                 )
-                tele.ready(f"serving; store member {self.store.node_id}")
+                tele.ready(f"serving; {store}")
                 await loop.run(self.stop)
                 tele.stopping()
-                await self._shutdown(loop, runner, node.reachable_voters())
+                await self._shutdown(loop, runner, _reach(node))
                 return 0
             finally:
                 if watchdog is not None:
                     watchdog.cancel()
                 await web.cleanup()
-                if has_majority(node.reachable_voters()):
+                if has_majority(_reach(node)):
                     try:
                         await dcs.close()
                     except DcsError as exc:
                         log.info("closing the store session: %s (its lease expires by itself)", exc)
                 else:
-                    await client.close()
+                    await dcs.abandon()
 
-    async def _shutdown(self, loop: HaLoop, runner: ActionRunner, reach: tuple[int, int]) -> None:
+    async def _shutdown(
+        self, loop: HaLoop, runner: ActionRunner, reach: tuple[int, int] | None
+    ) -> None:
         """A primary hands over to a healthy replica when it can; then PostgreSQL stops.
 
         Judged on a fresh read of the cluster: the last cycle's view may predate the replicas'
@@ -198,7 +239,7 @@ class Agent:
         by itself."""
         store_ok = has_majority(reach)
         view = loop.last_view if store_ok else None
-        if not store_ok:
+        if not store_ok and reach is not None:
             log.info(
                 "stopping: %d of %d store members reachable, no majority: "
                 "no handover; the lease expires by itself",

@@ -41,7 +41,8 @@ class AgentSetup:
     """The parts an agent runs with, all built and checked from one configuration."""
 
     config: Config
-    store: StoreSettings
+    store: StoreSettings | None
+    """The embedded store member's settings; None with ``store.backend: etcd``."""
     pg: PgSettings
     me: Identity
     settings: DynamicSettings
@@ -152,16 +153,14 @@ def agent_setup(config: Config) -> AgentSetup:
     Raises :class:`hamgr.config.ConfigError` listing every problem, each naming its key.
     """
     problems: list[str] = []
-    if config.store.backend != "raft" or config.store.raft is None:
-        problems.append(
-            f"store.backend: is {config.store.backend}; the agent runs with its embedded raft "
-            "store member only"
-        )
     store = pg = settings = None
-    try:
-        store = settings_from_config(config)
-    except ConfigError as exc:
-        problems += [p for p in exc.problems if not p.startswith("store.backend:")]
+    if config.store.backend == "raft":
+        try:
+            store = settings_from_config(config)
+        except ConfigError as exc:
+            problems += exc.problems
+    elif config.store.etcd is None:
+        problems.append("store.etcd: required when store.backend is etcd")
     pg_problems = _postgres_problems(config)
     problems += pg_problems
     try:
@@ -175,7 +174,7 @@ def agent_setup(config: Config) -> AgentSetup:
         problems += exc.problems
     if problems:
         raise ConfigError(problems)
-    assert store is not None and pg is not None and settings is not None
+    assert pg is not None and settings is not None
     return AgentSetup(config, store, pg, identity(config), settings)
 
 

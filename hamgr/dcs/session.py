@@ -480,6 +480,13 @@ class KvSession:
             await self._transport.close()
 
 
+    async def abandon(self) -> None:
+        """Close the transport without revoking the lease: its keys expire with it, ttl after
+        the last keepalive (when the store cannot be reached, a revoke would only wait)."""
+        self._lease = None
+        await self._transport.close()
+
+
 async def _unknown(d: Deadline, exc: OutcomeUnknown) -> None:
     """Note an unknown outcome and pause a little before reading or writing again."""
     d.last = exc

@@ -77,11 +77,16 @@ class AgentCluster:
         scope: str = "it",
         profile: str = "fast",
         member_overrides: dict[str, dict[str, Any]] | None = None,
+        etcd_hosts: list[str] | None = None,
     ) -> None:
+        """With `etcd_hosts` the agents use that etcd (``store.backend: etcd``) instead of their
+        embedded store members."""
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o755)
         self.scope = scope
+        self.etcd_hosts = etcd_hosts
+        self.backend = "etcd" if etcd_hosts else "raft"
         self.members = {
             f"m{i}": Member(f"m{i}", i, host, root) for i, host in enumerate(hosts, start=1)
         }
@@ -108,16 +113,7 @@ class AgentCluster:
                 "listen": f"{m.host}:8008",
                 "authentication": {"username": API_AUTH[0], "password": API_AUTH[1]},
             },
-            "store": {
-                "raft": {
-                    "data_dir": str(self.root / f"{m.name}-store"),
-                    "node_id": m.node_id,
-                    "listen": f"{m.host}:7000",
-                    "client_listen": f"{m.host}:7100",
-                    "secret_file": str(secret),
-                    "peers": peers,
-                }
-            },
+            "store": self._store(m, peers, secret),
             "postgresql": {
                 "data_dir": str(m.data_dir),
                 "listen": f"{m.host}:{m.pg_port}",
@@ -127,6 +123,20 @@ class AgentCluster:
                 },
                 "parameters": dict(SMALL_PG),
             },
+        }
+
+    def _store(self, m: Member, peers: list[dict[str, Any]], secret: Path) -> dict[str, Any]:
+        if self.etcd_hosts:
+            return {"backend": "etcd", "etcd": {"hosts": list(self.etcd_hosts)}}
+        return {
+            "raft": {
+                "data_dir": str(self.root / f"{m.name}-store"),
+                "node_id": m.node_id,
+                "listen": f"{m.host}:7000",
+                "client_listen": f"{m.host}:7100",
+                "secret_file": str(secret),
+                "peers": peers,
+            }
         }
 
     # -- processes --------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Three real `hamgr agent` processes with real PostgreSQL: bootstrap, failover, rejoin with
 pg_rewind, switchover without losing acknowledged writes, a replica's death, pause, the REST
-API on a live cluster, and HAProxy routing by GET /primary.
+API on a live cluster, and HAProxy routing by GET /primary; each on the agents' embedded store
+and again on a real 3-member etcd (``store.backend: etcd``).
 
 Each destructive test gets a fresh AgentCluster (fast timing profile: ttl 2 s) on three of the
 loopback addresses 127.0.0.121-129, in a /tmp directory the postgres user can reach; the
@@ -10,6 +11,7 @@ deadline; every process started is stopped by PID, whatever happened.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import os
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.dcs.stores import EtcdStore, etcd_binary
 from tests.ha.agentcluster import API_AUTH, AgentCluster
 from tests.ha.clusterops import (
     Writer,
@@ -57,15 +60,43 @@ HAPROXY_LISTEN = "127.0.0.129:15432"
 _FENCED = re.compile(r"decision: fencing:|lease deadline has passed")
 
 
+_SCOPES = itertools.count(1)
+
+
+@pytest.fixture(scope="module", params=["raft", "etcd"])
+def backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[str] | None]:
+    """Every test here runs twice: with the agents' embedded store (None), and against a real
+    3-member etcd on 127.0.0.84-86 (its host:port list; Debian's etcd-server, installed by
+    deploy/dev.sh; the etcd runs are skipped, saying so, where it is missing)."""
+    if request.param == "raft":
+        yield None
+        return
+    binary = etcd_binary()
+    if binary is None:
+        pytest.skip("no etcd server binary (install etcd-server, or set HAMGR_ETCD_BIN)")
+    etcd = EtcdStore(tmp_path_factory.mktemp("etcd"), binary, first_host=84)
+    try:
+        etcd.start_all()
+        asyncio.run(etcd.wait_ready())
+        yield etcd.endpoints
+    finally:
+        etcd.stop_all()
+
+
 @contextlib.contextmanager
-def fresh_cluster(request: pytest.FixtureRequest) -> Iterator[AgentCluster]:
-    """A new cluster (not started) in its own /tmp directory; closed whatever happens, its
-    directory removed unless a test failed or IT_KEEP_CLUSTER is set (then it is kept, and the
-    logs' tails printed)."""
+def fresh_cluster(
+    request: pytest.FixtureRequest, etcd_hosts: list[str] | None = None
+) -> Iterator[AgentCluster]:
+    """A new cluster (not started) in its own /tmp directory, on the embedded store or on
+    `etcd_hosts` (a scope of its own there); closed whatever happens, its directory removed
+    unless a test failed or IT_KEEP_CLUSTER is set (then it is kept, and the logs' tails
+    printed)."""
     root = Path(tempfile.mkdtemp(prefix="hamgr-it-", dir="/tmp"))
     os.chmod(root, 0o755)
     failed_before = request.session.testsfailed
-    c = AgentCluster(root, next(_TRIPLETS))
+    c = AgentCluster(root, next(_TRIPLETS), scope=f"it{next(_SCOPES)}", etcd_hosts=etcd_hosts)
     try:
         yield c
     finally:
@@ -82,10 +113,17 @@ def fresh_cluster(request: pytest.FixtureRequest) -> Iterator[AgentCluster]:
 
 
 @pytest.fixture
-def cluster(pg_bindir: Path, request: pytest.FixtureRequest) -> Iterator[AgentCluster]:
+def cluster(
+    pg_bindir: Path, request: pytest.FixtureRequest, backend: list[str] | None
+) -> Iterator[AgentCluster]:
     """A fresh, not yet started cluster of three members."""
-    with fresh_cluster(request) as c:
+    with fresh_cluster(request, backend) as c:
         yield c
+
+
+def embedded_store_only(c: AgentCluster, why: str) -> None:
+    if c.backend != "raft":
+        pytest.skip(f"embedded store only: {why}")
 
 
 def boot(c: AgentCluster) -> tuple[str, list[str]]:
@@ -119,10 +157,10 @@ def row_everywhere(c: AgentCluster, names: list[str], table: str, value: int) ->
 
 @pytest.fixture(scope="class")
 def live(
-    pg_bindir: Path, request: pytest.FixtureRequest
+    pg_bindir: Path, request: pytest.FixtureRequest, backend: list[str] | None
 ) -> Iterator[tuple[AgentCluster, str, list[str]]]:
     """One booted cluster for TestLiveCluster: (cluster, primary, replicas)."""
-    with fresh_cluster(request) as c:
+    with fresh_cluster(request, backend) as c:
         primary, replicas = boot(c)
         yield c, primary, replicas
 
@@ -321,6 +359,7 @@ def test_orphaned_bootstrap_claim_is_dropped_and_the_cluster_bootstraps(
     """A claimant that died between claiming the cluster and taking the leader key leaves
     ``initialize`` empty with no leader; the others must not wait for it forever: after ttl
     one drops the claim, the race starts again and one member bootstraps the cluster."""
+    embedded_store_only(cluster, "the claim is seeded through the members' own stores")
     seed_bootstrap_claim(cluster)
     primary, replicas = boot(cluster)
     logs = {n: log_since(cluster, n) for n in cluster.members}
@@ -333,6 +372,7 @@ def test_orphaned_bootstrap_claim_is_dropped_and_the_cluster_bootstraps(
 
 def test_replica_death_does_not_disturb_the_primary(cluster: AgentCluster) -> None:
     c = cluster
+    embedded_store_only(c, "the store's leadership lives on the agents' hosts")
     primary, replicas = boot(c)
     # The hardest replica to lose is the store's leader: the agents keep it on a replica.
 

@@ -256,19 +256,28 @@ def test_lagging_member_never_takes_over_when_the_caught_up_one_cannot_be_asked(
             30,
             "the primary's position recorded in the store",
         )
-        # Nobody can ask the caught-up member's REST API any more (its store port stays open).
+        # Nobody can ask the caught-up member's REST API any more (its store port stays open),
+        # and it cannot race before the lagging one decided (its postmaster is frozen, so its
+        # agent cannot observe it).
         rule = ["INPUT", "-d", c.members[caught_up].host, "-p", "tcp", "--dport", "8008"]
-        _iptables("-I", rule)
+        reject = ["-j", "REJECT", "--reject-with", "tcp-reset"]
+        _iptables("-I", rule, reject)
+        postmaster = c.postmaster_pid(caught_up)
+        assert postmaster is not None
+        os.kill(postmaster, signal.SIGSTOP)
         try:
             kill_member(c, primary)
             wait_for(
-                lambda: "behind the last position" in status_of(c, lagging).get("reason", ""),
+                lambda: "behind the last position" in status_of(c, lagging).get("reason", "")
+                or try_sql(c, lagging, "SELECT pg_is_in_recovery()") == [(False,)],
                 FAILOVER,
-                f"{lagging} refusing to take over: behind the position recorded in the store",
+                f"{lagging} to decide alone",
             )
+            assert "behind the last position" in status_of(c, lagging).get("reason", "")
             assert c.http(lagging, "/primary")[0] == 503
         finally:
-            _iptables("-D", rule)
+            os.kill(postmaster, signal.SIGCONT)
+            _iptables("-D", rule, reject)
         assert c.wait_primary(FAILOVER, exclude=(primary,)) == caught_up
     finally:
         with contextlib.suppress(ProcessLookupError):
