@@ -6,6 +6,7 @@ No I/O here, so each format is tested on literal text.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from hamgr.postgres.errors import PostgresError
@@ -38,6 +39,16 @@ def walfile_timeline(walfile_name: str) -> int:
     if len(walfile_name) < 24:
         raise ValueError(f"not a WAL file name: {walfile_name!r}")
     return int(walfile_name[:8], 16)
+
+
+_SEGMENT = re.compile(r"^[0-9A-F]{24}$")
+
+
+def newest_segment_timeline(names: Iterable[str]) -> int | None:
+    """The highest timeline among WAL segment file names (``pg_wal`` entries; history files,
+    ``.partial`` and ``.ready`` leftovers and anything else are ignored); None without one."""
+    timelines = [int(n[:8], 16) for n in names if _SEGMENT.match(n)]
+    return max(timelines, default=None)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@ failure of the observer.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal
 
 from hamgr.postgres.control import is_initialized, postmaster_pid, read_pid_file
@@ -17,6 +19,7 @@ from hamgr.postgres.errors import SqlError, StateError
 from hamgr.postgres.files import read_text
 from hamgr.postgres.parse import (
     TimelineSwitch,
+    newest_segment_timeline,
     parse_optional_lsn,
     parse_timeline_history,
     walfile_timeline,
@@ -147,7 +150,7 @@ async def status(settings: PgSettings) -> PgStatus:
     except SqlError as exc:
         return _with(base, error=str(exc))
     try:
-        return await _observe(conn, base)
+        return await _observe(conn, base, settings.data_dir)
     except SqlError as exc:
         return _with(base, error=str(exc))
     finally:
@@ -158,7 +161,7 @@ def _with(base: PgStatus, **changes: object) -> PgStatus:
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
-async def _observe(conn: Connection, base: PgStatus) -> PgStatus:
+async def _observe(conn: Connection, base: PgStatus, data_dir: Path) -> PgStatus:
     common = await fetch_one(conn, _COMMON_SQL, what="reading server state")
     replication = tuple(
         ReplicationRow(
@@ -214,6 +217,10 @@ async def _observe(conn: Connection, base: PgStatus) -> PgStatus:
     timeline = max(row["checkpoint_tli"], row["recovery_tli"] or 0)
     if upstream is not None and upstream.received_tli:
         timeline = max(timeline, upstream.received_tli)
+    else:
+        # Not streaming (detached before a failover race, or its upstream down): the newest
+        # WAL segment it received names the timeline it got to; the restartpoint's can be older.
+        timeline = max(timeline, _received_timeline(data_dir) or 0)
     return _with(
         observed,
         role="replica",
@@ -225,6 +232,13 @@ async def _observe(conn: Connection, base: PgStatus) -> PgStatus:
         timeline=timeline,
         upstream_configured=row["upstream_configured"],
     )
+
+
+def _received_timeline(data_dir: Path) -> int | None:
+    try:
+        return newest_segment_timeline(e.name for e in os.scandir(data_dir / "pg_wal"))
+    except OSError:
+        return None
 
 
 async def timeline_history(

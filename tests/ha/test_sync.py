@@ -7,8 +7,10 @@
 - A kill -9 of the primary promotes the synchronous standby, never the other one, and loses
   no acknowledged write.
 - Asynchronous mode: a member lagging past maximum_lag_on_failover never takes over, even when
-  the caught-up member's REST API cannot be reached (the old primary's position came from the
-  store).
+  the caught-up member's REST API cannot be reached, and in a two-member cluster (on etcd) where
+  no other member can be asked at all: the old primary's position came from the store.
+- A crash of the primary between the two writes of a synchronous-set change (both crash points)
+  loses no acknowledged commit.
 
 Every wait has a deadline; every process is stopped by PID; iptables rules are removed in a
 ``finally``.
@@ -16,12 +18,15 @@ Every wait has a deadline; every process is stopped by PID; iptables rules are r
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from functools import partial
@@ -31,6 +36,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.dcs.stores import EtcdStore, etcd_binary
 from tests.ha.agentcluster import AgentCluster
 from tests.ha.clusterops import (
     Writer,
@@ -42,7 +48,7 @@ from tests.ha.clusterops import (
     try_sql,
     wait_for,
 )
-from tests.ha.test_cluster import FAILOVER, boot, fresh_cluster, kill_member
+from tests.ha.test_cluster import BOOT, FAILOVER, boot, fresh_cluster, kill_member
 from tests.ha.test_fencing_e2e import Partition
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -268,8 +274,10 @@ def test_lagging_member_never_takes_over_when_the_caught_up_one_cannot_be_asked(
         try:
             kill_member(c, primary)
             wait_for(
-                lambda: "behind the last position" in status_of(c, lagging).get("reason", "")
-                or try_sql(c, lagging, "SELECT pg_is_in_recovery()") == [(False,)],
+                lambda: (
+                    "behind the last position" in status_of(c, lagging).get("reason", "")
+                    or try_sql(c, lagging, "SELECT pg_is_in_recovery()") == [(False,)]
+                ),
                 FAILOVER,
                 f"{lagging} to decide alone",
             )
@@ -389,3 +397,72 @@ def test_a_crash_between_the_two_writes_loses_no_acknowledged_commit(
         present = {r[0] for r in conn.execute("SELECT x FROM crash_rows").fetchall()}
     lost = sorted(set(writer.acked) - present)
     assert lost == [], f"{waited} lacks acknowledged writes: {lost[:20]}"
+
+
+@pytest.fixture
+def two_on_etcd(
+    pg_bindir: Path, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AgentCluster]:
+    """Two database hosts over a real 3-member etcd (a two-member cluster cannot keep the
+    embedded store's majority when one dies; with etcd it can fail over)."""
+    binary = etcd_binary()
+    if binary is None:
+        pytest.skip("no etcd server binary (install etcd-server, or set HAMGR_ETCD_BIN)")
+    etcd = EtcdStore(tmp_path_factory.mktemp("etcd2"), binary, first_host=87)
+    try:
+        etcd.start_all()
+        asyncio.run(etcd.wait_ready())
+        root = Path(tempfile.mkdtemp(prefix="hamgr-it2-", dir="/tmp"))
+        os.chmod(root, 0o755)
+        c = AgentCluster(
+            root, ["127.0.0.161", "127.0.0.162"], scope="two", etcd_hosts=etcd.endpoints
+        )
+        try:
+            yield c
+        finally:
+            for name, m in c.members.items():
+                if m.proc is not None and m.proc.poll() is None:
+                    kill_member(c, name)
+            c.close()
+            shutil.rmtree(root, ignore_errors=True)
+    finally:
+        etcd.stop_all()
+
+
+def test_two_member_cluster_never_promotes_a_replica_behind_the_recorded_position(
+    two_on_etcd: AgentCluster,
+) -> None:
+    """Nobody else can tell the replica how far the dead primary got: the position the primary
+    recorded in the store does, and maximum_lag_on_failover holds against it."""
+    c = two_on_etcd
+    c.start_all()
+    primary = c.wait_primary(BOOT)
+    (replica,) = [n for n in c.members if n != primary]
+    c.wait_streaming([replica], BOOT)
+    patch(c, primary, maximum_lag_on_failover=65536)
+    sql(c, primary, "CREATE TABLE two_rows (x int, pad text)")
+    wait_for(lambda: try_sql(c, replica, "SELECT 1 FROM two_rows") is not None, 30, "two_rows")
+    rows = sql(
+        c, primary, "SELECT pid FROM pg_stat_replication WHERE application_name = %s", (replica,)
+    )
+    sender = int(rows[0][0])
+    os.kill(sender, signal.SIGSTOP)
+    try:
+        sql(
+            c,
+            primary,
+            "INSERT INTO two_rows SELECT g, repeat('x', 1000) FROM generate_series(1, 2000) g",
+        )
+        target = _lsn(c, primary)
+        wait_for(lambda: _recorded_lsn(c, replica) >= target, 30, "the position in the store")
+        kill_member(c, primary)
+        wait_for(
+            lambda: "behind the last position" in status_of(c, replica).get("reason", ""),
+            FAILOVER,
+            f"{replica} refusing to take over: behind the position recorded in the store",
+        )
+        assert c.http(replica, "/primary")[0] == 503
+        assert try_sql(c, replica, "SELECT pg_is_in_recovery()") == [(True,)]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(sender, signal.SIGCONT)

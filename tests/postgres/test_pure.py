@@ -10,6 +10,7 @@ from hamgr.postgres import ConfigError, PgSettings, format_lsn, parse_lsn
 from hamgr.postgres.errors import CommandError, PostgresError, SlotError, tail
 from hamgr.postgres.initdbopts import initdb_option_problems, initdb_options
 from hamgr.postgres.parse import (
+    newest_segment_timeline,
     parse_controldata,
     parse_pid_file,
     parse_timeline_history,
@@ -164,7 +165,7 @@ def test_configured_hba_lines_are_written_as_given() -> None:
 
 def test_with_includes_is_idempotent() -> None:
     once = with_includes("max_connections = 100")
-    assert once.splitlines()[-2:] == list(INCLUDE_LINES)
+    assert once.splitlines()[-len(INCLUDE_LINES) :] == list(INCLUDE_LINES)
     assert with_includes(once) == once
 
 
@@ -261,3 +262,17 @@ def test_initdb_options_refused_name_the_option(option: object, problem: str) ->
     )
     with pytest.raises(ConfigError, match=r"^bootstrap\.initdb\[1\]: "):
         initdb_options(["data-checksums", option], where)
+
+
+def test_newest_segment_timeline_reads_segment_names_only() -> None:
+    names = [
+        "000000010000000000000004",
+        "000000020000000000000005",
+        "00000003.history",
+        "000000030000000000000004.partial",
+        "archive_status",
+        "000000010000000000000006",
+    ]
+    assert newest_segment_timeline(names) == 2
+    assert newest_segment_timeline(["00000002.history", "archive_status"]) is None
+    assert newest_segment_timeline(["0000000A0000000000000001"]) == 10
