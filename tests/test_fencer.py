@@ -9,6 +9,7 @@ Every process a test starts is killed by PID (and start time) at teardown, even 
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import os
@@ -25,8 +26,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from hamgr import clock
+from hamgr import clock, fenceguard
 from hamgr import postgres as pg
+from hamgr.fenceguard import parse_line
 from hamgr.fencekeeper import BACKOFF_MIN, FencerKeeper
 from hamgr.fencer import (
     EXIT_ALREADY_RUNNING,
@@ -823,6 +825,20 @@ async def test_a_fencer_open_to_the_oom_killer_is_reported(
 def test_parse_command_names_the_fault(line: bytes, message: str) -> None:
     with pytest.raises(ProtocolError, match=re.escape(message)):
         parse_command(line)
+
+
+def test_the_guard_follows_the_fencer_lines_and_imports_only_the_standard_library() -> None:
+    assert parse_line(b"ARM 100 7", None) == (100, 7)
+    assert parse_line(b"DISARM", (100, 7)) is None
+    assert parse_line(b"ARM x 7", (100, 7)) == (100, 7), "a garbled line changes nothing"
+    assert parse_line(b"", (100, 7)) == (100, 7)
+    tree = ast.parse(Path(fenceguard.__file__).read_text())
+    hamgr_imports = {
+        n.module
+        for n in ast.walk(tree)
+        if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("hamgr")
+    }
+    assert hamgr_imports <= {"hamgr", "hamgr.postmasterproc"}, hamgr_imports
 
 
 def test_fence_state_rules() -> None:
