@@ -7,6 +7,8 @@ cluster (each test starts by waiting for it to be healthy again):
   answering /primary 200 (the agent started a new fencer and the same primary serves, or the key
   was released and a replica took over), and two members never acknowledged writes at once
   (one writer thread per member, straight into its PostgreSQL).
+- a fencer that cannot be started again (a directory where its pid file goes): after a ttl
+  without a fence the agent releases the key and a replica takes over.
 - primary_start_timeout: the primary's PostgreSQL killed and its data directory made unusable
   (chmod 0), so it cannot start again: once the timeout passes its agent releases the leader
   key and a replica takes over (before the fix it kept the key and retried forever).
@@ -23,6 +25,7 @@ import shutil
 import signal
 import tempfile
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -69,6 +72,23 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[AgentCluster]:
         print(f"\n{c.log_tails(30)}\nlogs and data kept in {root}")
 
 
+def settled(cluster: AgentCluster) -> tuple[str, list[str]]:
+    """`healthy()`, plus a restartpoint on every replica at a checkpoint of the current
+    timeline. After an earlier test's failover, a standby that stops receiving reports the
+    timeline of its last restartpoint (pg_control), still the old one until checkpoint_timeout
+    passes, and the race then finds no member on the cluster's timeline (see the report of
+    this work); these tests are about what comes before the race."""
+    primary, replicas = healthy(cluster)
+    with cluster.connect(primary) as conn:
+        conn.execute("CHECKPOINT")
+    marker = mark(cluster, primary)
+    for r in replicas:
+        wait_for(partial(rejoined, cluster, r, marker), REJOIN, f"{r} to replay the marker")
+        with cluster.connect(r) as conn:
+            conn.execute("CHECKPOINT")  # on a standby: a restartpoint
+    return primary, replicas
+
+
 def fencer_socket(cluster: AgentCluster, name: str) -> Path:
     m = cluster.members[name]
     return m.data_dir.with_name(m.data_dir.name + ".run") / "hamgr-fencer.sock"
@@ -98,7 +118,7 @@ def test_a_killed_fencer_never_leaves_an_unfenced_or_missing_primary(
 ) -> None:
     """kill -9 of the primary's fencer: the agent starts a new one (or gives the key up), and
     the cluster again has exactly one primary that takes writes; never two at once."""
-    old, _ = healthy(cluster)
+    old, _ = settled(cluster)
     sock = fencer_socket(cluster, old)
     killed = fencer_processes(sock)
     assert len(killed) == 1, f"{old} should run one fencer, runs {killed}"
@@ -133,13 +153,43 @@ def test_a_killed_fencer_never_leaves_an_unfenced_or_missing_primary(
         assert "started a new fencer" in text, text[-3000:]
 
 
+def test_a_fencer_that_cannot_be_started_again_gives_the_key_up(cluster: AgentCluster) -> None:
+    """The primary's fencer killed and no new one can start (a directory stands where its pid
+    file goes): the agent runs no PostgreSQL as primary without a fence and, after a ttl,
+    releases the leader key; a replica takes over. Once a fencer can start again the old
+    primary rejoins as a replica."""
+    old, replicas = settled(cluster)
+    sock = fencer_socket(cluster, old)
+    [fencer] = fencer_processes(sock)
+    pid_path = sock.with_name(sock.name + ".pid")
+    aside = pid_path.with_name(pid_path.name + ".aside")
+    offset = log_size(cluster, old)
+    pid_path.rename(aside)  # the running fencer keeps its lock on the renamed file
+    pid_path.mkdir()
+    try:
+        os.kill(fencer, signal.SIGKILL)
+        killed_at = clock.now()
+        new = cluster.wait_primary(FAILOVER, exclude=(old,))
+        print(f"\n{new} primary {clock.now() - killed_at:.1f} s after {old}'s fencer died")
+        assert new in replicas
+        text = log_since(cluster, old, offset)
+        assert "could not start a new fencer" in text, text[-3000:]
+        assert "releasing the leader key" in text, text[-3000:]
+    finally:
+        pid_path.rmdir()
+        aside.unlink(missing_ok=True)
+    marker = mark(cluster, new)
+    wait_for(lambda: rejoined(cluster, old, marker), REJOIN, f"{old} back as a replica")
+    assert cluster.primaries() == [new]
+
+
 def test_a_primary_that_cannot_start_fails_over_after_primary_start_timeout(
     cluster: AgentCluster,
 ) -> None:
     """The primary's postmaster killed and its data directory unusable: its agent cannot start
     PostgreSQL again and, after primary_start_timeout, releases the key; a replica takes over.
     Once the directory is usable again the old primary rejoins as a replica."""
-    old, replicas = healthy(cluster)
+    old, replicas = settled(cluster)
     code, body = call(
         cluster, replicas[0], "PATCH", "/config", {"primary_start_timeout": START_TIMEOUT}
     )
