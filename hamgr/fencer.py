@@ -45,6 +45,13 @@ postmaster.pid names now, when that process is verifiably the postmaster of this
 (postgres binary, working directory = the data dir). The second covers an agent that restarted
 PostgreSQL and froze before it armed the new identity. Then it logs one line with the
 timestamps, becomes disarmed and keeps running.
+
+The postmaster dies with the fencer: at start the fencer starts a guard child
+(`hamgr.fenceguard`) that holds the read end of a pipe and is told every change of the guarded
+postmaster; when the fencer dies in any way (kill -9, the OOM killer) while armed, the pipe's
+end of file makes the guard SIGKILL that postmaster at once, so killing the fencer alone never
+leaves a primary running unfenced. A guard that dies is started again (see fenceguard.py for why
+this design rather than a parent-death signal on the postmaster).
 """
 
 from __future__ import annotations
@@ -58,6 +65,7 @@ import os
 import select
 import signal
 import socket
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +85,10 @@ EXIT_ALREADY_RUNNING = 3
 # machine is suspended: a deadline that passed during a suspend (on hamgr.clock, which counts
 # it) is noticed within this long after the resume, not after the rest of the old sleep.
 MAX_SLEEP_MS = 100
+# A guard (hamgr/fenceguard.py) that dies within this many seconds of its start this many times
+# in a row is not started again (the fence itself does not depend on it).
+GUARD_QUICK_DEATH = 1.0
+GUARD_MAX_QUICK_DEATHS = 5
 
 
 # --- the protocol, pure ---------------------------------------------------------------------
@@ -237,6 +249,11 @@ class Fencer:
         self.buffer = b""
         self.pid_fd: int | None = None
         self.wake_r, self.wake_w = socket.socketpair()
+        self.guard_log: Path | None = None
+        self.guard: subprocess.Popen[bytes] | None = None
+        self.guard_w: int | None = None
+        self.guard_started = 0.0
+        self.guard_quick_deaths = 0
 
     def log(self, message: str) -> None:
         """One line: wall clock, the deadline clock (``clock=``), our PID, the message."""
@@ -299,6 +316,71 @@ class Fencer:
             signal.signal(signum, lambda *_: None)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         self._protect_from_oom()
+        self._start_guard()
+
+    # The guard: the postmaster dies with this process (see hamgr/fenceguard.py).
+
+    def _start_guard(self) -> None:
+        """Start the guard child, holding the read end of a pipe only we write to."""
+        read_fd, write_fd = os.pipe()
+        command = [sys.executable, "-m", "hamgr.fenceguard", "--fd", str(read_fd)]
+        command += ["--data-dir", str(self.data_dir)]
+        if self.guard_log is not None:
+            command += ["--log-file", str(self.guard_log)]
+        try:
+            self.guard = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                pass_fds=(read_fd,),
+                cwd="/",
+            )
+        except OSError as exc:
+            self.log(f"WARNING: cannot start the guard ({exc}); the fence holds without it")
+            os.close(write_fd)
+            return
+        finally:
+            os.close(read_fd)
+        os.set_blocking(write_fd, False)
+        self.guard_w = write_fd
+        self.guard_started = clock.now()
+        # POLLERR comes when the guard (the only reader) is gone.
+        self.poller.register(write_fd, 0)
+        self.log(f"guard started: pid {self.guard.pid}")
+        self._tell_guard()
+
+    def _tell_guard(self) -> None:
+        """Hand the guard the postmaster identity we guard now (never blocks)."""
+        if self.guard_w is None:
+            return
+        s = self.state
+        line = f"ARM {s.pid} {s.start_time}\n" if s.armed else "DISARM\n"
+        try:
+            os.write(self.guard_w, line.encode())
+        except (BlockingIOError, BrokenPipeError) as exc:
+            self.log(f"cannot tell the guard ({exc!r}); it is started again if it died")
+
+    def _guard_died(self) -> None:
+        """The guard's end of the pipe closed: reap it and start a new one (bounded)."""
+        assert self.guard_w is not None
+        with contextlib.suppress(KeyError, ValueError):
+            self.poller.unregister(self.guard_w)
+        os.close(self.guard_w)
+        self.guard_w = None
+        status = None
+        if self.guard is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                status = self.guard.wait(1.0)
+        quick = clock.now() - self.guard_started < GUARD_QUICK_DEATH
+        self.guard_quick_deaths = self.guard_quick_deaths + 1 if quick else 0
+        if self.guard_quick_deaths >= GUARD_MAX_QUICK_DEATHS:
+            self.log(
+                f"WARNING: the guard exited (status {status}) {self.guard_quick_deaths} times "
+                "right after its start; not starting it again (the fence holds without it)"
+            )
+            return
+        self.log(f"the guard exited (status {status}); starting a new one")
+        self._start_guard()
 
     def _protect_from_oom(self) -> None:
         """Best effort: the OOM killer must not pick the fencer (that would drop the fence)."""
@@ -306,11 +388,19 @@ class Fencer:
             with open("/proc/self/oom_score_adj", "w") as handle:
                 handle.write("-1000")
         except OSError as exc:
-            self.log(f"note: cannot lower oom_score_adj ({exc.strerror}); continuing")
+            # Loud: the agent also reads our oom_score_adj and logs a warning once.
+            self.log(
+                f"WARNING: cannot set oom_score_adj to -1000 ({exc.strerror}; needs "
+                "CAP_SYS_RESOURCE): the OOM killer may pick this fencer; continuing"
+            )
 
     def teardown(self) -> None:
-        """Remove our socket and pid file (only while we still hold the lock on it)."""
+        """Remove our socket and pid file (only while we still hold the lock on it); the guard
+        sees its pipe close and exits (we exit only while disarmed)."""
         self._drop_connection()
+        if self.guard_w is not None:
+            os.close(self.guard_w)
+            self.guard_w = None
         if self.listener is not None:
             self.listener.close()
             with contextlib.suppress(FileNotFoundError):
@@ -354,6 +444,8 @@ class Fencer:
             return self._signals()
         elif self.conn is not None and fd == self.conn.fileno():
             return self._read()
+        elif fd == self.guard_w:
+            self._guard_died()
         return False
 
     def fence(self, now: float) -> None:
@@ -376,6 +468,7 @@ class Fencer:
             notes.append(f"postmaster.pid names {current[0]}, not the armed {pid}")
             self._kill(*current, killed, notes)
         done = clock.now()
+        self._tell_guard()
         what = "; ".join(
             f"SIGKILL postmaster {k.postmaster} then {len(k.children)} children "
             f"{list(k.children)}" + (f" (errors: {', '.join(k.errors)})" if k.errors else "")
@@ -475,6 +568,8 @@ class Fencer:
             rare |= isinstance(command, Arm) and before != (True, command.pid, command.start_time)
             if rare or reply.startswith("REFUSED"):
                 self.log(f"{line.decode().strip()} -> {reply}")
+            if before != (self.state.armed, self.state.pid, self.state.start_time):
+                self._tell_guard()
             if not self._send(reply):
                 return False
             if leave:
@@ -561,6 +656,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     ready_fd = detach() if args.detach else None
     fencer = Fencer(args.socket, args.data_dir, log)
+    fencer.guard_log = args.log_file
     try:
         fencer.setup()
     except AlreadyRunning as exc:

@@ -34,6 +34,7 @@ __all__ = [
     "FencerClient",
     "FencerError",
     "fence_at_for",
+    "oom_protection_problem",
     "parse_status",
     "postmaster_identity",
 ]
@@ -106,6 +107,8 @@ class FencerClient:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._lock = asyncio.Lock()
+        self._launch: tuple[str | Path, Path, Path] | None = None
+        self._oom_checked = False
 
     @property
     def pid_path(self) -> Path:
@@ -126,8 +129,28 @@ class FencerClient:
 
         A started fencer detaches (`--detach`: a new session, not our child), so it outlives
         this agent; it logs to `<run_dir>/hamgr-fencer.log`. Raises FencerError when none
-        answers within `timeout`, with the end of that log.
+        answers within `timeout`, with the end of that log. The arguments are remembered for
+        `restart`. The first time a fencer answers, a fencer the OOM killer may pick is logged
+        as a warning (see `oom_protection_problem`).
         """
+        self._launch = (python, data_dir, run_dir)
+        pid = await self._ensure_running(python, data_dir, run_dir, timeout)
+        if not self._oom_checked:
+            self._oom_checked = True
+            problem = oom_protection_problem(pid)
+            if problem is not None:
+                log.warning("%s", problem)
+        return pid
+
+    async def restart(self, timeout: float = 10.0) -> int:
+        """Start a fencer as `ensure_running` did the first time (after the last one died)."""
+        if self._launch is None:
+            raise FencerError("no fencer was started by this agent: nothing to start again")
+        return await self._ensure_running(*self._launch, timeout)
+
+    async def _ensure_running(
+        self, python: str | Path, data_dir: Path, run_dir: Path, timeout: float
+    ) -> int:
         try:
             running: FenceStatus | None = await self.query()
         except FencerError:
@@ -317,6 +340,28 @@ class FencerClient:
             # The fencer closes the connection after ERR; do so too.
             await self.close()
         return text
+
+
+def oom_protection_problem(pid: int) -> str | None:
+    """Why the fencer `pid` may be chosen by the OOM killer (None: it is protected, -1000).
+
+    The fencer sets its own oom_score_adj to -1000 at start, which needs CAP_SYS_RESOURCE; the
+    shipped systemd unit (User=postgres, no capabilities) does not grant it, and the fencer could
+    then be killed first under memory pressure, dropping the fence (the agent starts it again).
+    """
+    try:
+        text = open(f"/proc/{pid}/oom_score_adj").read().strip()  # noqa: SIM115
+    except OSError as exc:
+        return f"cannot read the fencer's oom_score_adj (pid {pid}): {exc.strerror}"
+    if text == "-1000":
+        return None
+    return (
+        f"the fencer (pid {pid}) is not protected from the OOM killer (oom_score_adj {text}, "
+        "not -1000: lowering it needs CAP_SYS_RESOURCE, which the agent's user lacks); under "
+        "memory pressure it may be killed first. The agent starts it again when it dies; to "
+        "protect it, grant CAP_SYS_RESOURCE (systemd: AmbientCapabilities= and "
+        "CapabilityBoundingSet=CAP_SYS_RESOURCE in a drop-in) or run the agent as root"
+    )
 
 
 def _tail(path: Path) -> str:

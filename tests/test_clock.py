@@ -24,6 +24,8 @@ FENCE_CODE = sorted(
         *(ROOT / "ha").glob("*.py"),
         ROOT / "fencer.py",
         ROOT / "fencing.py",
+        ROOT / "fencekeeper.py",
+        ROOT / "fenceguard.py",
         ROOT / "postmasterproc.py",
         ROOT / "dcs" / "base.py",
         ROOT / "dcs" / "session.py",

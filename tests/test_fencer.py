@@ -9,6 +9,7 @@ Every process a test starts is killed by PID (and start time) at teardown, even 
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import os
@@ -25,8 +26,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from hamgr import clock
+from hamgr import clock, fenceguard
 from hamgr import postgres as pg
+from hamgr.fenceguard import parse_line
+from hamgr.fencekeeper import BACKOFF_MIN, FencerKeeper
 from hamgr.fencer import (
     EXIT_ALREADY_RUNNING,
     MAX_SLEEP_MS,
@@ -41,6 +44,7 @@ from hamgr.fencing import (
     FencerError,
     FenceStatus,
     fence_at_for,
+    oom_protection_problem,
     parse_status,
     postmaster_identity,
 )
@@ -671,6 +675,134 @@ async def test_an_armed_fencer_on_another_clock_is_left_alone_with_a_clear_error
     assert "EXIT" not in old.commands
 
 
+# --- the fencer supervised (hamgr/fencekeeper.py) ------------------------------------------
+
+
+async def test_a_killed_fencer_is_started_again_and_takes_arms(
+    procs: Procs, run_dir: Path, empty_data_dir: Path
+) -> None:
+    """kill -9 of the fencer: the keeper starts a new one (counted, logged), which arms."""
+    client = FencerClient(run_dir / "fencer.sock")
+    first = procs.track(await client.ensure_running(sys.executable, empty_data_dir, run_dir))
+    keeper = FencerKeeper(client)
+    assert await keeper.alive(5.0) and keeper.restarts == 0
+    os.kill(first, signal.SIGKILL)
+    await eventually(lambda: not alive(first), GONE_TIMEOUT, "the killed fencer to vanish")
+    keeper.failed(clock.now())
+    assert await keeper.alive(5.0), "no new fencer was started"
+    second = client.fencer_pid()
+    assert second is not None and second != first
+    procs.track(second)
+    assert keeper.restarts == 1
+    sleeper = procs.sleeper()
+    status = await client.arm(clock.now() + 30, sleeper, start_time_of(sleeper))
+    keeper.armed_ok()
+    assert status.armed and keeper.failing_since is None
+    await client.disarm()
+    await client.shutdown()
+
+
+def guard_pids(run_dir: Path) -> list[int]:
+    """The guards the fencer's log says it started, in order."""
+    text = (run_dir / "hamgr-fencer.log").read_text()
+    return [int(p) for p in re.findall(r"guard started: pid (\d+)", text)]
+
+
+async def test_killing_the_fencer_alone_kills_the_armed_postmaster(
+    procs: Procs, run_dir: Path, empty_data_dir: Path
+) -> None:
+    """The postmaster is bound to the fencer's life: kill -9 of an armed fencer (deadline far
+    ahead) and its guard SIGKILLs the guarded postmaster at once, logs it, and exits."""
+    client = FencerClient(run_dir / "fencer.sock")
+    fencer = procs.track(await client.ensure_running(sys.executable, empty_data_dir, run_dir))
+    [guard] = guard_pids(run_dir)
+    procs.track(guard)
+    sleeper = procs.sleeper()
+    await client.arm(clock.now() + 300, sleeper, start_time_of(sleeper))
+    await client.close()
+    os.kill(fencer, signal.SIGKILL)
+    await eventually(lambda: not alive(sleeper), GONE_TIMEOUT, "the guarded process to die")
+    await eventually(lambda: not alive(guard), GONE_TIMEOUT, "the guard to exit")
+    text = (run_dir / "hamgr-fencer.log").read_text()
+    assert f"FENCER GONE while armed for postmaster {sleeper}" in text, text
+
+
+async def test_a_disarmed_fencer_that_dies_leaves_postgres_alone(
+    procs: Procs, run_dir: Path, empty_data_dir: Path
+) -> None:
+    client = FencerClient(run_dir / "fencer.sock")
+    fencer = procs.track(await client.ensure_running(sys.executable, empty_data_dir, run_dir))
+    [guard] = guard_pids(run_dir)
+    procs.track(guard)
+    sleeper = procs.sleeper()
+    await client.arm(clock.now() + 300, sleeper, start_time_of(sleeper))
+    await client.disarm()
+    await client.close()
+    os.kill(fencer, signal.SIGKILL)
+    await eventually(lambda: not alive(guard), GONE_TIMEOUT, "the guard to exit")
+    assert alive(sleeper), "a disarmed fencer's death killed the process it no longer guards"
+
+
+async def test_a_killed_guard_is_started_again_and_still_guards(
+    procs: Procs, run_dir: Path, empty_data_dir: Path
+) -> None:
+    """kill -9 of the guard: the fencer (deadline kept) starts a new guard and tells it the
+    armed identity; killing the fencer then still kills the guarded process."""
+    client = FencerClient(run_dir / "fencer.sock")
+    fencer = procs.track(await client.ensure_running(sys.executable, empty_data_dir, run_dir))
+    [first] = guard_pids(run_dir)
+    procs.track(first)
+    sleeper = procs.sleeper()
+    await client.arm(clock.now() + 300, sleeper, start_time_of(sleeper))
+    os.kill(first, signal.SIGKILL)
+    await eventually(lambda: len(guard_pids(run_dir)) == 2, GONE_TIMEOUT, "a new guard")
+    second = procs.track(guard_pids(run_dir)[1])
+    assert (await client.query()).pid == sleeper and alive(sleeper)
+    await client.close()
+    os.kill(fencer, signal.SIGKILL)
+    await eventually(lambda: not alive(sleeper), GONE_TIMEOUT, "the guarded process to die")
+    await eventually(lambda: not alive(second), GONE_TIMEOUT, "the new guard to exit")
+
+
+async def test_a_fencer_that_cannot_start_is_retried_with_a_backoff(
+    run_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No fencer can be started: revive says so, and the next attempt waits for the backoff;
+    the time without a fence is what releases the leader key (one ttl)."""
+    keeper = FencerKeeper(FencerClient(run_dir / "never.sock"))  # never started: cannot restart
+    caplog.set_level("INFO", logger="hamgr.fencekeeper")
+    assert not await keeper.alive(1.0)
+    assert f"next attempt in {BACKOFF_MIN:.1f} s" in caplog.text
+    attempts = caplog.text.count("starting a new one")
+    assert not await keeper.revive(1.0)
+    assert caplog.text.count("starting a new one") == attempts, "retried before the backoff"
+    keeper.failed(100.0)
+    keeper.failed(101.0)
+    assert keeper.failing_since == 100.0
+    assert not keeper.unfenced_too_long(101.9, 2.0) and keeper.unfenced_too_long(102.0, 2.0)
+    keeper.armed_ok()
+    assert not keeper.unfenced_too_long(500.0, 2.0)
+
+
+async def test_a_fencer_open_to_the_oom_killer_is_reported(
+    procs: Procs, run_dir: Path, empty_data_dir: Path
+) -> None:
+    """With CAP_SYS_RESOURCE the fencer protects itself (-1000); without it (User=postgres, or a
+    container without the capability, as here) its log says so as a WARNING and the agent's
+    check names the problem and the remedy (the agent logs it once, at the first start)."""
+    client = FencerClient(run_dir / "fencer.sock")
+    pid = procs.track(await client.ensure_running(sys.executable, empty_data_dir, run_dir))
+    own = oom_protection_problem(pid)
+    warned = "WARNING: cannot set oom_score_adj" in (run_dir / "hamgr-fencer.log").read_text()
+    assert warned == (own is not None), own
+    sleeper = procs.sleeper()
+    Path(f"/proc/{sleeper}/oom_score_adj").write_text("100")
+    problem = oom_protection_problem(sleeper)
+    assert problem is not None and "oom_score_adj 100" in problem
+    assert "CAP_SYS_RESOURCE" in problem
+    await client.shutdown()
+
+
 # --- pure parts ------------------------------------------------------------------------------
 
 
@@ -693,6 +825,20 @@ async def test_an_armed_fencer_on_another_clock_is_left_alone_with_a_clear_error
 def test_parse_command_names_the_fault(line: bytes, message: str) -> None:
     with pytest.raises(ProtocolError, match=re.escape(message)):
         parse_command(line)
+
+
+def test_the_guard_follows_the_fencer_lines_and_imports_only_the_standard_library() -> None:
+    assert parse_line(b"ARM 100 7", None) == (100, 7)
+    assert parse_line(b"DISARM", (100, 7)) is None
+    assert parse_line(b"ARM x 7", (100, 7)) == (100, 7), "a garbled line changes nothing"
+    assert parse_line(b"", (100, 7)) == (100, 7)
+    tree = ast.parse(Path(fenceguard.__file__).read_text())
+    hamgr_imports = {
+        n.module
+        for n in ast.walk(tree)
+        if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("hamgr")
+    }
+    assert hamgr_imports <= {"hamgr", "hamgr.postmasterproc"}, hamgr_imports
 
 
 def test_fence_state_rules() -> None:

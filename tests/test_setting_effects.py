@@ -50,6 +50,11 @@ ETCD_AUTH = "tests/dcs/test_etcd_dcs.py::test_authentication"
 SYNC_MODES = (f"{SYNC}::test_modes_take_effect_on_the_running_cluster", "tests/ha/test_syncrep.py::test_the_record_never_promises_more_than_postgres_delivered")
 STRICT = (f"{SYNC}::test_lost_synchronous_standby_is_replaced_and_strict_mode_blocks", "tests/ha/test_syncrep.py::test_strict_mode_keeps_waiting_when_no_standby_is_left")
 SYNC_LAG = "tests/ha/test_syncrep.py::test_mode_on_picks_an_eligible_standby"
+START_TIMEOUT = (
+    "tests/ha/test_decide.py::test_leader",
+    "tests/ha/test_observe.py::test_primary_down_since",
+    "tests/ha/test_selfheal_e2e.py::test_a_primary_that_cannot_start_fails_over_after_primary_start_timeout",
+)
 
 Tests = str | tuple[str, ...]
 
@@ -127,6 +132,8 @@ EFFECTS: dict[str, Tests] = {
     "dynamic.maximum_lag_on_failover": (RACE, f"{SYNC}::test_lagging_member_never_takes_over_when_the_caught_up_one_cannot_be_asked"),
     "dynamic.pause": "tests/ha/test_cluster.py::test_pause_prevents_failover_until_resumed",
     "dynamic.use_slots": NO_SLOT,
+    "bootstrap.dcs.primary_start_timeout": (AGENT_SETUP, *START_TIMEOUT),
+    "dynamic.primary_start_timeout": START_TIMEOUT,
     "dynamic.member_slots_ttl": ("tests/ha/test_cluster.py::test_replica_death_does_not_disturb_the_primary", SLOT_KEEPER),
 }
 # fmt: on
@@ -137,7 +144,6 @@ _LIVE_TIMING = (
     "issue 16: a live change of ttl / loop_wait / retry_timeout that stays safe (edit-config "
     "stores it; the running lease, DCS session and fence deadline are not shown to follow it)"
 )
-_START_TIMEOUT = "issue 16: primary_start_timeout (a primary that cannot start never fails over)"
 _REST_TLS = (
     "issue 16 deliverable 1, found here: the agent serves plain HTTP whatever restapi.certfile "
     "and keyfile say (api.serve is given no ssl_context), while it publishes an https URL"
@@ -152,8 +158,6 @@ OPEN: dict[str, str] = {
     "watchdog.safety_margin": _WATCHDOG,
     "restapi.certfile": _REST_TLS,
     "restapi.keyfile": _REST_TLS,
-    "bootstrap.dcs.primary_start_timeout": _START_TIMEOUT,
-    "dynamic.primary_start_timeout": _START_TIMEOUT,
     # loop_wait works (read from the store every cycle) but no test shows the loop's period.
     "bootstrap.dcs.loop_wait": _LIVE_TIMING,
     "dynamic.loop_wait": _LIVE_TIMING,

@@ -7,7 +7,8 @@ Order of precedence, first match wins:
 2. A data directory of another system than the cluster's: refuse to join, stay stopped.
 3. Pause: no automatic PostgreSQL actions; the key follows a primary that runs (renewed, taken
    when free, released when its PostgreSQL is no longer primary), as in Patroni.
-4. I hold the leader key: renew it, keep PostgreSQL primary (start, promote), repair the
+4. I hold the leader key: renew it, keep PostgreSQL primary (start, promote; give the key back
+   when it has not come up as primary within ``primary_start_timeout``), repair the
    initialize key, record new timelines and my WAL position, manage the synchronous standbys
    (syncrep.py), handle a switchover, keep the store's leadership away.
 5. Another member holds it: be its standby (clone, start, re-point, rewind or re-clone), and
@@ -181,10 +182,31 @@ def _as_holder(
         return Decision(
             (*renew, *_promotion(view, local)), "I hold the leader key: promoting my standby"
         )
+    timed_out = _start_timed_out(view, local, key)
+    if timed_out is not None:
+        return timed_out
     if pg.running:
         return Decision(renew, "I hold the leader key; PostgreSQL is starting, role not known yet")
     return Decision(
         (*renew, StartPostgres()), "I hold the leader key: starting PostgreSQL as primary"
+    )
+
+
+def _start_timed_out(view: ClusterView, local: LocalState, key: LeaderKey) -> Decision | None:
+    """primary_start_timeout, as Patroni: the key holder whose PostgreSQL has not been up as
+    primary for that long (counted from ``local.primary_down_since``; 0 = at once) gives the
+    key back, so that a replica takes over instead of the holder retrying forever."""
+    timeout = view.settings.primary_start_timeout
+    since = local.primary_down_since
+    waited = 0.0 if since is None else local.now - since
+    if waited < timeout:
+        return None
+    stop: tuple[Action, ...] = (StopPostgres("immediate"),) if local.pg.running else ()
+    return Decision(
+        (*stop, ReleaseLeader(key)),
+        f"my PostgreSQL has not come up as primary within primary_start_timeout "
+        f"({timeout:g} s; down for {waited:.1f} s): releasing the leader key for a replica to "
+        "take over",
     )
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from hamgr import clock, postgres
 from hamgr.dcs.base import Dcs, DcsError
 from hamgr.dcs.model import ClusterView, DynamicSettings, LeaderKey
+from hamgr.fencekeeper import FencerKeeper
 from hamgr.fencing import FencerClient, FenceRefused, FencerError, postmaster_identity
 from hamgr.ha import actions as a
 from hamgr.ha.inputs import LocalPostgres, SyncBarrier
@@ -114,6 +115,7 @@ class ActionRunner:
         self.dcs = dcs
         self.pg = pg
         self.fencer = fencer
+        self.fence_keeper = FencerKeeper(fencer) if fencer is not None else None
         self.store_transfer = store_transfer
         self.bootstrap_settings = bootstrap_settings
         self.remove_data_on_rewind_failure = remove_data_on_rewind_failure
@@ -122,6 +124,7 @@ class ActionRunner:
         # watchdog watching the loop does not take them for a hang.
         self.long_step: Callable[[float], AbstractContextManager[None]] = _no_watchdog
         self.safety_margin = (bootstrap_settings or DynamicSettings()).safety_margin
+        self.ttl = (bootstrap_settings or DynamicSettings()).ttl
         self.rewinds = 0
         """pg_rewind runs since the agent started (whatever their outcome)."""
         # Told the outcome of every pg_rewind run: "rewound", "nothing" or "failed" (metrics).
@@ -149,14 +152,19 @@ class ActionRunner:
         return True
 
     async def arm_fencer(self) -> None:
-        """Hand the fencer the current deadline while this agent's PostgreSQL may be primary."""
+        """Hand the fencer the current deadline while this agent's PostgreSQL may be primary.
+
+        A fencer that does not answer is started again (FencerKeeper) and armed at once; when
+        that fails too, PostgreSQL stops (never a primary without a fence) and, once the fence
+        has been failing for a lease ttl, the leader key is released for a replica to take over.
+        """
         if self.fencer is None or self.lease.leader_revision is None:
             return
         ident = postmaster_identity(Path(self.pg.data_dir))
         if ident is None or self.lease.fence_at is None:
             return
         try:
-            await self.fencer.arm(self.lease.fence_at, *ident)
+            await self._arm(self.lease.fence_at, ident)
         except FenceRefused as exc:
             log.warning("the fencer kept a later deadline: %s", exc)
         except (FencerError, OSError) as exc:
@@ -164,6 +172,59 @@ class ActionRunner:
             # primary stops instead (availability is lost, never safety).
             log.critical("cannot arm the fencer (%s): stopping PostgreSQL now", exc)
             await postgres.stop(self.pg, "immediate")
+            await self._give_up_if_unfenced_too_long()
+
+    async def _arm(self, fence_at: float, ident: tuple[int, int]) -> None:
+        """Arm; on an unreachable fencer start a new one and arm that (raises if it fails)."""
+        assert self.fencer is not None and self.fence_keeper is not None
+        keeper = self.fence_keeper
+        try:
+            await self.fencer.arm(fence_at, *ident)
+        except FenceRefused:
+            keeper.armed_ok()
+            raise
+        except (FencerError, OSError) as exc:
+            keeper.failed(clock.now())
+            log.error("cannot arm the fencer (%s): starting a new one", exc)
+            if not await keeper.revive(self._granted_ttl()):
+                raise
+            await self.fencer.arm(fence_at, *ident)
+        keeper.armed_ok()
+
+    def _granted_ttl(self) -> float:
+        return self.lease.granted_ttl or self.ttl
+
+    async def _fencer_allows_primary(self, what: str) -> bool:
+        """PostgreSQL runs as primary only with a fencer that answers (started again if it
+        died); otherwise not, and after a ttl without one the leader key is given back."""
+        keeper = self.fence_keeper
+        if keeper is None:
+            return True
+        if await keeper.alive(self._granted_ttl()):
+            return True
+        keeper.failed(clock.now())
+        log.error("not %s: no fencer answers and none could be started", what)
+        await self._give_up_if_unfenced_too_long()
+        return False
+
+    async def _give_up_if_unfenced_too_long(self) -> None:
+        """Release the leader key once the fence has been failing for a lease ttl: a member
+        that cannot be fenced must not keep the primary's place (a replica takes over)."""
+        keeper, bound = self.fence_keeper, self._granted_ttl()
+        if keeper is None or not keeper.unfenced_too_long(clock.now(), bound):
+            return
+        if postgres.is_running(self.pg):
+            await postgres.stop(self.pg, "immediate")
+        if self.lease.key is not None:
+            log.critical(
+                "no fencer for %.1f s (at least the lease ttl, %g s): releasing the leader key "
+                "so that a replica takes over",
+                clock.now() - (keeper.failing_since or clock.now()),
+                bound,
+            )
+            self.lease.stepping_down = True
+            await self.dcs.release_leader(self.lease.key)
+            self.lease.key = None
 
     async def disarm_fencer(self) -> None:
         """PostgreSQL no longer runs as primary under our key: nothing to fence."""
@@ -240,6 +301,8 @@ class ActionRunner:
         if isinstance(action, a.RenewLease):
             return await self.keepalive(view.settings.safety_margin)
         if isinstance(action, a.AcquireLeader):
+            if not await self._fencer_allows_primary("taking the leader key"):
+                return False
             key = await self.dcs.acquire_leader()
             if key is None:
                 return False
@@ -286,6 +349,8 @@ class ActionRunner:
         if isinstance(action, a.Promote):
             if not await self._watchdog_allows_primary("promoting"):
                 return False
+            if not await self._fencer_allows_primary("promoting"):
+                return False
             if action.strict:
                 # Read at promotion: the new primary acknowledges nothing before a standby has it.
                 write_sync_conf(pg, ANY_STANDBY)
@@ -324,6 +389,8 @@ class ActionRunner:
             return True
         if isinstance(action, a.StartPostgres):
             if not await self._watchdog_allows_primary("starting PostgreSQL as primary"):
+                return False
+            if not await self._fencer_allows_primary("starting PostgreSQL as primary"):
                 return False
             await postgres.start(pg)
             await self.arm_fencer()

@@ -124,6 +124,9 @@ class LocalState:
     (hamgr.clock) this agent has seen the same ``""`` initialize claim with no leader key.
     ``reinit_requested``: an operator asked to rebuild this replica from the leader.
     ``sync_barrier``: what the primary's last change of synchronous_standby_names returned.
+    ``primary_down_since``: since when (hamgr.clock) this agent has held the leader key while
+    its (initialized) PostgreSQL was neither primary nor a standby about to be promoted: a
+    crashed or unstartable primary, judged against ``primary_start_timeout``.
     """
 
     name: str
@@ -142,6 +145,7 @@ class LocalState:
     claim_unled_since: float | None = None
     reinit_requested: bool = False
     sync_barrier: SyncBarrier | None = None
+    primary_down_since: float | None = None
 
     def __post_init__(self) -> None:
         problem = member_name_problem(self.name)
@@ -151,6 +155,12 @@ class LocalState:
             raise ValueError(f"wall_now: expected seconds since the epoch, got {self.wall_now}")
         if not math.isfinite(self.now):
             raise ValueError(f"now: expected an instant of hamgr.clock, got {self.now}")
+        since = self.primary_down_since
+        if since is not None and not (math.isfinite(since) and since <= self.now):
+            raise ValueError(
+                f"primary_down_since: expected an instant of hamgr.clock not after now "
+                f"({self.now}), got {since}"
+            )
         _check("leader_revision", self.leader_revision, 1)
 
 

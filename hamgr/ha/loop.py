@@ -39,6 +39,7 @@ from hamgr.ha.observe import (
     UnledClaim,
     last_ran_as_primary,
     observe_postgres,
+    primary_down_since,
     probe_peers,
     timeline_diverged,
     unled_claim,
@@ -114,6 +115,7 @@ class HaLoop:
         self._session_started = False
         self._slots = SlotKeeper(pg, me.name)
         self._unled_claim: UnledClaim | None = None
+        self._primary_down_since: float | None = None
         self._forks = TimelineForks()
         self.reinit_requested = False
         """Set by the REST API (POST /reinitialize); cleared once the data dir was emptied."""
@@ -144,6 +146,10 @@ class HaLoop:
         lease = self.runner.lease
         lease.was_primary = last_ran_as_primary(view, pg, lease.was_primary)
         self._unled_claim = unled_claim(view, self._unled_claim, clock.now())
+        holds = view.leader is not None and view.leader.revision == lease.leader_revision
+        self._primary_down_since = primary_down_since(
+            holds, pg, self._primary_down_since, clock.now()
+        )
         if self.reinit_requested and lease.leader_revision is not None:
             # Won a race meanwhile: the request was for a replica, and must not empty this
             # data directory some day later, when it follows again.
@@ -199,6 +205,7 @@ class HaLoop:
             claim_unled_since=self._unled_claim[1] if self._unled_claim else None,
             reinit_requested=self.reinit_requested,
             sync_barrier=lease.sync_barrier if pg.is_primary else None,
+            primary_down_since=self._primary_down_since,
         )
 
     async def _store_unreachable(self, pg: LocalPostgres, exc: DcsError) -> None:

@@ -198,6 +198,19 @@ def unled_claim(view: ClusterView, seen: UnledClaim | None, now: float) -> Unled
     return view.initialize_revision, now
 
 
+def primary_down_since(
+    holder: bool, pg: LocalPostgres, seen: float | None, now: float
+) -> float | None:
+    """Follow how long the leader key's holder has had no PostgreSQL up as primary (stopped,
+    crashed, starting or in crash recovery): the first instant seen is kept while that lasts;
+    a primary that runs, a standby (about to be promoted), an uninitialized data directory
+    (bootstrap, clone) or not holding the key resets it. For ``primary_start_timeout``."""
+    waiting = holder and pg.initialized and not pg.is_primary
+    if not waiting or (pg.running and pg.role == "replica"):
+        return None
+    return now if seen is None else seen
+
+
 def probe_from_json(name: str, data: dict[str, Any]) -> PeerProbe:
     """A peer's /patroni answer as a PeerProbe (missing or odd fields count as unknown)."""
 

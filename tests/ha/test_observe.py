@@ -11,9 +11,15 @@ import pytest
 
 from hamgr.dcs.model import ClusterView, TimelineEntry
 from hamgr.ha.inputs import LocalPostgres
-from hamgr.ha.observe import TimelineForks, last_ran_as_primary, timeline_diverged, unled_claim
+from hamgr.ha.observe import (
+    TimelineForks,
+    last_ran_as_primary,
+    primary_down_since,
+    timeline_diverged,
+    unled_claim,
+)
 from hamgr.postgres import PgSettings
-from tests.ha.builders import member, view
+from tests.ha.builders import member, primary, replica, stopped, view
 
 FORK = 0x5000000
 LEADER_ON_TL2 = view(
@@ -141,6 +147,31 @@ def test_unled_claim(
     expected: tuple[int, float] | None,
 ) -> None:
     assert unled_claim(seen_view, before, 10.0) == expected, name
+
+
+@pytest.mark.parametrize(
+    ("name", "holder", "pg", "seen", "expected"),
+    [
+        ("stopped-holder-starts-counting", True, stopped(), None, 10.0),
+        ("stopped-holder-keeps-the-first-instant", True, stopped(), 4.0, 4.0),
+        (
+            "in-crash-recovery-counts",
+            True,
+            LocalPostgres(initialized=True, data_dir_empty=False, running=True, role="unknown"),
+            4.0,
+            4.0,
+        ),
+        ("primary-up-resets", True, primary(), 4.0, None),
+        ("standby-to-promote-resets", True, replica(), 4.0, None),
+        ("not-holder-resets", False, stopped(), 4.0, None),
+        ("bootstrap-not-counted", True, LocalPostgres(), 4.0, None),
+    ],
+)
+def test_primary_down_since(
+    name: str, holder: bool, pg: LocalPostgres, seen: float | None, expected: float | None
+) -> None:
+    """How long the key holder's PostgreSQL has not been up as primary (primary_start_timeout)."""
+    assert primary_down_since(holder, pg, seen, 10.0) == expected, name
 
 
 # -- where the timeline began: its history file, read once per timeline -----------------------
