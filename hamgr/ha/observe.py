@@ -149,15 +149,13 @@ def _standby_past_fork(view: ClusterView, pg: LocalPostgres) -> bool:
     timeline forked: it received that WAL from the old primary after the fork (e.g. it was
     ahead of the member that took over, or kept streaming from a frozen primary). PostgreSQL
     refuses to follow the new timeline then ("forked off ... before current recovery point")
-    and the standby streams from nobody; only pg_rewind brings it back. Judged only while it
-    does not stream (a streaming standby reports the timeline it receives) and only against a
-    known fork point: a standby whose upstream is down may report an older timeline than the
-    one it replays, which this rule then takes for a divergence; pg_rewind then finds nothing
-    to do, and the price is one restart."""
+    and its WAL receiver keeps failing; only pg_rewind brings it back. A standby that follows
+    reports the timeline it receives (or, not streaming, the newest timeline in its pg_wal), so
+    it is judged on the leader's timeline and never here; only a known fork point counts."""
     leader = view.member(view.leader.name) if view.leader else None
     if leader is None or leader.timeline is None or pg.timeline is None:
         return False
-    if not (pg.running and pg.role == "replica" and pg.upstream is None):
+    if not (pg.running and pg.role == "replica"):
         return False
     if pg.timeline >= leader.timeline or pg.replayed_lsn is None:
         return False

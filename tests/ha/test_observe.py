@@ -43,8 +43,8 @@ def running_standby(lsn: int, **kw: Any) -> LocalPostgres:
         pytest.param(
             running_standby(FORK + 100, upstream="127.0.0.1:5432"),
             False,
-            False,
-            id="streaming-standby-never-diverges",
+            True,
+            id="standby-receiving-the-old-timeline-past-fork",
         ),
         pytest.param(running_standby(FORK - 100), False, False, id="standby-before-fork"),
         pytest.param(running_standby(FORK + 100), False, True, id="standby-replayed-past-fork"),
