@@ -30,6 +30,7 @@ from hamgr.fencing import FencerClient, FencerError
 from hamgr.gcpolicy import tune_gc
 from hamgr.ha.agentview import LoopView
 from hamgr.ha.execute import ActionRunner
+from hamgr.ha.leasefile import LeaseFile
 from hamgr.ha.loop import HaLoop
 from hamgr.raft.client import StoreClient
 from hamgr.raft.handshake import source_host_for
@@ -107,6 +108,8 @@ class Agent:
         )
         run_dir = self.pg.run_dir or self.pg.data_dir.with_name(self.pg.data_dir.name + ".run")
         run_dir.mkdir(parents=True, exist_ok=True)
+        lease_file = LeaseFile(run_dir, self.config.scope, self.config.name)
+        dcs.before_grant = lease_file.save
         fencer = FencerClient(run_dir / "hamgr-fencer.sock")
         try:
             await fencer.ensure_running(sys.executable, self.pg.data_dir, run_dir)
@@ -147,6 +150,7 @@ class Agent:
                 store_leader_here=lambda: node.is_leader,
                 on_cycle=tele.on_cycle,
                 on_keepalive=tele.on_keepalive,
+                resume_lease=lease_file.load(),
             )
             self.loop = loop
             view = LoopView(loop, self.config.scope, reload=self.reload)
@@ -172,6 +176,7 @@ class Agent:
                 await web.cleanup()
                 try:
                     await dcs.close()
+                    lease_file.remove()
                 except DcsError as exc:
                     log.info("closing the store session: %s (its lease expires by itself)", exc)
 

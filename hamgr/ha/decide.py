@@ -260,6 +260,15 @@ REQUESTERS = {"operator": "the operator", "shutdown": "the leader's agent on its
 def _as_follower(view: ClusterView, local: LocalState, key: LeaderKey) -> Decision:
     pg, leader = local.pg, key.name
     if pg.is_primary:
+        if leader == local.name and local.leader_revision is None:
+            # A restarted agent whose previous run's lease could not be taken back (see
+            # ActionRunner.resume): the key is not renewable, and expires.
+            return Decision(
+                (Demote("immediate"),),
+                f"the leader key (revision {key.revision}) names me from a previous run whose "
+                "lease I could not take back, while my PostgreSQL runs as primary: demoting at "
+                "once",
+            )
         lost = "my lease is lost: " if local.leader_revision is not None else ""
         return Decision(
             (Demote("immediate"),),

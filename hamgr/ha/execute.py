@@ -148,6 +148,44 @@ class ActionRunner:
             self.watchdog.feed(self.lease.fence_at, result.sent_at + result.ttl, result.ttl)
         return True
 
+    async def resume(self, lease_id: int, safety_margin: float) -> bool | None:
+        """A restarted agent takes its earlier process's lease back, and the leader key with it.
+
+        Nothing is assumed from the past: the lease is this agent's only if a keepalive on it
+        succeeds now, the fence deadline is counted from that keepalive (the fencer, which may
+        still hold the previous process's deadline, is re-armed only from it), and the leader
+        key is ours only while it names this member and is attached to that lease. Then the
+        HA loop sees a holder with a valid deadline: a PostgreSQL still running as primary
+        stays primary (no demotion, no failover). True when the leader key was taken back,
+        False when it was not ours (or the lease is gone), None when the store did not answer
+        (try again).
+        """
+        self.safety_margin = safety_margin
+        try:
+            result, key = await self.dcs.adopt_lease(lease_id)
+        except DcsError as exc:
+            log.warning("could not renew the lease of my previous run (%d): %s", lease_id, exc)
+            return None
+        if not result.ok:
+            log.info("the lease of my previous run (%d) is gone, and its keys with it", lease_id)
+            return False
+        self.lease.granted_ttl = result.ttl
+        self.lease.fence_at = result.fence_at(safety_margin)
+        if key is None:
+            log.info("renewed the lease of my previous run (%d); it holds no leader key", lease_id)
+            return False
+        self.lease.key = key
+        log.info(
+            "resumed leadership: the leader key (fencing token %d) is still attached to the "
+            "lease of my previous run (%d), renewed now",
+            key.revision,
+            lease_id,
+        )
+        await self.arm_fencer()
+        if self.watchdog is not None and self.lease.fence_at is not None:
+            self.watchdog.feed(self.lease.fence_at, result.sent_at + result.ttl, result.ttl)
+        return True
+
     async def arm_fencer(self) -> None:
         """Hand the fencer the current deadline while this agent's PostgreSQL may be primary."""
         if self.fencer is None or self.lease.leader_revision is None:

@@ -92,9 +92,12 @@ class HaLoop:
         store_leader_here: Callable[[], bool] | None = None,
         on_cycle: CycleHook | None = None,
         on_keepalive: KeepaliveHook | None = None,
+        resume_lease: int | None = None,
     ) -> None:
         """`on_cycle(view, pg, decision, seconds)` runs after every completed cycle and
-        `on_keepalive(latency, ok, sent_at)` after every timed keepalive (metrics, systemd)."""
+        `on_keepalive(latency, ok, sent_at)` after every timed keepalive (metrics, systemd).
+        `resume_lease` is the lease id an earlier process of this agent wrote down (see
+        hamgr/ha/leasefile.py): the first cycles try to take it, and its leader key, back."""
         self.me = me
         self.dcs = dcs
         self.pg = pg
@@ -119,6 +122,7 @@ class HaLoop:
         """Set by the REST API (POST /reinitialize); cleared once the data dir was emptied."""
         self.keepalive_errors = 0
         """Keepalive timer rounds that raised (logged; the timer goes on)."""
+        self._resume_lease = resume_lease
 
     # -- the cycle --------------------------------------------------------------------------
 
@@ -129,6 +133,12 @@ class HaLoop:
         self.last_pg = pg
         self.runner.settle_watchdog(pg, clock.now())
         self.runner.lease.stepping_down = False
+        if self._resume_lease is not None:
+            # Before the first decision: a PostgreSQL left primary by my previous run stays
+            # primary if its leader key is still attached to that run's lease.
+            margin = self.settings.safety_margin
+            if await self.runner.resume(self._resume_lease, margin) is not None:
+                self._resume_lease = None
         try:
             view = await self.dcs.get_cluster()
         except DcsError as exc:

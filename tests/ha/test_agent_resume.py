@@ -1,0 +1,105 @@
+"""A restarted agent and its PostgreSQL: leadership resumed without a demotion, and pause.
+
+A real 3-member cluster on 127.0.0.161-163 (default timing, ttl 10 s: a restarted agent must
+renew its previous run's lease before the fencer's deadline, and Python starting on a busy
+2-core machine takes a while).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.ha.agentcluster import AgentCluster
+from tests.ha.clusterops import decisions, during, log_since, log_size, status_of, wait_for
+
+pytestmark = pytest.mark.timeout(240)
+
+HOSTS = ["127.0.0.161", "127.0.0.162", "127.0.0.163"]
+TTL = 10.0
+BOOT = 90.0
+SLOW = {"bootstrap": {"dcs": {"ttl": TTL, "loop_wait": 1, "retry_timeout": 2, "safety_margin": 2}}}
+DEMOTED = ("Demote", "fencing:", "StopPostgres", "lease deadline has passed")
+
+
+@pytest.fixture
+def cluster(pg_bindir: Path) -> Iterator[AgentCluster]:
+    root = Path(tempfile.mkdtemp(prefix="hamgr-resume-", dir="/tmp"))
+    os.chmod(root, 0o755)
+    overrides = {f"m{i}": dict(SLOW) for i in (1, 2, 3)}
+    c = AgentCluster(root, HOSTS, scope="resume", profile="default", member_overrides=overrides)
+    failed = True
+    try:
+        c.start_all()
+        primary = c.wait_primary(BOOT)
+        c.wait_streaming([n for n in c.members if n != primary], BOOT)
+        yield c
+        failed = False
+    finally:
+        c.close()
+        if failed:
+            print(f"cluster directory kept: {root}\n{c.log_tails(40)}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def postmaster_alive(c: AgentCluster, name: str) -> int | None:
+    pid = c.postmaster_pid(name)
+    if pid is None:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    return pid
+
+
+def test_kill9_of_the_primarys_agent_resumes_leadership_without_a_demotion(
+    cluster: AgentCluster,
+) -> None:
+    c = cluster
+    primary = c.wait_primary(30)
+    postmaster = postmaster_alive(c, primary)
+    timeline = status_of(c, primary).get("timeline")
+    assert postmaster is not None and isinstance(timeline, int)
+    with c.connect(primary) as conn:
+        conn.execute("CREATE TABLE resume (x int PRIMARY KEY)")
+    offset = log_size(c, primary)
+
+    c.kill9_agent(primary)  # the agent only: PostgreSQL and the fencer keep running
+    assert postmaster_alive(c, primary) == postmaster
+    c.start(primary)
+    wait_for(
+        lambda: "resumed leadership" in log_since(c, primary, offset),
+        TTL,
+        f"{primary}'s restarted agent resuming its leadership",
+    )
+    wait_for(
+        lambda: "I am the leader" in (status_of(c, primary).get("reason") or ""),
+        30,
+        f"{primary} leading again",
+    )
+
+    seq = iter(range(1, 1_000_000))
+    with c.connect(primary) as conn:
+
+        def still_primary() -> None:
+            conn.execute("INSERT INTO resume VALUES (%s)", (next(seq),))
+            assert c.primaries() == [primary]
+
+        # Past the old run's last deadline (ttl) and a few keepalives of the new one.
+        writes = during(1.5 * TTL, still_primary, interval=0.2)
+    assert writes > 10
+    assert postmaster_alive(c, primary) == postmaster, "PostgreSQL was restarted or killed"
+    assert status_of(c, primary).get("timeline") == timeline, "a failover happened"
+    after = log_since(c, primary, offset)
+    bad = [d for d in decisions(after) if any(w in d for w in DEMOTED)]
+    assert bad == [], bad
+    run_dir = c.members[primary].data_dir.with_name(f"{primary}-data.run")
+    fenced = (run_dir / "hamgr-fencer.log").read_text(errors="replace")
+    assert "FENCE " not in fenced, fenced[-2000:]
