@@ -184,12 +184,20 @@ class Agent:
         """A primary hands over to a healthy replica when it can; then PostgreSQL stops.
 
         Judged on a fresh read of the cluster: the last cycle's view may predate the replicas'
-        latest publications (or a member key that expired for a moment under load)."""
+        latest publications (or a member key that expired for a moment under load). While the
+        cluster is paused PostgreSQL is left running, whatever its role, and no switchover is
+        asked for (pause ignores it): hands off, as in Patroni.
+        """
         view = loop.last_view
         try:
             view = await loop.dcs.get_cluster()
         except DcsError as exc:
             log.warning("stopping: cannot read the cluster (%s); using the last view", exc)
+        if view.settings.pause if view is not None else runner.paused:
+            log.warning("stopping while the cluster is paused: PostgreSQL is left running")
+            await runner.disarm_fencer()
+            await self._stop_fencer(runner)
+            return
         key = view.leader if view else None
         if view is not None and key is not None and key.revision == runner.lease.leader_revision:
             healthy = [
@@ -210,6 +218,10 @@ class Agent:
         if runner.lease.key is not None:
             with contextlib.suppress(Exception):
                 await loop.dcs.release_leader(runner.lease.key)
+        await self._stop_fencer(runner)
+
+    @staticmethod
+    async def _stop_fencer(runner: ActionRunner) -> None:
         if runner.fencer is not None:
             try:
                 await runner.fencer.shutdown()

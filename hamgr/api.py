@@ -191,6 +191,7 @@ def member_status(view: AgentView, local: LocalStatus, now: float) -> dict[str, 
         "fence_remaining": round(local.fence_at - now, 3) if local.fence_at is not None else None,
         "pending_restart": local.pending_restart,
         "pause": m.paused,
+        "fencer": m.fencer or None,
         "tags": m.tags.to_dict(),
         "reason": m.reason,
         "loop_age": round(now - local.loop_at, 3) if local.loop_at is not None else None,
@@ -229,6 +230,7 @@ def cluster_json(scope: str, cluster: ClusterView) -> dict[str, Any]:
                 "lag": lag,
                 "tags": m.tags.to_dict(),
                 "reason": m.reason,
+                "fencer": m.fencer or None,
             }
         )
     return {

@@ -224,6 +224,10 @@ async def cmd_list(
         print(" Leader: none")
     if cluster["pause"]:
         print(" Maintenance mode: on")
+    fencer = next((m.get("fencer") for m in cluster["members"] if m["name"] == leader), None)
+    if fencer:
+        why = " (paused: PostgreSQL is left alone)" if cluster["pause"] else ""
+        print(f" Fencer: {fencer}{why}")
     req = cluster["switchover"]
     if req:
         at = f" at {_when(req['scheduled_at'])}" if req["scheduled_at"] else ""

@@ -3,10 +3,21 @@
 Order of precedence, first match wins:
 
 1. Fencing: a PostgreSQL running as primary whose lease deadline (``fence_at``) has passed is
-   demoted at once (immediate), even while paused: its key may already be someone else's.
+   demoted at once (immediate): its key may already be someone else's. Not while paused.
 2. A data directory of another system than the cluster's: refuse to join, stay stopped.
-3. Pause: no automatic PostgreSQL actions; the key follows a primary that runs (renewed, taken
-   when free, released when its PostgreSQL is no longer primary), as in Patroni.
+3. Pause: hands off PostgreSQL, as in Patroni: no automatic PostgreSQL actions, no demotion
+   (not even past the lease deadline, nor with the store unreachable), and the fencer and the
+   watchdog are disarmed (ActionRunner.set_paused), so a store hiccup during maintenance does
+   not kill the primary. The key follows a primary that runs (renewed, taken when free,
+   released when its PostgreSQL is no longer primary).
+
+   What then keeps two primaries apart is no longer the lease but the pause itself: it is an
+   operator's explicit choice, and while paused no member promotes on its own (no failover
+   race, no switchover; a stored request waits until resume) and POST /failover and
+   /switchover are refused (hamgr/api.py). The one gap, which Patroni shares: a primary cut
+   off from the store while paused cannot learn of the resume, so after a resume the others
+   may elect a new leader while it still runs, until it reaches the store again and demotes.
+   Resume only with the primary reachable.
 4. I hold the leader key: renew it, keep PostgreSQL primary (start, promote), repair the
    initialize key, record new timelines and my WAL position, manage the synchronous standbys
    (syncrep.py), handle a switchover, keep the store's leadership away.
@@ -77,6 +88,8 @@ def decide(
 
 
 def _fence(view: ClusterView, local: LocalState, holder: bool) -> Decision | None:
+    if view.settings.pause:
+        return None  # hands off PostgreSQL: see the module's docstring, step 3
     pg = local.pg
     maybe_primary = pg.role == "primary" or (
         pg.role == "unknown" and local.leader_revision is not None

@@ -126,6 +126,10 @@ class ActionRunner:
         """pg_rewind runs since the agent started (whatever their outcome)."""
         # Told the outcome of every pg_rewind run: "rewound", "nothing" or "failed" (metrics).
         self.on_rewind: Callable[[str], None] | None = None
+        self.paused = False
+        """The cluster is paused (as last read): hands off PostgreSQL, the fencer disarmed."""
+        self.fencer_armed = False
+        """The fencer holds a deadline of ours (as its last answer said)."""
 
     # -- the lease --------------------------------------------------------------------------
 
@@ -144,7 +148,12 @@ class ActionRunner:
         self.lease.fence_at = result.fence_at(safety_margin)
         self.lease.granted_ttl = result.ttl
         await self.arm_fencer()
-        if self.watchdog is not None and self.lease.key is not None and self.lease.fence_at:
+        if (
+            self.watchdog is not None
+            and not self.paused
+            and self.lease.key is not None
+            and self.lease.fence_at
+        ):
             self.watchdog.feed(self.lease.fence_at, result.sent_at + result.ttl, result.ttl)
         return True
 
@@ -182,20 +191,40 @@ class ActionRunner:
             lease_id,
         )
         await self.arm_fencer()
-        if self.watchdog is not None and self.lease.fence_at is not None:
+        if self.watchdog is not None and not self.paused and self.lease.fence_at is not None:
             self.watchdog.feed(self.lease.fence_at, result.sent_at + result.ttl, result.ttl)
         return True
 
+    async def set_paused(self, paused: bool) -> None:
+        """Follow the cluster's pause: paused, the fencer and the watchdog are disarmed (hands
+        off PostgreSQL: a store hiccup during maintenance must not kill the primary); resumed,
+        the fencer gets the deadline of the last successful keepalive again at once."""
+        if paused == self.paused:
+            return
+        self.paused = paused
+        if paused:
+            log.warning(
+                "the cluster is paused: disarming the fencer; PostgreSQL is left alone (no "
+                "fencing, no demotion) until the cluster is resumed"
+            )
+            await self.disarm_fencer()
+        else:
+            log.info("the cluster is resumed: arming the fencer again")
+            await self.arm_fencer()
+
     async def arm_fencer(self) -> None:
-        """Hand the fencer the current deadline while this agent's PostgreSQL may be primary."""
-        if self.fencer is None or self.lease.leader_revision is None:
+        """Hand the fencer the current deadline while this agent's PostgreSQL may be primary
+        (never while paused: see :meth:`set_paused`)."""
+        if self.fencer is None or self.lease.leader_revision is None or self.paused:
             return
         ident = postmaster_identity(Path(self.pg.data_dir))
         if ident is None or self.lease.fence_at is None:
             return
         try:
             await self.fencer.arm(self.lease.fence_at, *ident)
+            self.fencer_armed = True
         except FenceRefused as exc:
+            self.fencer_armed = True
             log.warning("the fencer kept a later deadline: %s", exc)
         except (FencerError, OSError) as exc:
             # Unfenced, a frozen agent could leave this primary writing past its lease: the
@@ -211,6 +240,7 @@ class ActionRunner:
             return
         try:
             await self.fencer.disarm()
+            self.fencer_armed = False
         except (FencerError, OSError) as exc:
             log.error("could not disarm the fencer: %s", exc)
 

@@ -151,6 +151,7 @@ class HaLoop:
             view = dataclasses.replace(view, settings=self._bootstrap_settings)
         self.last_view = view
         self.settings = view.settings
+        await self.runner.set_paused(view.settings.pause)
         lease = self.runner.lease
         lease.was_primary = last_ran_as_primary(view, pg, lease.was_primary)
         self._unled_claim = unled_claim(view, self._unled_claim, clock.now())
@@ -212,10 +213,15 @@ class HaLoop:
         )
 
     async def _store_unreachable(self, pg: LocalPostgres, exc: DcsError) -> None:
-        """Without the store we decide nothing, but a primary past its deadline still stops."""
+        """Without the store we decide nothing, but a primary past its deadline still stops
+        (unless the cluster is paused, as last read: then PostgreSQL is left alone, see
+        hamgr/ha/decide.py)."""
         log.warning("cannot read the cluster from the store: %s", exc)
         fence_at = self.runner.lease.fence_at
-        if pg.is_primary and (fence_at is None or clock.now() >= fence_at):
+        late = fence_at is None or clock.now() >= fence_at
+        if pg.is_primary and late and self.runner.paused:
+            log.warning("the store is unreachable; paused: not stopping PostgreSQL")
+        elif pg.is_primary and late:
             log.error("lease deadline passed and the store is unreachable: stopping PostgreSQL")
             await postgres.stop(self.pg, "immediate")
             await self.runner.disarm_fencer()
@@ -245,6 +251,7 @@ class HaLoop:
             reason=decision.reason,
             paused=view.settings.pause,
             store_id=self.me.store_id,
+            fencer=("armed" if self.runner.fencer_armed else "disarmed") if primary else "",
         )
         self.last_member = state
         try:

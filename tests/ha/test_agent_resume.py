@@ -1,4 +1,5 @@
-"""A restarted agent and its PostgreSQL: leadership resumed without a demotion, and pause.
+"""A restarted agent and its PostgreSQL: leadership resumed without a demotion, and pause as
+hands off PostgreSQL.
 
 A real 3-member cluster on 127.0.0.161-163 (default timing, ttl 10 s: a restarted agent must
 renew its previous run's lease before the fencer's deadline, and Python starting on a busy
@@ -16,7 +17,16 @@ from pathlib import Path
 import pytest
 
 from tests.ha.agentcluster import AgentCluster
-from tests.ha.clusterops import decisions, during, log_since, log_size, status_of, wait_for
+from tests.ha.clusterops import (
+    call,
+    decisions,
+    during,
+    hactl,
+    log_since,
+    log_size,
+    status_of,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -98,6 +108,61 @@ def test_kill9_of_the_primarys_agent_resumes_leadership_without_a_demotion(
     assert postmaster_alive(c, primary) == postmaster, "PostgreSQL was restarted or killed"
     assert status_of(c, primary).get("timeline") == timeline, "a failover happened"
     after = log_since(c, primary, offset)
+    bad = [d for d in decisions(after) if any(w in d for w in DEMOTED)]
+    assert bad == [], bad
+    run_dir = c.members[primary].data_dir.with_name(f"{primary}-data.run")
+    fenced = (run_dir / "hamgr-fencer.log").read_text(errors="replace")
+    assert "FENCE " not in fenced, fenced[-2000:]
+
+
+def insert_one(c: AgentCluster, name: str, table: str, value: int) -> None:
+    with c.connect(name) as conn:
+        conn.execute(f"INSERT INTO {table} VALUES (%s)", (value,))
+
+
+def test_pause_keeps_hands_off_postgresql(cluster: AgentCluster) -> None:
+    """Paused: the fencer is disarmed (shown in /patroni and hactl list), the primary is not
+    demoted with the store unreachable for longer than ttl, and stopping its agent leaves it
+    running without asking for a switchover."""
+    c = cluster
+    primary = c.wait_primary(30)
+    replicas = [n for n in c.members if n != primary]
+    postmaster = postmaster_alive(c, primary)
+    with c.connect(primary) as conn:
+        conn.execute("CREATE TABLE paused (x int PRIMARY KEY)")
+    code, body = call(c, replicas[0], "PATCH", "/config", {"pause": True})
+    assert code == 200 and body["pause"] is True, (code, body)
+    wait_for(
+        lambda: status_of(c, primary).get("fencer") == "disarmed",
+        30,
+        f"{primary} reporting its fencer disarmed",
+    )
+    listed = hactl(c, replicas[1], "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "Fencer: disarmed (paused" in listed.stdout, listed.stdout
+    offset = log_size(c, primary)
+
+    # The store loses its quorum: the primary's lease can no longer be renewed.
+    for r in replicas:
+        c.kill9_agent(r)
+    seq = iter(range(1, 1_000_000))
+    writes = during(1.5 * TTL, lambda: insert_one(c, primary, "paused", next(seq)), 0.5)
+    assert writes > 5
+    assert postmaster_alive(c, primary) == postmaster, "PostgreSQL was stopped while paused"
+    for r in replicas:
+        c.start(r)
+    wait_for(
+        lambda: "paused: I am the leader" in (status_of(c, primary).get("reason") or ""),
+        60,
+        f"{primary} back in touch with the store",
+    )
+
+    assert c.terminate(primary, timeout=60) == 0
+    assert postmaster_alive(c, primary) == postmaster, "stopping a paused agent stopped PostgreSQL"
+    insert_one(c, primary, "paused", next(seq))
+    after = log_since(c, primary, offset)
+    assert "handing the primary over" not in after
+    assert "PostgreSQL is left running" in after
     bad = [d for d in decisions(after) if any(w in d for w in DEMOTED)]
     assert bad == [], bad
     run_dir = c.members[primary].data_dir.with_name(f"{primary}-data.run")
