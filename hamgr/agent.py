@@ -186,7 +186,8 @@ class Agent:
         Judged on a fresh read of the cluster: the last cycle's view may predate the replicas'
         latest publications (or a member key that expired for a moment under load). While the
         cluster is paused PostgreSQL is left running, whatever its role, and no switchover is
-        asked for (pause ignores it): hands off, as in Patroni.
+        asked for (pause ignores it): hands off, as in Patroni. Nothing on the way out starts
+        PostgreSQL (ActionRunner.stop_requested), and none is left running unless paused.
         """
         view = loop.last_view
         try:
@@ -211,8 +212,13 @@ class Agent:
             if healthy:
                 log.info("stopping: handing the primary over (switchover)")
                 await self._hand_over(loop, key.name)
-        with contextlib.suppress(postgres.PostgresError):
-            await postgres.stop(self.pg, "fast")
+        for mode in ("fast", "immediate"):
+            try:
+                await postgres.stop(self.pg, mode)
+            except postgres.PostgresError as exc:
+                log.error("stopping PostgreSQL (%s) failed: %s", mode, exc)
+            if not postgres.is_running(self.pg):
+                break
         await loop.record_shutdown_position()
         await runner.disarm_fencer()
         if runner.lease.key is not None:

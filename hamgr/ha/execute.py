@@ -51,6 +51,22 @@ REWIND_BACKOFF = 2.0
 
 StoreTransfer = Callable[[str], Awaitable[None]]
 
+STARTS_POSTGRES = (
+    a.AcquireLeader,
+    a.Bootstrap,
+    a.CloneFrom,
+    a.StartReplica,
+    a.Follow,
+    a.Rewind,
+    a.Reclone,
+    a.Reinitialize,
+    a.Promote,
+    a.StartPostgres,
+)
+"""Actions that start PostgreSQL (or make it primary): never carried out by a stopping agent,
+which would otherwise leave a PostgreSQL running with no agent (a hand-over's last cycle
+decided "starting as a standby of the new leader", and the agent exited)."""
+
 
 def _standby_without_upstream(pg: PgSettings) -> None:
     """Make the next start a standby's, whoever it follows (nobody yet, or a stale upstream).
@@ -130,6 +146,9 @@ class ActionRunner:
         """The cluster is paused (as last read): hands off PostgreSQL, the fencer disarmed."""
         self.fencer_armed = False
         """The fencer holds a deadline of ours (as its last answer said)."""
+        self.stop_requested: asyncio.Event | None = None
+        """Set once the agent is stopping: from then on nothing starts PostgreSQL (see
+        :data:`STARTS_POSTGRES`), whatever a cycle of the hand-over decides."""
 
     # -- the lease --------------------------------------------------------------------------
 
@@ -292,6 +311,10 @@ class ActionRunner:
 
     async def _one(self, action: a.Action, view: ClusterView) -> bool:
         pg = self.pg
+        stopping = self.stop_requested is not None and self.stop_requested.is_set()
+        if stopping and isinstance(action, STARTS_POSTGRES):
+            log.info("stopping: not carrying out %s", type(action).__name__)
+            return False
         if isinstance(action, a.TakeInitialize):
             return await self.dcs.take_initialize(action.sysid)
         if isinstance(action, a.SetInitialize):

@@ -288,6 +288,7 @@ class HaLoop:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Cycle until `stop` is set; the keepalive timer runs alongside."""
+        self.runner.stop_requested = stop
         keeper = asyncio.create_task(self._keepalive_timer(stop), name="hamgr-keepalive")
         try:
             while not stop.is_set():

@@ -1,5 +1,5 @@
-"""A restarted agent and its PostgreSQL: leadership resumed without a demotion, and pause as
-hands off PostgreSQL.
+"""A restarted or stopping agent and its PostgreSQL: leadership resumed without a demotion,
+pause as hands off PostgreSQL, and a stop that never leaves (or starts) a PostgreSQL behind.
 
 A real 3-member cluster on 127.0.0.161-163 (default timing, ttl 10 s: a restarted agent must
 renew its previous run's lease before the fencer's deadline, and Python starting on a busy
@@ -168,3 +168,21 @@ def test_pause_keeps_hands_off_postgresql(cluster: AgentCluster) -> None:
     run_dir = c.members[primary].data_dir.with_name(f"{primary}-data.run")
     fenced = (run_dir / "hamgr-fencer.log").read_text(errors="replace")
     assert "FENCE " not in fenced, fenced[-2000:]
+
+
+def test_a_stopping_agent_never_leaves_postgresql_running(cluster: AgentCluster) -> None:
+    """SIGTERM to the primary's agent: it hands over, and after it exits its PostgreSQL is not
+    running (the hand-over's last cycles decide to start it as a standby: not carried out)."""
+    c = cluster
+    primary = c.wait_primary(30)
+    offset = log_size(c, primary)
+    assert c.terminate(primary, timeout=90) == 0
+    new = c.wait_primary(60, exclude=(primary,))
+    assert new != primary
+
+    def not_running() -> None:
+        assert postmaster_alive(c, primary) is None, "the stopped agent left PostgreSQL running"
+
+    during(3.0, not_running)
+    after = log_since(c, primary, offset)
+    assert "handing the primary over" in after

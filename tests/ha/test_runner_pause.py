@@ -1,5 +1,6 @@
-"""ActionRunner in pause, without I/O: the fencer is disarmed while the cluster is paused and
-armed again on resume (never armed in between).
+"""ActionRunner in pause and on the way out, without I/O: the fencer is disarmed while the
+cluster is paused and armed again on resume (never armed in between), and a stopping agent
+carries out no action that starts PostgreSQL.
 
 The fencer is a stand-in that records its commands (the real one is tested in
 tests/test_fencer.py, and pause with it on real agents in tests/ha/test_agent_resume.py).
@@ -7,15 +8,18 @@ tests/test_fencer.py, and pause with it on real agents in tests/ha/test_agent_re
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
-from hamgr.dcs.model import LeaderKey
+from hamgr.dcs.model import ClusterView, LeaderKey
 from hamgr.fencing import FenceStatus
+from hamgr.ha import actions as a
 from hamgr.ha import execute
-from hamgr.ha.execute import ActionRunner
+from hamgr.ha.execute import STARTS_POSTGRES, ActionRunner
 from hamgr.postgres import PgSettings
 
 
@@ -57,3 +61,36 @@ async def test_pause_disarms_the_fencer_and_resume_arms_it(
     assert fencer.commands == ["ARM 100.0", "DISARM"], "armed while paused"
     await r.set_paused(False)
     assert fencer.commands[-1] == "ARM 103.0" and r.fencer_armed
+
+
+def _instances() -> list[a.Action]:
+    return [
+        a.AcquireLeader(),
+        a.Bootstrap(),
+        a.CloneFrom("b"),
+        a.StartReplica("b"),
+        a.Follow("b"),
+        a.Rewind("b"),
+        a.Reclone("b"),
+        a.Reinitialize(),
+        a.Promote(),
+        a.StartPostgres(),
+    ]
+
+
+def test_every_starting_action_is_listed() -> None:
+    assert {type(x) for x in _instances()} == set(STARTS_POSTGRES)
+
+
+@pytest.mark.parametrize("action", _instances(), ids=lambda x: type(x).__name__)
+async def test_a_stopping_agent_starts_nothing(
+    runner: tuple[ActionRunner, Fencer], action: a.Action, caplog: pytest.LogCaptureFixture
+) -> None:
+    r, _ = runner
+    r.stop_requested = asyncio.Event()
+    r.stop_requested.set()
+    caplog.set_level(logging.INFO, logger="hamgr.ha.execute")
+    view = ClusterView()
+    assert await r.run(a.Decision((action,), "test"), view) is False
+    said = [rec.getMessage() for rec in caplog.records]
+    assert said == [f"stopping: not carrying out {type(action).__name__}"], said
