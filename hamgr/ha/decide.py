@@ -13,11 +13,13 @@ Order of precedence, first match wins:
 
    What then keeps two primaries apart is no longer the lease but the pause itself: it is an
    operator's explicit choice, and while paused no member promotes on its own (no failover
-   race, no switchover; a stored request waits until resume) and POST /failover and
-   /switchover are refused (hamgr/api.py). The one gap, which Patroni shares: a primary cut
-   off from the store while paused cannot learn of the resume, so after a resume the others
-   may elect a new leader while it still runs, until it reaches the store again and demotes.
-   Resume only with the primary reachable.
+   race; a switchover waits until resume). The one promotion is a manual failover to a named
+   candidate, which the REST API accepts only once the old primary's agent reports its
+   PostgreSQL stopped, or when the operator forces it, told that two primaries may then
+   accept writes (hamgr/api.py check_paused_failover). The one gap, which Patroni shares: a
+   primary cut off from the store while paused cannot learn of the resume, so after a resume
+   the others may elect a new leader while it still runs, until it reaches the store again
+   and demotes. Resume only with the primary reachable.
 4. I hold the leader key: renew it, keep PostgreSQL primary (start, promote), repair the
    initialize key, record new timelines and my WAL position, manage the synchronous standbys
    (syncrep.py), handle a switchover, keep the store's leadership away.
@@ -37,6 +39,7 @@ from hamgr.ha.actions import (
     Action,
     AppendHistory,
     Bootstrap,
+    ClearSwitchover,
     CloneFrom,
     Decision,
     Demote,
@@ -128,11 +131,26 @@ def _foreign_system(view: ClusterView, local: LocalState, holder: bool) -> Decis
 
 
 def _paused(view: ClusterView, local: LocalState, holder: bool) -> Decision:
-    pg, key = local.pg, view.leader
+    """Hands off PostgreSQL; the one promotion is a manual failover the REST API accepted
+    (hamgr/api.py check_paused_failover: the old primary's agent reported its PostgreSQL
+    stopped, or the operator forced it, taking the risk of two primaries)."""
+    pg, key, req = local.pg, view.leader, view.switchover
+    manual = req if req is not None and req.kind == "failover" and req.due(local.wall_now) else None
     note = ""
-    if view.switchover is not None:
-        note = f"; the {describe_request(view.switchover)} waits until resume"
+    if req is not None and manual is None:
+        note = f"; the {describe_request(req)} waits until resume"
     if key is not None and holder:
+        if pg.is_primary and manual is not None and manual.candidate == local.name:
+            return Decision(
+                (RenewLease(), ClearSwitchover(manual)),
+                "paused: I am the leader after the manual failover to me",
+            )
+        if pg.is_primary and manual is not None:
+            return Decision(
+                (ReleaseLeader(key),),
+                f"paused: a forced failover to {manual.candidate}: giving the leader key up; my "
+                "PostgreSQL is left running as primary (stop it: two primaries may accept writes)",
+            )
         if pg.is_primary:
             return Decision((RenewLease(),), f"paused: I am the leader, no automatic actions{note}")
         return Decision(
@@ -146,6 +164,16 @@ def _paused(view: ClusterView, local: LocalState, holder: bool) -> Decision:
                 (AcquireLeader(),),
                 f"paused: nobody holds the leader key and my PostgreSQL runs as primary: "
                 f"taking the key{note}",
+            )
+        if (
+            manual is not None
+            and manual.candidate == local.name
+            and pg.running
+            and pg.role == "replica"
+        ):
+            return Decision(
+                (AcquireLeader(), *_promotion(view, local)),
+                "paused: manual failover to me: taking the leader key and promoting",
             )
         return Decision((), f"paused: no leader, and no automatic failover while paused{note}")
     if pg.is_primary:
