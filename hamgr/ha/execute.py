@@ -214,6 +214,21 @@ class ActionRunner:
             self.watchdog.feed(self.lease.fence_at, result.sent_at + result.ttl, result.ttl)
         return True
 
+    async def inherited_deadline(self) -> float | None:
+        """The deadline the fencer holds for the postmaster running now (armed by an earlier
+        process of this agent), or None: read only, never moved."""
+        if self.fencer is None:
+            return None
+        ident = postmaster_identity(Path(self.pg.data_dir))
+        try:
+            status = await self.fencer.query()
+        except (FencerError, OSError) as exc:
+            log.warning("cannot ask the fencer for its deadline: %s", exc)
+            return None
+        if ident is None or not status.armed or (status.pid, status.start_time) != ident:
+            return None
+        return status.fence_at
+
     async def set_paused(self, paused: bool) -> None:
         """Follow the cluster's pause: paused, the fencer and the watchdog are disarmed (hands
         off PostgreSQL: a store hiccup during maintenance must not kill the primary); resumed,

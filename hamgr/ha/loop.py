@@ -65,6 +65,8 @@ class Identity:
 CycleHook = Callable[[ClusterView, LocalPostgres, Decision, float], None]
 KeepaliveHook = Callable[[float, bool, float], None]
 
+RESUME_TRIES = 3
+"""Cycles a restarted agent tries to renew its previous run's lease before deciding anyway."""
 SWITCHOVER_POLL = 0.05
 """Seconds between cycles while a stopped primary waits for its switchover candidate."""
 RACE_POLL = 0.1
@@ -123,6 +125,7 @@ class HaLoop:
         self.keepalive_errors = 0
         """Keepalive timer rounds that raised (logged; the timer goes on)."""
         self._resume_lease = resume_lease
+        self._resume_tries = 0
 
     # -- the cycle --------------------------------------------------------------------------
 
@@ -135,10 +138,15 @@ class HaLoop:
         self.runner.lease.stepping_down = False
         if self._resume_lease is not None:
             # Before the first decision: a PostgreSQL left primary by my previous run stays
-            # primary if its leader key is still attached to that run's lease.
+            # primary if its leader key is still attached to that run's lease. Without an
+            # answer, decide nothing yet (a decision now would demote it), a few times.
             margin = self.settings.safety_margin
-            if await self.runner.resume(self._resume_lease, margin) is not None:
-                self._resume_lease = None
+            outcome = await self.runner.resume(self._resume_lease, margin)
+            self._resume_tries += 1
+            if outcome is None and self._resume_tries < RESUME_TRIES:
+                await self._store_unreachable(pg, DcsError("no answer to the lease renewal"))
+                return None
+            self._resume_lease = None
         try:
             view = await self.dcs.get_cluster()
         except DcsError as exc:
@@ -218,6 +226,10 @@ class HaLoop:
         hamgr/ha/decide.py)."""
         log.warning("cannot read the cluster from the store: %s", exc)
         fence_at = self.runner.lease.fence_at
+        if fence_at is None and self._resume_lease is not None and pg.is_primary:
+            # Restarted, the previous run's lease not renewed yet: its deadline, which the
+            # fencer still enforces, is the one in force (read, never extended).
+            fence_at = await self.runner.inherited_deadline()
         late = fence_at is None or clock.now() >= fence_at
         if pg.is_primary and late and self.runner.paused:
             log.warning("the store is unreachable; paused: not stopping PostgreSQL")
