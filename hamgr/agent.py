@@ -3,7 +3,9 @@
 It runs the embedded store member (Raft node and client listener), the HA loop over the store
 (RaftDcs), the fencer process for the primary's lease deadline, and the REST API. SIGTERM stops
 cleanly: a primary hands over to a healthy replica when one exists (switchover), otherwise
-stops PostgreSQL; SIGHUP reloads the configuration file (tags and PostgreSQL parameters).
+stops PostgreSQL (at once, without store calls, when no majority of the store members is left,
+as at the end of a whole-cluster stop that took the replicas first); SIGHUP reloads the
+configuration file (tags and PostgreSQL parameters).
 PostgreSQL itself always runs as the unprivileged `postgresql.os_user`.
 """
 
@@ -56,6 +58,12 @@ def http_connector(config: Config) -> aiohttp.TCPConnector:
     """
     source = source_host_for(split_address(config.restapi.listen)[0])
     return aiohttp.TCPConnector(local_addr=(source, 0) if source else None)
+
+
+def has_majority(reach: tuple[int, int]) -> bool:
+    """Whether (reached, voters) from `RaftNode.reachable_voters` is a majority of the store."""
+    reached, voters = reach
+    return reached > voters // 2
 
 
 class Agent:
@@ -168,32 +176,48 @@ class Agent:
                 tele.ready(f"serving; store member {self.store.node_id}")
                 await loop.run(self.stop)
                 tele.stopping()
-                await self._shutdown(loop, runner)
+                await self._shutdown(loop, runner, node.reachable_voters())
                 return 0
             finally:
                 if watchdog is not None:
                     watchdog.cancel()
                 await web.cleanup()
-                try:
-                    await dcs.close()
-                    lease_file.remove()
-                except DcsError as exc:
-                    log.info("closing the store session: %s (its lease expires by itself)", exc)
+                if has_majority(node.reachable_voters()):
+                    try:
+                        await dcs.close()
+                        lease_file.remove()
+                    except DcsError as exc:
+                        log.info("closing the store session: %s (its lease expires by itself)", exc)
+                else:
+                    await client.close()
 
-    async def _shutdown(self, loop: HaLoop, runner: ActionRunner) -> None:
+    async def _shutdown(self, loop: HaLoop, runner: ActionRunner, reach: tuple[int, int]) -> None:
         """A primary hands over to a healthy replica when it can; then PostgreSQL stops.
 
         Judged on a fresh read of the cluster: the last cycle's view may predate the replicas'
-        latest publications (or a member key that expired for a moment under load). While the
-        cluster is paused PostgreSQL is left running, whatever its role, and no switchover is
-        asked for (pause ignores it): hands off, as in Patroni. Nothing on the way out starts
-        PostgreSQL (ActionRunner.stop_requested), and none is left running unless paused.
+        latest publications (or a member key that expired for a moment under load). Without
+        a majority of the store members reachable (`reach`: reached, voters; the others have
+        stopped, as in a whole-cluster stop that takes the replicas first) no handover can
+        happen and no store call can succeed, so none is made (no handover, no shutdown
+        position recorded, no key released): PostgreSQL stops at once and the lease expires
+        by itself. While the cluster is paused (as last read, without a majority) PostgreSQL
+        is left running, whatever its role, and no switchover is asked for (pause ignores
+        it): hands off, as in Patroni. Nothing on the way out starts PostgreSQL
+        (ActionRunner.stop_requested), and none is left running unless paused.
         """
-        view = loop.last_view
-        try:
-            view = await loop.dcs.get_cluster()
-        except DcsError as exc:
-            log.warning("stopping: cannot read the cluster (%s); using the last view", exc)
+        store_ok = has_majority(reach)
+        view = loop.last_view if store_ok else None
+        if not store_ok:
+            log.info(
+                "stopping: %d of %d store members reachable, no majority: "
+                "no handover; the lease expires by itself",
+                *reach,
+            )
+        else:
+            try:
+                view = await loop.dcs.get_cluster()
+            except DcsError as exc:
+                log.warning("stopping: cannot read the cluster (%s); using the last view", exc)
         if view.settings.pause if view is not None else runner.paused:
             log.warning("stopping while the cluster is paused: PostgreSQL is left running")
             await runner.disarm_fencer()
@@ -219,9 +243,10 @@ class Agent:
                 log.error("stopping PostgreSQL (%s) failed: %s", mode, exc)
             if not postgres.is_running(self.pg):
                 break
-        await loop.record_shutdown_position()
+        if store_ok:
+            await loop.record_shutdown_position()
         await runner.disarm_fencer()
-        if runner.lease.key is not None:
+        if store_ok and runner.lease.key is not None:
             with contextlib.suppress(Exception):
                 await loop.dcs.release_leader(runner.lease.key)
         await self._stop_fencer(runner)

@@ -6,7 +6,8 @@ data directory, serves Raft on ``store.raft.listen`` and clients on ``store.raft
 
     hamgr store: member 2 serving raft on 127.0.0.1:7002, clients on 127.0.0.1:7102
 
-It logs to stderr. SIGTERM or SIGINT stops it cleanly (exit 0): the client listener closes,
+It logs to stderr. SIGTERM or SIGINT stops it cleanly (exit 0): a leader first hands its
+leadership to a caught-up peer (so the others need no election), the client listener closes,
 then the member (pending requests fail, storage is closed). A member whose storage fails exits
 with status 1; a configuration problem exits with status 2 after listing every problem.
 
@@ -235,6 +236,9 @@ async def running_member(
         yield node, server
     finally:
         started = time.monotonic()
+        moved_to = await node.hand_off_leadership(timeout=node.election_timeout)
+        if moved_to is not None:
+            log.info("member %d handed store leadership to member %d", settings.node_id, moved_to)
         await server.close()
         await node.stop()
         log.info("member %d stopped in %.2f s", settings.node_id, time.monotonic() - started)

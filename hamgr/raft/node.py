@@ -502,6 +502,39 @@ class RaftNode(NodeAPI):
         """True while the core is leader."""
         return self._core is not None and self._core.role == Role.LEADER
 
+    def reachable_voters(self) -> tuple[int, int]:
+        """(voters this member reaches, itself included; all voters), (0, 0) before start.
+
+        Fewer than a majority reachable means no request can succeed now. Reach counts the
+        outbound peer connections that are up: a peer that stopped drops out at once, one cut
+        off by the network only once its connection breaks.
+        """
+        core = self._core
+        if core is None:
+            return 0, 0
+        voters = set(core.conf.voters)
+        reach = len(voters & self.transport.connected_peers()) + (self.id in voters)
+        return reach, len(voters)
+
+    async def hand_off_leadership(self, timeout: float) -> int | None:
+        """Before a graceful stop: a leader moves leadership to its most caught-up connected
+        voter, so the others carry on without an election (a store without a leader for an
+        election timeout or more). etcd does the same. The new leader's id, or None when this
+        member is not leader, reaches no other voter, or the move did not finish in `timeout`.
+        """
+        core = self._core
+        if self._state != "running" or core is None or core.role != Role.LEADER:
+            return None
+        peers = sorted((set(core.conf.voters) & self.transport.connected_peers()) - {self.id})
+        if not peers:
+            return None
+        target = max(peers, key=lambda p: core.prs[p].match)
+        try:
+            await self.transfer_leadership(target, timeout)
+        except (NotLeaderError, NodeStoppedError, TimeoutError):
+            return None
+        return target
+
     def address_of(self, node_id: int) -> Address | None:
         """The address this node knows for a member."""
         return self._addresses.get(node_id)

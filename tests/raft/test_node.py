@@ -175,6 +175,32 @@ async def test_failover_keeps_acknowledged_writes(cluster: Cluster) -> None:
     await wait_for(lambda: back.kv.get(b"after") is not None, what="old leader to catch up")
 
 
+async def test_a_stopping_leader_hands_leadership_over_and_reach_counts_peers(
+    cluster: Cluster,
+) -> None:
+    """`hand_off_leadership` (run before a graceful stop) moves leadership without an
+    election contest; `reachable_voters` drops as peers stop."""
+    await cluster.start_all()
+    leader = await cluster.leader()
+    await retry(lambda: leader.put(b"k", b"v"))
+    follower = next(n for n in cluster.running() if not n.is_leader)
+    assert await follower.hand_off_leadership(timeout=2.0) is None
+    await wait_for(lambda: leader.reachable_voters() == (3, 3), what="links to both peers")
+    term = leader.status()["term"]
+
+    new_id = await leader.hand_off_leadership(timeout=5.0)
+
+    assert new_id is not None and new_id != leader.id
+    heir = cluster.nodes[new_id]
+    assert heir.is_leader and heir.status()["term"] == term + 1
+    await cluster.stop(leader.id)
+    await retry(lambda: heir.put(b"k2", b"v2"))
+    await wait_for(lambda: heir.reachable_voters() == (2, 3), what="the stopped peer to drop")
+    await cluster.stop(next(i for i in cluster.nodes if i != new_id))
+    await wait_for(lambda: heir.reachable_voters() == (1, 3), what="the second peer to drop")
+    assert await heir.hand_off_leadership(timeout=1.0) is None  # nobody left to take it
+
+
 async def test_cold_restart_same_data_and_revision(cluster: Cluster) -> None:
     await cluster.start_all()
     leader = await cluster.leader()
