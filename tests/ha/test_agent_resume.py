@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -186,3 +187,40 @@ def test_a_stopping_agent_never_leaves_postgresql_running(cluster: AgentCluster)
     during(3.0, not_running)
     after = log_since(c, primary, offset)
     assert "handing the primary over" in after
+
+
+def test_a_paused_failover_waits_for_the_old_primary_to_stop(cluster: AgentCluster) -> None:
+    """Paused: POST /failover is refused while the old primary runs (its agent does not
+    confirm it stopped); once the operator stopped it, the failover promotes the candidate
+    and the old primary is left stopped (hands off)."""
+    c = cluster
+    primary = c.wait_primary(30)
+    candidate = next(n for n in c.members if n != primary)
+    code, body = call(c, candidate, "PATCH", "/config", {"pause": True})
+    assert code == 200 and body["pause"] is True, (code, body)
+    wait_for(lambda: status_of(c, primary).get("pause") is True, 30, f"{primary} paused")
+    code, body = call(c, candidate, "POST", "/failover", {"candidate": candidate})
+    assert code == 409 and "two primaries" in body["error"], (code, body)
+    assert c.primaries() == [primary]
+
+    pid = postmaster_alive(c, primary)
+    assert pid is not None
+    os.kill(pid, signal.SIGINT)  # the operator stops it (fast shutdown)
+    wait_for(lambda: postmaster_alive(c, primary) is None, 60, f"{primary}'s PostgreSQL stopped")
+
+    def its_agent_confirms() -> bool:
+        code, cl = c.http(candidate, "/cluster")
+        if code != 200:
+            return False
+        old = next((m for m in cl["members"] if m["name"] == primary), None)
+        return old is not None and old["state"] != "running" and cl["leader"] is None
+
+    wait_for(its_agent_confirms, 30, f"{primary}'s agent reporting PostgreSQL stopped")
+    code, body = call(c, candidate, "POST", "/failover", {"candidate": candidate}, timeout=90)
+    assert code == 200 and candidate in body["message"], (code, body)
+    assert c.wait_primary(60) == candidate
+
+    def old_left_stopped() -> None:
+        assert postmaster_alive(c, primary) is None
+
+    during(3.0, old_left_stopped)
