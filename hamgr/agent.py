@@ -35,6 +35,7 @@ from hamgr.fencing import FencerClient, FencerError
 from hamgr.gcpolicy import tune_gc
 from hamgr.ha.agentview import LoopView
 from hamgr.ha.execute import ActionRunner
+from hamgr.ha.leasefile import LeaseFile
 from hamgr.ha.loop import HaLoop
 from hamgr.raft.client import StoreClient
 from hamgr.raft.handshake import source_host_for
@@ -150,6 +151,8 @@ class Agent:
         no store leadership to move, no store metrics)."""
         run_dir = self.pg.run_dir or self.pg.data_dir.with_name(self.pg.data_dir.name + ".run")
         run_dir.mkdir(parents=True, exist_ok=True)
+        lease_file = LeaseFile(run_dir, self.config.scope, self.config.name)
+        dcs.before_grant = lease_file.save
         fencer = FencerClient(run_dir / "hamgr-fencer.sock")
         try:
             await fencer.ensure_running(sys.executable, self.pg.data_dir, run_dir)
@@ -191,6 +194,7 @@ class Agent:
                 store_leader_here=(lambda: node.is_leader) if node is not None else None,
                 on_cycle=tele.on_cycle,
                 on_keepalive=tele.on_keepalive,
+                resume_lease=lease_file.load(),
             )
             self.loop = loop
             view = LoopView(loop, self.config.scope, reload=self.reload)
@@ -220,6 +224,7 @@ class Agent:
                 if has_majority(_reach(node)):
                     try:
                         await dcs.close()
+                        lease_file.remove()
                     except DcsError as exc:
                         log.info("closing the store session: %s (its lease expires by itself)", exc)
                 else:
@@ -236,7 +241,11 @@ class Agent:
         stopped, as in a whole-cluster stop that takes the replicas first) no handover can
         happen and no store call can succeed, so none is made (no handover, no shutdown
         position recorded, no key released): PostgreSQL stops at once and the lease expires
-        by itself."""
+        by itself. While the cluster is paused (as last read, without a majority) PostgreSQL
+        is left running, whatever its role, and no switchover is asked for (pause ignores
+        it): hands off, as in Patroni. Nothing on the way out starts PostgreSQL
+        (ActionRunner.stop_requested), and none is left running unless paused.
+        """
         store_ok = has_majority(reach)
         view = loop.last_view if store_ok else None
         if not store_ok and reach is not None:
@@ -250,6 +259,11 @@ class Agent:
                 view = await loop.dcs.get_cluster()
             except DcsError as exc:
                 log.warning("stopping: cannot read the cluster (%s); using the last view", exc)
+        if view.settings.pause if view is not None else runner.paused:
+            log.warning("stopping while the cluster is paused: PostgreSQL is left running")
+            await runner.disarm_fencer()
+            await self._stop_fencer(runner)
+            return
         key = view.leader if view else None
         if view is not None and key is not None and key.revision == runner.lease.leader_revision:
             healthy = [
@@ -263,14 +277,23 @@ class Agent:
             if healthy:
                 log.info("stopping: handing the primary over (switchover)")
                 await self._hand_over(loop, key.name)
-        with contextlib.suppress(postgres.PostgresError):
-            await postgres.stop(self.pg, "fast")
+        for mode in ("fast", "immediate"):
+            try:
+                await postgres.stop(self.pg, mode)
+            except postgres.PostgresError as exc:
+                log.error("stopping PostgreSQL (%s) failed: %s", mode, exc)
+            if not postgres.is_running(self.pg):
+                break
         if store_ok:
             await loop.record_shutdown_position()
         await runner.disarm_fencer()
         if store_ok and runner.lease.key is not None:
             with contextlib.suppress(Exception):
                 await loop.dcs.release_leader(runner.lease.key)
+        await self._stop_fencer(runner)
+
+    @staticmethod
+    async def _stop_fencer(runner: ActionRunner) -> None:
         if runner.fencer is not None:
             try:
                 await runner.fencer.shutdown()

@@ -191,6 +191,7 @@ def member_status(view: AgentView, local: LocalStatus, now: float) -> dict[str, 
         "fence_remaining": round(local.fence_at - now, 3) if local.fence_at is not None else None,
         "pending_restart": local.pending_restart,
         "pause": m.paused,
+        "fencer": m.fencer or None,
         "tags": m.tags.to_dict(),
         "reason": m.reason,
         "loop_age": round(now - local.loop_at, 3) if local.loop_at is not None else None,
@@ -229,6 +230,7 @@ def cluster_json(scope: str, cluster: ClusterView) -> dict[str, Any]:
                 "lag": lag,
                 "tags": m.tags.to_dict(),
                 "reason": m.reason,
+                "fencer": m.fencer or None,
             }
         )
     return {
@@ -295,7 +297,7 @@ def check_request(
         scheduled_at=parse_scheduled(body.get("scheduled_at"), wall_now),
     )
     if cluster.settings.pause:
-        raise HttpError(400, f"the cluster is paused: no {kind} happens while paused; resume first")
+        check_paused_failover(req, cluster, force)
     current = cluster.leader.name if cluster.leader else None
     if req.leader is not None and req.leader != current:
         now_is = f"the leader is {current}" if current else "there is no leader: use failover"
@@ -317,6 +319,47 @@ def check_request(
     if pending is not None and pending.due(wall_now):
         raise HttpError(409, f"a {describe_request(pending)} is already under way")
     return req
+
+
+PAUSED_RISK = "two primaries may then accept writes at once"
+
+
+def check_paused_failover(req: SwitchoverRequest, cluster: ClusterView, force: bool) -> None:
+    """While paused nothing fences the primary (hands off PostgreSQL), so a promotion is safe
+    only once the old primary is known to be stopped: a switchover is refused; a failover (to
+    a named candidate, as in Patroni) only once the old primary's agent reports its
+    PostgreSQL stopped, unless forced (``"force": true``), the operator taking that risk."""
+    if req.kind == "switchover":
+        raise HttpError(
+            400,
+            "the cluster is paused: no switchover while paused; resume first, or stop the "
+            "primary's PostgreSQL and fail over",
+        )
+    old = old_primary(cluster)
+    if old is None or old == req.candidate:
+        return
+    member = cluster.member(old)
+    if member is not None and member.state != "running":
+        return  # its agent confirms: PostgreSQL stopped
+    if force:
+        return
+    said = f"it reports PostgreSQL {member.state}" if member else "its agent does not answer"
+    raise HttpError(
+        409,
+        f"the cluster is paused and {old}'s agent does not confirm that its PostgreSQL stopped "
+        f"({said}): stop it first, or force the failover knowing that {PAUSED_RISK} "
+        f'({old} and {req.candidate}): "force": true (hactl failover --force-paused)',
+    )
+
+
+def old_primary(cluster: ClusterView) -> str | None:
+    """Who may still run PostgreSQL as primary: the leader key's holder, else the last
+    recorded primary, else a member that publishes itself as primary."""
+    if cluster.leader is not None:
+        return cluster.leader.name
+    if cluster.position is not None:
+        return cluster.position.leader
+    return next((m.name for m in cluster.members if m.role == "primary"), None)
 
 
 def outcome(

@@ -224,6 +224,10 @@ async def cmd_list(
         print(" Leader: none")
     if cluster["pause"]:
         print(" Maintenance mode: on")
+    fencer = next((m.get("fencer") for m in cluster["members"] if m["name"] == leader), None)
+    if fencer:
+        why = " (paused: PostgreSQL is left alone)" if cluster["pause"] else ""
+        print(f" Fencer: {fencer}{why}")
     req = cluster["switchover"]
     if req:
         at = f" at {_when(req['scheduled_at'])}" if req["scheduled_at"] else ""
@@ -258,12 +262,20 @@ async def cmd_failover(
 ) -> None:
     current = cluster["leader"]
     what = f"demoting {current}" if current else "with no leader now"
+    if cluster["pause"]:
+        what = "paused: nobody is demoted"
+        if a.force_paused:
+            what += (
+                f"; FORCED: if {current or 'the old primary'} still runs PostgreSQL as primary, "
+                f"it and {a.candidate} both accept writes: two primaries"
+            )
     confirm(f"Fail over cluster {cluster['scope']} to {a.candidate} ({what})?", a.force)
+    force = a.ignore_sync or (a.force_paused and cluster["pause"])
     answer = await client.call(
         "POST",
         url,
         "/failover",
-        {"candidate": a.candidate, **({"force": True} if a.ignore_sync else {})},
+        {"candidate": a.candidate, **({"force": True} if force else {})},
         timeout=a.timeout + 60,
     )
     print(answer["message"])
@@ -427,6 +439,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="in synchronous mode, promote a member outside the synchronous set (it may lack "
         "acknowledged commits)",
+    )
+    p.add_argument(
+        "--force-paused",
+        action="store_true",
+        help="while paused, fail over although the old primary's agent does not confirm that "
+        "its PostgreSQL stopped: if it still runs, two primaries accept writes",
     )
     p.add_argument("--candidate", required=True, help="the member to promote")
     p.add_argument("--force", action="store_true", help="do not ask for confirmation")

@@ -161,6 +161,12 @@ class Dcs(Protocol):
         """
         ...
 
+    async def adopt_lease(self, lease_id: int) -> tuple[KeepaliveResult, LeaderKey | None]:
+        """Take over ``lease_id``, granted by an earlier process of this agent, if a keepalive
+        on it succeeds now; returns that keepalive and the leader key when it names this agent
+        and is attached to that lease (a restarted agent resumes its leadership with it)."""
+        ...
+
     async def release_leader(self, expected: LeaderKey) -> bool:
         """Delete the leader key only if its create revision still equals ``expected``'s.
 

@@ -85,6 +85,8 @@ class MemberState:
     create revision while this member is primary, else 0. ``reason`` is its last decision's
     reason; ``paused`` whether it saw the cluster paused; ``store_id`` the node id of the store
     member embedded in this agent (0: none), so that store leadership can be moved to it.
+    ``fencer`` is a primary's fence: ``"armed"`` (its fencer holds a lease deadline) or
+    ``"disarmed"`` (e.g. while paused: hands off PostgreSQL); ``""`` for any other member.
     """
 
     name: str
@@ -100,9 +102,11 @@ class MemberState:
     reason: str = ""
     paused: bool = False
     store_id: int = 0
+    fencer: str = ""
 
     def __post_init__(self) -> None:
         check_name("name", self.name)
+        check_choice("fencer", self.fencer, FENCER_STATES)
         if not self.api_url.startswith(("http://", "https://")):
             fail("api_url", 'an "http://" or "https://" URL', self.api_url)
         problem = address_problem(self.conn_url)
@@ -146,7 +150,12 @@ class MemberState:
             reason=o.text("reason", ""),
             paused=o.flag("paused", False),
             store_id=o.integer("store_id", 0),
+            fencer=o.text("fencer", ""),
         )
+
+
+FENCER_STATES = ("", "armed", "disarmed")
+"""MemberState.fencer: not a primary (or unknown), a deadline armed, none armed."""
 
 
 @dataclass(frozen=True)

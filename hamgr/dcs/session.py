@@ -61,7 +61,7 @@ from hamgr.dcs.model import (
     TimelineEntry,
 )
 
-__all__ = ["KvSession"]
+__all__ = ["KvSession", "held_leader"]
 
 T = TypeVar("T")
 
@@ -114,6 +114,10 @@ class KvSession:
         self._lease_lock = asyncio.Lock()
         self._seen: RangeSnapshot | None = None
         self._ids = random.SystemRandom()
+        self.before_grant: Callable[[int], None] | None = None
+        """Called with a lease id just before it is granted (the agent writes it down, so that
+        a restarted agent finds every lease it may hold; see :meth:`adopt_lease`). An error
+        it raises stops the grant."""
 
     @property
     def lease_id(self) -> int | None:
@@ -184,6 +188,8 @@ class KvSession:
             ttl = self.ttl
             sent = False
             while True:
+                if self.before_grant is not None and not sent:
+                    self.before_grant(lease_id)
                 try:
                     granted = await self._call(
                         d, partial(self._transport.lease_grant, lease_id, ttl)
@@ -200,6 +206,34 @@ class KvSession:
                 break
             self._lease, self._lease_ttl = lease_id, granted
         return self._lease
+
+    async def adopt_lease(self, lease_id: int) -> tuple[KeepaliveResult, LeaderKey | None]:
+        """Take over ``lease_id``, a lease an earlier agent process of this member granted.
+
+        The lease becomes this session's only if a keepalive on it succeeds now (the result is
+        returned: its ``sent_at`` is where a fence deadline may be counted from, never from
+        anything older). Then the leader key is read: it is returned only while it names this
+        member AND is attached to this very lease, so a key of an older session, or one that
+        merely carries this member's name, is never taken for ours. On a failed keepalive the
+        lease is gone, and with it every key attached to it: (not ok, None).
+        """
+        if type(lease_id) is not int or lease_id < 1:
+            raise ValueError(f"adopt_lease: lease id must be an int >= 1, got {lease_id!r}")
+        async with self._lease_lock:
+            if self._lease is not None and self._lease != lease_id:
+                raise DcsError(f"adopt_lease: this session already holds lease {self._lease}")
+            d = self._deadline("adopt_lease")
+            sent_at = clock.now()
+            try:
+                ttl = await self._call(d, partial(self._transport.lease_keepalive, lease_id))
+            except LeaseGone:
+                return KeepaliveResult(False, sent_at, self._lease_ttl), None
+            except OutcomeUnknown as exc:
+                raise d.fail(exc) from exc
+            self._lease, self._lease_ttl = lease_id, ttl
+        result = KeepaliveResult(True, sent_at, ttl)
+        kv = await self._read_key(d, self.keys.leader)
+        return result, held_leader(kv, lease_id, self.name)
 
     def _forget_lease(self, lease_id: int) -> None:
         if self._lease == lease_id:
@@ -485,6 +519,13 @@ class KvSession:
         the last keepalive (when the store cannot be reached, a revoke would only wait)."""
         self._lease = None
         await self._transport.close()
+
+
+def held_leader(kv: StoredKey | None, lease_id: int, name: str) -> LeaderKey | None:
+    """The leader key as ours: only when it names ``name`` and is attached to ``lease_id``."""
+    if kv is None or kv.lease != lease_id or kv.value != name.encode():
+        return None
+    return LeaderKey(name, kv.create_revision)
 
 
 async def _unknown(d: Deadline, exc: OutcomeUnknown) -> None:

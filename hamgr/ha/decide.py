@@ -3,10 +3,23 @@
 Order of precedence, first match wins:
 
 1. Fencing: a PostgreSQL running as primary whose lease deadline (``fence_at``) has passed is
-   demoted at once (immediate), even while paused: its key may already be someone else's.
+   demoted at once (immediate): its key may already be someone else's. Not while paused.
 2. A data directory of another system than the cluster's: refuse to join, stay stopped.
-3. Pause: no automatic PostgreSQL actions; the key follows a primary that runs (renewed, taken
-   when free, released when its PostgreSQL is no longer primary), as in Patroni.
+3. Pause: hands off PostgreSQL, as in Patroni: no automatic PostgreSQL actions, no demotion
+   (not even past the lease deadline, nor with the store unreachable), and the fencer and the
+   watchdog are disarmed (ActionRunner.set_paused), so a store hiccup during maintenance does
+   not kill the primary. The key follows a primary that runs (renewed, taken when free,
+   released when its PostgreSQL is no longer primary).
+
+   What then keeps two primaries apart is no longer the lease but the pause itself: it is an
+   operator's explicit choice, and while paused no member promotes on its own (no failover
+   race; a switchover waits until resume). The one promotion is a manual failover to a named
+   candidate, which the REST API accepts only once the old primary's agent reports its
+   PostgreSQL stopped, or when the operator forces it, told that two primaries may then
+   accept writes (hamgr/api.py check_paused_failover). The one gap, which Patroni shares: a
+   primary cut off from the store while paused cannot learn of the resume, so after a resume
+   the others may elect a new leader while it still runs, until it reaches the store again
+   and demotes. Resume only with the primary reachable.
 4. I hold the leader key: renew it, keep PostgreSQL primary (start, promote; give the key back
    when it has not come up as primary within ``primary_start_timeout``), repair the
    initialize key, record new timelines and my WAL position, manage the synchronous standbys
@@ -27,6 +40,7 @@ from hamgr.ha.actions import (
     Action,
     AppendHistory,
     Bootstrap,
+    ClearSwitchover,
     CloneFrom,
     Decision,
     Demote,
@@ -78,6 +92,8 @@ def decide(
 
 
 def _fence(view: ClusterView, local: LocalState, holder: bool) -> Decision | None:
+    if view.settings.pause:
+        return None  # hands off PostgreSQL: see the module's docstring, step 3
     pg = local.pg
     maybe_primary = pg.role == "primary" or (
         pg.role == "unknown" and local.leader_revision is not None
@@ -116,11 +132,26 @@ def _foreign_system(view: ClusterView, local: LocalState, holder: bool) -> Decis
 
 
 def _paused(view: ClusterView, local: LocalState, holder: bool) -> Decision:
-    pg, key = local.pg, view.leader
+    """Hands off PostgreSQL; the one promotion is a manual failover the REST API accepted
+    (hamgr/api.py check_paused_failover: the old primary's agent reported its PostgreSQL
+    stopped, or the operator forced it, taking the risk of two primaries)."""
+    pg, key, req = local.pg, view.leader, view.switchover
+    manual = req if req is not None and req.kind == "failover" and req.due(local.wall_now) else None
     note = ""
-    if view.switchover is not None:
-        note = f"; the {describe_request(view.switchover)} waits until resume"
+    if req is not None and manual is None:
+        note = f"; the {describe_request(req)} waits until resume"
     if key is not None and holder:
+        if pg.is_primary and manual is not None and manual.candidate == local.name:
+            return Decision(
+                (RenewLease(), ClearSwitchover(manual)),
+                "paused: I am the leader after the manual failover to me",
+            )
+        if pg.is_primary and manual is not None:
+            return Decision(
+                (ReleaseLeader(key),),
+                f"paused: a forced failover to {manual.candidate}: giving the leader key up; my "
+                "PostgreSQL is left running as primary (stop it: two primaries may accept writes)",
+            )
         if pg.is_primary:
             return Decision((RenewLease(),), f"paused: I am the leader, no automatic actions{note}")
         return Decision(
@@ -134,6 +165,16 @@ def _paused(view: ClusterView, local: LocalState, holder: bool) -> Decision:
                 (AcquireLeader(),),
                 f"paused: nobody holds the leader key and my PostgreSQL runs as primary: "
                 f"taking the key{note}",
+            )
+        if (
+            manual is not None
+            and manual.candidate == local.name
+            and pg.running
+            and pg.role == "replica"
+        ):
+            return Decision(
+                (AcquireLeader(), *_promotion(view, local)),
+                "paused: manual failover to me: taking the leader key and promoting",
             )
         return Decision((), f"paused: no leader, and no automatic failover while paused{note}")
     if pg.is_primary:
@@ -282,6 +323,15 @@ REQUESTERS = {"operator": "the operator", "shutdown": "the leader's agent on its
 def _as_follower(view: ClusterView, local: LocalState, key: LeaderKey) -> Decision:
     pg, leader = local.pg, key.name
     if pg.is_primary:
+        if leader == local.name and local.leader_revision is None:
+            # A restarted agent whose previous run's lease could not be taken back (see
+            # ActionRunner.resume): the key is not renewable, and expires.
+            return Decision(
+                (Demote("immediate"),),
+                f"the leader key (revision {key.revision}) names me from a previous run whose "
+                "lease I could not take back, while my PostgreSQL runs as primary: demoting at "
+                "once",
+            )
         lost = "my lease is lost: " if local.leader_revision is not None else ""
         return Decision(
             (Demote("immediate"),),

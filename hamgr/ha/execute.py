@@ -52,6 +52,22 @@ REWIND_BACKOFF = 2.0
 
 StoreTransfer = Callable[[str], Awaitable[None]]
 
+STARTS_POSTGRES = (
+    a.AcquireLeader,
+    a.Bootstrap,
+    a.CloneFrom,
+    a.StartReplica,
+    a.Follow,
+    a.Rewind,
+    a.Reclone,
+    a.Reinitialize,
+    a.Promote,
+    a.StartPostgres,
+)
+"""Actions that start PostgreSQL (or make it primary): never carried out by a stopping agent,
+which would otherwise leave a PostgreSQL running with no agent (a hand-over's last cycle
+decided "starting as a standby of the new leader", and the agent exited)."""
+
 
 def _standby_without_upstream(pg: PgSettings) -> None:
     """Make the next start a standby's, whoever it follows (nobody yet, or a stale upstream).
@@ -129,6 +145,13 @@ class ActionRunner:
         """pg_rewind runs since the agent started (whatever their outcome)."""
         # Told the outcome of every pg_rewind run: "rewound", "nothing" or "failed" (metrics).
         self.on_rewind: Callable[[str], None] | None = None
+        self.paused = False
+        """The cluster is paused (as last read): hands off PostgreSQL, the fencer disarmed."""
+        self.fencer_armed = False
+        """The fencer holds a deadline of ours (as its last answer said)."""
+        self.stop_requested: asyncio.Event | None = None
+        """Set once the agent is stopping: from then on nothing starts PostgreSQL (see
+        :data:`STARTS_POSTGRES`), whatever a cycle of the hand-over decides."""
 
     # -- the lease --------------------------------------------------------------------------
 
@@ -147,25 +170,103 @@ class ActionRunner:
         self.lease.fence_at = result.fence_at(safety_margin)
         self.lease.granted_ttl = result.ttl
         await self.arm_fencer()
-        if self.watchdog is not None and self.lease.key is not None and self.lease.fence_at:
+        if (
+            self.watchdog is not None
+            and not self.paused
+            and self.lease.key is not None
+            and self.lease.fence_at
+        ):
             self.watchdog.feed(self.lease.fence_at, result.sent_at + result.ttl, result.ttl)
         return True
 
+    async def resume(self, lease_id: int, safety_margin: float) -> bool | None:
+        """A restarted agent takes its earlier process's lease back, and the leader key with it.
+
+        Nothing is assumed from the past: the lease is this agent's only if a keepalive on it
+        succeeds now, the fence deadline is counted from that keepalive (the fencer, which may
+        still hold the previous process's deadline, is re-armed only from it), and the leader
+        key is ours only while it names this member and is attached to that lease. Then the
+        HA loop sees a holder with a valid deadline: a PostgreSQL still running as primary
+        stays primary (no demotion, no failover). True when the leader key was taken back,
+        False when it was not ours (or the lease is gone), None when the store did not answer
+        (try again).
+        """
+        self.safety_margin = safety_margin
+        try:
+            result, key = await self.dcs.adopt_lease(lease_id)
+        except DcsError as exc:
+            log.warning("could not renew the lease of my previous run (%d): %s", lease_id, exc)
+            return None
+        if not result.ok:
+            log.info("the lease of my previous run (%d) is gone, and its keys with it", lease_id)
+            return False
+        self.lease.granted_ttl = result.ttl
+        self.lease.fence_at = result.fence_at(safety_margin)
+        if key is None:
+            log.info("renewed the lease of my previous run (%d); it holds no leader key", lease_id)
+            return False
+        self.lease.key = key
+        log.info(
+            "resumed leadership: the leader key (fencing token %d) is still attached to the "
+            "lease of my previous run (%d), renewed now",
+            key.revision,
+            lease_id,
+        )
+        await self.arm_fencer()
+        if self.watchdog is not None and not self.paused and self.lease.fence_at is not None:
+            self.watchdog.feed(self.lease.fence_at, result.sent_at + result.ttl, result.ttl)
+        return True
+
+    async def inherited_deadline(self) -> float | None:
+        """The deadline the fencer holds for the postmaster running now (armed by an earlier
+        process of this agent), or None: read only, never moved."""
+        if self.fencer is None:
+            return None
+        ident = postmaster_identity(Path(self.pg.data_dir))
+        try:
+            status = await self.fencer.query()
+        except (FencerError, OSError) as exc:
+            log.warning("cannot ask the fencer for its deadline: %s", exc)
+            return None
+        if ident is None or not status.armed or (status.pid, status.start_time) != ident:
+            return None
+        return status.fence_at
+
+    async def set_paused(self, paused: bool) -> None:
+        """Follow the cluster's pause: paused, the fencer and the watchdog are disarmed (hands
+        off PostgreSQL: a store hiccup during maintenance must not kill the primary); resumed,
+        the fencer gets the deadline of the last successful keepalive again at once."""
+        if paused == self.paused:
+            return
+        self.paused = paused
+        if paused:
+            log.warning(
+                "the cluster is paused: disarming the fencer; PostgreSQL is left alone (no "
+                "fencing, no demotion) until the cluster is resumed"
+            )
+            await self.disarm_fencer()
+        else:
+            log.info("the cluster is resumed: arming the fencer again")
+            await self.arm_fencer()
+
     async def arm_fencer(self) -> None:
-        """Hand the fencer the current deadline while this agent's PostgreSQL may be primary.
+        """Hand the fencer the current deadline while this agent's PostgreSQL may be primary
+        (never while paused: see :meth:`set_paused`).
 
         A fencer that does not answer is started again (FencerKeeper) and armed at once; when
         that fails too, PostgreSQL stops (never a primary without a fence) and, once the fence
         has been failing for a lease ttl, the leader key is released for a replica to take over.
         """
-        if self.fencer is None or self.lease.leader_revision is None:
+        if self.fencer is None or self.lease.leader_revision is None or self.paused:
             return
         ident = postmaster_identity(Path(self.pg.data_dir))
         if ident is None or self.lease.fence_at is None:
             return
         try:
             await self._arm(self.lease.fence_at, ident)
+            self.fencer_armed = True
         except FenceRefused as exc:
+            self.fencer_armed = True
             log.warning("the fencer kept a later deadline: %s", exc)
         except (FencerError, OSError) as exc:
             # Unfenced, a frozen agent could leave this primary writing past its lease: the
@@ -234,6 +335,7 @@ class ActionRunner:
             return
         try:
             await self.fencer.disarm()
+            self.fencer_armed = False
         except (FencerError, OSError) as exc:
             log.error("could not disarm the fencer: %s", exc)
 
@@ -285,6 +387,10 @@ class ActionRunner:
 
     async def _one(self, action: a.Action, view: ClusterView) -> bool:
         pg = self.pg
+        stopping = self.stop_requested is not None and self.stop_requested.is_set()
+        if stopping and isinstance(action, STARTS_POSTGRES):
+            log.info("stopping: not carrying out %s", type(action).__name__)
+            return False
         if isinstance(action, a.TakeInitialize):
             return await self.dcs.take_initialize(action.sysid)
         if isinstance(action, a.SetInitialize):

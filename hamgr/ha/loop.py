@@ -66,6 +66,8 @@ class Identity:
 CycleHook = Callable[[ClusterView, LocalPostgres, Decision, float], None]
 KeepaliveHook = Callable[[float, bool, float], None]
 
+RESUME_TRIES = 3
+"""Cycles a restarted agent tries to renew its previous run's lease before deciding anyway."""
 SWITCHOVER_POLL = 0.05
 """Seconds between cycles while a stopped primary waits for its switchover candidate."""
 RACE_POLL = 0.1
@@ -93,9 +95,12 @@ class HaLoop:
         store_leader_here: Callable[[], bool] | None = None,
         on_cycle: CycleHook | None = None,
         on_keepalive: KeepaliveHook | None = None,
+        resume_lease: int | None = None,
     ) -> None:
         """`on_cycle(view, pg, decision, seconds)` runs after every completed cycle and
-        `on_keepalive(latency, ok, sent_at)` after every timed keepalive (metrics, systemd)."""
+        `on_keepalive(latency, ok, sent_at)` after every timed keepalive (metrics, systemd).
+        `resume_lease` is the lease id an earlier process of this agent wrote down (see
+        hamgr/ha/leasefile.py): the first cycles try to take it, and its leader key, back."""
         self.me = me
         self.dcs = dcs
         self.pg = pg
@@ -121,6 +126,8 @@ class HaLoop:
         """Set by the REST API (POST /reinitialize); cleared once the data dir was emptied."""
         self.keepalive_errors = 0
         """Keepalive timer rounds that raised (logged; the timer goes on)."""
+        self._resume_lease = resume_lease
+        self._resume_tries = 0
 
     # -- the cycle --------------------------------------------------------------------------
 
@@ -131,6 +138,17 @@ class HaLoop:
         self.last_pg = pg
         self.runner.settle_watchdog(pg, clock.now())
         self.runner.lease.stepping_down = False
+        if self._resume_lease is not None:
+            # Before the first decision: a PostgreSQL left primary by my previous run stays
+            # primary if its leader key is still attached to that run's lease. Without an
+            # answer, decide nothing yet (a decision now would demote it), a few times.
+            margin = self.settings.safety_margin
+            outcome = await self.runner.resume(self._resume_lease, margin)
+            self._resume_tries += 1
+            if outcome is None and self._resume_tries < RESUME_TRIES:
+                await self._store_unreachable(pg, DcsError("no answer to the lease renewal"))
+                return None
+            self._resume_lease = None
         try:
             view = await self.dcs.get_cluster()
         except DcsError as exc:
@@ -143,6 +161,7 @@ class HaLoop:
             view = dataclasses.replace(view, settings=self._bootstrap_settings)
         self.last_view = view
         self.settings = view.settings
+        await self.runner.set_paused(view.settings.pause)
         lease = self.runner.lease
         lease.was_primary = last_ran_as_primary(view, pg, lease.was_primary)
         self._unled_claim = unled_claim(view, self._unled_claim, clock.now())
@@ -209,10 +228,19 @@ class HaLoop:
         )
 
     async def _store_unreachable(self, pg: LocalPostgres, exc: DcsError) -> None:
-        """Without the store we decide nothing, but a primary past its deadline still stops."""
+        """Without the store we decide nothing, but a primary past its deadline still stops
+        (unless the cluster is paused, as last read: then PostgreSQL is left alone, see
+        hamgr/ha/decide.py)."""
         log.warning("cannot read the cluster from the store: %s", exc)
         fence_at = self.runner.lease.fence_at
-        if pg.is_primary and (fence_at is None or clock.now() >= fence_at):
+        if fence_at is None and self._resume_lease is not None and pg.is_primary:
+            # Restarted, the previous run's lease not renewed yet: its deadline, which the
+            # fencer still enforces, is the one in force (read, never extended).
+            fence_at = await self.runner.inherited_deadline()
+        late = fence_at is None or clock.now() >= fence_at
+        if pg.is_primary and late and self.runner.paused:
+            log.warning("the store is unreachable; paused: not stopping PostgreSQL")
+        elif pg.is_primary and late:
             log.error("lease deadline passed and the store is unreachable: stopping PostgreSQL")
             await postgres.stop(self.pg, "immediate")
             await self.runner.disarm_fencer()
@@ -242,6 +270,7 @@ class HaLoop:
             reason=decision.reason,
             paused=view.settings.pause,
             store_id=self.me.store_id,
+            fencer=("armed" if self.runner.fencer_armed else "disarmed") if primary else "",
         )
         self.last_member = state
         try:
@@ -278,6 +307,7 @@ class HaLoop:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Cycle until `stop` is set; the keepalive timer runs alongside."""
+        self.runner.stop_requested = stop
         keeper = asyncio.create_task(self._keepalive_timer(stop), name="hamgr-keepalive")
         try:
             while not stop.is_set():

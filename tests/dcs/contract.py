@@ -176,6 +176,46 @@ async def check_close_revokes_the_lease_at_once(store: StoreUnderTest) -> None:
         assert await b.acquire_leader() is not None
 
 
+async def check_a_restarted_agent_adopts_its_own_lease(store: StoreUnderTest) -> None:
+    """A new session of the same member takes the old session's lease back with a keepalive,
+    and the leader key with it; a gone lease, or a key on another lease, is never ours."""
+    scope = new_scope("adopt")
+    async with sessions(store, scope, "b") as (b,):
+        old = store.session(scope, "a")  # the process that dies: never closed (kill -9)
+        written: list[int] = []
+        old.before_grant = written.append
+        await old.touch_member(member("a"))
+        key = await old.acquire_leader()
+        assert key is not None and old.lease_id is not None
+        assert written == [old.lease_id], "the lease id is handed out before its grant"
+        async with sessions(store, scope, "a") as (new,):
+            before = clock.now()
+            result, held = await new.adopt_lease(old.lease_id)
+            assert result.ok and result.sent_at >= before, "counted from the new keepalive"
+            assert held == key, "the leader key on the adopted lease is ours again"
+            assert new.lease_id == old.lease_id
+            assert (await new.keepalive()).ok
+            await new.touch_member(member("a"))  # no second lease
+            assert new.lease_id == old.lease_id
+            assert (await b.get_cluster()).leader == key
+        # `new` closed: the lease is revoked, and adopting it again finds nothing.
+        again = store.session(scope, "a")
+        try:
+            gone, none = await again.adopt_lease(old.lease_id)
+            assert not gone.ok and none is None and again.lease_id is None
+            await b.touch_member(member("b"))
+            theirs = await b.acquire_leader()
+            assert theirs is not None
+            # b's lease holds b's key: adopting b's lease as "a" does not make the key a's.
+            assert b.lease_id is not None
+            result, held = await again.adopt_lease(b.lease_id)
+            assert result.ok and held is None
+        finally:
+            for s in (again, old):
+                with suppress(DcsError):
+                    await s.close()
+
+
 async def check_release_only_deletes_the_matching_key(store: StoreUnderTest) -> None:
     async with sessions(store, new_scope("release"), "a", "b") as (a, b):
         await a.touch_member(member("a"))
@@ -430,6 +470,7 @@ CHECKS: list[Check] = [
     check_keepalive_reports_sent_at_and_ttl,
     check_expiry_removes_leader_and_member_at_one_revision,
     check_close_revokes_the_lease_at_once,
+    check_a_restarted_agent_adopts_its_own_lease,
     check_release_only_deletes_the_matching_key,
     check_settings_compare_and_swap,
     check_switchover_set_and_clear_with_expected,

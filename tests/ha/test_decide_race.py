@@ -234,12 +234,20 @@ PAUSE = [
         "not demoting while paused",
     ),
     row(
-        "fence-still-applies",
+        "hands-off-past-the-deadline",  # the fencer is disarmed too (ActionRunner.set_paused)
         view(dcs=PAUSED),
         local("a", primary(), leader=True, fence_at=NOW - 1),
         None,
-        (Demote("immediate"),),
-        "fencing",
+        (RenewLease(),),
+        "paused: I am the leader",
+    ),
+    row(
+        "hands-off-without-a-deadline",  # a restarted agent that could not take its lease back
+        view(dcs=PAUSED),
+        local("a", primary()),
+        None,
+        (),
+        "not demoting while paused",
     ),
     row("no-start", view(dcs=PAUSED), local("b", stopped()), None, (), "paused: no automatic"),
     row(
