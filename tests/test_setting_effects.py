@@ -114,6 +114,9 @@ EFFECTS: dict[str, Tests] = {
     "tags.nofailover": (RACE, "tests/ha/test_agent_signals.py::test_sighup_reloads_tags_and_json_logs_parse"),
     "tags.noloadbalance": (AGENT_SETUP, "tests/test_api.py::test_tags_noloadbalance_and_tag_queries"),
     "tags.clonefrom": (AGENT_SETUP, "tests/ha/test_decide.py::test_bootstrap", NO_SLOT),
+    "watchdog.mode": ("tests/ha/test_watchdog_agent.py::test_required_refuses_to_start_without_the_device", "tests/ha/test_watchdog_agent.py::test_automatic_logs_once_and_serves_as_primary", "tests/test_watchdog.py::test_off_never_touches_a_device"),
+    "watchdog.device": ("tests/ha/test_watchdog_agent.py::test_required_refuses_to_start_without_the_device", "tests/test_watchdog.py::test_protocol_open_set_timeout_ping_and_magic_close"),
+    "watchdog.safety_margin": ("tests/test_watchdog.py::test_timeout_is_ttl_minus_margin_rounded_down", "tests/test_watchdog.py::test_required_refuses_a_margin_that_leaves_no_whole_second"),
     "store.backend": ETCD_AGENTS,
     "store.etcd.hosts": ETCD_AGENTS,
     "store.etcd.username": (ETCD_AUTH, "tests/dcs/test_etcd_dcs.py::test_bad_settings_are_refused_with_a_clear_error"),
@@ -139,7 +142,6 @@ EFFECTS: dict[str, Tests] = {
 # fmt: on
 
 _ETCD_TLS = "issue 11: etcd over TLS (https with a CA) is accepted but no test runs against one"
-_WATCHDOG = "issue 16: the Linux watchdog (nothing opens a watchdog device yet)"
 _LIVE_TIMING = (
     "issue 16: a live change of ttl / loop_wait / retry_timeout that stays safe (edit-config "
     "stores it; the running lease, DCS session and fence deadline are not shown to follow it)"
@@ -153,9 +155,6 @@ _REST_TLS = (
 OPEN: dict[str, str] = {
     "store.etcd.protocol": _ETCD_TLS,
     "store.etcd.cacert": _ETCD_TLS,
-    "watchdog.mode": _WATCHDOG,
-    "watchdog.device": _WATCHDOG,
-    "watchdog.safety_margin": _WATCHDOG,
     "restapi.certfile": _REST_TLS,
     "restapi.keyfile": _REST_TLS,
     # loop_wait works (read from the store every cycle) but no test shows the loop's period.
