@@ -98,7 +98,7 @@ def identity(config: Config) -> Identity:
         ),
         use_pg_rewind=config.postgresql.use_pg_rewind,
         reclone_on_rewind_failure=config.postgresql.remove_data_directory_on_rewind_failure,
-        store_id=raft.node_id if raft is not None else 0,
+        store_id=raft.node_id if raft is not None and config.store.backend == "raft" else 0,
     )
 
 

@@ -78,12 +78,6 @@ def problems_with(tmp_path: Path, *changes: tuple[str, Any]) -> list[str]:
             [("postgresql.authentication.replication.username", "postgres")],
             ["postgresql: replication_user must differ from superuser"],
         ),
-        (
-            [("store.backend", "etcd"), ("store.etcd", {"hosts": ["127.0.0.1:2379"]})],
-            [
-                "store.backend: is etcd; the agent runs with its embedded raft store member only",
-            ],
-        ),
     ],
 )
 def test_what_the_agent_refuses_is_reported_by_key(
@@ -97,6 +91,14 @@ def test_bootstrap_initdb_options_reach_the_postgres_settings() -> None:
     put(data, "bootstrap.initdb", [{"encoding": "LATIN1"}, "data-checksums", {"wal-segsize": 64}])
     options = agent_setup(parse_config(data)).pg.initdb
     assert options == InitdbOptions(encoding="LATIN1", extra_args=("--wal-segsize=64",))
+
+
+def test_the_etcd_backend_runs_no_store_member() -> None:
+    data = put(minimal(), "postgresql.bin_dir", "/b")
+    put(data, "store.backend", "etcd")
+    put(data, "store.etcd", {"hosts": ["127.0.0.1:2379"]})
+    setup = agent_setup(parse_config(data))
+    assert setup.store is None and setup.me.store_id == 0
 
 
 def test_a_file_without_problems_gives_every_part(tmp_path: Path) -> None:
@@ -191,7 +193,13 @@ def test_every_key_reaches_the_part_that_uses_it() -> None:
     put(data, "bootstrap.dcs.maximum_lag_on_failover", 5)
     put(data, "bootstrap.dcs.primary_start_timeout", 7)
     put(data, "bootstrap.dcs.member_slots_ttl", 60)
-    tags = {"nofailover": True, "noloadbalance": True, "clonefrom": True, "nosync": True}
+    tags = {
+        "nofailover": True,
+        "noloadbalance": True,
+        "clonefrom": True,
+        "nosync": True,
+        "failover_priority": 3,
+    }
     put(data, "tags", tags)
     setup = agent_setup(parse_config(data))
 

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from hamgr.dcs.common import prefix_end
 from hamgr.dcs.etcd import EtcdDcs
@@ -118,6 +121,22 @@ def etcd_binary() -> str | None:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     return None
+
+
+@contextlib.contextmanager
+def running_etcd(root: Path, first_host: int) -> Iterator[EtcdStore]:
+    """A 3-member etcd on 127.0.0.<first_host>.. with data under `root`, ready to answer;
+    stopped by PID on exit. Skips the test, saying why, when no etcd binary is installed."""
+    binary = etcd_binary()
+    if binary is None:
+        pytest.skip("no etcd server binary (install etcd-server, or set HAMGR_ETCD_BIN)")
+    etcd = EtcdStore(root, binary, first_host=first_host)
+    try:
+        etcd.start_all()
+        asyncio.run(etcd.wait_ready())
+        yield etcd
+    finally:
+        etcd.stop_all()
 
 
 def _alive(pid: int) -> bool:

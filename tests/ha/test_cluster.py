@@ -11,7 +11,6 @@ deadline; every process started is stopped by PID, whatever happened.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import os
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.dcs.stores import EtcdStore, etcd_binary
+from tests.dcs.stores import running_etcd
 from tests.ha.agentcluster import API_AUTH, AgentCluster
 from tests.ha.clusterops import (
     Writer,
@@ -73,16 +72,8 @@ def backend(
     if request.param == "raft":
         yield None
         return
-    binary = etcd_binary()
-    if binary is None:
-        pytest.skip("no etcd server binary (install etcd-server, or set HAMGR_ETCD_BIN)")
-    etcd = EtcdStore(tmp_path_factory.mktemp("etcd"), binary, first_host=84)
-    try:
-        etcd.start_all()
-        asyncio.run(etcd.wait_ready())
+    with running_etcd(tmp_path_factory.mktemp("etcd"), first_host=84) as etcd:
         yield etcd.endpoints
-    finally:
-        etcd.stop_all()
 
 
 @contextlib.contextmanager

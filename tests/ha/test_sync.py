@@ -18,7 +18,6 @@ Every wait has a deadline; every process is stopped by PID; iptables rules are r
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -36,7 +35,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.dcs.stores import EtcdStore, etcd_binary
+from tests.dcs.stores import running_etcd
 from tests.ha.agentcluster import AgentCluster
 from tests.ha.clusterops import (
     Writer,
@@ -241,27 +240,7 @@ def test_lagging_member_never_takes_over_when_the_caught_up_one_cannot_be_asked(
         pytest.skip(why)
     c = cluster
     primary, (lagging, caught_up) = boot(c)
-    patch(c, primary, maximum_lag_on_failover=65536)
-    sql(c, primary, "CREATE TABLE lag_rows (x int, pad text)")
-    wait_for(partial(has_table, c, lagging), 30, f"lag_rows on {lagging}")
-    # The lagging member stops receiving: its WAL sender on the primary is frozen.
-    rows = sql(
-        c, primary, "SELECT pid FROM pg_stat_replication WHERE application_name = %s", (lagging,)
-    )
-    sender = int(rows[0][0])
-    os.kill(sender, signal.SIGSTOP)
-    try:
-        sql(
-            c,
-            primary,
-            "INSERT INTO lag_rows SELECT g, repeat('x', 1000) FROM generate_series(1, 2000) g",
-        )
-        target = _lsn(c, primary)
-        wait_for(
-            lambda: _recorded_lsn(c, caught_up) >= target,
-            30,
-            "the primary's position recorded in the store",
-        )
+    with behind(c, primary, lagging, via=caught_up):
         # Nobody can ask the caught-up member's REST API any more (its store port stays open),
         # and it cannot race before the lagging one decided (its postmaster is frozen, so its
         # agent cannot observe it).
@@ -287,6 +266,30 @@ def test_lagging_member_never_takes_over_when_the_caught_up_one_cannot_be_asked(
             os.kill(postmaster, signal.SIGCONT)
             _iptables("-D", rule, reject)
         assert c.wait_primary(FAILOVER, exclude=(primary,)) == caught_up
+
+
+@contextlib.contextmanager
+def behind(c: AgentCluster, primary: str, lagging: str, via: str) -> Iterator[None]:
+    """`lagging` stops receiving (its WAL sender on the primary is frozen) while the primary
+    writes about 2 MB, far past maximum_lag_on_failover (set to 64 kB), and that position
+    reaches the store (read through `via`'s /cluster). The WAL sender resumes on exit."""
+    patch(c, primary, maximum_lag_on_failover=65536)
+    sql(c, primary, "CREATE TABLE lag_rows (x int, pad text)")
+    wait_for(partial(has_table, c, lagging), 30, f"lag_rows on {lagging}")
+    rows = sql(
+        c, primary, "SELECT pid FROM pg_stat_replication WHERE application_name = %s", (lagging,)
+    )
+    sender = int(rows[0][0])
+    os.kill(sender, signal.SIGSTOP)
+    try:
+        sql(
+            c,
+            primary,
+            "INSERT INTO lag_rows SELECT g, repeat('x', 1000) FROM generate_series(1, 2000) g",
+        )
+        target = _lsn(c, primary)
+        wait_for(lambda: _recorded_lsn(c, via) >= target, 30, "the position in the store")
+        yield
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(sender, signal.SIGCONT)
@@ -405,18 +408,11 @@ def two_on_etcd(
 ) -> Iterator[AgentCluster]:
     """Two database hosts over a real 3-member etcd (a two-member cluster cannot keep the
     embedded store's majority when one dies; with etcd it can fail over)."""
-    binary = etcd_binary()
-    if binary is None:
-        pytest.skip("no etcd server binary (install etcd-server, or set HAMGR_ETCD_BIN)")
-    etcd = EtcdStore(tmp_path_factory.mktemp("etcd2"), binary, first_host=87)
-    try:
-        etcd.start_all()
-        asyncio.run(etcd.wait_ready())
+    with running_etcd(tmp_path_factory.mktemp("etcd2"), first_host=87) as etcd:
         root = Path(tempfile.mkdtemp(prefix="hamgr-it2-", dir="/tmp"))
         os.chmod(root, 0o755)
-        c = AgentCluster(
-            root, ["127.0.0.161", "127.0.0.162"], scope="two", etcd_hosts=etcd.endpoints
-        )
+        hosts = ["127.0.0.161", "127.0.0.162"]
+        c = AgentCluster(root, hosts, scope="two", etcd_hosts=etcd.endpoints)
         try:
             yield c
         finally:
@@ -425,8 +421,6 @@ def two_on_etcd(
                     kill_member(c, name)
             c.close()
             shutil.rmtree(root, ignore_errors=True)
-    finally:
-        etcd.stop_all()
 
 
 def test_two_member_cluster_never_promotes_a_replica_behind_the_recorded_position(
@@ -439,22 +433,7 @@ def test_two_member_cluster_never_promotes_a_replica_behind_the_recorded_positio
     primary = c.wait_primary(BOOT)
     (replica,) = [n for n in c.members if n != primary]
     c.wait_streaming([replica], BOOT)
-    patch(c, primary, maximum_lag_on_failover=65536)
-    sql(c, primary, "CREATE TABLE two_rows (x int, pad text)")
-    wait_for(lambda: try_sql(c, replica, "SELECT 1 FROM two_rows") is not None, 30, "two_rows")
-    rows = sql(
-        c, primary, "SELECT pid FROM pg_stat_replication WHERE application_name = %s", (replica,)
-    )
-    sender = int(rows[0][0])
-    os.kill(sender, signal.SIGSTOP)
-    try:
-        sql(
-            c,
-            primary,
-            "INSERT INTO two_rows SELECT g, repeat('x', 1000) FROM generate_series(1, 2000) g",
-        )
-        target = _lsn(c, primary)
-        wait_for(lambda: _recorded_lsn(c, replica) >= target, 30, "the position in the store")
+    with behind(c, primary, replica, via=replica):
         kill_member(c, primary)
         wait_for(
             lambda: "behind the last position" in status_of(c, replica).get("reason", ""),
@@ -463,6 +442,3 @@ def test_two_member_cluster_never_promotes_a_replica_behind_the_recorded_positio
         )
         assert c.http(replica, "/primary")[0] == 503
         assert try_sql(c, replica, "SELECT pg_is_in_recovery()") == [(True,)]
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(sender, signal.SIGCONT)
