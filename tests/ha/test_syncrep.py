@@ -118,8 +118,9 @@ def test_non_strict_mode_goes_asynchronous_when_no_standby_is_left() -> None:
         ({"b": MemberTags(nosync=True)}, -1, 'FIRST 1 ("c")'),
         ({"b": MemberTags(nofailover=True)}, -1, 'FIRST 1 ("c")'),
         ({"b": MemberTags(failover_priority=0)}, -1, 'FIRST 1 ("c")'),
-        ({}, 1000, 'FIRST 1 ("c")'),  # b lags 4096 bytes, c is level
-        ({}, -1, 'FIRST 1 ("b")'),  # no limit: the first name among equals... b lags: c first
+        ({}, 1000, 'FIRST 1 ("c")'),  # b lags 4096 bytes, more than the limit
+        ({}, -1, 'FIRST 1 ("c")'),  # no limit: both qualify, the most advanced (c) is chosen
+        ({"c": MemberTags(nosync=True)}, -1, 'FIRST 1 ("b")'),  # the lagging one, if alone
     ],
 )
 def test_mode_on_picks_an_eligible_standby(
@@ -133,9 +134,8 @@ def test_mode_on_picks_an_eligible_standby(
     v = view(dcs={**ON, "maximum_lag_on_syncnode": lag_limit}, members=members)
     lagging_b = (Standby("b", "streaming", BASE - 4096), Standby("c", "streaming", BASE))
     pg = primary(sync_standby_names="", standbys=lagging_b)
-    names = [a for a in plan_primary(v, leader_local(pg)).actions if isinstance(a, SetStandbyNames)]
-    if lag_limit == -1 and not tags:
-        expect = 'FIRST 1 ("c")'  # the most advanced is chosen first
+    actions = plan_primary(v, leader_local(pg)).actions
+    names = [a for a in actions if isinstance(a, SetStandbyNames)]
     assert names == [SetStandbyNames(expect)]
 
 
