@@ -16,7 +16,8 @@ Rules this module keeps (the simulator checks them):
 - ReadIndex is served only once the leader has committed an entry of its term, and only after a
   quorum answered a heartbeat sent after the read arrived;
 - membership changes take effect when applied, one at a time, only after the term's no-op
-  committed; learners are promoted by the leader when caught up; a removed leader steps down.
+  committed; no member campaigns while a committed change is not yet applied; learners are
+  promoted by the leader when caught up; a removed leader steps down.
 """
 
 from __future__ import annotations
@@ -116,7 +117,8 @@ class RaftCore:
             self._election_elapsed += 1
             if self.promotable() and self._election_elapsed >= self._randomized_timeout:
                 self._election_elapsed = 0
-                self._campaign(_PRE_ELECTION if self.cfg.pre_vote else _ELECTION)
+                if not self.has_unapplied_conf_changes():
+                    self._campaign(_PRE_ELECTION if self.cfg.pre_vote else _ELECTION)
 
     def _tick_leader(self) -> None:
         self._heartbeat_elapsed += 1
@@ -244,6 +246,16 @@ class RaftCore:
     def promotable(self) -> bool:
         """May this member campaign (is it a voter)?"""
         return self.id in self.conf.voters
+
+    def has_unapplied_conf_changes(self) -> bool:
+        """Is a committed membership change not yet applied (handed out but not advanced past,
+        or not yet handed out)? Such a member must not campaign: it would count votes in the
+        old configuration while others already count in the new one, so two majorities could
+        each elect a leader in one term (etcd's `hasUnappliedConfChanges` refuses the same).
+        """
+        lg = self.log
+        lo = max(lg.applied, self._conf_applied, lg.snapshot.meta.index) + 1
+        return any(e.type == EntryType.CONF_CHANGE for e in lg.slice(lo, lg.committed + 1))
 
     def hard_state(self) -> HardState:
         """The current hard state."""
@@ -552,7 +564,11 @@ class RaftCore:
             self._election_elapsed = 0
             self.lead = m.frm
             self._handle_snapshot(m)
-        elif m.type == MsgType.TIMEOUT_NOW and self.promotable():
+        elif (
+            m.type == MsgType.TIMEOUT_NOW
+            and self.promotable()
+            and not self.has_unapplied_conf_changes()
+        ):
             self._campaign(_TRANSFER)
 
     def _handle_append(self, m: Message) -> None:

@@ -275,6 +275,53 @@ def test_removed_leader_steps_down_and_stays_quiet() -> None:
     assert c.core(2).conf.voters == (2, 3)
 
 
+def _committed_removal_not_yet_applied_on_2() -> Cluster:
+    """Leader 1 commits the removal of 3; member 2 persisted and acknowledged it and knows it is
+    committed, but its driver yields before applying it (2 still counts votes in {1, 2, 3})."""
+    c = Cluster([1, 2, 3])
+    elect(c, 1)
+    c.slow_apply = {2}
+    index = c.core(1).propose_conf_change(ConfChange(ConfChangeType.REMOVE_NODE, 3))
+    c.drive(1)
+    c.deliver()
+    c.tick(1)  # the heartbeat tells 2 that the change committed
+    c.deliver()
+    core2 = c.core(2)
+    assert c.core(1).conf.voters == (1, 2)
+    assert core2.log.committed >= index and c.nodes[2].held is not None
+    assert core2.conf.voters == (1, 2, 3)
+    c.isolated = {1}  # the leader goes silent: 2's election timer runs out
+    return c
+
+
+def test_no_campaign_while_a_committed_conf_change_is_unapplied() -> None:
+    c = _committed_removal_not_yet_applied_on_2()
+    core2 = c.core(2)
+    for _ in range(3 * 10):
+        core2.tick()
+    assert core2.role == Role.FOLLOWER
+    assert not [m for m in c.outbox if m.frm == 2 and m.type in ELECTION_TYPES]
+    assert core2.has_unapplied_conf_changes()
+    c.finish_apply(2)  # the apply catches up: 2 now counts in {1, 2} and may campaign
+    assert core2.conf.voters == (1, 2) and not core2.has_unapplied_conf_changes()
+    for _ in range(3 * 10):
+        core2.tick()
+    c.drive(2)
+    assert core2.role != Role.FOLLOWER
+    assert [m for m in c.outbox if m.frm == 2 and m.type == MsgType.PRE_VOTE]
+
+
+def test_no_transfer_campaign_while_a_committed_conf_change_is_unapplied() -> None:
+    c = _committed_removal_not_yet_applied_on_2()
+    core2 = c.core(2)
+    timeout_now = Message(MsgType.TIMEOUT_NOW, 2, 1, core2.term)
+    core2.step(timeout_now)
+    assert core2.role == Role.FOLLOWER and core2.term == c.core(1).term
+    c.finish_apply(2)
+    core2.step(timeout_now)
+    assert core2.role == Role.CANDIDATE
+
+
 def test_compact_adopts_a_snapshot_taken_before_later_applies() -> None:
     """A driver encodes its snapshot in the background: the core adopts it at the index it was
     taken at, with the configuration of then, however far the log moved on meanwhile."""
