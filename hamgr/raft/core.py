@@ -581,12 +581,16 @@ class RaftCore:
             self._send(Message(MsgType.APP_RESP, m.frm, self.id, self.term, index=lg.committed))
             return
         if lg.match_term(snap.meta.index, snap.meta.term):
+            # Our log already holds the snapshot's last entry: keep it, and acknowledge only
+            # what the snapshot proves (entries after it were never checked against the
+            # leader's log and may differ), as the paper and etcd do.
             lg.commit_to(snap.meta.index)
-        else:
-            lg.restore(snap)
-            self.conf = snap.meta.conf
-            # Conf changes handed out before this snapshot must not be re-applied over it.
-            self._conf_applied = snap.meta.index
+            self._send(Message(MsgType.APP_RESP, m.frm, self.id, self.term, index=lg.committed))
+            return
+        lg.restore(snap)
+        self.conf = snap.meta.conf
+        # Conf changes handed out before this snapshot must not be re-applied over it.
+        self._conf_applied = snap.meta.index
         self._send(Message(MsgType.APP_RESP, m.frm, self.id, self.term, index=lg.last_index()))
 
     def _step_leader(self, m: Message) -> None:

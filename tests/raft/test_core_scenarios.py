@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from hamgr.raft.config import RaftConfig, RuleBreakers
 from hamgr.raft.core import RaftCore
 from hamgr.raft.log import LogInvariantError, RaftLog
+from hamgr.raft.membership import bootstrap_log
 from hamgr.raft.types import (
     ConfChange,
     ConfChangeType,
@@ -377,6 +378,24 @@ def test_snapshot_installed_on_far_behind_follower() -> None:
     c.deliver()
     assert c.applied_data(3)[-1] == b"after-snapshot"
     assert c.core(3).log.term(c.core(3).log.last_index()) == c.core(1).term
+
+
+def test_snapshot_matching_our_log_acknowledges_only_what_it_proves() -> None:
+    """A follower holds the snapshot's last entry (index 10, term 2) and, after it, two entries
+    of an old leader that the new leader never sent (its own 11 and 12 are of term 3). Its
+    answer to the snapshot must not claim 12: the leader would count those unchecked entries
+    as copies of its own and could commit them without a real majority."""
+    hs, boot = bootstrap_log([1, 2, 3])
+    entries = [*boot, *(Entry(2, i, data=b"e%d" % i) for i in range(len(boot) + 1, 13))]
+    follower = RaftCore(RaftConfig(id=2), random.Random(1), hard_state=hs, entries=entries)
+    conf = follower.conf
+    snap = Snapshot(SnapshotMeta(10, 2, conf), b"state-at-10")
+    follower.step(Message(MsgType.SNAP, 2, 1, 3, snapshot=snap))
+    rd = follower.ready()
+    acks = [m for m in rd.messages if m.type == MsgType.APP_RESP and not m.reject]
+    assert [m.index for m in acks] == [10]
+    assert follower.log.committed == 10 and follower.log.last_index() == 12
+    assert rd.snapshot is None  # the log is kept, not replaced
 
 
 def test_read_index_waits_for_term_commit_and_quorum() -> None:
