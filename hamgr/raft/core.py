@@ -81,7 +81,7 @@ class RaftCore:
             snapshot = Snapshot()
         self.log = RaftLog(snapshot, list(entries or []), hs.commit)
         self.term = hs.term
-        self.vote = NONE if config.rule_breakers.forget_vote_on_restart else hs.vote
+        self.vote = hs.vote
         self.conf = snapshot.meta.conf
         self._conf_applied = snapshot.meta.index
         self.role = Role.FOLLOWER
@@ -313,11 +313,7 @@ class RaftCore:
         rd.committed_entries = lg.next_committed(self.cfg.max_apply_bytes_per_ready)
         if rd.committed_entries:
             applied = rd.committed_entries[-1].index
-        if self.cfg.rule_breakers.send_before_persist:
-            rd.messages_early = self._msgs_early + self._msgs
-            rd.messages = []
-        else:
-            rd.messages_early, rd.messages = self._msgs_early, self._msgs
+        rd.messages_early, rd.messages = self._msgs_early, self._msgs
         self._msgs_early, self._msgs = [], []
         rd.read_states, self._read_states = self._read_states, []
         self._handed = (handed_last, applied)
@@ -520,9 +516,7 @@ class RaftCore:
             or (self.vote == NONE and self.lead == NONE)
             or (m.type == MsgType.PRE_VOTE and m.term > self.term)
         )
-        up_to_date = self.cfg.rule_breakers.skip_log_up_to_date_check or self.log.is_up_to_date(
-            m.index, m.log_term
-        )
+        up_to_date = self._candidate_log_up_to_date(m)
         resp = MsgType.VOTE_RESP if m.type == MsgType.VOTE else MsgType.PRE_VOTE_RESP
         if can_vote and up_to_date:
             self._send(Message(resp, m.frm, self.id, m.term))
@@ -531,6 +525,10 @@ class RaftCore:
                 self.vote = m.frm
         else:
             self._send(Message(resp, m.frm, self.id, self.term, reject=True))
+
+    def _candidate_log_up_to_date(self, m: Message) -> bool:
+        """Raft's election restriction: is the candidate's log at least as new as ours?"""
+        return self.log.is_up_to_date(m.index, m.log_term)
 
     def _step_candidate(self, m: Message) -> None:
         if m.type in (MsgType.APP, MsgType.HEARTBEAT, MsgType.SNAP):
@@ -632,10 +630,7 @@ class RaftCore:
         index = committed_index(self.conf.voters, {n: pr.match for n, pr in self.prs.items()})
         if index <= self.log.committed:
             return False
-        if (
-            self.log.term(index) != self.term
-            and not self.cfg.rule_breakers.commit_old_term_by_counting
-        ):
+        if not self._may_commit_by_counting(index):
             return False
         first_in_term = not self._committed_in_term()
         self.log.commit_to(index)
@@ -644,6 +639,10 @@ class RaftCore:
             for ctx in reads:
                 self._start_read(ctx)
         return True
+
+    def _may_commit_by_counting(self, index: int) -> bool:
+        """Only an entry of the leader's own term commits by counting replicas (figure 8)."""
+        return self.log.term(index) == self.term
 
     def _quorum_active(self) -> bool:
         active = {self.id} | {n for n, pr in self.prs.items() if pr.recent_active}

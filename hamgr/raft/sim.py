@@ -31,9 +31,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from hamgr.raft.config import RuleBreakers
 from hamgr.raft.log import LogInvariantError
 from hamgr.raft.membership import bootstrap_log
+from hamgr.raft.simbreakers import RuleBreakers
 from hamgr.raft.simcheck import SafetyChecker, Violation
 from hamgr.raft.simworld import App, Disk, Member, MemberTuning, chain_digest
 from hamgr.raft.types import (
@@ -545,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
         "--break-rule",
         action="append",
         default=[],
-        choices=sorted(RuleBreakers.__dataclass_fields__),
+        choices=RuleBreakers.names(),
         help="test only: make the core break this rule (repeatable)",
     )
     args = ap.parse_args(argv)

@@ -9,8 +9,9 @@ import random
 import struct
 from dataclasses import dataclass, field
 
-from hamgr.raft.config import RaftConfig, RuleBreakers
+from hamgr.raft.config import RaftConfig
 from hamgr.raft.core import RaftCore
+from hamgr.raft.simbreakers import RuleBreakers, make_core
 from hamgr.raft.types import Entry, HardState, Ready, Snapshot
 
 
@@ -103,12 +104,12 @@ class Member:
             max_inflight_msgs=c.max_inflight,
             max_size_per_msg=c.max_size_per_msg,
             max_apply_bytes_per_ready=2000,
-            rule_breakers=c.rule_breakers,
         )
         d = self.disk
-        self.core = RaftCore(
+        self.core = make_core(
             cfg,
             random.Random(self._rng.getrandbits(64)),
+            c.rule_breakers,
             hard_state=d.hard_state,
             snapshot=d.snapshot,
             entries=list(d.entries),

@@ -11,9 +11,10 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hamgr.raft.config import RaftConfig, RuleBreakers
+from hamgr.raft.config import RaftConfig
 from hamgr.raft.core import RaftCore
 from hamgr.raft.membership import bootstrap_log
+from hamgr.raft.simbreakers import RuleBreakers, make_core
 from hamgr.raft.types import Entry, HardState, Message, Ready, Role, Snapshot
 
 Filter = Callable[[Message], bool]
@@ -54,8 +55,8 @@ class Cluster:
             pre_vote=pre_vote,
             check_quorum=check_quorum,
             max_size_per_msg=max_size_per_msg,
-            rule_breakers=rule_breakers or RuleBreakers(),
         )
+        self.breakers = rule_breakers or RuleBreakers()
         self.nodes: dict[int, Node] = {}
         self.outbox: list[Message] = []
         self.isolated: set[int] = set()
@@ -75,9 +76,10 @@ class Cluster:
     def start(self, i: int) -> None:
         """(Re)start member i from its durable state."""
         n = self.nodes[i]
-        n.core = RaftCore(
+        n.core = make_core(
             RaftConfig(id=i, **self.cfg),  # type: ignore[arg-type]
             random.Random(self.rng.getrandbits(32)),
+            self.breakers,
             hard_state=n.hard_state,
             snapshot=n.snapshot,
             entries=list(n.entries),
@@ -171,7 +173,7 @@ class Cluster:
     def campaign(self, i: int, allow: Filter | None = None) -> None:
         """Let member i's election timer fire (others' timers stay put) and run the election."""
         core = self.core(i)
-        for _ in range(2 * self.cfg["election_tick"]):  # type: ignore[operator]
+        for _ in range(2 * self.cfg["election_tick"]):
             if core.role != Role.FOLLOWER:
                 break
             self.tick(i)
@@ -180,7 +182,7 @@ class Cluster:
     def expire_lease(self, *ids: int) -> None:
         """Tick members until they stop trusting a silent leader; drop what they sent meanwhile."""
         for i in ids:
-            for _ in range(self.cfg["election_tick"]):  # type: ignore[call-overload]
+            for _ in range(self.cfg["election_tick"]):
                 self.core(i).tick()
             self.drive(i)
         self.outbox = [m for m in self.outbox if m.frm not in ids]

@@ -8,10 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hamgr.raft.config import RaftConfig, RuleBreakers
+from hamgr.raft.config import RaftConfig
 from hamgr.raft.core import RaftCore
 from hamgr.raft.log import LogInvariantError, RaftLog
 from hamgr.raft.membership import bootstrap_log
+from hamgr.raft.simbreakers import RuleBreakers
 from hamgr.raft.types import (
     ConfChange,
     ConfChangeType,

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 
 import pytest
 
-from hamgr.raft.config import RuleBreakers
+from hamgr.raft.config import RaftConfig
+from hamgr.raft.core import RaftCore
 from hamgr.raft.sim import Simulator, hunt_profile, run_seed
+from hamgr.raft.simbreakers import RuleBreakers, RuleBreakingCore, make_core
 
 CI_SEEDS = 500
 SLOW_SEEDS = int(os.environ.get("HAMGR_SIM_SLOW_SEEDS", "5000"))
@@ -98,3 +101,12 @@ def test_cli_reports_failing_seed_with_replay_command() -> None:
     assert out.returncode == 1
     assert "replay: python -m hamgr.raft.sim --seed" in out.stdout
     assert out.stdout.strip().splitlines()[-1].startswith("seeds=3 violations=")
+
+
+def test_rule_breakers_live_outside_the_production_core() -> None:
+    """The core and its config have no switch that turns a rule off: a subclass does it."""
+    assert not {"rule_breakers", "breakers"} & set(RaftConfig.__dataclass_fields__)
+    plain = make_core(RaftConfig(id=1), random.Random(1), RuleBreakers())
+    assert type(plain) is RaftCore
+    broken = make_core(RaftConfig(id=1), random.Random(1), RuleBreakers(send_before_persist=True))
+    assert isinstance(broken, RuleBreakingCore)
