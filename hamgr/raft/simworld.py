@@ -36,14 +36,34 @@ class Disk:
 
     def persist(self, rd: Ready) -> None:
         """Apply a Ready's persistence part, atomically (one fsync)."""
+        self.persist_prefix(rd, self.records(rd))
+
+    @staticmethod
+    def records(rd: Ready) -> int:
+        """How many WAL records the Ready's batch is: snapshot marker, entries, hard state."""
+        return (rd.snapshot is not None) + len(rd.entries) + (rd.hard_state is not None)
+
+    def persist_prefix(self, rd: Ready, kept: int) -> None:
+        """What a torn write of the batch leaves: its first `kept` records, in the order the
+        storage writes them (snapshot marker, entries, hard state); an entry replaces every
+        stored entry at its index and above."""
+        if kept <= 0:
+            return
         if rd.snapshot is not None:
             self.snapshot = rd.snapshot
             self.entries = []
-        if rd.entries:
-            first = rd.entries[0].index
-            self.entries = [e for e in self.entries if e.index < first] + list(rd.entries)
-        if rd.hard_state is not None:
+            kept -= 1
+        entries = list(rd.entries[:kept])
+        kept -= len(entries)
+        if entries:
+            first = entries[0].index
+            self.entries = [e for e in self.entries if e.index < first] + entries
+        if kept > 0 and rd.hard_state is not None:
             self.hard_state = rd.hard_state
+
+    def last_index(self) -> int:
+        """The last index held (in an entry, or the snapshot's)."""
+        return self.entries[-1].index if self.entries else self.snapshot.meta.index
 
     def compact(self, snap: Snapshot) -> None:
         """The application saved a snapshot; entries it covers may go."""
@@ -85,7 +105,11 @@ class Member:
         self.disk = disk
         self.up = False
         self.removed = False
+        self.was_member = False  # once a member, absence from its own conf means removal
+        self.led_term = 0  # the last term in which it was seen becoming leader
+        self.leader_commit = 0  # its commit index when last seen as that leader
         self.syncing = False
+        self.in_flight: Ready | None = None  # the batch being written, if any
         self.incarnation = 0
         self.core: RaftCore | None = None
         self.app = App()
@@ -119,11 +143,15 @@ class Member:
         self.reads = {}
         self.up = True
         self.syncing = False
+        self.in_flight = None
+        self.led_term = 0
         self.incarnation += 1
 
     def stop(self) -> None:
         """Crash: everything not on disk is gone."""
         self.up = False
         self.core = None
+        self.syncing = False
+        self.in_flight = None
         self.proposals = {}
         self.reads = {}
