@@ -138,25 +138,6 @@ def hunt_profile(
     )
 
 
-def hunt_report(seeds: list[int], rules: list[str]) -> list[str]:
-    """For each rule: in how many hunt seeds its breaking was caught, by all checks and by
-    Raft's end properties alone (election safety, log matching, leader completeness, commit
-    and state machine safety, linearizable reads). One line per rule."""
-    lines = []
-    for rule in rules:
-        breakers = RuleBreakers(**{rule: True})
-        caught = [0, 0]
-        for n, checks in enumerate((True, False)):
-            for seed in seeds:
-                result = Simulator(seed, hunt_profile(seed, breakers, rule_checks=checks)).run()
-                caught[n] += result is not None and result.startswith("violation")
-        lines.append(
-            f"hunt rule={rule} seeds={len(seeds)} caught={caught[0]} "
-            f"caught_by_end_properties={caught[1]}"
-        )
-    return lines
-
-
 class Simulator:
     """Runs one seed. `run()` returns None on success or a description of what went wrong."""
 
@@ -203,6 +184,7 @@ class Simulator:
         m = Member(node_id, disk, self.rng, tuning)
         self.members[node_id] = m
         m.start()
+        self._member_started(m)
         self.schedule(self.rng.randrange(1, TICK_MS + 1), "tick", node_id)
         return m
 
@@ -269,6 +251,8 @@ class Simulator:
             return
         m.core.tick()
         self._drive(m)
+        if m.up:
+            self._ticked(m)
         self.schedule(TICK_MS, "tick", node_id)
 
     # -- network --------------------------------------------------------------------------
@@ -416,6 +400,7 @@ class Simulator:
         if rd.snapshot is not None:
             m.app = App.decode(rd.snapshot.data)
             self.check.snapshot_installed(m.id, rd.snapshot.meta.index, m.app.digest)
+            self._snapshot_applied(m, rd.snapshot)
         for e in rd.committed_entries:
             prev = m.app.applied
             m.app.digest = chain_digest(m.app.digest, e)
@@ -423,12 +408,39 @@ class Simulator:
             self.check.entry_applied(m.id, e, prev, m.app.digest)
             if e.type == EntryType.CONF_CHANGE:
                 self._on_conf_applied(e)
+            self._entry_applied(m, e)
             self._ack_write(m, e)
         for rs in rd.read_states:
             need = m.reads.pop(rs.ctx, None)
             if need is not None:
                 self.check.read_served(m.id, rs.index, need)
                 self.reads_served += 1
+                self._read_index_served(m, rs.index, rs.ctx)
+        self._applied_batch(m)
+
+    # -- hooks for a simulator with a richer state machine (see hamgr.raft.simkv) -----------
+
+    def _member_started(self, m: Member) -> None:
+        """Member m (re)started from its disk."""
+
+    def _snapshot_applied(self, m: Member, snap: Snapshot) -> None:
+        """Member m installed a snapshot from its leader."""
+
+    def _entry_applied(self, m: Member, e: Entry) -> None:
+        """Member m applied a committed entry (before a client's write is acknowledged)."""
+
+    def _read_index_served(self, m: Member, index: int, ctx: bytes) -> None:
+        """Member m's ReadIndex request `ctx` may be served once `index` is applied."""
+
+    def _applied_batch(self, m: Member) -> None:
+        """Member m applied a Ready's snapshot and committed entries."""
+
+    def _ticked(self, m: Member) -> None:
+        """Member m's clock ticked (and its Ready was handled)."""
+
+    def _snapshot_data(self, m: Member) -> bytes:
+        """What member m's snapshot holds of its state machine."""
+        return m.app.encode()
 
     def _ack_write(self, m: Member, e: Entry) -> None:
         prop = m.proposals.pop(e.index, None)
@@ -447,7 +459,7 @@ class Simulator:
             return
         lg = core.log
         if lg.applied - lg.snapshot.meta.index >= self.cfg.snapshot_every:
-            snap = core.compact(core.snapshot_meta(), m.app.encode())
+            snap = core.compact(core.snapshot_meta(), self._snapshot_data(m))
             assert snap is not None
             m.disk.compact(snap)
             self.log(f"snapshot {m.id} at {snap.meta.index}")
@@ -551,6 +563,7 @@ class Simulator:
             return
         self.log(f"restart {node_id}")
         m.start()
+        self._member_started(m)
         self.schedule(self.rng.randrange(1, TICK_MS + 1), "tick", node_id)
         self._drive(m)
 
@@ -625,6 +638,28 @@ class Simulator:
         self._drive(m)
 
 
+def hunt_report(
+    seeds: list[int], rules: list[str], simulator: type[Simulator] = Simulator
+) -> list[str]:
+    """For each rule: in how many hunt seeds its breaking was caught, by all checks and by
+    Raft's end properties alone (election safety, log matching, leader completeness, commit
+    and state machine safety, linearizable reads). One line per rule."""
+    lines = []
+    for rule in rules:
+        breakers = RuleBreakers(**{rule: True})
+        caught = [0, 0]
+        for n, checks in enumerate((True, False)):
+            for seed in seeds:
+                cfg = hunt_profile(seed, breakers, rule_checks=checks)
+                result = simulator(seed, cfg).run()
+                caught[n] += result is not None and result.startswith("violation")
+        lines.append(
+            f"hunt rule={rule} seeds={len(seeds)} caught={caught[0]} "
+            f"caught_by_end_properties={caught[1]}"
+        )
+    return lines
+
+
 def run_seed(
     seed: int,
     base: SimConfig | None = None,
@@ -634,11 +669,14 @@ def run_seed(
     return Simulator(seed, profile(seed, base), trace).run()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line entry point."""
-    ap = argparse.ArgumentParser(
-        prog="python -m hamgr.raft.sim", description=__doc__.split("\n")[0]
-    )
+def main(
+    argv: list[str] | None = None,
+    *,
+    simulator: type[Simulator] = Simulator,
+    prog: str = "python -m hamgr.raft.sim",
+) -> int:
+    """Command line entry point (also of `hamgr.raft.simkv`, with its `simulator`)."""
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=100, help="how many seeds to run")
     ap.add_argument("--first", type=int, default=1, help="first seed")
     ap.add_argument("--seed", type=int, help="run only this seed")
@@ -669,7 +707,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error("--seeds must be positive")
         seeds = list(range(args.first, args.first + args.seeds))
     if args.hunt_report:
-        for line in hunt_report(seeds, args.break_rule or RuleBreakers.names()):
+        for line in hunt_report(seeds, args.break_rule or RuleBreakers.names(), simulator):
             print(line)
         return 0
     breakers = RuleBreakers(**{name: True for name in args.break_rule})
@@ -682,10 +720,10 @@ def main(argv: list[str] | None = None) -> int:
     for seed in seeds:
         trace = print if args.trace else None
         if args.hunt:
-            result = Simulator(seed, hunt_profile(seed, breakers, rule_checks=checks), trace).run()
+            cfg = hunt_profile(seed, breakers, rule_checks=checks)
         else:
-            base = SimConfig(rule_breakers=breakers, rule_checks=checks)
-            result = run_seed(seed, base, trace)
+            cfg = profile(seed, SimConfig(rule_breakers=breakers, rule_checks=checks))
+        result = simulator(seed, cfg, trace).run()
         if result is None:
             continue
         if result.startswith("violation"):
@@ -693,7 +731,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             liveness += 1
         print(f"seed {seed}: {result}")
-        print(f"  replay: python -m hamgr.raft.sim --seed {seed} --trace{extra}")
+        print(f"  replay: {prog} --seed {seed} --trace{extra}")
     elapsed = time.monotonic() - started
     sys.stdout.flush()
     print(f"elapsed={elapsed:.1f}s seeds_per_second={len(seeds) / elapsed:.1f}", file=sys.stderr)

@@ -79,7 +79,7 @@ class App:
     digest: bytes = b"\0" * 8
 
     def encode(self) -> bytes:
-        """Snapshot data."""
+        """Snapshot data (16 bytes; a richer state machine appends its own after them)."""
         return struct.pack(">Q", self.applied) + self.digest
 
     @classmethod
@@ -87,7 +87,7 @@ class App:
         """Restore from snapshot data."""
         if not data:
             return cls()
-        return cls(struct.unpack(">Q", data[:8])[0], data[8:])
+        return cls(struct.unpack(">Q", data[:8])[0], data[8:16])
 
 
 def chain_digest(digest: bytes, e: Entry) -> bytes:
