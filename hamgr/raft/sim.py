@@ -115,9 +115,11 @@ HUNT = SimConfig(
     snapshot_every=0,
     fsync_ms=(1, 10),
     crash_in_ready=0.002,
-    crash_new_leader=0.7,
+    crash_new_leader=0.3,
     crash_new_leader_ms=(1, 30),
     crash_mid_write=0.5,
+    fault_ms=10_000,
+    liveness_ms=20_000,  # one entry per message: a long uncommitted tail takes a while
 )
 """A bug-hunting profile: one entry per message, small windows, slow links and disks, frequent
 faults aimed at the moments where Raft's rules matter: a crash while a batch is being written

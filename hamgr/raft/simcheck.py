@@ -116,10 +116,12 @@ class SafetyChecker:
     def rule_ack_durable(self, member: int, msg: Message, disk: Disk) -> None:
         """Persist before answering: a vote granted or entries acknowledged are on the disk
         when the message leaves (else a crash forgets them after others counted on them)."""
-        if msg.reject:
+        hs = disk.hard_state
+        if msg.reject or hs.term > msg.term:
+            # A newer term on disk already rules out a second vote in msg.term, and entries
+            # acknowledged to an older leader may since have been replaced by a newer one's.
             return
         if msg.type == MsgType.VOTE_RESP:
-            hs = disk.hard_state
             if hs.term != msg.term or hs.vote != msg.to:
                 raise Violation(
                     f"vote sent before persisted: {member} grants {msg.to} in term {msg.term}, "
