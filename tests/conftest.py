@@ -110,7 +110,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--run-slow",
         action="store_true",
         default=False,
-        help="also run tests marked slow (the long simulator sweep); -m slow then selects only them",
+        help="also run tests marked slow (the long simulator sweep); with -m slow: only them",
     )
 
 
