@@ -45,6 +45,13 @@ def _store_ctl(args: argparse.Namespace) -> int:
     return ctl_main(args)
 
 
+def _certs(args: argparse.Namespace) -> int:
+    """Make or renew the cluster's TLS certificates."""
+    from hamgr.certs import main as certs_main
+
+    return certs_main(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the chosen sub-command."""
     parser = argparse.ArgumentParser(prog="hamgr", description=__doc__)
@@ -91,6 +98,16 @@ def main(argv: list[str] | None = None) -> int:
 
     add_arguments(store_ctl)
     store_ctl.set_defaults(run=_store_ctl)
+    certs = commands.add_parser(
+        "certs",
+        help="make a cluster CA and member certificates (init), or renew them",
+        description="TLS certificates for the REST API and the store: `init` makes a CA and "
+        "a certificate per member, `renew` issues new member certificates from the same CA.",
+    )
+    from hamgr.certs import add_arguments as certs_arguments
+
+    certs_arguments(certs)
+    certs.set_defaults(run=_certs)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
