@@ -52,6 +52,13 @@ def _certs(args: argparse.Namespace) -> int:
     return certs_main(args)
 
 
+def _healthcheck(args: argparse.Namespace) -> int:
+    """Exit 0 when this host's agent answers 200 on a health path."""
+    from hamgr.healthcheck import main as health_main
+
+    return health_main(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the chosen sub-command."""
     parser = argparse.ArgumentParser(prog="hamgr", description=__doc__)
@@ -108,6 +115,16 @@ def main(argv: list[str] | None = None) -> int:
 
     certs_arguments(certs)
     certs.set_defaults(run=_certs)
+    health = commands.add_parser(
+        "healthcheck",
+        help="exit 0 when this host's agent answers 200 (for container health checks)",
+        description="GET a health path (default /liveness) of this host's agent, over https "
+        "with the configuration's certificates when restapi.certfile is set.",
+    )
+    from hamgr.healthcheck import add_arguments as health_arguments
+
+    health_arguments(health)
+    health.set_defaults(run=_healthcheck)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

@@ -37,6 +37,7 @@ BOOTED = (
 )
 EXAMPLE = "tests/test_agent_example.py::test_an_agent_starts_from_the_example_and_serves"
 STORE_PROCS = "tests/raft/test_store_process.py"
+REST_TLS = "tests/test_api_tls.py"
 CONTRACT = "tests/dcs/contract.py"
 FENCED = (
     "tests/ha/test_fencing_e2e.py::test_frozen_primary_agent_is_fenced_before_a_new_primary_writes"
@@ -70,6 +71,11 @@ EFFECTS: dict[str, Tests] = {
     "restapi.connect_address": (AGENT_SETUP, "tests/ha/test_cluster.py::test_kill9_primary_failover_then_old_primary_rewinds_and_streams"),
     "restapi.authentication.username": (LIVE, "tests/test_api.py::test_without_configured_auth_unsafe_methods_are_refused"),
     "restapi.authentication.password": (LIVE, "tests/test_api.py::test_unsafe_methods_need_the_password"),
+    "restapi.certfile": (f"{REST_TLS}::test_tls_is_served_and_checked_by_host_name", f"{REST_TLS}::test_plain_http_is_refused", f"{REST_TLS}::test_hactl_speaks_tls_with_its_options"),
+    "restapi.keyfile": (f"{REST_TLS}::test_tls_is_served_and_checked_by_host_name", "tests/test_agentsetup.py::test_tls_on_one_side_only_or_unloadable_files_are_refused"),
+    "restapi.cafile": (f"{REST_TLS}::test_verify_client_optional_checks_a_certificate_only_when_sent", f"{REST_TLS}::test_the_health_check_command_speaks_tls_with_the_member_files"),
+    "restapi.verify_client": (f"{REST_TLS}::test_verify_client_required_refuses_clients_without_a_certificate", f"{REST_TLS}::test_verify_client_optional_checks_a_certificate_only_when_sent", f"{REST_TLS}::test_access_rules"),
+    "restapi.allowlist": (f"{REST_TLS}::test_allowlist_limits_unsafe_methods_by_address", f"{REST_TLS}::test_access_rules"),
     "store.raft.data_dir": f"{STORE_PROCS}::test_whole_cluster_kill9_and_restart_from_disk",
     "store.raft.node_id": (STORE_SETUP, f"{STORE_PROCS}::test_store_ctl_put_get_del_status"),
     "store.raft.listen": (STORE_SETUP, f"{STORE_PROCS}::test_put_anywhere_get_everywhere"),
@@ -146,17 +152,11 @@ _LIVE_TIMING = (
     "issue 16: a live change of ttl / loop_wait / retry_timeout that stays safe (edit-config "
     "stores it; the running lease, DCS session and fence deadline are not shown to follow it)"
 )
-_REST_TLS = (
-    "issue 16 deliverable 1, found here: the agent serves plain HTTP whatever restapi.certfile "
-    "and keyfile say (api.serve is given no ssl_context), while it publishes an https URL"
-)
 
 #: Keys accepted today whose effect is not there yet, with the work item that brings it.
 OPEN: dict[str, str] = {
     "store.etcd.protocol": _ETCD_TLS,
     "store.etcd.cacert": _ETCD_TLS,
-    "restapi.certfile": _REST_TLS,
-    "restapi.keyfile": _REST_TLS,
     # loop_wait works (read from the store every cycle) but no test shows the loop's period.
     "bootstrap.dcs.loop_wait": _LIVE_TIMING,
     "dynamic.loop_wait": _LIVE_TIMING,
