@@ -219,6 +219,17 @@ def _etcd_cacert(c: Config, L: Loader) -> None:
         L.report(("store", "etcd", "cacert"), "only used with store.etcd.protocol https")
 
 
+@_check
+def _etcd_client_cert(c: Config, L: Loader) -> None:
+    cert = L.need(c, "store", "etcd", "cert", none_ok=True)
+    key = L.need(c, "store", "etcd", "key", none_ok=True)
+    if (cert is None) != (key is None):
+        missing, other = ("key", "cert") if key is None else ("cert", "key")
+        L.report(("store", "etcd", missing), f"required when store.etcd.{other} is set")
+    elif cert is not None and L.need(c, "store", "etcd", "protocol") != "https":
+        L.report(("store", "etcd", "cert"), "only used with store.etcd.protocol https")
+
+
 _MANAGED_PARAMETERS = {
     "port": "postgresql.listen",
     "listen_addresses": "postgresql.listen",

@@ -119,6 +119,8 @@ def resolve_local(config: Config) -> Config:
                 raft = dataclasses.replace(raft, secret=secret)
     if store.etcd is not None:
         readable(store.etcd.cacert, "store.etcd.cacert")
+        readable(store.etcd.cert, "store.etcd.cert")
+        readable(store.etcd.key, "store.etcd.key")
     if problems:
         raise ConfigError(problems)
     return dataclasses.replace(

@@ -231,13 +231,17 @@ class RaftConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class EtcdConfig:
-    """``store.etcd``: an existing etcd v3 cluster."""
+    """``store.etcd``: an existing etcd v3 cluster. With ``protocol: https`` etcd's certificate
+    is checked against ``cacert`` (else the system's CAs) and ``cert`` + ``key`` is presented
+    as client certificate (for etcd's ``--client-cert-auth``), as Patroni."""
 
     hosts: Annotated[tuple[Address, ...], Rule(non_empty)]
     protocol: Literal["http", "https"] = "http"
     username: str | None = None
     password: Secret | None = None
     cacert: AbsPath | None = None
+    cert: AbsPath | None = None
+    key: AbsPath | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
