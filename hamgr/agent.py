@@ -350,6 +350,14 @@ class Agent:
         except ConfigError as exc:
             log.error("reload refused, keeping the running configuration:\n%s", exc)
             return
+        if (setup.config.restapi.certfile is None) != (self.rest_server_ssl is None) or (
+            setup.store is not None and (setup.store.tls is None) != (self.store_ssl is None)
+        ):
+            log.error(
+                "reload refused, keeping the running configuration: turning TLS on or off "
+                "needs a restart of the agent (a reload only loads renewed certificates)"
+            )
+            return
         try:
             self._reload_tls(setup)
         except (OSError, ssl.SSLError) as exc:

@@ -14,6 +14,7 @@ import contextlib
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -78,12 +79,18 @@ def plain_http_answers(c: AgentCluster, name: str) -> bool:
         return False
 
 
-def served_serial(c: AgentCluster, name: str) -> int:
-    """The serial number of the certificate member `name`'s REST API presents now."""
-    assert c.ssl_context is not None
+def served_serial(c: AgentCluster, name: str, port: int = 8008) -> int:
+    """The serial number of the certificate member `name` presents now on `port` (the REST
+    API; 7000: its store member, which asks for a client certificate)."""
+    assert c.ssl_context is not None and c.tls_dir is not None
+    ctx = c.ssl_context
+    if port != 8008:
+        ctx = ssl.create_default_context(cafile=str(c.tls_dir / "ca.crt"))
+        ctx.load_cert_chain(c.tls_dir / "client.crt", c.tls_dir / "client.key")
+        ctx.check_hostname = False
     with (
-        socket.create_connection((c.members[name].host, 8008), timeout=5) as raw,
-        c.ssl_context.wrap_socket(raw, server_hostname=c.members[name].host) as conn,
+        socket.create_connection((c.members[name].host, port), timeout=5) as raw,
+        ctx.wrap_socket(raw, server_hostname=c.members[name].host) as conn,
     ):
         der = conn.getpeercert(binary_form=True)
     assert der is not None
@@ -166,6 +173,7 @@ def test_a_tls_cluster_switches_over_fails_over_and_reloads_certificates(
     # Rotation without downtime: renew from the same CA, reload, the new certificate is served.
     alive = [n for n in c.members if n != new]
     before = {n: served_serial(c, n) for n in alive}
+    assert all(served_serial(c, n, 7000) == before[n] for n in alive)  # one cert, both sides
     renewed = subprocess.run(
         [sys.executable, "-m", "hamgr", "certs", "renew", "--out", str(c.tls_dir)],
         capture_output=True, text=True, timeout=60, check=False,
@@ -179,6 +187,7 @@ def test_a_tls_cluster_switches_over_fails_over_and_reloads_certificates(
             20,
             f"{n} serving its renewed certificate",
         )
+        assert served_serial(c, n, 7000) == file_serial(c, n)  # the store's listener too
     # Still one cluster over TLS after the reload: the survivor keeps its key, the store works.
     wait_for(lambda: status_of(c, survivor).get("role") == "primary" or None, 20, "primary")
     assert call(c, survivor, "POST", "/reload", {})[0] == 202
