@@ -38,6 +38,7 @@ BOOTED = (
 EXAMPLE = "tests/test_agent_example.py::test_an_agent_starts_from_the_example_and_serves"
 STORE_PROCS = "tests/raft/test_store_process.py"
 REST_TLS = "tests/test_api_tls.py"
+TLS_CLUSTER = "tests/ha/test_tls_cluster.py::test_a_tls_cluster_switches_over_fails_over_and_reloads_certificates"
 CONTRACT = "tests/dcs/contract.py"
 FENCED = (
     "tests/ha/test_fencing_e2e.py::test_frozen_primary_agent_is_fenced_before_a_new_primary_writes"
@@ -72,7 +73,7 @@ EFFECTS: dict[str, Tests] = {
     "restapi.connect_address": (AGENT_SETUP, "tests/ha/test_cluster.py::test_kill9_primary_failover_then_old_primary_rewinds_and_streams"),
     "restapi.authentication.username": (LIVE, "tests/test_api.py::test_without_configured_auth_unsafe_methods_are_refused"),
     "restapi.authentication.password": (LIVE, "tests/test_api.py::test_unsafe_methods_need_the_password"),
-    "restapi.certfile": (f"{REST_TLS}::test_tls_is_served_and_checked_by_host_name", f"{REST_TLS}::test_plain_http_is_refused", f"{REST_TLS}::test_hactl_speaks_tls_with_its_options"),
+    "restapi.certfile": (TLS_CLUSTER, f"{REST_TLS}::test_tls_is_served_and_checked_by_host_name", f"{REST_TLS}::test_plain_http_is_refused", f"{REST_TLS}::test_hactl_speaks_tls_with_its_options"),
     "restapi.keyfile": (f"{REST_TLS}::test_tls_is_served_and_checked_by_host_name", "tests/test_agentsetup.py::test_tls_on_one_side_only_or_unloadable_files_are_refused"),
     "restapi.cafile": (f"{REST_TLS}::test_verify_client_optional_checks_a_certificate_only_when_sent", f"{REST_TLS}::test_the_health_check_command_speaks_tls_with_the_member_files"),
     "restapi.verify_client": (f"{REST_TLS}::test_verify_client_required_refuses_clients_without_a_certificate", f"{REST_TLS}::test_verify_client_optional_checks_a_certificate_only_when_sent", f"{REST_TLS}::test_access_rules"),
@@ -91,9 +92,9 @@ EFFECTS: dict[str, Tests] = {
     "store.raft.heartbeat_interval": (STORE_SETUP, f"{STORE_PROCS}::test_frozen_leader_is_replaced_and_rejoins"),
     "store.raft.election_timeout": (STORE_SETUP, f"{STORE_PROCS}::test_frozen_leader_is_replaced_and_rejoins"),
     "store.raft.snapshot_entries": f"{STORE_PROCS}::test_whole_cluster_kill9_during_background_snapshots_loses_nothing",
-    "store.raft.tls.certfile": f"{STORE_PROCS}::test_tls_member_serves_tls_clients_only",
-    "store.raft.tls.keyfile": f"{STORE_PROCS}::test_tls_member_serves_tls_clients_only",
-    "store.raft.tls.cafile": f"{STORE_PROCS}::test_tls_member_serves_tls_clients_only",
+    "store.raft.tls.certfile": (f"{STORE_PROCS}::test_tls_member_serves_tls_clients_only", TLS_CLUSTER),
+    "store.raft.tls.keyfile": (f"{STORE_PROCS}::test_tls_member_serves_tls_clients_only", TLS_CLUSTER),
+    "store.raft.tls.cafile": (f"{STORE_PROCS}::test_tls_member_serves_tls_clients_only", TLS_CLUSTER),
     "postgresql.data_dir": (AGENT_SETUP, EXAMPLE),
     "postgresql.bin_dir": ("tests/test_config.py::test_resolve_local_reads_the_secret_file_and_checks_bin_dir", "tests/postgres/test_control.py::test_wrong_bin_dir_is_named"),
     "postgresql.os_user": (AGENT_SETUP, "tests/postgres/test_control.py::test_initdb_start_status_stop"),
