@@ -509,6 +509,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench/failover.py: --dir {root} is not empty", file=sys.stderr)
         return 2
     modes = ["off", "on"] if args.tls == "both" else [args.tls]
+    if len(modes) > 1:  # each cluster in a subdirectory the postgres OS user must traverse
+        root.mkdir(parents=True, exist_ok=True)
+        root.chmod(0o755)
     by_mode: dict[str, dict[str, list[Run]]] = {}
     status = 0
     for mode in modes:
