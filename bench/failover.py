@@ -521,6 +521,8 @@ def main(argv: list[str] | None = None) -> int:
         status = max(status, run_cluster(args, where, binary, results, tls=mode == "on"))
         if status:
             break
+    if len(modes) > 1 and not args.dir and not any(root.iterdir()):
+        root.rmdir()  # both clusters' directories are gone: nothing kept, nothing left
     for mode, results in by_mode.items():
         for scenario, runs in results.items():
             label = f"{scenario}, TLS {mode}" if len(modes) > 1 else scenario
