@@ -12,6 +12,7 @@ starts with, and a reload refuses what a start would refuse.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from hamgr.postgres.errors import ConfigError as PgConfigError
 from hamgr.postgres.initdbopts import initdb_option_problems, initdb_options
 from hamgr.postgres.settings import validate_hba_lines, validate_parameters, validate_role_name
 from hamgr.storecmd import StoreSettings, settings_from_config
+from hamgr.tls import TlsFiles, client_context, rest_client_context, rest_server_context
 
 __all__ = [
     "AgentSetup",
@@ -136,6 +138,40 @@ def _postgres_problems(config: Config) -> list[str]:
     return problems
 
 
+def _tls_problems(config: Config) -> list[str]:
+    """The TLS files must load (certificate and key that match, a CA that parses), and with the
+    embedded store TLS is on for both the REST API and the store or for neither: one side in
+    clear text would carry the other's secrets (REST passwords, peer state) unprotected, and a
+    half-TLS cluster is what a mistyped file makes, not what anyone means."""
+    problems: list[str] = []
+    rest = config.restapi
+    try:
+        rest_server_context(rest)
+        rest_client_context(rest)
+    except (OSError, ssl.SSLError) as exc:
+        problems.append(f"restapi.certfile: cannot load the TLS files: {exc}")
+    raft = config.store.raft
+    if config.store.backend != "raft" or raft is None:
+        return problems
+    if raft.tls is not None:
+        files = TlsFiles(raft.tls.certfile, raft.tls.keyfile, raft.tls.cafile)
+        try:
+            client_context(files, check_hostname=False)
+        except (OSError, ssl.SSLError) as exc:
+            problems.append(f"store.raft.tls: cannot load the TLS files: {exc}")
+    if raft.tls is not None and rest.certfile is None:
+        problems.append(
+            "restapi.certfile: required when store.raft.tls is set (TLS on the REST API and "
+            "the store, or on neither)"
+        )
+    if raft.tls is None and rest.certfile is not None:
+        problems.append(
+            "store.raft.tls: required when restapi.certfile is set (TLS on the REST API and "
+            "the store, or on neither)"
+        )
+    return problems
+
+
 def _dynamic_settings(config: Config) -> DynamicSettings:
     """The bootstrap dynamic settings; a refused value raises ConfigError naming its key."""
     try:
@@ -163,6 +199,7 @@ def agent_setup(config: Config) -> AgentSetup:
         problems.append("store.etcd: required when store.backend is etcd")
     pg_problems = _postgres_problems(config)
     problems += pg_problems
+    problems += _tls_problems(config)
     try:
         pg = pg_settings(config)
     except PgConfigError as exc:

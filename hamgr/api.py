@@ -27,10 +27,7 @@ what the ``metrics`` hook of :func:`build_app` returns (404 without one).
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import datetime as dt
-import hmac
 import json
 import logging
 import math
@@ -43,6 +40,7 @@ from typing import Any
 from aiohttp import web
 
 from hamgr import __version__, clock
+from hamgr.apiaccess import Access
 from hamgr.apiview import (
     AgentView,
     LocalStatus,
@@ -382,21 +380,6 @@ def outcome(
 # --- HTTP -----------------------------------------------------------------------------------
 
 
-def _authorized(header: str | None, auth: Auth) -> bool:
-    scheme, _, encoded = (header or "").partition(" ")
-    if scheme.lower() != "basic":
-        return False
-    try:
-        user, sep, password = (
-            base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
-        )
-    except (binascii.Error, UnicodeDecodeError):
-        return False
-    user_ok = hmac.compare_digest(user.encode(), auth[0].encode())
-    password_ok = hmac.compare_digest(password.encode(), auth[1].encode())
-    return bool(sep) and user_ok and password_ok
-
-
 def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers)
 
@@ -422,13 +405,13 @@ class _Api:
     def __init__(
         self,
         view: AgentView,
-        auth: Auth | None,
+        access: Access,
         metrics: MetricsHook | None,
         outcome_timeout: float,
         poll_interval: float,
     ) -> None:
         self.view = view
-        self.auth = auth
+        self.access = access
         self.metrics_hook = metrics
         self.outcome_timeout = outcome_timeout
         self.poll_interval = poll_interval
@@ -437,20 +420,17 @@ class _Api:
     async def guard(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        """Basic auth on unsafe methods, and every failure as ``{"error": ...}``."""
+        """`Access` on unsafe methods, and every failure as ``{"error": ...}``."""
         if request.method in _UNSAFE:
-            if self.auth is None:
-                return _error(
-                    403,
-                    "unsafe methods are disabled on this agent: set restapi.authentication "
-                    "(username and password) in its configuration",
+            cert = request.transport.get_extra_info("peercert") if request.transport else None
+            denied = self.access.check(
+                request.remote, request.headers.get("Authorization"), bool(cert)
+            )
+            if denied is not None:
+                headers = (
+                    {"WWW-Authenticate": 'Basic realm="hamgr"'} if denied.status == 401 else None
                 )
-            if not _authorized(request.headers.get("Authorization"), self.auth):
-                return _error(
-                    401,
-                    "authentication required: wrong or missing username or password",
-                    {"WWW-Authenticate": 'Basic realm="hamgr"'},
-                )
+                return _error(denied.status, denied.message, headers)
         try:
             return await handler(request)
         except HttpError as e:
@@ -583,11 +563,14 @@ def build_app(
     metrics: MetricsHook | None = None,
     outcome_timeout: float = 30.0,
     poll_interval: float = 0.25,
+    access: Access | None = None,
 ) -> web.Application:
     """The REST API of ``view``'s agent. ``auth`` is (username, password) for unsafe methods
-    (None: they are refused). A switchover or failover answers once its outcome shows in the
-    cluster (200 or 503), at most ``outcome_timeout`` seconds; a scheduled one answers 202."""
-    api = _Api(view, auth, metrics, outcome_timeout, poll_interval)
+    (None: they are refused); ``access``, when given, replaces it with the full rules
+    (certificates, allowlist: `hamgr.apiaccess`). A switchover or failover answers once its
+    outcome shows in the cluster (200 or 503), at most ``outcome_timeout`` seconds; a scheduled
+    one answers 202."""
+    api = _Api(view, access or Access(auth=auth), metrics, outcome_timeout, poll_interval)
     app = web.Application(middlewares=[api.guard])
     for path in _HEALTH:
         app.router.add_get(path, api.health)
@@ -622,12 +605,13 @@ async def serve(
     *,
     ssl_context: ssl.SSLContext | None = None,
     metrics: MetricsHook | None = None,
+    access: Access | None = None,
 ) -> web.AppRunner:
-    """Serve the API on ``listen`` (``restapi.listen``); ``runner.cleanup()`` stops it.
-
-    ``runner.addresses`` tells the bound address (useful with port 0).
-    """
-    runner = web.AppRunner(build_app(view, auth, metrics=metrics), access_log=None)
+    """Serve the API on ``listen`` (``restapi.listen``), over TLS with ``ssl_context``;
+    ``runner.cleanup()`` stops it. ``runner.addresses`` tells the bound address (useful with
+    port 0)."""
+    app = build_app(view, auth, metrics=metrics, access=access)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, port = _host_port(listen)
     try:
