@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import shutil
 import time
@@ -31,6 +32,7 @@ from hamgr.postgres import PgSettings, PostgresError
 from hamgr.postgres.conf import STANDBY_SIGNAL, clear_sync_conf, write_sync_conf
 from hamgr.postgres.files import write_file
 from hamgr.postgres.process import resolve_run_as
+from hamgr.postgres.settings import ParamValue
 from hamgr.postgres.syncrep import detach, set_synchronous_standby_names
 from hamgr.watchdog import Watchdog
 
@@ -507,11 +509,34 @@ class ActionRunner:
         if isinstance(action, a.AppendHistory):
             await self.dcs.append_history(action.entry)
             return True
+        if isinstance(action, a.ApplyParameters):
+            return await self._apply_parameters(action.as_dict())
         if isinstance(action, a.TransferStoreLeadership):
             if self.store_transfer is not None:
                 await self.store_transfer(action.to)
             return True
         raise AssertionError(f"unknown action {action!r}")
+
+    async def _apply_parameters(self, parameters: dict[str, ParamValue]) -> bool:
+        """Rewrite hamgr.conf with ``parameters`` and reload a running server; only then are
+        they this runner's (``pg.parameters``, what every later config write renders), so a
+        failed reload is tried again next cycle. A parameter hamgr refuses (stored by an older
+        agent, or written to the store directly) keeps the running ones, logged."""
+        try:
+            new = dataclasses.replace(self.pg, parameters=parameters)
+        except postgres.ConfigError as exc:
+            log.error("not applying the cluster's PostgreSQL parameters: %s", exc)
+            return False
+        postgres.write_managed_conf(new)
+        if postgres.is_running(new):
+            await postgres.reload(new)
+        old = self.pg.parameters
+        changed = sorted(
+            k for k in old.keys() | parameters.keys() if old.get(k) != parameters.get(k)
+        )
+        log.info("PostgreSQL parameters applied and reloaded: %s", ", ".join(changed) or "none")
+        self.pg = new
+        return True
 
     def _slot(self, view: ClusterView, upstream: str) -> str | None:
         """The slot to stream through from `upstream`: this member's, on the leader, when the
