@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import shutil
 import time
@@ -25,6 +24,7 @@ from hamgr.dcs.model import ClusterView, DynamicSettings, LeaderKey
 from hamgr.fencekeeper import FencerKeeper
 from hamgr.fencing import FencerClient, FenceRefused, FencerError, postmaster_identity
 from hamgr.ha import actions as a
+from hamgr.ha.applyparams import ParametersRefused, apply_parameters
 from hamgr.ha.inputs import LocalPostgres, SyncBarrier
 from hamgr.ha.slots import slot_name
 from hamgr.ha.syncrep import ANY_STANDBY
@@ -151,6 +151,8 @@ class ActionRunner:
         """The cluster is paused (as last read): hands off PostgreSQL, the fencer disarmed."""
         self.fencer_armed = False
         """The fencer holds a deadline of ours (as its last answer said)."""
+        self.refused_parameters: dict[str, ParamValue] | None = None
+        """The last effective parameters hamgr or PostgreSQL refused (None: none)."""
         self.stop_requested: asyncio.Event | None = None
         """Set once the agent is stopping: from then on nothing starts PostgreSQL (see
         :data:`STARTS_POSTGRES`), whatever a cycle of the hand-over decides."""
@@ -518,18 +520,22 @@ class ActionRunner:
         raise AssertionError(f"unknown action {action!r}")
 
     async def _apply_parameters(self, parameters: dict[str, ParamValue]) -> bool:
-        """Rewrite hamgr.conf with ``parameters`` and reload a running server; only then are
-        they this runner's (``pg.parameters``, what every later config write renders), so a
-        failed reload is tried again next cycle. A parameter hamgr refuses (stored by an older
-        agent, or written to the store directly) keeps the running ones, logged."""
-        try:
-            new = dataclasses.replace(self.pg, parameters=parameters)
-        except postgres.ConfigError as exc:
-            log.error("not applying the cluster's PostgreSQL parameters: %s", exc)
+        """Apply ``parameters`` (hamgr/ha/applyparams.py); only once applied are they this
+        runner's (``pg.parameters``, what every later config write renders), so a failed
+        reload is tried again next cycle. Refused ones are remembered
+        (:attr:`refused_parameters`, logged once) and not tried again until they change."""
+        if parameters == self.refused_parameters:
             return False
-        postgres.write_managed_conf(new)
-        if postgres.is_running(new):
-            await postgres.reload(new)
+        try:
+            new = await apply_parameters(self.pg, parameters)
+        except ParametersRefused as exc:
+            log.error(
+                "PostgreSQL parameters refused, keeping those in force until they change: %s",
+                exc,
+            )
+            self.refused_parameters = parameters
+            return False
+        self.refused_parameters = None
         old = self.pg.parameters
         changed = sorted(
             k for k in old.keys() | parameters.keys() if old.get(k) != parameters.get(k)

@@ -132,7 +132,8 @@ class LocalState:
     crashed or unstartable primary, judged against ``primary_start_timeout``.
     ``local_parameters``: this member's own ``postgresql.parameters``; ``applied_parameters``:
     the effective parameters its config file holds and PostgreSQL was last reloaded with
-    (None: unknown, nothing is changed).
+    (None: unknown, nothing is changed); ``refused_parameters``: the last effective ones
+    hamgr or PostgreSQL refused to apply (not tried again until they change).
     """
 
     name: str
@@ -154,6 +155,7 @@ class LocalState:
     primary_down_since: float | None = None
     local_parameters: Mapping[str, ParameterValue] = field(default_factory=dict)
     applied_parameters: Mapping[str, ParameterValue] | None = None
+    refused_parameters: Mapping[str, ParameterValue] | None = None
 
     def __post_init__(self) -> None:
         problem = member_name_problem(self.name)

@@ -242,6 +242,7 @@ class HaLoop:
             primary_down_since=self._primary_down_since,
             local_parameters=self.local_parameters,
             applied_parameters=self.runner.pg.parameters,
+            refused_parameters=self.runner.refused_parameters,
         )
 
     async def _store_unreachable(self, pg: LocalPostgres, exc: DcsError) -> None:

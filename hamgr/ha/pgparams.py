@@ -7,7 +7,9 @@ member's own ``postgresql.parameters`` on top, as Patroni merges them
 rewritten and a running server reloaded, on every member, the primary and standbys alike, and
 while paused too (a reload is no failover decision; Patroni reloads in pause as well). A
 parameter that needs a restart shows up in pg_settings as ``pending_restart`` afterwards,
-which the agent publishes; the restart itself is the operator's (``hactl restart``).
+which the agent publishes; the restart itself is the operator's (``hactl restart``). Parameters
+that were refused (``LocalState.refused_parameters``: a name or value PostgreSQL rejects) are
+not tried again until they change; the reason says so every cycle.
 """
 
 from __future__ import annotations
@@ -41,8 +43,16 @@ def with_parameters(decision: Decision, view: ClusterView, local: LocalState) ->
     wanted = effective_parameters(view.settings.parameters, local.local_parameters)
     if wanted == dict(applied):
         return decision
-    changed = sorted({k for k in wanted.keys() | applied.keys() if wanted.get(k) != applied.get(k)})
-    note = f"applying changed PostgreSQL parameters ({', '.join(changed)})"
+    changed = ", ".join(
+        sorted({k for k in wanted.keys() | applied.keys() if wanted.get(k) != applied.get(k)})
+    )
+    if local.refused_parameters is not None and wanted == dict(local.refused_parameters):
+        note = (
+            f"the changed PostgreSQL parameters ({changed}) were refused (see the agent's log); "
+            "keeping those in force"
+        )
+        return Decision(decision.actions, f"{decision.reason}; {note}")
+    note = f"applying changed PostgreSQL parameters ({changed})"
     return Decision(
         (*decision.actions, ApplyParameters(tuple(wanted.items()))),
         f"{decision.reason}; {note}" if decision.reason else note,

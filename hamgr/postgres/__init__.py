@@ -63,6 +63,7 @@ from hamgr.postgres.status import (
     ReplicationRow,
     WalReceiver,
     pending_restart,
+    refused_settings,
     status,
     timeline_history,
 )
@@ -117,6 +118,7 @@ __all__ = [
     "pending_restart",
     "postmaster_pid",
     "promote",
+    "refused_settings",
     "reload",
     "restart",
     "rewind",

@@ -252,6 +252,29 @@ async def pending_restart(settings: PgSettings) -> tuple[str, ...]:
     return tuple(row["x"] or ())
 
 
+_REFUSED_SQL = """
+SELECT name, error FROM pg_file_settings
+WHERE error IS NOT NULL AND sourcefile LIKE '%%/' || %s
+  AND name NOT IN (SELECT name FROM pg_settings WHERE context = 'postmaster')
+ORDER BY sourceline
+"""
+
+
+async def refused_settings(settings: PgSettings, file_name: str) -> dict[str, str]:
+    """What the running server refuses in config file ``file_name``, name -> its error
+    ("unrecognized configuration parameter", "setting could not be applied"). Read from
+    pg_file_settings, which parses the files when asked (no wait for a reload to land). A
+    parameter that only a restart changes (context ``postmaster``) counts as "could not be
+    applied" there until then, even before the server marks it pending_restart: it is not
+    refused (its value is checked at start only; see settings.validate_parameters)."""
+    conn = await connect(settings)
+    try:
+        rows = await fetch(conn, _REFUSED_SQL, (file_name,), what="reading pg_file_settings")
+    finally:
+        await conn.close()
+    return {row["name"]: row["error"] for row in rows}
+
+
 def _received_timeline(data_dir: Path) -> int | None:
     try:
         return newest_segment_timeline(e.name for e in os.scandir(data_dir / "pg_wal"))

@@ -111,6 +111,21 @@ DIVERGED = replica(upstream="127.0.0.1:5432", detached=False, timeline=1)
             id="paused-still-reloads",
         ),
         pytest.param(
+            cluster({"work_mem": "banana"}),
+            follower({"work_mem": "64MB"}, refused_parameters={"work_mem": "banana"}),
+            (),
+            "following leader a (received 0/3000000); the changed PostgreSQL parameters "
+            "(work_mem) were refused (see the agent's log); keeping those in force",
+            id="refused-parameters-are-not-tried-again",
+        ),
+        pytest.param(
+            cluster({"work_mem": "32MB"}),
+            follower({"work_mem": "64MB"}, refused_parameters={"work_mem": "banana"}),
+            (apply(work_mem="32MB"),),
+            "applying changed PostgreSQL parameters (work_mem)",
+            id="changed-again-after-a-refusal-tried-again",
+        ),
+        pytest.param(
             cluster({"work_mem": "64MB"}),
             follower(None),
             (),

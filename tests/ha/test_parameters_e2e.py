@@ -81,6 +81,12 @@ def pending_here(c: AgentCluster, name: str) -> bool:
     return code != 200 or me["pending_restart"] is not False
 
 
+def reason(c: AgentCluster, name: str) -> str:
+    """Member `name`'s last decision's reason, from its GET /patroni ("" when unreachable)."""
+    code, me = c.http(name, "/patroni")
+    return str(me["reason"]) if code == 200 else ""
+
+
 def edit_config(c: AgentCluster, via: str, *assignments: str) -> None:
     args = [a for kv in assignments for a in ("--set", kv)]
     out = hactl(c, via, "edit-config", *args, "--force")
@@ -113,6 +119,22 @@ def test_edit_config_parameters_reach_every_member(cluster: AgentCluster) -> Non
         "m3": OWN_WORK_MEM,
     }
     assert pending_in_list(c, primary) == set(), "a reload needs no restart"
+
+    # 1b. A value PostgreSQL refuses is not taken: the file goes back, the reason says so, and
+    #     the servers keep the value in force. One hamgr can tell is refused at once.
+    edit_config(c, primary, "parameters.maintenance_work_mem=banana")
+    for n in names:
+        wait_for(
+            lambda n=n: "were refused" in reason(c, n),  # type: ignore[misc]
+            APPLY,
+            f"{n} reporting the refusal",
+        )
+        assert show(c, n, "maintenance_work_mem") == "96MB"
+        conf = (c.members[n].data_dir / "hamgr.conf").read_text()
+        assert "banana" not in conf and "maintenance_work_mem = '96MB'" in conf, conf
+    edit_config(c, primary, "parameters.maintenance_work_mem=96MB")
+    bad = hactl(c, primary, "edit-config", "--set", "parameters.max_connections=lots", "--force")
+    assert bad.returncode == 1 and "max_connections='lots' must be an integer" in bad.stderr, bad
 
     # 2. A parameter that needs a restart: every member shows it pending, in hactl list (a
     #    "Pending restart" column as patronictl's), GET /patroni and GET /cluster.
