@@ -44,12 +44,14 @@ MARKER_TABLE = "bench_marker"
 """Rows written on the primary to see which standbys replay its writes (`Cluster.behind`)."""
 T = TypeVar("T")
 _FENCER_LINE = re.compile(r" mono=([0-9.]+) hamgr-fencer\[\d+\]: (.*)")
-SMALL_PG: dict[str, object] = {
-    "shared_buffers": "16MB",
+SMALL_PG: dict[str, object] = {"shared_buffers": "16MB"}
+"""Each member's own parameters."""
+SMALL_PG_CLUSTER: dict[str, object] = {
     "max_connections": 40,
     "max_wal_senders": 6,
     "wal_keep_size": "64MB",
 }
+"""Cluster-wide parameters (bootstrap.dcs): those that must be the same on every member."""
 
 
 @dataclass
@@ -177,14 +179,12 @@ class Cluster:
                 "parameters": dict(SMALL_PG),
             },
         }
+        dcs: dict[str, object] = {"postgresql": {"parameters": dict(SMALL_PG_CLUSTER)}}
         if self.sync != "off":
-            config["bootstrap"] = {
-                "dcs": {
-                    "synchronous_mode": self.sync,
-                    "synchronous_node_count": 1,
-                    "synchronous_mode_strict": False,
-                }
-            }
+            dcs.update(
+                synchronous_mode=self.sync, synchronous_node_count=1, synchronous_mode_strict=False
+            )
+        config["bootstrap"] = {"dcs": dcs}
         return config
 
     def config_problems(self) -> str | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import ssl
@@ -211,6 +212,7 @@ class Agent:
                 on_cycle=tele.on_cycle,
                 on_keepalive=tele.on_keepalive,
                 resume_lease=lease_file.load(),
+                local_parameters=self.config.postgresql.parameters,
             )
             self.loop = loop
             view = LoopView(loop, self.config.scope, reload=self.reload)
@@ -342,7 +344,10 @@ class Agent:
         log.warning("switchover did not finish in time; stopping PostgreSQL anyway")
 
     async def reload(self) -> None:
-        """Re-read the configuration file: tags and PostgreSQL parameters take effect."""
+        """Re-read the configuration file: tags and PostgreSQL parameters take effect.
+
+        The parameters in force stay until the HA loop's next cycle merges the member's new
+        ones with the cluster's (hamgr/ha/pgparams.py) and applies the result."""
         if self.config_path is None or self.loop is None:
             return
         try:
@@ -364,7 +369,8 @@ class Agent:
             log.error("reload refused: cannot load the TLS files: %s", exc)
             return
         self.config = setup.config
-        self.pg = setup.pg
+        self.pg = dataclasses.replace(setup.pg, parameters=self.loop.runner.pg.parameters)
+        self.loop.local_parameters = dict(setup.config.postgresql.parameters)
         self.loop.pg = self.pg
         self.loop.runner.pg = self.pg
         self.loop.me = setup.me

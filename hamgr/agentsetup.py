@@ -24,6 +24,7 @@ from hamgr.ha.loop import Identity
 from hamgr.postgres import PgSettings
 from hamgr.postgres.errors import ConfigError as PgConfigError
 from hamgr.postgres.initdbopts import initdb_option_problems, initdb_options
+from hamgr.postgres.params import effective_parameters, local_only_problems
 from hamgr.postgres.settings import validate_hba_lines, validate_parameters, validate_role_name
 from hamgr.storecmd import StoreSettings, settings_from_config
 from hamgr.tls import TlsFiles, client_context, rest_client_context, rest_server_context
@@ -54,14 +55,17 @@ class AgentSetup:
 def pg_settings(config: Config) -> PgSettings:
     """The local PostgreSQL's settings from the agent's configuration.
 
-    The member's own ``postgresql.parameters`` win over ``bootstrap.dcs.postgresql.parameters``;
-    ``bootstrap.initdb`` says how initdb creates the cluster if this member bootstraps it.
+    Its parameters are ``bootstrap.dcs.postgresql.parameters`` with the member's own
+    ``postgresql.parameters`` on top (hamgr/postgres/params.py: the cluster-wide-only ones
+    come from the former alone); the HA loop replaces them with the cluster's stored
+    settings once it reads them. ``bootstrap.initdb`` says how initdb creates the cluster if
+    this member bootstraps it.
     Raises :class:`hamgr.postgres.ConfigError` on a value PostgreSQL's side refuses.
     """
     pg = config.postgresql
     auth = pg.authentication
     host, _, port = pg.listen.rpartition(":")
-    params = {**config.bootstrap.dcs.postgresql.parameters, **pg.parameters}
+    params = effective_parameters(config.bootstrap.dcs.postgresql.parameters, pg.parameters)
     assert pg.bin_dir is not None, "load_config resolves bin_dir"
     return PgSettings(
         bin_dir=Path(pg.bin_dir),
@@ -125,6 +129,7 @@ def _postgres_problems(config: Config) -> list[str]:
     for where, params in sections.items():
         for key, value in params.items():
             problems += _refused(validate_parameters, {key: value}, where)
+    problems += local_only_problems(pg.parameters, "postgresql.parameters")
     problems += _refused(validate_hba_lines, pg.pg_hba, "postgresql.pg_hba")
     problems += initdb_option_problems(config.bootstrap.initdb, "bootstrap.initdb")
     roles = {

@@ -188,6 +188,7 @@ def member_status(view: AgentView, local: LocalStatus, now: float) -> dict[str, 
         "fence_token": m.fence_token,
         "fence_remaining": round(local.fence_at - now, 3) if local.fence_at is not None else None,
         "pending_restart": local.pending_restart,
+        "pending_restart_reason": list(pg.pending_restart),
         "pause": m.paused,
         "fencer": m.fencer or None,
         "tags": m.tags.to_dict(),
@@ -229,6 +230,8 @@ def cluster_json(scope: str, cluster: ClusterView) -> dict[str, Any]:
                 "tags": m.tags.to_dict(),
                 "reason": m.reason,
                 "fencer": m.fencer or None,
+                "pending_restart": bool(m.pending_restart),
+                "pending_restart_reason": list(m.pending_restart),
             }
         )
     return {

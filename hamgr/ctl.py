@@ -202,7 +202,12 @@ def _lag_mb(member: dict[str, Any]) -> object:
 
 
 def list_rows(cluster: dict[str, Any], reasons: bool) -> list[dict[str, Any]]:
-    """One row per member, keyed by the table's column names."""
+    """One row per member, keyed by the table's column names.
+
+    As patronictl, a "Pending restart" column appears when some member's PostgreSQL waits for
+    a restart to take a changed parameter: ``*`` and the parameters' names on those members.
+    """
+    pending = any(m.get("pending_restart") for m in cluster["members"])
     rows = []
     for m in cluster["members"]:
         row = {
@@ -215,6 +220,10 @@ def list_rows(cluster: dict[str, Any], reasons: bool) -> list[dict[str, Any]]:
             "TL": m["timeline"],
             "Lag in MB": _lag_mb(m),
         }
+        if pending:
+            names = m.get("pending_restart_reason") or []
+            mark = f"* ({', '.join(names)})" if names else "*"
+            row["Pending restart"] = mark if m.get("pending_restart") else ""
         if reasons:
             row["Reason"] = m["reason"]
         rows.append(row)

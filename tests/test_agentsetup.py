@@ -42,11 +42,19 @@ def problems_with(tmp_path: Path, *changes: tuple[str, Any]) -> list[str]:
             ],
         ),
         (
-            [("postgresql.parameters", {"primary_conninfo": "x", "wal_level": "minimal"})],
+            [("postgresql.parameters", {"primary_conninfo": "x", "max_connections": 50})],
             [
                 f"postgresql.parameters: 'primary_conninfo' {MANAGED} and cannot be given here",
-                "postgresql.parameters: wal_level='minimal' cannot feed replicas; use 'replica' "
-                "or 'logical'",
+                "postgresql.parameters: 'max_connections' must be the same on every member: set "
+                "it cluster-wide (bootstrap.dcs.postgresql.parameters, or hactl edit-config "
+                "--set parameters.max_connections=...)",
+            ],
+        ),
+        (
+            [("bootstrap.dcs.postgresql.parameters", {"wal_level": "minimal"})],
+            [
+                "bootstrap.dcs.postgresql.parameters: wal_level='minimal' cannot feed replicas; "
+                "use 'replica' or 'logical'",
             ],
         ),
         (
@@ -175,7 +183,7 @@ def test_every_key_reaches_the_part_that_uses_it() -> None:
                 "replication": {"username": "repl", "password": "repl-pw"},
                 "rewind": {"username": "rw", "password": "rw-pw"},
             },
-            "parameters": {"work_mem": "8MB", "max_connections": 50},
+            "parameters": {"work_mem": "8MB", "shared_buffers": "64MB"},
             "pg_hba": ["local all su scram-sha-256"],
             "use_pg_rewind": False,
             "remove_data_directory_on_rewind_failure": True,
@@ -209,7 +217,12 @@ def test_every_key_reaches_the_part_that_uses_it() -> None:
     assert (pg.superuser, pg.superuser_password) == ("su", "su-pw")
     assert (pg.replication_user, pg.replication_password) == ("repl", "repl-pw")
     assert (pg.rewind_role, pg.rewind_secret) == ("rw", "rw-pw")
-    assert dict(pg.parameters) == {"max_connections": 50, "work_mem": "8MB"}  # local wins
+    # The member's own values win, except for the cluster-wide-only ones (max_connections).
+    assert dict(pg.parameters) == {
+        "max_connections": 80,
+        "work_mem": "8MB",
+        "shared_buffers": "64MB",
+    }
     assert list(pg.hba) == ["local all su scram-sha-256"]
 
     me = setup.me

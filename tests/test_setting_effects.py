@@ -46,6 +46,11 @@ FENCED = (
 NO_SLOT = "tests/ha/test_slots.py::test_replicas_clone_and_stream_without_a_slot_where_none_exists"
 SLOT_KEEPER = "tests/ha/test_slots.py::test_slot_keeper_creates_keeps_and_drops"
 RACE = "tests/ha/test_decide_race.py::test_race"
+PARAMETERS = (
+    "tests/ha/test_parameters_e2e.py::test_edit_config_parameters_reach_every_member",
+    "tests/ha/test_decide_parameters.py::test_parameters",
+    "tests/postgres/test_params.py::test_effective_parameters",
+)
 SYNC = "tests/ha/test_sync.py"
 ETCD_AGENTS = "tests/ha/test_cluster.py::test_kill9_primary_failover_then_old_primary_rewinds_and_streams"
 ETCD_AUTH = "tests/dcs/test_etcd_dcs.py::test_authentication"
@@ -106,7 +111,7 @@ EFFECTS: dict[str, Tests] = {
     "postgresql.authentication.replication.password": (AGENT_SETUP, "tests/postgres/test_replication.py::test_replica_streams_from_clone_with_slot"),
     "postgresql.authentication.rewind.username": (AGENT_SETUP, "tests/postgres/test_replication.py::test_failover_rewinds_a_crashed_diverged_primary"),
     "postgresql.authentication.rewind.password": (AGENT_SETUP, "tests/postgres/test_replication.py::test_failover_rewinds_a_crashed_diverged_primary"),
-    "postgresql.parameters": (AGENT_SETUP, "tests/postgres/test_control.py::test_reload_applies_config_and_needs_running_server"),
+    "postgresql.parameters": (AGENT_SETUP, "tests/postgres/test_control.py::test_reload_applies_config_and_needs_running_server", *PARAMETERS),
     "postgresql.pg_hba": "tests/postgres/test_control.py::test_configured_pg_hba_lines_win",
     "postgresql.use_pg_rewind": (AGENT_SETUP, "tests/ha/test_decide.py::test_replica"),
     "postgresql.remove_data_directory_on_rewind_failure": (AGENT_SETUP, "tests/ha/test_decide.py::test_replica"),
@@ -117,7 +122,7 @@ EFFECTS: dict[str, Tests] = {
     "bootstrap.dcs.maximum_lag_on_failover": (AGENT_SETUP, RACE),
     "bootstrap.dcs.safety_margin": (AGENT_SETUP, "tests/test_fencer.py::test_fence_state_rules", FENCED),
     "bootstrap.dcs.member_slots_ttl": (AGENT_SETUP, SLOT_KEEPER),
-    "bootstrap.dcs.postgresql.parameters": (AGENT_SETUP, EXAMPLE),
+    "bootstrap.dcs.postgresql.parameters": (AGENT_SETUP, EXAMPLE, *PARAMETERS),
     "bootstrap.dcs.postgresql.use_slots": (AGENT_SETUP, NO_SLOT),
     "tags.nofailover": (RACE, "tests/ha/test_agent_signals.py::test_sighup_reloads_tags_and_json_logs_parse"),
     "tags.noloadbalance": (AGENT_SETUP, "tests/test_api.py::test_tags_noloadbalance_and_tag_queries"),
@@ -149,6 +154,7 @@ EFFECTS: dict[str, Tests] = {
     "dynamic.use_slots": NO_SLOT,
     "bootstrap.dcs.primary_start_timeout": (AGENT_SETUP, *START_TIMEOUT),
     "dynamic.primary_start_timeout": START_TIMEOUT,
+    "dynamic.parameters": PARAMETERS,
     "dynamic.member_slots_ttl": ("tests/ha/test_cluster.py::test_replica_death_does_not_disturb_the_primary", SLOT_KEEPER),
 }
 # fmt: on
@@ -167,10 +173,6 @@ OPEN: dict[str, str] = {
     "dynamic.retry_timeout": _LIVE_TIMING,
     # Read from the store at each keepalive, but no test shows a changed margin move the fence.
     "dynamic.safety_margin": _LIVE_TIMING,
-    "dynamic.parameters": (
-        "issue 16: cluster-wide parameters applied to every member (edit-config stores them; "
-        "members keep their local values)"
-    ),
 }
 
 

@@ -28,12 +28,10 @@ import yaml
 
 PASSWORD = "it-password"
 API_AUTH = ("admin", PASSWORD)
-SMALL_PG = {
-    "shared_buffers": "16MB",
-    "max_connections": 30,
-    "max_wal_senders": 6,
-    "wal_keep_size": "64MB",
-}
+SMALL_PG = {"shared_buffers": "16MB"}
+"""Each member's own parameters: small servers, several run at once on a 2-core machine."""
+SMALL_PG_CLUSTER = {"max_connections": 30, "max_wal_senders": 6, "wal_keep_size": "64MB"}
+"""Cluster-wide parameters (bootstrap.dcs): those that must be the same on every member."""
 
 
 @dataclass
@@ -142,6 +140,7 @@ class AgentCluster:
                 },
                 "parameters": dict(SMALL_PG),
             },
+            "bootstrap": {"dcs": {"postgresql": {"parameters": dict(SMALL_PG_CLUSTER)}}},
         }
 
     @staticmethod
