@@ -24,7 +24,7 @@ from pathlib import Path
 import aiohttp
 
 from hamgr import api, postgres
-from hamgr.agentsetup import AgentSetup, load_agent_setup
+from hamgr.agentsetup import AgentSetup, WitnessSetup, load_agent_setup, load_setup
 from hamgr.config import Config, ConfigError, split_address
 from hamgr.dcs.base import DcsError
 from hamgr.dcs.etcd import EtcdDcs
@@ -41,10 +41,14 @@ from hamgr.raft.client import StoreClient
 from hamgr.raft.handshake import source_host_for
 from hamgr.raft.node import RaftNode
 from hamgr.raft.rpcserver import StoreRpcServer
+from hamgr.storeadmin import StoreAdmin, register_until_done
 from hamgr.storecmd import (
     MemberStartError,
     StoreSettings,
+    member_client,
+    own_record,
     running_member,
+    serve_witness,
     setup_logging,
 )
 from hamgr.telemetry import AgentTelemetry
@@ -70,6 +74,11 @@ def has_majority(reach: tuple[int, int] | None) -> bool:
         return True
     reached, voters = reach
     return reached > voters // 2
+
+
+def _fmt(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _reach(node: RaftNode | None) -> tuple[int, int] | None:
@@ -102,16 +111,55 @@ class Agent:
             return 1
         if self.store is None:
             return await self._serve(None, self._etcd_dcs())
+        store = self.store
         try:
-            async with running_member(self.store) as (node, server):
-                return await self._serve(node, self._raft_dcs(self.store, node, server))
+            async with running_member(store) as (node, server):
+                if not await self._wait_until_voter(node):
+                    return 0
+                source = source_host_for(store.listen[0])
+                async with member_client(store, source) as client:
+                    admin = StoreAdmin(self.config.scope, node, client, store.client_addresses)
+                    registered = asyncio.create_task(
+                        register_until_done(client, store.scope, own_record(store), self.stop)
+                    )
+                    try:
+                        return await self._serve(node, self._raft_dcs(store, node, server), admin)
+                    finally:
+                        registered.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await registered
         except MemberStartError as exc:
-            log.critical("store member %d: %s", self.store.node_id, exc)
+            log.critical("store member %d: %s", store.node_id, exc)
             return 1
 
-    def _raft_dcs(
-        self, store: StoreSettings, node: RaftNode, server: StoreRpcServer
-    ) -> KvSession:
+    async def _wait_until_voter(self, node: RaftNode) -> bool:
+        """Hold the HA loop (and PostgreSQL) back until this host's store member votes: a host
+        added with ``hactl members add`` first catches up as a learner; only then does its
+        agent clone PostgreSQL. False when stopped while waiting."""
+        said = 0.0
+        while not self.stop.is_set():
+            st = node.status()
+            if node.id in st.get("voters", ()):
+                return True
+            if node.state == "failed":
+                log.critical("store member %d failed: %s", node.id, node.failure)
+                return False
+            if time.monotonic() - said >= 10.0:
+                said = time.monotonic()
+                if node.id in st.get("learners", ()):
+                    why = "is a learner catching up; it becomes a voter by itself once caught up"
+                else:
+                    me = _fmt(node.transport.advertised_address)
+                    why = (
+                        "is not a member of the store yet: add it with "
+                        f"hactl members add {self.config.name} {me}"
+                    )
+                log.info("store member %d %s; PostgreSQL waits until it votes", node.id, why)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), node.tick_interval * 2)
+        return False
+
+    def _raft_dcs(self, store: StoreSettings, node: RaftNode, server: StoreRpcServer) -> KvSession:
         endpoints = [server.client_address, *store.client_addresses.values()]
         # Every connection leaves from this member's own address (see `http_connector`).
         client = StoreClient(
@@ -146,7 +194,9 @@ class Agent:
         etcd = self.config.store.etcd
         return f"etcd at {', '.join(etcd.hosts) if etcd else '?'}"
 
-    async def _serve(self, node: RaftNode | None, dcs: KvSession) -> int:
+    async def _serve(
+        self, node: RaftNode | None, dcs: KvSession, admin: StoreAdmin | None = None
+    ) -> int:
         """Run the HA loop over ``dcs``; ``node`` is the embedded store member (None on etcd:
         no store leadership to move, no store metrics)."""
         run_dir = self.pg.run_dir or self.pg.data_dir.with_name(self.pg.data_dir.name + ".run")
@@ -202,7 +252,9 @@ class Agent:
             scrape = tele.metrics.api_hook(
                 (lambda: tele.metrics.set_store_status(node.status())) if node is not None else None
             )
-            web = await api.serve(view, self.config.restapi.listen, auth, metrics=scrape)
+            web = await api.serve(
+                view, self.config.restapi.listen, auth, metrics=scrape, store=admin
+            )
             watchdog = tele.start_watchdog(self.stop)
             try:
                 rest = self.config.restapi.listen
@@ -350,10 +402,13 @@ async def _run(setup: AgentSetup, path: Path) -> int:
 def main(args: argparse.Namespace) -> int:
     """Entry point of `hamgr agent`."""
     try:
-        setup = load_agent_setup(args.config)
+        setup = load_setup(args.config)
     except ConfigError as exc:
         print(f"hamgr agent: {args.config}:\n{exc}", file=sys.stderr)
         return 2
     setup_logging(setup.config.log, getattr(args, "log_format", None))
     tune_gc()
+    if isinstance(setup, WitnessSetup):
+        log.info("no postgresql section: this host is a witness, a store member only")
+        return serve_witness(setup.store)
     return asyncio.run(_run(setup, Path(args.config)))

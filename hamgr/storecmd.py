@@ -34,14 +34,20 @@ from pathlib import Path
 from hamgr.config import Config, ConfigError, LogConfig, RaftConfig, load_config, split_address
 from hamgr.config.values import long_secret
 from hamgr.gcpolicy import tune_gc
+from hamgr.raft.client import StoreClient
 from hamgr.raft.node import RaftNode
 from hamgr.raft.rpcserver import StoreRpcServer
+from hamgr.storeadmin import register_until_done
+from hamgr.storemembers import MemberRecord
 
 __all__ = [
     "StoreSettings",
     "client_ssl_context",
     "main",
+    "member_client",
+    "own_record",
     "serve",
+    "serve_witness",
     "settings_from_config",
     "setup_logging",
 ]
@@ -73,6 +79,11 @@ class StoreSettings:
     snapshot_entries: int
     tls: tuple[str, str, str] | None = None
     """(certfile, keyfile, cafile) for mutual TLS, on the Raft and the client port."""
+    join: bool = False
+    """``store.raft.join``: an empty member waits to be sent the store instead of founding one."""
+    scope: str = ""
+    name: str = ""
+    """The configuration's ``scope`` and ``name``, for this member's name record."""
 
 
 def _fmt(address: Address) -> str:
@@ -133,6 +144,9 @@ def settings_from_config(config: Config) -> StoreSettings:
         election_tick=max(2, round(raft.election_timeout / heartbeat)),
         snapshot_entries=raft.snapshot_entries,
         tls=tls,
+        join=raft.join,
+        scope=config.scope,
+        name=config.name,
     )
 
 
@@ -211,6 +225,7 @@ async def running_member(
         tick_interval=settings.tick_interval,
         election_tick=settings.election_tick,
         snapshot_entries=settings.snapshot_entries,
+        join=settings.join,
         server_ssl=server_ssl,
         client_ssl=client_ssl,
     )
@@ -259,17 +274,55 @@ async def serve(
                 f"hamgr store: member {settings.node_id} serving raft on "
                 f"{_fmt(node.transport.bound_address)}, clients on {_fmt(server.address)}"
             )
-            while not stop.is_set():
-                if node.state == "failed":
-                    log.critical("member %d failed: %s", settings.node_id, node.failure)
-                    return 1
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 0.5)
+            registered = None
+            if settings.name:
+                registered = asyncio.create_task(_register(settings, stop))
+            try:
+                while not stop.is_set():
+                    if node.state == "failed":
+                        log.critical("member %d failed: %s", settings.node_id, node.failure)
+                        return 1
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 0.5)
+            finally:
+                if registered is not None:
+                    registered.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await registered
             log.info("member %d stopping", settings.node_id)
             return 0
     except MemberStartError as exc:
         log.critical("member %d: %s", settings.node_id, exc)
         return 1
+
+
+def own_record(settings: StoreSettings) -> MemberRecord:
+    """This member's name record (``hactl members`` shows names from these)."""
+    return MemberRecord(
+        settings.name,
+        settings.node_id,
+        _fmt(settings.advertise),
+        _fmt(settings.client_advertise),
+    )
+
+
+def member_client(settings: StoreSettings, source_host: str | None = None) -> StoreClient:
+    """A store client of this member's cluster: its own client address first, then the
+    others' (`source_host`: the local address every connection leaves from)."""
+    endpoints = [settings.client_advertise, *settings.client_addresses.values()]
+    return StoreClient(
+        list(dict.fromkeys(endpoints)),
+        settings.cluster_id,
+        settings.secret,
+        ssl_context=None if settings.tls is None else client_ssl_context(settings.tls),
+        source_host=source_host,
+    )
+
+
+async def _register(settings: StoreSettings, stop: asyncio.Event) -> None:
+    """Write this member's name record once the store takes writes (until `stop`)."""
+    async with member_client(settings) as client:
+        await register_until_done(client, settings.scope, own_record(settings), stop)
 
 
 async def _run(settings: StoreSettings) -> int:
@@ -282,6 +335,12 @@ async def _run(settings: StoreSettings) -> int:
         print(line, flush=True)
 
     return await serve(settings, stop, ready)
+
+
+def serve_witness(settings: StoreSettings) -> int:
+    """``hamgr agent`` on a file without a ``postgresql`` section: run the store member only,
+    as ``hamgr store`` does, until SIGTERM/SIGINT; returns the exit status."""
+    return asyncio.run(_run(settings))
 
 
 def main(args: argparse.Namespace) -> int:
