@@ -109,12 +109,14 @@ class Client:
             hint = " (set restapi.authentication in -c FILE, or --username and $HACTL_PASSWORD)"
         raise CtlError(f"{method} {url}: {status} {message}{hint}")
 
-    async def find_cluster(self, urls: Sequence[str]) -> tuple[str, dict[str, Any]]:
-        """The first agent that answers ``/cluster``, and its answer."""
+    async def find_cluster(
+        self, urls: Sequence[str], path: str = "/cluster"
+    ) -> tuple[str, dict[str, Any]]:
+        """The first agent that answers ``path`` (``/cluster``), and its answer."""
         problems = []
         for url in urls:
             try:
-                return url, await self.call("GET", url, "/cluster")
+                return url, await self.call("GET", url, path)
             except CtlError as e:
                 problems.append(str(e))
         if len(problems) == 1:
@@ -408,8 +410,9 @@ def members_rows(store: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 async def cmd_members(
-    client: Client, url: str, cluster: dict[str, Any], a: argparse.Namespace
+    client: Client, url: str, store: dict[str, Any], a: argparse.Namespace
 ) -> None:
+    """``store`` is the agent's ``GET /store/members`` answer (not the cluster view)."""
     action = getattr(a, "members_action", None)
     if action == "add":
         body: dict[str, Any] = {"name": a.name, "address": a.address}
@@ -421,18 +424,17 @@ async def cmd_members(
         print(answer["message"])
         return
     if action == "remove":
-        confirm(f"Remove {a.name} from the store of cluster {cluster['scope']}?", a.force)
+        confirm(f"Remove {a.name} from the store of cluster {store['scope']}?", a.force)
         path = f"/store/members/{quote(a.name, safe='')}"
         answer = await client.call("DELETE", url, path, timeout=a.timeout + 10)
         print(answer["message"])
         return
-    store = await client.call("GET", url, "/store/members")
     rows = members_rows(store)
     fmt = getattr(a, "format", "pretty")
     if fmt != "pretty":
         print(render(rows, fmt))
         return
-    print(render(rows, "pretty", f"Store of cluster {cluster['scope']}"))
+    print(render(rows, "pretty", f"Store of cluster {store['scope']}"))
     leader = next((r["Member"] for r in rows if r["Role"].endswith("(Raft leader)")), None)
     print(f" Raft leader: {leader or 'none'} (term {store['term']})")
 
@@ -579,6 +581,12 @@ async def _run(a: argparse.Namespace) -> None:
     urls, auth = _targets(a)
     async with aiohttp.ClientSession() as session:
         client = Client(session, auth, a.timeout)
+        if a.run is cmd_members:
+            # The store's membership matters most while the cluster view may not be readable
+            # (a member lost, an election): ask the agent for it alone.
+            url, store = await client.find_cluster(urls, "/store/members")
+            await a.run(client, url, store, a)
+            return
         url, cluster = await client.find_cluster(urls)
         await a.run(client, url, cluster, a)
 

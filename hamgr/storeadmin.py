@@ -139,7 +139,7 @@ class StoreAdmin:
                 _fmt(raft) if raft else "",
                 _fmt(client) if client else "",
             )
-        return members_json(conf, records, probes, addresses)
+        return members_json(self.scope, conf, records, probes, addresses)
 
     async def add(
         self, name: str, address: str, node_id: int | None = None, client_address: str = ""

@@ -217,6 +217,7 @@ def check_remove(
 
 
 def members_json(
+    scope: str,
     conf: StoreConf,
     records: Iterable[MemberRecord],
     probes: Mapping[int, MemberProbe],
@@ -243,6 +244,7 @@ def members_json(
             entry["error"] = probe.error
         out.append(entry)
     return {
+        "scope": scope,
         "leader": conf.leader,
         "term": conf.term,
         "voters": list(conf.voters),

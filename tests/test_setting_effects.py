@@ -45,10 +45,18 @@ NO_SLOT = "tests/ha/test_slots.py::test_replicas_clone_and_stream_without_a_slot
 SLOT_KEEPER = "tests/ha/test_slots.py::test_slot_keeper_creates_keeps_and_drops"
 RACE = "tests/ha/test_decide_race.py::test_race"
 SYNC = "tests/ha/test_sync.py"
-ETCD_AGENTS = "tests/ha/test_cluster.py::test_kill9_primary_failover_then_old_primary_rewinds_and_streams"
+ETCD_AGENTS = (
+    "tests/ha/test_cluster.py::test_kill9_primary_failover_then_old_primary_rewinds_and_streams"
+)
 ETCD_AUTH = "tests/dcs/test_etcd_dcs.py::test_authentication"
-SYNC_MODES = (f"{SYNC}::test_modes_take_effect_on_the_running_cluster", "tests/ha/test_syncrep.py::test_the_record_never_promises_more_than_postgres_delivered")
-STRICT = (f"{SYNC}::test_lost_synchronous_standby_is_replaced_and_strict_mode_blocks", "tests/ha/test_syncrep.py::test_strict_mode_keeps_waiting_when_no_standby_is_left")
+SYNC_MODES = (
+    f"{SYNC}::test_modes_take_effect_on_the_running_cluster",
+    "tests/ha/test_syncrep.py::test_the_record_never_promises_more_than_postgres_delivered",
+)
+STRICT = (
+    f"{SYNC}::test_lost_synchronous_standby_is_replaced_and_strict_mode_blocks",
+    "tests/ha/test_syncrep.py::test_strict_mode_keeps_waiting_when_no_standby_is_left",
+)
 SYNC_LAG = "tests/ha/test_syncrep.py::test_mode_on_picks_an_eligible_standby"
 START_TIMEOUT = (
     "tests/ha/test_decide.py::test_leader",

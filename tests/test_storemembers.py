@@ -96,7 +96,7 @@ def test_members_view_names_roles_leader_and_applied() -> None:
         2: MemberProbe("leader", 31),
         4: MemberProbe(error="x"),
     }
-    out = members_json(conf, records, probes, {})
+    out = members_json("it", conf, records, probes, {})
     assert (out["leader"], out["term"], out["voters"], out["learners"]) == (2, 7, [1, 2], [4])
     rows = [(m["name"], m["role"], m["raft_leader"], m["applied"]) for m in out["members"]]
     assert rows == [

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -78,26 +79,54 @@ class AgentCluster:
         profile: str = "fast",
         member_overrides: dict[str, dict[str, Any]] | None = None,
         etcd_hosts: list[str] | None = None,
+        witnesses: tuple[str, ...] = (),
     ) -> None:
         """With `etcd_hosts` the agents use that etcd (``store.backend: etcd``) instead of their
-        embedded store members."""
+        embedded store members. Members named in `witnesses` get no ``postgresql`` section:
+        their agents run a store member only."""
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o755)
         self.scope = scope
+        self.profile = profile
         self.etcd_hosts = etcd_hosts
         self.backend = "etcd" if etcd_hosts else "raft"
+        self.witnesses = set(witnesses)
         self.members = {
             f"m{i}": Member(f"m{i}", i, host, root) for i, host in enumerate(hosts, start=1)
         }
-        secret = root / "store-secret"
-        secret.write_text(secrets.token_hex(24))
-        os.chmod(secret, 0o600)
+        self.retired: list[Member] = []
+        self.secret = root / "store-secret"
+        self.secret.write_text(secrets.token_hex(24))
+        os.chmod(self.secret, 0o600)
         for m in self.members.values():
-            config = self._config(m, secret, profile)
+            config = self._config(m, self.secret, profile)
             for key, value in (member_overrides or {}).get(m.name, {}).items():
                 config[key] = value
             m.config.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def add_host(self, name: str, host: str, node_id: int, *, witness: bool = False) -> Member:
+        """A new host for a running cluster (not started): its configuration names every
+        current member as a peer and sets ``store.raft.join`` (it is sent the store once added
+        with ``hactl members add``); its directories are empty."""
+        m = Member(name, node_id, host, self.root)
+        self.members[name] = m
+        if witness:
+            self.witnesses.add(name)
+        config = self._config(m, self.secret, self.profile)
+        config["store"]["raft"]["join"] = True
+        m.config.write_text(yaml.safe_dump(config, sort_keys=False))
+        return m
+
+    def destroy(self, name: str) -> None:
+        """A host lost for good: SIGKILL its agent and PostgreSQL, remove every file it had,
+        and stop counting it as a member (close() still checks its processes)."""
+        self.kill9_agent(name)
+        self.kill9_postgres(name)
+        m = self.members.pop(name)
+        self.retired.append(m)
+        for path in (m.data_dir, self.root / f"{name}-store", self.root / f"{name}-data.run"):
+            shutil.rmtree(path, ignore_errors=True)
 
     def _config(self, m: Member, secret: Path, profile: str) -> dict[str, Any]:
         peers = [
@@ -105,7 +134,7 @@ class AgentCluster:
             for p in self.members.values()
             if p is not m
         ]
-        return {
+        config: dict[str, Any] = {
             "scope": self.scope,
             "name": m.name,
             "timing_profile": profile,
@@ -114,6 +143,11 @@ class AgentCluster:
                 "authentication": {"username": API_AUTH[0], "password": API_AUTH[1]},
             },
             "store": self._store(m, peers, secret),
+        }
+        if m.name in self.witnesses:
+            return config
+        return {
+            **config,
             "postgresql": {
                 "data_dir": str(m.data_dir),
                 "listen": f"{m.host}:{m.pg_port}",
@@ -198,13 +232,14 @@ class AgentCluster:
 
     def close(self) -> None:
         """Stop everything this cluster started, by PID."""
-        for m in self.members.values():
+        everyone = [*self.members.values(), *self.retired]
+        for m in everyone:
             if m.proc is not None and m.proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(m.proc.pid, signal.SIGCONT)
                     m.proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 20
-        for m in self.members.values():
+        for m in everyone:
             if m.proc is None:
                 continue
             try:
