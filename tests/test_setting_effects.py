@@ -92,6 +92,7 @@ EFFECTS: dict[str, Tests] = {
     "store.raft.heartbeat_interval": (STORE_SETUP, f"{STORE_PROCS}::test_frozen_leader_is_replaced_and_rejoins"),
     "store.raft.election_timeout": (STORE_SETUP, f"{STORE_PROCS}::test_frozen_leader_is_replaced_and_rejoins"),
     "store.raft.snapshot_entries": f"{STORE_PROCS}::test_whole_cluster_kill9_during_background_snapshots_loses_nothing",
+    "store.raft.join": ("tests/test_storecmd.py::test_join_makes_an_empty_member_wait_instead_of_founding_a_store", "tests/ha/test_members_e2e.py::test_replace_a_dead_host_without_an_outage_of_the_primary"),
     "store.raft.tls.certfile": f"{STORE_PROCS}::test_tls_member_serves_tls_clients_only",
     "store.raft.tls.keyfile": f"{STORE_PROCS}::test_tls_member_serves_tls_clients_only",
     "store.raft.tls.cafile": f"{STORE_PROCS}::test_tls_member_serves_tls_clients_only",
