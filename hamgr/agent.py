@@ -2,7 +2,10 @@
 
 It runs the embedded store member (Raft node and client listener) and the HA loop over it
 (RaftDcs) or, with ``store.backend: etcd``, the HA loop over an existing etcd (EtcdDcs); the
-fencer process for the primary's lease deadline; and the REST API. SIGTERM stops
+fencer process for the primary's lease deadline; and the REST API (with ``/store/members``,
+`hamgr.storeadmin`). A member added at run time (``store.raft.join``) holds the HA loop back
+until its store member votes, so PostgreSQL is cloned only then. A file without a
+``postgresql`` section is a witness's: only the store member runs (`hamgr.storecmd`). SIGTERM stops
 cleanly: a primary hands over to a healthy replica when one exists (switchover), otherwise
 stops PostgreSQL (at once, without store calls, when no majority of the store members is left,
 as at the end of a whole-cluster stop that took the replicas first); SIGHUP reloads the
@@ -155,6 +158,7 @@ class Agent:
                         f"hactl members add {self.config.name} {me}"
                     )
                 log.info("store member %d %s; PostgreSQL waits until it votes", node.id, why)
+                self.telemetry.waiting(f"store member {node.id} {why}", 30.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), node.tick_interval * 2)
         return False

@@ -60,7 +60,7 @@ from hamgr.config.problems import show
 from hamgr.config.schema import RestApiConfig
 from hamgr.config.values import split_address
 from hamgr.dcs.base import DcsError
-from hamgr.dcs.jsonfields import JsonObject, ModelError
+from hamgr.dcs.jsonfields import JsonObject, ModelError, check_name
 from hamgr.dcs.model import ClusterView, SwitchoverRequest
 from hamgr.ha.race import describe_request
 from hamgr.ha.syncrep import outside_sync_set, sync_role
@@ -607,6 +607,7 @@ class _Api:
             await _body(request), "", known=("name", "address", "node_id", "client_address")
         )
         name = o.text("name")
+        check_name("name", name)
         node_id = o.integer("node_id", None)
         if node_id is not None and node_id <= 0:
             raise HttpError(400, f"node_id: must be a positive integer, got {node_id}")

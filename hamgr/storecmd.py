@@ -6,6 +6,9 @@ data directory, serves Raft on ``store.raft.listen`` and clients on ``store.raft
 
     hamgr store: member 2 serving raft on 127.0.0.1:7002, clients on 127.0.0.1:7102
 
+It writes its name record (``hactl members`` shows names from these; `hamgr.storeadmin`) once
+the store takes writes, and under systemd sends READY and watchdog beats. This is also what
+``hamgr agent`` runs for a witness (a configuration without a ``postgresql`` section).
 It logs to stderr. SIGTERM or SIGINT stops it cleanly (exit 0): a leader first hands its
 leadership to a caught-up peer (so the others need no election), the client listener closes,
 then the member (pending requests fail, storage is closed). A member whose storage fails exits
@@ -37,6 +40,7 @@ from hamgr.gcpolicy import tune_gc
 from hamgr.raft.client import StoreClient
 from hamgr.raft.node import RaftNode
 from hamgr.raft.rpcserver import StoreRpcServer
+from hamgr.sdnotify import Notifier, NotifyConfigError
 from hamgr.storeadmin import register_until_done
 from hamgr.storemembers import MemberRecord
 
@@ -263,10 +267,12 @@ async def serve(
     settings: StoreSettings,
     stop: asyncio.Event,
     ready: Callable[[str], None] = print,
+    beat: Callable[[], None] | None = None,
 ) -> int:
     """Run the member until `stop` is set (exit status 0) or it fails (1).
 
-    `ready` gets the ready line once Raft and the client listener both listen.
+    `ready` gets the ready line once Raft and the client listener both listen; `beat` is
+    called about every half second while the member runs (systemd's watchdog).
     """
     try:
         async with running_member(settings) as (node, server):
@@ -282,6 +288,8 @@ async def serve(
                     if node.state == "failed":
                         log.critical("member %d failed: %s", settings.node_id, node.failure)
                         return 1
+                    if beat is not None:
+                        beat()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), 0.5)
             finally:
@@ -330,11 +338,24 @@ async def _run(settings: StoreSettings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    try:
+        # Under systemd (Type=notify, WatchdogSec, as deploy/systemd/hamgr.service runs a
+        # witness): READY once serving, WATCHDOG while the member runs.
+        notifier = Notifier.from_env()
+    except NotifyConfigError as exc:
+        log.error("ignoring systemd's notify socket: %s", exc)
+        notifier = None
 
     def ready(line: str) -> None:
         print(line, flush=True)
+        if notifier is not None:
+            notifier.ready(status=line)
 
-    return await serve(settings, stop, ready)
+    def beat() -> None:
+        if notifier is not None and notifier.watchdog_timeout is not None:
+            notifier.watchdog()
+
+    return await serve(settings, stop, ready, beat)
 
 
 def serve_witness(settings: StoreSettings) -> int:

@@ -564,6 +564,7 @@ async def test_store_members_paths() -> None:
                 assert resp.status == 409 and "no majority" in (await resp.json())["error"]
             for bad, problem in (
                 ({"name": "m5"}, "address: required field is missing"),
+                ({**body, "name": "a/b"}, "name: expected 1 to 63 letters"),
                 ({**body, "node_id": "4"}, "node_id: expected an integer"),
                 ({**body, "node_id": 0}, "node_id: must be a positive integer"),
                 ({**body, "nodeid": 4}, "nodeid: unknown field"),
