@@ -264,3 +264,26 @@ async def test_reinit_reaches_the_named_replicas_and_shows_a_refusal(cluster: Cl
     code, _, err = await hactl(*base, "reinit", "a", "--force")  # the leader refuses
     assert code == 1 and "I am the leader, can not reinitialize" in _one_line(err)
     assert cluster.agents["a"].calls == []
+
+
+async def test_members_on_an_agent_without_a_store_member(cluster: Cluster) -> None:
+    """hactl members asks /store/members alone; an agent with no embedded store member (etcd)
+    answers 404, shown as one line saying so. The live commands: tests/ha/test_members_e2e.py."""
+    code, out, err = await hactl("members", "--url", cluster.urls["a"])
+    assert code == 1 and out == ""
+    line = _one_line(err)
+    assert "/store/members: 404" in line and "no embedded store member" in line
+
+
+def test_members_usage_errors_exit_2(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HAMGR_CONFIG", raising=False)
+    for args in (
+        ["members", "add", "m4"],
+        ["members", "remove"],
+        ["members", "add", "m4", "h:1", "--id", "x"],
+    ):
+        assert main(args) == 2, args
+        out, err = capsys.readouterr()
+        assert out == "" and _one_line(err).startswith("hactl"), (args, err)
