@@ -21,6 +21,7 @@ from hamgr.raft.node import RaftNode
 from hamgr.storemembers import (
     MemberProbe,
     MemberRecord,
+    MembershipRefused,
     StoreConf,
     check_add,
     check_remove,
@@ -51,6 +52,14 @@ def _address(text: str, what: str) -> Address:
         raise ValueError(f"{what}: {exc}") from None
 
 
+def _need_leader(conf: StoreConf) -> None:
+    if conf.leader == 0:
+        raise MembershipRefused(
+            "the store has no leader now: no membership change can commit (hactl members "
+            "shows which members answer)"
+        )
+
+
 class StoreAdmin:
     """Membership reads and changes for the store that `node` is a member of."""
 
@@ -78,13 +87,17 @@ class StoreAdmin:
             int(st.get("term", 0)),
         )
 
-    async def records(self) -> list[MemberRecord]:
-        """Every name record (a linearizable read through the leader)."""
+    async def records(self, *, local: bool = False) -> list[MemberRecord]:
+        """Every name record: a linearizable read through the leader, or with `local` this
+        member's own copy (no leader needed: for showing, not for deciding)."""
         prefix = records_prefix(self.scope)
-        try:
-            got = await self.client.get(prefix.encode(), prefix=True)
-        except StoreError as exc:
-            raise DcsError(f"reading the store member records: {exc}") from exc
+        if local:
+            got = self.node.kv.range(prefix.encode(), prefix=True)
+        else:
+            try:
+                got = await self.client.get(prefix.encode(), prefix=True)
+            except StoreError as exc:
+                raise DcsError(f"reading the store member records: {exc}") from exc
         out = []
         for kv in got.kvs:
             rec = MemberRecord.from_json(kv.key.decode()[len(prefix) :], kv.value)
@@ -126,9 +139,9 @@ class StoreAdmin:
         return dict(zip(ids, answers, strict=True))
 
     async def view(self) -> dict[str, Any]:
-        """``GET /store/members``."""
+        """``GET /store/members``: answers without a Raft leader too (when it matters most)."""
         conf = self.conf()
-        records = await self.records()
+        records = await self.records(local=True)
         endpoints = self._addresses(records, conf)
         probes = await self.probes(endpoints)
         addresses = {}
@@ -153,6 +166,7 @@ class StoreAdmin:
             else (raft[0], raft[1] + CLIENT_PORT_OFFSET)
         )
         conf = self.conf()
+        _need_leader(conf)
         records = await self.records()
         chosen = node_id if node_id is not None else next_node_id(records, conf)
         check_add(conf, records, name, _fmt(raft), chosen)
@@ -174,6 +188,7 @@ class StoreAdmin:
         """Remove member `who` (name or node id); a Raft leader hands over first.
         Raises MembershipRefused or DcsError."""
         conf = self.conf()
+        _need_leader(conf)
         records = await self.records()
         endpoints = self._addresses(records, conf)
         probes = await self.probes(endpoints)
