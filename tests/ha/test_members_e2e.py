@@ -46,17 +46,18 @@ def cluster_on(
     unless a test failed or IT_KEEP_CLUSTER is set."""
     root = Path(tempfile.mkdtemp(prefix="hamgr-members-", dir="/tmp"))
     os.chmod(root, 0o755)
-    failed_before = request.session.testsfailed
     c = AgentCluster(root, hosts, scope="members", witnesses=witnesses)
+    passed = False
     try:
         yield c
+        passed = True
     finally:
         for name, m in list(c.members.items()):
             if m.proc is not None and m.proc.poll() is None:
                 c.kill9_agent(name)
                 c.kill9_postgres(name)
         c.close()
-        if request.session.testsfailed > failed_before or os.environ.get("IT_KEEP_CLUSTER"):
+        if not passed or os.environ.get("IT_KEEP_CLUSTER"):
             print(f"cluster directory kept: {root}\n{c.log_tails(40)}")
         else:
             shutil.rmtree(root, ignore_errors=True)
