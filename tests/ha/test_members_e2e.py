@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +170,7 @@ def test_replace_a_dead_host_without_an_outage_of_the_primary(
         assert c.primaries() == [primary]
         last = writer.acked[-1]
         for name in (survivor, new.name):
-            wait_for(lambda n=name: has_row(c, n, "replace_rows", last), 30, f"last row on {name}")
+            wait_for(partial(has_row, c, name, "replace_rows", last), 30, f"last row on {name}")
         # The new host's agent started only once its store member voted, then cloned.
         log = new.log.read_text(errors="replace")
         assert "PostgreSQL waits until it votes" in log
