@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hamgr.config import Config, ConfigError, load_config
-from hamgr.config.schema import PostgresConfig, RestApiConfig, Tags, WatchdogConfig
+from hamgr.config.schema import PostgresConfig, RestApiConfig, Tags
 from hamgr.dcs.jsonfields import ModelError
 from hamgr.dcs.model import DynamicSettings, MemberTags
 from hamgr.ha.loop import Identity
@@ -93,12 +93,13 @@ def witness_setup(config: Config) -> WitnessSetup:
         )
     ignored = [
         name
-        for name, default in (
-            ("restapi", RestApiConfig()),
-            ("tags", Tags()),
-            ("watchdog", WatchdogConfig()),
+        for name, used in (
+            ("restapi", config.restapi != RestApiConfig()),
+            ("tags", config.tags != Tags()),
+            # Its safety_margin default follows timing_profile; the mode says it is used.
+            ("watchdog", config.watchdog.mode != "off"),
         )
-        if getattr(config, name) != default
+        if used
     ]
     if ignored:
         raise ConfigError(

@@ -328,7 +328,8 @@ def test_a_witness_refuses_the_sections_it_would_ignore() -> None:
     assert isinstance(witness_setup(parse_config(data)), WitnessSetup)
     put(data, "restapi.listen", "127.0.0.1:8111")
     put(data, "tags.nofailover", True)
+    put(data, "watchdog.mode", "automatic")
     with pytest.raises(ConfigError) as refused:
         witness_setup(parse_config(data))
-    assert [p.split(":")[0] for p in refused.value.problems] == ["restapi", "tags"]
+    assert [p.split(":")[0] for p in refused.value.problems] == ["restapi", "tags", "watchdog"]
     assert "a witness (no postgresql section) runs its store member only" in str(refused.value)
