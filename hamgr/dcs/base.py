@@ -25,6 +25,7 @@ race is NOT an error, it is the ``False`` / ``None`` result documented on each m
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -91,6 +92,8 @@ class KeepaliveResult:
     ok: bool
     sent_at: float
     ttl: float
+    lease_id: int = 0
+    """The lease renewed (0: unknown), so that a late answer is counted for that lease only."""
 
     def fence_at(self, safety_margin: float) -> float | None:
         """The instant PostgreSQL must stop accepting writes unless a newer renewal succeeds."""
@@ -158,6 +161,28 @@ class Dcs(Protocol):
         The backend answers ``ok`` only after the store confirmed the renewal with a quorum (the
         Raft leader confirms it still leads before replying). ``ok`` False: the lease expired;
         the next :meth:`touch_member` grants a new one.
+        """
+        ...
+
+    def apply_timing(self, ttl: float, retry_timeout: float) -> None:
+        """Take the cluster's current ``ttl`` and ``retry_timeout`` (the HA loop calls this with
+        every view it reads): ``retry_timeout`` bounds every later call at once; a new ``ttl``
+        applies to the next lease granted, and :meth:`switch_lease` moves the keys onto one."""
+        ...
+
+    async def switch_lease(
+        self, before_move: Callable[[KeepaliveResult], Awaitable[None]]
+    ) -> KeepaliveResult | None:
+        """Move this session's keys onto a new lease granted with the current ``ttl``, when the
+        lease they are on was granted with another one; None when there is nothing to move (or
+        the move did not happen: the keys stayed where they were).
+
+        Order, so that a fence never lies past the store's expiry of the key's lease: grant
+        the new lease (its renewal counted from before the grant was sent); ``before_move``
+        with that grant (the agent moves its fence to the earlier of both leases' expiries;
+        an error it raises stops the switch and revokes the new lease); move the leader key
+        (compare-and-swap on its create revision: the key keeps its name and fencing token)
+        and the member key onto it; only then revoke the old lease. Returns the grant.
         """
         ...
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -64,6 +65,8 @@ from hamgr.dcs.model import (
 __all__ = ["KvSession", "held_leader"]
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 _RETRY_PAUSE = 0.05
 """Pause before trying again after a transport gave up early (it retries inside itself)."""
@@ -111,6 +114,8 @@ class KvSession:
         self._transport = transport
         self._lease: int | None = None
         self._lease_ttl = self.ttl
+        self._lease_asked = self.ttl
+        """The ttl the current lease was asked for (the store may grant more: its minimum)."""
         self._lease_lock = asyncio.Lock()
         self._seen: RangeSnapshot | None = None
         self._ids = random.SystemRandom()
@@ -184,28 +189,108 @@ class KvSession:
 
     async def _grant_locked(self, d: Deadline) -> int:
         if self._lease is None:
-            lease_id = self._ids.getrandbits(62) + 1
-            ttl = self.ttl
-            sent = False
-            while True:
-                if self.before_grant is not None and not sent:
-                    self.before_grant(lease_id)
-                try:
-                    granted = await self._call(
-                        d, partial(self._transport.lease_grant, lease_id, ttl)
-                    )
-                except OutcomeUnknown as exc:
-                    sent = True
-                    await _unknown(d, exc)
-                    continue
-                except LeaseExists:
-                    if not sent:  # someone else's lease has this id (a 1 in 2**62 chance)
-                        lease_id = self._ids.getrandbits(62) + 1
-                        continue
-                    granted = ttl  # our earlier attempt did apply
-                break
-            self._lease, self._lease_ttl = lease_id, granted
+            lease_id, granted, _ = await self._grant(d, self.ttl, announce=True)
+            self._lease, self._lease_ttl, self._lease_asked = lease_id, granted, self.ttl
         return self._lease
+
+    async def _grant(self, d: Deadline, ttl: float, *, announce: bool) -> tuple[int, float, float]:
+        """Grant a new lease of ``ttl``: (its id, the TTL granted, when the grant was sent).
+
+        ``announce``: call :attr:`before_grant` with the id before it is granted."""
+        lease_id = self._ids.getrandbits(62) + 1
+        sent = False
+        sent_at = clock.now()
+        while True:
+            if announce and self.before_grant is not None and not sent:
+                self.before_grant(lease_id)
+            try:
+                granted = await self._call(d, partial(self._transport.lease_grant, lease_id, ttl))
+            except OutcomeUnknown as exc:
+                sent = True
+                await _unknown(d, exc)
+                continue
+            except LeaseExists:
+                if not sent:  # someone else's lease has this id (a 1 in 2**62 chance)
+                    lease_id = self._ids.getrandbits(62) + 1
+                    sent_at = clock.now()
+                    continue
+                granted = ttl  # our earlier attempt did apply
+            return lease_id, granted, sent_at
+
+    def apply_timing(self, ttl: float, retry_timeout: float) -> None:
+        """Take the cluster's current ttl (for the next lease, see :meth:`switch_lease`) and
+        retry_timeout (every call from now on)."""
+        self.ttl = _positive("ttl", ttl)
+        self.retry_timeout = _positive("retry_timeout", retry_timeout)
+
+    async def switch_lease(
+        self, before_move: Callable[[KeepaliveResult], Awaitable[None]]
+    ) -> KeepaliveResult | None:
+        """Move the keys onto a new lease of the current ttl (see :meth:`Dcs.switch_lease`)."""
+        async with self._lease_lock:
+            old = self._lease
+            if old is None or self._lease_asked == self.ttl:
+                return None
+            d = self._deadline("switch_lease")
+            ttl = self.ttl
+            new, granted, sent_at = await self._grant(d, ttl, announce=False)
+            grant = KeepaliveResult(True, sent_at, granted, new)
+            try:
+                await before_move(grant)
+                moved = await self._move_keys(d, old, new)
+            except BaseException:
+                await self._revoke_quietly(new)
+                raise
+            if not moved:
+                await self._revoke_quietly(new)
+                return None
+            self._lease, self._lease_ttl, self._lease_asked = new, granted, ttl
+        if self.before_grant is not None:
+            try:
+                self.before_grant(new)
+            except OSError as exc:  # a restart would then not find this lease: no resume
+                log.warning("could not write down lease %d: %s", new, exc)
+        await self._revoke_quietly(old)
+        return grant
+
+    async def _move_keys(self, d: Deadline, old: int, new: int) -> bool:
+        """Put the leader key (if on ``old`` and ours) and the member key onto ``new`` in one
+        txn, each compared on its mod revision (the leader key keeps its name and its create
+        revision, the fencing token); True when it applied, False when no key of ours is on
+        ``old`` any more."""
+        keys = self.keys
+        while True:
+            snap = await self._call(d, partial(self._transport.range, keys.prefix, prefix=True))
+            leader, member = snap.get(keys.leader), snap.get(keys.member(self.name))
+            compares: list[Compare] = []
+            puts: list[Put | Delete] = []
+            for kv in (leader, member):
+                if kv is None or kv.lease != old:
+                    continue
+                if kv is leader and kv.value != self.name.encode():
+                    continue
+                compares.append(Compare(kv.key, Target.MOD, "=", kv.mod_revision))
+                puts.append(Put(kv.key, kv.value, new))
+            if not puts:
+                # Nothing of ours on the old lease: it expired (its keys with it), or nothing
+                # was published yet. No move: the old lease's next keepalive tells which.
+                return False
+            try:
+                return await self._txn(d, compares, puts)
+            except OutcomeUnknown as exc:
+                await _unknown(d, exc)
+            except LeaseGone as exc:
+                raise d.fail(exc) from exc
+            # Unknown: read again; moved keys are on the new lease and are left alone.
+
+    async def _revoke_quietly(self, lease_id: int) -> None:
+        """Revoke a lease this session no longer uses (best effort: it expires anyway)."""
+        d = self._deadline("revoke")
+        try:
+            with contextlib.suppress(LeaseGone):
+                await self._write_idempotent(d, partial(self._transport.lease_revoke, lease_id))
+        except DcsError as exc:
+            log.warning("could not revoke lease %d (it expires by itself): %s", lease_id, exc)
 
     async def adopt_lease(self, lease_id: int) -> tuple[KeepaliveResult, LeaderKey | None]:
         """Take over ``lease_id``, a lease an earlier agent process of this member granted.
@@ -230,8 +315,8 @@ class KvSession:
                 return KeepaliveResult(False, sent_at, self._lease_ttl), None
             except OutcomeUnknown as exc:
                 raise d.fail(exc) from exc
-            self._lease, self._lease_ttl = lease_id, ttl
-        result = KeepaliveResult(True, sent_at, ttl)
+            self._lease, self._lease_ttl, self._lease_asked = lease_id, ttl, ttl
+        result = KeepaliveResult(True, sent_at, ttl, lease_id)
         kv = await self._read_key(d, self.keys.leader)
         return result, held_leader(kv, lease_id, self.name)
 
@@ -373,7 +458,7 @@ class KvSession:
             return KeepaliveResult(False, sent_at, self._lease_ttl)
         except OutcomeUnknown as exc:  # a transport should not say this of a keepalive
             raise d.fail(exc) from exc
-        return KeepaliveResult(True, sent_at, ttl)
+        return KeepaliveResult(True, sent_at, ttl, lease)
 
     async def release_leader(self, expected: LeaderKey) -> bool:
         """Delete the leader key only if its create revision is still ``expected.revision``.

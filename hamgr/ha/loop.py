@@ -161,6 +161,12 @@ class HaLoop:
             view = dataclasses.replace(view, settings=self._bootstrap_settings)
         self.last_view = view
         self.settings = view.settings
+        # Timing changed live (hactl edit-config) reaches the running session: retry_timeout
+        # bounds the next store call, a new ttl moves the keys onto a new lease at the next
+        # keepalive (see ActionRunner.switch_lease), safety_margin and loop_wait are read from
+        # self.settings at each keepalive and each wait.
+        self.dcs.apply_timing(view.settings.ttl, view.settings.retry_timeout)
+        self.runner.ttl = view.settings.ttl
         await self.runner.set_paused(view.settings.pause)
         lease = self.runner.lease
         lease.was_primary = last_ran_as_primary(view, pg, lease.was_primary)
