@@ -56,6 +56,11 @@ START_TIMEOUT = (
     "tests/ha/test_selfheal_e2e.py::test_a_primary_that_cannot_start_fails_over_after_primary_start_timeout",
 )
 
+LIVE_TIMING = "tests/ha/test_live_timing.py"
+LIVE_TTL = f"{LIVE_TIMING}::test_ttl_changed_live_moves_the_leader_key_onto_a_lease_of_that_ttl"
+LOOP_CADENCE = f"{LIVE_TIMING}::test_loop_wait_changed_live_sets_the_loop_cadence"
+LEASE_CLOCK = "tests/ha/test_leaseclock.py::test_fence_never_lies_past_the_store_expiry_of_the_keys_lease"
+
 Tests = str | tuple[str, ...]
 
 # fmt: off
@@ -138,14 +143,15 @@ EFFECTS: dict[str, Tests] = {
     "bootstrap.dcs.primary_start_timeout": (AGENT_SETUP, *START_TIMEOUT),
     "dynamic.primary_start_timeout": START_TIMEOUT,
     "dynamic.member_slots_ttl": ("tests/ha/test_cluster.py::test_replica_death_does_not_disturb_the_primary", SLOT_KEEPER),
+    "bootstrap.dcs.loop_wait": (AGENT_SETUP, LOOP_CADENCE),
+    "dynamic.loop_wait": LOOP_CADENCE,
+    "dynamic.ttl": (LIVE_TTL, f"{CONTRACT}::check_a_new_ttl_moves_the_keys_onto_a_new_lease", LEASE_CLOCK),
+    "dynamic.retry_timeout": (LIVE_TTL, f"{CONTRACT}::check_calls_are_bounded_by_retry_timeout"),
+    "dynamic.safety_margin": (f"{LIVE_TIMING}::test_safety_margin_changed_live_moves_the_fence_by_the_difference", LEASE_CLOCK),
 }
 # fmt: on
 
 _ETCD_TLS = "issue 11: etcd over TLS (https with a CA) is accepted but no test runs against one"
-_LIVE_TIMING = (
-    "issue 16: a live change of ttl / loop_wait / retry_timeout that stays safe (edit-config "
-    "stores it; the running lease, DCS session and fence deadline are not shown to follow it)"
-)
 _REST_TLS = (
     "issue 16 deliverable 1, found here: the agent serves plain HTTP whatever restapi.certfile "
     "and keyfile say (api.serve is given no ssl_context), while it publishes an https URL"
@@ -157,13 +163,6 @@ OPEN: dict[str, str] = {
     "store.etcd.cacert": _ETCD_TLS,
     "restapi.certfile": _REST_TLS,
     "restapi.keyfile": _REST_TLS,
-    # loop_wait works (read from the store every cycle) but no test shows the loop's period.
-    "bootstrap.dcs.loop_wait": _LIVE_TIMING,
-    "dynamic.loop_wait": _LIVE_TIMING,
-    "dynamic.ttl": _LIVE_TIMING,
-    "dynamic.retry_timeout": _LIVE_TIMING,
-    # Read from the store at each keepalive, but no test shows a changed margin move the fence.
-    "dynamic.safety_margin": _LIVE_TIMING,
     "dynamic.parameters": (
         "issue 16: cluster-wide parameters applied to every member (edit-config stores them; "
         "members keep their local values)"

@@ -107,6 +107,11 @@ class Dcs(Protocol):
     method returns, every later :meth:`get_cluster` (by any agent) sees the write.
     """
 
+    ttl: float
+    """The ttl new leases are asked for (see :meth:`apply_timing`)."""
+    retry_timeout: float
+    """Each call's budget in seconds."""
+
     async def get_cluster(self) -> ClusterView:
         """Everything under the scope, read at one store revision (a linearizable read).
 

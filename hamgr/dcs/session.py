@@ -77,6 +77,9 @@ expected to honour its timeout; this only bounds one that does not)."""
 
 _DEFAULTS = DynamicSettings()
 
+_MOVE_TRIES = 5
+"""Reads and compare-and-swaps a lease switch tries before leaving it to the next keepalive."""
+
 
 def _positive(name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
@@ -259,7 +262,7 @@ class KvSession:
         revision, the fencing token); True when it applied, False when no key of ours is on
         ``old`` any more."""
         keys = self.keys
-        while True:
+        for _ in range(_MOVE_TRIES):
             snap = await self._call(d, partial(self._transport.range, keys.prefix, prefix=True))
             leader, member = snap.get(keys.leader), snap.get(keys.member(self.name))
             compares: list[Compare] = []
@@ -272,16 +275,21 @@ class KvSession:
                 compares.append(Compare(kv.key, Target.MOD, "=", kv.mod_revision))
                 puts.append(Put(kv.key, kv.value, new))
             if not puts:
-                # Nothing of ours on the old lease: it expired (its keys with it), or nothing
-                # was published yet. No move: the old lease's next keepalive tells which.
-                return False
+                # Nothing of ours left on the old lease. Moved already (an earlier attempt whose
+                # outcome was unknown did apply), or the old lease expired with its keys, or
+                # nothing was published yet (no move: the next keepalive tells which).
+                mine = (kv for kv in (leader, member) if kv is not None and kv.lease == new)
+                return any(mine)
             try:
-                return await self._txn(d, compares, puts)
+                if await self._txn(d, compares, puts):
+                    return True
             except OutcomeUnknown as exc:
                 await _unknown(d, exc)
             except LeaseGone as exc:
                 raise d.fail(exc) from exc
-            # Unknown: read again; moved keys are on the new lease and are left alone.
+            # A key changed meanwhile (the member key is published every loop), or the outcome
+            # is unknown: read again; keys already on the new lease are left alone.
+        return False
 
     async def _revoke_quietly(self, lease_id: int) -> None:
         """Revoke a lease this session no longer uses (best effort: it expires anyway)."""

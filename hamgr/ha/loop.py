@@ -125,6 +125,8 @@ class HaLoop:
         self.reinit_requested = False
         """Set by the REST API (POST /reinitialize); cleared once the data dir was emptied."""
         self.keepalive_errors = 0
+        self.keepalive_rounds = 0
+        """Keepalive timer rounds that renewed (or tried to renew) the lease."""
         """Keepalive timer rounds that raised (logged; the timer goes on)."""
         self._resume_lease = resume_lease
         self._resume_tries = 0
@@ -385,6 +387,7 @@ class HaLoop:
         # initdb can outlast the ttl, and that cycle publishes nothing until it ends.
         if self._session_started or self.runner.lease.key is not None:
             ok = await self.runner.keepalive(self.settings.safety_margin)
+            self.keepalive_rounds += 1
             if self._on_keepalive is not None:
                 self._on_keepalive(clock.now() - started, ok, started)
 
