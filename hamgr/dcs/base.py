@@ -16,7 +16,9 @@ Key layout of one cluster, ``scope`` (see :func:`scope_keys`)::
 
 Sessions: each client owns ONE lease, granted with ``ttl`` (DynamicSettings.ttl) when it first
 needs one. The member key and the leader key are attached to it, so both vanish at the same
-store revision when the lease expires (the agent died or was cut off) or is revoked.
+store revision when the lease expires (the agent died or was cut off) or is revoked. A lease's
+TTL is fixed at its grant: when ``ttl`` changes, :meth:`Dcs.switch_lease` moves both keys onto
+a new lease (the leader key keeps its name and create revision) and revokes the old one.
 
 Errors: every method raises :class:`DcsError` when the store cannot answer within
 ``retry_timeout`` (the backend retries inside that budget); a lost compare-and-swap or create

@@ -13,6 +13,8 @@ lives here is everything a backend must not get wrong on its own:
   and the last problem met (see :class:`~hamgr.dcs.common.Deadline`).
 - ``keepalive`` takes ``sent_at`` just before the request leaves; retries inside the budget keep
   that first instant, which can only make the fence earlier, never later.
+- A live ttl change (``switch_lease``): a new lease, the caller's fence hook, the keys moved onto
+  it by compare-and-swap, the old lease revoked, in that order (see hamgr/ha/leaseclock.py).
 """
 
 from __future__ import annotations
@@ -91,8 +93,9 @@ class KvSession:
     """One agent's session with the store for one scope; implements :class:`Dcs`.
 
     ``ttl`` is the TTL the session's lease is granted with, ``retry_timeout`` each call's
-    budget. Both are plain attributes: the HA loop sets them from the settings it read, and a
-    new ``ttl`` applies to the next lease granted.
+    budget. The HA loop sets both from the settings it read (:meth:`apply_timing`): a new
+    ``retry_timeout`` bounds the next call, a new ``ttl`` the next lease granted, and
+    :meth:`switch_lease` moves the keys onto a lease of the new ttl.
     """
 
     def __init__(
