@@ -62,8 +62,9 @@ class LocalStatus:
     ``ttl`` and ``retry_timeout``, ``loop_wait`` and ``safety_margin`` as last read, the lease
     the keys are on (``lease_id``, ``lease_ttl`` as the store granted it), ``fence_window``
     (the deadline the fencer holds minus the instant the renewal it came from was sent:
-    ``lease_ttl - safety_margin`` while the fence follows the lease), and the counts of HA
-    loop ``cycles`` and timed ``keepalives`` since start."""
+    ``lease_ttl - safety_margin`` while the fence follows the lease; ``switching`` while the
+    keys are being moved onto a lease of a new ttl, when the earlier of both leases counts),
+    and the counts of HA loop ``cycles`` and timed ``keepalives`` since start."""
 
 
 class AgentView(Protocol):

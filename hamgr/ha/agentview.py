@@ -165,6 +165,7 @@ def timing_of(loop: HaLoop) -> dict[str, float | int | None]:
         "fence_window": (
             armed - current.sent_at if armed is not None and current is not None else None
         ),
+        "switching": len(runner.lease_clock.leases) > 1,
         "cycles": loop.loop_count,
         "keepalives": loop.keepalive_rounds,
     }

@@ -117,13 +117,25 @@ def window_is(c: AgentCluster, name: str, expected: float) -> dict[str, Any] | N
     return t if isinstance(w, float) and abs(w - expected) < EXACT else None
 
 
+def fence_within_lease(c: AgentCluster, name: str, margin: float) -> dict[str, Any]:
+    """`name`'s timing, asserting the fence it holds ends no later than the lease its keys are
+    on allows: fence_window <= lease_ttl - margin (checked whenever the keys sit on one lease;
+    while they are being moved, the earlier of both counts and is capped first)."""
+    t = timing(c, name)
+    w, ttl = t.get("fence_window"), t.get("lease_ttl")
+    if isinstance(w, float) and isinstance(ttl, float) and not t.get("switching"):
+        assert w <= ttl - margin + EXACT, f"{name}'s fencer holds a deadline past its lease: {t}"
+    return t
+
+
 def test_ttl_changed_live_moves_the_leader_key_onto_a_lease_of_that_ttl(
     cluster: AgentCluster,
 ) -> None:
     """edit-config ttl: the leader key moves onto a lease granted with the new ttl (same name,
     same fencing token: no failover), longer and then shorter; every member's session takes
-    the new ttl and retry_timeout; the primary's fence follows the lease its key is on. Then a
-    kill -9 of the primary's agent still fails over, with no two primaries."""
+    the new ttl and retry_timeout; the fencer's deadline never lies past the lease the key is
+    on (watched at every answer), and follows it. Then a kill -9 of the primary's agent still
+    fails over, with no two primaries."""
     c = cluster
     old, replicas = healthy(c)
     first = wait_for(lambda: leader_key(c, old), 30, "the leader key")
@@ -132,11 +144,24 @@ def test_ttl_changed_live_moves_the_leader_key_onto_a_lease_of_that_ttl(
     for ttl, retry in ((4.0, 1.0), (3.0, 0.75)):  # longer, then shorter
         edit(c, old, ttl=ttl, retry_timeout=retry)
 
-        def moved(ttl: float = ttl) -> dict[str, Any] | None:
-            key = leader_key(c, old)
-            return key if key is not None and key["granted_ttl"] == ttl else None
+        def follows(ttl: float = ttl) -> dict[str, Any] | None:
+            t = fence_within_lease(c, old, margin)
+            w = t.get("fence_window")
+            on_new = t.get("lease_ttl") == ttl and not t.get("switching")
+            return (
+                t if on_new and isinstance(w, float) and abs(w - (ttl - margin)) < EXACT else None
+            )
 
-        key = wait_for(moved, SETTLE, f"the leader key on a lease of ttl {ttl:g}")
+        t = wait_for(follows, SETTLE, f"{old}'s fence at ttl {ttl:g} - margin", interval=0.02)
+        # A few more renewals on the new lease, the fence still within it at every answer.
+        wait_for(
+            lambda t=t: fence_within_lease(c, old, margin)["keepalives"] >= t["keepalives"] + 3,
+            SETTLE,
+            f"three renewals of {old} at ttl {ttl:g}",
+            interval=0.02,
+        )
+        key = wait_for(lambda: leader_key(c, old), 30, "the leader key")
+        assert key["granted_ttl"] == ttl and key["lease"] == t["lease_id"], (key, t)
         assert key["value"] == old, "the ttl change must not move the leadership"
         assert key["create_revision"] == first["create_revision"], "same fencing token"
         for name in c.members:
@@ -149,12 +174,6 @@ def test_ttl_changed_live_moves_the_leader_key_onto_a_lease_of_that_ttl(
                 SETTLE,
                 f"{name}'s session and lease on ttl {ttl:g}, retry_timeout {retry:g}",
             )
-        t = wait_for(
-            lambda ttl=ttl: window_is(c, old, ttl - margin),
-            SETTLE,
-            f"{old}'s fence at ttl {ttl:g} - margin after a renewal",
-        )
-        assert t["lease_id"] == leader_key(c, old)["lease"], "the fence follows the key's lease"  # type: ignore[index]
 
     postmaster = c.postmaster_pid(old)
     with Writers(c) as writers:
@@ -177,19 +196,36 @@ def test_ttl_changed_live_moves_the_leader_key_onto_a_lease_of_that_ttl(
 def test_safety_margin_changed_live_moves_the_fence_by_the_difference(
     cluster: AgentCluster,
 ) -> None:
-    """A larger safety_margin moves the fence the fencer holds back by the difference at the
-    next renewal (the fencer is capped: a deadline only moves back this way); a smaller one
-    forward again."""
+    """A larger safety_margin moves the fence the fencer holds back by the difference from the
+    first timed renewal under it on (ttl 9: a timed renewal every 3 s, and the margin grows by
+    7.5 s, so a fencer whose deadline only moved forward would still hold the old one then);
+    a smaller margin moves it forward again."""
     c = cluster
     primary, _ = healthy(c)
-    edit(c, primary, ttl=3.0, safety_margin=0.5)
-    before = wait_for(lambda: window_is(c, primary, 2.5), SETTLE, "fence window 3 - 0.5")
-    edit(c, primary, safety_margin=1.25)
-    after = wait_for(lambda: window_is(c, primary, 1.75), SETTLE, "fence window 3 - 1.25")
-    assert abs((before["fence_window"] - after["fence_window"]) - 0.75) < EXACT
-    assert after["safety_margin"] == 1.25
+    edit(c, primary, ttl=9.0, safety_margin=0.5)
+    before = wait_for(lambda: window_is(c, primary, 8.5), SETTLE, "fence window 9 - 0.5")
+    edit(c, primary, safety_margin=8.0)
+    seen = wait_for(
+        lambda: t if (t := timing(c, primary)).get("safety_margin") == 8.0 else None,
+        SETTLE,
+        "the new margin read by the primary",
+        interval=0.02,
+    )
+    # The timed round counted two after the first answer showing the new margin began after
+    # it; from then on no renewal counts with the old margin.
+    first = wait_for(
+        lambda: (
+            t if (t := timing(c, primary)).get("keepalives", 0) >= seen["keepalives"] + 2 else None
+        ),
+        SETTLE,
+        "two timed renewals under the new margin",
+        interval=0.02,
+    )
+    assert first["fence_window"] <= 1.0 + EXACT, f"the fence did not move back at once: {first}"
+    after = wait_for(lambda: window_is(c, primary, 1.0), SETTLE, "fence window 9 - 8")
+    assert abs((before["fence_window"] - after["fence_window"]) - 7.5) < EXACT
     edit(c, primary, safety_margin=0.5)
-    wait_for(lambda: window_is(c, primary, 2.5), SETTLE, "fence window back at 3 - 0.5")
+    wait_for(lambda: window_is(c, primary, 8.5), SETTLE, "fence window back at 9 - 0.5")
     edit(c, primary, ttl=2.0)
 
 
