@@ -187,9 +187,11 @@ class Dcs(Protocol):
         Order, so that a fence never lies past the store's expiry of the key's lease: grant
         the new lease (its renewal counted from before the grant was sent); ``before_move``
         with that grant (the agent moves its fence to the earlier of both leases' expiries;
-        an error it raises stops the switch and revokes the new lease); move the leader key
-        (compare-and-swap on its create revision: the key keeps its name and fencing token)
-        and the member key onto it; only then revoke the old lease. Returns the grant.
+        an error it raises stops the switch); move the leader key (compare-and-swap on its mod
+        revision: the key keeps its name and its create revision, the fencing token) and the
+        member key onto it; only then revoke the old lease. Returns the grant. A failed move
+        never revokes the new lease (the keys may be on it): it expires, unrenewed. DcsError
+        when it is not known which lease the keys are on (the caller keeps counting both).
         """
         ...
 

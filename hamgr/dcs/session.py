@@ -241,14 +241,11 @@ class KvSession:
             ttl = self.ttl
             new, granted, sent_at = await self._grant(d, ttl, announce=False)
             grant = KeepaliveResult(True, sent_at, granted, new)
-            try:
-                await before_move(grant)
-                moved = await self._move_keys(d, old, new)
-            except BaseException:
-                await self._revoke_quietly(new)
-                raise
-            if not moved:
-                await self._revoke_quietly(new)
+            # The new lease is never revoked when the move fails: the keys may be on it (an
+            # answer lost), and a revoke would delete the leader key at once, while this
+            # primary's fence runs on. Unrenewed, it expires by itself, ttl after its grant.
+            await before_move(grant)
+            if not await self._move_keys(d, old, new):
                 return None
             self._lease, self._lease_ttl, self._lease_asked = new, granted, ttl
         if self.before_grant is not None:
@@ -262,9 +259,11 @@ class KvSession:
     async def _move_keys(self, d: Deadline, old: int, new: int) -> bool:
         """Put the leader key (if on ``old`` and ours) and the member key onto ``new`` in one
         txn, each compared on its mod revision (the leader key keeps its name and its create
-        revision, the fencing token); True when it applied, False when no key of ours is on
-        ``old`` any more."""
+        revision, the fencing token); True when they are on ``new``, False when they surely are
+        not (no key of ours on ``old`` any more, or every compare lost to a newer write);
+        DcsError when a lost answer leaves it open."""
         keys = self.keys
+        unknown: OutcomeUnknown | None = None
         for _ in range(_MOVE_TRIES):
             snap = await self._call(d, partial(self._transport.range, keys.prefix, prefix=True))
             leader, member = snap.get(keys.leader), snap.get(keys.member(self.name))
@@ -287,11 +286,15 @@ class KvSession:
                 if await self._txn(d, compares, puts):
                     return True
             except OutcomeUnknown as exc:
+                unknown = exc
                 await _unknown(d, exc)
             except LeaseGone as exc:
                 raise d.fail(exc) from exc
             # A key changed meanwhile (the member key is published every loop), or the outcome
             # is unknown: read again; keys already on the new lease are left alone.
+        if unknown is not None:
+            # A txn whose answer was lost may still apply: the keys may end on either lease.
+            raise d.fail(f"moving the keys onto lease {new}: {unknown}")
         return False
 
     async def _revoke_quietly(self, lease_id: int) -> None:

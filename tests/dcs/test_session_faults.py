@@ -260,3 +260,26 @@ async def test_lease_switch_after_a_lost_answer_moves_the_keys_once(
         with pytest.raises(LeaseNotFoundError):
             await client.lease_ttl(old)
     assert (await a.dcs.keepalive()).ok
+
+
+async def test_lease_switch_with_every_answer_lost_says_it_does_not_know(
+    agents: tuple[Agent, Agent],
+) -> None:
+    """Every try of the move loses its answer: the switch raises DcsError (the caller keeps
+    counting both leases) rather than guess, and the new lease is not revoked (the keys could
+    be on it); here none applied, so the keys are still on the old lease."""
+    a, b = agents
+    await a.dcs.touch_member(member("a"))
+    key = await a.dcs.acquire_leader()
+    old = a.dcs.lease_id
+    assert key is not None and old is not None
+    a.dcs.apply_timing(TTL + 1, 2.0)
+
+    async def hook(grant: Any) -> None:
+        return None
+
+    a.lossy.spoil("txn", *["dropped"] * 5)
+    with pytest.raises(DcsError, match="moving the keys"):
+        await a.dcs.switch_lease(hook)
+    assert a.dcs.lease_id == old and "lease_revoke" not in a.lossy.calls
+    assert (await b.dcs.get_cluster()).leader == key
