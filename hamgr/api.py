@@ -204,6 +204,7 @@ def member_status(view: AgentView, local: LocalStatus, now: float) -> dict[str, 
         "tags": m.tags.to_dict(),
         "reason": m.reason,
         "loop_age": round(now - local.loop_at, 3) if local.loop_at is not None else None,
+        "timing": dict(local.timing),
         "patroni": {"version": __version__, "scope": view.scope, "name": view.name},
     }
 

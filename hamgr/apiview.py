@@ -15,7 +15,7 @@ Two pure helpers state rules that the implementation and the API share:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from hamgr.dcs.jsonfields import ModelError
@@ -59,6 +59,14 @@ class LocalStatus:
     sync_role: str | None = None
     loop_at: float | None = None
     ttl: float = DynamicSettings().ttl
+    timing: Mapping[str, float | int | None] = field(default_factory=dict)
+    """The timing in force in this agent (GET /patroni ``timing``): the store session's
+    ``ttl`` and ``retry_timeout``, ``loop_wait`` and ``safety_margin`` as last read, the lease
+    the keys are on (``lease_id``, ``lease_ttl`` as the store granted it), ``fence_window``
+    (the deadline the fencer holds minus the instant the renewal it came from was sent:
+    ``lease_ttl - safety_margin`` while the fence follows the lease; ``switching`` while the
+    keys are being moved onto a lease of a new ttl, when the earlier of both leases counts),
+    and the counts of HA loop ``cycles`` and timed ``keepalives`` since start."""
 
 
 class AgentView(Protocol):

@@ -21,6 +21,8 @@ MAX_LINE bytes, ending in a newline; every command gets one reply line:
 
     ARM <fence_at> <postmaster_pid> <start_time>  -> ARMED <fence_at> <pid> <start_time>
                                                      | REFUSED <reason>   (older deadline)
+    CAP <fence_at>                                -> ARMED <fence_at'> <pid> <start_time>
+                                                     | DISARMED           (nothing to cap)
     DISARM                                        -> DISARMED
     QUERY                                         -> ARMED <fence_at> <pid> <start_time>
                                                      | DISARMED
@@ -32,7 +34,10 @@ MAX_LINE bytes, ending in a newline; every command gets one reply line:
 `fence_at` is seconds on `hamgr.clock` (`clock.now()`; CLOCK names it, and the agent checks
 that name against its own before relying on the fencer); `start_time` is the postmaster's
 start time in clock ticks after boot (field 22 of /proc/<pid>/stat), so a reused PID is never
-killed. A deadline only moves forward; one that has already passed fires at once, one more than
+killed. ARM only moves a deadline forward (an arm computed from an older keepalive must not
+shorten the lease's fence by accident); CAP moves it back, to min(armed, fence_at), when the
+agent's lease now grants less (a shorter ttl, a larger safety_margin: see
+hamgr/ha/leaseclock.py). A deadline that has already passed fires at once, one more than
 MAX_AHEAD seconds away is refused as a likely wall-clock time. DISARM is for when the agent
 stopped PostgreSQL itself or demoted it cleanly. A closed connection changes nothing: the deadline
 stays. The fencer exits only on EXIT or SIGTERM/SIGINT while disarmed: the agent must DISARM
@@ -106,17 +111,32 @@ class Arm:
 
 
 @dataclass(frozen=True)
+class Cap:
+    fence_at: float
+
+
+@dataclass(frozen=True)
 class Simple:
     verb: str  # DISARM, QUERY, EXIT or CLOCK
 
 
-Command = Arm | Simple
+Command = Arm | Cap | Simple
 
 
 def _number(text: str, what: str) -> int:
     if not text.isdigit():
         raise ProtocolError(f"{what} must be a non-negative integer, got {text[:40]!r}")
     return int(text)
+
+
+def _fence_at(text: str) -> float:
+    try:
+        fence_at = float(text)
+    except ValueError:
+        raise ProtocolError(f"fence_at {text[:40]!r} is not a number") from None
+    if not math.isfinite(fence_at) or fence_at <= 0:
+        raise ProtocolError(f"fence_at must be a positive finite number, got {text!r}")
+    return fence_at
 
 
 def parse_command(line: bytes) -> Command:
@@ -136,22 +156,21 @@ def parse_command(line: bytes) -> Command:
             raise ProtocolError(
                 f"ARM takes 3 arguments (fence_at postmaster_pid start_time), got {len(args)}"
             )
-        try:
-            fence_at = float(args[0])
-        except ValueError:
-            raise ProtocolError(f"fence_at {args[0][:40]!r} is not a number") from None
-        if not math.isfinite(fence_at) or fence_at <= 0:
-            raise ProtocolError(f"fence_at must be a positive finite number, got {args[0]!r}")
+        fence_at = _fence_at(args[0])
         pid = _number(args[1], "postmaster_pid")
         if pid <= 1:
             raise ProtocolError(f"postmaster_pid {pid} cannot be a postmaster")
         return Arm(fence_at, pid, _number(args[2], "start_time"))
+    if verb == "CAP":
+        if len(args) != 1:
+            raise ProtocolError(f"CAP takes 1 argument (fence_at), got {len(args)}")
+        return Cap(_fence_at(args[0]))
     if verb in ("DISARM", "QUERY", "EXIT", "CLOCK"):
         if args:
             raise ProtocolError(f"{verb} takes no arguments, got {len(args)}")
         return Simple(verb)
     raise ProtocolError(
-        f"unknown command {verb[:40]!r} (expected ARM, DISARM, QUERY, EXIT or CLOCK)"
+        f"unknown command {verb[:40]!r} (expected ARM, CAP, DISARM, QUERY, EXIT or CLOCK)"
     )
 
 
@@ -205,6 +224,10 @@ class FenceState:
                 command.pid,
                 command.start_time,
             )
+            return self.describe(), False
+        if isinstance(command, Cap):
+            if self.fence_at is not None and command.fence_at < self.fence_at:
+                self.fence_at = command.fence_at
             return self.describe(), False
         if command.verb == "DISARM":
             self.disarm()
@@ -566,6 +589,7 @@ class Fencer:
             # ARM and QUERY come several times a second: only the rare events are logged.
             rare = isinstance(command, Simple) and command.verb in ("DISARM", "EXIT")
             rare |= isinstance(command, Arm) and before != (True, command.pid, command.start_time)
+            rare |= isinstance(command, Cap)
             if rare or reply.startswith("REFUSED"):
                 self.log(f"{line.decode().strip()} -> {reply}")
             if before != (self.state.armed, self.state.pid, self.state.start_time):

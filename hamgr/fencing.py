@@ -287,6 +287,11 @@ class FencerClient:
         """
         return parse_status(await self._request(f"ARM {fence_at!r} {postmaster_pid} {start_time}"))
 
+    async def cap(self, fence_at: float) -> FenceStatus:
+        """Move an armed deadline back to `fence_at` if it lies later (never forward): the
+        lease now grants less than the armed deadline assumed (see hamgr/ha/leaseclock.py)."""
+        return parse_status(await self._request(f"CAP {fence_at!r}"))
+
     async def disarm(self) -> FenceStatus:
         """Drop the deadline: PostgreSQL was stopped, or demoted cleanly, by the agent itself."""
         return parse_status(await self._request("DISARM"))

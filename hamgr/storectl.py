@@ -3,8 +3,10 @@
 Either point it at a member's configuration (``--config FILE``: endpoints, cluster id, secret
 and TLS come from there) or name them (``--endpoints h:p,h:p --secret-file F --cluster-id ID``).
 Commands: ``put KEY VALUE [--lease ID]``, ``get KEY [--prefix] [--limit N] [--serializable]``,
-``del KEY [--prefix]`` and ``status`` (every endpoint). Answers are printed one JSON object a
-line; keys and values are shown as UTF-8 text (undecodable bytes escaped as \\xNN).
+``del KEY [--prefix]``, ``lease ID`` (a lease's granted TTL, the time left on the Raft
+leader's clock and the keys attached to it) and ``status`` (every endpoint). Answers are
+printed one JSON object a line; keys and values are shown as UTF-8 text (undecodable bytes
+escaped as \\xNN).
 Exit status: 0 done, 1 the store refused or could not answer, 2 bad usage or configuration.
 """
 
@@ -45,6 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     delete = commands.add_parser("del", help="delete a key, or every key under a prefix")
     delete.add_argument("key")
     delete.add_argument("--prefix", action="store_true")
+    lease = commands.add_parser("lease", help="a lease's granted TTL, time left and keys")
+    lease.add_argument("lease_id", type=int)
     commands.add_parser("status", help="the state of every endpoint")
 
 
@@ -122,6 +126,16 @@ async def _run(client: StoreClient, args: argparse.Namespace) -> list[dict[str, 
         if args.ctl_command == "del":
             deleted = await client.delete(key, args.prefix)
             return [{"revision": deleted.revision, "deleted": deleted.deleted}]
+        if args.ctl_command == "lease":
+            ttl = await client.lease_ttl(args.lease_id)
+            return [
+                {
+                    "lease": ttl.lease_id,
+                    "granted_ttl": ttl.granted_ttl,
+                    "remaining": ttl.remaining,
+                    "keys": [_text(k) for k in ttl.keys],
+                }
+            ]
         out: list[dict[str, Any]] = []
         for endpoint, answer in (await client.statuses()).items():
             entry: dict[str, Any] = {"endpoint": f"{endpoint[0]}:{endpoint[1]}"}

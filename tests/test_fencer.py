@@ -851,10 +851,18 @@ def test_fence_state_rules() -> None:
     reply, _ = state.apply(parse_command(b"ARM 10.25 100 7"), now=10.0)
     assert reply.startswith("REFUSED") and state.fence_at == 10.5
     assert state.apply(parse_command(b"EXIT"), now=10.0)[0].startswith("REFUSED armed")
+    # CAP only ever moves the deadline back (a shorter ttl, a larger margin), never forward.
+    assert state.apply(parse_command(b"CAP 11.0"), now=10.0) == ("ARMED 10.5 100 7", False)
+    assert state.apply(parse_command(b"CAP 10.25"), now=10.0) == ("ARMED 10.25 100 7", False)
+    with pytest.raises(ProtocolError, match="CAP takes 1 argument"):
+        parse_command(b"CAP")
+    with pytest.raises(ProtocolError, match="fence_at must be a positive"):
+        parse_command(b"CAP -1")
     with pytest.raises(ProtocolError, match=r"hamgr\.clock\.now\(\)"):
         state.apply(parse_command(b"ARM 1700000000.0 100 7"), now=10.0)
     assert state.apply(parse_command(b"DISARM"), now=10.0) == ("DISARMED", False)
     assert state.timeout_ms(10.0) is None
+    assert state.apply(parse_command(b"CAP 10.1"), now=10.0) == ("DISARMED", False)
     assert state.apply(parse_command(b"EXIT"), now=10.0) == ("BYE", True)
     assert parse_status("ARMED 10.5 100 7") == FenceStatus(10.5, 100, 7)
     assert parse_status("DISARMED") == FenceStatus()

@@ -66,6 +66,11 @@ START_TIMEOUT = (
     "tests/ha/test_selfheal_e2e.py::test_a_primary_that_cannot_start_fails_over_after_primary_start_timeout",
 )
 
+LIVE_TIMING = "tests/ha/test_live_timing.py"
+LIVE_TTL = f"{LIVE_TIMING}::test_ttl_changed_live_moves_the_leader_key_onto_a_lease_of_that_ttl"
+LOOP_CADENCE = f"{LIVE_TIMING}::test_loop_wait_changed_live_sets_the_loop_cadence"
+LEASE_CLOCK = "tests/ha/test_leaseclock.py::test_fence_never_lies_past_the_store_expiry_of_the_keys_lease"
+
 Tests = str | tuple[str, ...]
 
 # fmt: off
@@ -159,24 +164,17 @@ EFFECTS: dict[str, Tests] = {
     "dynamic.primary_start_timeout": START_TIMEOUT,
     "dynamic.parameters": PARAMETERS,
     "dynamic.member_slots_ttl": ("tests/ha/test_cluster.py::test_replica_death_does_not_disturb_the_primary", SLOT_KEEPER),
+    "bootstrap.dcs.loop_wait": (AGENT_SETUP, LOOP_CADENCE),
+    "dynamic.loop_wait": LOOP_CADENCE,
+    "dynamic.ttl": (LIVE_TTL, f"{CONTRACT}::check_a_new_ttl_moves_the_keys_onto_a_new_lease", LEASE_CLOCK),
+    "dynamic.retry_timeout": (LIVE_TTL, f"{CONTRACT}::check_calls_are_bounded_by_retry_timeout"),
+    "dynamic.safety_margin": (f"{LIVE_TIMING}::test_safety_margin_changed_live_moves_the_fence_by_the_difference", LEASE_CLOCK),
 }
 # fmt: on
 
-_LIVE_TIMING = (
-    "issue 16: a live change of ttl / loop_wait / retry_timeout that stays safe (edit-config "
-    "stores it; the running lease, DCS session and fence deadline are not shown to follow it)"
-)
-
 #: Keys accepted today whose effect is not there yet, with the work item that brings it.
-OPEN: dict[str, str] = {
-    # loop_wait works (read from the store every cycle) but no test shows the loop's period.
-    "bootstrap.dcs.loop_wait": _LIVE_TIMING,
-    "dynamic.loop_wait": _LIVE_TIMING,
-    "dynamic.ttl": _LIVE_TIMING,
-    "dynamic.retry_timeout": _LIVE_TIMING,
-    # Read from the store at each keepalive, but no test shows a changed margin move the fence.
-    "dynamic.safety_margin": _LIVE_TIMING,
-}
+#: Empty: every key shows its effect. A key may come here only with the issue that brings it.
+OPEN: dict[str, str] = {}
 
 
 def _sections() -> set[str]:

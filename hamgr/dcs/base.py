@@ -16,7 +16,9 @@ Key layout of one cluster, ``scope`` (see :func:`scope_keys`)::
 
 Sessions: each client owns ONE lease, granted with ``ttl`` (DynamicSettings.ttl) when it first
 needs one. The member key and the leader key are attached to it, so both vanish at the same
-store revision when the lease expires (the agent died or was cut off) or is revoked.
+store revision when the lease expires (the agent died or was cut off) or is revoked. A lease's
+TTL is fixed at its grant: when ``ttl`` changes, :meth:`Dcs.switch_lease` moves both keys onto
+a new lease (the leader key keeps its name and create revision) and revokes the old one.
 
 Errors: every method raises :class:`DcsError` when the store cannot answer within
 ``retry_timeout`` (the backend retries inside that budget); a lost compare-and-swap or create
@@ -25,6 +27,7 @@ race is NOT an error, it is the ``False`` / ``None`` result documented on each m
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -91,6 +94,8 @@ class KeepaliveResult:
     ok: bool
     sent_at: float
     ttl: float
+    lease_id: int = 0
+    """The lease renewed (0: unknown), so that a late answer is counted for that lease only."""
 
     def fence_at(self, safety_margin: float) -> float | None:
         """The instant PostgreSQL must stop accepting writes unless a newer renewal succeeds."""
@@ -103,6 +108,11 @@ class Dcs(Protocol):
     All methods are coroutines and may raise :class:`DcsError`. Writes are linearizable: once a
     method returns, every later :meth:`get_cluster` (by any agent) sees the write.
     """
+
+    ttl: float
+    """The ttl new leases are asked for (see :meth:`apply_timing`)."""
+    retry_timeout: float
+    """Each call's budget in seconds."""
 
     async def get_cluster(self) -> ClusterView:
         """Everything under the scope, read at one store revision (a linearizable read).
@@ -158,6 +168,30 @@ class Dcs(Protocol):
         The backend answers ``ok`` only after the store confirmed the renewal with a quorum (the
         Raft leader confirms it still leads before replying). ``ok`` False: the lease expired;
         the next :meth:`touch_member` grants a new one.
+        """
+        ...
+
+    def apply_timing(self, ttl: float, retry_timeout: float) -> None:
+        """Take the cluster's current ``ttl`` and ``retry_timeout`` (the HA loop calls this with
+        every view it reads): ``retry_timeout`` bounds every later call at once; a new ``ttl``
+        applies to the next lease granted, and :meth:`switch_lease` moves the keys onto one."""
+        ...
+
+    async def switch_lease(
+        self, before_move: Callable[[KeepaliveResult], Awaitable[None]]
+    ) -> KeepaliveResult | None:
+        """Move this session's keys onto a new lease granted with the current ``ttl``, when the
+        lease they are on was granted with another one; None when there is nothing to move (or
+        the move did not happen: the keys stayed where they were).
+
+        Order, so that a fence never lies past the store's expiry of the key's lease: grant
+        the new lease (its renewal counted from before the grant was sent); ``before_move``
+        with that grant (the agent moves its fence to the earlier of both leases' expiries;
+        an error it raises stops the switch); move the leader key (compare-and-swap on its mod
+        revision: the key keeps its name and its create revision, the fencing token) and the
+        member key onto it; only then revoke the old lease. Returns the grant. A failed move
+        never revokes the new lease (the keys may be on it): it expires, unrenewed. DcsError
+        when it is not known which lease the keys are on (the caller keeps counting both).
         """
         ...
 

@@ -13,12 +13,15 @@ lives here is everything a backend must not get wrong on its own:
   and the last problem met (see :class:`~hamgr.dcs.common.Deadline`).
 - ``keepalive`` takes ``sent_at`` just before the request leaves; retries inside the budget keep
   that first instant, which can only make the fence earlier, never later.
+- A live ttl change (``switch_lease``): a new lease, the caller's fence hook, the keys moved onto
+  it by compare-and-swap, the old lease revoked, in that order (see hamgr/ha/leaseclock.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -65,6 +68,8 @@ __all__ = ["KvSession", "held_leader"]
 
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
+
 _RETRY_PAUSE = 0.05
 """Pause before trying again after a transport gave up early (it retries inside itself)."""
 
@@ -73,6 +78,9 @@ _HARD_CAP_GRACE = 0.1
 expected to honour its timeout; this only bounds one that does not)."""
 
 _DEFAULTS = DynamicSettings()
+
+_MOVE_TRIES = 5
+"""Reads and compare-and-swaps a lease switch tries before leaving it to the next keepalive."""
 
 
 def _positive(name: str, value: float) -> float:
@@ -85,8 +93,9 @@ class KvSession:
     """One agent's session with the store for one scope; implements :class:`Dcs`.
 
     ``ttl`` is the TTL the session's lease is granted with, ``retry_timeout`` each call's
-    budget. Both are plain attributes: the HA loop sets them from the settings it read, and a
-    new ``ttl`` applies to the next lease granted.
+    budget. The HA loop sets both from the settings it read (:meth:`apply_timing`): a new
+    ``retry_timeout`` bounds the next call, a new ``ttl`` the next lease granted, and
+    :meth:`switch_lease` moves the keys onto a lease of the new ttl.
     """
 
     def __init__(
@@ -111,6 +120,8 @@ class KvSession:
         self._transport = transport
         self._lease: int | None = None
         self._lease_ttl = self.ttl
+        self._lease_asked = self.ttl
+        """The ttl the current lease was asked for (the store may grant more: its minimum)."""
         self._lease_lock = asyncio.Lock()
         self._seen: RangeSnapshot | None = None
         self._ids = random.SystemRandom()
@@ -184,28 +195,116 @@ class KvSession:
 
     async def _grant_locked(self, d: Deadline) -> int:
         if self._lease is None:
-            lease_id = self._ids.getrandbits(62) + 1
-            ttl = self.ttl
-            sent = False
-            while True:
-                if self.before_grant is not None and not sent:
-                    self.before_grant(lease_id)
-                try:
-                    granted = await self._call(
-                        d, partial(self._transport.lease_grant, lease_id, ttl)
-                    )
-                except OutcomeUnknown as exc:
-                    sent = True
-                    await _unknown(d, exc)
-                    continue
-                except LeaseExists:
-                    if not sent:  # someone else's lease has this id (a 1 in 2**62 chance)
-                        lease_id = self._ids.getrandbits(62) + 1
-                        continue
-                    granted = ttl  # our earlier attempt did apply
-                break
-            self._lease, self._lease_ttl = lease_id, granted
+            lease_id, granted, _ = await self._grant(d, self.ttl, announce=True)
+            self._lease, self._lease_ttl, self._lease_asked = lease_id, granted, self.ttl
         return self._lease
+
+    async def _grant(self, d: Deadline, ttl: float, *, announce: bool) -> tuple[int, float, float]:
+        """Grant a new lease of ``ttl``: (its id, the TTL granted, when the grant was sent).
+
+        ``announce``: call :attr:`before_grant` with the id before it is granted."""
+        lease_id = self._ids.getrandbits(62) + 1
+        sent = False
+        sent_at = clock.now()
+        while True:
+            if announce and self.before_grant is not None and not sent:
+                self.before_grant(lease_id)
+            try:
+                granted = await self._call(d, partial(self._transport.lease_grant, lease_id, ttl))
+            except OutcomeUnknown as exc:
+                sent = True
+                await _unknown(d, exc)
+                continue
+            except LeaseExists:
+                if not sent:  # someone else's lease has this id (a 1 in 2**62 chance)
+                    lease_id = self._ids.getrandbits(62) + 1
+                    sent_at = clock.now()
+                    continue
+                granted = ttl  # our earlier attempt did apply
+            return lease_id, granted, sent_at
+
+    def apply_timing(self, ttl: float, retry_timeout: float) -> None:
+        """Take the cluster's current ttl (for the next lease, see :meth:`switch_lease`) and
+        retry_timeout (every call from now on)."""
+        self.ttl = _positive("ttl", ttl)
+        self.retry_timeout = _positive("retry_timeout", retry_timeout)
+
+    async def switch_lease(
+        self, before_move: Callable[[KeepaliveResult], Awaitable[None]]
+    ) -> KeepaliveResult | None:
+        """Move the keys onto a new lease of the current ttl (see :meth:`Dcs.switch_lease`)."""
+        async with self._lease_lock:
+            old = self._lease
+            if old is None or self._lease_asked == self.ttl:
+                return None
+            d = self._deadline("switch_lease")
+            ttl = self.ttl
+            new, granted, sent_at = await self._grant(d, ttl, announce=False)
+            grant = KeepaliveResult(True, sent_at, granted, new)
+            # The new lease is never revoked when the move fails: the keys may be on it (an
+            # answer lost), and a revoke would delete the leader key at once, while this
+            # primary's fence runs on. Unrenewed, it expires by itself, ttl after its grant.
+            await before_move(grant)
+            if not await self._move_keys(d, old, new):
+                return None
+            self._lease, self._lease_ttl, self._lease_asked = new, granted, ttl
+        if self.before_grant is not None:
+            try:
+                self.before_grant(new)
+            except OSError as exc:  # a restart would then not find this lease: no resume
+                log.warning("could not write down lease %d: %s", new, exc)
+        await self._revoke_quietly(old)
+        return grant
+
+    async def _move_keys(self, d: Deadline, old: int, new: int) -> bool:
+        """Put the leader key (if on ``old`` and ours) and the member key onto ``new`` in one
+        txn, each compared on its mod revision (the leader key keeps its name and its create
+        revision, the fencing token); True when they are on ``new``, False when they surely are
+        not (no key of ours on ``old`` any more, or every compare lost to a newer write);
+        DcsError when a lost answer leaves it open."""
+        keys = self.keys
+        unknown: OutcomeUnknown | None = None
+        for _ in range(_MOVE_TRIES):
+            snap = await self._call(d, partial(self._transport.range, keys.prefix, prefix=True))
+            leader, member = snap.get(keys.leader), snap.get(keys.member(self.name))
+            compares: list[Compare] = []
+            puts: list[Put | Delete] = []
+            for kv in (leader, member):
+                if kv is None or kv.lease != old:
+                    continue
+                if kv is leader and kv.value != self.name.encode():
+                    continue
+                compares.append(Compare(kv.key, Target.MOD, "=", kv.mod_revision))
+                puts.append(Put(kv.key, kv.value, new))
+            if not puts:
+                # Nothing of ours left on the old lease. Moved already (an earlier attempt whose
+                # outcome was unknown did apply), or the old lease expired with its keys, or
+                # nothing was published yet (no move: the next keepalive tells which).
+                mine = (kv for kv in (leader, member) if kv is not None and kv.lease == new)
+                return any(mine)
+            try:
+                if await self._txn(d, compares, puts):
+                    return True
+            except OutcomeUnknown as exc:
+                unknown = exc
+                await _unknown(d, exc)
+            except LeaseGone as exc:
+                raise d.fail(exc) from exc
+            # A key changed meanwhile (the member key is published every loop), or the outcome
+            # is unknown: read again; keys already on the new lease are left alone.
+        if unknown is not None:
+            # A txn whose answer was lost may still apply: the keys may end on either lease.
+            raise d.fail(f"moving the keys onto lease {new}: {unknown}")
+        return False
+
+    async def _revoke_quietly(self, lease_id: int) -> None:
+        """Revoke a lease this session no longer uses (best effort: it expires anyway)."""
+        d = self._deadline("revoke")
+        try:
+            with contextlib.suppress(LeaseGone):
+                await self._write_idempotent(d, partial(self._transport.lease_revoke, lease_id))
+        except DcsError as exc:
+            log.warning("could not revoke lease %d (it expires by itself): %s", lease_id, exc)
 
     async def adopt_lease(self, lease_id: int) -> tuple[KeepaliveResult, LeaderKey | None]:
         """Take over ``lease_id``, a lease an earlier agent process of this member granted.
@@ -230,8 +329,8 @@ class KvSession:
                 return KeepaliveResult(False, sent_at, self._lease_ttl), None
             except OutcomeUnknown as exc:
                 raise d.fail(exc) from exc
-            self._lease, self._lease_ttl = lease_id, ttl
-        result = KeepaliveResult(True, sent_at, ttl)
+            self._lease, self._lease_ttl, self._lease_asked = lease_id, ttl, ttl
+        result = KeepaliveResult(True, sent_at, ttl, lease_id)
         kv = await self._read_key(d, self.keys.leader)
         return result, held_leader(kv, lease_id, self.name)
 
@@ -373,7 +472,7 @@ class KvSession:
             return KeepaliveResult(False, sent_at, self._lease_ttl)
         except OutcomeUnknown as exc:  # a transport should not say this of a keepalive
             raise d.fail(exc) from exc
-        return KeepaliveResult(True, sent_at, ttl)
+        return KeepaliveResult(True, sent_at, ttl, lease)
 
     async def release_leader(self, expected: LeaderKey) -> bool:
         """Delete the leader key only if its create revision is still ``expected.revision``.

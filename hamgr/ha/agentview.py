@@ -86,6 +86,7 @@ class LoopView:
             pending_restart=bool(pg.pending_restart),
             loop_at=loop.last_loop_at,
             ttl=loop.settings.ttl,
+            timing=timing_of(loop),
         )
 
     def is_primary_serving(self) -> bool:
@@ -161,3 +162,24 @@ class LoopView:
         if not written:
             raise RequestFailed("the settings changed meanwhile; read them again and retry")
         return new
+
+
+def timing_of(loop: HaLoop) -> dict[str, float | int | None]:
+    """The timing in force in ``loop``'s agent (see :attr:`LocalStatus.timing`)."""
+    runner = loop.runner
+    current = runner.lease_clock.current
+    armed = runner.fencer_deadline if runner.fencer_armed else None
+    return {
+        "ttl": loop.dcs.ttl,
+        "retry_timeout": loop.dcs.retry_timeout,
+        "loop_wait": loop.settings.loop_wait,
+        "safety_margin": loop.settings.safety_margin,
+        "lease_id": current.lease_id if current is not None else None,
+        "lease_ttl": current.ttl if current is not None else None,
+        "fence_window": (
+            armed - current.sent_at if armed is not None and current is not None else None
+        ),
+        "switching": len(runner.lease_clock.leases) > 1,
+        "cycles": loop.loop_count,
+        "keepalives": loop.keepalive_rounds,
+    }

@@ -19,13 +19,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hamgr import clock, postgres
-from hamgr.dcs.base import Dcs, DcsError
+from hamgr.dcs.base import Dcs, DcsError, KeepaliveResult
 from hamgr.dcs.model import ClusterView, DynamicSettings, LeaderKey
 from hamgr.fencekeeper import FencerKeeper
-from hamgr.fencing import FencerClient, FenceRefused, FencerError, postmaster_identity
+from hamgr.fencing import (
+    FencerClient,
+    FenceRefused,
+    FencerError,
+    FenceStatus,
+    postmaster_identity,
+)
 from hamgr.ha import actions as a
 from hamgr.ha.applyparams import ParametersRefused, apply_parameters
 from hamgr.ha.inputs import LocalPostgres, SyncBarrier
+from hamgr.ha.leaseclock import LeaseClock, Renewal
 from hamgr.ha.slots import slot_name
 from hamgr.ha.syncrep import ANY_STANDBY
 from hamgr.postgres import PgSettings, PostgresError
@@ -80,6 +87,10 @@ def _standby_without_upstream(pg: PgSettings) -> None:
     """
     write_file(Path(pg.data_dir) / STANDBY_SIGNAL, "", resolve_run_as(pg.os_user))
     clear_sync_conf(pg)
+
+
+def _renewal(result: KeepaliveResult) -> Renewal:
+    return Renewal(result.lease_id, result.sent_at, result.ttl)
 
 
 def _host_port(conn_url: str) -> tuple[str, int]:
@@ -153,6 +164,10 @@ class ActionRunner:
         """The fencer holds a deadline of ours (as its last answer said)."""
         self.refused_parameters: dict[str, ParamValue] | None = None
         """The last effective parameters hamgr or PostgreSQL refused (None: none)."""
+        self.fencer_deadline: float | None = None
+        """The deadline the fencer said it holds, in its last answer to ARM or CAP."""
+        self.lease_clock = LeaseClock()
+        """The leases the keys may be on, with their last renewals (the fence follows it)."""
         self.stop_requested: asyncio.Event | None = None
         """Set once the agent is stopping: from then on nothing starts PostgreSQL (see
         :data:`STARTS_POSTGRES`), whatever a cycle of the hand-over decides."""
@@ -160,7 +175,10 @@ class ActionRunner:
     # -- the lease --------------------------------------------------------------------------
 
     async def keepalive(self, safety_margin: float) -> bool:
-        """Renew the session lease; on success move the fence deadline and re-arm the fencer."""
+        """Renew the session lease; on success move the fence deadline and re-arm the fencer.
+
+        Then, when the cluster's ttl changed, move the keys onto a lease of the new ttl
+        (:meth:`switch_lease`)."""
         self.safety_margin = safety_margin
         try:
             result = await self.dcs.keepalive()
@@ -171,16 +189,58 @@ class ActionRunner:
             log.warning("lease keepalive: the lease is gone (expired or revoked)")
             self.lease.key = None
             return False
-        self.lease.fence_at = result.fence_at(safety_margin)
-        self.lease.granted_ttl = result.ttl
+        self._count(self.lease_clock.renewed(_renewal(result)), safety_margin)
         await self.arm_fencer()
+        self._feed_watchdog()
+        await self.switch_lease(safety_margin)
+        return True
+
+    def _count(self, lease_clock: LeaseClock, safety_margin: float) -> None:
+        """Take ``lease_clock`` as what the keys' leases grant: the fence deadline follows."""
+        self.lease_clock = lease_clock
+        self.lease.fence_at = lease_clock.deadline(safety_margin)
+        current = lease_clock.current
+        self.lease.granted_ttl = current.ttl if current is not None else None
+
+    def _feed_watchdog(self) -> None:
+        current = self.lease_clock.current
         if (
             self.watchdog is not None
             and not self.paused
             and self.lease.key is not None
             and self.lease.fence_at
+            and current is not None
         ):
-            self.watchdog.feed(self.lease.fence_at, result.sent_at + result.ttl, result.ttl)
+            self.watchdog.feed(self.lease.fence_at, current.expires_no_earlier, current.ttl)
+
+    async def switch_lease(self, safety_margin: float) -> bool:
+        """Move the keys onto a lease of the cluster's current ttl, if theirs has another one.
+
+        The fencer is moved to the earlier expiry of both leases BEFORE the keys move (a
+        shorter ttl fences earlier at once); only once the move is confirmed does the new
+        lease alone count (a longer ttl fences later only from then). True if the keys moved.
+        """
+        pending: list[int] = []
+
+        async def before_move(grant: KeepaliveResult) -> None:
+            pending.append(grant.lease_id)
+            self._count(self.lease_clock.switching(_renewal(grant)), safety_margin)
+            await self.arm_fencer()
+
+        try:
+            grant = await self.dcs.switch_lease(before_move)
+        except DcsError as exc:
+            # The keys may be on either lease: the fence keeps the earlier expiry of both.
+            log.warning("could not move the keys onto a lease of the new ttl: %s", exc)
+            return False
+        if grant is None:
+            if pending:
+                self._count(self.lease_clock.abandoned(pending[0]), safety_margin)
+            return False
+        self._count(self.lease_clock.switched(grant.lease_id), safety_margin)
+        log.info("moved the keys onto lease %d (ttl %g s)", grant.lease_id, grant.ttl)
+        await self.arm_fencer()
+        self._feed_watchdog()
         return True
 
     async def resume(self, lease_id: int, safety_margin: float) -> bool | None:
@@ -204,8 +264,7 @@ class ActionRunner:
         if not result.ok:
             log.info("the lease of my previous run (%d) is gone, and its keys with it", lease_id)
             return False
-        self.lease.granted_ttl = result.ttl
-        self.lease.fence_at = result.fence_at(safety_margin)
+        self._count(LeaseClock().renewed(_renewal(result)), safety_margin)
         if key is None:
             log.info("renewed the lease of my previous run (%d); it holds no leader key", lease_id)
             return False
@@ -217,8 +276,7 @@ class ActionRunner:
             lease_id,
         )
         await self.arm_fencer()
-        if self.watchdog is not None and not self.paused and self.lease.fence_at is not None:
-            self.watchdog.feed(self.lease.fence_at, result.sent_at + result.ttl, result.ttl)
+        self._feed_watchdog()
         return True
 
     async def inherited_deadline(self) -> float | None:
@@ -267,11 +325,15 @@ class ActionRunner:
         if ident is None or self.lease.fence_at is None:
             return
         try:
-            await self._arm(self.lease.fence_at, ident)
+            try:
+                status = await self._arm(self.lease.fence_at, ident)
+            except FenceRefused:
+                # The fencer holds a later deadline than the keys' lease grants now (a
+                # shorter ttl, a larger safety_margin): move it back.
+                status = await self.fencer.cap(self.lease.fence_at)
+                log.info("moved the fence back to the lease's deadline")
             self.fencer_armed = True
-        except FenceRefused as exc:
-            self.fencer_armed = True
-            log.warning("the fencer kept a later deadline: %s", exc)
+            self.fencer_deadline = status.fence_at
         except (FencerError, OSError) as exc:
             # Unfenced, a frozen agent could leave this primary writing past its lease: the
             # primary stops instead (availability is lost, never safety).
@@ -279,12 +341,12 @@ class ActionRunner:
             await postgres.stop(self.pg, "immediate")
             await self._give_up_if_unfenced_too_long()
 
-    async def _arm(self, fence_at: float, ident: tuple[int, int]) -> None:
+    async def _arm(self, fence_at: float, ident: tuple[int, int]) -> FenceStatus:
         """Arm; on an unreachable fencer start a new one and arm that (raises if it fails)."""
         assert self.fencer is not None and self.fence_keeper is not None
         keeper = self.fence_keeper
         try:
-            await self.fencer.arm(fence_at, *ident)
+            status = await self.fencer.arm(fence_at, *ident)
         except FenceRefused:
             keeper.armed_ok()
             raise
@@ -293,8 +355,9 @@ class ActionRunner:
             log.error("cannot arm the fencer (%s): starting a new one", exc)
             if not await keeper.revive(self._granted_ttl()):
                 raise
-            await self.fencer.arm(fence_at, *ident)
+            status = await self.fencer.arm(fence_at, *ident)
         keeper.armed_ok()
+        return status
 
     def _granted_ttl(self) -> float:
         return self.lease.granted_ttl or self.ttl
@@ -340,6 +403,7 @@ class ActionRunner:
         try:
             await self.fencer.disarm()
             self.fencer_armed = False
+            self.fencer_deadline = None
         except (FencerError, OSError) as exc:
             log.error("could not disarm the fencer: %s", exc)
 

@@ -129,6 +129,8 @@ class HaLoop:
         self.reinit_requested = False
         """Set by the REST API (POST /reinitialize); cleared once the data dir was emptied."""
         self.keepalive_errors = 0
+        self.keepalive_rounds = 0
+        """Keepalive timer rounds that renewed (or tried to renew) the lease."""
         """Keepalive timer rounds that raised (logged; the timer goes on)."""
         self._resume_lease = resume_lease
         self._resume_tries = 0
@@ -168,6 +170,12 @@ class HaLoop:
             view = dataclasses.replace(view, settings=self._bootstrap_settings)
         self.last_view = view
         self.settings = view.settings
+        # Timing changed live (hactl edit-config) reaches the running session: retry_timeout
+        # bounds the next store call, a new ttl moves the keys onto a new lease at the next
+        # keepalive (see ActionRunner.switch_lease), safety_margin and loop_wait are read from
+        # self.settings at each keepalive and each wait.
+        self.dcs.apply_timing(view.settings.ttl, view.settings.retry_timeout)
+        self.runner.ttl = view.settings.ttl
         await self.runner.set_paused(view.settings.pause)
         lease = self.runner.lease
         lease.was_primary = last_ran_as_primary(view, pg, lease.was_primary)
@@ -398,6 +406,7 @@ class HaLoop:
         # initdb can outlast the ttl, and that cycle publishes nothing until it ends.
         if self._session_started or self.runner.lease.key is not None:
             ok = await self.runner.keepalive(self.settings.safety_margin)
+            self.keepalive_rounds += 1
             if self._on_keepalive is not None:
                 self._on_keepalive(clock.now() - started, ok, started)
 

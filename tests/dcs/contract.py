@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Protocol
 
+import pytest
+
 from hamgr import clock
 from hamgr.dcs import (
     DcsError,
@@ -24,6 +26,8 @@ from hamgr.dcs import (
     TimelineEntry,
     scope_keys,
 )
+from hamgr.dcs.base import KeepaliveResult
+from hamgr.dcs.common import LeaseGone
 from hamgr.dcs.model import PrimaryPosition, SyncState
 from hamgr.dcs.session import KvSession
 
@@ -214,6 +218,57 @@ async def check_a_restarted_agent_adopts_its_own_lease(store: StoreUnderTest) ->
             for s in (again, old):
                 with suppress(DcsError):
                     await s.close()
+
+
+async def check_a_new_ttl_moves_the_keys_onto_a_new_lease(store: StoreUnderTest) -> None:
+    """A live ttl change: the keys move onto a lease of the new ttl, the leader key keeping its
+    name and fencing token; the fence hook runs while the key is still on the old lease; the old
+    lease is revoked. A hook that fails stops the switch and leaves the keys where they were."""
+    scope = new_scope("switch")
+    keys = scope_keys(scope)
+    async with sessions(store, scope, "a", "b") as (a, b):
+        await a.touch_member(member("a"))
+        key = await a.acquire_leader()
+        old = a.lease_id
+        assert key is not None and old is not None
+        transport = a._transport
+
+        async def lease_of(k: str) -> int | None:
+            kv = (await transport.range(k, prefix=False, timeout=5.0)).get(k)
+            return None if kv is None else kv.lease
+
+        assert await a.switch_lease(_no_hook) is None, "same ttl: nothing to move"
+        a.apply_timing(store.ttl + 2, a.retry_timeout)
+
+        async def refuse(grant: KeepaliveResult) -> None:
+            raise RuntimeError("the fencer could not be capped")
+
+        with pytest.raises(RuntimeError, match="capped"):
+            await a.switch_lease(refuse)
+        assert a.lease_id == old and await lease_of(keys.leader) == old
+
+        seen: list[tuple[KeepaliveResult, int | None]] = []
+
+        async def hook(grant: KeepaliveResult) -> None:
+            seen.append((grant, await lease_of(keys.leader)))
+
+        before = clock.now()
+        grant = await a.switch_lease(hook)
+        assert grant is not None and grant.ok and grant.sent_at >= before
+        assert grant.ttl >= store.ttl + 2 and grant.lease_id == a.lease_id != old
+        assert seen == [(grant, old)], "the fence hook runs before the key moves"
+        assert await lease_of(keys.leader) == grant.lease_id
+        assert await lease_of(keys.member("a")) == grant.lease_id
+        assert (await b.get_cluster()).leader == key, "same name, same fencing token"
+        with pytest.raises(LeaseGone):
+            await transport.lease_keepalive(old, timeout=5.0)
+        renewal = await a.keepalive()
+        assert renewal.ok and renewal.lease_id == grant.lease_id and renewal.ttl == grant.ttl
+        assert await a.switch_lease(hook) is None and len(seen) == 1
+
+
+async def _no_hook(grant: KeepaliveResult) -> None:
+    raise AssertionError("no switch expected")
 
 
 async def check_release_only_deletes_the_matching_key(store: StoreUnderTest) -> None:
@@ -471,6 +526,7 @@ CHECKS: list[Check] = [
     check_expiry_removes_leader_and_member_at_one_revision,
     check_close_revokes_the_lease_at_once,
     check_a_restarted_agent_adopts_its_own_lease,
+    check_a_new_ttl_moves_the_keys_onto_a_new_lease,
     check_release_only_deletes_the_matching_key,
     check_settings_compare_and_swap,
     check_switchover_set_and_clear_with_expected,

@@ -29,6 +29,7 @@ from hamgr.dcs.common import (
 )
 from hamgr.dcs.raft import RaftTransport
 from hamgr.dcs.session import KvSession
+from hamgr.raft.client import LeaseNotFoundError
 from tests.dcs.contract import member, new_scope
 from tests.dcs.stores import TTL, RaftStore
 
@@ -228,3 +229,57 @@ async def test_a_store_that_stays_down_gives_dcs_error_at_the_budget(
         await a.dcs.get_cluster()
     assert 1.9 <= time.monotonic() - started < 2.5
     a.lossy.plan.clear()
+
+
+@pytest.mark.parametrize("fault", ["applied", "dropped"])
+async def test_lease_switch_after_a_lost_answer_moves_the_keys_once(
+    store: RaftStore, agents: tuple[Agent, Agent], fault: str
+) -> None:
+    """A ttl change whose move of the keys loses its answer: the keys end on the new lease
+    (with the leader key's fencing token) whether the first try applied or not, and only the
+    old lease is revoked."""
+    a, b = agents
+    await a.dcs.touch_member(member("a"))
+    key = await a.dcs.acquire_leader()
+    old = a.dcs.lease_id
+    assert key is not None and old is not None
+    a.dcs.apply_timing(TTL + 1, 2.0)
+    hooked: list[float] = []
+
+    async def hook(grant: Any) -> None:
+        hooked.append(grant.ttl)
+
+    a.lossy.spoil("txn", fault)
+    grant = await a.dcs.switch_lease(hook)
+    assert grant is not None and hooked == [grant.ttl] and a.dcs.lease_id == grant.lease_id
+    assert (await b.dcs.get_cluster()).leader == key
+    async with store.client() as client:
+        info = await client.lease_ttl(grant.lease_id)
+        keys = scope_keys(a.dcs.scope)
+        assert set(info.keys) == {keys.leader.encode(), keys.member("a").encode()}
+        with pytest.raises(LeaseNotFoundError):
+            await client.lease_ttl(old)
+    assert (await a.dcs.keepalive()).ok
+
+
+async def test_lease_switch_with_every_answer_lost_says_it_does_not_know(
+    agents: tuple[Agent, Agent],
+) -> None:
+    """Every try of the move loses its answer: the switch raises DcsError (the caller keeps
+    counting both leases) rather than guess, and the new lease is not revoked (the keys could
+    be on it); here none applied, so the keys are still on the old lease."""
+    a, b = agents
+    await a.dcs.touch_member(member("a"))
+    key = await a.dcs.acquire_leader()
+    old = a.dcs.lease_id
+    assert key is not None and old is not None
+    a.dcs.apply_timing(TTL + 1, 2.0)
+
+    async def hook(grant: Any) -> None:
+        return None
+
+    a.lossy.spoil("txn", *["dropped"] * 5)
+    with pytest.raises(DcsError, match="moving the keys"):
+        await a.dcs.switch_lease(hook)
+    assert a.dcs.lease_id == old and "lease_revoke" not in a.lossy.calls
+    assert (await b.dcs.get_cluster()).leader == key

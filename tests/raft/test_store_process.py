@@ -255,6 +255,9 @@ async def test_store_ctl_put_get_del_status(procs: ProcCluster) -> None:
     assert json.loads(gone.stdout)["deleted"] == 1
     empty = await asyncio.to_thread(ctl, "put", "", "x")
     assert empty.returncode == 2 and "must not be empty" in empty.stderr
+    # `lease ID` of an unknown lease: an error naming it (a granted one: test_live_timing.py).
+    unknown = await asyncio.to_thread(ctl, "lease", "12345")
+    assert unknown.returncode == 1 and "12345" in unknown.stderr, unknown.stderr
 
 
 def _hamgr_store(config: Path) -> subprocess.CompletedProcess[str]:
