@@ -117,3 +117,49 @@ def test_last_line_says_nan_for_what_was_not_measured() -> None:
         "kill9_outage_median_s=nan switchover_outage_median_s=nan lost_writes=0 "
         "kill9_lost_writes=0 sync_lost_writes=0 store_leader_kill_min_fence_margin_s=nan"
     )
+
+
+# -- bench/footprint.py's figures (bench/procstat.py) ---------------------------------------
+
+
+def test_cpu_ticks_count_after_a_command_name_with_spaces_and_parentheses() -> None:
+    from procstat import command_name, cpu_ticks, parent_pid
+
+    # pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
+    # utime stime cutime cstime ...
+    stat = "42 (a (b) c) S 7 42 42 0 -1 4194560 100 0 0 0 11 22 33 44 20 0 3 0 1000 2000 300"
+    assert cpu_ticks(stat) == 11 + 22 + 33 + 44
+    assert parent_pid(stat) == 7
+    assert command_name(stat) == "a (b) c"
+
+
+def test_rss_and_cpu_percent() -> None:
+    from procstat import cpu_percent, rss_kb
+
+    assert rss_kb("Name:\tpython\nVmPeak:\t 9 kB\nVmRSS:\t  61234 kB\n") == 61234
+    assert rss_kb("Name:\tzombie\n") == 0
+    assert cpu_percent(150, 30.0, clk_tck=100) == pytest.approx(5.0)
+    with pytest.raises(ValueError, match="seconds"):
+        cpu_percent(1, 0.0)
+
+
+def test_metric_sum_adds_every_label_set_of_one_metric_only() -> None:
+    from procstat import metric_sum
+
+    text = (
+        "# HELP x_count help\n# TYPE x_count counter\n"
+        'x_count{a="1"} 3\nx_count{a="2"} 4.5\nx_count_total 100\nx_count 1e1\n'
+    )
+    assert metric_sum(text, "x_count") == pytest.approx(17.5)
+    assert math.isnan(metric_sum(text, "missing"))
+
+
+def test_descendants_walk_the_whole_subtree_and_ratio_guards() -> None:
+    from procstat import descendants, mean, ratio
+
+    parents = {2: 1, 3: 2, 4: 3, 5: 1, 6: 99}
+    assert sorted(descendants(1, parents)) == [2, 3, 4, 5]
+    assert descendants(4, parents) == []
+    assert ratio(1.0, 2.0) == 0.5
+    assert math.isnan(ratio(1.0, 0.0)) and math.isnan(ratio(math.nan, 1.0))
+    assert math.isnan(mean([])) and mean([1.0, 3.0]) == 2.0

@@ -148,7 +148,10 @@ class Dcs(Protocol):
         """Write ``members/<member.name>`` attached to this session's lease.
 
         Granting the lease first if there is none. The key vanishes when the lease does, so a
-        dead agent disappears from the member list within ttl.
+        dead agent disappears from the member list within ttl. Nothing is written when the
+        store, as the last :meth:`get_cluster` read it, already holds exactly this state on
+        this session's current lease (the keepalive keeps the key alive; a rewrite would only
+        cost every store member a log write).
         """
         ...
 

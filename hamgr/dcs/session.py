@@ -124,6 +124,8 @@ class KvSession:
         """The ttl the current lease was asked for (the store may grant more: its minimum)."""
         self._lease_lock = asyncio.Lock()
         self._seen: RangeSnapshot | None = None
+        self._published: tuple[bytes, int] | None = None
+        """The member key's value and lease as this session last wrote them."""
         self._ids = random.SystemRandom()
         self.before_grant: Callable[[int], None] | None = None
         """Called with a lease id just before it is granted (the agent writes it down, so that
@@ -409,23 +411,39 @@ class KvSession:
     # -- Dcs: member and leader keys
 
     async def touch_member(self, member: MemberState) -> None:
-        """Write this agent's member key attached to the session's lease."""
+        """Write this agent's member key attached to the session's lease, unless the store
+        already holds exactly that (see :meth:`_member_current`): an idle agent publishes the
+        same state every loop, and each write would be a Raft entry fsync'ed on every member."""
         if member.name != self.name:
             raise ValueError(
                 f"touch_member: this session belongs to {self.name!r}, got the state of "
                 f"{member.name!r}"
             )
-        d = self._deadline("touch_member")
         key, value = self.keys.member(self.name), encode_json(member.to_dict())
+        if self._member_current(key, value):
+            return
+        d = self._deadline("touch_member")
         while True:
             lease = await self._ensure_lease(d)
             op = Put(key, value, lease)
             try:
                 await self._write_idempotent(d, partial(self._transport.put, op))
+                self._published = (value, lease)
                 return
             except LeaseGone as exc:
                 d.last = exc
                 self._forget_lease(lease)
+
+    def _member_current(self, key: str, value: bytes) -> bool:
+        """Whether the member key needs no write: this session wrote ``value`` on its current
+        lease last, and the last :meth:`get_cluster` (the HA loop reads it just before it
+        publishes) saw the key with that value on that lease. A new lease, a changed state, or
+        a key deleted or overwritten since (e.g. its lease expired) all mean a write."""
+        lease = self._lease
+        if lease is None or self._published != (value, lease) or self._seen is None:
+            return False
+        seen = self._seen.get(key)
+        return seen is not None and seen.value == value and seen.lease == lease
 
     async def acquire_leader(self) -> LeaderKey | None:
         """txn(create_revision(leader) == 0 -> put name with the lease)."""

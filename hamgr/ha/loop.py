@@ -46,7 +46,7 @@ from hamgr.ha.observe import (
     unled_claim,
 )
 from hamgr.ha.slots import SlotKeeper
-from hamgr.postgres import PgSettings
+from hamgr.postgres import HeldConnection, PgSettings
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,8 @@ class HaLoop:
         self._unled_claim: UnledClaim | None = None
         self._primary_down_since: float | None = None
         self._forks = TimelineForks()
+        self.held = HeldConnection(pg)
+        """The observations' persistent connection to the local PostgreSQL."""
         self.reinit_requested = False
         """Set by the REST API (POST /reinitialize); cleared once the data dir was emptied."""
         self.keepalive_errors = 0
@@ -142,7 +144,7 @@ class HaLoop:
     async def cycle(self) -> Decision | None:
         """One observe-decide-act round; None when the store could not be read."""
         started = clock.now()
-        pg = await observe_postgres(self.pg, self._forks)
+        pg = await observe_postgres(self.pg, self._forks, self.held)
         self.last_pg = pg
         self.runner.settle_watchdog(pg, clock.now())
         self.runner.lease.stepping_down = False
@@ -195,7 +197,7 @@ class HaLoop:
             # Stop receiving, then decide on the final position at once (not a loop later).
             self._log_decision(decision)
             if await self.runner.run(decision, view):
-                pg = await observe_postgres(self.pg, self._forks)
+                pg = await observe_postgres(self.pg, self._forks, self.held)
                 self.last_pg = pg
                 decision = decide(view, self._local(view, pg))
         if any(isinstance(x, ProbePeers) for x in decision.actions):
@@ -358,6 +360,7 @@ class HaLoop:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
+            await self.held.close()
 
     async def _wait_for_change(self, stop: asyncio.Event, timeout: float) -> None:
         """Sleep up to `timeout`, waking early on a store change or on `stop`.

@@ -17,7 +17,7 @@ import aiohttp
 from hamgr import postgres
 from hamgr.dcs.model import ClusterView, MemberState
 from hamgr.ha.inputs import LocalPostgres, PeerProbe, Standby
-from hamgr.postgres import PgSettings, PostgresError, TimelineSwitch
+from hamgr.postgres import HeldConnection, PgSettings, PostgresError, TimelineSwitch
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +70,18 @@ class TimelineForks:
 
 
 async def observe_postgres(
-    settings: PgSettings, forks: TimelineForks | None = None
+    settings: PgSettings,
+    forks: TimelineForks | None = None,
+    held: HeldConnection | None = None,
 ) -> LocalPostgres:
     """The local PostgreSQL as decide() needs it; with ``forks``, also where its timeline
-    began (a new one is read from its history file, the same one comes from memory)."""
+    began (a new one is read from its history file, the same one comes from memory); with
+    ``held``, over that persistent connection instead of a new one each time."""
     data_dir = Path(settings.data_dir)
     initialized = postgres.is_initialized(settings)
     if not initialized:
         return LocalPostgres(initialized=False, data_dir_empty=_data_dir_empty(data_dir))
-    st = await postgres.status(settings)
+    st = await postgres.status(settings, held)
     checkpoint_lsn = sysid = timeline = None
     cluster_state = None
     if not st.running:

@@ -3,7 +3,8 @@
 Everything runs PostgreSQL's own programs as an unprivileged OS user (see process.py) and
 talks SQL over the local unix socket with short timeouts (see sql.py). Modules:
 settings (what to run), initdbopts (how a cluster is created), render/conf (managed config
-files), control (lifecycle), status/controldata (observation), replication (standby, clone,
+files), control (lifecycle), status/controldata (observation, heldconn: the loop's persistent
+connection), replication (standby, clone,
 rewind, slots), roles (users).
 """
 
@@ -43,6 +44,7 @@ from hamgr.postgres.errors import (
     StateError,
     StopError,
 )
+from hamgr.postgres.heldconn import HeldConnection
 from hamgr.postgres.initdbopts import InitdbOptions, initdb_options
 from hamgr.postgres.parse import ControlData, TimelineSwitch, format_lsn, parse_lsn
 from hamgr.postgres.replication import (
@@ -76,6 +78,7 @@ __all__ = [
     "ConfigError",
     "ControlData",
     "ControlDataError",
+    "HeldConnection",
     "InitdbError",
     "InitdbOptions",
     "NotRunningError",

@@ -17,6 +17,7 @@ from hamgr.postgres.control import is_initialized, postmaster_pid, read_pid_file
 from hamgr.postgres.controldata import controldata
 from hamgr.postgres.errors import SqlError, StateError
 from hamgr.postgres.files import read_text
+from hamgr.postgres.heldconn import HeldConnection
 from hamgr.postgres.parse import (
     TimelineSwitch,
     newest_segment_timeline,
@@ -137,8 +138,9 @@ ORDER BY application_name, pid
 """
 
 
-async def status(settings: PgSettings) -> PgStatus:
-    """Observe the server; never raises for a stopped or unreachable one."""
+async def status(settings: PgSettings, held: HeldConnection | None = None) -> PgStatus:
+    """Observe the server; never raises for a stopped or unreachable one. With ``held``, over
+    that persistent connection (opened again as needed), else over a new one closed after."""
     initialized = is_initialized(settings)
     pid = postmaster_pid(settings)
     if pid is None:
@@ -148,6 +150,13 @@ async def status(settings: PgSettings) -> PgStatus:
     base = PgStatus(
         running=True, initialized=initialized, role="unknown", pid=pid, pm_status=pm_status
     )
+    if held is not None:
+        try:
+            return await held.run(
+                pid, lambda conn: _observe(conn, base, settings.data_dir), "observing"
+            )
+        except SqlError as exc:
+            return _with(base, error=str(exc))
     try:
         conn = await connect(settings)
     except SqlError as exc:

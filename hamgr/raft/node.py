@@ -283,7 +283,10 @@ class RaftNode(NodeAPI):
             for lease_id in self.leases.expired(now):
                 log.info("node %d: lease %d expired, proposing its revoke", self.id, lease_id)
                 self._enqueue(kvmod.encode_lease_revoke(lease_id), None)
-            self._wake.set()
+            # Most ticks of a follower only count toward its election timeout: wake the driver
+            # only when the tick gave it something to do (a proposal wakes it by itself).
+            if self._core.has_ready():
+                self._wake.set()
 
     # -- the driver -----------------------------------------------------------------------
 

@@ -48,6 +48,8 @@ class StoreUnderTest(Protocol):
 
     async def raw_put(self, key: str, value: bytes) -> None: ...
 
+    async def raw_get(self, key: str) -> tuple[bytes, int, int] | None: ...
+
     async def deletions(
         self, prefix: str, since: int, keys: set[str], timeout: float
     ) -> dict[str, int]: ...
@@ -377,6 +379,35 @@ async def check_watch_ignores_member_publications(store: StoreUnderTest) -> None
         assert await asyncio.wait_for(waiting, WATCH_BOUND + 1.0) is True
 
 
+async def check_an_unchanged_member_key_is_not_rewritten(store: StoreUnderTest) -> None:
+    """An agent publishes its state every loop; while the store already holds exactly that
+    state on the session's lease, nothing is written (no log entry, no fsync on any member),
+    and the keepalive keeps the key. A changed state is written, and so is the same state
+    once the key no longer is the session's (here: overwritten without a lease)."""
+    scope = new_scope("quiet_member")
+    key = scope_keys(scope).member("a")
+    async with sessions(store, scope, "a") as (a,):
+        state = member("a", reason="idle")
+        await a.touch_member(state)
+        first = await store.raw_get(key)
+        assert first is not None and first[2] == a.lease_id
+        for _ in range(3):
+            await a.get_cluster()
+            await a.touch_member(state)
+            assert (await a.keepalive()).ok
+        assert await store.raw_get(key) == first, "rewritten although nothing changed"
+        await a.get_cluster()
+        await a.touch_member(member("a", reason="something happened"))
+        changed = await store.raw_get(key)
+        assert changed is not None and changed[1] > first[1]
+        plain = json.dumps(member("a", reason="something happened").to_dict()).encode()
+        await store.raw_put(key, plain)
+        await a.get_cluster()
+        await a.touch_member(member("a", reason="something happened"))
+        again = await store.raw_get(key)
+        assert again is not None and again[2] == a.lease_id, "put back on the session's lease"
+
+
 async def check_take_initialize_only_once(store: StoreUnderTest) -> None:
     async with sessions(store, new_scope("init"), "a", "b", "c") as agents:
         a, b, _ = agents
@@ -533,6 +564,7 @@ CHECKS: list[Check] = [
     check_history_append_is_idempotent,
     check_watch_wakes_on_a_leader_change,
     check_watch_ignores_member_publications,
+    check_an_unchanged_member_key_is_not_rewritten,
     check_take_initialize_only_once,
     check_orphaned_claim_is_dropped_only_while_unchanged,
     check_malformed_values_are_named_not_dropped,

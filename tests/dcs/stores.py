@@ -1,7 +1,8 @@
 """Real stores for the Dcs contract tests: three RaftNode members with their rpc servers in the
 test's event loop (127.0.0.91-93), and a three-member etcd cluster of real processes
 (127.0.0.81-83, killed by PID afterwards). Each offers what `tests/dcs/contract.py` needs:
-sessions, a raw write (to plant malformed values), and the revisions at which keys were deleted.
+sessions, a raw write (to plant malformed values) and read (a key's mod revision and lease), and
+the revisions at which keys were deleted.
 """
 
 from __future__ import annotations
@@ -90,6 +91,12 @@ class RaftStore(InLoopStore):
     async def raw_put(self, key: str, value: bytes) -> None:
         async with self.client() as client:
             await client.put(key.encode(), value)
+
+    async def raw_get(self, key: str) -> tuple[bytes, int, int] | None:
+        """The key's (value, mod revision, lease), read linearizably; None when absent."""
+        async with self.client() as client:
+            result = await client.get(key.encode())
+        return next(((kv.value, kv.mod_revision, kv.lease) for kv in result.kvs), None)
 
     async def deletions(
         self, prefix: str, since: int, keys: set[str], timeout: float
@@ -310,6 +317,16 @@ class EtcdStore:
 
     async def raw_put(self, key: str, value: bytes) -> None:
         await self.post("/v3/kv/put", {"key": _b64(key.encode()), "value": _b64(value)})
+
+    async def raw_get(self, key: str) -> tuple[bytes, int, int] | None:
+        """The key's (value, mod revision, lease), read linearizably; None when absent."""
+        data = await self.post("/v3/kv/range", {"key": _b64(key.encode())})
+        kvs = data.get("kvs") or []
+        if not kvs:
+            return None
+        kv = kvs[0]
+        value = base64.b64decode(kv.get("value", ""))
+        return value, int(kv["mod_revision"]), int(kv.get("lease", 0))
 
     async def deletions(
         self, prefix: str, since: int, keys: set[str], timeout: float
