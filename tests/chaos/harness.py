@@ -246,6 +246,27 @@ class ChaosCluster(AgentCluster):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
 
+    def store_leader(self) -> str | None:
+        """The member leading the Raft store now, by `hamgr store-ctl status` (None: unknown)."""
+        for m in self.members.values():
+            try:
+                out = subprocess.run(
+                    [
+                        *(sys.executable, "-m", "hamgr", "store-ctl"),
+                        *("--config", str(m.config), "--timeout", "2", "status"),
+                    ],
+                    capture_output=True, text=True, timeout=15, check=False,
+                ).stdout  # fmt: skip
+            except subprocess.TimeoutExpired:
+                continue
+            for line in out.splitlines():
+                with contextlib.suppress(ValueError, AttributeError, TypeError):
+                    leader = int(json.loads(line).get("leader") or 0)
+                    for other in self.members.values():
+                        if other.node_id == leader:
+                            return other.name
+        return None
+
     def agent_running(self, name: str) -> bool:
         return bool(self.pids(name, "agent"))
 
