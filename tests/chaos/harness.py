@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from hamgr.raft.client import StoreClient
 from tests.chaos import netns
 from tests.ha.agentcluster import AgentCluster, Member
 
@@ -245,6 +246,18 @@ class ChaosCluster(AgentCluster):
         for pid in reversed(self.frozen.pop(name, [])):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
+
+    def client(self, ids: list[int] | None = None, **options: object) -> StoreClient:
+        """A StoreClient to the store members' client addresses (default: every member), from
+        the root namespace (not through the relay)."""
+        chosen = [m for m in self.members.values() if ids is None or m.node_id in ids]
+        secret = (self.root / "store-secret").read_text().strip().encode()
+        return StoreClient(
+            [(m.host, 7100) for m in chosen],
+            self.scope,
+            secret,
+            **options,  # type: ignore[arg-type]
+        )
 
     def store_leader(self) -> str | None:
         """The member leading the Raft store now, by `hamgr store-ctl status` (None: unknown)."""

@@ -5,12 +5,14 @@ per member (`bench/ackwriter.py` through `bench/writers.py`, from the root names
 the member's PostgreSQL, not through the relay: a client on a cut-off primary's side keeps
 writing to it), samples the leader every `SAMPLE` s, plays the steps (inject, hold, heal), heals
 everything, measures how long the cluster takes to settle (one primary, every replica
-streaming), stops the writers and reads the final primary's rows. `Report.findings` holds each
+streaming), stops the writers and reads the final primary's rows. Beside the nemesis, `StoreProbes`
+runs the KV workload and the lease probe against the store. `Report.findings` holds each
 checker's verdict (`tests.chaos.checkers`). Every process it starts is killed by PID.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import sys
 import threading
@@ -20,10 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hamgr.raft.client import StoreError
 from tests.chaos import checkers
 from tests.chaos.harness import ChaosCluster
 from tests.chaos.nemesis import Fault, Step
 from tests.ha.agentcluster import PASSWORD
+from tests.tools.kvworkload import Workload
+from tests.tools.leaseprobe import LeaseProbe, check_cycles
+from tests.tools.linearizability import Recorder
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
@@ -87,6 +93,72 @@ class Sampler:
             if leader is not None:
                 return leader
         return None
+
+
+class StoreProbes:
+    """The store's own checks, run beside the nemesis on an event loop in a thread: the KV
+    workload (`tests.tools.kvworkload`: registers checked for linearizability, acknowledged
+    unique keys present) and the lease probe (`tests.tools.leaseprobe`)."""
+
+    def __init__(self, cluster: ChaosCluster, seed: int, max_seconds: float) -> None:
+        self.cluster = cluster
+        self.seed = seed
+        self.max_seconds = max_seconds
+        self.findings: list[checkers.Finding] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stopping: asyncio.Event | None = None
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="store-probes", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        if not self.ready.wait(30):
+            raise RuntimeError("the store probes did not start")
+
+    def stop(self, timeout: float = 120.0) -> list[checkers.Finding]:
+        """Stop the probes, check what they recorded; the findings."""
+        if self.loop is not None and self.stopping is not None:
+            self.loop.call_soon_threadsafe(self.stopping.set)
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            return [checkers.Finding("store probes", 1, f"did not stop within {timeout:g} s")]
+        return self.findings
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except Exception as exc:  # reported as a finding, not lost in a thread
+            self.findings.append(checkers.Finding("store probes", 1, f"crashed: {exc!r}"))
+            self.ready.set()
+
+    async def _main(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.stopping = asyncio.Event()
+        workload = Workload(
+            self.cluster, Recorder(), clients=2, seed=self.seed, max_seconds=self.max_seconds
+        )
+        async with self.cluster.client(timeout=3.0) as client:
+            probe = LeaseProbe(client, self.seed)
+            workload.start()
+            probing = asyncio.create_task(probe.run())
+            self.ready.set()
+            await self.stopping.wait()
+            probe.stop.set()
+            await workload.stop()
+            await probing
+            try:
+                await workload.check(client)
+                kv = checkers.Finding(
+                    "KV linearizable", 0, f"{len(workload.acked)} unique keys acknowledged"
+                )
+            except (AssertionError, StoreError) as exc:
+                kv = checkers.Finding("KV linearizable", 1, str(exc)[:2000])
+        self.findings.append(kv)
+        lease = check_cycles(probe.cycles)
+        detail = f"{len(probe.cycles)} cycles ({probe.skipped} skipped)" + (
+            f": {'; '.join(lease[:3])}" if lease else ""
+        )
+        self.findings.append(checkers.Finding("leases", len(lease), detail))
 
 
 class Player:
@@ -187,8 +259,10 @@ def run_schedule(
     seed: int,
     seconds: float,
     log: Callable[[str], None] = print,
+    store_checks: bool = True,
 ) -> Report:
-    """Play `steps` (a schedule of `seconds`) on `c` and check (module doc)."""
+    """Play `steps` (a schedule of `seconds`) on `c` and check (module doc); with
+    `store_checks` the KV workload and the lease probe run beside (`StoreProbes`)."""
     report = Report(seed)
     primary = settle(c, SETTLE)
     if primary is None:
@@ -218,6 +292,9 @@ def run_schedule(
         writers = WriterSet(procs, specs, TABLE, c.root, PASSWORD)
         writers.start()
         sampler.thread.start()
+        probes = StoreProbes(c, seed, seconds + 3 * SETTLE) if store_checks else None
+        if probes is not None:
+            probes.start()
         try:
             for i, step in enumerate(steps):
                 _wait(start + step.at)
@@ -235,7 +312,12 @@ def run_schedule(
             note(f"after the nemesis: primary {final}")
             report.findings.append(checkers.liveness(settled_after, SETTLE, final))
             _wait(time.monotonic() + AFTER_SETTLE)
+            if probes is not None:
+                report.findings += probes.stop()
+                probes = None
         finally:
+            if probes is not None:
+                probes.stop(timeout=30)
             sampler.stop.set()
             sampler.thread.join(timeout=10)
             unclean = writers.stop()
