@@ -17,8 +17,9 @@ seeds S, S+1, ... The last line is::
     chaos_runs=R violations=V false_failovers=F
 
 The stall sweep instead holds one member's fsync stall at each value in turn (with the gentle
-link jitter), for --sweep-seconds each, and prints whether and when the leader changed, to find
-the stall that first causes a failover.
+link jitter), for --sweep-seconds each, and prints whether and when the leader changed, the
+primary's smallest fence margin (GET /patroni `fence_remaining`: how close its fencer came to
+stopping it) and who led the store every 5 s, to find the stall that first causes a failover.
 """
 
 from __future__ import annotations
@@ -90,13 +91,22 @@ def sweep_one(c: ChaosCluster, stall: float, args: argparse.Namespace) -> str:
         target = c.store_leader()
         if target is None:
             return f"stall {stall:g}s: the store's leader is unknown"
+    margins: list[float] = []
+    store_leaders: list[str] = []
     start = time.monotonic()
     sampler = Sampler(c, start)
     sampler.thread.start()
     try:
         c.network(dict(nemesis.GENTLE_LINK))
         c.fsync_stall(target, stall)
+        next_store_probe = 0.0
         while time.monotonic() - start < args.sweep_seconds:
+            status, body = c.http(primary, "/patroni", 1.0)
+            if status == 200 and isinstance(body, dict) and body.get("fence_remaining"):
+                margins.append(float(body["fence_remaining"]))
+            if time.monotonic() >= next_store_probe:
+                store_leaders.append(c.store_leader() or "?")
+                next_store_probe = time.monotonic() + 5.0
             time.sleep(0.5)
     finally:
         sampler.stop.set()
@@ -112,7 +122,9 @@ def sweep_one(c: ChaosCluster, stall: float, args: argparse.Namespace) -> str:
     return (
         f"stall {stall:g}s on {target} ({args.stall_target}, primary {primary}) for "
         f"{args.sweep_seconds:g}s: {verdict}; {len(changes)} leader changes, "
-        f"fence tokens seen {sorted(tokens)}"
+        f"fence tokens seen {sorted(tokens)}; primary's smallest fence margin "
+        f"{min(margins, default=float('nan')):.2f}s; store leader every 5 s: "
+        f"{','.join(store_leaders)}"
     )
 
 
