@@ -92,6 +92,7 @@ def sweep_one(c: ChaosCluster, stall: float, args: argparse.Namespace) -> str:
         if target is None:
             return f"stall {stall:g}s: the store's leader is unknown"
     margins: list[float] = []
+    not_serving = 0
     store_leaders: list[str] = []
     start = time.monotonic()
     sampler = Sampler(c, start)
@@ -104,6 +105,8 @@ def sweep_one(c: ChaosCluster, stall: float, args: argparse.Namespace) -> str:
             status, body = c.http(primary, "/patroni", 1.0)
             if status == 200 and isinstance(body, dict) and body.get("fence_remaining"):
                 margins.append(float(body["fence_remaining"]))
+            if status == 200 and isinstance(body, dict) and body.get("primary_serving") is False:
+                not_serving += 1
             if time.monotonic() >= next_store_probe:
                 store_leaders.append(c.store_leader() or "?")
                 next_store_probe = time.monotonic() + 5.0
@@ -123,7 +126,8 @@ def sweep_one(c: ChaosCluster, stall: float, args: argparse.Namespace) -> str:
         f"stall {stall:g}s on {target} ({args.stall_target}, primary {primary}) for "
         f"{args.sweep_seconds:g}s: {verdict}; {len(changes)} leader changes, "
         f"fence tokens seen {sorted(tokens)}; primary's smallest fence margin "
-        f"{min(margins, default=float('nan')):.2f}s; store leader every 5 s: "
+        f"{min(margins, default=float('nan')):.2f}s; primary not serving in {not_serving} of "
+        f"{len(margins)} samples; store leader every 5 s: "
         f"{','.join(store_leaders)}"
     )
 

@@ -81,15 +81,41 @@ def leader_changes(samples: Sequence[tuple[float, str | None]]) -> list[tuple[fl
     return changes
 
 
+def not_serving_spells(serving: Sequence[tuple[float, bool]], min_samples: int = 2) -> list[float]:
+    """The instants at which the leader began a spell of at least `min_samples` consecutive
+    samples saying it does not serve as primary (fenced or demoted while it holds the key)."""
+    spells: list[float] = []
+    run: list[float] = []
+    for t, ok in [*serving, (float("inf"), True)]:
+        if not ok:
+            run.append(t)
+            continue
+        if len(run) >= min_samples:
+            spells.append(run[0])
+        run = []
+    return spells
+
+
 def failovers(
-    samples: Sequence[tuple[float, str | None]], gentle_until: float
+    samples: Sequence[tuple[float, str | None]],
+    gentle_until: float,
+    serving: Sequence[tuple[float, bool]] = (),
 ) -> tuple[Finding, int]:
-    """The leader changes, and how many fell in the gentle phase (false failovers)."""
+    """The leader changes and the spells in which the leader did not serve as primary (its
+    fencer stopped it while it kept the key); those in the gentle phase are false failovers:
+    in both the primary did not stay primary."""
     changes = leader_changes(samples)
+    spells = not_serving_spells(serving)
     false = [c for c in changes if c[0] <= gentle_until]
+    false_spells = [t for t in spells if t <= gentle_until]
     listed = ", ".join(f"t={t:.1f}s {a}->{b}" for t, a, b in changes[:8])
-    detail = f"{len(changes)} leader changes ({listed or 'none'}); {len(false)} in the gentle phase"
-    return Finding("no false failover", len(false), detail), len(false)
+    detail = (
+        f"{len(changes)} leader changes ({listed or 'none'}), {len(spells)} spells of the "
+        f"leader not serving; in the gentle phase {len(false)} changes, {len(false_spells)} "
+        f"spells"
+    )
+    count = len(false) + len(false_spells)
+    return Finding("no false failover", count, detail), count
 
 
 def liveness(settled_after: float | None, bound: float, primary: str | None) -> Finding:

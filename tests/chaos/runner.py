@@ -70,6 +70,8 @@ class Sampler:
         self.cluster = cluster
         self.start = start
         self.samples: list[tuple[float, str | None, int]] = []
+        self.serving: list[tuple[float, bool]] = []
+        """(seconds into the run, whether the leader said it serves as primary)."""
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, name="leader-sampler", daemon=True)
 
@@ -85,8 +87,13 @@ class Sampler:
 
     def run(self) -> None:
         while not self.stop.wait(SAMPLE):
+            at = time.monotonic() - self.start
             leader, token = self.leader()
-            self.samples.append((time.monotonic() - self.start, leader, token))
+            self.samples.append((at, leader, token))
+            if leader is not None:
+                status, body = self.cluster.http(leader, "/patroni", 0.5)
+                if status == 200 and isinstance(body, dict):
+                    self.serving.append((at, body.get("primary_serving") is not False))
 
     def latest(self) -> str | None:
         for _, leader, _ in reversed(self.samples):
@@ -340,7 +347,7 @@ def run_schedule(
         present = {int(r[0]) for r in rows}
         report.findings.append(checkers.lost_writes(acked, present, synchronous=c.sync))
     finding, report.false_failovers = checkers.failovers(
-        [(t, leader) for t, leader, _ in sampler.samples], gentle_until
+        [(t, leader) for t, leader, _ in sampler.samples], gentle_until, sampler.serving
     )
     report.findings.append(finding)
     local = sum(len(r.local) for r in records.values())

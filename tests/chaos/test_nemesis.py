@@ -64,6 +64,15 @@ def test_only_leader_changes_in_the_gentle_phase_are_false_failovers() -> None:
     assert checkers.failovers(samples, gentle_until=2.5)[1] == 0
 
 
+def test_a_leader_that_stops_serving_in_the_gentle_phase_is_a_false_failover_too() -> None:
+    serving = [(1.0, True), (2.0, False), (3.0, True), (4.0, False), (5.0, False), (6.0, True)]
+    assert checkers.not_serving_spells(serving) == [4.0]  # one sample alone is not a spell
+    samples = [(t, "m1") for t, _ in serving]
+    finding, false = checkers.failovers(samples, gentle_until=10.0, serving=serving)
+    assert false == 1 and "1 spells" in finding.detail
+    assert checkers.failovers(samples, gentle_until=3.5, serving=serving)[1] == 0
+
+
 def test_liveness_needs_settling_within_the_bound() -> None:
     assert checkers.liveness(12.0, 60, "m1").violations == 0
     assert checkers.liveness(None, 60, None).violations == 1
