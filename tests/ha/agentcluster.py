@@ -213,12 +213,17 @@ class AgentCluster:
         m = self.members[name]
         with open(m.log, "ab") as log:
             m.proc = subprocess.Popen(
-                [sys.executable, "-m", "hamgr", "agent", "--config", str(m.config), *args],
+                [*self.launcher(m), "agent", "--config", str(m.config), *args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 env={**os.environ, **(env or {})},
             )
+
+    def launcher(self, m: Member) -> list[str]:
+        """The command that runs `hamgr` for member `m` (a subclass may wrap it, e.g. to run
+        the member in a network namespace of its own)."""
+        return [sys.executable, "-m", "hamgr"]
 
     def start_all(self) -> None:
         for name in self.members:

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -37,7 +35,8 @@ from hamgr.raft.client import (
 )
 from tests.raft.procluster import ProcCluster
 from tests.tools.faultproxy import CutMode, ThreadedMesh
-from tests.tools.linearizability import READ, WRITE, Recorder, check_per_key
+from tests.tools.kvworkload import Workload, until
+from tests.tools.linearizability import READ, WRITE, Recorder
 
 pytestmark = pytest.mark.integration
 
@@ -45,147 +44,11 @@ FREEZE_HOSTS = ["127.0.0.61", "127.0.0.62", "127.0.0.63"]
 LEASE_HOSTS = ["127.0.0.64", "127.0.0.65", "127.0.0.66"]
 PARTITION_HOSTS = ["127.0.0.71", "127.0.0.72", "127.0.0.73"]
 
-REGISTERS = [b"t/r/0", b"t/r/1", b"t/r/2"]
-"""Keys the workload writes (unique values) and reads, checked for linearizability."""
-UNIQUE = b"t/u/"
-"""Prefix of keys the workload writes once each: acknowledged ones must all be there."""
-
-
-async def until(
-    what: str, check: Callable[[], Awaitable[bool]], timeout: float = 10.0, pause: float = 0.02
-) -> None:
-    """Wait (at most `timeout` s) until the async predicate `check()` holds."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        await asyncio.sleep(pause)
-
 
 def dump_logs(procs: ProcCluster) -> None:
     """Print every member's log tail (pytest shows it when the test failed)."""
     for i in procs.members:
         print(f"--- member {i} log ---\n{procs.log_tail(i, 60)}")
-
-
-# --- the concurrent workload ---------------------------------------------------------------------
-
-
-@dataclass
-class Workload:
-    """Client tasks, each with its own StoreClient to every member, writing unique values to
-    `REGISTERS`, writing keys of their own under `UNIQUE`, and reading the registers. Register
-    operations go to `rec`; unique keys are sorted into acknowledged / unknown / failed."""
-
-    procs: ProcCluster
-    rec: Recorder
-    clients: int = 4
-    seed: int = 1
-    max_seconds: float = 60.0
-    acked: set[bytes] = field(default_factory=set)
-    unknown: set[bytes] = field(default_factory=set)
-    failed: set[bytes] = field(default_factory=set)
-    done_ok: int = 0
-    _stop: asyncio.Event = field(default_factory=asyncio.Event)
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
-
-    def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._worker(c)) for c in range(self.clients)]
-
-    async def stop(self) -> None:
-        """Stop every worker after its current operation; re-raise what one raised."""
-        self._stop.set()
-        async with asyncio.timeout(15.0):
-            await asyncio.gather(*self._tasks)
-
-    async def wait_ok(self, more: int, timeout: float = 15.0) -> None:
-        """Wait until `more` further operations have succeeded."""
-        target = self.done_ok + more
-
-        async def reached() -> bool:
-            for t in self._tasks:
-                if t.done():
-                    t.result()  # a worker that died: show why
-                    raise AssertionError("a workload client stopped early")
-            return self.done_ok >= target
-
-        await until(f"{more} more successful operations", reached, timeout)
-
-    async def _worker(self, cid: int) -> None:
-        rng = random.Random(self.seed * 1000 + cid)
-        deadline = time.monotonic() + self.max_seconds
-        async with self.procs.client(timeout=3.0) as client:
-            for n in range(100_000):
-                if self._stop.is_set() or time.monotonic() > deadline:
-                    return
-                roll = rng.random()
-                if roll < 0.4:
-                    key = rng.choice(REGISTERS)
-                    await self._write_register(client, cid, key, b"c%d-%d" % (cid, n))
-                elif roll < 0.6:
-                    await self._write_unique(client, UNIQUE + b"%d/%d" % (cid, n))
-                else:
-                    await self._read_register(client, cid, rng.choice(REGISTERS))
-                await asyncio.sleep(0.01)  # pace: four clients, not a load test
-
-    async def _write_register(
-        self, client: StoreClient, cid: int, key: bytes, value: bytes
-    ) -> None:
-        h = self.rec.invoke(cid, key, WRITE, value)
-        try:
-            await client.put(key, value)
-        except StoreOutcomeUnknownError:
-            self.rec.unknown(h)
-        except StoreError:
-            self.rec.failed(h)  # the client's contract: it certainly did not apply
-        else:
-            self.rec.ok(h)
-            self.done_ok += 1
-
-    async def _write_unique(self, client: StoreClient, key: bytes) -> None:
-        try:
-            await client.put(key, b"1")
-        except StoreOutcomeUnknownError:
-            self.unknown.add(key)
-        except StoreError:
-            self.failed.add(key)
-        else:
-            self.acked.add(key)
-            self.done_ok += 1
-
-    async def _read_register(self, client: StoreClient, cid: int, key: bytes) -> None:
-        h = self.rec.invoke(cid, key, READ)
-        try:
-            got = await client.get(key)
-        except StoreError:
-            self.rec.failed(h)  # a read changes nothing: dropping it is sound
-            return
-        self.rec.ok(h, got.kvs[0].value if got.count else None)
-        self.done_ok += 1
-
-    async def check(self, client: StoreClient) -> None:
-        """After the faults: read every register once more (recorded), check each register's
-        history, and check the unique keys: every acknowledged one present, every failed one
-        absent, nothing present that was never written."""
-        for key in REGISTERS:
-            h = self.rec.invoke("final", key, READ)
-            got = await client.get(key)
-            self.rec.ok(h, got.kvs[0].value if got.count else None)
-        histories = self.rec.by_key()
-        result = check_per_key(histories)
-        assert result.ok, result.explanation
-        present = {kv.key for kv in (await client.get(UNIQUE, prefix=True, keys_only=True)).kvs}
-        assert self.acked <= present, f"acknowledged but lost: {sorted(self.acked - present)[:5]}"
-        assert not (self.failed & present), f"failed but applied: {sorted(self.failed & present)}"
-        assert present <= self.acked | self.unknown
-        writes = sum(op.kind == WRITE for ops in histories.values() for op in ops)
-        unknown = sum(not op.completed for ops in histories.values() for op in ops)
-        print(
-            f"workload: {sum(map(len, histories.values()))} register ops ({writes} writes, "
-            f"{unknown} unknown); unique keys {len(self.acked)} acked, {len(self.unknown)} "
-            f"unknown, {len(self.failed)} failed"
-        )
-        assert writes >= 30 and len(self.acked) >= 10, (writes, len(self.acked))
 
 
 async def converged(procs: ProcCluster, client: StoreClient) -> None:

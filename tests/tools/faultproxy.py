@@ -10,6 +10,12 @@ in two ways, heal it, and delay what flows through it:
   wait in socket buffers and flow, in order, after ``heal()``, as TCP would deliver them once the
   path is back. (A real SYN to a blackholed address would time out: here connect succeeds.)
 - ``delay(seconds)``: each chunk is delivered that long after it was read, in order.
+- ``jitter(seconds)``: each chunk's delay varies by up to that much either way (never below 0).
+- ``loss(probability)``: each chunk is "lost" with that probability. Over TCP a lost segment is
+  not gone, it is sent again after a retransmission timeout, and everything behind it waits:
+  so a lost chunk is delivered `RETRANSMIT` seconds late (doubled for each further loss of
+  the same chunk, as TCP backs off), and holds up the chunks after it. Delay, jitter and loss
+  live in one `LinkFaults` per direction, which a relay can also use on its own.
 
 `Mesh` puts one proxy on each directed link between N members, so that A->B can be cut while
 B->A still works (members keep one outbound connection per peer, so the link A->B is A's
@@ -26,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import random
 import socket
 import threading
 from collections.abc import Callable, Coroutine, Hashable, Iterable, Mapping
@@ -41,6 +48,12 @@ M = TypeVar("M", bound=Hashable)
 CHUNK_SIZE = 64 * 1024
 QUEUE_CHUNKS = 16
 """Chunks read ahead per direction while a delay holds them; beyond that, reading pauses."""
+
+
+RETRANSMIT = 0.2
+"""Seconds a lost chunk arrives late: Linux's minimum TCP retransmission timeout."""
+MAX_RETRIES = 6
+"""A chunk is lost at most this many times in a row (then it gets through)."""
 
 
 class CutMode(enum.Enum):
@@ -96,6 +109,51 @@ def _check_delay(seconds: float) -> float:
     return float(seconds)
 
 
+def _check_probability(p: float) -> float:
+    if not isinstance(p, int | float) or isinstance(p, bool) or not 0 <= p < 1:
+        raise ValueError(f"loss must be a probability in [0, 1), got {p!r}")
+    return float(p)
+
+
+class LinkFaults:
+    """Delay, jitter and loss of one direction of a link: `due(now)` says when a chunk read
+    at `now` is delivered. Seeded, so a schedule replays the same draws."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.delay = 0.0
+        self.jitter = 0.0
+        self.loss = 0.0
+        self.lost = 0
+        """Chunks that were lost (delivered late) so far."""
+        self._rng = random.Random(seed)
+
+    def set(
+        self, *, delay: float | None = None, jitter: float | None = None, loss: float | None = None
+    ) -> None:
+        """Change any of the three (validated; the others stay)."""
+        if delay is not None:
+            self.delay = _check_delay(delay)
+        if jitter is not None:
+            self.jitter = _check_delay(jitter)
+        if loss is not None:
+            self.loss = _check_probability(loss)
+
+    def due(self, now: float) -> float:
+        """When a chunk read at `now` is delivered."""
+        wait = self.delay
+        if self.jitter:
+            wait = max(0.0, wait + self._rng.uniform(-self.jitter, self.jitter))
+        if self.loss:
+            penalty = RETRANSMIT
+            for _ in range(MAX_RETRIES):
+                if self._rng.random() >= self.loss:
+                    break
+                self.lost += 1
+                wait += penalty
+                penalty *= 2
+        return now + wait
+
+
 class _Link:
     """One proxied connection: the client's side, once dialed the target's side, and the task
     that drives it."""
@@ -136,7 +194,7 @@ class FaultProxy:
         self.connect_timeout = connect_timeout
         self.stats = ProxyStats()
         self._state = LinkState.OPEN
-        self._delay = 0.0
+        self.faults = LinkFaults()
         self._flowing = asyncio.Event()
         self._flowing.set()
         self._links: set[_Link] = set()
@@ -220,11 +278,19 @@ class FaultProxy:
 
     def delay(self, seconds: float) -> None:
         """Deliver each chunk read from now on `seconds` after it was read (0: no delay)."""
-        self._delay = _check_delay(seconds)
+        self.faults.set(delay=seconds)
+
+    def jitter(self, seconds: float) -> None:
+        """Vary each chunk's delay by up to `seconds` either way (0: none)."""
+        self.faults.set(jitter=seconds)
+
+    def loss(self, probability: float) -> None:
+        """Lose each chunk with `probability` (delivered `RETRANSMIT` s late, see above)."""
+        self.faults.set(loss=probability)
 
     @property
     def current_delay(self) -> float:
-        return self._delay
+        return self.faults.delay
 
     # -- internals
 
@@ -347,7 +413,7 @@ class FaultProxy:
                     data: bytes | OSError = await src.read(CHUNK_SIZE)
                 except OSError as e:
                     data = e
-                await queue.put((loop.time() + self._delay, data))
+                await queue.put((self.faults.due(loop.time()), data))
                 if not isinstance(data, bytes) or not data:
                     return
 

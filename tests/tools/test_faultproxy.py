@@ -14,7 +14,16 @@ import pytest
 
 from hamgr.raft.transport import PeerTransport, TransportLimits
 from hamgr.raft.types import Message, MsgType
-from tests.tools.faultproxy import CutMode, FaultProxy, LinkState, Mesh, ThreadedMesh
+from tests.tools.faultproxy import (
+    MAX_RETRIES,
+    RETRANSMIT,
+    CutMode,
+    FaultProxy,
+    LinkFaults,
+    LinkState,
+    Mesh,
+    ThreadedMesh,
+)
 
 WAIT = 5.0
 """Deadline (seconds) for anything a test waits on."""
@@ -535,3 +544,47 @@ def test_threaded_mesh_from_blocking_code(echo_threads: dict[str, tuple[str, int
         mesh.cut("a", "b")
     # The proxies are gone with it.
     assert echo_once(peers["a"]["b"], b"x", QUIET) is None
+
+
+# --- LinkFaults: delay, jitter and loss of one direction (pure) ---------------------------------
+
+
+def test_jitter_stays_within_its_bound_and_never_below_zero() -> None:
+    faults = LinkFaults(seed=7)
+    faults.set(delay=0.05, jitter=0.03)
+    waits = [faults.due(100.0) - 100.0 for _ in range(2000)]
+    assert min(waits) >= 0.02 - 1e-9 and max(waits) <= 0.08 + 1e-9
+    assert max(waits) - min(waits) > 0.05  # it does vary
+    faults.set(delay=0.01, jitter=0.05)
+    assert min(faults.due(0.0) for _ in range(2000)) == 0.0
+
+
+def test_a_lost_chunk_arrives_one_or_more_retransmission_timeouts_late() -> None:
+    faults = LinkFaults(seed=3)
+    faults.set(loss=0.5)
+    waits = [faults.due(0.0) for _ in range(2000)]
+    allowed = {round((2**k - 1) * RETRANSMIT, 6) for k in range(MAX_RETRIES + 1)}
+    assert {round(w, 6) for w in waits} <= allowed
+    on_time = sum(1 for w in waits if w == 0.0)
+    assert 800 < on_time < 1200  # about half
+    assert faults.lost >= 1000 - on_time
+
+
+def test_the_same_seed_draws_the_same_delays() -> None:
+    a, b = LinkFaults(seed=11), LinkFaults(seed=11)
+    for f in (a, b):
+        f.set(delay=0.1, jitter=0.05, loss=0.1)
+    assert [a.due(0) for _ in range(100)] == [b.due(0) for _ in range(100)]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"loss": 1.0}, "loss must be a probability"),
+        ({"loss": -0.1}, "loss must be a probability"),
+        ({"jitter": -1}, "must be a number of seconds"),
+    ],
+)
+def test_bad_link_faults_are_refused(kwargs: dict[str, float], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        LinkFaults().set(**kwargs)
