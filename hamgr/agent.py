@@ -47,6 +47,7 @@ from hamgr.storecmd import (
     running_member,
     setup_logging,
 )
+from hamgr.storeview import etcd_json, names_by_store_id, store_json
 from hamgr.telemetry import AgentTelemetry
 from hamgr.watchdog import Watchdog, WatchdogError
 
@@ -88,7 +89,9 @@ class Agent:
         self.settings = setup.settings
         self.stop = asyncio.Event()
         self.loop: HaLoop | None = None
-        self.telemetry = AgentTelemetry(stale_after=max(self.settings.ttl, 10.0))
+        self.telemetry = AgentTelemetry(
+            stale_after=max(self.settings.ttl, 10.0), name=setup.config.name
+        )
         self.watchdog = Watchdog(setup.config.watchdog)
 
     async def run(self) -> int:
@@ -202,7 +205,14 @@ class Agent:
             scrape = tele.metrics.api_hook(
                 (lambda: tele.metrics.set_store_status(node.status())) if node is not None else None
             )
-            web = await api.serve(view, self.config.restapi.listen, auth, metrics=scrape)
+            web = await api.serve(
+                view,
+                self.config.restapi.listen,
+                auth,
+                metrics=scrape,
+                events=tele.events,
+                store=self._store_hook(node, loop),
+            )
             watchdog = tele.start_watchdog(self.stop)
             try:
                 rest = self.config.restapi.listen
@@ -229,6 +239,18 @@ class Agent:
                         log.info("closing the store session: %s (its lease expires by itself)", exc)
                 else:
                     await dcs.abandon()
+
+    def _store_hook(self, node: RaftNode | None, loop: HaLoop) -> api.StoreHook:
+        """What ``GET /store`` answers: the embedded member's view of the store (names from
+        the members' published store ids), or the etcd endpoints."""
+        if node is None:
+            etcd = self.config.store.etcd
+            endpoints = list(etcd.hosts) if etcd else []
+            return lambda: etcd_json(endpoints)
+        store = self.store
+        assert store is not None
+        addresses = {store.node_id: store.advertise, **store.peers}
+        return lambda: store_json(node.status(), names_by_store_id(loop.last_view), addresses)
 
     async def _shutdown(
         self, loop: HaLoop, runner: ActionRunner, reach: tuple[int, int] | None
