@@ -173,6 +173,7 @@ class Agent:
         tele = self.telemetry
         if node is not None:
             node.on_save = tele.metrics.observe_fsync
+            node.on_commit = tele.metrics.observe_commit
         runner = ActionRunner(
             self.config.name,
             dcs,
@@ -202,9 +203,14 @@ class Agent:
             self.loop = loop
             view = LoopView(loop, self.config.scope, reload=self.reload)
             auth = api.auth_from_config(self.config.restapi)
-            scrape = tele.metrics.api_hook(
-                (lambda: tele.metrics.set_store_status(node.status())) if node is not None else None
-            )
+
+            def refresh_metrics() -> None:
+                local = view.local()
+                tele.metrics.set_fence_deadline(local.fence_at if local.holds_leader_key else None)
+                if node is not None:
+                    tele.metrics.set_store_status(node.status())
+
+            scrape = tele.metrics.api_hook(refresh_metrics)
             web = await api.serve(
                 view,
                 self.config.restapi.listen,
