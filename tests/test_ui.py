@@ -1,19 +1,23 @@
 """The status page's HTTP side, without a browser: ``GET /ui`` and its files (headers, nothing
 else served), ``GET /events`` and ``GET /store`` (hamgr/storeview.py), and the page's files
 checked for what would make it unsafe (markup from data, unsafe methods, inline script,
-anything loaded from elsewhere). tests/ha/test_ui_browser.py loads it in a real browser."""
+anything loaded from elsewhere). tests/test_ui_page.py and tests/ha/test_ui_e2e.py load it in
+a real browser."""
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 
+import hamgr.ui
 from hamgr.api import build_app
 from hamgr.events import EventLog
 from hamgr.storeview import etcd_json, names_by_store_id, store_json
@@ -196,3 +200,14 @@ def test_nothing_is_inline_or_loaded_from_elsewhere() -> None:
         assert "http://" not in text and "https://" not in text, name
         assert not re.search(r"(src|href)=\"(//|[a-z]+:)", text), name
         assert "@import" not in text and "url(" not in text, name
+
+
+def test_the_ui_package_imports_nothing_from_hamgr() -> None:
+    source = Path(hamgr.ui.__file__).read_text()
+    imported = [
+        n.module if isinstance(n, ast.ImportFrom) else a.name
+        for n in ast.walk(ast.parse(source))
+        if isinstance(n, ast.Import | ast.ImportFrom)
+        for a in n.names
+    ]
+    assert not [m for m in imported if m and m.startswith("hamgr")]
