@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  PGPASSWORD={PASSWORD} psql -h {host} -p {5440 + NAMES.index(primary) + 1} "
             "-U postgres\n"
             f"  hactl -c {configs[0]} list      (also: switchover, failover, pause, resume)\n"
+            f"  status page: {api_url(host, 1)}/ui\n"
             "Ctrl-C stops the cluster."
         )
         while True:
