@@ -521,14 +521,14 @@ class _Api:
         if self.events_log is None:
             return _error(404, "events are not kept on this agent")
         raw = request.query.get("since", "0")
-        if not raw.isdigit():
+        if not (raw.isascii() and raw.isdigit()):
             raise HttpError(400, f"since: expected an event number >= 0, got {show(raw)}")
-        log_ = self.events_log
+        ring = self.events_log
         return web.json_response(
             {
-                "last": log_.last_seq,
-                "capacity": log_.capacity,
-                "events": [e.to_dict() for e in log_.since(int(raw))],
+                "last": ring.last_seq,
+                "capacity": ring.capacity,
+                "events": [e.to_dict() for e in ring.since(int(raw))],
             }
         )
 

@@ -107,7 +107,7 @@ async def test_events_since_a_number(served: Served) -> None:
     assert body["events"][1]["source"] == "b" and body["events"][1]["member"] == "b"
     code, _, raw = await served.get("/events?since=1")
     assert [e["seq"] for e in json.loads(raw)["events"]] == [2]
-    for bad in ("-1", "x", "1.5"):
+    for bad in ("-1", "x", "1.5", "%C2%B2"):  # the last: a superscript two
         code, _, raw = await served.get(f"/events?since={bad}")
         assert code == 400
         assert json.loads(raw)["error"].startswith("since: expected an event number >= 0")
