@@ -217,7 +217,7 @@ class Agent:
                 auth,
                 metrics=scrape,
                 events=tele.events,
-                store=self._store_hook(node, loop),
+                store_status=self._store_status(node, loop),
             )
             watchdog = tele.start_watchdog(self.stop)
             try:
@@ -246,7 +246,7 @@ class Agent:
                 else:
                     await dcs.abandon()
 
-    def _store_hook(self, node: RaftNode | None, loop: HaLoop) -> api.StoreHook:
+    def _store_status(self, node: RaftNode | None, loop: HaLoop) -> api.StoreStatusHook:
         """What ``GET /store`` answers: the embedded member's view of the store (names from
         the members' published store ids), or the etcd endpoints."""
         if node is None:

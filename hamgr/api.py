@@ -70,7 +70,7 @@ Auth = tuple[str, str]
 #: Returns the Prometheus exposition body and its content type.
 MetricsHook = Callable[[], Awaitable[tuple[bytes, str]]]
 #: Returns the ``GET /store`` body (hamgr/storeview.py), from memory.
-StoreHook = Callable[[], dict[str, Any]]
+StoreStatusHook = Callable[[], dict[str, Any]]
 
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _SIZE = re.compile(r"\s*(\d+)\s*([kmgt]?b)?\s*", re.IGNORECASE)
@@ -434,13 +434,13 @@ class _Api:
         outcome_timeout: float,
         poll_interval: float,
         events: EventLog | None = None,
-        store: StoreHook | None = None,
+        store_status: StoreStatusHook | None = None,
     ) -> None:
         self.view = view
         self.auth = auth
         self.metrics_hook = metrics
         self.events_log = events
-        self.store_hook = store
+        self.store_status_hook = store_status
         self.outcome_timeout = outcome_timeout
         self.poll_interval = poll_interval
 
@@ -532,10 +532,10 @@ class _Api:
             }
         )
 
-    async def store(self, request: web.Request) -> web.Response:
-        if self.store_hook is None:
+    async def store_status(self, request: web.Request) -> web.Response:
+        if self.store_status_hook is None:
             return _error(404, "no store status on this agent")
-        return web.json_response(self.store_hook())
+        return web.json_response(self.store_status_hook())
 
     async def switchover(self, request: web.Request) -> web.Response:
         return await self._request(request, "switchover")
@@ -615,13 +615,13 @@ def build_app(
     outcome_timeout: float = 30.0,
     poll_interval: float = 0.25,
     events: EventLog | None = None,
-    store: StoreHook | None = None,
+    store_status: StoreStatusHook | None = None,
 ) -> web.Application:
     """The REST API of ``view``'s agent. ``auth`` is (username, password) for unsafe methods
     (None: they are refused). A switchover or failover answers once its outcome shows in the
     cluster (200 or 503), at most ``outcome_timeout`` seconds; a scheduled one answers 202.
-    ``events`` and ``store`` serve ``GET /events`` and ``GET /store`` (404 without them)."""
-    api = _Api(view, auth, metrics, outcome_timeout, poll_interval, events, store)
+    ``events`` and ``store_status`` serve ``GET /events`` and ``GET /store`` (404 without them)."""
+    api = _Api(view, auth, metrics, outcome_timeout, poll_interval, events, store_status)
     app = web.Application(middlewares=[api.guard])
     for path in _HEALTH:
         app.router.add_get(path, api.health)
@@ -634,7 +634,7 @@ def build_app(
     app.router.add_patch("/config", api.patch_config)
     app.router.add_get("/metrics", api.metrics)
     app.router.add_get("/events", api.events)
-    app.router.add_get("/store", api.store)
+    app.router.add_get("/store", api.store_status)
     add_ui_routes(app)
     app.router.add_post("/switchover", api.switchover)
     app.router.add_post("/failover", api.failover)
@@ -660,13 +660,13 @@ async def serve(
     ssl_context: ssl.SSLContext | None = None,
     metrics: MetricsHook | None = None,
     events: EventLog | None = None,
-    store: StoreHook | None = None,
+    store_status: StoreStatusHook | None = None,
 ) -> web.AppRunner:
     """Serve the API on ``listen`` (``restapi.listen``); ``runner.cleanup()`` stops it.
 
     ``runner.addresses`` tells the bound address (useful with port 0).
     """
-    app = build_app(view, auth, metrics=metrics, events=events, store=store)
+    app = build_app(view, auth, metrics=metrics, events=events, store_status=store_status)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, port = _host_port(listen)

@@ -66,7 +66,7 @@ async def served() -> AsyncIterator[Served]:
         agent,
         None,
         events=events,
-        store=lambda: store_json(STATUS, names, {2: ("127.0.0.2", 7000)}),
+        store_status=lambda: store_json(STATUS, names, {2: ("127.0.0.2", 7000)}),
     )
     runner, url = await _serve(app)
     async with aiohttp.ClientSession() as session:

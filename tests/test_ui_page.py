@@ -61,7 +61,7 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
     agent = FakeAgent("b", store, status(store.view.members[1]))
     events = EventLog("b")
     names = {1: "a", 2: "b", 3: "c"}
-    app = build_app(agent, None, events=events, store=lambda: store_json(STATUS, names, {}))
+    app = build_app(agent, None, events=events, store_status=lambda: store_json(STATUS, names, {}))
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
