@@ -198,6 +198,7 @@ class Agent:
                 store_leader_here=(lambda: node.is_leader) if node is not None else None,
                 on_cycle=tele.on_cycle,
                 on_keepalive=tele.on_keepalive,
+                on_store_error=tele.on_store_error,
                 resume_lease=lease_file.load(),
             )
             self.loop = loop

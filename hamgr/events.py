@@ -13,6 +13,9 @@ two pure functions turn those into events:
 - :func:`decision_change`: this agent's own decisions that act on PostgreSQL or the leader
   key (``action``); a demotion at once, or any decision whose reason starts with
   ``fencing``, is ``fencing``. The same decision taken cycle after cycle counts once.
+- :meth:`EventLog.store_unreachable`, fed when a cycle cannot read the store: one ``store``
+  event when the store stops answering and one when it answers again; a primary that
+  stopped PostgreSQL because its lease deadline passed meanwhile, ``fencing``.
 
 The first view is the baseline (one ``agent`` event says what it found). Nothing is stored: a
 restarted agent starts with an empty ring; the store's timeline history keeps the promotions.
@@ -51,6 +54,7 @@ KINDS = (
     "role",
     "fencing",
     "action",
+    "store",
 )
 """Every event kind, in the order the module docstring explains them."""
 
@@ -190,6 +194,7 @@ class EventLog:
         self._seq = 0
         self._view: ClusterView | None = None
         self._last_action: Change | None = None
+        self._store_down = False
 
     @property
     def last_seq(self) -> int:
@@ -209,6 +214,9 @@ class EventLog:
         """After an HA loop cycle: the events between the last view and ``view``, then the
         event of this agent's ``decision`` unless it repeats the last one."""
         prev, self._view = self._view, view
+        if self._store_down:
+            self._store_down = False
+            self.add("store", self.source, f"{self.source} reads the cluster from the store again")
         if prev is None:
             leader = view.leader.name if view.leader else "none"
             text = f"{self.source} started watching: leader {leader}, timeline {view.timeline}"
@@ -223,6 +231,19 @@ class EventLog:
         if self._last_action is None or _gist(change) != _gist(self._last_action):
             self.add(*change)
         self._last_action = change
+
+    def store_unreachable(self, error: str, stopped: bool) -> None:
+        """A cycle could not read the store (``error``); ``stopped``: this primary stopped
+        PostgreSQL at once, its lease deadline having passed."""
+        if not self._store_down:
+            self._store_down = True
+            self.add("store", self.source, f"{self.source} cannot read the store: {error}")
+        if stopped:
+            text = (
+                f"{self.source}: lease deadline passed and the store is unreachable: "
+                "PostgreSQL stopped"
+            )
+            self.add("fencing", self.source, text)
 
     def since(self, seq: int) -> list[Event]:
         """The events after number ``seq`` still in the ring, oldest first."""

@@ -57,6 +57,11 @@ class AgentTelemetry:
         """After every timed lease keepalive."""
         self.metrics.observe_keepalive(latency, ok, at=sent_at)
 
+    def on_store_error(self, error: str, stopped: bool) -> None:
+        """After a cycle that could not read the store (``stopped``: this primary stopped
+        PostgreSQL because its lease deadline had passed)."""
+        self.events.store_unreachable(error, stopped)
+
     def ready(self, text: str) -> None:
         """The REST API serves and the store member runs."""
         if self.notifier is not None:

@@ -194,3 +194,18 @@ def test_bad_capacity_and_kind_are_refused() -> None:
         EventLog("b", capacity=0)
     with pytest.raises(ValueError, match="kind must be one of agent, switchover"):
         EventLog("b").add("gossip", None, "x")
+
+
+def test_the_store_going_away_and_coming_back() -> None:
+    log = EventLog("a")
+    log.observe(BASE, None)
+    for _ in range(3):  # once, however many cycles fail
+        log.store_unreachable("no quorum", stopped=False)
+    log.store_unreachable("no quorum", stopped=True)
+    log.observe(BASE, None)
+    log.observe(BASE, None)
+    assert [(e.kind, e.text) for e in log.since(1)] == [
+        ("store", "a cannot read the store: no quorum"),
+        ("fencing", "a: lease deadline passed and the store is unreachable: PostgreSQL stopped"),
+        ("store", "a reads the cluster from the store again"),
+    ]
