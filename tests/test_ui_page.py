@@ -15,7 +15,7 @@ from aiohttp import web
 from hamgr.api import build_app
 from hamgr.dcs import SwitchoverRequest
 from hamgr.events import EventLog
-from hamgr.storeview import store_json
+from hamgr.storeview import etcd_json, store_json
 from tests.apifake import FakeAgent, FakeStore, cluster3, status
 from tests.tools.browser import Page, chromium_binary, running_browser
 
@@ -118,3 +118,26 @@ async def test_the_page_refreshes_by_itself_and_tells_when_the_store_fails(site:
     await page.wait(f"{said}.dataset.state === 'error'", 10, "the error shown")
     assert "coordination store" in await page.evaluate(f"{said}.textContent")
     assert await page.evaluate("window.__loaded") is True  # never reloaded
+
+
+async def test_on_etcd_the_page_names_the_store(tmp_path: Path) -> None:
+    store = FakeStore(cluster3(URLS))
+    agent = FakeAgent("a", store, status(store.view.members[0]))
+    app = build_app(agent, None, store_status=lambda: etcd_json(["127.0.0.84:2379"]))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    try:
+        async with running_browser(tmp_path) as page:
+            await page.navigate(f"http://{host}:{port}/ui")
+            summary = "document.getElementById('store-summary').textContent"
+            await page.wait(f"{summary} === 'etcd at 127.0.0.84:2379'", 20, "the etcd store")
+            raft_leader = "document.getElementById('raft-leader').textContent"
+            assert await page.evaluate(raft_leader) == "etcd"
+            # Without an event ring (404) the rest of the page still shows, and says what failed.
+            await page.wait(f"{ROWS}.length === 3", 10, "three member rows")
+            said = await page.evaluate("document.getElementById('status').textContent")
+            assert "events are not kept on this agent" in said
+    finally:
+        await runner.cleanup()
