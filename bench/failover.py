@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/failover.py [--sync off|on|quorum] [--runs N]
         [--scenarios kill9,switchover,freeze,freeze-all,partition,replica-store-leader-kill]
-        [--profile default|fast] [--timeline]
+        [--profile default|fast] [--timeline] [--tls off|on|both]
 
 A local 3-member cluster (agents pg1..pg3 on 127.0.0.141-143, each with its own PostgreSQL)
 behind HAProxy on 127.0.0.149:5000, configured by deploy/haproxy/haproxy.cfg (GET /primary
@@ -11,7 +11,9 @@ foreground as a child. `--sync on|quorum` writes `bootstrap.dcs.synchronous_mode
 string), `synchronous_node_count: 1` and `synchronous_mode_strict: false` into every member's
 configuration; `--sync off` (the default) writes nothing. The configurations are checked with
 `hamgr validate-config` first, so an agent that does not know a setting stops the benchmark
-with its own message.
+with its own message. `--tls on` runs the REST API and the store over TLS (certificates from
+`hamgr certs init`, HAProxy's checks over check-ssl); `--tls both` runs the whole benchmark on a
+plain cluster, then on a TLS one, and prints the median outage of each scenario side by side.
 
 Writers (bench/ackwriter.py processes, bench/writers.py), all into one table with their sequence
 numbers kept apart, each recording every acknowledged insert with its CLOCK_MONOTONIC instant:
@@ -108,7 +110,7 @@ sys.path.insert(0, str(HERE))
 
 from ackstats import longest_gap, missing, overlap_of_members  # noqa: E402
 from ackwriter import Records  # noqa: E402
-from failover_report import Run, fmt, last_line, table  # noqa: E402
+from failover_report import Run, fmt, last_line, measured, median, table  # noqa: E402
 from faults import SCENARIOS, Fault, FaultError, FaultOptions, Progress  # noqa: E402
 from hacluster import PASSWORD, PG_PORT, Cluster, wait_for  # noqa: E402
 from haproxy import HaproxyError, ensure_haproxy, server_event, start_haproxy  # noqa: E402
@@ -436,6 +438,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--profile", choices=sorted(TTL), default="default", help="timing profile")
     ap.add_argument("--sync", choices=SYNC_MODES, default="off", help="synchronous_mode")
     ap.add_argument(
+        "--tls",
+        choices=("off", "on", "both"),
+        default="off",
+        help="REST API and store over TLS (certificates from hamgr certs); both: the whole "
+        "benchmark with TLS off, then on, on fresh clusters, and the two compared",
+    )
+    ap.add_argument(
         "--scenarios",
         default=",".join(SCENARIOS),
         help="comma-separated, of: "
@@ -499,9 +508,55 @@ def main(argv: list[str] | None = None) -> int:
     if args.dir and root.exists() and any(root.iterdir()):
         print(f"bench/failover.py: --dir {root} is not empty", file=sys.stderr)
         return 2
-    results: dict[str, list[Run]] = {s: [] for s in args.scenarios}
+    modes = ["off", "on"] if args.tls == "both" else [args.tls]
+    if len(modes) > 1:  # each cluster in a subdirectory the postgres OS user must traverse
+        root.mkdir(parents=True, exist_ok=True)
+        root.chmod(0o755)
+    by_mode: dict[str, dict[str, list[Run]]] = {}
+    status = 0
+    for mode in modes:
+        results: dict[str, list[Run]] = {s: [] for s in args.scenarios}
+        by_mode[mode] = results
+        where = root / f"tls-{mode}" if len(modes) > 1 else root
+        status = max(status, run_cluster(args, where, binary, results, tls=mode == "on"))
+        if status:
+            break
+    if len(modes) > 1 and not args.dir and not any(root.iterdir()):
+        root.rmdir()  # both clusters' directories are gone: nothing kept, nothing left
+    for mode, results in by_mode.items():
+        for scenario, runs in results.items():
+            label = f"{scenario}, TLS {mode}" if len(modes) > 1 else scenario
+            print(table(label, runs, args.profile, TTL[args.profile], args.sync) + "\n")
+    if len(by_mode) > 1:
+        print(tls_comparison(by_mode["off"], by_mode["on"]) + "\n")
+    print(last_line(by_mode.get(modes[-1], {}), args.sync))
+    return status
+
+
+def tls_comparison(plain: dict[str, list[Run]], tls: dict[str, list[Run]]) -> str:
+    """Median outage per scenario with TLS off and on, and the difference (the issue's bar:
+    TLS must not slow a failover by more than 10 %). Printed, never asserted."""
+    rows = ["TLS off vs on: median outage (s) per scenario"]
+    for scenario in plain:
+        off = median([r.outage for r in measured(plain[scenario]) if r.outage is not None])
+        on = median([r.outage for r in measured(tls.get(scenario, [])) if r.outage is not None])
+        change = f"{(on - off) / off * 100:+.1f} %" if off == off and on == on and off else "-"
+        rows.append(f"  {scenario:<28} off {fmt(off):>6}  on {fmt(on):>6}  change {change}")
+    return "\n".join(rows)
+
+
+def run_cluster(
+    args: argparse.Namespace,
+    root: Path,
+    binary: str,
+    results: dict[str, list[Run]],
+    *,
+    tls: bool,
+) -> int:
+    """The benchmark on one fresh cluster (TLS on or off) under `root`: 0 done, 1 a run
+    failed, 2 the configuration was refused."""
     failed = True
-    cluster = Cluster(root, HOSTS, profile=args.profile, sync=args.sync)
+    cluster = Cluster(root, HOSTS, profile=args.profile, sync=args.sync, tls=tls)
     problems = cluster.config_problems()
     if problems:
         shutil.rmtree(root, ignore_errors=True)
@@ -525,9 +580,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cluster directory (agent logs pg*.log) kept: {root}", file=sys.stderr)
         else:
             shutil.rmtree(root, ignore_errors=True)
-    for scenario, runs in results.items():
-        print(table(scenario, runs, args.profile, TTL[args.profile], args.sync) + "\n")
-    print(last_line(results, args.sync))
     return 1 if failed else 0
 
 
@@ -545,8 +597,8 @@ def run_all(
     primary = cluster.wait_settled(args.settle_timeout)
     print(
         f"cluster up in {time.monotonic() - started:.1f} s (primary {primary}, profile "
-        f"{args.profile}, sync {args.sync}); HAProxy on {LB_HOST}:{LB_PORT}; logs in "
-        f"{cluster.root}",
+        f"{args.profile}, sync {args.sync}, TLS {'on' if cluster.tls_dir else 'off'}); "
+        f"HAProxy on {LB_HOST}:{LB_PORT}; logs in {cluster.root}",
         flush=True,
     )
     bench = Bench(args, cluster, procs, lb)

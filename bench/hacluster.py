@@ -20,6 +20,7 @@ import re
 import secrets
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -43,12 +44,14 @@ MARKER_TABLE = "bench_marker"
 """Rows written on the primary to see which standbys replay its writes (`Cluster.behind`)."""
 T = TypeVar("T")
 _FENCER_LINE = re.compile(r" mono=([0-9.]+) hamgr-fencer\[\d+\]: (.*)")
-SMALL_PG: dict[str, object] = {
-    "shared_buffers": "16MB",
+SMALL_PG: dict[str, object] = {"shared_buffers": "16MB"}
+"""Each member's own parameters."""
+SMALL_PG_CLUSTER: dict[str, object] = {
     "max_connections": 40,
     "max_wal_senders": 6,
     "wal_keep_size": "64MB",
 }
+"""Cluster-wide parameters (bootstrap.dcs): those that must be the same on every member."""
 
 
 @dataclass
@@ -60,6 +63,7 @@ class Member:
     host: str
     root: Path
     proc: subprocess.Popen[bytes] | None = None
+    scheme: str = "http"
 
     @property
     def config(self) -> Path:
@@ -79,7 +83,7 @@ class Member:
 
     @property
     def api(self) -> str:
-        return f"http://{self.host}:{API_PORT}"
+        return f"{self.scheme}://{self.host}:{API_PORT}"
 
     @property
     def pg_address(self) -> str:
@@ -87,24 +91,54 @@ class Member:
 
 
 class Cluster:
-    """Agents named pg1..pgN on `hosts` (one member each), configured under `root`."""
+    """Agents named pg1..pgN on `hosts` (one member each), configured under `root`. With
+    `tls` the REST API and the store run over TLS, certificates from ``hamgr certs init`` in
+    ``root/tls`` (`tls_dir`; `ssl_context` trusts its CA)."""
 
     def __init__(
-        self, root: Path, hosts: list[str], *, profile: str, scope: str = "bench", sync: str = "off"
+        self,
+        root: Path,
+        hosts: list[str],
+        *,
+        profile: str,
+        scope: str = "bench",
+        sync: str = "off",
+        tls: bool = False,
     ):
         self.root = root
         self.sync = sync
         root.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o755)  # PostgreSQL runs as its own OS user and must reach its dirs
         self.scope = scope
+        scheme = "https" if tls else "http"
         self.members = {
-            f"pg{i}": Member(f"pg{i}", i, host, root) for i, host in enumerate(hosts, start=1)
+            f"pg{i}": Member(f"pg{i}", i, host, root, scheme=scheme)
+            for i, host in enumerate(hosts, start=1)
         }
+        self.tls_dir: Path | None = None
+        self.ssl_context: ssl.SSLContext | None = None
+        if tls:
+            from hamgr.certs import Member as CertMember
+            from hamgr.certs import init
+
+            self.tls_dir = root / "tls"
+            init(
+                self.tls_dir, scope, [CertMember(m.name, (m.host,)) for m in self.members.values()]
+            )
+            self.ssl_context = ssl.create_default_context(cafile=str(self.tls_dir / "ca.crt"))
         secret = root / "store-secret"
         secret.write_text(secrets.token_hex(24))
         os.chmod(secret, 0o600)
         for m in self.members.values():
             config = self._config(m, secret, profile)
+            if self.tls_dir is not None:
+                files = {
+                    "certfile": str(self.tls_dir / f"{m.name}.crt"),
+                    "keyfile": str(self.tls_dir / f"{m.name}.key"),
+                    "cafile": str(self.tls_dir / "ca.crt"),
+                }
+                config["restapi"].update(files)
+                config["store"]["raft"]["tls"] = dict(files)
             m.config.write_text(yaml.safe_dump(config, sort_keys=False))
 
     def _config(self, m: Member, secret: Path, profile: str) -> dict[str, Any]:
@@ -145,14 +179,12 @@ class Cluster:
                 "parameters": dict(SMALL_PG),
             },
         }
+        dcs: dict[str, object] = {"postgresql": {"parameters": dict(SMALL_PG_CLUSTER)}}
         if self.sync != "off":
-            config["bootstrap"] = {
-                "dcs": {
-                    "synchronous_mode": self.sync,
-                    "synchronous_node_count": 1,
-                    "synchronous_mode_strict": False,
-                }
-            }
+            dcs.update(
+                synchronous_mode=self.sync, synchronous_node_count=1, synchronous_mode_strict=False
+            )
+        config["bootstrap"] = {"dcs": dcs}
         return config
 
     def config_problems(self) -> str | None:
@@ -284,7 +316,7 @@ class Cluster:
         """GET a member's REST path: (status, JSON body or None); (0, None) when unreachable."""
         url = self.members[name].api + path
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:
+            with urllib.request.urlopen(url, timeout=timeout, context=self.ssl_context) as resp:
                 return resp.status, _json(resp.read())
         except urllib.error.HTTPError as exc:
             return exc.code, _json(exc.read())
@@ -302,7 +334,7 @@ class Cluster:
         token = _basic(API_USER, PASSWORD)
         req.add_header("Authorization", f"Basic {token}")
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout, context=self.ssl_context) as resp:
                 return resp.status, _json(resp.read())
         except urllib.error.HTTPError as exc:
             return exc.code, _json(exc.read())

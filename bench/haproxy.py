@@ -66,6 +66,8 @@ def ensure_haproxy() -> str:
 def haproxy_env(cluster: Cluster, listen: str) -> dict[str, str]:
     """The environment that deploy/haproxy/haproxy.cfg reads its addresses from."""
     env = {"HAMGR_LISTEN": listen, "HAMGR_API_PORT": str(API_PORT)}
+    if cluster.tls_dir is not None:  # checks over TLS (check-ssl), the cluster CA verified
+        env["HAMGR_API_CAFILE"] = str(cluster.tls_dir / "ca.crt")
     for m in cluster.members.values():
         env[f"HAMGR_{m.name.upper()}"] = m.pg_address
     return env

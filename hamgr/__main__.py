@@ -45,6 +45,20 @@ def _store_ctl(args: argparse.Namespace) -> int:
     return ctl_main(args)
 
 
+def _certs(args: argparse.Namespace) -> int:
+    """Make or renew the cluster's TLS certificates."""
+    from hamgr.certs import main as certs_main
+
+    return certs_main(args)
+
+
+def _healthcheck(args: argparse.Namespace) -> int:
+    """Exit 0 when this host's agent answers 200 on a health path."""
+    from hamgr.healthcheck import main as health_main
+
+    return health_main(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the chosen sub-command."""
     parser = argparse.ArgumentParser(prog="hamgr", description=__doc__)
@@ -91,6 +105,26 @@ def main(argv: list[str] | None = None) -> int:
 
     add_arguments(store_ctl)
     store_ctl.set_defaults(run=_store_ctl)
+    certs = commands.add_parser(
+        "certs",
+        help="make a cluster CA and member certificates (init), or renew them",
+        description="TLS certificates for the REST API and the store: `init` makes a CA and "
+        "a certificate per member, `renew` issues new member certificates from the same CA.",
+    )
+    from hamgr.certs import add_arguments as certs_arguments
+
+    certs_arguments(certs)
+    certs.set_defaults(run=_certs)
+    health = commands.add_parser(
+        "healthcheck",
+        help="exit 0 when this host's agent answers 200 (for container health checks)",
+        description="GET a health path (default /liveness) of this host's agent, over https "
+        "with the configuration's certificates when restapi.certfile is set.",
+    )
+    from hamgr.healthcheck import add_arguments as health_arguments
+
+    health_arguments(health)
+    health.set_defaults(run=_healthcheck)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

@@ -15,16 +15,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
+import ssl
 import sys
 import time
 from pathlib import Path
 
 import aiohttp
 
-from hamgr import api, postgres
+from hamgr import api, postgres, tls
 from hamgr.agentsetup import AgentSetup, load_agent_setup
+from hamgr.apiaccess import Access
 from hamgr.config import Config, ConfigError, split_address
 from hamgr.dcs.base import DcsError
 from hamgr.dcs.etcd import EtcdDcs
@@ -46,6 +49,7 @@ from hamgr.storecmd import (
     StoreSettings,
     running_member,
     setup_logging,
+    store_ssl_contexts,
 )
 from hamgr.storeview import etcd_json, names_by_store_id, store_json
 from hamgr.telemetry import AgentTelemetry
@@ -54,14 +58,20 @@ from hamgr.watchdog import Watchdog, WatchdogError
 log = logging.getLogger("hamgr.agent")
 
 
-def http_connector(config: Config) -> aiohttp.TCPConnector:
-    """The connector of the agent's HTTP calls to its peers: from the REST API's address.
+def http_connector(
+    config: Config, ssl_context: ssl.SSLContext | None = None
+) -> aiohttp.TCPConnector:
+    """The connector of the agent's HTTP calls to its peers: from the REST API's address,
+    over TLS with `ssl_context` (`hamgr.tls.rest_client_context`) for https peers.
 
     With every outbound connection (store, Raft, HTTP) leaving from the member's own address,
     a host cut off on that address is cut off for good, not half-connected through another.
     """
     source = source_host_for(split_address(config.restapi.listen)[0])
-    return aiohttp.TCPConnector(local_addr=(source, 0) if source else None)
+    return aiohttp.TCPConnector(
+        local_addr=(source, 0) if source else None,
+        ssl=ssl_context if ssl_context is not None else True,
+    )
 
 
 def has_majority(reach: tuple[int, int] | None) -> bool:
@@ -93,6 +103,11 @@ class Agent:
             stale_after=max(self.settings.ttl, 10.0), name=setup.config.name
         )
         self.watchdog = Watchdog(setup.config.watchdog)
+        rest = setup.config.restapi
+        self.rest_server_ssl = tls.rest_server_context(rest)
+        self.rest_client_ssl = tls.rest_client_context(rest)
+        self.store_ssl: tuple[ssl.SSLContext, ssl.SSLContext] | None = None
+        """The embedded member's (server, client) contexts, reloaded with the REST ones."""
 
     async def run(self) -> int:
         """Serve until SIGTERM/SIGINT (or `stop`); 0 on a clean stop, 1 on failure."""
@@ -106,22 +121,23 @@ class Agent:
         if self.store is None:
             return await self._serve(None, self._etcd_dcs())
         try:
-            async with running_member(self.store) as (node, server):
+            self.store_ssl = store_ssl_contexts(self.store)
+            async with running_member(self.store, self.store_ssl) as (node, server):
                 return await self._serve(node, self._raft_dcs(self.store, node, server))
         except MemberStartError as exc:
             log.critical("store member %d: %s", self.store.node_id, exc)
             return 1
 
-    def _raft_dcs(
-        self, store: StoreSettings, node: RaftNode, server: StoreRpcServer
-    ) -> KvSession:
+    def _raft_dcs(self, store: StoreSettings, node: RaftNode, server: StoreRpcServer) -> KvSession:
         endpoints = [server.client_address, *store.client_addresses.values()]
-        # Every connection leaves from this member's own address (see `http_connector`).
+        # Every connection leaves from this member's own address (see `http_connector`);
+        # with store.raft.tls, over mutual TLS with this member's certificate, as a peer's.
         client = StoreClient(
             list(dict.fromkeys(endpoints)),
             store.cluster_id,
             store.secret,
             source_host=source_host_for(store.listen[0]),
+            ssl_context=self.store_ssl[1] if self.store_ssl is not None else None,
         )
         return RaftDcs(
             self.config.scope,
@@ -187,7 +203,8 @@ class Agent:
         runner.on_rewind = tele.metrics.observe_rewind
         if tele.watchdog is not None:
             runner.long_step = tele.watchdog.allow
-        async with aiohttp.ClientSession(connector=http_connector(self.config)) as http:
+        connector = http_connector(self.config, self.rest_client_ssl)
+        async with aiohttp.ClientSession(connector=connector) as http:
             loop = HaLoop(
                 self.me,
                 dcs,
@@ -200,10 +217,11 @@ class Agent:
                 on_keepalive=tele.on_keepalive,
                 on_store_error=tele.on_store_error,
                 resume_lease=lease_file.load(),
+                local_parameters=self.config.postgresql.parameters,
             )
             self.loop = loop
             view = LoopView(loop, self.config.scope, reload=self.reload)
-            auth = api.auth_from_config(self.config.restapi)
+            rest = self.config.restapi
 
             def refresh_metrics() -> None:
                 local = view.local()
@@ -214,18 +232,20 @@ class Agent:
             scrape = tele.metrics.api_hook(refresh_metrics)
             web = await api.serve(
                 view,
-                self.config.restapi.listen,
-                auth,
+                rest.listen,
+                None,
+                ssl_context=self.rest_server_ssl,
                 metrics=scrape,
+                access=Access.from_config(rest),
                 events=tele.events,
                 store_status=self._store_status(node, loop),
             )
             watchdog = tele.start_watchdog(self.stop)
             try:
-                rest = self.config.restapi.listen
                 store = self._store_description()
+                scheme = "https" if self.rest_server_ssl is not None else "http"
                 print(
-                    f"hamgr agent: {self.config.name} serving REST on {rest}, "
+                    f"hamgr agent: {self.config.name} serving REST on {scheme}://{rest.listen}, "
                     f"{store}, PostgreSQL {self.me.conn_url}",
                     flush=True,
                 )
@@ -348,7 +368,10 @@ class Agent:
         log.warning("switchover did not finish in time; stopping PostgreSQL anyway")
 
     async def reload(self) -> None:
-        """Re-read the configuration file: tags and PostgreSQL parameters take effect."""
+        """Re-read the configuration file: tags and PostgreSQL parameters take effect.
+
+        The parameters in force stay until the HA loop's next cycle merges the member's new
+        ones with the cluster's (hamgr/ha/pgparams.py) and applies the result."""
         if self.config_path is None or self.loop is None:
             return
         try:
@@ -356,8 +379,22 @@ class Agent:
         except ConfigError as exc:
             log.error("reload refused, keeping the running configuration:\n%s", exc)
             return
+        if (setup.config.restapi.certfile is None) != (self.rest_server_ssl is None) or (
+            setup.store is not None and (setup.store.tls is None) != (self.store_ssl is None)
+        ):
+            log.error(
+                "reload refused, keeping the running configuration: turning TLS on or off "
+                "needs a restart of the agent (a reload only loads renewed certificates)"
+            )
+            return
+        try:
+            self._reload_tls(setup)
+        except (OSError, ssl.SSLError) as exc:
+            log.error("reload refused: cannot load the TLS files: %s", exc)
+            return
         self.config = setup.config
-        self.pg = setup.pg
+        self.pg = dataclasses.replace(setup.pg, parameters=self.loop.runner.pg.parameters)
+        self.loop.local_parameters = dict(setup.config.postgresql.parameters)
         self.loop.pg = self.pg
         self.loop.runner.pg = self.pg
         self.loop.me = setup.me
@@ -365,6 +402,18 @@ class Agent:
         if postgres.is_running(self.pg):
             await postgres.reload(self.pg)
         log.info("configuration reloaded from %s", self.config_path)
+
+    def _reload_tls(self, setup: AgentSetup) -> None:
+        """Load the certificates, keys and CAs again into the running contexts (a renewed
+        certificate is presented from the next handshake on). Turning TLS on or off, or moving
+        the files, needs a restart: the listeners keep the contexts they were started with."""
+        rest = tls.rest_files(setup.config.restapi)
+        tls.reload(self.rest_server_ssl, rest)
+        tls.reload(self.rest_client_ssl, rest)
+        if self.store_ssl is not None and setup.store is not None and setup.store.tls:
+            files = tls.TlsFiles(*setup.store.tls)
+            for ctx in self.store_ssl:
+                tls.reload(ctx, files)
 
 
 async def _run(setup: AgentSetup, path: Path) -> int:

@@ -12,6 +12,7 @@ starts with, and a reload refuses what a start would refuse.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +24,10 @@ from hamgr.ha.loop import Identity
 from hamgr.postgres import PgSettings
 from hamgr.postgres.errors import ConfigError as PgConfigError
 from hamgr.postgres.initdbopts import initdb_option_problems, initdb_options
+from hamgr.postgres.params import effective_parameters, local_only_problems
 from hamgr.postgres.settings import validate_hba_lines, validate_parameters, validate_role_name
 from hamgr.storecmd import StoreSettings, settings_from_config
+from hamgr.tls import TlsFiles, client_context, rest_client_context, rest_server_context
 
 __all__ = [
     "AgentSetup",
@@ -52,14 +55,17 @@ class AgentSetup:
 def pg_settings(config: Config) -> PgSettings:
     """The local PostgreSQL's settings from the agent's configuration.
 
-    The member's own ``postgresql.parameters`` win over ``bootstrap.dcs.postgresql.parameters``;
-    ``bootstrap.initdb`` says how initdb creates the cluster if this member bootstraps it.
+    Its parameters are ``bootstrap.dcs.postgresql.parameters`` with the member's own
+    ``postgresql.parameters`` on top (hamgr/postgres/params.py: the cluster-wide-only ones
+    come from the former alone); the HA loop replaces them with the cluster's stored
+    settings once it reads them. ``bootstrap.initdb`` says how initdb creates the cluster if
+    this member bootstraps it.
     Raises :class:`hamgr.postgres.ConfigError` on a value PostgreSQL's side refuses.
     """
     pg = config.postgresql
     auth = pg.authentication
     host, _, port = pg.listen.rpartition(":")
-    params = {**config.bootstrap.dcs.postgresql.parameters, **pg.parameters}
+    params = effective_parameters(config.bootstrap.dcs.postgresql.parameters, pg.parameters)
     assert pg.bin_dir is not None, "load_config resolves bin_dir"
     return PgSettings(
         bin_dir=Path(pg.bin_dir),
@@ -123,6 +129,7 @@ def _postgres_problems(config: Config) -> list[str]:
     for where, params in sections.items():
         for key, value in params.items():
             problems += _refused(validate_parameters, {key: value}, where)
+    problems += local_only_problems(pg.parameters, "postgresql.parameters")
     problems += _refused(validate_hba_lines, pg.pg_hba, "postgresql.pg_hba")
     problems += initdb_option_problems(config.bootstrap.initdb, "bootstrap.initdb")
     roles = {
@@ -133,6 +140,40 @@ def _postgres_problems(config: Config) -> list[str]:
         roles["postgresql.authentication.rewind.username"] = auth.rewind.username
     for where, role in roles.items():
         problems += _refused(validate_role_name, where, role)
+    return problems
+
+
+def _tls_problems(config: Config) -> list[str]:
+    """The TLS files must load (certificate and key that match, a CA that parses), and with the
+    embedded store TLS is on for both the REST API and the store or for neither: one side in
+    clear text would carry the other's secrets (REST passwords, peer state) unprotected, and a
+    half-TLS cluster is what a mistyped file makes, not what anyone means."""
+    problems: list[str] = []
+    rest = config.restapi
+    try:
+        rest_server_context(rest)
+        rest_client_context(rest)
+    except (OSError, ssl.SSLError) as exc:
+        problems.append(f"restapi.certfile: cannot load the TLS files: {exc}")
+    raft = config.store.raft
+    if config.store.backend != "raft" or raft is None:
+        return problems
+    if raft.tls is not None:
+        files = TlsFiles(raft.tls.certfile, raft.tls.keyfile, raft.tls.cafile)
+        try:
+            client_context(files, check_hostname=False)
+        except (OSError, ssl.SSLError) as exc:
+            problems.append(f"store.raft.tls: cannot load the TLS files: {exc}")
+    if raft.tls is not None and rest.certfile is None:
+        problems.append(
+            "restapi.certfile: required when store.raft.tls is set (TLS on the REST API and "
+            "the store, or on neither)"
+        )
+    if raft.tls is None and rest.certfile is not None:
+        problems.append(
+            "store.raft.tls: required when restapi.certfile is set (TLS on the REST API and "
+            "the store, or on neither)"
+        )
     return problems
 
 
@@ -163,6 +204,7 @@ def agent_setup(config: Config) -> AgentSetup:
         problems.append("store.etcd: required when store.backend is etcd")
     pg_problems = _postgres_problems(config)
     problems += pg_problems
+    problems += _tls_problems(config)
     try:
         pg = pg_settings(config)
     except PgConfigError as exc:

@@ -30,10 +30,7 @@ what the ``metrics`` hook of :func:`build_app` returns (404 without one).
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import datetime as dt
-import hmac
 import json
 import logging
 import math
@@ -46,6 +43,7 @@ from typing import Any
 from aiohttp import web
 
 from hamgr import __version__, clock
+from hamgr.apiaccess import Access
 from hamgr.apiview import (
     AgentView,
     LocalStatus,
@@ -197,6 +195,7 @@ def member_status(view: AgentView, local: LocalStatus, now: float) -> dict[str, 
         "fence_token": m.fence_token,
         "fence_remaining": round(local.fence_at - now, 3) if local.fence_at is not None else None,
         "pending_restart": local.pending_restart,
+        "pending_restart_reason": list(pg.pending_restart),
         "pause": m.paused,
         "fencer": m.fencer or None,
         "tags": m.tags.to_dict(),
@@ -238,6 +237,8 @@ def cluster_json(scope: str, cluster: ClusterView) -> dict[str, Any]:
                 "tags": m.tags.to_dict(),
                 "reason": m.reason,
                 "fencer": m.fencer or None,
+                "pending_restart": bool(m.pending_restart),
+                "pending_restart_reason": list(m.pending_restart),
             }
         )
     return {
@@ -389,21 +390,6 @@ def outcome(
 # --- HTTP -----------------------------------------------------------------------------------
 
 
-def _authorized(header: str | None, auth: Auth) -> bool:
-    scheme, _, encoded = (header or "").partition(" ")
-    if scheme.lower() != "basic":
-        return False
-    try:
-        user, sep, password = (
-            base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
-        )
-    except (binascii.Error, UnicodeDecodeError):
-        return False
-    user_ok = hmac.compare_digest(user.encode(), auth[0].encode())
-    password_ok = hmac.compare_digest(password.encode(), auth[1].encode())
-    return bool(sep) and user_ok and password_ok
-
-
 def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers)
 
@@ -429,7 +415,7 @@ class _Api:
     def __init__(
         self,
         view: AgentView,
-        auth: Auth | None,
+        access: Access,
         metrics: MetricsHook | None,
         outcome_timeout: float,
         poll_interval: float,
@@ -437,7 +423,7 @@ class _Api:
         store_status: StoreStatusHook | None = None,
     ) -> None:
         self.view = view
-        self.auth = auth
+        self.access = access
         self.metrics_hook = metrics
         self.events_log = events
         self.store_status_hook = store_status
@@ -448,20 +434,17 @@ class _Api:
     async def guard(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        """Basic auth on unsafe methods, and every failure as ``{"error": ...}``."""
+        """`Access` on unsafe methods, and every failure as ``{"error": ...}``."""
         if request.method in _UNSAFE:
-            if self.auth is None:
-                return _error(
-                    403,
-                    "unsafe methods are disabled on this agent: set restapi.authentication "
-                    "(username and password) in its configuration",
+            cert = request.transport.get_extra_info("peercert") if request.transport else None
+            denied = self.access.check(
+                request.remote, request.headers.get("Authorization"), bool(cert)
+            )
+            if denied is not None:
+                headers = (
+                    {"WWW-Authenticate": 'Basic realm="hamgr"'} if denied.status == 401 else None
                 )
-            if not _authorized(request.headers.get("Authorization"), self.auth):
-                return _error(
-                    401,
-                    "authentication required: wrong or missing username or password",
-                    {"WWW-Authenticate": 'Basic realm="hamgr"'},
-                )
+                return _error(denied.status, denied.message, headers)
         try:
             return await handler(request)
         except HttpError as e:
@@ -614,14 +597,25 @@ def build_app(
     metrics: MetricsHook | None = None,
     outcome_timeout: float = 30.0,
     poll_interval: float = 0.25,
+    access: Access | None = None,
     events: EventLog | None = None,
     store_status: StoreStatusHook | None = None,
 ) -> web.Application:
     """The REST API of ``view``'s agent. ``auth`` is (username, password) for unsafe methods
-    (None: they are refused). A switchover or failover answers once its outcome shows in the
-    cluster (200 or 503), at most ``outcome_timeout`` seconds; a scheduled one answers 202.
-    ``events`` and ``store_status`` serve ``GET /events`` and ``GET /store`` (404 without them)."""
-    api = _Api(view, auth, metrics, outcome_timeout, poll_interval, events, store_status)
+    (None: they are refused); ``access``, when given, replaces it with the full rules
+    (certificates, allowlist: `hamgr.apiaccess`). A switchover or failover answers once its
+    outcome shows in the cluster (200 or 503), at most ``outcome_timeout`` seconds; a scheduled
+    one answers 202. ``events`` and ``store_status`` serve ``GET /events`` and ``GET /store``
+    (404 without them)."""
+    api = _Api(
+        view,
+        access or Access(auth=auth),
+        metrics,
+        outcome_timeout,
+        poll_interval,
+        events,
+        store_status,
+    )
     app = web.Application(middlewares=[api.guard])
     for path in _HEALTH:
         app.router.add_get(path, api.health)
@@ -659,14 +653,16 @@ async def serve(
     *,
     ssl_context: ssl.SSLContext | None = None,
     metrics: MetricsHook | None = None,
+    access: Access | None = None,
     events: EventLog | None = None,
     store_status: StoreStatusHook | None = None,
 ) -> web.AppRunner:
-    """Serve the API on ``listen`` (``restapi.listen``); ``runner.cleanup()`` stops it.
-
-    ``runner.addresses`` tells the bound address (useful with port 0).
-    """
-    app = build_app(view, auth, metrics=metrics, events=events, store_status=store_status)
+    """Serve the API on ``listen`` (``restapi.listen``), over TLS with ``ssl_context``;
+    ``runner.cleanup()`` stops it. ``runner.addresses`` tells the bound address (useful with
+    port 0)."""
+    app = build_app(
+        view, auth, metrics=metrics, access=access, events=events, store_status=store_status
+    )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, port = _host_port(listen)

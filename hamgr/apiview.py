@@ -21,6 +21,8 @@ from typing import Any, Protocol
 from hamgr.dcs.jsonfields import ModelError
 from hamgr.dcs.model import ClusterView, DynamicSettings, MemberState, TimelineEntry
 from hamgr.ha.inputs import LocalPostgres
+from hamgr.postgres.errors import ConfigError as PgConfigError
+from hamgr.postgres.settings import validate_parameters
 
 
 class RequestRejected(Exception):
@@ -170,10 +172,16 @@ def apply_settings_patch(settings: DynamicSettings, patch: Mapping[str, Any]) ->
 
     ``{"pause": true}`` pauses; ``{"ttl": null}`` returns ttl to its default;
     ``{"parameters": {"work_mem": null}}`` removes one PostgreSQL parameter. Raises
-    ModelError naming the field (``ttl: must be > 0, got -1``; ``tll: unknown field``).
+    ModelError naming the field (``ttl: must be > 0, got -1``; ``tll: unknown field``;
+    ``parameters: 'port' is managed by hamgr ...``: every member would refuse to apply it).
     """
     if not isinstance(patch, Mapping):
         raise ModelError("body", "expected a JSON object of settings to change")
     if not patch:
         raise ModelError("body", "the patch is empty: nothing to change")
-    return DynamicSettings.from_dict(merge_patch(settings.to_dict(), patch))
+    new = DynamicSettings.from_dict(merge_patch(settings.to_dict(), patch))
+    try:
+        validate_parameters(new.parameters)
+    except PgConfigError as exc:
+        raise ModelError("parameters", str(exc).removeprefix("parameters: ")) from None
+    return new

@@ -4,7 +4,9 @@ Which agent: every ``--url URL`` in order, else ``restapi.connect_address`` of t
 configuration given with ``-c FILE`` (or ``$HAMGR_CONFIG``). hactl asks the first that answers
 for ``/cluster`` and reaches each member at the ``api_url`` it publishes there. Credentials for
 the changing commands: the configuration's ``restapi.authentication``, or ``--username`` with
-the password in ``$HACTL_PASSWORD``.
+the password in ``$HACTL_PASSWORD``. TLS: https agents are checked against ``--cacert`` (else
+the configuration's ``restapi.cafile``, else the system's CAs); ``--cert``/``--key`` (else
+``restapi.certfile``/``keyfile``) is presented to agents that ask for a client certificate.
 
 Every error is one line on stderr and exit code 1 (usage errors: exit code 2); a network error
 names the URL. Commands that move the primary, restart PostgreSQL or rebuild a replica ask for
@@ -21,6 +23,7 @@ import getpass
 import json
 import os
 import socket
+import ssl
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
@@ -30,6 +33,7 @@ import aiohttp
 import yaml
 
 from hamgr.config.problems import ConfigError
+from hamgr.tls import TlsFiles, client_context, rest_files
 
 MB = 1 << 20
 _COLUMNS = ("Member", "Host", "Role", "State", "TL", "Lag in MB")
@@ -69,10 +73,17 @@ def base_url(api_url: str) -> str:
 class Client:
     """HTTP calls to agents, turning every failure into one CtlError line that names the URL."""
 
-    def __init__(self, session: aiohttp.ClientSession, auth: str | None, timeout: float) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        auth: str | None,
+        timeout: float,
+        has_client_cert: bool = False,
+    ) -> None:
         self.session = session
         self.auth = auth
         self.timeout = timeout
+        self.has_client_cert = has_client_cert
 
     async def call(
         self, method: str, base: str, path: str, body: Any = None, timeout: float | None = None
@@ -90,10 +101,29 @@ class Client:
             ) as resp:
                 text = await resp.text()
                 status = resp.status
+        except aiohttp.ClientConnectorCertificateError as e:
+            raise CtlError(
+                f"{url}: the agent's TLS certificate is not trusted ({e.certificate_error}); "
+                "give the cluster CA with --cacert (or restapi.cafile in -c FILE)"
+            ) from None
+        except aiohttp.ClientConnectorSSLError as e:
+            raise CtlError(
+                f"{url}: TLS handshake failed ({e.os_error}); an agent with "
+                "restapi.verify_client required needs --cert and --key"
+            ) from None
         except aiohttp.ClientConnectorError as e:
             raise CtlError(f"{url}: cannot connect ({_why(e.os_error)})") from None
         except TimeoutError:
             raise CtlError(f"{url}: no answer within {wait:g} s") from None
+        except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as e:
+            # Over TLS 1.3 an agent that requires a client certificate drops the connection
+            # after the handshake: say so rather than only "reset by peer".
+            hint = (
+                " (an agent with restapi.verify_client required wants --cert and --key)"
+                if url.startswith("https:") and not self.has_client_cert
+                else ""
+            )
+            raise CtlError(f"{url}: {type(e).__name__}: {e}{hint}") from None
         except (aiohttp.ClientError, ValueError) as e:
             raise CtlError(f"{url}: {type(e).__name__}: {e}") from None
         try:
@@ -172,7 +202,12 @@ def _lag_mb(member: dict[str, Any]) -> object:
 
 
 def list_rows(cluster: dict[str, Any], reasons: bool) -> list[dict[str, Any]]:
-    """One row per member, keyed by the table's column names."""
+    """One row per member, keyed by the table's column names.
+
+    As patronictl, a "Pending restart" column appears when some member's PostgreSQL waits for
+    a restart to take a changed parameter: ``*`` and the parameters' names on those members.
+    """
+    pending = any(m.get("pending_restart") for m in cluster["members"])
     rows = []
     for m in cluster["members"]:
         row = {
@@ -185,6 +220,10 @@ def list_rows(cluster: dict[str, Any], reasons: bool) -> list[dict[str, Any]]:
             "TL": m["timeline"],
             "Lag in MB": _lag_mb(m),
         }
+        if pending:
+            names = m.get("pending_restart_reason") or []
+            mark = f"* ({', '.join(names)})" if names else "*"
+            row["Pending restart"] = mark if m.get("pending_restart") else ""
         if reasons:
             row["Reason"] = m["reason"]
         rows.append(row)
@@ -414,6 +453,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--username", help="REST API user; the password is read from $HACTL_PASSWORD"
     )
     common.add_argument("--timeout", type=float, help="seconds to wait for an answer (default 10)")
+    common.add_argument(
+        "--cacert", help="CA file to check https agents with (default: restapi.cafile of -c)"
+    )
+    common.add_argument(
+        "--cert", help="client certificate for agents that ask for one (default: restapi.certfile)"
+    )
+    common.add_argument("--key", help="the client certificate's key (default: restapi.keyfile)")
     parser = _Parser(prog="hactl", description=__doc__, parents=[common])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -467,10 +513,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _ssl_context(a: argparse.Namespace, files: TlsFiles) -> ssl.SSLContext | bool:
+    """The TLS context for https agents: --cacert/--cert/--key over the configuration's
+    ``restapi`` files; True (the system's CAs, no client certificate) when none is given."""
+    files = TlsFiles(
+        getattr(a, "cert", None) or files.certfile,
+        getattr(a, "key", None) or files.keyfile,
+        getattr(a, "cacert", None) or files.cafile,
+    )
+    if getattr(a, "key", None) and not getattr(a, "cert", None):
+        raise CtlError("--key needs --cert")
+    if files == TlsFiles():
+        return True
+    try:
+        return client_context(files)
+    except (OSError, ssl.SSLError) as e:
+        raise CtlError(
+            f"cannot load the TLS files ({files.certfile}, {files.cafile}): {e}"
+        ) from None
+
+
 def _targets(a: argparse.Namespace) -> tuple[list[str], str | None]:
     """The agents' URLs and the credentials, from the options and the configuration file."""
     urls: list[str] = list(getattr(a, "url", None) or [])
     auth: str | None = None
+    a.tls_files = TlsFiles()
     path = getattr(a, "config", None) or os.environ.get("HAMGR_CONFIG")
     if path:
         from hamgr.config import load_config
@@ -480,6 +547,8 @@ def _targets(a: argparse.Namespace) -> tuple[list[str], str | None]:
         except ConfigError as e:
             raise CtlError(f"{path}: {'; '.join(e.problems)}") from None
         api = config.restapi
+        if api.certfile is not None:
+            a.tls_files = rest_files(api)
         if not urls:
             urls = [f"{'https' if api.certfile else 'http'}://{api.connect_address}"]
         if api.authentication is not None:
@@ -502,8 +571,10 @@ def _targets(a: argparse.Namespace) -> tuple[list[str], str | None]:
 
 async def _run(a: argparse.Namespace) -> None:
     urls, auth = _targets(a)
-    async with aiohttp.ClientSession() as session:
-        client = Client(session, auth, a.timeout)
+    connector = aiohttp.TCPConnector(ssl=_ssl_context(a, a.tls_files))
+    has_cert = bool(getattr(a, "cert", None) or a.tls_files.certfile)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        client = Client(session, auth, a.timeout, has_cert)
         url, cluster = await client.find_cluster(urls)
         await a.run(client, url, cluster, a)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -44,6 +45,8 @@ class DemoMember:
     proc: subprocess.Popen[bytes]
     data_dir: Path
     api: str
+    ssl_context: ssl.SSLContext | None = None
+    """Trusts the demo's CA when the REST API speaks https."""
 
     @property
     def fencer_socket(self) -> Path:
@@ -51,10 +54,10 @@ class DemoMember:
         return self.data_dir.with_name(self.data_dir.name + ".run") / "hamgr-fencer.sock"
 
 
-def answers_200(url: str) -> bool:
-    """Whether GET `url` answers 200 within a second."""
+def answers_200(url: str, context: ssl.SSLContext | None = None) -> bool:
+    """Whether GET `url` answers 200 within a second (https checked with `context`)."""
     try:
-        with urllib.request.urlopen(url, timeout=1):
+        with urllib.request.urlopen(url, timeout=1, context=context):
             return True
     except (urllib.error.URLError, OSError):
         return False
@@ -63,7 +66,7 @@ def answers_200(url: str) -> bool:
 def stop_order(members: list[DemoMember]) -> list[DemoMember]:
     """The running agents, replicas (and anything not primary) first, the primary last."""
     running = [m for m in members if m.proc.poll() is None]
-    primaries = [m for m in running if answers_200(m.api + "/primary")]
+    primaries = [m for m in running if answers_200(m.api + "/primary", m.ssl_context)]
     return [m for m in running if m not in primaries] + primaries
 
 

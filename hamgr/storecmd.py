@@ -44,6 +44,7 @@ __all__ = [
     "serve",
     "settings_from_config",
     "setup_logging",
+    "store_ssl_contexts",
 ]
 
 log = logging.getLogger("hamgr.store")
@@ -185,21 +186,31 @@ class MemberStartError(Exception):
     """The store member could not start; the message says why."""
 
 
+def store_ssl_contexts(settings: StoreSettings) -> tuple[ssl.SSLContext, ssl.SSLContext] | None:
+    """The (server, client) contexts of ``store.raft.tls`` (None without it); the client one
+    serves the member's Raft links AND the agent's own store client. Raises MemberStartError."""
+    if settings.tls is None:
+        return None
+    try:
+        return server_ssl_context(settings.tls), client_ssl_context(settings.tls)
+    except (OSError, ssl.SSLError) as exc:
+        raise MemberStartError(f"cannot load its TLS files: {exc}") from exc
+
+
 @contextlib.asynccontextmanager
 async def running_member(
     settings: StoreSettings,
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext] | None = None,
 ) -> AsyncIterator[tuple[RaftNode, StoreRpcServer]]:
-    """A started store member (Raft node and client server), stopped on exit.
+    """A started store member (Raft node and client server), stopped on exit. `contexts`:
+    the (server, client) TLS contexts when the caller keeps them (to reload them), else made
+    from ``settings.tls`` here.
 
     Raises MemberStartError when TLS files, storage or either listener fail.
     """
-    server_ssl = client_ssl = None
-    if settings.tls is not None:
-        try:
-            server_ssl = server_ssl_context(settings.tls)
-            client_ssl = client_ssl_context(settings.tls)
-        except (OSError, ssl.SSLError) as exc:
-            raise MemberStartError(f"cannot load its TLS files: {exc}") from exc
+    if contexts is None:
+        contexts = store_ssl_contexts(settings)
+    server_ssl, client_ssl = contexts if contexts is not None else (None, None)
     node = RaftNode(
         settings.node_id,
         settings.data_dir,

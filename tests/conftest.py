@@ -102,3 +102,23 @@ def make_pg(
     yield factory
     for settings in made:
         kill_server(settings)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--run-slow`` includes the tests marked ``slow`` (left out of a plain run and of CI)."""
+    parser.addoption(
+        "--run-slow",
+        action="store_true",
+        default=False,
+        help="also run tests marked slow (the long simulator sweep); with -m slow: only them",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect the ``slow`` tests unless ``--run-slow`` is given (reported as deselected)."""
+    if config.getoption("--run-slow"):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow") is not None]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if item.get_closest_marker("slow") is None]

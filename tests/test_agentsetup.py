@@ -42,11 +42,19 @@ def problems_with(tmp_path: Path, *changes: tuple[str, Any]) -> list[str]:
             ],
         ),
         (
-            [("postgresql.parameters", {"primary_conninfo": "x", "wal_level": "minimal"})],
+            [("postgresql.parameters", {"primary_conninfo": "x", "max_connections": 50})],
             [
                 f"postgresql.parameters: 'primary_conninfo' {MANAGED} and cannot be given here",
-                "postgresql.parameters: wal_level='minimal' cannot feed replicas; use 'replica' "
-                "or 'logical'",
+                "postgresql.parameters: 'max_connections' must be the same on every member: set "
+                "it cluster-wide (bootstrap.dcs.postgresql.parameters, or hactl edit-config "
+                "--set parameters.max_connections=...)",
+            ],
+        ),
+        (
+            [("bootstrap.dcs.postgresql.parameters", {"wal_level": "minimal"})],
+            [
+                "bootstrap.dcs.postgresql.parameters: wal_level='minimal' cannot feed replicas; "
+                "use 'replica' or 'logical'",
             ],
         ),
         (
@@ -175,7 +183,7 @@ def test_every_key_reaches_the_part_that_uses_it() -> None:
                 "replication": {"username": "repl", "password": "repl-pw"},
                 "rewind": {"username": "rw", "password": "rw-pw"},
             },
-            "parameters": {"work_mem": "8MB", "max_connections": 50},
+            "parameters": {"work_mem": "8MB", "shared_buffers": "64MB"},
             "pg_hba": ["local all su scram-sha-256"],
             "use_pg_rewind": False,
             "remove_data_directory_on_rewind_failure": True,
@@ -209,7 +217,12 @@ def test_every_key_reaches_the_part_that_uses_it() -> None:
     assert (pg.superuser, pg.superuser_password) == ("su", "su-pw")
     assert (pg.replication_user, pg.replication_password) == ("repl", "repl-pw")
     assert (pg.rewind_role, pg.rewind_secret) == ("rw", "rw-pw")
-    assert dict(pg.parameters) == {"max_connections": 50, "work_mem": "8MB"}  # local wins
+    # The member's own values win, except for the cluster-wide-only ones (max_connections).
+    assert dict(pg.parameters) == {
+        "max_connections": 80,
+        "work_mem": "8MB",
+        "shared_buffers": "64MB",
+    }
     assert list(pg.hba) == ["local all su scram-sha-256"]
 
     me = setup.me
@@ -225,3 +238,53 @@ def test_every_key_reaches_the_part_that_uses_it() -> None:
     assert (s.ttl, s.loop_wait, s.retry_timeout, s.safety_margin) == (9, 1.5, 3, 2.5)
     assert (s.maximum_lag_on_failover, s.primary_start_timeout, s.member_slots_ttl) == (5, 7, 60)
     assert (s.use_slots, dict(s.parameters)) == (False, {"max_connections": 80, "work_mem": "1MB"})
+
+
+def test_tls_on_one_side_only_or_unloadable_files_are_refused(tmp_path: Path) -> None:
+    from hamgr.certs import init, parse_members
+
+    certs = tmp_path / "tls"
+    init(certs, "demo", parse_members("n1=127.0.0.1"))
+    rest = [
+        ("restapi.certfile", str(certs / "n1.crt")),
+        ("restapi.keyfile", str(certs / "n1.key")),
+        ("restapi.cafile", str(certs / "ca.crt")),
+    ]
+    store = {
+        "certfile": str(certs / "n1.crt"),
+        "keyfile": str(certs / "n1.key"),
+        "cafile": str(certs / "ca.crt"),
+    }
+    runs = iter(range(100))
+
+    def problems(*changes: tuple[str, Any]) -> list[str]:
+        run = tmp_path / f"run{next(runs)}"
+        run.mkdir()
+        return problems_with(run, *changes)
+
+    both = "(TLS on the REST API and the store, or on neither)"
+    assert problems(*rest) == [f"store.raft.tls: required when restapi.certfile is set {both}"]
+    assert problems(("store.raft.tls", store)) == [
+        f"restapi.certfile: required when store.raft.tls is set {both}"
+    ]
+    assert problems(*rest, ("store.raft.tls", store)) == []
+    # A key that is not the certificate's: named at start (and by validate-config).
+    (certs / "other.key").write_bytes((certs / "ca.key").read_bytes())
+    (certs / "other.key").chmod(0o600)
+    found = problems(
+        *rest, ("restapi.keyfile", str(certs / "other.key")), ("store.raft.tls", store)
+    )
+    assert len(found) == 1 and found[0].startswith("restapi.certfile: cannot load the TLS files")
+    assert problems(("restapi.verify_client", "required")) == [
+        "restapi.verify_client: required needs TLS: set restapi.certfile"
+    ]
+    assert problems(
+        *rest[:2], ("restapi.verify_client", "optional"), ("store.raft.tls", store)
+    ) == [
+        "restapi.cafile: required when restapi.verify_client is optional (the CA of client "
+        "certificates)"
+    ]
+    assert problems(("restapi.allowlist", ["10.0.0.0/33"])) == [
+        "restapi.allowlist[0]: expected an IP address or a CIDR network such as 10.0.0.0/8, "
+        "got '10.0.0.0/33'"
+    ]

@@ -476,6 +476,9 @@ def test_primary_serving_and_settings_patch_rules() -> None:
     assert apply_settings_patch(base, {"parameters": {"b": "x"}}).parameters == {"a": 1, "b": "x"}
     with pytest.raises(ModelError, match="body: expected a JSON object"):
         apply_settings_patch(base, ["pause"])  # type: ignore[arg-type]
+    # A parameter no member would apply (hamgr sets it) is refused, not stored.
+    with pytest.raises(ModelError, match="parameters: 'port' is managed by hamgr"):
+        apply_settings_patch(base, {"parameters": {"port": 6000}})
 
 
 async def test_synchronous_health_paths_follow_the_sync_role(api: Api) -> None:

@@ -14,6 +14,7 @@ answers.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import shlex
@@ -31,6 +32,7 @@ import yaml
 from hamgr.agentsetup import agent_setup
 from hamgr.config import Config, ConfigError, dump_effective, parse_config, schema_paths
 from hamgr.config.values import split_address
+from hamgr.healthcheck import local_url
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -271,10 +273,17 @@ def test_dockerfile_ports_volume_and_healthcheck_match_the_config() -> None:
     for path in (PurePosixPath(raft.data_dir), pgdata, pgdata.with_name(pgdata.name + ".run")):
         assert path.is_relative_to(volume), f"{path} is not on the volume {volume}"
     (health,) = instr("HEALTHCHECK")
-    url = re.search(r"http://127\.0\.0\.1:(\d+)(/\w+)", health)
-    assert url is not None
-    assert int(url.group(1)) == port(c.restapi.listen)
-    assert url.group(2) == "/liveness"
+    # `hamgr healthcheck` dials restapi.listen of the image's configuration (http or https
+    # from the same file and HAMGR_* variables as the agent).
+    command = re.search(r"CMD (\[.*\])", health)
+    assert command is not None
+    assert json.loads(command.group(1)) == [
+        "/opt/hamgr/bin/hamgr",
+        *("healthcheck", "--config", "/etc/hamgr/hamgr.yaml", "--path", "/liveness"),
+    ]
+    assert (
+        local_url(c.restapi, "/liveness") == f"http://127.0.0.1:{port(c.restapi.listen)}/liveness"
+    )
     # Compose waits (up --wait) on this check; the bootstrap of a replica must fit its grace.
     start = re.search(r"--start-period=(\d+)s", health)
     assert start is not None and int(start.group(1)) >= 60
@@ -292,7 +301,11 @@ def test_haproxy_config_and_its_variables_match_the_members() -> None:
     env = service_env(svc)
     used = set(re.findall(r"\$\{(\w+)\}", cfg))
     assert used, "HAProxy's configuration reads no variables: it cannot know the members"
-    assert used <= env.keys(), f"unset in the haproxy service: {sorted(used - env.keys())}"
+    # Variables guarded by ".if defined(VAR)" are optional (the TLS checks: HAMGR_API_CAFILE).
+    optional = set(re.findall(r"^\.if defined\((\w+)\)", cfg, re.MULTILINE))
+    assert optional == {"HAMGR_API_CAFILE", "HAMGR_API_CLIENT_PEM"}
+    needed = used - optional
+    assert needed <= env.keys(), f"unset in the haproxy service: {sorted(needed - env.keys())}"
     configs = [agent_config(n) for n in AGENTS]
     servers = {env[v] for v in re.findall(r"^\s*server\s+\S+\s+\"\$\{(\w+)\}\"", cfg, re.MULTILINE)}
     assert servers == {c.postgresql.connect_address for c in configs}

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from hamgr.api import serve
-from hamgr.ctl import main
+from hamgr.ctl import list_rows, main
 from tests.apifake import FakeAgent, FakeStore, cluster3, status
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -264,3 +264,18 @@ async def test_reinit_reaches_the_named_replicas_and_shows_a_refusal(cluster: Cl
     code, _, err = await hactl(*base, "reinit", "a", "--force")  # the leader refuses
     assert code == 1 and "I am the leader, can not reinitialize" in _one_line(err)
     assert cluster.agents["a"].calls == []
+
+
+def test_list_shows_pending_restart_as_patronictl_does() -> None:
+    """The "Pending restart" column appears once some member waits for a restart."""
+    def m(name: str, pending: list[str]) -> dict[str, object]:
+        return {
+            **{"name": name, "host": "10.0.0.1", "port": 5432, "role": "replica"},
+            **{"state": "running", "timeline": 1, "lag": 0, "reason": "r"},
+            **{"pending_restart": bool(pending), "pending_restart_reason": pending},
+        }
+
+    quiet = {"members": [m("a", []), m("b", [])]}
+    assert "Pending restart" not in list_rows(quiet, reasons=False)[0]
+    rows = list_rows({"members": [m("a", ["max_connections"]), m("b", [])]}, reasons=False)
+    assert [r["Pending restart"] for r in rows] == ["* (max_connections)", ""]

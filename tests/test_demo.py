@@ -26,7 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from hamgr.demo import loopback
+from hamgr.agentsetup import load_agent_setup
+from hamgr.certs import existing_members
+from hamgr.demo import loopback, write_configs
 from hamgr.demostop import DemoMember, kill_leftovers
 from hamgr.fencer import pid_file_for
 from hamgr.postmasterproc import kill_postmaster, postmaster_identity, proc_stat
@@ -140,7 +142,8 @@ def test_ctrl_c_stops_the_whole_cluster_quickly_and_cleanly(demo_root: Path) -> 
     try:
         out = Lines(proc)
         # Seen while the demo still runs: its output reaches a pipe line by line.
-        out.wait_for(r"^started 3 agents", 60)
+        started = out.wait_for(r"^started 3 agents (over TLS|in plain text)", 60)
+        assert started.group(1) == "over TLS", "TLS is the demo's default"
         out.wait_for(rf"psql -h {re.escape(HOST)} -p 544[123]", 150)
         out.wait_for(r"^Ctrl-C stops the cluster\.$", 10)
         assert proc.poll() is None, "the demo exited on its own"
@@ -174,6 +177,26 @@ def test_ctrl_c_stops_the_whole_cluster_quickly_and_cleanly(demo_root: Path) -> 
     assert not left, f"left running: {left}"
     for i in range(1, len(NAMES) + 1):
         assert not (root / f"data{i}" / "postmaster.pid").exists()
+
+
+def test_demo_configs_use_tls_by_default_with_certificates_made_once(tmp_path: Path) -> None:
+    configs = write_configs(tmp_path, "127.0.0.1")
+    ca = (tmp_path / "tls" / "ca.crt").read_bytes()
+    for path in configs:
+        setup = load_agent_setup(path, env={})
+        assert setup.me.api_url.startswith("https://127.0.0.1:")
+        assert setup.config.restapi.cafile == str(tmp_path / "tls" / "ca.crt")
+        assert setup.store is not None and setup.store.tls is not None
+    key = (tmp_path / "tls" / "pg1.key").read_bytes()
+    write_configs(tmp_path, "127.0.0.1")  # the next start keeps the certificates
+    assert (tmp_path / "tls" / "pg1.key").read_bytes() == key
+    write_configs(tmp_path, "127.0.0.2")  # another --host: renewed from the same CA
+    assert (tmp_path / "tls" / "ca.crt").read_bytes() == ca
+    assert existing_members(tmp_path / "tls")[0].hosts == ("pg1", "127.0.0.2")
+    plain = write_configs(tmp_path / "plain", "127.0.0.1", tls=False)
+    setup = load_agent_setup(plain[0], env={})
+    assert setup.me.api_url.startswith("http://") and setup.store is not None
+    assert setup.store.tls is None and not (tmp_path / "plain" / "tls").exists()
 
 
 def test_host_must_be_an_ipv4_loopback_address() -> None:

@@ -37,6 +37,8 @@ BOOTED = (
 )
 EXAMPLE = "tests/test_agent_example.py::test_an_agent_starts_from_the_example_and_serves"
 STORE_PROCS = "tests/raft/test_store_process.py"
+REST_TLS = "tests/test_api_tls.py"
+TLS_CLUSTER = "tests/ha/test_tls_cluster.py::test_a_tls_cluster_switches_over_fails_over_and_reloads_certificates"
 CONTRACT = "tests/dcs/contract.py"
 FENCED = (
     "tests/ha/test_fencing_e2e.py::test_frozen_primary_agent_is_fenced_before_a_new_primary_writes"
@@ -44,9 +46,15 @@ FENCED = (
 NO_SLOT = "tests/ha/test_slots.py::test_replicas_clone_and_stream_without_a_slot_where_none_exists"
 SLOT_KEEPER = "tests/ha/test_slots.py::test_slot_keeper_creates_keeps_and_drops"
 RACE = "tests/ha/test_decide_race.py::test_race"
+PARAMETERS = (
+    "tests/ha/test_parameters_e2e.py::test_edit_config_parameters_reach_every_member",
+    "tests/ha/test_decide_parameters.py::test_parameters",
+    "tests/postgres/test_params.py::test_effective_parameters",
+)
 SYNC = "tests/ha/test_sync.py"
 ETCD_AGENTS = "tests/ha/test_cluster.py::test_kill9_primary_failover_then_old_primary_rewinds_and_streams"
 ETCD_AUTH = "tests/dcs/test_etcd_dcs.py::test_authentication"
+ETCD_TLS = "tests/dcs/test_etcd_dcs.py::test_tls_with_client_certificates"
 SYNC_MODES = (f"{SYNC}::test_modes_take_effect_on_the_running_cluster", "tests/ha/test_syncrep.py::test_the_record_never_promises_more_than_postgres_delivered")
 STRICT = (f"{SYNC}::test_lost_synchronous_standby_is_replaced_and_strict_mode_blocks", "tests/ha/test_syncrep.py::test_strict_mode_keeps_waiting_when_no_standby_is_left")
 SYNC_LAG = "tests/ha/test_syncrep.py::test_mode_on_picks_an_eligible_standby"
@@ -70,6 +78,11 @@ EFFECTS: dict[str, Tests] = {
     "restapi.connect_address": (AGENT_SETUP, "tests/ha/test_cluster.py::test_kill9_primary_failover_then_old_primary_rewinds_and_streams"),
     "restapi.authentication.username": (LIVE, "tests/test_api.py::test_without_configured_auth_unsafe_methods_are_refused"),
     "restapi.authentication.password": (LIVE, "tests/test_api.py::test_unsafe_methods_need_the_password"),
+    "restapi.certfile": (TLS_CLUSTER, f"{REST_TLS}::test_tls_is_served_and_checked_by_host_name", f"{REST_TLS}::test_plain_http_is_refused", f"{REST_TLS}::test_hactl_speaks_tls_with_its_options"),
+    "restapi.keyfile": (f"{REST_TLS}::test_tls_is_served_and_checked_by_host_name", "tests/test_agentsetup.py::test_tls_on_one_side_only_or_unloadable_files_are_refused"),
+    "restapi.cafile": (f"{REST_TLS}::test_verify_client_optional_checks_a_certificate_only_when_sent", f"{REST_TLS}::test_the_health_check_command_speaks_tls_with_the_member_files"),
+    "restapi.verify_client": (f"{REST_TLS}::test_verify_client_required_refuses_clients_without_a_certificate", f"{REST_TLS}::test_verify_client_optional_checks_a_certificate_only_when_sent", f"{REST_TLS}::test_access_rules"),
+    "restapi.allowlist": (f"{REST_TLS}::test_allowlist_limits_unsafe_methods_by_address", f"{REST_TLS}::test_access_rules"),
     "store.raft.data_dir": f"{STORE_PROCS}::test_whole_cluster_kill9_and_restart_from_disk",
     "store.raft.node_id": (STORE_SETUP, f"{STORE_PROCS}::test_store_ctl_put_get_del_status"),
     "store.raft.listen": (STORE_SETUP, f"{STORE_PROCS}::test_put_anywhere_get_everywhere"),
@@ -84,9 +97,9 @@ EFFECTS: dict[str, Tests] = {
     "store.raft.heartbeat_interval": (STORE_SETUP, f"{STORE_PROCS}::test_frozen_leader_is_replaced_and_rejoins"),
     "store.raft.election_timeout": (STORE_SETUP, f"{STORE_PROCS}::test_frozen_leader_is_replaced_and_rejoins"),
     "store.raft.snapshot_entries": f"{STORE_PROCS}::test_whole_cluster_kill9_during_background_snapshots_loses_nothing",
-    "store.raft.tls.certfile": f"{STORE_PROCS}::test_tls_member_serves_tls_clients_only",
-    "store.raft.tls.keyfile": f"{STORE_PROCS}::test_tls_member_serves_tls_clients_only",
-    "store.raft.tls.cafile": f"{STORE_PROCS}::test_tls_member_serves_tls_clients_only",
+    "store.raft.tls.certfile": (f"{STORE_PROCS}::test_tls_member_serves_tls_clients_only", TLS_CLUSTER),
+    "store.raft.tls.keyfile": (f"{STORE_PROCS}::test_tls_member_serves_tls_clients_only", TLS_CLUSTER),
+    "store.raft.tls.cafile": (f"{STORE_PROCS}::test_tls_member_serves_tls_clients_only", TLS_CLUSTER),
     "postgresql.data_dir": (AGENT_SETUP, EXAMPLE),
     "postgresql.bin_dir": ("tests/test_config.py::test_resolve_local_reads_the_secret_file_and_checks_bin_dir", "tests/postgres/test_control.py::test_wrong_bin_dir_is_named"),
     "postgresql.os_user": (AGENT_SETUP, "tests/postgres/test_control.py::test_initdb_start_status_stop"),
@@ -98,7 +111,7 @@ EFFECTS: dict[str, Tests] = {
     "postgresql.authentication.replication.password": (AGENT_SETUP, "tests/postgres/test_replication.py::test_replica_streams_from_clone_with_slot"),
     "postgresql.authentication.rewind.username": (AGENT_SETUP, "tests/postgres/test_replication.py::test_failover_rewinds_a_crashed_diverged_primary"),
     "postgresql.authentication.rewind.password": (AGENT_SETUP, "tests/postgres/test_replication.py::test_failover_rewinds_a_crashed_diverged_primary"),
-    "postgresql.parameters": (AGENT_SETUP, "tests/postgres/test_control.py::test_reload_applies_config_and_needs_running_server"),
+    "postgresql.parameters": (AGENT_SETUP, "tests/postgres/test_control.py::test_reload_applies_config_and_needs_running_server", *PARAMETERS),
     "postgresql.pg_hba": "tests/postgres/test_control.py::test_configured_pg_hba_lines_win",
     "postgresql.use_pg_rewind": (AGENT_SETUP, "tests/ha/test_decide.py::test_replica"),
     "postgresql.remove_data_directory_on_rewind_failure": (AGENT_SETUP, "tests/ha/test_decide.py::test_replica"),
@@ -109,7 +122,7 @@ EFFECTS: dict[str, Tests] = {
     "bootstrap.dcs.maximum_lag_on_failover": (AGENT_SETUP, RACE),
     "bootstrap.dcs.safety_margin": (AGENT_SETUP, "tests/test_fencer.py::test_fence_state_rules", FENCED),
     "bootstrap.dcs.member_slots_ttl": (AGENT_SETUP, SLOT_KEEPER),
-    "bootstrap.dcs.postgresql.parameters": (AGENT_SETUP, EXAMPLE),
+    "bootstrap.dcs.postgresql.parameters": (AGENT_SETUP, EXAMPLE, *PARAMETERS),
     "bootstrap.dcs.postgresql.use_slots": (AGENT_SETUP, NO_SLOT),
     "tags.nofailover": (RACE, "tests/ha/test_agent_signals.py::test_sighup_reloads_tags_and_json_logs_parse"),
     "tags.noloadbalance": (AGENT_SETUP, "tests/test_api.py::test_tags_noloadbalance_and_tag_queries"),
@@ -119,6 +132,10 @@ EFFECTS: dict[str, Tests] = {
     "watchdog.safety_margin": ("tests/test_watchdog.py::test_timeout_is_ttl_minus_margin_rounded_down", "tests/test_watchdog.py::test_required_refuses_a_margin_that_leaves_no_whole_second"),
     "store.backend": ETCD_AGENTS,
     "store.etcd.hosts": ETCD_AGENTS,
+    "store.etcd.protocol": ETCD_TLS,
+    "store.etcd.cacert": ETCD_TLS,
+    "store.etcd.cert": (ETCD_TLS, "tests/dcs/test_etcd_dcs.py::test_etcd_client_certificate_settings_are_checked"),
+    "store.etcd.key": (ETCD_TLS, "tests/dcs/test_etcd_dcs.py::test_etcd_client_certificate_settings_are_checked"),
     "store.etcd.username": (ETCD_AUTH, "tests/dcs/test_etcd_dcs.py::test_bad_settings_are_refused_with_a_clear_error"),
     "store.etcd.password": (ETCD_AUTH, "tests/dcs/test_etcd_dcs.py::test_bad_settings_are_refused_with_a_clear_error"),
     "tags.nosync": (f"{SYNC}::test_modes_take_effect_on_the_running_cluster", SYNC_LAG),
@@ -137,26 +154,18 @@ EFFECTS: dict[str, Tests] = {
     "dynamic.use_slots": NO_SLOT,
     "bootstrap.dcs.primary_start_timeout": (AGENT_SETUP, *START_TIMEOUT),
     "dynamic.primary_start_timeout": START_TIMEOUT,
+    "dynamic.parameters": PARAMETERS,
     "dynamic.member_slots_ttl": ("tests/ha/test_cluster.py::test_replica_death_does_not_disturb_the_primary", SLOT_KEEPER),
 }
 # fmt: on
 
-_ETCD_TLS = "issue 11: etcd over TLS (https with a CA) is accepted but no test runs against one"
 _LIVE_TIMING = (
     "issue 16: a live change of ttl / loop_wait / retry_timeout that stays safe (edit-config "
     "stores it; the running lease, DCS session and fence deadline are not shown to follow it)"
 )
-_REST_TLS = (
-    "issue 16 deliverable 1, found here: the agent serves plain HTTP whatever restapi.certfile "
-    "and keyfile say (api.serve is given no ssl_context), while it publishes an https URL"
-)
 
 #: Keys accepted today whose effect is not there yet, with the work item that brings it.
 OPEN: dict[str, str] = {
-    "store.etcd.protocol": _ETCD_TLS,
-    "store.etcd.cacert": _ETCD_TLS,
-    "restapi.certfile": _REST_TLS,
-    "restapi.keyfile": _REST_TLS,
     # loop_wait works (read from the store every cycle) but no test shows the loop's period.
     "bootstrap.dcs.loop_wait": _LIVE_TIMING,
     "dynamic.loop_wait": _LIVE_TIMING,
@@ -164,10 +173,6 @@ OPEN: dict[str, str] = {
     "dynamic.retry_timeout": _LIVE_TIMING,
     # Read from the store at each keepalive, but no test shows a changed margin move the fence.
     "dynamic.safety_margin": _LIVE_TIMING,
-    "dynamic.parameters": (
-        "issue 16: cluster-wide parameters applied to every member (edit-config stores them; "
-        "members keep their local values)"
-    ),
 }
 
 

@@ -69,6 +69,28 @@ def _restapi_tls_pair(c: Config, L: Loader) -> None:
 
 
 @_check
+def _restapi_client_verification(c: Config, L: Loader) -> None:
+    verify = L.need(c, "restapi", "verify_client")
+    if verify == "none":
+        return
+    if L.need(c, "restapi", "certfile", none_ok=True) is None:
+        L.report(("restapi", "verify_client"), f"{verify} needs TLS: set restapi.certfile")
+    elif L.need(c, "restapi", "cafile", none_ok=True) is None:
+        L.report(
+            ("restapi", "cafile"),
+            f"required when restapi.verify_client is {verify} (the CA of client certificates)",
+        )
+
+
+@_check
+def _restapi_cafile_needs_tls(c: Config, L: Loader) -> None:
+    if L.need(c, "restapi", "cafile", none_ok=True) is not None and (
+        L.need(c, "restapi", "certfile", none_ok=True) is None
+    ):
+        L.report(("restapi", "cafile"), "only used with TLS: set restapi.certfile and keyfile")
+
+
+@_check
 def _client_address_defaults(c: Config, L: Loader) -> None:
     """A client address left to its default (Raft port + 100) needs a port that exists."""
     pairs: list[tuple[tuple[str | int, ...], tuple[str | int, ...]]] = [
@@ -195,6 +217,17 @@ def _etcd_cacert(c: Config, L: Loader) -> None:
     cacert = L.need(c, "store", "etcd", "cacert", none_ok=True)
     if cacert is not None and L.need(c, "store", "etcd", "protocol") != "https":
         L.report(("store", "etcd", "cacert"), "only used with store.etcd.protocol https")
+
+
+@_check
+def _etcd_client_cert(c: Config, L: Loader) -> None:
+    cert = L.need(c, "store", "etcd", "cert", none_ok=True)
+    key = L.need(c, "store", "etcd", "key", none_ok=True)
+    if (cert is None) != (key is None):
+        missing, other = ("key", "cert") if key is None else ("cert", "key")
+        L.report(("store", "etcd", missing), f"required when store.etcd.{other} is set")
+    elif cert is not None and L.need(c, "store", "etcd", "protocol") != "https":
+        L.report(("store", "etcd", "cert"), "only used with store.etcd.protocol https")
 
 
 _MANAGED_PARAMETERS = {

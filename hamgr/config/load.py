@@ -100,6 +100,7 @@ def resolve_local(config: Config) -> Config:
         problems.append(f"postgresql.bin_dir: {bin_dir} has no pg_ctl")
     readable(config.restapi.certfile, "restapi.certfile")
     readable(config.restapi.keyfile, "restapi.keyfile")
+    readable(config.restapi.cafile, "restapi.cafile")
     store = config.store
     raft = store.raft
     if raft is not None:
@@ -118,6 +119,8 @@ def resolve_local(config: Config) -> Config:
                 raft = dataclasses.replace(raft, secret=secret)
     if store.etcd is not None:
         readable(store.etcd.cacert, "store.etcd.cacert")
+        readable(store.etcd.cert, "store.etcd.cert")
+        readable(store.etcd.key, "store.etcd.key")
     if problems:
         raise ConfigError(problems)
     return dataclasses.replace(

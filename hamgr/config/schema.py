@@ -21,6 +21,7 @@ from hamgr.config.values import (
     Rule,
     abs_path_problem,
     address_problem,
+    cidr_problem,
     long_secret,
     member_name_problem,
     non_empty,
@@ -90,6 +91,7 @@ def _at_least_minus_one(value: int) -> str | None:
 
 Address = Annotated[str, Rule(address_problem)]
 AbsPath = Annotated[str, Rule(abs_path_problem)]
+Cidr = Annotated[str, Rule(cidr_problem)]
 MemberName = Annotated[str, Rule(member_name_problem)]
 Seconds = Annotated[float, Rule(positive)]
 SecondsOrZero = Annotated[float, Rule(non_negative)]
@@ -125,7 +127,12 @@ class ApiAuthentication:
 class RestApiConfig:
     """``restapi``: the agent's HTTP API. Without ``authentication`` unsafe methods are refused.
 
-    ``connect_address`` left empty means the same as ``listen``.
+    ``connect_address`` left empty means the same as ``listen``. With ``certfile`` and
+    ``keyfile`` it serves HTTPS; ``cafile`` is the CA its clients' certificates are checked
+    against (``verify_client``: none, optional: checked when sent, required: refused without)
+    and the CA the agent checks its peers' certificates against. A client certificate stands in
+    for the password of unsafe methods when ``verify_client`` is required. ``allowlist``: when
+    set, only these addresses or CIDR networks may call unsafe methods (as Patroni).
     """
 
     listen: Address = "127.0.0.1:8008"
@@ -133,6 +140,9 @@ class RestApiConfig:
     authentication: ApiAuthentication | None = None
     certfile: AbsPath | None = None
     keyfile: AbsPath | None = None
+    cafile: AbsPath | None = None
+    verify_client: Literal["none", "optional", "required"] = "none"
+    allowlist: tuple[Cidr, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.connect_address:
@@ -221,13 +231,17 @@ class RaftConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class EtcdConfig:
-    """``store.etcd``: an existing etcd v3 cluster."""
+    """``store.etcd``: an existing etcd v3 cluster. With ``protocol: https`` etcd's certificate
+    is checked against ``cacert`` (else the system's CAs) and ``cert`` + ``key`` is presented
+    as client certificate (for etcd's ``--client-cert-auth``), as Patroni."""
 
     hosts: Annotated[tuple[Address, ...], Rule(non_empty)]
     protocol: Literal["http", "https"] = "http"
     username: str | None = None
     password: Secret | None = None
     cacert: AbsPath | None = None
+    cert: AbsPath | None = None
+    key: AbsPath | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -89,6 +89,15 @@ def member_name_problem(value: str) -> str | None:
     return None
 
 
+def cidr_problem(value: str) -> str | None:
+    """An IP address or network in CIDR notation (``10.0.0.0/8``, ``127.0.0.2``, ``::1/128``)."""
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return f"expected an IP address or a CIDR network such as 10.0.0.0/8, got {value!r}"
+    return None
+
+
 def _num(value: float) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 

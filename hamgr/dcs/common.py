@@ -366,6 +366,7 @@ def build_view(keys: ScopeKeys, snap: RangeSnapshot) -> ClusterView:
             fields["initialize_revision"] = kv.mod_revision
         elif kv.key == keys.config:
             fields["settings"] = decode_settings(kv)
+            fields["settings_revision"] = kv.mod_revision
         elif kv.key == keys.leader:
             try:
                 fields["leader"] = LeaderKey(_text(kv), kv.create_revision)

@@ -13,7 +13,8 @@ may have applied: it raises ``OutcomeUnknown`` and the session decides what to d
 
 Authentication: with a ``username`` the transport asks ``/v3/auth/authenticate`` for a token
 and sends it in the ``Authorization`` header; an expired token is renewed once per call. TLS:
-``protocol="https"`` with an optional ``cacert``.
+``protocol="https"`` with an optional ``cacert`` (etcd's CA; else the system's) and an optional
+client certificate ``cert`` + ``key`` (etcd's ``--client-cert-auth``); host names are checked.
 
 etcd counts leases in whole seconds, so a TTL is rounded up; etcd raises it to its own minimum
 (1.5 election timeouts, rounded up) and the granted TTL is what keepalives report.
@@ -120,6 +121,8 @@ class EtcdTransport:
         username: str | None = None,
         password: str | None = None,
         cacert: str | None = None,
+        cert: str | None = None,
+        key: str | None = None,
         attempt_timeout: float = 1.0,
     ) -> None:
         if protocol not in ("http", "https"):
@@ -130,6 +133,10 @@ class EtcdTransport:
             raise ValueError("etcd username and password must be given together")
         if cacert is not None and protocol != "https":
             raise ValueError('etcd cacert needs protocol "https"')
+        if (cert is None) != (key is None):
+            raise ValueError("etcd cert and key must be given together")
+        if cert is not None and protocol != "https":
+            raise ValueError('etcd cert and key need protocol "https"')
         if not attempt_timeout > 0:
             raise ValueError(f"attempt_timeout must be > 0 seconds, got {attempt_timeout!r}")
         urls = []
@@ -140,9 +147,11 @@ class EtcdTransport:
         self.urls = urls
         self.username = username
         self._password = password
-        self._ssl: ssl.SSLContext | None = (
-            ssl.create_default_context(cafile=cacert) if protocol == "https" else None
-        )
+        self._ssl: ssl.SSLContext | None = None
+        if protocol == "https":  # etcd's certificate checked against cacert (else the system's)
+            self._ssl = ssl.create_default_context(cafile=cacert)
+            if cert is not None:  # a client certificate, for etcd's --client-cert-auth
+                self._ssl.load_cert_chain(cert, key)
         self.attempt_timeout = float(attempt_timeout)
         self._current = 0
         self._token: str | None = None
@@ -487,6 +496,8 @@ class EtcdDcs(KvSession):
         username: str | None = None,
         password: str | None = None,
         cacert: str | None = None,
+        cert: str | None = None,
+        key: str | None = None,
         ttl: float = _DEFAULTS.ttl,
         retry_timeout: float = _DEFAULTS.retry_timeout,
         attempt_timeout: float = 1.0,
@@ -497,6 +508,8 @@ class EtcdDcs(KvSession):
             username=username,
             password=password,
             cacert=cacert,
+            cert=cert,
+            key=key,
             attempt_timeout=attempt_timeout,
         )
         super().__init__(scope, name, transport, ttl=ttl, retry_timeout=retry_timeout)
@@ -521,6 +534,8 @@ class EtcdDcs(KvSession):
             username=config.username,
             password=config.password,
             cacert=config.cacert,
+            cert=config.cert,
+            key=config.key,
             ttl=ttl,
             retry_timeout=retry_timeout,
         )

@@ -87,6 +87,8 @@ class MemberState:
     member embedded in this agent (0: none), so that store leadership can be moved to it.
     ``fencer`` is a primary's fence: ``"armed"`` (its fencer holds a lease deadline) or
     ``"disarmed"`` (e.g. while paused: hands off PostgreSQL); ``""`` for any other member.
+    ``pending_restart`` names the parameters its PostgreSQL runs with an older value of until
+    it restarts (pg_settings.pending_restart), sorted; empty when none.
     """
 
     name: str
@@ -103,10 +105,14 @@ class MemberState:
     paused: bool = False
     store_id: int = 0
     fencer: str = ""
+    pending_restart: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_name("name", self.name)
         check_choice("fencer", self.fencer, FENCER_STATES)
+        for i, name in enumerate(self.pending_restart):
+            if not isinstance(name, str) or not name:
+                fail(f"pending_restart[{i}]", "a parameter name", name)
         if not self.api_url.startswith(("http://", "https://")):
             fail("api_url", 'an "http://" or "https://" URL', self.api_url)
         problem = address_problem(self.conn_url)
@@ -130,6 +136,7 @@ class MemberState:
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["tags"] = self.tags.to_dict()
+        out["pending_restart"] = list(self.pending_restart)
         return out
 
     @classmethod
@@ -151,6 +158,7 @@ class MemberState:
             paused=o.flag("paused", False),
             store_id=o.integer("store_id", 0),
             fencer=o.text("fencer", ""),
+            pending_restart=tuple(o.items("pending_restart")),
         )
 
 
@@ -490,7 +498,8 @@ class ClusterView:
     ``members`` is sorted by name, names unique; ``history`` is in timeline order.
     ``sync`` is the primary's synchronous-standby record and ``sync_revision`` its store mod
     revision (0: absent), for the compare-and-swap that changes it; ``position`` the last
-    primary's recorded WAL position.
+    primary's recorded WAL position. ``settings_revision`` is the config key's mod revision
+    (0: absent, so ``settings`` holds the built-in defaults, not the cluster's).
     """
 
     initialize: str | None = None
@@ -504,9 +513,11 @@ class ClusterView:
     sync: SyncState | None = None
     sync_revision: int = 0
     position: PrimaryPosition | None = None
+    settings_revision: int = 0
 
     def __post_init__(self) -> None:
         check_int("sync_revision", self.sync_revision, 0)
+        check_int("settings_revision", self.settings_revision, 0)
         if self.initialize and not self.initialize.isdigit():
             fail("initialize", "a system identifier (decimal digits) or empty", self.initialize)
         object.__setattr__(self, "members", tuple(sorted(self.members, key=lambda m: m.name)))
@@ -544,6 +555,7 @@ class ClusterView:
             "sync": self.sync.to_dict() if self.sync else None,
             "sync_revision": self.sync_revision,
             "position": self.position.to_dict() if self.position else None,
+            "settings_revision": self.settings_revision,
         }
 
     @classmethod
@@ -578,4 +590,5 @@ class ClusterView:
                 if position is not None
                 else None
             ),
+            settings_revision=o.integer("settings_revision", 0),
         )

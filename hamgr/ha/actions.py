@@ -16,6 +16,7 @@ from typing import Literal
 
 from hamgr.dcs.model import (
     LeaderKey,
+    ParameterValue,
     PrimaryPosition,
     SwitchoverRequest,
     SyncState,
@@ -208,6 +209,18 @@ class TransferStoreLeadership:
     to: str
 
 
+@dataclass(frozen=True)
+class ApplyParameters:
+    """Rewrite the config file with these effective PostgreSQL parameters (name, value pairs)
+    and reload a running server; a parameter that needs a restart then shows as pending."""
+
+    parameters: tuple[tuple[str, ParameterValue], ...]
+
+    def as_dict(self) -> dict[str, ParameterValue]:
+        """The parameters as a mapping."""
+        return dict(self.parameters)
+
+
 Action = (
     TakeInitialize
     | SetInitialize
@@ -234,6 +247,7 @@ Action = (
     | SetSyncState
     | SetStandbyNames
     | RecordPosition
+    | ApplyParameters
 )
 
 #: The actions that change the local PostgreSQL (none of them is taken while paused, except

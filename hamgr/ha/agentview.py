@@ -7,6 +7,7 @@ agents' loops act upon, like every other decision.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -82,6 +83,7 @@ class LoopView:
             lag=lag,
             holds_leader_key=holds,
             fence_at=lease.fence_at,
+            pending_restart=bool(pg.pending_restart),
             loop_at=loop.last_loop_at,
             ttl=loop.settings.ttl,
         )
@@ -121,10 +123,22 @@ class LoopView:
         await self._request(req)
 
     async def restart_postgres(self) -> None:
+        """Restart, then report what PostgreSQL says at once: the parameters still pending a
+        restart (none, unless the file changed meanwhile) replace the last observation's, and
+        a primary's fencer is armed for the new postmaster without waiting for a keepalive."""
+        loop = self._loop
         try:
-            await postgres.restart(self._loop.pg)
+            await postgres.restart(loop.pg)
         except postgres.PostgresError as exc:
             raise RequestFailed(f"restart failed: {exc}") from exc
+        await loop.runner.arm_fencer()
+        try:
+            pending = await postgres.pending_restart(loop.pg)
+        except postgres.PostgresError:
+            return  # not answering yet (e.g. a standby still starting): the next cycle tells
+        loop.last_pg = dataclasses.replace(loop.last_pg, pending_restart=pending)
+        if loop.last_member is not None:
+            loop.last_member = dataclasses.replace(loop.last_member, pending_restart=pending)
 
     async def request_reinitialize(self) -> None:
         self._loop.reinit_requested = True

@@ -28,6 +28,9 @@ Order of precedence, first match wins:
    demote at once if my PostgreSQL still runs as primary (my lease is lost).
 6. Nobody holds it: bootstrap race for a new cluster, or the failover race (race.py); in
    synchronous mode a standby first stops receiving from the old primary.
+
+Whichever step decided, a change of the effective PostgreSQL parameters is applied at the end
+of its actions (pgparams.py).
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ from hamgr.ha.actions import (
     TransferStoreLeadership,
 )
 from hamgr.ha.inputs import LocalState, PeerProbe
+from hamgr.ha.pgparams import with_parameters
 from hamgr.ha.race import describe_request, failover_race, fmt_lsn
 from hamgr.ha.switchover import leader_switchover
 from hamgr.ha.syncrep import new_leader_record, plan_primary
@@ -74,8 +78,16 @@ def decide(
     """The actions this agent takes now, and the reason an operator reads.
 
     ``peers`` are the other members' probes, given only when a previous decision asked for
-    them (ProbePeers); entries for ``local.name`` are ignored.
+    them (ProbePeers); entries for ``local.name`` are ignored. Whatever the step, changed
+    PostgreSQL parameters are applied last (pgparams.py).
     """
+    return with_parameters(_decide(view, local, peers), view, local)
+
+
+def _decide(
+    view: ClusterView, local: LocalState, peers: Mapping[str, PeerProbe] | None
+) -> Decision:
+    """decide() before the parameters: the steps of the module's docstring, in order."""
     key = view.leader
     holder = key is not None and key.name == local.name and key.revision == local.leader_revision
     for step in (_fence, _foreign_system):

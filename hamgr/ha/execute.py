@@ -24,6 +24,7 @@ from hamgr.dcs.model import ClusterView, DynamicSettings, LeaderKey
 from hamgr.fencekeeper import FencerKeeper
 from hamgr.fencing import FencerClient, FenceRefused, FencerError, postmaster_identity
 from hamgr.ha import actions as a
+from hamgr.ha.applyparams import ParametersRefused, apply_parameters
 from hamgr.ha.inputs import LocalPostgres, SyncBarrier
 from hamgr.ha.slots import slot_name
 from hamgr.ha.syncrep import ANY_STANDBY
@@ -31,6 +32,7 @@ from hamgr.postgres import PgSettings, PostgresError
 from hamgr.postgres.conf import STANDBY_SIGNAL, clear_sync_conf, write_sync_conf
 from hamgr.postgres.files import write_file
 from hamgr.postgres.process import resolve_run_as
+from hamgr.postgres.settings import ParamValue
 from hamgr.postgres.syncrep import detach, set_synchronous_standby_names
 from hamgr.watchdog import Watchdog
 
@@ -149,6 +151,8 @@ class ActionRunner:
         """The cluster is paused (as last read): hands off PostgreSQL, the fencer disarmed."""
         self.fencer_armed = False
         """The fencer holds a deadline of ours (as its last answer said)."""
+        self.refused_parameters: dict[str, ParamValue] | None = None
+        """The last effective parameters hamgr or PostgreSQL refused (None: none)."""
         self.stop_requested: asyncio.Event | None = None
         """Set once the agent is stopping: from then on nothing starts PostgreSQL (see
         :data:`STARTS_POSTGRES`), whatever a cycle of the hand-over decides."""
@@ -507,11 +511,38 @@ class ActionRunner:
         if isinstance(action, a.AppendHistory):
             await self.dcs.append_history(action.entry)
             return True
+        if isinstance(action, a.ApplyParameters):
+            return await self._apply_parameters(action.as_dict())
         if isinstance(action, a.TransferStoreLeadership):
             if self.store_transfer is not None:
                 await self.store_transfer(action.to)
             return True
         raise AssertionError(f"unknown action {action!r}")
+
+    async def _apply_parameters(self, parameters: dict[str, ParamValue]) -> bool:
+        """Apply ``parameters`` (hamgr/ha/applyparams.py); only once applied are they this
+        runner's (``pg.parameters``, what every later config write renders), so a failed
+        reload is tried again next cycle. Refused ones are remembered
+        (:attr:`refused_parameters`, logged once) and not tried again until they change."""
+        if parameters == self.refused_parameters:
+            return False
+        try:
+            new = await apply_parameters(self.pg, parameters)
+        except ParametersRefused as exc:
+            log.error(
+                "PostgreSQL parameters refused, keeping those in force until they change: %s",
+                exc,
+            )
+            self.refused_parameters = parameters
+            return False
+        self.refused_parameters = None
+        old = self.pg.parameters
+        changed = sorted(
+            k for k in old.keys() | parameters.keys() if old.get(k) != parameters.get(k)
+        )
+        log.info("PostgreSQL parameters applied and reloaded: %s", ", ".join(changed) or "none")
+        self.pg = new
+        return True
 
     def _slot(self, view: ClusterView, upstream: str) -> str | None:
         """The slot to stream through from `upstream`: this member's, on the leader, when the

@@ -9,11 +9,12 @@ scheduled switchovers and the history only).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 from hamgr.config.values import member_name_problem
-from hamgr.dcs.model import MemberTags
+from hamgr.dcs.model import MemberTags, ParameterValue
 
 PgRole = Literal["primary", "replica", "stopped", "unknown"]
 
@@ -63,6 +64,7 @@ class LocalPostgres:
     ``detached``: a running standby that streams from nobody on purpose (no primary_conninfo,
     no WAL receiver), so its position cannot move. A primary's ``sync_standby_names`` is what
     its commits wait for, and ``standbys`` are its walsenders (pg_stat_replication).
+    ``pending_restart``: the parameters whose new value waits for a restart (pg_settings).
     """
 
     initialized: bool = False
@@ -82,6 +84,7 @@ class LocalPostgres:
     detached: bool = False
     sync_standby_names: str | None = None
     standbys: tuple[Standby, ...] = ()
+    pending_restart: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check("timeline", self.timeline, 1)
@@ -127,6 +130,10 @@ class LocalState:
     ``primary_down_since``: since when (hamgr.clock) this agent has held the leader key while
     its (initialized) PostgreSQL was neither primary nor a standby about to be promoted: a
     crashed or unstartable primary, judged against ``primary_start_timeout``.
+    ``local_parameters``: this member's own ``postgresql.parameters``; ``applied_parameters``:
+    the effective parameters its config file holds and PostgreSQL was last reloaded with
+    (None: unknown, nothing is changed); ``refused_parameters``: the last effective ones
+    hamgr or PostgreSQL refused to apply (not tried again until they change).
     """
 
     name: str
@@ -146,6 +153,9 @@ class LocalState:
     reinit_requested: bool = False
     sync_barrier: SyncBarrier | None = None
     primary_down_since: float | None = None
+    local_parameters: Mapping[str, ParameterValue] = field(default_factory=dict)
+    applied_parameters: Mapping[str, ParameterValue] | None = None
+    refused_parameters: Mapping[str, ParameterValue] | None = None
 
     def __post_init__(self) -> None:
         problem = member_name_problem(self.name)

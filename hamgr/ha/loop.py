@@ -14,7 +14,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -27,6 +27,7 @@ from hamgr.dcs.model import (
     DynamicSettings,
     MemberState,
     MemberTags,
+    ParameterValue,
     PrimaryPosition,
     Role,
 )
@@ -98,13 +99,16 @@ class HaLoop:
         on_keepalive: KeepaliveHook | None = None,
         on_store_error: StoreErrorHook | None = None,
         resume_lease: int | None = None,
+        local_parameters: Mapping[str, ParameterValue] | None = None,
     ) -> None:
         """`on_cycle(view, pg, decision, seconds)` runs after every completed cycle and
         `on_keepalive(latency, ok, sent_at)` after every timed keepalive (metrics, systemd);
         `on_store_error(error, stopped)` after a cycle that could not read the store, `stopped`
         when that made this primary stop PostgreSQL (its lease deadline had passed).
         `resume_lease` is the lease id an earlier process of this agent wrote down (see
-        hamgr/ha/leasefile.py): the first cycles try to take it, and its leader key, back."""
+        hamgr/ha/leasefile.py): the first cycles try to take it, and its leader key, back.
+        `local_parameters` are this member's own ``postgresql.parameters``: with the cluster's
+        they make the parameters PostgreSQL runs with (hamgr/ha/pgparams.py)."""
         self.me = me
         self.dcs = dcs
         self.pg = pg
@@ -133,6 +137,8 @@ class HaLoop:
         """Keepalive timer rounds that raised (logged; the timer goes on)."""
         self._resume_lease = resume_lease
         self._resume_tries = 0
+        self.local_parameters: Mapping[str, ParameterValue] = dict(local_parameters or {})
+        """This member's own PostgreSQL parameters (replaced on a configuration reload)."""
 
     # -- the cycle --------------------------------------------------------------------------
 
@@ -159,10 +165,11 @@ class HaLoop:
         except DcsError as exc:
             await self._store_unreachable(pg, exc)
             return None
-        if not view.initialize:
+        if not view.initialize or not view.settings_revision:
             # Until the bootstrap writes the config key, the view carries the built-in defaults
-            # (ttl 6 s, safety margin 2 s), not the ttl this agent's lease was granted with:
-            # a fence deadline computed from them lies in the past. Use our own until then.
+            # (ttl 6 s, safety margin 2 s, no parameters), not the ttl this agent's lease was
+            # granted with: a fence deadline computed from them lies in the past, and the
+            # bootstrap's parameters would be taken away. Use our own until then.
             view = dataclasses.replace(view, settings=self._bootstrap_settings)
         self.last_view = view
         self.settings = view.settings
@@ -197,6 +204,7 @@ class HaLoop:
         done = await self.runner.run(decision, view)
         if done and any(isinstance(x, Reinitialize) for x in decision.actions):
             self.reinit_requested = False
+        self._follow_runner_settings()
         key = view.leader
         holder = key is not None and key.revision == self.runner.lease.leader_revision
         await self._slots.maintain(view, pg, holder, clock.now())
@@ -206,6 +214,13 @@ class HaLoop:
         if self._on_cycle is not None:
             self._on_cycle(view, pg, decision, self.last_loop_at - started)
         return decision
+
+    def _follow_runner_settings(self) -> None:
+        """Take the runner's PostgreSQL settings once it applied new parameters (ApplyParameters),
+        so that every later write of the config files renders them."""
+        if self.runner.pg is not self.pg:
+            self.pg = self.runner.pg
+            self._slots.pg = self.pg
 
     def _local(self, view: ClusterView, pg: LocalPostgres) -> LocalState:
         lease = self.runner.lease
@@ -230,6 +245,9 @@ class HaLoop:
             reinit_requested=self.reinit_requested,
             sync_barrier=lease.sync_barrier if pg.is_primary else None,
             primary_down_since=self._primary_down_since,
+            local_parameters=self.local_parameters,
+            applied_parameters=self.runner.pg.parameters,
+            refused_parameters=self.runner.refused_parameters,
         )
 
     async def _store_unreachable(self, pg: LocalPostgres, exc: DcsError) -> None:
@@ -280,6 +298,7 @@ class HaLoop:
             paused=view.settings.pause,
             store_id=self.me.store_id,
             fencer=("armed" if self.runner.fencer_armed else "disarmed") if primary else "",
+            pending_restart=pg.pending_restart,
         )
         self.last_member = state
         try:

@@ -116,6 +116,7 @@ async def observe_postgres(
         detached=role == "replica" and st.upstream_configured is False and st.upstream is None,
         sync_standby_names=st.sync_standby_names,
         standbys=standbys,
+        pending_restart=st.pending_restart,
     )
 
 

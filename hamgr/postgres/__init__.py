@@ -7,7 +7,7 @@ files), control (lifecycle), status/controldata (observation), replication (stan
 rewind, slots), roles (users).
 """
 
-from hamgr.postgres.conf import clear_standby_config, write_config
+from hamgr.postgres.conf import clear_standby_config, write_config, write_managed_conf
 from hamgr.postgres.control import (
     STOP_MODES,
     StopMode,
@@ -58,7 +58,15 @@ from hamgr.postgres.replication import (
 )
 from hamgr.postgres.roles import bootstrap_users
 from hamgr.postgres.settings import PgSettings
-from hamgr.postgres.status import PgStatus, ReplicationRow, WalReceiver, status, timeline_history
+from hamgr.postgres.status import (
+    PgStatus,
+    ReplicationRow,
+    WalReceiver,
+    pending_restart,
+    refused_settings,
+    status,
+    timeline_history,
+)
 
 __all__ = [
     "STOP_MODES",
@@ -107,8 +115,10 @@ __all__ = [
     "last_checkpoint_location",
     "list_slots",
     "parse_lsn",
+    "pending_restart",
     "postmaster_pid",
     "promote",
+    "refused_settings",
     "reload",
     "restart",
     "rewind",
@@ -117,4 +127,5 @@ __all__ = [
     "stop",
     "timeline_history",
     "write_config",
+    "write_managed_conf",
 ]

@@ -56,6 +56,14 @@ def write_config(settings: PgSettings) -> None:
     write_passfile(settings, run_as)
 
 
+def write_managed_conf(settings: PgSettings) -> None:
+    """Rewrite hamgr.conf alone from `settings` (its parameters changed): a reload makes a
+    running server read it; parameters that need a restart then show in pg_settings as
+    ``pending_restart`` until one."""
+    content = render.render_managed_conf(settings)
+    write_file(settings.data_dir / render.MANAGED_CONF, content, resolve_run_as(settings.os_user))
+
+
 def write_standby_config(
     settings: PgSettings,
     primary_host: str,

@@ -40,6 +40,19 @@ RESERVED_PARAMETERS = frozenset(
     }
 )
 
+# Restart-only integers PostgreSQL checks only when it starts (a reload merely marks them
+# pending): a bad value would stop every member at its next restart. Their lower bounds.
+_RESTART_INTEGERS = {
+    "max_connections": 1,
+    "max_locks_per_transaction": 10,
+    "max_worker_processes": 0,
+    "max_prepared_transactions": 0,
+    "max_wal_senders": 0,
+    "max_replication_slots": 0,
+}
+_RESTART_BOOLEANS = frozenset({"track_commit_timestamp", "wal_log_hints"})
+_BOOLEAN_WORDS = frozenset({"on", "off", "true", "false", "yes", "no", "1", "0"})
+
 _ROLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,63}$")
 _PARAM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
@@ -83,6 +96,28 @@ def validate_parameters(parameters: Mapping[str, ParamValue], where: str = "para
             raise ConfigError(
                 f"{where}: wal_level={value!r} cannot feed replicas; use 'replica' or 'logical'"
             )
+        _check_restart_only(key.lower(), value, where)
+
+
+def _check_restart_only(name: str, value: ParamValue, where: str) -> None:
+    """Refuse a value PostgreSQL would refuse only at its next start (see _RESTART_INTEGERS)."""
+    if name in _RESTART_INTEGERS:
+        minimum = _RESTART_INTEGERS[name]
+        number = value if isinstance(value, int) and not isinstance(value, bool) else None
+        if isinstance(value, str) and value.strip().isdigit():
+            number = int(value)
+        if number is None or number < minimum:
+            raise ConfigError(
+                f"{where}: {name}={value!r} must be an integer >= {minimum} "
+                "(PostgreSQL would refuse to start with it)"
+            )
+    if name in _RESTART_BOOLEANS and not (
+        isinstance(value, bool) or str(value).strip().lower() in _BOOLEAN_WORDS
+    ):
+        raise ConfigError(
+            f"{where}: {name}={value!r} must be a boolean (PostgreSQL would refuse to start "
+            "with it)"
+        )
 
 
 def validate_hba_lines(lines: Sequence[str], where: str = "pg_hba") -> None:

@@ -89,6 +89,8 @@ class PgStatus:
     sync_standby_names: str | None = None
     # Replica: primary_conninfo is set (False: detached on purpose, streams from nobody).
     upstream_configured: bool | None = None
+    # Parameters changed in the config files whose new value needs a restart, sorted.
+    pending_restart: tuple[str, ...] = ()
     # Why the details are missing although the server runs (e.g. still starting up).
     error: str | None = None
 
@@ -105,7 +107,8 @@ _COMMON_SQL = """
 SELECT pg_is_in_recovery() AS in_recovery,
        pg_postmaster_start_time() AS start_time,
        (SELECT system_identifier FROM pg_control_system()) AS system_identifier,
-       current_setting('server_version_num')::int AS server_version
+       current_setting('server_version_num')::int AS server_version,
+       ARRAY(SELECT name FROM pg_settings WHERE pending_restart ORDER BY name) AS pending_restart
 """
 _PRIMARY_SQL = """
 SELECT pg_current_wal_lsn()::text AS lsn, pg_walfile_name(pg_current_wal_lsn()) AS walfile,
@@ -185,6 +188,7 @@ async def _observe(conn: Connection, base: PgStatus, data_dir: Path) -> PgStatus
         system_identifier=int(common["system_identifier"]),
         server_version=common["server_version"],
         replication=replication,
+        pending_restart=tuple(common["pending_restart"] or ()),
     )
     if not common["in_recovery"]:
         row = await fetch_one(conn, _PRIMARY_SQL, what="reading the primary's WAL position")
@@ -232,6 +236,43 @@ async def _observe(conn: Connection, base: PgStatus, data_dir: Path) -> PgStatus
         timeline=timeline,
         upstream_configured=row["upstream_configured"],
     )
+
+
+_PENDING_SQL = "SELECT ARRAY(SELECT name FROM pg_settings WHERE pending_restart ORDER BY name) AS x"
+
+
+async def pending_restart(settings: PgSettings) -> tuple[str, ...]:
+    """The parameters the running server would change only on a restart (pg_settings'
+    ``pending_restart``), sorted: right after a restart, to report it honestly at once."""
+    conn = await connect(settings)
+    try:
+        row = await fetch_one(conn, _PENDING_SQL, what="reading pg_settings.pending_restart")
+    finally:
+        await conn.close()
+    return tuple(row["x"] or ())
+
+
+_REFUSED_SQL = """
+SELECT name, error FROM pg_file_settings
+WHERE error IS NOT NULL AND sourcefile LIKE '%%/' || %s
+  AND name NOT IN (SELECT name FROM pg_settings WHERE context = 'postmaster')
+ORDER BY sourceline
+"""
+
+
+async def refused_settings(settings: PgSettings, file_name: str) -> dict[str, str]:
+    """What the running server refuses in config file ``file_name``, name -> its error
+    ("unrecognized configuration parameter", "setting could not be applied"). Read from
+    pg_file_settings, which parses the files when asked (no wait for a reload to land). A
+    parameter that only a restart changes (context ``postmaster``) counts as "could not be
+    applied" there until then, even before the server marks it pending_restart: it is not
+    refused (its value is checked at start only; see settings.validate_parameters)."""
+    conn = await connect(settings)
+    try:
+        rows = await fetch(conn, _REFUSED_SQL, (file_name,), what="reading pg_file_settings")
+    finally:
+        await conn.close()
+    return {row["name"]: row["error"] for row in rows}
 
 
 def _received_timeline(data_dir: Path) -> int | None:

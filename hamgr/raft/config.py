@@ -1,20 +1,10 @@
-"""Tuning of one Raft member, and test-only switches that break single rules of Raft."""
+"""Tuning of one Raft member."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from hamgr.raft.types import NONE
-
-
-@dataclass(frozen=True)
-class RuleBreakers:
-    """Test-only switches, each breaking one Raft rule, to prove the simulator catches it."""
-
-    forget_vote_on_restart: bool = False
-    commit_old_term_by_counting: bool = False
-    send_before_persist: bool = False
-    skip_log_up_to_date_check: bool = False
 
 
 @dataclass(frozen=True)
@@ -30,7 +20,6 @@ class RaftConfig:
     snapshot_retain_entries: int = 0
     pre_vote: bool = True
     check_quorum: bool = True
-    rule_breakers: RuleBreakers = field(default_factory=RuleBreakers)
 
     def __post_init__(self) -> None:
         if self.id <= NONE:

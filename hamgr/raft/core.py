@@ -16,7 +16,8 @@ Rules this module keeps (the simulator checks them):
 - ReadIndex is served only once the leader has committed an entry of its term, and only after a
   quorum answered a heartbeat sent after the read arrived;
 - membership changes take effect when applied, one at a time, only after the term's no-op
-  committed; learners are promoted by the leader when caught up; a removed leader steps down.
+  committed; no member campaigns while a committed change is not yet applied; learners are
+  promoted by the leader when caught up; a removed leader steps down.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ class RaftCore:
             snapshot = Snapshot()
         self.log = RaftLog(snapshot, list(entries or []), hs.commit)
         self.term = hs.term
-        self.vote = NONE if config.rule_breakers.forget_vote_on_restart else hs.vote
+        self.vote = hs.vote
         self.conf = snapshot.meta.conf
         self._conf_applied = snapshot.meta.index
         self.role = Role.FOLLOWER
@@ -116,7 +117,8 @@ class RaftCore:
             self._election_elapsed += 1
             if self.promotable() and self._election_elapsed >= self._randomized_timeout:
                 self._election_elapsed = 0
-                self._campaign(_PRE_ELECTION if self.cfg.pre_vote else _ELECTION)
+                if not self.has_unapplied_conf_changes():
+                    self._campaign(_PRE_ELECTION if self.cfg.pre_vote else _ELECTION)
 
     def _tick_leader(self) -> None:
         self._heartbeat_elapsed += 1
@@ -245,6 +247,16 @@ class RaftCore:
         """May this member campaign (is it a voter)?"""
         return self.id in self.conf.voters
 
+    def has_unapplied_conf_changes(self) -> bool:
+        """Is a committed membership change not yet applied (handed out but not advanced past,
+        or not yet handed out)? Such a member must not campaign: it would count votes in the
+        old configuration while others already count in the new one, so two majorities could
+        each elect a leader in one term (etcd's `hasUnappliedConfChanges` refuses the same).
+        """
+        lg = self.log
+        lo = max(lg.applied, self._conf_applied, lg.snapshot.meta.index) + 1
+        return any(e.type == EntryType.CONF_CHANGE for e in lg.slice(lo, lg.committed + 1))
+
     def hard_state(self) -> HardState:
         """The current hard state."""
         return HardState(self.term, self.vote, self.log.committed)
@@ -301,11 +313,7 @@ class RaftCore:
         rd.committed_entries = lg.next_committed(self.cfg.max_apply_bytes_per_ready)
         if rd.committed_entries:
             applied = rd.committed_entries[-1].index
-        if self.cfg.rule_breakers.send_before_persist:
-            rd.messages_early = self._msgs_early + self._msgs
-            rd.messages = []
-        else:
-            rd.messages_early, rd.messages = self._msgs_early, self._msgs
+        rd.messages_early, rd.messages = self._msgs_early, self._msgs
         self._msgs_early, self._msgs = [], []
         rd.read_states, self._read_states = self._read_states, []
         self._handed = (handed_last, applied)
@@ -508,9 +516,7 @@ class RaftCore:
             or (self.vote == NONE and self.lead == NONE)
             or (m.type == MsgType.PRE_VOTE and m.term > self.term)
         )
-        up_to_date = self.cfg.rule_breakers.skip_log_up_to_date_check or self.log.is_up_to_date(
-            m.index, m.log_term
-        )
+        up_to_date = self._candidate_log_up_to_date(m)
         resp = MsgType.VOTE_RESP if m.type == MsgType.VOTE else MsgType.PRE_VOTE_RESP
         if can_vote and up_to_date:
             self._send(Message(resp, m.frm, self.id, m.term))
@@ -519,6 +525,10 @@ class RaftCore:
                 self.vote = m.frm
         else:
             self._send(Message(resp, m.frm, self.id, self.term, reject=True))
+
+    def _candidate_log_up_to_date(self, m: Message) -> bool:
+        """Raft's election restriction: is the candidate's log at least as new as ours?"""
+        return self.log.is_up_to_date(m.index, m.log_term)
 
     def _step_candidate(self, m: Message) -> None:
         if m.type in (MsgType.APP, MsgType.HEARTBEAT, MsgType.SNAP):
@@ -552,7 +562,11 @@ class RaftCore:
             self._election_elapsed = 0
             self.lead = m.frm
             self._handle_snapshot(m)
-        elif m.type == MsgType.TIMEOUT_NOW and self.promotable():
+        elif (
+            m.type == MsgType.TIMEOUT_NOW
+            and self.promotable()
+            and not self.has_unapplied_conf_changes()
+        ):
             self._campaign(_TRANSFER)
 
     def _handle_append(self, m: Message) -> None:
@@ -565,12 +579,16 @@ class RaftCore:
             self._send(Message(MsgType.APP_RESP, m.frm, self.id, self.term, index=lg.committed))
             return
         if lg.match_term(snap.meta.index, snap.meta.term):
+            # Our log already holds the snapshot's last entry: keep it, and acknowledge only
+            # what the snapshot proves (entries after it were never checked against the
+            # leader's log and may differ), as the paper and etcd do.
             lg.commit_to(snap.meta.index)
-        else:
-            lg.restore(snap)
-            self.conf = snap.meta.conf
-            # Conf changes handed out before this snapshot must not be re-applied over it.
-            self._conf_applied = snap.meta.index
+            self._send(Message(MsgType.APP_RESP, m.frm, self.id, self.term, index=lg.committed))
+            return
+        lg.restore(snap)
+        self.conf = snap.meta.conf
+        # Conf changes handed out before this snapshot must not be re-applied over it.
+        self._conf_applied = snap.meta.index
         self._send(Message(MsgType.APP_RESP, m.frm, self.id, self.term, index=lg.last_index()))
 
     def _step_leader(self, m: Message) -> None:
@@ -612,10 +630,7 @@ class RaftCore:
         index = committed_index(self.conf.voters, {n: pr.match for n, pr in self.prs.items()})
         if index <= self.log.committed:
             return False
-        if (
-            self.log.term(index) != self.term
-            and not self.cfg.rule_breakers.commit_old_term_by_counting
-        ):
+        if not self._may_commit_by_counting(index):
             return False
         first_in_term = not self._committed_in_term()
         self.log.commit_to(index)
@@ -624,6 +639,10 @@ class RaftCore:
             for ctx in reads:
                 self._start_read(ctx)
         return True
+
+    def _may_commit_by_counting(self, index: int) -> bool:
+        """Only an entry of the leader's own term commits by counting replicas (figure 8)."""
+        return self.log.term(index) == self.term
 
     def _quorum_active(self) -> bool:
         active = {self.id} | {n for n, pr in self.prs.items() if pr.recent_active}

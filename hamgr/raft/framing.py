@@ -71,6 +71,11 @@ def parse_header(header: bytes, max_size: int) -> tuple[FrameKind, int]:
     """Check a frame header; returns (kind, payload length) or raises `FrameError`."""
     magic, version, kind, length = HEADER.unpack(header)
     if magic != MAGIC:
+        if magic[:1] == b"\x16":  # a TLS record: handshake
+            raise FrameError(
+                f"bad magic {magic!r}: the peer speaks TLS and this side does not (is TLS, "
+                "store.raft.tls, set on one member and not on the other?)"
+            )
         raise FrameError(f"bad magic {magic!r}: not a hamgr peer")
     if version != PROTOCOL_VERSION:
         raise FrameError(

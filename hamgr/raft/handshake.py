@@ -375,6 +375,15 @@ async def open_authenticated(
         _enable_keepalive(writer)
         async with asyncio.timeout(timeout):
             peer_id = await client_handshake(reader, writer, auth, expect_peer)
+    except HandshakeError as exc:
+        await _close_writer(writer)
+        if not str(exc).startswith("peer closed") or ssl_context is not None:
+            raise
+        # Closed unanswered: a member stopping, or one that speaks TLS to a plain dialer (the
+        # message keeps its "peer closed" start: clients retry on it).
+        raise HandshakeError(
+            f"{exc} (this side dials without TLS: if the peer has TLS set, set it here too)"
+        ) from exc
     except BaseException:
         await _close_writer(writer)
         raise

@@ -1,9 +1,10 @@
 """Member addresses as replicated data: how they travel through the log and through snapshots.
 
-Node ids, not addresses, identify members (DESIGN.md), but a member must learn where the others
-listen. A new member's address rides in the context of its ADD_NODE conf change; since compaction
-drops those entries, the node's snapshot data carries every known address next to the KV store's
-snapshot. Pure encoding and decoding; `RaftNode` (`hamgr.raft.node`) decides what to do with them.
+Node ids, not addresses, identify members (docs/architecture.md), but a member must learn where
+the others listen. A new member's address rides in the context of its ADD_NODE conf change; since
+compaction drops those entries, the node's snapshot data carries every known address next to the
+KV store's snapshot. Pure encoding and decoding; `RaftNode` (`hamgr.raft.node`) decides what to
+do with them.
 """
 
 from __future__ import annotations

@@ -5,20 +5,28 @@ events are processed in (time, sequence) order, so a seed replays byte for byte.
 
 Faults: message drops, duplicates, delays and reordering; symmetric and asymmetric partitions;
 crashes that keep only what a Ready told the driver to persist (a crash may land between
-sending a leader's early messages and persisting, or between persisting and sending); cold
-restarts of the whole cluster; membership changes and leadership transfers mid-run. Clients
-propose writes and ReadIndex reads throughout.
+sending a leader's early messages and persisting, or between persisting and sending); a crash
+while a batch is being written leaves a torn tail (a prefix of its records, as the WAL's
+recovery keeps); cold restarts of the whole cluster; membership changes and leadership
+transfers mid-run. A removed member keeps running (and may campaign) until it learns of its
+removal. Clients propose writes and ReadIndex reads throughout.
 
 After every event the checker verifies: at most one leader per term; log matching (same index
-and term means same entry and same predecessor); leader completeness (a new leader holds every
-entry applied anywhere); state machine safety (every member applies the same entry at the same
-index, and an applied entry never changes); linearizable reads (a read is answered at an index
-at least as new as every write acknowledged before it began). Then faults stop and liveness is
+and term means same entry and same predecessor); commit safety (an index committed anywhere
+always names an entry of the same term); leader completeness, checked the moment a leader wins
+(it holds every entry committed in an earlier term, whether or not anyone applied it yet); state
+machine safety (every member applies the same entry at the same index, and an applied entry
+never changes); linearizable reads (a read is answered at an index at least as new as every
+write acknowledged before it began); and, from outside the core, two of its rules: no vote or
+acknowledgement leaves a member before it is on its disk, and a leader's commit moves only to
+an entry of its term (`--no-rule-checks` leaves these out). Then faults stop and liveness is
 checked: a leader is elected and a proposal commits within a bounded virtual time.
 
 Command line: `python -m hamgr.raft.sim --seeds N` prints one line
 `seeds=N violations=V liveness_failures=L` (exit 1 when V or L > 0), plus, for each failing
-seed, the command that replays it with a trace.
+seed, the command that replays it with a trace. `--hunt --break-rule R` runs the bug-hunting
+profile against a core that breaks rule R (see `hamgr.raft.simbreakers`); `--hunt-report`
+prints, per broken rule, in how many seeds the checks caught it.
 """
 
 from __future__ import annotations
@@ -31,9 +39,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from hamgr.raft.config import RuleBreakers
 from hamgr.raft.log import LogInvariantError
 from hamgr.raft.membership import bootstrap_log
+from hamgr.raft.simbreakers import RuleBreakers
 from hamgr.raft.simcheck import SafetyChecker, Violation
 from hamgr.raft.simworld import App, Disk, Member, MemberTuning, chain_digest
 from hamgr.raft.types import (
@@ -43,6 +51,7 @@ from hamgr.raft.types import (
     EntryType,
     HardState,
     Message,
+    MsgType,
     NotLeaderError,
     ProposalDroppedError,
     Ready,
@@ -75,6 +84,10 @@ class SimConfig:
     max_size_per_msg: int = 200
     membership_changes: bool = True
     fsync_ms: tuple[int, int] = (0, 0)
+    crash_new_leader: float = 0.0
+    crash_new_leader_ms: tuple[int, int] = (1, 40)
+    crash_mid_write: float = 0.0
+    rule_checks: bool = True
     rule_breakers: RuleBreakers = field(default_factory=RuleBreakers)
 
 
@@ -100,13 +113,31 @@ HUNT = SimConfig(
     delay_ms=(1, 30),
     propose_every_ms=(1, 10),
     snapshot_every=0,
+    fsync_ms=(1, 10),
+    crash_in_ready=0.002,
+    crash_new_leader=0.3,
+    crash_new_leader_ms=(1, 30),
+    crash_mid_write=0.5,
+    fault_ms=10_000,
+    liveness_ms=20_000,  # one entry per message: a long uncommitted tail takes a while
 )
-"""A bug-hunting profile: one entry per message, small windows, slow links, frequent faults."""
+"""A bug-hunting profile: one entry per message, small windows, slow links and disks, frequent
+faults aimed at the moments where Raft's rules matter: a crash while a batch is being written
+(its acknowledgements must not be out yet) and a new leader's crash soon after it won (while it
+is still bringing older-term entries to the others, as in the paper's figure 8)."""
 
 
-def hunt_profile(seed: int, breakers: RuleBreakers | None = None) -> SimConfig:
-    """HUNT with 5 members on odd seeds and 3 on even ones, and optional rule breakers."""
-    return replace(HUNT, nodes=5 if seed % 2 else 3, rule_breakers=breakers or RuleBreakers())
+def hunt_profile(
+    seed: int, breakers: RuleBreakers | None = None, *, rule_checks: bool = True
+) -> SimConfig:
+    """HUNT with 5 members on odd seeds and 3 on even ones, and optional rule breakers;
+    without `rule_checks` only Raft's end properties are checked (how the bugs show)."""
+    return replace(
+        HUNT,
+        nodes=5 if seed % 2 else 3,
+        rule_breakers=breakers or RuleBreakers(),
+        rule_checks=rule_checks,
+    )
 
 
 class Simulator:
@@ -155,6 +186,7 @@ class Simulator:
         m = Member(node_id, disk, self.rng, tuning)
         self.members[node_id] = m
         m.start()
+        self._member_started(m)
         self.schedule(self.rng.randrange(1, TICK_MS + 1), "tick", node_id)
         return m
 
@@ -212,6 +244,8 @@ class Simulator:
             self._liveness_probe()
         elif kind == "synced":
             self._on_synced(*payload)  # type: ignore[misc]
+        elif kind == "crash_leader":
+            self._crash_leader(*payload)  # type: ignore[misc]
 
     def _on_tick(self, node_id: int) -> None:
         m = self.members[node_id]
@@ -219,11 +253,15 @@ class Simulator:
             return
         m.core.tick()
         self._drive(m)
+        if m.up:
+            self._ticked(m)
         self.schedule(TICK_MS, "tick", node_id)
 
     # -- network --------------------------------------------------------------------------
 
     def _send(self, msg: Message) -> None:
+        if self.cfg.rule_checks and msg.type in (MsgType.APP_RESP, MsgType.VOTE_RESP):
+            self.check.rule_ack_durable(msg.frm, msg, self.members[msg.frm].disk)
         if (msg.frm, msg.to) in self.blocked:
             return
         if self.faults_on and self.rng.random() < self.cfg.drop:
@@ -250,6 +288,7 @@ class Simulator:
     # -- the driver loop: the Ready contract ------------------------------------------------
 
     def _drive(self, m: Member) -> None:
+        self._observe(m)
         core = m.core
         while core is not None and not m.syncing and core.has_ready():
             rd = core.ready()
@@ -259,17 +298,52 @@ class Simulator:
             if self.cfg.fsync_ms[1] > 0:
                 # Like a real driver: the fsync runs while messages keep being stepped.
                 m.syncing = True
+                m.in_flight = rd if m.disk.records(rd) else None
                 self.schedule(self.between(self.cfg.fsync_ms), "synced", (m.id, m.incarnation, rd))
                 return
             if not self._finish_ready(m, rd):
                 return
             core = m.core
 
+    def _observe(self, m: Member) -> None:
+        """Right after each input of a member: record its commits, check a new leader the
+        moment it wins, and stop a removed member once it learns it was removed."""
+        core = m.core
+        if core is None:
+            return
+        self.check.commit_observed(m.id, core.term, core.log)
+        if core.role == Role.LEADER and m.led_term == core.term:
+            if self.cfg.rule_checks and core.log.committed > m.leader_commit:
+                self.check.rule_leader_commit(m.id, core.term, core.log)
+            m.leader_commit = core.log.committed
+        elif core.role == Role.LEADER:
+            m.led_term = core.term
+            m.leader_commit = core.log.committed
+            self.log(f"leader {m.id} term {core.term} voters {core.conf.voters}")
+            self.check.became_leader(m.id, core.term, core.log)
+            if self.faults_on and self.rng.random() < self.cfg.crash_new_leader:
+                delay = self.between(self.cfg.crash_new_leader_ms)
+                self.schedule(delay, "crash_leader", (m.id, m.incarnation, core.term))
+        if m.id in core.conf.voters or m.id in core.conf.learners:
+            m.was_member = True
+        elif m.was_member and not m.removed:
+            m.removed = True
+            self.log(f"member {m.id} learned it was removed; stopping it")
+            m.stop()
+
+    def _crash_leader(self, node_id: int, incarnation: int, term: int) -> None:
+        m = self.members[node_id]
+        if not self.faults_on or m.incarnation != incarnation or m.core is None:
+            return
+        if m.core.role == Role.LEADER and m.core.term == term:
+            self._crash(m, f"as new leader of term {term}", self.rng.randrange(20, 500))
+
     def _on_synced(self, node_id: int, incarnation: int, rd: Ready) -> None:
         m = self.members[node_id]
         if m.incarnation != incarnation or m.core is None:
-            return  # crashed while syncing: nothing of that batch reached the disk
+            return  # crashed while syncing (see _crash for what reached the disk)
         m.syncing = False
+        m.in_flight = None
         if self._finish_ready(m, rd):
             self._drive(m)
 
@@ -279,6 +353,11 @@ class Simulator:
         assert core is not None
         if self._maybe_crash(m, "before persisting"):
             return False
+        if m.disk.records(rd):
+            m.in_flight = rd
+            if self._maybe_crash(m, "while persisting"):
+                return False
+            m.in_flight = None
         m.disk.persist(rd)
         if self._maybe_crash(m, "after persisting, before sending"):
             return False
@@ -287,22 +366,34 @@ class Simulator:
         self._apply(m, rd)
         core.advance()
         self._after_advance(m)
-        return True
+        self._observe(m)
+        return m.up
 
     def _maybe_crash(self, m: Member, where: str) -> bool:
         if not self.faults_on or self.rng.random() >= self.cfg.crash_in_ready:
             return False
+        self._crash(m, where, self.rng.randrange(5, 300))
+        return True
+
+    def _crash(self, m: Member, where: str, restart_in: int | None) -> None:
+        """Kill member m. A batch it was writing leaves a torn tail: some prefix of its
+        records (snapshot marker, entries, hard state) reached the disk, the rest did not,
+        which is what the WAL's recovery keeps (a record cut short fails its checksum)."""
+        rd = m.in_flight
+        if rd is not None:
+            total = m.disk.records(rd)
+            kept = self.rng.randrange(total + 1)
+            m.disk.persist_prefix(rd, kept)
+            where += f" (torn write: {kept} of {total} records kept)"
         self.log(f"crash {m.id} {where}")
         m.stop()
-        self.schedule(self.rng.randrange(5, 300), "restart", m.id)
-        return True
+        self.check.restarted(m.id)
+        if restart_in is not None:
+            self.schedule(restart_in, "restart", m.id)
 
     def _check_ready(self, m: Member, rd: Ready) -> None:
         core = m.core
         assert core is not None
-        if rd.soft_state is not None and rd.soft_state.role == Role.LEADER:
-            self.log(f"leader {m.id} term {core.term} voters {core.conf.voters}")
-            self.check.became_leader(m.id, core.term, core.log)
         if rd.entries:
             prev_term = core.log.term(rd.entries[0].index - 1)
             self.check.entries_written(m.id, rd.entries, prev_term)
@@ -311,6 +402,7 @@ class Simulator:
         if rd.snapshot is not None:
             m.app = App.decode(rd.snapshot.data)
             self.check.snapshot_installed(m.id, rd.snapshot.meta.index, m.app.digest)
+            self._snapshot_applied(m, rd.snapshot)
         for e in rd.committed_entries:
             prev = m.app.applied
             m.app.digest = chain_digest(m.app.digest, e)
@@ -318,12 +410,39 @@ class Simulator:
             self.check.entry_applied(m.id, e, prev, m.app.digest)
             if e.type == EntryType.CONF_CHANGE:
                 self._on_conf_applied(e)
+            self._entry_applied(m, e)
             self._ack_write(m, e)
         for rs in rd.read_states:
             need = m.reads.pop(rs.ctx, None)
             if need is not None:
                 self.check.read_served(m.id, rs.index, need)
                 self.reads_served += 1
+                self._read_index_served(m, rs.index, rs.ctx)
+        self._applied_batch(m)
+
+    # -- hooks for a simulator with a richer state machine (see hamgr.raft.simkv) -----------
+
+    def _member_started(self, m: Member) -> None:
+        """Member m (re)started from its disk."""
+
+    def _snapshot_applied(self, m: Member, snap: Snapshot) -> None:
+        """Member m installed a snapshot from its leader."""
+
+    def _entry_applied(self, m: Member, e: Entry) -> None:
+        """Member m applied a committed entry (before a client's write is acknowledged)."""
+
+    def _read_index_served(self, m: Member, index: int, ctx: bytes) -> None:
+        """Member m's ReadIndex request `ctx` may be served once `index` is applied."""
+
+    def _applied_batch(self, m: Member) -> None:
+        """Member m applied a Ready's snapshot and committed entries."""
+
+    def _ticked(self, m: Member) -> None:
+        """Member m's clock ticked (and its Ready was handled)."""
+
+    def _snapshot_data(self, m: Member) -> bytes:
+        """What member m's snapshot holds of its state machine."""
+        return m.app.encode()
 
     def _ack_write(self, m: Member, e: Entry) -> None:
         prop = m.proposals.pop(e.index, None)
@@ -342,7 +461,7 @@ class Simulator:
             return
         lg = core.log
         if lg.applied - lg.snapshot.meta.index >= self.cfg.snapshot_every:
-            snap = core.compact(core.snapshot_meta(), m.app.encode())
+            snap = core.compact(core.snapshot_meta(), self._snapshot_data(m))
             assert snap is not None
             m.disk.compact(snap)
             self.log(f"snapshot {m.id} at {snap.meta.index}")
@@ -350,11 +469,8 @@ class Simulator:
     def _on_conf_applied(self, e: Entry) -> None:
         change = ConfChange.decode(e.data)
         if change.type == ConfChangeType.REMOVE_NODE:
-            target = self.members.get(change.node_id)
-            if target is not None and not target.removed:
-                target.removed = True
-                self.log(f"member {change.node_id} removed; stopping it")
-                target.stop()
+            # The removed member keeps running (and may campaign) until it learns of it.
+            self.log(f"applied: member {change.node_id} removed")
 
     # -- clients --------------------------------------------------------------------------
 
@@ -408,11 +524,12 @@ class Simulator:
         if roll < 0.30:
             # Leaders are the interesting victims: crash one half of the time.
             victim = self.rng.choice(leaders if leaders and self.rng.random() < 0.5 else ids)
+            writing = [i for i in ids if self.members[i].in_flight is not None]
+            if writing and self.rng.random() < self.cfg.crash_mid_write:
+                victim = self.rng.choice(writing)
             m = self.members[victim]
             if m.up:
-                self.log(f"crash {victim}")
-                m.stop()
-                self.schedule(self.rng.randrange(20, 1500), "restart", victim)
+                self._crash(m, "", self.rng.randrange(20, 1500))
         elif roll < 0.50:
             self.rng.shuffle(ids)
             cut = self.rng.randrange(1, len(ids))
@@ -435,8 +552,8 @@ class Simulator:
         elif roll < 0.72:
             self.log("cold restart of every member")
             for i in ids:
-                self.members[i].stop()
-                self.schedule(self.rng.randrange(10, 400), "restart", i)
+                if self.members[i].up:
+                    self._crash(self.members[i], "", self.rng.randrange(10, 400))
         elif roll < 0.85:
             self._transfer()
         elif self.cfg.membership_changes:
@@ -448,6 +565,7 @@ class Simulator:
             return
         self.log(f"restart {node_id}")
         m.start()
+        self._member_started(m)
         self.schedule(self.rng.randrange(1, TICK_MS + 1), "tick", node_id)
         self._drive(m)
 
@@ -522,6 +640,28 @@ class Simulator:
         self._drive(m)
 
 
+def hunt_report(
+    seeds: list[int], rules: list[str], simulator: type[Simulator] = Simulator
+) -> list[str]:
+    """For each rule: in how many hunt seeds its breaking was caught, by all checks and by
+    Raft's end properties alone (election safety, log matching, leader completeness, commit
+    and state machine safety, linearizable reads). One line per rule."""
+    lines = []
+    for rule in rules:
+        breakers = RuleBreakers(**{rule: True})
+        caught = [0, 0]
+        for n, checks in enumerate((True, False)):
+            for seed in seeds:
+                cfg = hunt_profile(seed, breakers, rule_checks=checks)
+                result = simulator(seed, cfg).run()
+                caught[n] += result is not None and result.startswith("violation")
+        lines.append(
+            f"hunt rule={rule} seeds={len(seeds)} caught={caught[0]} "
+            f"caught_by_end_properties={caught[1]}"
+        )
+    return lines
+
+
 def run_seed(
     seed: int,
     base: SimConfig | None = None,
@@ -531,21 +671,34 @@ def run_seed(
     return Simulator(seed, profile(seed, base), trace).run()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line entry point."""
-    ap = argparse.ArgumentParser(
-        prog="python -m hamgr.raft.sim", description=__doc__.split("\n")[0]
-    )
+def main(
+    argv: list[str] | None = None,
+    *,
+    simulator: type[Simulator] = Simulator,
+    prog: str = "python -m hamgr.raft.sim",
+) -> int:
+    """Command line entry point (also of `hamgr.raft.simkv`, with its `simulator`)."""
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=100, help="how many seeds to run")
     ap.add_argument("--first", type=int, default=1, help="first seed")
     ap.add_argument("--seed", type=int, help="run only this seed")
     ap.add_argument("--trace", action="store_true", help="print every event of the run")
     ap.add_argument("--hunt", action="store_true", help="use the bug-hunting profile")
     ap.add_argument(
+        "--no-rule-checks",
+        action="store_true",
+        help="check only Raft's end properties, not the rules seen from outside the core",
+    )
+    ap.add_argument(
+        "--hunt-report",
+        action="store_true",
+        help="for each --break-rule (default: all), in how many hunt seeds it is caught",
+    )
+    ap.add_argument(
         "--break-rule",
         action="append",
         default=[],
-        choices=sorted(RuleBreakers.__dataclass_fields__),
+        choices=RuleBreakers.names(),
         help="test only: make the core break this rule (repeatable)",
     )
     args = ap.parse_args(argv)
@@ -555,17 +708,24 @@ def main(argv: list[str] | None = None) -> int:
         if args.seeds <= 0:
             ap.error("--seeds must be positive")
         seeds = list(range(args.first, args.first + args.seeds))
+    if args.hunt_report:
+        for line in hunt_report(seeds, args.break_rule or RuleBreakers.names(), simulator):
+            print(line)
+        return 0
     breakers = RuleBreakers(**{name: True for name in args.break_rule})
+    checks = not args.no_rule_checks
     extra = "".join(f" --break-rule {name}" for name in args.break_rule)
     extra += " --hunt" if args.hunt else ""
+    extra += "" if checks else " --no-rule-checks"
     violations = liveness = 0
     started = time.monotonic()
     for seed in seeds:
         trace = print if args.trace else None
         if args.hunt:
-            result = Simulator(seed, hunt_profile(seed, breakers), trace).run()
+            cfg = hunt_profile(seed, breakers, rule_checks=checks)
         else:
-            result = run_seed(seed, SimConfig(rule_breakers=breakers), trace)
+            cfg = profile(seed, SimConfig(rule_breakers=breakers, rule_checks=checks))
+        result = simulator(seed, cfg, trace).run()
         if result is None:
             continue
         if result.startswith("violation"):
@@ -573,7 +733,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             liveness += 1
         print(f"seed {seed}: {result}")
-        print(f"  replay: python -m hamgr.raft.sim --seed {seed} --trace{extra}")
+        print(f"  replay: {prog} --seed {seed} --trace{extra}")
     elapsed = time.monotonic() - started
     sys.stdout.flush()
     print(f"elapsed={elapsed:.1f}s seeds_per_second={len(seeds) / elapsed:.1f}", file=sys.stderr)

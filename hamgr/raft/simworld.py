@@ -9,8 +9,9 @@ import random
 import struct
 from dataclasses import dataclass, field
 
-from hamgr.raft.config import RaftConfig, RuleBreakers
+from hamgr.raft.config import RaftConfig
 from hamgr.raft.core import RaftCore
+from hamgr.raft.simbreakers import RuleBreakers, make_core
 from hamgr.raft.types import Entry, HardState, Ready, Snapshot
 
 
@@ -35,14 +36,34 @@ class Disk:
 
     def persist(self, rd: Ready) -> None:
         """Apply a Ready's persistence part, atomically (one fsync)."""
+        self.persist_prefix(rd, self.records(rd))
+
+    @staticmethod
+    def records(rd: Ready) -> int:
+        """How many WAL records the Ready's batch is: snapshot marker, entries, hard state."""
+        return (rd.snapshot is not None) + len(rd.entries) + (rd.hard_state is not None)
+
+    def persist_prefix(self, rd: Ready, kept: int) -> None:
+        """What a torn write of the batch leaves: its first `kept` records, in the order the
+        storage writes them (snapshot marker, entries, hard state); an entry replaces every
+        stored entry at its index and above."""
+        if kept <= 0:
+            return
         if rd.snapshot is not None:
             self.snapshot = rd.snapshot
             self.entries = []
-        if rd.entries:
-            first = rd.entries[0].index
-            self.entries = [e for e in self.entries if e.index < first] + list(rd.entries)
-        if rd.hard_state is not None:
+            kept -= 1
+        entries = list(rd.entries[:kept])
+        kept -= len(entries)
+        if entries:
+            first = entries[0].index
+            self.entries = [e for e in self.entries if e.index < first] + entries
+        if kept > 0 and rd.hard_state is not None:
             self.hard_state = rd.hard_state
+
+    def last_index(self) -> int:
+        """The last index held (in an entry, or the snapshot's)."""
+        return self.entries[-1].index if self.entries else self.snapshot.meta.index
 
     def compact(self, snap: Snapshot) -> None:
         """The application saved a snapshot; entries it covers may go."""
@@ -58,7 +79,7 @@ class App:
     digest: bytes = b"\0" * 8
 
     def encode(self) -> bytes:
-        """Snapshot data."""
+        """Snapshot data (16 bytes; a richer state machine appends its own after them)."""
         return struct.pack(">Q", self.applied) + self.digest
 
     @classmethod
@@ -66,7 +87,7 @@ class App:
         """Restore from snapshot data."""
         if not data:
             return cls()
-        return cls(struct.unpack(">Q", data[:8])[0], data[8:])
+        return cls(struct.unpack(">Q", data[:8])[0], data[8:16])
 
 
 def chain_digest(digest: bytes, e: Entry) -> bytes:
@@ -84,7 +105,11 @@ class Member:
         self.disk = disk
         self.up = False
         self.removed = False
+        self.was_member = False  # once a member, absence from its own conf means removal
+        self.led_term = 0  # the last term in which it was seen becoming leader
+        self.leader_commit = 0  # its commit index when last seen as that leader
         self.syncing = False
+        self.in_flight: Ready | None = None  # the batch being written, if any
         self.incarnation = 0
         self.core: RaftCore | None = None
         self.app = App()
@@ -103,12 +128,12 @@ class Member:
             max_inflight_msgs=c.max_inflight,
             max_size_per_msg=c.max_size_per_msg,
             max_apply_bytes_per_ready=2000,
-            rule_breakers=c.rule_breakers,
         )
         d = self.disk
-        self.core = RaftCore(
+        self.core = make_core(
             cfg,
             random.Random(self._rng.getrandbits(64)),
+            c.rule_breakers,
             hard_state=d.hard_state,
             snapshot=d.snapshot,
             entries=list(d.entries),
@@ -118,11 +143,15 @@ class Member:
         self.reads = {}
         self.up = True
         self.syncing = False
+        self.in_flight = None
+        self.led_term = 0
         self.incarnation += 1
 
     def stop(self) -> None:
         """Crash: everything not on disk is gone."""
         self.up = False
         self.core = None
+        self.syncing = False
+        self.in_flight = None
         self.proposals = {}
         self.reads = {}

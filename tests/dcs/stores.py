@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -150,13 +151,25 @@ def _alive(pid: int) -> bool:
 class EtcdStore:
     """`size` etcd members on 127.0.0.81.., data under `root`; stopped by PID in `stop_all`."""
 
-    def __init__(self, root: Path, binary: str, size: int = 3, first_host: int = 81) -> None:
+    def __init__(
+        self,
+        root: Path,
+        binary: str,
+        size: int = 3,
+        first_host: int = 81,
+        tls_dir: Path | None = None,
+    ) -> None:
+        """With `tls_dir` (``hamgr certs`` output with a certificate per member name and one
+        named ``client``) clients must speak https with a client certificate of that CA
+        (etcd's --client-cert-auth); the peers still talk plain HTTP among themselves."""
         self.root = root
         self.binary = binary
         self.ttl = TTL
         self.names = [f"e{i}" for i in range(1, size + 1)]
         self.hosts = {n: f"127.0.0.{first_host + i}" for i, n in enumerate(self.names)}
-        self.client_urls = {n: f"http://{h}:{free_port(h)}" for n, h in self.hosts.items()}
+        self.tls_dir = tls_dir
+        scheme = "https" if tls_dir is not None else "http"
+        self.client_urls = {n: f"{scheme}://{h}:{free_port(h)}" for n, h in self.hosts.items()}
         self.peer_urls = {n: f"http://{h}:{free_port(h)}" for n, h in self.hosts.items()}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.username: str | None = None
@@ -165,7 +178,29 @@ class EtcdStore:
     @property
     def endpoints(self) -> list[str]:
         """host:port of every member."""
-        return [url.removeprefix("http://") for url in self.client_urls.values()]
+        return [url.partition("://")[2] for url in self.client_urls.values()]
+
+    @property
+    def tls_options(self) -> dict[str, Any]:
+        """The EtcdDcs/EtcdConfig TLS keyword arguments of a client of this store."""
+        if self.tls_dir is None:
+            return {}
+        return {
+            "protocol": "https",
+            "cacert": str(self.tls_dir / "ca.crt"),
+            "cert": str(self.tls_dir / "client.crt"),
+            "key": str(self.tls_dir / "client.key"),
+        }
+
+    def _tls_flags(self, name: str) -> list[str]:
+        if self.tls_dir is None:
+            return []
+        return [
+            "--cert-file", str(self.tls_dir / f"{name}.crt"),
+            "--key-file", str(self.tls_dir / f"{name}.key"),
+            "--trusted-ca-file", str(self.tls_dir / "ca.crt"),
+            "--client-cert-auth",
+        ]  # fmt: skip
 
     def start_all(self) -> None:
         cluster = ",".join(f"{n}={self.peer_urls[n]}" for n in self.names)
@@ -187,6 +222,7 @@ class EtcdStore:
                     "--election-timeout", "500",
                     "--logger", "zap",
                     "--log-level", "warn",
+                    *self._tls_flags(n),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -215,7 +251,13 @@ class EtcdStore:
         """One gateway call to the first member (as root when auth is on)."""
         headers: dict[str, str] = {}
         base = url or next(iter(self.client_urls.values()))
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+        ssl_ctx: ssl.SSLContext | bool = True
+        if self.tls_dir is not None:
+            ssl_ctx = ssl.create_default_context(cafile=str(self.tls_dir / "ca.crt"))
+            ssl_ctx.load_cert_chain(self.tls_dir / "client.crt", self.tls_dir / "client.key")
+        async with aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=5), connector=aiohttp.TCPConnector(ssl=ssl_ctx)
+        ) as http:
             if self.username is not None:
                 auth = {"name": self.username, "password": self.password}
                 async with http.post(base + "/v3/auth/authenticate", json=auth) as resp:
@@ -257,6 +299,7 @@ class EtcdStore:
             ttl=self.ttl,
             retry_timeout=retry_timeout,
             attempt_timeout=0.5,
+            **self.tls_options,
         )
 
     def unreachable(self, scope: str, name: str, retry_timeout: float) -> EtcdDcs:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from hamgr.certs import init, parse_members
 from hamgr.config.schema import EtcdConfig
 from hamgr.dcs import DcsError
 from hamgr.dcs.etcd import EtcdDcs
@@ -146,3 +147,62 @@ async def test_a_stopped_member_does_not_stop_the_session(
     finally:
         s.stop_all()
         assert pids_alive(s) == []
+
+
+async def test_tls_with_client_certificates(tmp_path: Path) -> None:
+    """etcd serving clients over https with --client-cert-auth (certificates from `hamgr
+    certs`): store.etcd protocol https + cacert + cert/key work; a client without the
+    certificate, trusting another CA, or speaking plain HTTP is refused with a DcsError."""
+    assert BINARY is not None
+    certs = tmp_path / "tls"
+    init(certs, "etcd", parse_members("e1=127.0.0.87,client=127.0.0.1"))
+    (tmp_path / "etcd").mkdir()
+    s = EtcdStore(tmp_path / "etcd", BINARY, size=1, first_host=87, tls_dir=certs)
+    try:
+        s.start_all()
+        await s.wait_ready()
+        scope = new_scope("tls")
+        config = EtcdConfig(hosts=tuple(s.endpoints), **s.tls_options)
+        good = EtcdDcs.from_config(config, scope, "a", ttl=2.0)
+        try:
+            assert good.transport.urls[0].startswith("https://127.0.0.87:")
+            await good.touch_member(member("a"))
+            assert await good.acquire_leader() is not None
+            assert (await good.keepalive()).ok
+            assert (await good.get_cluster()).member("a") is not None
+            assert await good.watch(0.2) is False
+        finally:
+            await good.close()
+        other = tmp_path / "other"
+        init(other, "other", parse_members("client=127.0.0.1"))
+        opts = s.tls_options
+        refused = {
+            "no client certificate": {"protocol": "https", "cacert": opts["cacert"]},
+            "another CA": {**opts, "cacert": str(other / "ca.crt")},
+            "a certificate of another CA": {
+                **opts,
+                "cert": str(other / "client.crt"),
+                "key": str(other / "client.key"),
+            },
+            "plain http": {},
+        }
+        for why, kw in refused.items():
+            bad = EtcdDcs(scope, "b", s.endpoints, retry_timeout=1.0, attempt_timeout=0.5, **kw)
+            try:
+                with pytest.raises(DcsError, match="get_cluster"):
+                    await bad.get_cluster()
+            except BaseException:
+                print(f"not refused: {why}")
+                raise
+            finally:
+                await bad.close()
+    finally:
+        s.stop_all()
+        assert pids_alive(s) == []
+
+
+async def test_etcd_client_certificate_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="cert and key must be given together"):
+        EtcdDcs("s", "a", ["127.0.0.1:2379"], protocol="https", cert="/c")
+    with pytest.raises(ValueError, match='need protocol "https"'):
+        EtcdDcs("s", "a", ["127.0.0.1:2379"], cert="/c", key="/k")

@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -27,12 +28,10 @@ import yaml
 
 PASSWORD = "it-password"
 API_AUTH = ("admin", PASSWORD)
-SMALL_PG = {
-    "shared_buffers": "16MB",
-    "max_connections": 30,
-    "max_wal_senders": 6,
-    "wal_keep_size": "64MB",
-}
+SMALL_PG = {"shared_buffers": "16MB"}
+"""Each member's own parameters: small servers, several run at once on a 2-core machine."""
+SMALL_PG_CLUSTER = {"max_connections": 30, "max_wal_senders": 6, "wal_keep_size": "64MB"}
+"""Cluster-wide parameters (bootstrap.dcs): those that must be the same on every member."""
 
 
 @dataclass
@@ -44,6 +43,7 @@ class Member:
     host: str
     root: Path
     proc: subprocess.Popen[bytes] | None = None
+    scheme: str = "http"
 
     @property
     def config(self) -> Path:
@@ -59,7 +59,7 @@ class Member:
 
     @property
     def api(self) -> str:
-        return f"http://{self.host}:8008"
+        return f"{self.scheme}://{self.host}:8008"
 
     @property
     def pg_port(self) -> int:
@@ -78,9 +78,11 @@ class AgentCluster:
         profile: str = "fast",
         member_overrides: dict[str, dict[str, Any]] | None = None,
         etcd_hosts: list[str] | None = None,
+        tls: bool = False,
     ) -> None:
         """With `etcd_hosts` the agents use that etcd (``store.backend: etcd``) instead of their
-        embedded store members."""
+        embedded store members. With `tls` the REST API and the store run over TLS, with
+        certificates from ``hamgr certs init`` in ``root/tls`` (`ssl_context`: a client's)."""
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o755)
@@ -88,13 +90,28 @@ class AgentCluster:
         self.etcd_hosts = etcd_hosts
         self.backend = "etcd" if etcd_hosts else "raft"
         self.members = {
-            f"m{i}": Member(f"m{i}", i, host, root) for i, host in enumerate(hosts, start=1)
+            f"m{i}": Member(f"m{i}", i, host, root, scheme="https" if tls else "http")
+            for i, host in enumerate(hosts, start=1)
         }
+        self.tls_dir: Path | None = None
+        self.ssl_context: ssl.SSLContext | None = None
+        if tls:
+            self.tls_dir = root / "tls"
+            members = ",".join(f"{m.name}={m.host}" for m in self.members.values())
+            made = subprocess.run(
+                [sys.executable, "-m", "hamgr", "certs", "init", "--cluster", scope,
+                 "--members", f"{members},client=127.0.0.1", "--out", str(self.tls_dir)],
+                capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            assert made.returncode == 0, made.stderr
+            self.ssl_context = ssl.create_default_context(cafile=str(self.tls_dir / "ca.crt"))
         secret = root / "store-secret"
         secret.write_text(secrets.token_hex(24))
         os.chmod(secret, 0o600)
         for m in self.members.values():
             config = self._config(m, secret, profile)
+            if self.tls_dir is not None:
+                self._add_tls(config, m, self.tls_dir)
             for key, value in (member_overrides or {}).get(m.name, {}).items():
                 config[key] = value
             m.config.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -123,7 +140,19 @@ class AgentCluster:
                 },
                 "parameters": dict(SMALL_PG),
             },
+            "bootstrap": {"dcs": {"postgresql": {"parameters": dict(SMALL_PG_CLUSTER)}}},
         }
+
+    @staticmethod
+    def _add_tls(config: dict[str, Any], m: Member, tls_dir: Path) -> None:
+        files = {
+            "certfile": str(tls_dir / f"{m.name}.crt"),
+            "keyfile": str(tls_dir / f"{m.name}.key"),
+            "cafile": str(tls_dir / "ca.crt"),
+        }
+        config["restapi"].update(files)
+        if "raft" in config["store"]:
+            config["store"]["raft"]["tls"] = dict(files)
 
     def _store(self, m: Member, peers: list[dict[str, Any]], secret: Path) -> dict[str, Any]:
         if self.etcd_hosts:
@@ -226,7 +255,7 @@ class AgentCluster:
         """GET a member's REST path: (status, JSON body or None); (0, None) when unreachable."""
         url = self.members[name].api + path
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:
+            with urllib.request.urlopen(url, timeout=timeout, context=self.ssl_context) as resp:
                 return resp.status, _json(resp.read())
         except urllib.error.HTTPError as exc:
             return exc.code, _json(exc.read())

@@ -86,7 +86,7 @@ def call(
         c.members[name].api + path, data=data, method=method, headers=headers
     )
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout, context=c.ssl_context) as resp:
             return resp.status, _json(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, _json(exc.read())
@@ -117,6 +117,8 @@ def hactl(c: AgentCluster, name: str, *args: str) -> subprocess.CompletedProcess
     """Run `hactl --url <member name's API> ARGS` with the API's credentials."""
     env = {**os.environ, "HACTL_PASSWORD": API_AUTH[1]}
     argv = [sys.executable, "-m", "hamgr.ctl", *args, "--url", c.members[name].api]
+    if c.tls_dir is not None:
+        argv += ["--cacert", str(c.tls_dir / "ca.crt")]
     return subprocess.run(
         [*argv, "--username", API_AUTH[0]],
         capture_output=True,
@@ -359,6 +361,8 @@ def running_haproxy(c: AgentCluster, listen: str, log: Path) -> Iterator[subproc
     binary = haproxy_binary()
     assert binary is not None, "haproxy is not installed"
     env = {**os.environ, "HAMGR_LISTEN": listen, "HAMGR_API_PORT": "8008"}
+    if c.tls_dir is not None:  # health checks over TLS (check-ssl), the cluster CA verified
+        env["HAMGR_API_CAFILE"] = str(c.tls_dir / "ca.crt")
     members = list(c.members.values())
     assert len(members) == 3, "deploy/haproxy/haproxy.cfg names three members"
     for i, m in enumerate(members, start=1):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ha.agentcluster import AgentCluster
+from tests.ha.agentcluster import SMALL_PG_CLUSTER, AgentCluster
 from tests.ha.clusterops import (
     call,
     decisions,
@@ -34,7 +34,14 @@ pytestmark = pytest.mark.timeout(240)
 HOSTS = ["127.0.0.161", "127.0.0.162", "127.0.0.163"]
 TTL = 10.0
 BOOT = 90.0
-SLOW = {"bootstrap": {"dcs": {"ttl": TTL, "loop_wait": 1, "retry_timeout": 2, "safety_margin": 2}}}
+SLOW = {
+    "bootstrap": {
+        "dcs": {
+            **{"ttl": TTL, "loop_wait": 1, "retry_timeout": 2, "safety_margin": 2},
+            "postgresql": {"parameters": dict(SMALL_PG_CLUSTER)},
+        }
+    }
+}
 DEMOTED = ("Demote", "fencing:", "StopPostgres", "lease deadline has passed")
 
 

@@ -11,10 +11,11 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hamgr.raft.config import RaftConfig, RuleBreakers
+from hamgr.raft.config import RaftConfig
 from hamgr.raft.core import RaftCore
 from hamgr.raft.membership import bootstrap_log
-from hamgr.raft.types import Entry, HardState, Message, Role, Snapshot
+from hamgr.raft.simbreakers import RuleBreakers, make_core
+from hamgr.raft.types import Entry, HardState, Message, Ready, Role, Snapshot
 
 Filter = Callable[[Message], bool]
 
@@ -30,6 +31,7 @@ class Node:
     core: RaftCore | None = None
     applied: list[Entry] = field(default_factory=list)
     read_states: list[tuple[int, bytes]] = field(default_factory=list)
+    held: Ready | None = None  # persisted and sent, its committed entries not yet applied
 
 
 class Cluster:
@@ -53,11 +55,12 @@ class Cluster:
             pre_vote=pre_vote,
             check_quorum=check_quorum,
             max_size_per_msg=max_size_per_msg,
-            rule_breakers=rule_breakers or RuleBreakers(),
         )
+        self.breakers = rule_breakers or RuleBreakers()
         self.nodes: dict[int, Node] = {}
         self.outbox: list[Message] = []
         self.isolated: set[int] = set()
+        self.slow_apply: set[int] = set()
         hs, entries = bootstrap_log(ids)
         for i in ids:
             self.nodes[i] = Node(i, hs, Snapshot(), list(entries))
@@ -73,9 +76,10 @@ class Cluster:
     def start(self, i: int) -> None:
         """(Re)start member i from its durable state."""
         n = self.nodes[i]
-        n.core = RaftCore(
+        n.core = make_core(
             RaftConfig(id=i, **self.cfg),  # type: ignore[arg-type]
             random.Random(self.rng.getrandbits(32)),
+            self.breakers,
             hard_state=n.hard_state,
             snapshot=n.snapshot,
             entries=list(n.entries),
@@ -86,6 +90,7 @@ class Cluster:
     def crash(self, i: int) -> None:
         """Stop member i; its unsent messages and volatile state are lost."""
         self.nodes[i].core = None
+        self.nodes[i].held = None
         self.outbox = [m for m in self.outbox if m.frm != i]
 
     def core(self, i: int) -> RaftCore:
@@ -97,9 +102,14 @@ class Cluster:
     # -- driving --------------------------------------------------------------------------
 
     def drive(self, i: int) -> None:
-        """Handle every pending Ready of member i, following the Ready contract."""
+        """Handle every pending Ready of member i, following the Ready contract.
+
+        A member in `slow_apply` stops after persisting and sending a Ready that carries
+        committed entries, before applying them: like a driver that yields to the event loop
+        between batches, while messages and ticks keep reaching the core. `finish_apply` ends it.
+        """
         n = self.nodes[i]
-        while n.core is not None and n.core.has_ready():
+        while n.core is not None and n.held is None and n.core.has_ready():
             rd = n.core.ready()
             self.outbox.extend(rd.messages_early)
             if rd.snapshot is not None:
@@ -112,9 +122,24 @@ class Cluster:
             if rd.hard_state is not None:
                 n.hard_state = rd.hard_state
             self.outbox.extend(rd.messages)
-            n.applied.extend(rd.committed_entries)
-            n.read_states.extend((rs.index, rs.ctx) for rs in rd.read_states)
-            n.core.advance()
+            if i in self.slow_apply and rd.committed_entries:
+                n.held = rd
+                return
+            self._apply_and_advance(n, rd)
+
+    def _apply_and_advance(self, n: Node, rd: Ready) -> None:
+        assert n.core is not None
+        n.applied.extend(rd.committed_entries)
+        n.read_states.extend((rs.index, rs.ctx) for rs in rd.read_states)
+        n.core.advance()
+
+    def finish_apply(self, i: int) -> None:
+        """Apply the Ready member i holds (see `drive`), advance, and drive on."""
+        n = self.nodes[i]
+        rd, n.held = n.held, None
+        if rd is not None and n.core is not None:
+            self._apply_and_advance(n, rd)
+        self.drive(i)
 
     def tick(self, i: int, times: int = 1) -> None:
         """Advance member i's clock."""
@@ -148,7 +173,7 @@ class Cluster:
     def campaign(self, i: int, allow: Filter | None = None) -> None:
         """Let member i's election timer fire (others' timers stay put) and run the election."""
         core = self.core(i)
-        for _ in range(2 * self.cfg["election_tick"]):  # type: ignore[operator]
+        for _ in range(2 * self.cfg["election_tick"]):
             if core.role != Role.FOLLOWER:
                 break
             self.tick(i)
@@ -157,7 +182,7 @@ class Cluster:
     def expire_lease(self, *ids: int) -> None:
         """Tick members until they stop trusting a silent leader; drop what they sent meanwhile."""
         for i in ids:
-            for _ in range(self.cfg["election_tick"]):  # type: ignore[call-overload]
+            for _ in range(self.cfg["election_tick"]):
                 self.core(i).tick()
             self.drive(i)
         self.outbox = [m for m in self.outbox if m.frm not in ids]

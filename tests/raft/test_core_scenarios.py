@@ -8,9 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hamgr.raft.config import RaftConfig, RuleBreakers
+from hamgr.raft.config import RaftConfig
 from hamgr.raft.core import RaftCore
 from hamgr.raft.log import LogInvariantError, RaftLog
+from hamgr.raft.membership import bootstrap_log
+from hamgr.raft.simbreakers import RuleBreakers
 from hamgr.raft.types import (
     ConfChange,
     ConfChangeType,
@@ -275,6 +277,53 @@ def test_removed_leader_steps_down_and_stays_quiet() -> None:
     assert c.core(2).conf.voters == (2, 3)
 
 
+def _committed_removal_not_yet_applied_on_2() -> Cluster:
+    """Leader 1 commits the removal of 3; member 2 persisted and acknowledged it and knows it is
+    committed, but its driver yields before applying it (2 still counts votes in {1, 2, 3})."""
+    c = Cluster([1, 2, 3])
+    elect(c, 1)
+    c.slow_apply = {2}
+    index = c.core(1).propose_conf_change(ConfChange(ConfChangeType.REMOVE_NODE, 3))
+    c.drive(1)
+    c.deliver()
+    c.tick(1)  # the heartbeat tells 2 that the change committed
+    c.deliver()
+    core2 = c.core(2)
+    assert c.core(1).conf.voters == (1, 2)
+    assert core2.log.committed >= index and c.nodes[2].held is not None
+    assert core2.conf.voters == (1, 2, 3)
+    c.isolated = {1}  # the leader goes silent: 2's election timer runs out
+    return c
+
+
+def test_no_campaign_while_a_committed_conf_change_is_unapplied() -> None:
+    c = _committed_removal_not_yet_applied_on_2()
+    core2 = c.core(2)
+    for _ in range(3 * 10):
+        core2.tick()
+    assert core2.role == Role.FOLLOWER
+    assert not [m for m in c.outbox if m.frm == 2 and m.type in ELECTION_TYPES]
+    assert core2.has_unapplied_conf_changes()
+    c.finish_apply(2)  # the apply catches up: 2 now counts in {1, 2} and may campaign
+    assert core2.conf.voters == (1, 2) and not core2.has_unapplied_conf_changes()
+    for _ in range(3 * 10):
+        core2.tick()
+    c.drive(2)
+    assert core2.role != Role.FOLLOWER
+    assert [m for m in c.outbox if m.frm == 2 and m.type == MsgType.PRE_VOTE]
+
+
+def test_no_transfer_campaign_while_a_committed_conf_change_is_unapplied() -> None:
+    c = _committed_removal_not_yet_applied_on_2()
+    core2 = c.core(2)
+    timeout_now = Message(MsgType.TIMEOUT_NOW, 2, 1, core2.term)
+    core2.step(timeout_now)
+    assert core2.role == Role.FOLLOWER and core2.term == c.core(1).term
+    c.finish_apply(2)
+    core2.step(timeout_now)
+    assert core2.role == Role.CANDIDATE
+
+
 def test_compact_adopts_a_snapshot_taken_before_later_applies() -> None:
     """A driver encodes its snapshot in the background: the core adopts it at the index it was
     taken at, with the configuration of then, however far the log moved on meanwhile."""
@@ -330,6 +379,24 @@ def test_snapshot_installed_on_far_behind_follower() -> None:
     c.deliver()
     assert c.applied_data(3)[-1] == b"after-snapshot"
     assert c.core(3).log.term(c.core(3).log.last_index()) == c.core(1).term
+
+
+def test_snapshot_matching_our_log_acknowledges_only_what_it_proves() -> None:
+    """A follower holds the snapshot's last entry (index 10, term 2) and, after it, two entries
+    of an old leader that the new leader never sent (its own 11 and 12 are of term 3). Its
+    answer to the snapshot must not claim 12: the leader would count those unchecked entries
+    as copies of its own and could commit them without a real majority."""
+    hs, boot = bootstrap_log([1, 2, 3])
+    entries = [*boot, *(Entry(2, i, data=b"e%d" % i) for i in range(len(boot) + 1, 13))]
+    follower = RaftCore(RaftConfig(id=2), random.Random(1), hard_state=hs, entries=entries)
+    conf = follower.conf
+    snap = Snapshot(SnapshotMeta(10, 2, conf), b"state-at-10")
+    follower.step(Message(MsgType.SNAP, 2, 1, 3, snapshot=snap))
+    rd = follower.ready()
+    acks = [m for m in rd.messages if m.type == MsgType.APP_RESP and not m.reject]
+    assert [m.index for m in acks] == [10]
+    assert follower.log.committed == 10 and follower.log.last_index() == 12
+    assert rd.snapshot is None  # the log is kept, not replaced
 
 
 def test_read_index_waits_for_term_commit_and_quorum() -> None:
