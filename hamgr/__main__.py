@@ -13,15 +13,20 @@ def _validate_config(args: argparse.Namespace) -> int:
 
     The checks are the agent's own at start (`hamgr.agentsetup.load_agent_setup`).
     """
-    from hamgr.agentsetup import setup_problems
+    from hamgr.agentsetup import WITNESS_MEANING, WitnessSetup, load_setup
+    from hamgr.config import ConfigError
 
-    problems = setup_problems(args.file)
-    if not problems:
+    try:
+        setup = load_setup(args.file)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    if isinstance(setup, WitnessSetup):
+        print(f"ok: {WITNESS_MEANING}, store member {setup.store.node_id}")
+    else:
         print("ok")
-        return 0
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    return 1
+    return 0
 
 
 def _store(args: argparse.Namespace) -> int:

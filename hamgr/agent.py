@@ -2,7 +2,10 @@
 
 It runs the embedded store member (Raft node and client listener) and the HA loop over it
 (RaftDcs) or, with ``store.backend: etcd``, the HA loop over an existing etcd (EtcdDcs); the
-fencer process for the primary's lease deadline; and the REST API. SIGTERM stops
+fencer process for the primary's lease deadline; and the REST API (with ``/store/members``,
+`hamgr.storeadmin`). A member added at run time (``store.raft.join``) holds the HA loop back
+until its store member votes, so PostgreSQL is cloned only then. A file without a
+``postgresql`` section is a witness's: only the store member runs (`hamgr.storecmd`). SIGTERM stops
 cleanly: a primary hands over to a healthy replica when one exists (switchover), otherwise
 stops PostgreSQL (at once, without store calls, when no majority of the store members is left,
 as at the end of a whole-cluster stop that took the replicas first); SIGHUP reloads the
@@ -26,7 +29,7 @@ from pathlib import Path
 import aiohttp
 
 from hamgr import api, postgres, tls
-from hamgr.agentsetup import AgentSetup, load_agent_setup
+from hamgr.agentsetup import AgentSetup, WitnessSetup, database, load_agent_setup, load_setup
 from hamgr.apiaccess import Access
 from hamgr.config import Config, ConfigError, split_address
 from hamgr.dcs.base import DcsError
@@ -44,10 +47,14 @@ from hamgr.raft.client import StoreClient
 from hamgr.raft.handshake import source_host_for
 from hamgr.raft.node import RaftNode
 from hamgr.raft.rpcserver import StoreRpcServer
+from hamgr.storeadmin import StoreAdmin, register_until_done
 from hamgr.storecmd import (
     MemberStartError,
     StoreSettings,
+    member_client,
+    own_record,
     running_member,
+    serve_witness,
     setup_logging,
     store_ssl_contexts,
 )
@@ -81,6 +88,11 @@ def has_majority(reach: tuple[int, int] | None) -> bool:
         return True
     reached, voters = reach
     return reached > voters // 2
+
+
+def _fmt(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _reach(node: RaftNode | None) -> tuple[int, int] | None:
@@ -120,13 +132,55 @@ class Agent:
             return 1
         if self.store is None:
             return await self._serve(None, self._etcd_dcs())
+        store = self.store
         try:
-            self.store_ssl = store_ssl_contexts(self.store)
-            async with running_member(self.store, self.store_ssl) as (node, server):
-                return await self._serve(node, self._raft_dcs(self.store, node, server))
+            self.store_ssl = store_ssl_contexts(store)
+            async with running_member(store, self.store_ssl) as (node, server):
+                if not await self._wait_until_voter(node):
+                    return 0
+                source = source_host_for(store.listen[0])
+                async with member_client(store, source) as client:
+                    admin = StoreAdmin(self.config.scope, node, client, store.client_addresses)
+                    registered = asyncio.create_task(
+                        register_until_done(client, store.scope, own_record(store), self.stop)
+                    )
+                    try:
+                        return await self._serve(node, self._raft_dcs(store, node, server), admin)
+                    finally:
+                        registered.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await registered
         except MemberStartError as exc:
-            log.critical("store member %d: %s", self.store.node_id, exc)
+            log.critical("store member %d: %s", store.node_id, exc)
             return 1
+
+    async def _wait_until_voter(self, node: RaftNode) -> bool:
+        """Hold the HA loop (and PostgreSQL) back until this host's store member votes: a host
+        added with ``hactl members add`` first catches up as a learner; only then does its
+        agent clone PostgreSQL. False when stopped while waiting."""
+        said = 0.0
+        while not self.stop.is_set():
+            st = node.status()
+            if node.id in st.get("voters", ()):
+                return True
+            if node.state == "failed":
+                log.critical("store member %d failed: %s", node.id, node.failure)
+                return False
+            if time.monotonic() - said >= 10.0:
+                said = time.monotonic()
+                if node.id in st.get("learners", ()):
+                    why = "is a learner catching up; it becomes a voter by itself once caught up"
+                else:
+                    me = _fmt(node.transport.advertised_address)
+                    why = (
+                        "is not a member of the store yet: add it with "
+                        f"hactl members add {self.config.name} {me}"
+                    )
+                log.info("store member %d %s; PostgreSQL waits until it votes", node.id, why)
+                self.telemetry.waiting(f"store member {node.id} {why}", 30.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), node.tick_interval * 2)
+        return False
 
     def _raft_dcs(self, store: StoreSettings, node: RaftNode, server: StoreRpcServer) -> KvSession:
         endpoints = [server.client_address, *store.client_addresses.values()]
@@ -165,7 +219,9 @@ class Agent:
         etcd = self.config.store.etcd
         return f"etcd at {', '.join(etcd.hosts) if etcd else '?'}"
 
-    async def _serve(self, node: RaftNode | None, dcs: KvSession) -> int:
+    async def _serve(
+        self, node: RaftNode | None, dcs: KvSession, admin: StoreAdmin | None = None
+    ) -> int:
         """Run the HA loop over ``dcs``; ``node`` is the embedded store member (None on etcd:
         no store leadership to move, no store metrics)."""
         run_dir = self.pg.run_dir or self.pg.data_dir.with_name(self.pg.data_dir.name + ".run")
@@ -217,7 +273,7 @@ class Agent:
                 on_keepalive=tele.on_keepalive,
                 on_store_error=tele.on_store_error,
                 resume_lease=lease_file.load(),
-                local_parameters=self.config.postgresql.parameters,
+                local_parameters=database(self.config).parameters,
             )
             self.loop = loop
             view = LoopView(loop, self.config.scope, reload=self.reload)
@@ -237,6 +293,7 @@ class Agent:
                 ssl_context=self.rest_server_ssl,
                 metrics=scrape,
                 access=Access.from_config(rest),
+                store=admin,
                 events=tele.events,
                 store_status=self._store_status(node, loop),
             )
@@ -394,7 +451,7 @@ class Agent:
             return
         self.config = setup.config
         self.pg = dataclasses.replace(setup.pg, parameters=self.loop.runner.pg.parameters)
-        self.loop.local_parameters = dict(setup.config.postgresql.parameters)
+        self.loop.local_parameters = dict(database(setup.config).parameters)
         self.loop.pg = self.pg
         self.loop.runner.pg = self.pg
         self.loop.me = setup.me
@@ -428,10 +485,13 @@ async def _run(setup: AgentSetup, path: Path) -> int:
 def main(args: argparse.Namespace) -> int:
     """Entry point of `hamgr agent`."""
     try:
-        setup = load_agent_setup(args.config)
+        setup = load_setup(args.config)
     except ConfigError as exc:
         print(f"hamgr agent: {args.config}:\n{exc}", file=sys.stderr)
         return 2
     setup_logging(setup.config.log, getattr(args, "log_format", None))
     tune_gc()
+    if isinstance(setup, WitnessSetup):
+        log.info("no postgresql section: this host is a witness, a store member only")
+        return serve_witness(setup.store)
     return asyncio.run(_run(setup, Path(args.config)))

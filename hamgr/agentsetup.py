@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hamgr.config import Config, ConfigError, load_config
+from hamgr.config.schema import PostgresConfig, RestApiConfig, Tags, WatchdogConfig
 from hamgr.dcs.jsonfields import ModelError
 from hamgr.dcs.model import DynamicSettings, MemberTags
 from hamgr.ha.loop import Identity
@@ -31,12 +32,17 @@ from hamgr.tls import TlsFiles, client_context, rest_client_context, rest_server
 
 __all__ = [
     "AgentSetup",
+    "WitnessSetup",
     "agent_setup",
     "identity",
     "load_agent_setup",
+    "load_setup",
     "pg_settings",
     "setup_problems",
+    "witness_setup",
 ]
+
+WITNESS_MEANING = "a witness: a store member only, no PostgreSQL (no postgresql section)"
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,59 @@ class AgentSetup:
     """The cluster-wide settings this member writes if it bootstraps the cluster."""
 
 
+@dataclass(frozen=True)
+class WitnessSetup:
+    """A witness host: a configuration without a ``postgresql`` section. It runs its store
+    member only, so that two database hosts plus this one keep a store majority when either
+    database host is lost; it never runs PostgreSQL or an HA loop."""
+
+    config: Config
+    store: StoreSettings
+
+
+def database(config: Config) -> PostgresConfig:
+    """The ``postgresql`` section; ConfigError when it is absent (the file is a witness's)."""
+    if config.postgresql is None:
+        raise ConfigError(
+            [
+                f"postgresql: required for a database host (without it this file describes "
+                f"{WITNESS_MEANING})"
+            ]
+        )
+    return config.postgresql
+
+
+def witness_setup(config: Config) -> WitnessSetup:
+    """The setup of a witness (`config` has no ``postgresql`` section). Raises ConfigError:
+    a witness is a member of the embedded store, so it needs ``store.backend: raft``."""
+    if config.store.backend != "raft":
+        raise ConfigError(
+            [
+                f"postgresql: required with store.backend {config.store.backend}: a file "
+                f"without it describes a witness, a member of the embedded raft store, and "
+                f"an {config.store.backend} cluster has its own members"
+            ]
+        )
+    ignored = [
+        name
+        for name, default in (
+            ("restapi", RestApiConfig()),
+            ("tags", Tags()),
+            ("watchdog", WatchdogConfig()),
+        )
+        if getattr(config, name) != default
+    ]
+    if ignored:
+        raise ConfigError(
+            [
+                f"{name}: a witness (no postgresql section) runs its store member only, no REST "
+                f"API, HA loop or watchdog: remove the section"
+                for name in ignored
+            ]
+        )
+    return WitnessSetup(config, settings_from_config(config))
+
+
 def pg_settings(config: Config) -> PgSettings:
     """The local PostgreSQL's settings from the agent's configuration.
 
@@ -62,7 +121,7 @@ def pg_settings(config: Config) -> PgSettings:
     this member bootstraps it.
     Raises :class:`hamgr.postgres.ConfigError` on a value PostgreSQL's side refuses.
     """
-    pg = config.postgresql
+    pg = database(config)
     auth = pg.authentication
     host, _, port = pg.listen.rpartition(":")
     params = effective_parameters(config.bootstrap.dcs.postgresql.parameters, pg.parameters)
@@ -91,10 +150,11 @@ def identity(config: Config) -> Identity:
     rest = config.restapi
     scheme = "https" if rest.certfile else "http"
     raft = config.store.raft
+    pg = database(config)
     return Identity(
         name=config.name,
         api_url=f"{scheme}://{rest.connect_address}",
-        conn_url=config.postgresql.connect_address,
+        conn_url=pg.connect_address,
         tags=MemberTags(
             nofailover=config.tags.nofailover,
             noloadbalance=config.tags.noloadbalance,
@@ -102,8 +162,8 @@ def identity(config: Config) -> Identity:
             failover_priority=config.tags.failover_priority,
             clonefrom=config.tags.clonefrom,
         ),
-        use_pg_rewind=config.postgresql.use_pg_rewind,
-        reclone_on_rewind_failure=config.postgresql.remove_data_directory_on_rewind_failure,
+        use_pg_rewind=pg.use_pg_rewind,
+        reclone_on_rewind_failure=pg.remove_data_directory_on_rewind_failure,
         store_id=raft.node_id if raft is not None and config.store.backend == "raft" else 0,
     )
 
@@ -119,7 +179,7 @@ def _refused(check: Callable[..., None], *args: object) -> list[str]:
 
 def _postgres_problems(config: Config) -> list[str]:
     """PostgreSQL's own rules on the keys that feed PgSettings, each named by its key."""
-    pg = config.postgresql
+    pg = database(config)
     auth = pg.authentication
     problems: list[str] = []
     sections: Mapping[str, Mapping[str, object]] = {
@@ -193,6 +253,7 @@ def agent_setup(config: Config) -> AgentSetup:
 
     Raises :class:`hamgr.config.ConfigError` listing every problem, each naming its key.
     """
+    database(config)
     problems: list[str] = []
     store = pg = settings = None
     if config.store.backend == "raft":
@@ -226,11 +287,21 @@ def load_agent_setup(path: str | Path, env: Mapping[str, str] | None = None) -> 
     return agent_setup(load_config(path, env))
 
 
+def load_setup(path: str | Path, env: Mapping[str, str] | None = None) -> AgentSetup | WitnessSetup:
+    """What ``hamgr agent`` runs with for the file at `path`: a database host's
+    :class:`AgentSetup`, or a :class:`WitnessSetup` when the file has no ``postgresql``
+    section. Raises ConfigError listing every problem."""
+    config = load_config(path, env)
+    if config.postgresql is None:
+        return witness_setup(config)
+    return agent_setup(config)
+
+
 def setup_problems(path: str | Path, env: Mapping[str, str] | None = None) -> list[str]:
-    """Every problem :func:`load_agent_setup` would raise for `path`; ``[]`` means the agent
+    """Every problem :func:`load_setup` would raise for `path`; ``[]`` means the agent
     starts with it (``hamgr validate-config``)."""
     try:
-        load_agent_setup(path, env)
+        load_setup(path, env)
     except ConfigError as exc:
         return exc.problems
     return []

@@ -25,6 +25,12 @@ with 403): POST ``/switchover``, ``/failover``, ``/restart``, ``/reinitialize``,
 and PATCH ``/config`` (a JSON merge patch of the dynamic settings). A bad body is answered 400 with
 ``{"error": "<field>: <problem>"}`` and changes nothing; a failed action 503. ``/metrics`` serves
 what the ``metrics`` hook of :func:`build_app` returns (404 without one).
+
+The embedded store's membership (``hactl members``; 404 on an agent without an embedded store
+member, e.g. on etcd): GET ``/store/members`` (voters, learners, the Raft leader, each member's
+applied index), POST ``/store/members`` ``{"name", "address", "node_id"?, "client_address"?}``
+adds one as a learner, DELETE ``/store/members/<name>`` removes one; a change that is unsafe
+or does not fit the membership now is answered 409 with the reason and changes nothing.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -55,12 +61,16 @@ from hamgr.config.problems import show
 from hamgr.config.schema import RestApiConfig
 from hamgr.config.values import split_address
 from hamgr.dcs.base import DcsError
-from hamgr.dcs.jsonfields import JsonObject, ModelError
+from hamgr.dcs.jsonfields import JsonObject, ModelError, check_name
 from hamgr.dcs.model import ClusterView, SwitchoverRequest
 from hamgr.events import EventLog
 from hamgr.ha.race import describe_request
 from hamgr.ha.syncrep import outside_sync_set, sync_role
+from hamgr.storemembers import MembershipRefused
 from hamgr.ui import add_ui_routes
+
+if TYPE_CHECKING:
+    from hamgr.storeadmin import StoreAdmin
 
 log = logging.getLogger(__name__)
 
@@ -419,9 +429,11 @@ class _Api:
         metrics: MetricsHook | None,
         outcome_timeout: float,
         poll_interval: float,
+        store: StoreAdmin | None = None,
         events: EventLog | None = None,
         store_status: StoreStatusHook | None = None,
     ) -> None:
+        self.store = store
         self.view = view
         self.access = access
         self.metrics_hook = metrics
@@ -451,6 +463,8 @@ class _Api:
             return _error(e.status, str(e))
         except (ModelError, RequestRejected) as e:
             return _error(400, str(e))
+        except MembershipRefused as e:
+            return _error(409, f"refused: {e}")
         except RequestFailed as e:
             return _error(503, str(e))
         except DcsError as e:
@@ -589,12 +603,44 @@ class _Api:
         await self.view.reload_config()
         return web.json_response({"message": "reload scheduled"}, status=202)
 
+    def _store(self) -> StoreAdmin:
+        if self.store is None:
+            raise HttpError(
+                404,
+                "this agent runs no embedded store member (store.backend etcd?): change the "
+                "store's membership with that store's own tools",
+            )
+        return self.store
+
+    async def store_members(self, request: web.Request) -> web.Response:
+        return web.json_response(await self._store().view())
+
+    async def store_add(self, request: web.Request) -> web.Response:
+        store = self._store()
+        o = JsonObject(
+            await _body(request), "", known=("name", "address", "node_id", "client_address")
+        )
+        name = o.text("name")
+        check_name("name", name)
+        node_id = o.integer("node_id", None)
+        if node_id is not None and node_id <= 0:
+            raise HttpError(400, f"node_id: must be a positive integer, got {node_id}")
+        try:
+            done = await store.add(name, o.text("address"), node_id, o.text("client_address", ""))
+        except ValueError as e:
+            raise HttpError(400, str(e)) from None
+        return web.json_response(done)
+
+    async def store_remove(self, request: web.Request) -> web.Response:
+        return web.json_response(await self._store().remove(request.match_info["name"]))
+
 
 def build_app(
     view: AgentView,
     auth: Auth | None,
     *,
     metrics: MetricsHook | None = None,
+    store: StoreAdmin | None = None,
     outcome_timeout: float = 30.0,
     poll_interval: float = 0.25,
     access: Access | None = None,
@@ -613,8 +659,9 @@ def build_app(
         metrics,
         outcome_timeout,
         poll_interval,
-        events,
-        store_status,
+        store=store,
+        events=events,
+        store_status=store_status,
     )
     app = web.Application(middlewares=[api.guard])
     for path in _HEALTH:
@@ -635,6 +682,9 @@ def build_app(
     app.router.add_post("/restart", api.restart)
     app.router.add_post("/reinitialize", api.reinitialize)
     app.router.add_post("/reload", api.reload)
+    app.router.add_get("/store/members", api.store_members)
+    app.router.add_post("/store/members", api.store_add)
+    app.router.add_delete("/store/members/{name}", api.store_remove)
     return app
 
 
@@ -654,6 +704,7 @@ async def serve(
     ssl_context: ssl.SSLContext | None = None,
     metrics: MetricsHook | None = None,
     access: Access | None = None,
+    store: StoreAdmin | None = None,
     events: EventLog | None = None,
     store_status: StoreStatusHook | None = None,
 ) -> web.AppRunner:
@@ -661,7 +712,13 @@ async def serve(
     ``runner.cleanup()`` stops it. ``runner.addresses`` tells the bound address (useful with
     port 0)."""
     app = build_app(
-        view, auth, metrics=metrics, access=access, events=events, store_status=store_status
+        view,
+        auth,
+        metrics=metrics,
+        access=access,
+        store=store,
+        events=events,
+        store_status=store_status,
     )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -6,6 +6,9 @@ data directory, serves Raft on ``store.raft.listen`` and clients on ``store.raft
 
     hamgr store: member 2 serving raft on 127.0.0.1:7002, clients on 127.0.0.1:7102
 
+It writes its name record (``hactl members`` shows names from these; `hamgr.storeadmin`) once
+the store takes writes, and under systemd sends READY and watchdog beats. This is also what
+``hamgr agent`` runs for a witness (a configuration without a ``postgresql`` section).
 It logs to stderr. SIGTERM or SIGINT stops it cleanly (exit 0): a leader first hands its
 leadership to a caught-up peer (so the others need no election), the client listener closes,
 then the member (pending requests fail, storage is closed). A member whose storage fails exits
@@ -34,14 +37,21 @@ from pathlib import Path
 from hamgr.config import Config, ConfigError, LogConfig, RaftConfig, load_config, split_address
 from hamgr.config.values import long_secret
 from hamgr.gcpolicy import tune_gc
+from hamgr.raft.client import StoreClient
 from hamgr.raft.node import RaftNode
 from hamgr.raft.rpcserver import StoreRpcServer
+from hamgr.sdnotify import Notifier, NotifyConfigError
+from hamgr.storeadmin import register_until_done
+from hamgr.storemembers import MemberRecord
 
 __all__ = [
     "StoreSettings",
     "client_ssl_context",
     "main",
+    "member_client",
+    "own_record",
     "serve",
+    "serve_witness",
     "settings_from_config",
     "setup_logging",
     "store_ssl_contexts",
@@ -74,6 +84,11 @@ class StoreSettings:
     snapshot_entries: int
     tls: tuple[str, str, str] | None = None
     """(certfile, keyfile, cafile) for mutual TLS, on the Raft and the client port."""
+    join: bool = False
+    """``store.raft.join``: an empty member waits to be sent the store instead of founding one."""
+    scope: str = ""
+    name: str = ""
+    """The configuration's ``scope`` and ``name``, for this member's name record."""
 
 
 def _fmt(address: Address) -> str:
@@ -134,6 +149,9 @@ def settings_from_config(config: Config) -> StoreSettings:
         election_tick=max(2, round(raft.election_timeout / heartbeat)),
         snapshot_entries=raft.snapshot_entries,
         tls=tls,
+        join=raft.join,
+        scope=config.scope,
+        name=config.name,
     )
 
 
@@ -222,6 +240,7 @@ async def running_member(
         tick_interval=settings.tick_interval,
         election_tick=settings.election_tick,
         snapshot_entries=settings.snapshot_entries,
+        join=settings.join,
         server_ssl=server_ssl,
         client_ssl=client_ssl,
     )
@@ -259,10 +278,12 @@ async def serve(
     settings: StoreSettings,
     stop: asyncio.Event,
     ready: Callable[[str], None] = print,
+    beat: Callable[[], None] | None = None,
 ) -> int:
     """Run the member until `stop` is set (exit status 0) or it fails (1).
 
-    `ready` gets the ready line once Raft and the client listener both listen.
+    `ready` gets the ready line once Raft and the client listener both listen; `beat` is
+    called about every half second while the member runs (systemd's watchdog).
     """
     try:
         async with running_member(settings) as (node, server):
@@ -270,12 +291,23 @@ async def serve(
                 f"hamgr store: member {settings.node_id} serving raft on "
                 f"{_fmt(node.transport.bound_address)}, clients on {_fmt(server.address)}"
             )
-            while not stop.is_set():
-                if node.state == "failed":
-                    log.critical("member %d failed: %s", settings.node_id, node.failure)
-                    return 1
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 0.5)
+            registered = None
+            if settings.name:
+                registered = asyncio.create_task(_register(settings, stop))
+            try:
+                while not stop.is_set():
+                    if node.state == "failed":
+                        log.critical("member %d failed: %s", settings.node_id, node.failure)
+                        return 1
+                    if beat is not None:
+                        beat()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 0.5)
+            finally:
+                if registered is not None:
+                    registered.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await registered
             log.info("member %d stopping", settings.node_id)
             return 0
     except MemberStartError as exc:
@@ -283,16 +315,64 @@ async def serve(
         return 1
 
 
+def own_record(settings: StoreSettings) -> MemberRecord:
+    """This member's name record (``hactl members`` shows names from these)."""
+    return MemberRecord(
+        settings.name,
+        settings.node_id,
+        _fmt(settings.advertise),
+        _fmt(settings.client_advertise),
+    )
+
+
+def member_client(settings: StoreSettings, source_host: str | None = None) -> StoreClient:
+    """A store client of this member's cluster: its own client address first, then the
+    others' (`source_host`: the local address every connection leaves from)."""
+    endpoints = [settings.client_advertise, *settings.client_addresses.values()]
+    return StoreClient(
+        list(dict.fromkeys(endpoints)),
+        settings.cluster_id,
+        settings.secret,
+        ssl_context=None if settings.tls is None else client_ssl_context(settings.tls),
+        source_host=source_host,
+    )
+
+
+async def _register(settings: StoreSettings, stop: asyncio.Event) -> None:
+    """Write this member's name record once the store takes writes (until `stop`)."""
+    async with member_client(settings) as client:
+        await register_until_done(client, settings.scope, own_record(settings), stop)
+
+
 async def _run(settings: StoreSettings) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    try:
+        # Under systemd (Type=notify, WatchdogSec, as deploy/systemd/hamgr.service runs a
+        # witness): READY once serving, WATCHDOG while the member runs.
+        notifier = Notifier.from_env()
+    except NotifyConfigError as exc:
+        log.error("ignoring systemd's notify socket: %s", exc)
+        notifier = None
 
     def ready(line: str) -> None:
         print(line, flush=True)
+        if notifier is not None:
+            notifier.ready(status=line)
 
-    return await serve(settings, stop, ready)
+    def beat() -> None:
+        if notifier is not None and notifier.watchdog_timeout is not None:
+            notifier.watchdog()
+
+    return await serve(settings, stop, ready, beat)
+
+
+def serve_witness(settings: StoreSettings) -> int:
+    """``hamgr agent`` on a file without a ``postgresql`` section: run the store member only,
+    as ``hamgr store`` does, until SIGTERM/SIGINT; returns the exit status."""
+    return asyncio.run(_run(settings))
 
 
 def main(args: argparse.Namespace) -> int:

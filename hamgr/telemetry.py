@@ -67,6 +67,13 @@ class AgentTelemetry:
         if self.notifier is not None:
             self.notifier.ready(status=text)
 
+    def waiting(self, text: str, seconds: float) -> None:
+        """Start-up is held back (a joining store member catching up): say why in STATUS=
+        and ask systemd for `seconds` more of start timeout."""
+        if self.notifier is not None:
+            self.notifier.status(text)
+            self.notifier.extend_timeout(seconds)
+
     def stopping(self) -> None:
         """The agent begins its shutdown."""
         if self.notifier is not None:

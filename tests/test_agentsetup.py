@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
-from hamgr.agentsetup import agent_setup, setup_problems
+from hamgr.agentsetup import WitnessSetup, agent_setup, load_setup, setup_problems, witness_setup
 from hamgr.config import ConfigError, parse_config
 from hamgr.postgres import InitdbOptions
-from tests.test_config import REPO, fake_bin_dir, minimal, put
+from tests.test_config import DELETE, REPO, fake_bin_dir, minimal, put
 
 MANAGED = "is managed by hamgr (set it through its own setting, or it follows from the node's role)"
 
@@ -99,6 +99,37 @@ def test_bootstrap_initdb_options_reach_the_postgres_settings() -> None:
     put(data, "bootstrap.initdb", [{"encoding": "LATIN1"}, "data-checksums", {"wal-segsize": 64}])
     options = agent_setup(parse_config(data)).pg.initdb
     assert options == InitdbOptions(encoding="LATIN1", extra_args=("--wal-segsize=64",))
+
+
+def test_a_file_without_postgresql_is_a_witness(tmp_path: Path) -> None:
+    """No postgresql section: a witness, a store member only; validate-config says so. On
+    etcd there is nothing for such a host to be (refused, saying why); and a database host's
+    setup is refused for it, naming the key."""
+    data = put(minimal(), "postgresql", DELETE)
+    path = tmp_path / "witness.yaml"
+    path.write_text(yaml.safe_dump(data))
+    setup = load_setup(path, env={})
+    assert isinstance(setup, WitnessSetup) and setup.store.node_id == 1
+    checked = subprocess.run(
+        [sys.executable, "-m", "hamgr", "validate-config", str(path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (checked.returncode, checked.stdout) == (
+        0,
+        "ok: a witness: a store member only, no PostgreSQL (no postgresql section), "
+        "store member 1\n",
+    )
+    with pytest.raises(ConfigError, match="postgresql: required for a database host"):
+        agent_setup(parse_config(data))
+    put(data, "store.backend", "etcd")
+    put(data, "store.etcd", {"hosts": ["127.0.0.1:2379"]})
+    path.write_text(yaml.safe_dump(data))
+    (problem,) = setup_problems(path, env={})
+    assert problem.startswith("postgresql: required with store.backend etcd: a file without it")
 
 
 def test_the_etcd_backend_runs_no_store_member() -> None:
@@ -288,3 +319,16 @@ def test_tls_on_one_side_only_or_unloadable_files_are_refused(tmp_path: Path) ->
         "restapi.allowlist[0]: expected an IP address or a CIDR network such as 10.0.0.0/8, "
         "got '10.0.0.0/33'"
     ]
+
+
+def test_a_witness_refuses_the_sections_it_would_ignore() -> None:
+    """A witness runs its store member only: a restapi, tags or watchdog section would be
+    accepted and ignored, so each is refused, naming it."""
+    data = put(minimal(), "postgresql", DELETE)
+    assert isinstance(witness_setup(parse_config(data)), WitnessSetup)
+    put(data, "restapi.listen", "127.0.0.1:8111")
+    put(data, "tags.nofailover", True)
+    with pytest.raises(ConfigError) as refused:
+        witness_setup(parse_config(data))
+    assert [p.split(":")[0] for p in refused.value.problems] == ["restapi", "tags"]
+    assert "a witness (no postgresql section) runs its store member only" in str(refused.value)

@@ -21,6 +21,7 @@ from hamgr.apiview import apply_settings_patch, primary_serving
 from hamgr.ctl import basic_auth
 from hamgr.dcs import DynamicSettings, ModelError, SwitchoverRequest
 from hamgr.dcs.model import MemberTags, SyncState
+from hamgr.storemembers import MembershipRefused
 from tests.apifake import MB, FakeAgent, FakeStore, cluster3, status
 
 AUTH = ("admin", "s3cret-pass")
@@ -522,3 +523,61 @@ async def test_requests_outside_the_synchronous_set_are_refused_unless_forced(ap
     assert code == 200, answer
     code, answer = await api.call("POST", "/failover", {"candidate": "c", "force": "yes"})
     assert code == 400 and "force" in answer["error"], answer
+
+
+class _RefusingStore:
+    """A StoreAdmin stand-in for the HTTP layer: every change is refused, with its reason."""
+
+    def __init__(self) -> None:
+        self.added: list[tuple[Any, ...]] = []
+
+    async def view(self) -> dict[str, Any]:
+        return {"scope": "it", "leader": 1, "term": 2, "voters": [1], "learners": [], "members": []}
+
+    async def add(self, *args: Any) -> dict[str, Any]:
+        self.added.append(args)
+        raise MembershipRefused("another change is pending: m4 is still a learner")
+
+    async def remove(self, who: str) -> dict[str, Any]:
+        raise MembershipRefused(f"removing {who} would leave no majority")
+
+
+async def test_store_members_paths() -> None:
+    """/store/members: 404 without an embedded store member; a refused change is 409 with its
+    reason; a bad body 400 naming the field; changes need the password."""
+    fake = FakeStore(cluster3(URLS))
+    agent = FakeAgent("a", fake, status(fake.view.members[0]))
+    store = _RefusingStore()
+    without, url_without = await _start(build_app(agent, AUTH))
+    served, url = await _start(build_app(agent, AUTH, store=store))  # type: ignore[arg-type]
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": GOOD}) as s:
+            async with s.get(url_without + "/store/members") as resp:
+                assert resp.status == 404
+                assert "no embedded store member" in (await resp.json())["error"]
+            async with s.get(url + "/store/members") as resp:
+                assert (resp.status, (await resp.json())["voters"]) == (200, [1])
+            body = {"name": "m5", "address": "127.0.0.5:7000"}
+            async with s.post(url + "/store/members", json=body) as resp:
+                assert resp.status == 409
+                assert (await resp.json())["error"] == (
+                    "refused: another change is pending: m4 is still a learner"
+                )
+            async with s.delete(url + "/store/members/m2") as resp:
+                assert resp.status == 409 and "no majority" in (await resp.json())["error"]
+            for bad, problem in (
+                ({"name": "m5"}, "address: required field is missing"),
+                ({**body, "name": "a/b"}, "name: expected 1 to 63 letters"),
+                ({**body, "node_id": "4"}, "node_id: expected an integer"),
+                ({**body, "node_id": 0}, "node_id: must be a positive integer"),
+                ({**body, "nodeid": 4}, "nodeid: unknown field"),
+            ):
+                async with s.post(url + "/store/members", json=bad) as resp:
+                    assert resp.status == 400, bad
+                    assert problem in (await resp.json())["error"]
+        async with aiohttp.ClientSession() as s, s.delete(url + "/store/members/m2") as resp:
+            assert resp.status == 401
+    finally:
+        await without.cleanup()
+        await served.cleanup()
+    assert len(store.added) == 1

@@ -279,3 +279,24 @@ def test_list_shows_pending_restart_as_patronictl_does() -> None:
     assert "Pending restart" not in list_rows(quiet, reasons=False)[0]
     rows = list_rows({"members": [m("a", ["max_connections"]), m("b", [])]}, reasons=False)
     assert [r["Pending restart"] for r in rows] == ["* (max_connections)", ""]
+async def test_members_on_an_agent_without_a_store_member(cluster: Cluster) -> None:
+    """hactl members asks /store/members alone; an agent with no embedded store member (etcd)
+    answers 404, shown as one line saying so. The live commands: tests/ha/test_members_e2e.py."""
+    code, out, err = await hactl("members", "--url", cluster.urls["a"])
+    assert code == 1 and out == ""
+    line = _one_line(err)
+    assert "/store/members: 404" in line and "no embedded store member" in line
+
+
+def test_members_usage_errors_exit_2(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HAMGR_CONFIG", raising=False)
+    for args in (
+        ["members", "add", "m4"],
+        ["members", "remove"],
+        ["members", "add", "m4", "h:1", "--id", "x"],
+    ):
+        assert main(args) == 2, args
+        out, err = capsys.readouterr()
+        assert out == "" and _one_line(err).startswith("hactl"), (args, err)

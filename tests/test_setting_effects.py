@@ -52,7 +52,9 @@ PARAMETERS = (
     "tests/postgres/test_params.py::test_effective_parameters",
 )
 SYNC = "tests/ha/test_sync.py"
-ETCD_AGENTS = "tests/ha/test_cluster.py::test_kill9_primary_failover_then_old_primary_rewinds_and_streams"
+ETCD_AGENTS = (
+    "tests/ha/test_cluster.py::test_kill9_primary_failover_then_old_primary_rewinds_and_streams"
+)
 ETCD_AUTH = "tests/dcs/test_etcd_dcs.py::test_authentication"
 ETCD_TLS = "tests/dcs/test_etcd_dcs.py::test_tls_with_client_certificates"
 SYNC_MODES = (f"{SYNC}::test_modes_take_effect_on_the_running_cluster", "tests/ha/test_syncrep.py::test_the_record_never_promises_more_than_postgres_delivered")
@@ -97,6 +99,7 @@ EFFECTS: dict[str, Tests] = {
     "store.raft.heartbeat_interval": (STORE_SETUP, f"{STORE_PROCS}::test_frozen_leader_is_replaced_and_rejoins"),
     "store.raft.election_timeout": (STORE_SETUP, f"{STORE_PROCS}::test_frozen_leader_is_replaced_and_rejoins"),
     "store.raft.snapshot_entries": f"{STORE_PROCS}::test_whole_cluster_kill9_during_background_snapshots_loses_nothing",
+    "store.raft.join": ("tests/test_storecmd.py::test_join_makes_an_empty_member_wait_instead_of_founding_a_store", "tests/ha/test_members_e2e.py::test_replace_a_dead_host_without_an_outage_of_the_primary"),
     "store.raft.tls.certfile": (f"{STORE_PROCS}::test_tls_member_serves_tls_clients_only", TLS_CLUSTER),
     "store.raft.tls.keyfile": (f"{STORE_PROCS}::test_tls_member_serves_tls_clients_only", TLS_CLUSTER),
     "store.raft.tls.cafile": (f"{STORE_PROCS}::test_tls_member_serves_tls_clients_only", TLS_CLUSTER),

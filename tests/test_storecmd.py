@@ -4,6 +4,8 @@ store processes themselves are tests/raft/test_store_process.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import Iterator
@@ -12,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from hamgr.config import LogConfig, parse_config
-from hamgr.storecmd import settings_from_config, setup_logging
+from hamgr.storecmd import running_member, settings_from_config, setup_logging
 from tests.test_config import minimal, put
 
 
@@ -91,3 +93,30 @@ def test_log_level_and_format_are_what_the_processes_log(
     setup_logging(LogConfig(format="text"), "json")
     log.info("as json")
     assert json.loads(capsys.readouterr().err.splitlines()[-1])["message"] == "as json"
+
+
+@pytest.mark.parametrize("join", [False, True])
+async def test_join_makes_an_empty_member_wait_instead_of_founding_a_store(
+    tmp_path: Path, join: bool
+) -> None:
+    """store.raft.join: an empty member founds a store with its peers (it votes at once)
+    unless it joins one, where it has no membership until a leader sends it the store. Its
+    sockets are on ephemeral ports of 127.0.0.1 (no peer answers, none is needed)."""
+    data = put(minimal(), "store.raft.data_dir", str(tmp_path / "raft"))
+    put(data, "store.raft.join", join)
+    settings = settings_from_config(parse_config(data))
+    assert settings.join is join
+    settings = dataclasses.replace(
+        settings, listen=("127.0.0.1", 0), client_listen=("127.0.0.1", 0)
+    )
+    async with running_member(settings) as (node, _):
+        if join:
+            # Given time for a first election timeout, it still has no membership.
+            await asyncio.sleep(node.election_timeout * 2)
+            assert (node.status()["voters"], node.is_leader) == ([], False)
+        else:
+            deadline = asyncio.get_running_loop().time() + 10
+            while not node.is_leader:
+                assert asyncio.get_running_loop().time() < deadline, node.status()
+                await asyncio.sleep(0.05)
+            assert node.status()["voters"] == [1]

@@ -106,7 +106,8 @@ def test_restart_policy(unit: Unit) -> None:
 def test_config_error_exit_status_is_the_one_not_restarted(tmp_path: Path, unit: Unit) -> None:
     """The real agent exits with the status the unit refuses to restart on."""
     bad = tmp_path / "hamgr.yaml"
-    bad.write_text("scope: demo\nname: a\n")  # no postgresql section
+    # No postgresql section (a witness's file) and no store.raft section: nothing to run.
+    bad.write_text("scope: demo\nname: a\n")
     out = subprocess.run(
         [str(HAMGR), "agent", "--config", str(bad)],
         capture_output=True,
@@ -115,7 +116,7 @@ def test_config_error_exit_status_is_the_one_not_restarted(tmp_path: Path, unit:
         check=False,
     )
     assert out.returncode == 2, out.stderr
-    assert "postgresql" in out.stderr
+    assert "store.raft: required" in out.stderr
     assert str(out.returncode) in one(unit, "Service", "RestartPreventExitStatus").split()
 
 

@@ -88,8 +88,10 @@ def resolve_local(config: Config) -> Config:
             problems.append(f"{key}: {path} is not a readable file")
 
     pg = config.postgresql
-    bin_dir = pg.bin_dir
-    if bin_dir is None:
+    bin_dir = pg.bin_dir if pg is not None else None
+    if pg is None:  # a witness: no PostgreSQL to find
+        pass
+    elif bin_dir is None:
         bin_dir = find_bin_dir()
         if bin_dir is None:
             problems.append(
@@ -125,6 +127,6 @@ def resolve_local(config: Config) -> Config:
         raise ConfigError(problems)
     return dataclasses.replace(
         config,
-        postgresql=dataclasses.replace(pg, bin_dir=bin_dir),
+        postgresql=None if pg is None else dataclasses.replace(pg, bin_dir=bin_dir),
         store=dataclasses.replace(store, raft=raft),
     )

@@ -221,6 +221,11 @@ class RaftConfig:
     election_timeout: Seconds = 1.0
     snapshot_entries: PositiveInt = 10000
     tls: RaftTls | None = None
+    join: bool = False
+    """True on a host added to a running store (``hactl members add``): with an empty
+    ``data_dir`` it waits for the leader to send it the store instead of founding a new store
+    with its ``peers``. Without it, an empty member founds one: never set it on a founding
+    member. Read only while ``data_dir`` is empty."""
 
     def __post_init__(self) -> None:
         if not self.advertise:
@@ -378,7 +383,9 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     restapi: RestApiConfig = field(default_factory=RestApiConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
-    postgresql: PostgresConfig
+    postgresql: PostgresConfig | None = None
+    """Absent: this host is a witness, a store member only (no PostgreSQL, no HA loop):
+    ``hamgr agent`` runs just its ``store.raft`` member, as ``hamgr store`` does."""
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     tags: Tags = field(default_factory=Tags)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import ssl
 import subprocess
@@ -79,16 +80,21 @@ class AgentCluster:
         member_overrides: dict[str, dict[str, Any]] | None = None,
         etcd_hosts: list[str] | None = None,
         tls: bool = False,
+        witnesses: tuple[str, ...] = (),
     ) -> None:
         """With `etcd_hosts` the agents use that etcd (``store.backend: etcd``) instead of their
         embedded store members. With `tls` the REST API and the store run over TLS, with
-        certificates from ``hamgr certs init`` in ``root/tls`` (`ssl_context`: a client's)."""
+        certificates from ``hamgr certs init`` in ``root/tls`` (`ssl_context`: a client's).
+        Members named in `witnesses` get no ``postgresql`` section: their agents run a store
+        member only."""
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o755)
         self.scope = scope
+        self.profile = profile
         self.etcd_hosts = etcd_hosts
         self.backend = "etcd" if etcd_hosts else "raft"
+        self.witnesses = set(witnesses)
         self.members = {
             f"m{i}": Member(f"m{i}", i, host, root, scheme="https" if tls else "http")
             for i, host in enumerate(hosts, start=1)
@@ -105,16 +111,40 @@ class AgentCluster:
             )  # fmt: skip
             assert made.returncode == 0, made.stderr
             self.ssl_context = ssl.create_default_context(cafile=str(self.tls_dir / "ca.crt"))
-        secret = root / "store-secret"
-        secret.write_text(secrets.token_hex(24))
-        os.chmod(secret, 0o600)
+        self.retired: list[Member] = []
+        self.secret = root / "store-secret"
+        self.secret.write_text(secrets.token_hex(24))
+        os.chmod(self.secret, 0o600)
         for m in self.members.values():
-            config = self._config(m, secret, profile)
+            config = self._config(m, self.secret, profile)
             if self.tls_dir is not None:
                 self._add_tls(config, m, self.tls_dir)
             for key, value in (member_overrides or {}).get(m.name, {}).items():
                 config[key] = value
             m.config.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def add_host(self, name: str, host: str, node_id: int, *, witness: bool = False) -> Member:
+        """A new host for a running cluster (not started): its configuration names every
+        current member as a peer and sets ``store.raft.join`` (it is sent the store once added
+        with ``hactl members add``); its directories are empty."""
+        m = Member(name, node_id, host, self.root)
+        self.members[name] = m
+        if witness:
+            self.witnesses.add(name)
+        config = self._config(m, self.secret, self.profile)
+        config["store"]["raft"]["join"] = True
+        m.config.write_text(yaml.safe_dump(config, sort_keys=False))
+        return m
+
+    def destroy(self, name: str) -> None:
+        """A host lost for good: SIGKILL its agent and PostgreSQL, remove every file it had,
+        and stop counting it as a member (close() still checks its processes)."""
+        self.kill9_agent(name)
+        self.kill9_postgres(name)
+        m = self.members.pop(name)
+        self.retired.append(m)
+        for path in (m.data_dir, self.root / f"{name}-store", self.root / f"{name}-data.run"):
+            shutil.rmtree(path, ignore_errors=True)
 
     def _config(self, m: Member, secret: Path, profile: str) -> dict[str, Any]:
         peers = [
@@ -122,15 +152,20 @@ class AgentCluster:
             for p in self.members.values()
             if p is not m
         ]
-        return {
+        config: dict[str, Any] = {
             "scope": self.scope,
             "name": m.name,
             "timing_profile": profile,
+            "store": self._store(m, peers, secret),
+        }
+        if m.name in self.witnesses:
+            return config  # a store member only: no REST API, no PostgreSQL
+        return {
+            **config,
             "restapi": {
                 "listen": f"{m.host}:8008",
                 "authentication": {"username": API_AUTH[0], "password": API_AUTH[1]},
             },
-            "store": self._store(m, peers, secret),
             "postgresql": {
                 "data_dir": str(m.data_dir),
                 "listen": f"{m.host}:{m.pg_port}",
@@ -150,7 +185,8 @@ class AgentCluster:
             "keyfile": str(tls_dir / f"{m.name}.key"),
             "cafile": str(tls_dir / "ca.crt"),
         }
-        config["restapi"].update(files)
+        if "restapi" in config:
+            config["restapi"].update(files)
         if "raft" in config["store"]:
             config["store"]["raft"]["tls"] = dict(files)
 
@@ -227,13 +263,14 @@ class AgentCluster:
 
     def close(self) -> None:
         """Stop everything this cluster started, by PID."""
-        for m in self.members.values():
+        everyone = [*self.members.values(), *self.retired]
+        for m in everyone:
             if m.proc is not None and m.proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(m.proc.pid, signal.SIGCONT)
                     m.proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 20
-        for m in self.members.values():
+        for m in everyone:
             if m.proc is None:
                 continue
             try:
