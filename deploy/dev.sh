@@ -6,9 +6,9 @@
 #   deploy/dev.sh plan                 print what setup would install here; change nothing
 # It creates .venv from Debian's /usr/bin/python3 (an interpreter the postgres user can run)
 # and, as root, installs what is missing: python3-venv, PostgreSQL's server package, and for
-# `test`/`setup` the tools some tests use (haproxy, iptables, etcd-server). Debian packages go
-# in without their recommends, no daemon they ship is started, and no default PostgreSQL
-# cluster is created (see "What setup installs" in README.md).
+# `test`/`setup` the tools some tests use (haproxy, iptables, etcd-server, chromium). Debian
+# packages go in without their recommends, no daemon they ship is started, and no default
+# PostgreSQL cluster is created (see "What setup installs" in README.md).
 set -euo pipefail
 
 # Where /usr/sbin/policy-rc.d, /etc/postgresql-common and systemd's unit links live: "" (the
@@ -182,11 +182,12 @@ ensure_postgres() {
     export HAMGR_PG_BINDIR
 }
 
-# Tools some integration tests use (they skip without them): HAProxy, iptables, etcd.
+# Tools some integration tests use (they skip without them): HAProxy, iptables, etcd, and
+# Chromium (the headless browser that loads the status page at GET /ui).
 # Installed quietly when any is missing and we are root; otherwise only a note.
 ensure_test_tools() {
     local missing=() pkg bin
-    for pkg in haproxy:haproxy iptables:iptables etcd-server:etcd; do
+    for pkg in haproxy:haproxy iptables:iptables etcd-server:etcd chromium:chromium; do
         bin=${pkg#*:}
         command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || missing+=("${pkg%%:*}")
     done

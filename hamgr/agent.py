@@ -58,6 +58,7 @@ from hamgr.storecmd import (
     setup_logging,
     store_ssl_contexts,
 )
+from hamgr.storeview import etcd_json, names_by_store_id, store_json
 from hamgr.telemetry import AgentTelemetry
 from hamgr.watchdog import Watchdog, WatchdogError
 
@@ -110,7 +111,9 @@ class Agent:
         self.settings = setup.settings
         self.stop = asyncio.Event()
         self.loop: HaLoop | None = None
-        self.telemetry = AgentTelemetry(stale_after=max(self.settings.ttl, 10.0))
+        self.telemetry = AgentTelemetry(
+            stale_after=max(self.settings.ttl, 10.0), name=setup.config.name
+        )
         self.watchdog = Watchdog(setup.config.watchdog)
         rest = setup.config.restapi
         self.rest_server_ssl = tls.rest_server_context(rest)
@@ -242,6 +245,7 @@ class Agent:
         tele = self.telemetry
         if node is not None:
             node.on_save = tele.metrics.observe_fsync
+            node.on_commit = tele.metrics.observe_commit
         runner = ActionRunner(
             self.config.name,
             dcs,
@@ -267,15 +271,21 @@ class Agent:
                 store_leader_here=(lambda: node.is_leader) if node is not None else None,
                 on_cycle=tele.on_cycle,
                 on_keepalive=tele.on_keepalive,
+                on_store_error=tele.on_store_error,
                 resume_lease=lease_file.load(),
                 local_parameters=database(self.config).parameters,
             )
             self.loop = loop
             view = LoopView(loop, self.config.scope, reload=self.reload)
             rest = self.config.restapi
-            scrape = tele.metrics.api_hook(
-                (lambda: tele.metrics.set_store_status(node.status())) if node is not None else None
-            )
+
+            def refresh_metrics() -> None:
+                local = view.local()
+                tele.metrics.set_fence_deadline(local.fence_at if local.holds_leader_key else None)
+                if node is not None:
+                    tele.metrics.set_store_status(node.status())
+
+            scrape = tele.metrics.api_hook(refresh_metrics)
             web = await api.serve(
                 view,
                 rest.listen,
@@ -284,6 +294,8 @@ class Agent:
                 metrics=scrape,
                 access=Access.from_config(rest),
                 store=admin,
+                events=tele.events,
+                store_status=self._store_status(node, loop),
             )
             watchdog = tele.start_watchdog(self.stop)
             try:
@@ -311,6 +323,18 @@ class Agent:
                         log.info("closing the store session: %s (its lease expires by itself)", exc)
                 else:
                     await dcs.abandon()
+
+    def _store_status(self, node: RaftNode | None, loop: HaLoop) -> api.StoreStatusHook:
+        """What ``GET /store`` answers: the embedded member's view of the store (names from
+        the members' published store ids), or the etcd endpoints."""
+        if node is None:
+            etcd = self.config.store.etcd
+            endpoints = list(etcd.hosts) if etcd else []
+            return lambda: etcd_json(endpoints)
+        store = self.store
+        assert store is not None
+        addresses = {store.node_id: store.advertise, **store.peers}
+        return lambda: store_json(node.status(), names_by_store_id(loop.last_view), addresses)
 
     async def _shutdown(
         self, loop: HaLoop, runner: ActionRunner, reach: tuple[int, int] | None

@@ -16,7 +16,10 @@ from the store::
     /quorum                   /replica, and a quorum standby (synchronous_mode quorum)
     /asynchronous, /async     /replica, and not counted in the synchronous set
 
-JSON: ``/patroni`` (alias ``/status``: this member), ``/cluster``, ``/history``, ``/config``.
+JSON: ``/patroni`` (alias ``/status``: this member), ``/cluster``, ``/history``, ``/config``;
+``/store`` (the store member's view: Raft leader, members; hamgr/storeview.py) and
+``/events?since=N`` (recent events, hamgr/events.py), from the agent's memory. ``/ui`` is the
+read-only status page built on them (hamgr/ui).
 Unsafe methods need HTTP basic auth (``restapi.authentication``; without it they are refused
 with 403): POST ``/switchover``, ``/failover``, ``/restart``, ``/reinitialize``, ``/reload``
 and PATCH ``/config`` (a JSON merge patch of the dynamic settings). A bad body is answered 400 with
@@ -60,9 +63,11 @@ from hamgr.config.values import split_address
 from hamgr.dcs.base import DcsError
 from hamgr.dcs.jsonfields import JsonObject, ModelError, check_name
 from hamgr.dcs.model import ClusterView, SwitchoverRequest
+from hamgr.events import EventLog
 from hamgr.ha.race import describe_request
 from hamgr.ha.syncrep import outside_sync_set, sync_role
 from hamgr.storemembers import MembershipRefused
+from hamgr.ui import add_ui_routes
 
 if TYPE_CHECKING:
     from hamgr.storeadmin import StoreAdmin
@@ -72,6 +77,8 @@ log = logging.getLogger(__name__)
 Auth = tuple[str, str]
 #: Returns the Prometheus exposition body and its content type.
 MetricsHook = Callable[[], Awaitable[tuple[bytes, str]]]
+#: Returns the ``GET /store`` body (hamgr/storeview.py), from memory.
+StoreStatusHook = Callable[[], dict[str, Any]]
 
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _SIZE = re.compile(r"\s*(\d+)\s*([kmgt]?b)?\s*", re.IGNORECASE)
@@ -424,11 +431,15 @@ class _Api:
         outcome_timeout: float,
         poll_interval: float,
         store: StoreAdmin | None = None,
+        events: EventLog | None = None,
+        store_status: StoreStatusHook | None = None,
     ) -> None:
         self.store = store
         self.view = view
         self.access = access
         self.metrics_hook = metrics
+        self.events_log = events
+        self.store_status_hook = store_status
         self.outcome_timeout = outcome_timeout
         self.poll_interval = poll_interval
 
@@ -503,6 +514,26 @@ class _Api:
             return _error(404, "metrics are not enabled on this agent")
         body, content_type = await self.metrics_hook()
         return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def events(self, request: web.Request) -> web.Response:
+        if self.events_log is None:
+            return _error(404, "events are not kept on this agent")
+        raw = request.query.get("since", "0")
+        if not (raw.isascii() and raw.isdigit()):
+            raise HttpError(400, f"since: expected an event number >= 0, got {show(raw)}")
+        ring = self.events_log
+        return web.json_response(
+            {
+                "last": ring.last_seq,
+                "capacity": ring.capacity,
+                "events": [e.to_dict() for e in ring.since(int(raw))],
+            }
+        )
+
+    async def store_status(self, request: web.Request) -> web.Response:
+        if self.store_status_hook is None:
+            return _error(404, "no store status on this agent")
+        return web.json_response(self.store_status_hook())
 
     async def switchover(self, request: web.Request) -> web.Response:
         return await self._request(request, "switchover")
@@ -614,13 +645,25 @@ def build_app(
     outcome_timeout: float = 30.0,
     poll_interval: float = 0.25,
     access: Access | None = None,
+    events: EventLog | None = None,
+    store_status: StoreStatusHook | None = None,
 ) -> web.Application:
     """The REST API of ``view``'s agent. ``auth`` is (username, password) for unsafe methods
     (None: they are refused); ``access``, when given, replaces it with the full rules
     (certificates, allowlist: `hamgr.apiaccess`). A switchover or failover answers once its
     outcome shows in the cluster (200 or 503), at most ``outcome_timeout`` seconds; a scheduled
-    one answers 202."""
-    api = _Api(view, access or Access(auth=auth), metrics, outcome_timeout, poll_interval, store)
+    one answers 202. ``events`` and ``store_status`` serve ``GET /events`` and ``GET /store``
+    (404 without them)."""
+    api = _Api(
+        view,
+        access or Access(auth=auth),
+        metrics,
+        outcome_timeout,
+        poll_interval,
+        store=store,
+        events=events,
+        store_status=store_status,
+    )
     app = web.Application(middlewares=[api.guard])
     for path in _HEALTH:
         app.router.add_get(path, api.health)
@@ -632,6 +675,9 @@ def build_app(
     app.router.add_get("/config", api.get_config)
     app.router.add_patch("/config", api.patch_config)
     app.router.add_get("/metrics", api.metrics)
+    app.router.add_get("/events", api.events)
+    app.router.add_get("/store", api.store_status)
+    add_ui_routes(app)
     app.router.add_post("/switchover", api.switchover)
     app.router.add_post("/failover", api.failover)
     app.router.add_post("/restart", api.restart)
@@ -660,11 +706,21 @@ async def serve(
     metrics: MetricsHook | None = None,
     access: Access | None = None,
     store: StoreAdmin | None = None,
+    events: EventLog | None = None,
+    store_status: StoreStatusHook | None = None,
 ) -> web.AppRunner:
     """Serve the API on ``listen`` (``restapi.listen``), over TLS with ``ssl_context``;
     ``runner.cleanup()`` stops it. ``runner.addresses`` tells the bound address (useful with
     port 0)."""
-    app = build_app(view, auth, metrics=metrics, access=access, store=store)
+    app = build_app(
+        view,
+        auth,
+        metrics=metrics,
+        access=access,
+        store=store,
+        events=events,
+        store_status=store_status,
+    )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, port = _host_port(listen)

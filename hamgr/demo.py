@@ -203,11 +203,13 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         wait_replicas(members, primary, min(60.0, args.timeout))
         subprocess.run([sys.executable, "-m", "hamgr.ctl", "-c", str(configs[0]), "list"])
+        ui_note = f"  (a browser trusts {root}/tls/ca.crt once imported)" if tls else ""
         print(
             f"\nprimary: {primary}. Connect with:\n"
             f"  PGPASSWORD={PASSWORD} psql -h {host} -p {5440 + NAMES.index(primary) + 1} "
             "-U postgres\n"
             f"  hactl -c {configs[0]} list      (also: switchover, failover, pause, resume)\n"
+            f"  status page: {api_url(host, 1, tls)}/ui{ui_note}\n"
             "Ctrl-C stops the cluster."
         )
         while True:

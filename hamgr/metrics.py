@@ -20,6 +20,9 @@ Prometheus' conventions: the ``hamgr_`` prefix, base units in the name (``_secon
     hamgr_lease_keepalive_duration_seconds            histogram of successful lease renewals
     hamgr_lease_keepalive_failures_total              lease renewals that failed
     hamgr_lease_keepalive_age_seconds                 since the last successful renewal was sent
+    hamgr_fence_remaining_seconds                     until this primary's fence deadline (the
+                                                      fencer stops PostgreSQL then; absent: no
+                                                      deadline held, not the leader)
     hamgr_store_term                                  the store member's Raft term
     hamgr_store_commit_index                          its commit index
     hamgr_store_applied_index                         its applied index
@@ -29,9 +32,11 @@ Prometheus' conventions: the ``hamgr_`` prefix, base units in the name (``_secon
     hamgr_store_messages_dropped_total{reason}        Raft messages that never left (queue_full,
                                                       unknown_peer, oversize, unreachable)
     hamgr_store_fsync_duration_seconds                histogram of the Raft log's durable saves
+    hamgr_store_commit_duration_seconds               histogram of writes proposed on this member
+                                                      (as Raft leader), from proposal to applied
 
-Gauges whose value is not known yet are absent rather than made up. The keepalive age is
-computed when scraped, on the deadline clock (``hamgr.clock``).
+Gauges whose value is not known yet are absent rather than made up. The keepalive age and the
+fence margin are computed when scraped, on the deadline clock (``hamgr.clock``).
 
 Wiring (the lead's part)::
 
@@ -41,7 +46,9 @@ Wiring (the lead's part)::
     # HA loop, per cycle:  metrics.observe_loop(duration); metrics.observe_view(view)
     #                      metrics.set_member(state.role, state.timeline, view.settings.pause)
     # keepalive timer:     metrics.observe_keepalive(latency, ok, at=sent)
-    # store (proposed hook, see the report): node.on_save = metrics.observe_fsync
+    # store:               node.on_save = metrics.observe_fsync
+    #                      node.on_commit = metrics.observe_commit
+    # at each scrape:      metrics.set_fence_deadline(fence_at if the key is held else None)
 """
 
 from __future__ import annotations
@@ -69,6 +76,7 @@ REWIND_RESULTS = ("rewound", "nothing", "failed")
 
 LOOP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 KEEPALIVE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+COMMIT_BUCKETS = KEEPALIVE_BUCKETS
 FSYNC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 #: The classic text format (what generate_latest writes for our names), which every Prometheus
@@ -119,6 +127,7 @@ class _State:
         self.paused: bool | None = None
         self.lags: dict[str, int] = {}
         self.keepalive_sent_at: float | None = None
+        self.fence_at: float | None = None
         self.term: int | None = None
         self.commit: int | None = None
         self.applied: int | None = None
@@ -177,6 +186,15 @@ class _StateCollector(Collector):
             "hamgr_lease_keepalive_age_seconds",
             "Seconds since the last successful lease keepalive was sent",
             age,
+        )
+        margin = None
+        if s.fence_at is not None and now is not None:
+            margin = s.fence_at - now
+        yield _gauge(
+            "hamgr_fence_remaining_seconds",
+            "Seconds until the fencer stops this primary's PostgreSQL unless a keepalive moves "
+            "the deadline (negative: past it)",
+            margin,
         )
         yield _gauge("hamgr_store_term", "The store member's Raft term", s.term)
         yield _gauge("hamgr_store_commit_index", "The store member's commit index", s.commit)
@@ -279,6 +297,13 @@ class Metrics:
             "hamgr_store_fsync_duration_seconds",
             "How long the store's durable saves of Raft log batches take (write and fsync)",
             buckets=FSYNC_BUCKETS,
+            registry=r,
+        )
+        self._commit = Histogram(
+            "hamgr_store_commit_duration_seconds",
+            "How long writes proposed on this store member (while Raft leader) take to commit "
+            "and apply",
+            buckets=COMMIT_BUCKETS,
             registry=r,
         )
         r.register(_StateCollector(self))
@@ -399,6 +424,17 @@ class Metrics:
     def observe_fsync(self, seconds: float) -> None:
         """One durable save of the store's log (write + fsync) took ``seconds``."""
         self._fsync.observe(_seconds("seconds", seconds))
+
+    def observe_commit(self, seconds: float) -> None:
+        """One write proposed on the store member took ``seconds`` from proposal to applied."""
+        self._commit.observe(_seconds("seconds", seconds))
+
+    def set_fence_deadline(self, at: float | None) -> None:
+        """This primary's fence deadline, an instant of the deadline clock (None: none held)."""
+        if at is not None and not math.isfinite(at):
+            raise ValueError(f"at must be a finite instant of hamgr.clock, got {at!r}")
+        with self._lock:
+            self._state.fence_at = at
 
     # -- serving ----------------------------------------------------------------------------
 

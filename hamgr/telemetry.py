@@ -1,7 +1,8 @@
-"""What the running agent tells the outside: Prometheus metrics, and systemd's notify socket.
+"""What the running agent tells the outside: Prometheus metrics, recent events (the status
+page's strip, ``GET /events``), and systemd's notify socket.
 
 `AgentTelemetry` turns the HA loop's hooks (a completed cycle, a timed keepalive) into metric
-updates, STATUS= lines and watchdog beats, so the loop itself knows nothing of either.
+updates, events, STATUS= lines and watchdog beats, so the loop itself knows nothing of them.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import asyncio
 import logging
 
 from hamgr.dcs.model import ClusterView
+from hamgr.events import EventLog
 from hamgr.ha.actions import Decision
 from hamgr.ha.inputs import LocalPostgres
 from hamgr.metrics import Metrics
@@ -22,7 +24,8 @@ log = logging.getLogger(__name__)
 class AgentTelemetry:
     """Metrics and systemd notifications of one agent."""
 
-    def __init__(self, stale_after: float) -> None:
+    def __init__(self, stale_after: float, name: str = "") -> None:
+        """``name``: this member's, as its events name the agent that saw them."""
         try:
             # Read (and removed from the environment) before any child process starts.
             self.notifier = Notifier.from_env()
@@ -30,6 +33,7 @@ class AgentTelemetry:
             log.error("ignoring systemd's notify socket: %s", exc)
             self.notifier = None
         self.metrics = Metrics()
+        self.events = EventLog(name)
         self.watchdog = LoopWatchdog.for_notifier(self.notifier, stale_after=stale_after)
 
     def on_cycle(
@@ -42,6 +46,7 @@ class AgentTelemetry:
         self.metrics.observe_loop(seconds)
         self.metrics.observe_view(view)
         self.metrics.set_member(role, pg.timeline, view.settings.pause)
+        self.events.observe(view, decision)
         if self.watchdog is not None:
             self.watchdog.beat()
         if self.notifier is not None:
@@ -51,6 +56,11 @@ class AgentTelemetry:
     def on_keepalive(self, latency: float, ok: bool, sent_at: float) -> None:
         """After every timed lease keepalive."""
         self.metrics.observe_keepalive(latency, ok, at=sent_at)
+
+    def on_store_error(self, error: str, stopped: bool) -> None:
+        """After a cycle that could not read the store (``stopped``: this primary stopped
+        PostgreSQL because its lease deadline had passed)."""
+        self.events.store_unreachable(error, stopped)
 
     def ready(self, text: str) -> None:
         """The REST API serves and the store member runs."""

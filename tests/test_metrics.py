@@ -91,6 +91,7 @@ def test_names_types_and_unknown_values() -> None:
         "hamgr_lease_keepalive_failures": "counter",
         "hamgr_lease_keepalive_failures_created": "gauge",
         "hamgr_lease_keepalive_age_seconds": "gauge",
+        "hamgr_fence_remaining_seconds": "gauge",
         "hamgr_store_term": "gauge",
         "hamgr_store_commit_index": "gauge",
         "hamgr_store_applied_index": "gauge",
@@ -100,6 +101,8 @@ def test_names_types_and_unknown_values() -> None:
         "hamgr_store_messages_dropped": "counter",
         "hamgr_store_fsync_duration_seconds": "histogram",
         "hamgr_store_fsync_duration_seconds_created": "gauge",
+        "hamgr_store_commit_duration_seconds": "histogram",
+        "hamgr_store_commit_duration_seconds_created": "gauge",
     }
     assert value(samples, "hamgr_build_info", version=__version__) == 1
     assert value(samples, "hamgr_leader_changes_total") == 0
@@ -112,6 +115,7 @@ def test_names_types_and_unknown_values() -> None:
         "hamgr_cluster_paused",
         "hamgr_replication_lag_bytes",
         "hamgr_lease_keepalive_age_seconds",
+        "hamgr_fence_remaining_seconds",
         "hamgr_store_term",
         "hamgr_store_apply_lag_entries",
         "hamgr_store_peers_connected",
@@ -186,6 +190,26 @@ def test_histograms_and_keepalive_age() -> None:
             m.observe_loop(bad)
     with pytest.raises(ValueError, match="latency_s"):
         m.observe_keepalive(-0.1, True)
+
+
+def test_fence_margin_and_commit_latency() -> None:
+    clock = Clock()
+    m = Metrics(clock=clock)
+    m.set_fence_deadline(clock.now + 1.25)
+    m.observe_commit(0.003)
+    m.observe_commit(0.04)
+    s, _ = parse(m.exposition())
+    assert value(s, "hamgr_fence_remaining_seconds") == pytest.approx(1.25)
+    assert value(s, "hamgr_store_commit_duration_seconds_count") == 2
+    assert value(s, "hamgr_store_commit_duration_seconds_bucket", le="0.005") == 1
+    clock.now += 2.0  # past the deadline: negative, as the fencer would have acted
+    assert value(parse(m.exposition())[0], "hamgr_fence_remaining_seconds") == pytest.approx(-0.75)
+    m.set_fence_deadline(None)  # the key is gone: no deadline held
+    assert absent(parse(m.exposition())[0], "hamgr_fence_remaining_seconds")
+    with pytest.raises(ValueError, match="at must be a finite instant"):
+        m.set_fence_deadline(math.inf)
+    with pytest.raises(ValueError, match="seconds must be a finite number"):
+        m.observe_commit(-1.0)
 
 
 def test_store_values_and_apply_lag() -> None:
@@ -412,6 +436,7 @@ async def test_exposition_matches_a_real_cluster_state(
     node, _ = store
     a, b, c = sessions["a"], sessions["b"], sessions["c"]
     m = Metrics()
+    node.on_commit = m.observe_commit
     try:
         await a.touch_member(_member("a", "primary", 100 * MB))
         await b.touch_member(_member("b", "replica", 100 * MB - 4096))
@@ -442,6 +467,8 @@ async def test_exposition_matches_a_real_cluster_state(
         assert value(s, "hamgr_store_apply_lag_entries") == st["commit"] - st["applied"]
         assert value(s, "hamgr_store_leader") == 1
         assert value(s, "hamgr_store_peers_connected") == len(st["peers_connected"]) == 0
+        # Three members published and a key taken, each a write proposed on this leader.
+        assert value(s, "hamgr_store_commit_duration_seconds_count") >= 4
         for reason, count in st["messages_dropped"].items():
             assert value(s, "hamgr_store_messages_dropped_total", reason=reason) == count
 

@@ -66,6 +66,7 @@ class Identity:
 
 CycleHook = Callable[[ClusterView, LocalPostgres, Decision, float], None]
 KeepaliveHook = Callable[[float, bool, float], None]
+StoreErrorHook = Callable[[str, bool], None]
 
 RESUME_TRIES = 3
 """Cycles a restarted agent tries to renew its previous run's lease before deciding anyway."""
@@ -96,11 +97,14 @@ class HaLoop:
         store_leader_here: Callable[[], bool] | None = None,
         on_cycle: CycleHook | None = None,
         on_keepalive: KeepaliveHook | None = None,
+        on_store_error: StoreErrorHook | None = None,
         resume_lease: int | None = None,
         local_parameters: Mapping[str, ParameterValue] | None = None,
     ) -> None:
         """`on_cycle(view, pg, decision, seconds)` runs after every completed cycle and
-        `on_keepalive(latency, ok, sent_at)` after every timed keepalive (metrics, systemd).
+        `on_keepalive(latency, ok, sent_at)` after every timed keepalive (metrics, systemd);
+        `on_store_error(error, stopped)` after a cycle that could not read the store, `stopped`
+        when that made this primary stop PostgreSQL (its lease deadline had passed).
         `resume_lease` is the lease id an earlier process of this agent wrote down (see
         hamgr/ha/leasefile.py): the first cycles try to take it, and its leader key, back.
         `local_parameters` are this member's own ``postgresql.parameters``: with the cluster's
@@ -115,6 +119,7 @@ class HaLoop:
         self._store_leader_here = store_leader_here
         self._on_cycle = on_cycle
         self._on_keepalive = on_keepalive
+        self._on_store_error = on_store_error
         self.last_view: ClusterView | None = None
         self.last_pg = LocalPostgres()
         self.last_decision: Decision | None = None
@@ -266,12 +271,16 @@ class HaLoop:
             # fencer still enforces, is the one in force (read, never extended).
             fence_at = await self.runner.inherited_deadline()
         late = fence_at is None or clock.now() >= fence_at
+        stopped = False
         if pg.is_primary and late and self.runner.paused:
             log.warning("the store is unreachable; paused: not stopping PostgreSQL")
         elif pg.is_primary and late:
             log.error("lease deadline passed and the store is unreachable: stopping PostgreSQL")
             await postgres.stop(self.pg, "immediate")
             await self.runner.disarm_fencer()
+            stopped = True
+        if self._on_store_error is not None:
+            self._on_store_error(str(exc), stopped)
 
     def _log_decision(self, decision: Decision) -> None:
         """One log line per change of decision (WAL positions moving do not count)."""

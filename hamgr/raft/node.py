@@ -173,6 +173,7 @@ class RaftNode(NodeAPI):
         self.failure: BaseException | None = None
         # Called with the seconds each durable save (write + fsync) took, e.g. for metrics.
         self.on_save: Callable[[float], None] | None = None
+        self.on_commit: Callable[[float], None] | None = None
         self.removed = False
         self._shut_down = False
 

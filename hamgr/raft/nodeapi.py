@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from hamgr.raft import kv as kvmod
@@ -69,6 +69,8 @@ class NodeAPI:
     _addresses: dict[int, Address]
     _pending: PendingRequests
     _wake: asyncio.Event
+    on_commit: Callable[[float], None] | None
+    """Called with the seconds each write proposed here took from proposal to applied."""
 
     # -- proposals ------------------------------------------------------------------------
 
@@ -99,8 +101,12 @@ class NodeAPI:
     async def _propose(self, data: bytes, what: str) -> Any:
         self._check_leader()
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        started = time.perf_counter()
         self._enqueue(data, fut)
-        return await self._wait(fut, what)
+        result = await self._wait(fut, what)
+        if self.on_commit is not None:
+            self.on_commit(time.perf_counter() - started)
+        return result
 
     async def put(self, key: bytes, value: bytes, lease: int = 0) -> kvmod.PutResult:
         """Write `key` (attached to `lease` if non-zero); returns once applied on this leader."""

@@ -545,6 +545,12 @@ def test_cut_off_primary_stops_writing_before_a_new_primary_writes(
     fences = fence_lines(cluster, old, cut_at)
     if fences:  # the fencer fired; otherwise the agent itself stopped PostgreSQL in time
         check_near_deadline(verdict, fences[0])
+    # Its status page's event strip (GET /events) tells that it lost the store, and regained it.
+    code, body = cluster.http(old, "/events")
+    assert code == 200, body
+    said = [(e["kind"], e["text"]) for e in body["events"]]
+    assert ("store", f"{old} reads the cluster from the store again") in said, said
+    assert any(k == "store" and t.startswith(f"{old} cannot read the store: ") for k, t in said)
 
 
 # --- 3: the primary's agent killed -------------------------------------------------------------
