@@ -17,15 +17,20 @@ import signal
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 import yaml
+
+from tests.postgres.pg_helpers import find_pg_bindir
 
 PASSWORD = "it-password"
 API_AUTH = ("admin", PASSWORD)
@@ -351,6 +356,46 @@ class AgentCluster:
                 text = []
             out.append(f"--- {m.name}\n" + "\n".join(text))
         return "\n".join(out)
+
+
+@contextlib.contextmanager
+def cluster_of_test(
+    request: pytest.FixtureRequest,
+    prefix: str,
+    hosts: list[str],
+    *,
+    crash_first: bool = False,
+    **options: Any,
+) -> Iterator[AgentCluster]:
+    """A new `AgentCluster` (not started) in its own /tmp directory, for a test or fixture.
+
+    Skips without PostgreSQL or root. Whatever happens, everything it started is stopped by PID
+    (`crash_first`: running members are killed -9 first, like a host crash, so that no
+    SIGTERM'ed primary waits to hand over to replicas that are stopping too); its directory is
+    removed unless a test failed meanwhile or IT_KEEP_CLUSTER is set (then it is kept and the
+    logs' tails are printed). `options` go to `AgentCluster`.
+    """
+    if find_pg_bindir() is None:
+        pytest.skip("PostgreSQL server binaries not found (set HAMGR_PG_BINDIR)")
+    if os.geteuid() != 0:
+        pytest.skip("the agents run PostgreSQL as another OS user: run as root")
+    root = Path(tempfile.mkdtemp(prefix=f"hamgr-{prefix}-", dir="/tmp"))
+    os.chmod(root, 0o755)
+    failed_before = request.session.testsfailed
+    c = AgentCluster(root, hosts, **options)
+    try:
+        yield c
+    finally:
+        if crash_first:
+            for name, m in c.members.items():
+                if m.proc is not None and m.proc.poll() is None:
+                    c.kill9_agent(name)
+                    c.kill9_postgres(name)
+        c.close()
+        if request.session.testsfailed > failed_before or os.environ.get("IT_KEEP_CLUSTER"):
+            print(f"cluster directory kept: {root}\n{c.log_tails(40)}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def _json(raw: bytes) -> Any:

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -24,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.dcs.stores import running_etcd
-from tests.ha.agentcluster import API_AUTH, AgentCluster
+from tests.ha.agentcluster import API_AUTH, AgentCluster, cluster_of_test
 from tests.ha.clusterops import (
     Writer,
     call,
@@ -84,23 +81,12 @@ def fresh_cluster(
     `etcd_hosts` (a scope of its own there); closed whatever happens, its directory removed
     unless a test failed or IT_KEEP_CLUSTER is set (then it is kept, and the logs' tails
     printed)."""
-    root = Path(tempfile.mkdtemp(prefix="hamgr-it-", dir="/tmp"))
-    os.chmod(root, 0o755)
-    failed_before = request.session.testsfailed
-    c = AgentCluster(root, next(_TRIPLETS), scope=f"it{next(_SCOPES)}", etcd_hosts=etcd_hosts)
-    try:
+    hosts = next(_TRIPLETS)
+    scope = f"it{next(_SCOPES)}"
+    with cluster_of_test(
+        request, "it", hosts, crash_first=True, scope=scope, etcd_hosts=etcd_hosts
+    ) as c:
         yield c
-    finally:
-        # SIGKILL first: a SIGTERM'ed primary would try to hand over to replicas that are
-        # stopping too, for 2 x ttl. close() then stops what is left (fencers, postmasters).
-        for name, m in c.members.items():
-            if m.proc is not None and m.proc.poll() is None:
-                kill_member(c, name)
-        c.close()
-        if request.session.testsfailed > failed_before or os.environ.get("IT_KEEP_CLUSTER"):
-            print(f"cluster directory kept: {root}\n{c.log_tails(40)}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

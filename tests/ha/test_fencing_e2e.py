@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import shutil
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -44,8 +42,7 @@ from hamgr.dcs.model import ClusterView
 from hamgr.ha.actions import Decision, StartReplica
 from hamgr.ha.execute import ActionRunner
 from hamgr.postgres import PgSettings
-from tests.ha.agentcluster import PASSWORD, AgentCluster
-from tests.postgres.pg_helpers import find_pg_bindir
+from tests.ha.agentcluster import PASSWORD, AgentCluster, cluster_of_test
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -330,22 +327,9 @@ def check_near_deadline(verdict: Verdict, fence: FenceLine) -> None:
 
 @pytest.fixture(scope="module")
 def cluster(request: pytest.FixtureRequest) -> Iterator[AgentCluster]:
-    if find_pg_bindir() is None:
-        pytest.skip("PostgreSQL server binaries not found (set HAMGR_PG_BINDIR)")
-    if os.geteuid() != 0:
-        pytest.skip("the agents run PostgreSQL as another OS user: run as root")
-    failed_before = request.session.testsfailed
-    root = Path(tempfile.mkdtemp(prefix="hamgr-fence-", dir="/tmp"))
-    c = AgentCluster(root, HOSTS)
-    try:
+    with cluster_of_test(request, "fence", HOSTS) as c:
         c.start_all()
         yield c
-    finally:
-        c.close()
-    if request.session.testsfailed == failed_before:
-        shutil.rmtree(root, ignore_errors=True)
-    else:
-        print(f"\n{c.log_tails(20)}\nlogs and data kept in {root}")
 
 
 # --- the source address of the agent's HTTP calls ----------------------------------------------

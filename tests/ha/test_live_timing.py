@@ -17,19 +17,15 @@ compared as counts (cycles per keepalive under one loop_wait and under another).
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hamgr import clock
-from tests.ha.agentcluster import AgentCluster
+from tests.ha.agentcluster import AgentCluster, cluster_of_test
 from tests.ha.clusterops import hactl, status_of
 from tests.ha.test_fencing_e2e import (
     FAILOVER,
@@ -44,7 +40,6 @@ from tests.ha.test_fencing_e2e import (
     rejoined,
     wait_for,
 )
-from tests.postgres.pg_helpers import find_pg_bindir
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -57,22 +52,9 @@ EXACT = 1e-6
 
 @pytest.fixture(scope="module")
 def cluster(request: pytest.FixtureRequest) -> Iterator[AgentCluster]:
-    if find_pg_bindir() is None:
-        pytest.skip("PostgreSQL server binaries not found (set HAMGR_PG_BINDIR)")
-    if os.geteuid() != 0:
-        pytest.skip("the agents run PostgreSQL as another OS user: run as root")
-    failed_before = request.session.testsfailed
-    root = Path(tempfile.mkdtemp(prefix="hamgr-timing-", dir="/tmp"))
-    c = AgentCluster(root, HOSTS)
-    try:
+    with cluster_of_test(request, "timing", HOSTS) as c:
         c.start_all()
         yield c
-    finally:
-        c.close()
-    if request.session.testsfailed == failed_before:
-        shutil.rmtree(root, ignore_errors=True)
-    else:
-        print(f"cluster directory kept: {root}\n{c.log_tails(40)}")
 
 
 def edit(c: AgentCluster, via: str, **changes: float) -> None:

@@ -12,9 +12,6 @@ process started is stopped by PID.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.ha.agentcluster import SMALL_PG_CLUSTER, AgentCluster
+from tests.ha.agentcluster import SMALL_PG_CLUSTER, AgentCluster, cluster_of_test
 from tests.ha.clusterops import call, hactl, try_sql, wait_for
 
 pytestmark = pytest.mark.timeout(300)
@@ -38,23 +35,13 @@ OWN_WORK_MEM = "8MB"
 
 @pytest.fixture
 def cluster(pg_bindir: Path, request: pytest.FixtureRequest) -> Iterator[AgentCluster]:
-    root = Path(tempfile.mkdtemp(prefix="hamgr-params-", dir="/tmp"))
-    os.chmod(root, 0o755)
-    failed_before = request.session.testsfailed
-    c = AgentCluster(root, HOSTS, scope="params")
-    m3 = c.members["m3"].config
-    config = yaml.safe_load(m3.read_text())
-    config["postgresql"]["parameters"]["work_mem"] = OWN_WORK_MEM
-    m3.write_text(yaml.safe_dump(config, sort_keys=False))
-    try:
+    with cluster_of_test(request, "params", HOSTS, scope="params") as c:
+        m3 = c.members["m3"].config
+        config = yaml.safe_load(m3.read_text())
+        config["postgresql"]["parameters"]["work_mem"] = OWN_WORK_MEM
+        m3.write_text(yaml.safe_dump(config, sort_keys=False))
         c.start_all()
         yield c
-    finally:
-        c.close()
-        if request.session.testsfailed > failed_before or os.environ.get("IT_KEEP_CLUSTER"):
-            print(f"cluster directory kept: {root}\n{c.log_tails(40)}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 def show(c: AgentCluster, name: str, parameter: str) -> str | None:

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
 import signal
-import tempfile
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -31,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from hamgr import clock
-from tests.ha.agentcluster import AgentCluster
+from tests.ha.agentcluster import AgentCluster, cluster_of_test
 from tests.ha.clusterops import call, log_since, log_size
 from tests.ha.test_fencing_e2e import (
     FAILOVER,
@@ -43,7 +41,6 @@ from tests.ha.test_fencing_e2e import (
     rejoined,
     wait_for,
 )
-from tests.postgres.pg_helpers import find_pg_bindir
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -54,22 +51,9 @@ START_TIMEOUT = 3.0
 
 @pytest.fixture(scope="module")
 def cluster(request: pytest.FixtureRequest) -> Iterator[AgentCluster]:
-    if find_pg_bindir() is None:
-        pytest.skip("PostgreSQL server binaries not found (set HAMGR_PG_BINDIR)")
-    if os.geteuid() != 0:
-        pytest.skip("the agents run PostgreSQL as another OS user: run as root")
-    failed_before = request.session.testsfailed
-    root = Path(tempfile.mkdtemp(prefix="hamgr-selfheal-", dir="/tmp"))
-    c = AgentCluster(root, HOSTS)
-    try:
+    with cluster_of_test(request, "selfheal", HOSTS) as c:
         c.start_all()
         yield c
-    finally:
-        c.close()
-    if request.session.testsfailed == failed_before:
-        shutil.rmtree(root, ignore_errors=True)
-    else:
-        print(f"\n{c.log_tails(30)}\nlogs and data kept in {root}")
 
 
 def settled(cluster: AgentCluster) -> tuple[str, list[str]]:

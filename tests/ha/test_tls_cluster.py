@@ -11,13 +11,10 @@ lock. Everything waits on a condition with a deadline; every process is stopped 
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import socket
 import ssl
 import subprocess
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -26,7 +23,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from tests.ha.agentcluster import AgentCluster
+from tests.ha.agentcluster import AgentCluster, cluster_of_test
 from tests.ha.clusterops import (
     call,
     connect_through,
@@ -49,22 +46,8 @@ FAILOVER = 30.0
 
 @pytest.fixture
 def cluster(pg_bindir: Path, request: pytest.FixtureRequest) -> Iterator[AgentCluster]:
-    root = Path(tempfile.mkdtemp(prefix="hamgr-tls-", dir="/tmp"))
-    os.chmod(root, 0o755)
-    failed_before = request.session.testsfailed
-    c = AgentCluster(root, HOSTS, scope="tls", tls=True)
-    try:
+    with cluster_of_test(request, "tls", HOSTS, crash_first=True, scope="tls", tls=True) as c:
         yield c
-    finally:
-        for name, m in c.members.items():
-            if m.proc is not None and m.proc.poll() is None:
-                c.kill9_agent(name)
-                c.kill9_postgres(name)
-        c.close()
-        if request.session.testsfailed > failed_before:
-            print(f"cluster directory kept: {root}\n{c.log_tails(40)}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 def plain_http_answers(c: AgentCluster, name: str) -> bool:
