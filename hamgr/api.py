@@ -625,4 +625,4 @@ async def serve(
 def auth_from_config(restapi: RestApiConfig) -> Auth | None:
     """The (username, password) of ``restapi.authentication``, or None when it is not set."""
     a = restapi.authentication
-    return (a.username, a.password) if a is not None else None
+    return a.credentials() if a is not None else None

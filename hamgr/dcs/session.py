@@ -513,7 +513,6 @@ class KvSession:
         finally:
             await self._transport.close()
 
-
     async def abandon(self) -> None:
         """Close the transport without revoking the lease: its keys expire with it, ttl after
         the last keepalive (when the store cannot be reached, a revoke would only wait)."""
