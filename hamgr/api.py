@@ -56,6 +56,7 @@ from hamgr.dcs.jsonfields import JsonObject, ModelError
 from hamgr.dcs.model import ClusterView, SwitchoverRequest
 from hamgr.ha.race import describe_request
 from hamgr.ha.syncrep import outside_sync_set, sync_role
+from hamgr.openapi import description
 
 log = logging.getLogger(__name__)
 
@@ -486,6 +487,9 @@ class _Api:
         body, content_type = await self.metrics_hook()
         return web.Response(body=body, headers={"Content-Type": content_type})
 
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(description())
+
     async def switchover(self, request: web.Request) -> web.Response:
         return await self._request(request, "switchover")
 
@@ -587,6 +591,7 @@ def build_app(
     app.router.add_post("/restart", api.restart)
     app.router.add_post("/reinitialize", api.reinitialize)
     app.router.add_post("/reload", api.reload)
+    app.router.add_get("/openapi.json", api.openapi)
     return app
 
 
