@@ -66,6 +66,7 @@ from hamgr.dcs.model import ClusterView, SwitchoverRequest
 from hamgr.events import EventLog
 from hamgr.ha.race import describe_request
 from hamgr.ha.syncrep import outside_sync_set, sync_role
+from hamgr.openapi import description
 from hamgr.storemembers import MembershipRefused
 from hamgr.ui import add_ui_routes
 
@@ -535,6 +536,9 @@ class _Api:
             return _error(404, "no store status on this agent")
         return web.json_response(self.store_status_hook())
 
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(description())
+
     async def switchover(self, request: web.Request) -> web.Response:
         return await self._request(request, "switchover")
 
@@ -686,6 +690,7 @@ def build_app(
     app.router.add_get("/store/members", api.store_members)
     app.router.add_post("/store/members", api.store_add)
     app.router.add_delete("/store/members/{name}", api.store_remove)
+    app.router.add_get("/openapi.json", api.openapi)
     return app
 
 
@@ -735,4 +740,4 @@ async def serve(
 def auth_from_config(restapi: RestApiConfig) -> Auth | None:
     """The (username, password) of ``restapi.authentication``, or None when it is not set."""
     a = restapi.authentication
-    return (a.username, a.password) if a is not None else None
+    return a.credentials() if a is not None else None

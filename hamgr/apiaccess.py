@@ -68,7 +68,7 @@ class Access:
         """The rules ``restapi`` sets."""
         a = rest.authentication
         return cls(
-            auth=(a.username, a.password) if a is not None else None,
+            auth=a.credentials() if a is not None else None,
             cert_authenticates=rest.certfile is not None and rest.verify_client == "required",
             allowlist=_networks(rest.allowlist),
         )

@@ -629,7 +629,7 @@ def _targets(a: argparse.Namespace) -> tuple[list[str], str | None]:
         if not urls:
             urls = [f"{'https' if api.certfile else 'http'}://{api.connect_address}"]
         if api.authentication is not None:
-            auth = basic_auth(api.authentication.username, api.authentication.password)
+            auth = basic_auth(*api.authentication.credentials())
     for url in urls:
         if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
             raise CtlError(f"--url: expected http://host:port or https://host:port, got {url!r}")

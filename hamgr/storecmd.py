@@ -32,9 +32,9 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from hamgr.config import Config, ConfigError, LogConfig, RaftConfig, load_config, split_address
+from hamgr.config.secretfiles import read_secret_file
 from hamgr.config.values import long_secret
 from hamgr.gcpolicy import tune_gc
 from hamgr.raft.client import StoreClient
@@ -105,11 +105,7 @@ def read_secret(raft: RaftConfig) -> bytes:
         return raft.secret.encode()
     if raft.secret_file is None:
         raise ConfigError(["store.raft.secret: required (or store.raft.secret_file)"])
-    try:
-        secret = Path(raft.secret_file).read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        unreadable = f"store.raft.secret_file: cannot read {raft.secret_file}: {exc}"
-        raise ConfigError([unreadable]) from None
+    secret = read_secret_file(raft.secret_file, "store.raft.secret_file")
     problem = long_secret(secret)
     if problem:
         raise ConfigError([f"store.raft.secret_file: the secret in it {problem}"])

@@ -123,7 +123,11 @@ ONE_MISTAKE: list[tuple[str, Any, str]] = [
         "restapi.connect_address: 0.0.0.0 is a listen-on-all address, not one other members can "
         "connect to; set it to this host's reachable address (it defaults to listen)",
     ),
-    ("restapi.authentication", {"username": "admin"}, "restapi.authentication.password: required"),
+    (
+        "restapi.authentication",
+        {"username": "admin"},
+        "restapi.authentication.password: required (or restapi.authentication.password_file)",
+    ),
     (
         "restapi.authentication",
         {"username": "admin", "password": "pw", "realm": "x"},
@@ -843,6 +847,7 @@ def fake_bin_dir(root: Path) -> Path:
 def test_resolve_local_reads_the_secret_file_and_checks_bin_dir(tmp_path: Path) -> None:
     secret_file = tmp_path / "raft.secret"
     secret_file.write_text("a-secret-in-a-file-0123\n")
+    secret_file.chmod(0o600)
     data = minimal()
     del data["store"]["raft"]["secret"]
     put(data, "store.raft.secret_file", str(secret_file))
@@ -864,6 +869,7 @@ def test_resolve_local_lists_what_is_missing(tmp_path: Path) -> None:
     put(data, "postgresql.bin_dir", str(tmp_path))
     short = tmp_path / "short.secret"
     short.write_text("tiny\n")
+    short.chmod(0o600)
     found = setup_problems(write(tmp_path, yaml.safe_dump(data)), env={})
     assert found[0] == f"postgresql.bin_dir: {tmp_path} has no pg_ctl"
     assert found[1:4] == [
@@ -1015,10 +1021,15 @@ def test_dump_effective_redacts_every_secret() -> None:
     ):
         assert secret not in text
     assert dumped["store"]["raft"]["secret"] == REDACTED
-    assert dumped["restapi"]["authentication"] == {"username": "admin", "password": REDACTED}
+    assert dumped["restapi"]["authentication"] == {
+        "username": "admin",
+        "password": REDACTED,
+        "password_file": None,
+    }
     assert dumped["postgresql"]["authentication"]["rewind"] == {
         "username": "rw",
         "password": REDACTED,
+        "password_file": None,
     }
     assert dumped["store"]["etcd"]["password"] == REDACTED
     # Unset secrets stay null, so a reader can tell "none" from "hidden".

@@ -21,6 +21,7 @@ from tests.test_config import minimal, put
 def test_every_store_key_reaches_the_member_settings(tmp_path: Path) -> None:
     secret = tmp_path / "secret"
     secret.write_text("a-secret-from-a-file-0123\n")
+    secret.chmod(0o600)
     data = minimal()
     put(
         data,

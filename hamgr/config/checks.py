@@ -161,6 +161,27 @@ def _raft_secret(c: Config, L: Loader) -> None:
 
 
 @_check
+def _password_files(c: Config, L: Loader) -> None:
+    """A password and a file to read it from are exclusive; the REST API needs one of them."""
+    roles: list[tuple[str, ...]] = [
+        ("postgresql", "authentication", role) for role in ("superuser", "replication", "rewind")
+    ]
+    for path in [("restapi", "authentication"), *roles]:
+        with contextlib.suppress(Skip):
+            section = L.need(c, *path)
+            where = ".".join(path)
+            if section.password is not None and section.password_file is not None:
+                L.report(
+                    (*path, "password_file"),
+                    f"set either {where}.password or {where}.password_file, not both",
+                )
+            elif (
+                path[0] == "restapi" and section.password is None and section.password_file is None
+            ):
+                L.report((*path, "password"), f"required (or {where}.password_file)")
+
+
+@_check
 def _raft_peers(c: Config, L: Loader) -> None:
     peers = L.need(c, "store", "raft", "peers", below=False)
     own_ids: dict[int, str] = {}

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from hamgr.config.problems import ConfigError
 from hamgr.config.schema import Config
+from hamgr.config.secretfiles import read_password_files, try_secret_file
 from hamgr.config.strict_yaml import parse_yaml
 from hamgr.config.validate import parse_config
 from hamgr.config.values import long_secret
@@ -28,7 +29,8 @@ def load_config(
 ) -> Config:
     """Read, parse and check the YAML file at ``path`` (with ``env``, else ``os.environ``).
 
-    With ``resolve`` (the default) also does :func:`resolve_local`. Raises ConfigError.
+    Reads the ``password_file`` keys (:func:`read_password_files`); with ``resolve`` (the
+    default) also does :func:`resolve_local`. Raises ConfigError.
     """
     source = str(path)
     try:
@@ -48,6 +50,7 @@ def load_config(
         raise ConfigError(problems + e.problems) from None
     if problems:
         raise ConfigError(problems)
+    config = read_password_files(config)
     return resolve_local(config) if resolve else config
 
 
@@ -110,10 +113,9 @@ def resolve_local(config: Config) -> Config:
             for name in ("certfile", "keyfile", "cafile"):
                 readable(getattr(raft.tls, name), f"store.raft.tls.{name}")
         if raft.secret_file is not None:
-            try:
-                secret = Path(raft.secret_file).read_text(encoding="utf-8").strip()
-            except (OSError, UnicodeDecodeError) as e:
-                problems.append(f"store.raft.secret_file: cannot read {raft.secret_file}: {e}")
+            secret, unusable = try_secret_file(raft.secret_file, "store.raft.secret_file")
+            if secret is None:
+                problems.append(unusable or "store.raft.secret_file: unusable")
             else:
                 problem = long_secret(secret)
                 if problem:

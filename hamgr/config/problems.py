@@ -9,6 +9,7 @@ so that each mistake is reported once and does not set off others.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -35,10 +36,19 @@ class Skip(Exception):
     """A cross-key check needs a value that is already reported as wrong."""
 
 
+_PLAIN_KEY = re.compile(r"[\w-]+")
+
+
 def fmt_path(path: KeyPath) -> str:
-    """A key path as the file spells it: ``("store", "peers", 1)`` reads ``store.peers[1]``."""
+    """A key path as the file spells it: ``("store", "peers", 1)`` reads ``store.peers[1]``.
+
+    A key that is not a plain name (empty, or with dots, brackets or spaces) is quoted, so that
+    ``log: {"": 0}`` reads ``log.""``, not a path ending in a bare dot.
+    """
     out = ""
     for part in path:
+        if isinstance(part, str) and not _PLAIN_KEY.fullmatch(part):
+            part = json.dumps(part)
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
     return out or "(top level)"
 

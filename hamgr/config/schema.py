@@ -117,10 +117,21 @@ class LogConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class ApiAuthentication:
-    """``restapi.authentication``: basic auth required for the unsafe (changing) methods."""
+    """``restapi.authentication``: basic auth required for the unsafe (changing) methods.
+
+    Exactly one of ``password`` and ``password_file`` is set in the file; after
+    :func:`load_config`, ``password`` holds the password (read from the file when that is used).
+    """
 
     username: str
-    password: Secret
+    password: Secret | None = None
+    password_file: AbsPath | None = None
+
+    def credentials(self) -> tuple[str, str]:
+        """(username, password); ValueError when the password file was not read yet."""
+        if self.password is None:
+            raise ValueError("restapi.authentication.password_file was not read (load_config)")
+        return self.username, self.password
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -264,6 +275,7 @@ class SuperUser:
 
     username: str = "postgres"
     password: Secret | None = None
+    password_file: AbsPath | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -272,6 +284,7 @@ class ReplicationUser:
 
     username: str = "replicator"
     password: Secret | None = None
+    password_file: AbsPath | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -280,11 +293,13 @@ class RewindUser:
 
     username: str
     password: Secret | None = None
+    password_file: AbsPath | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
 class PostgresAuthentication:
-    """``postgresql.authentication``."""
+    """``postgresql.authentication``. Each role's password may come from ``password_file``
+    instead (not both); :func:`load_config` reads the file into ``password``."""
 
     superuser: SuperUser = field(default_factory=SuperUser)
     replication: ReplicationUser = field(default_factory=ReplicationUser)

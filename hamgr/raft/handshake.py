@@ -38,6 +38,7 @@ from hamgr.raft.framing import (
     read_frame,
     write_frame,
 )
+from hamgr.raft.repeatlog import RepeatLimiter
 
 __all__ = [
     "MAX_CLUSTER_ID_LEN",
@@ -396,9 +397,12 @@ ConnectionHandler = Callable[[AuthenticatedConnection], Awaitable[None]]
 class AuthenticatedServer:
     """Listens, authenticates each connection, then hands it to `handler`.
 
-    Bad handshakes are logged with the peer's address and reason, reported to `on_reject`, and
-    closed. The connection is closed when `handler` returns. `close()` stops listening and ends
-    every connection, authenticated or not.
+    Bad handshakes (TLS included: the TLS handshake runs here, not in asyncio's accept, so that
+    a certificate of another CA is logged like a wrong secret) are reported to `on_reject` and
+    closed. They are logged once per peer host and reason, then counted and logged again at
+    most every `repeat_log_interval` seconds (`RepeatLimiter`): a misconfigured peer retries
+    several times a second and must not fill the log. The connection is closed when `handler`
+    returns. `close()` stops listening and ends every connection, authenticated or not.
     """
 
     def __init__(
@@ -412,6 +416,7 @@ class AuthenticatedServer:
         max_frame_size: int = 64 * 1024 * 1024,
         max_pending_handshakes: int = 64,
         on_reject: Callable[[str], None] | None = None,
+        repeat_log_interval: float = 600.0,
     ) -> None:
         self._auth = auth
         self._handler = handler
@@ -424,16 +429,11 @@ class AuthenticatedServer:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pending = 0
+        self._log_limit = RepeatLimiter(interval=repeat_log_interval)
 
     async def start(self, host: str, port: int) -> None:
         """Start listening on host:port (port 0 picks a free one)."""
-        self._server = await asyncio.start_server(
-            self._on_connection,
-            host,
-            port,
-            ssl=self._ssl,
-            ssl_handshake_timeout=self._handshake_timeout if self._ssl is not None else None,
-        )
+        self._server = await asyncio.start_server(self._on_connection, host, port)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -443,8 +443,20 @@ class AuthenticatedServer:
         host, port = self._server.sockets[0].getsockname()[:2]
         return str(host), int(port)
 
-    def _reject(self, peer: str, reason: str) -> None:
-        log.warning("refused connection from %s: %s", peer, reason)
+    def _reject(self, peer: str, host: str, reason: str) -> None:
+        repeats = self._log_limit.check((host, reason))
+        if repeats is None:
+            log.debug("refused connection from %s: %s", peer, reason)
+        elif repeats:
+            log.warning(
+                "refused connection from %s: %s (and %d more times from %s since last logged)",
+                peer,
+                reason,
+                repeats,
+                host,
+            )
+        else:
+            log.warning("refused connection from %s: %s", peer, reason)
         if self._on_reject is not None:
             self._on_reject(reason)
 
@@ -454,21 +466,25 @@ class AuthenticatedServer:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
-        peer = format_address(writer.get_extra_info("peername"))
+        peername = writer.get_extra_info("peername")
+        peer = format_address(peername)
+        host = str(peername[0]) if isinstance(peername, tuple) and peername else peer
         try:
             if self._pending >= self._max_pending:
-                self._reject(peer, f"more than {self._max_pending} handshakes in progress")
+                self._reject(peer, host, f"more than {self._max_pending} handshakes in progress")
                 return
             _enable_keepalive(writer)
             self._pending += 1
             try:
                 async with asyncio.timeout(self._handshake_timeout):
+                    if self._ssl is not None:
+                        await writer.start_tls(self._ssl)
                     peer_id = await server_handshake(reader, writer, self._auth, self._accept_peer)
             except TimeoutError:
-                self._reject(peer, f"no handshake within {self._handshake_timeout} s")
+                self._reject(peer, host, f"no handshake within {self._handshake_timeout} s")
                 return
             except (ProtocolError, ConnectionClosed, OSError) as exc:
-                self._reject(peer, error_reason(exc))
+                self._reject(peer, host, error_reason(exc))
                 return
             finally:
                 self._pending -= 1
