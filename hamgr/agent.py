@@ -9,7 +9,8 @@ until its store member votes, so PostgreSQL is cloned only then. A file without 
 cleanly: a primary hands over to a healthy replica when one exists (switchover), otherwise
 stops PostgreSQL (at once, without store calls, when no majority of the store members is left,
 as at the end of a whole-cluster stop that took the replicas first); SIGHUP reloads the
-configuration file (tags and PostgreSQL parameters).
+configuration file (tags and PostgreSQL parameters). An embedded store member that fails (e.g.
+its disk full) stops the agent the same way, with exit status 1, for systemd to restart it.
 PostgreSQL itself always runs as the unprivileged `postgresql.os_user`.
 """
 
@@ -96,7 +97,12 @@ def _fmt(address: tuple[str, int]) -> str:
 
 
 def _reach(node: RaftNode | None) -> tuple[int, int] | None:
-    return node.reachable_voters() if node is not None else None
+    """What `has_majority` judges by: the embedded member's reach, or None when there is none
+    to ask (etcd) or it failed (it reaches nobody, but the store client still reaches the
+    other members' client ports: a primary can still hand over through them)."""
+    if node is None or node.state == "failed":
+        return None
+    return node.reachable_voters()
 
 
 class Agent:
@@ -120,6 +126,8 @@ class Agent:
         self.rest_client_ssl = tls.rest_client_context(rest)
         self.store_ssl: tuple[ssl.SSLContext, ssl.SSLContext] | None = None
         """The embedded member's (server, client) contexts, reloaded with the REST ones."""
+        self.member_failure: str | None = None
+        """Why the embedded store member failed (the agent then stops and exits 1)."""
 
     async def run(self) -> int:
         """Serve until SIGTERM/SIGINT (or `stop`); 0 on a clean stop, 1 on failure."""
@@ -137,7 +145,7 @@ class Agent:
             self.store_ssl = store_ssl_contexts(store)
             async with running_member(store, self.store_ssl) as (node, server):
                 if not await self._wait_until_voter(node):
-                    return 0
+                    return 1 if self.member_failure is not None else 0
                 source = source_host_for(store.listen[0])
                 async with member_client(store, source) as client:
                     admin = StoreAdmin(self.config.scope, node, client, store.client_addresses)
@@ -164,7 +172,7 @@ class Agent:
             if node.id in st.get("voters", ()):
                 return True
             if node.state == "failed":
-                log.critical("store member %d failed: %s", node.id, node.failure)
+                self._member_failed(node)
                 return False
             if time.monotonic() - said >= 10.0:
                 said = time.monotonic()
@@ -181,6 +189,32 @@ class Agent:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), node.tick_interval * 2)
         return False
+
+    def _member_failed(self, node: RaftNode) -> None:
+        """Record and log that the embedded store member failed, and ask the agent to stop.
+
+        A failed member (e.g. "No space left on device": its storage refuses all further
+        use) never serves again in this process; an agent living on beside it would leave the
+        store a member short for good. So the agent stops as on SIGTERM and exits 1: systemd
+        (Restart=on-failure) starts it again, and the new member recovers from its log.
+        """
+        if self.member_failure is None:
+            self.member_failure = f"{type(node.failure).__name__}: {node.failure}"
+            log.critical(
+                "store member %d failed (%s): the agent stops and exits 1 to be restarted",
+                node.id,
+                self.member_failure,
+            )
+        self.stop.set()
+
+    async def _watch_member(self, node: RaftNode) -> None:
+        """Notice within two ticks that the embedded store member failed (`_member_failed`)."""
+        while not self.stop.is_set():
+            if node.state == "failed":
+                self._member_failed(node)
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), node.tick_interval * 2)
 
     def _raft_dcs(self, store: StoreSettings, node: RaftNode, server: StoreRpcServer) -> KvSession:
         endpoints = [server.client_address, *store.client_addresses.values()]
@@ -298,6 +332,7 @@ class Agent:
                 store_status=self._store_status(node, loop),
             )
             watchdog = tele.start_watchdog(self.stop)
+            watch = asyncio.create_task(self._watch_member(node)) if node is not None else None
             try:
                 store = self._store_description()
                 scheme = "https" if self.rest_server_ssl is not None else "http"
@@ -310,8 +345,12 @@ class Agent:
                 await loop.run(self.stop)
                 tele.stopping()
                 await self._shutdown(loop, runner, _reach(node))
-                return 0
+                return 1 if self.member_failure is not None else 0
             finally:
+                if watch is not None:
+                    watch.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await watch
                 if watchdog is not None:
                     watchdog.cancel()
                 await web.cleanup()

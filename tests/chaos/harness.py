@@ -322,17 +322,24 @@ class ChaosCluster(AgentCluster):
         for name in list(self.fillers):
             self.free_disk(name)
 
-    def heal_all(self) -> None:
+    def heal_all(self) -> list[str]:
         """Undo every fault in force: network, frozen processes, fsync stalls, full disks, and
-        start every agent that is not running."""
+        start every agent that is not running (once each, as systemd's Restart=on-failure
+        would, e.g. after an agent whose store member failed on the full disk exited 1). The
+        agents started again, each with how its last run ended."""
         self.network()
         for name in list(self.frozen):
             self.thaw(name)
         self.free_all_disks()
+        started = []
         for name in self.members:
             self.fsync_stall(name, 0)
             if not self.agent_running(name):
+                proc = self.members[name].proc
+                code = proc.poll() if proc is not None else None
+                started.append(f"{name} (exit status {code})")
                 self.start(name)
+        return started
 
 
 def unavailable() -> str | None:

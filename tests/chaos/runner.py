@@ -309,8 +309,8 @@ def run_schedule(
                 _wait(start + step.at + step.hold)
                 following = steps[i + 1] if i + 1 < len(steps) else None
                 if step.phase != "gentle" or following is None or following.phase != "gentle":
-                    c.heal_all()
-                    note("healed")
+                    again = c.heal_all()
+                    note(f"healed; agents started again: {', '.join(again)}" if again else "healed")
             _wait(start + seconds)
             c.heal_all()
             healed_at = time.monotonic()
