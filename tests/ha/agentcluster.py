@@ -146,6 +146,7 @@ class AgentCluster:
         and stop counting it as a member (close() still checks its processes)."""
         self.kill9_agent(name)
         self.kill9_postgres(name)
+        self._kill_helpers(name)  # its fencer's PID file goes with the files below
         m = self.members.pop(name)
         self.retired.append(m)
         for path in (m.data_dir, self.root / f"{name}-store", self.root / f"{name}-data.run"):
@@ -292,9 +293,16 @@ class AgentCluster:
             pid = self.postmaster_pid(m.name)
             if pid is not None:
                 _kill_tree(pid)
-            for pid_file in self.root.glob(f"{m.name}-data.run/*.pid"):
-                with contextlib.suppress(OSError, ValueError):
-                    os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+            self._kill_helpers(m.name)
+        for pid in _pids_naming(self.root):
+            _kill_tree(pid)  # anything else this cluster started (a retired member's fencer)
+
+    def _kill_helpers(self, name: str) -> None:
+        """SIGKILL the processes whose PID files lie in member `name`'s run directory (its
+        fencer, which outlives the agent by design)."""
+        for pid_file in self.root.glob(f"{name}-data.run/*.pid"):
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
 
     # -- observation --------------------------------------------------------------------------
 
@@ -396,6 +404,18 @@ def cluster_of_test(
             print(f"cluster directory kept: {root}\n{c.log_tails(40)}")
         else:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _pids_naming(root: Path) -> list[int]:
+    """PIDs of the processes whose command line names a path under `root` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if f"{root}/".encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+    return found
 
 
 def _json(raw: bytes) -> Any:

@@ -47,7 +47,7 @@ async def test_a_cycle_without_the_store_is_told(
     pg_now = LocalPostgres(initialized=True, running=True, role="primary" if primary else "replica")
     stops: list[str] = []
 
-    async def observe(pg: PgSettings, forks: Any) -> LocalPostgres:
+    async def observe(pg: PgSettings, forks: Any, held: Any = None) -> LocalPostgres:
         return pg_now
 
     async def stop(pg: PgSettings, mode: str) -> None:
