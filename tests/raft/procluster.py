@@ -16,6 +16,7 @@ Raft ports at other addresses, e.g. those of a `tests.tools.faultproxy.Mesh` bui
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -31,6 +32,8 @@ import yaml
 
 from hamgr.raft.client import StoreClient, StoreError
 from hamgr.raft.rpc import MemberStatus
+from hamgr.storecmd import client_ssl_context
+from hamgr.storemembers import records_prefix
 
 REPO = Path(__file__).resolve().parent.parent.parent
 SECRET = "proc-cluster-secret-0123456789"
@@ -201,9 +204,26 @@ class ProcCluster:
                 )
             await asyncio.sleep(0.02)
 
-    async def start_all(self) -> None:
-        """Start every member (concurrently) and wait until all are ready."""
+    async def start_all(self, timeout: float = 30.0) -> None:
+        """Start every member (concurrently) and wait until all are ready and each has written
+        its name record (`hamgr store` writes it once the store takes writes): tests that
+        compare store revisions must not see those writes land in the middle."""
         await asyncio.gather(*(self.start(i) for i in self.members))
+        prefix = records_prefix(self.cluster_id).encode()
+        deadline = time.monotonic() + timeout
+        options: dict[str, object] = {}
+        if self._tls is not None:
+            certfile, keyfile, cafile = (str(f) for f in self._tls)
+            options["ssl_context"] = client_ssl_context((certfile, keyfile, cafile))
+        async with self.client(**options) as client:
+            while True:
+                with contextlib.suppress(StoreError):
+                    got = await client.get(prefix, prefix=True, count_only=True)
+                    if got.count >= len(self.members):
+                        return
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the members' name records not all written in {timeout}s")
+                await asyncio.sleep(0.1)
 
     def _pid(self, node_id: int) -> int:
         m = self.members[node_id]
