@@ -694,14 +694,6 @@ def build_app(
     return app
 
 
-def _host_port(listen: str) -> tuple[str, int]:
-    """``host:port`` (port 0: any free port, for tests)."""
-    host, sep, port = listen.rpartition(":")
-    if sep and port == "0":
-        return host.strip("[]"), 0
-    return split_address(listen)
-
-
 async def serve(
     view: AgentView,
     listen: str,
@@ -728,7 +720,7 @@ async def serve(
     )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    host, port = _host_port(listen)
+    host, port = split_address(listen, any_port=True)
     try:
         await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
     except OSError:
