@@ -58,7 +58,6 @@ from hamgr.apiview import (
     apply_settings_patch,
 )
 from hamgr.config.problems import show
-from hamgr.config.schema import RestApiConfig
 from hamgr.config.values import split_address
 from hamgr.dcs.base import DcsError
 from hamgr.dcs.jsonfields import JsonObject, ModelError, check_name
@@ -727,9 +726,3 @@ async def serve(
         await runner.cleanup()
         raise
     return runner
-
-
-def auth_from_config(restapi: RestApiConfig) -> Auth | None:
-    """The (username, password) of ``restapi.authentication``, or None when it is not set."""
-    a = restapi.authentication
-    return a.credentials() if a is not None else None
