@@ -77,7 +77,11 @@ def test_an_empty_scope_reads_as_defaults() -> None:
         (KEYS.member("x"), b'{"name": "x"}', "api_url: required field is missing"),
         (KEYS.leader, b"", "name: expected 1 to 63"),
         (KEYS.leader, b"\xff\xfe", "not UTF-8"),
-        (KEYS.config, b'{"ttl": 1, "loop_wait": 1}', "ttl: loop_wait + 2 * retry_timeout"),
+        (
+            KEYS.config,
+            b'{"ttl": 1, "loop_wait": 1}',
+            "ttl: must be >= loop_wait + 2 * retry_timeout",
+        ),
         (KEYS.history, b'{"timeline": 1}', "history: expected a list"),
         (KEYS.history, b'[{"timeline": 1}]', "[0].switch_lsn: required field is missing"),
         (
