@@ -258,7 +258,7 @@ class Agent:
     ) -> int:
         """Run the HA loop over ``dcs``; ``node`` is the embedded store member (None on etcd:
         no store leadership to move, no store metrics)."""
-        run_dir = self.pg.run_dir or self.pg.data_dir.with_name(self.pg.data_dir.name + ".run")
+        run_dir = self.pg.runtime_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         lease_file = LeaseFile(run_dir, self.config.scope, self.config.name)
         dcs.before_grant = lease_file.save

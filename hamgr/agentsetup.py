@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from hamgr.config import Config, ConfigError, load_config
+from hamgr.config import Config, ConfigError, load_config, split_address
 from hamgr.config.schema import PostgresConfig, RestApiConfig, Tags
 from hamgr.dcs.jsonfields import ModelError
 from hamgr.dcs.model import DynamicSettings, MemberTags
@@ -124,7 +124,7 @@ def pg_settings(config: Config) -> PgSettings:
     """
     pg = database(config)
     auth = pg.authentication
-    host, _, port = pg.listen.rpartition(":")
+    host, port = split_address(pg.listen)
     params = effective_parameters(config.bootstrap.dcs.postgresql.parameters, pg.parameters)
     assert pg.bin_dir is not None, "load_config resolves bin_dir"
     return PgSettings(
@@ -132,8 +132,8 @@ def pg_settings(config: Config) -> PgSettings:
         data_dir=Path(pg.data_dir),
         os_user=pg.os_user,
         name=config.name,
-        host=host.strip("[]"),
-        port=int(port),
+        host=host,
+        port=port,
         superuser=auth.superuser.username,
         superuser_password=auth.superuser.password,
         replication_user=auth.replication.username,

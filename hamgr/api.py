@@ -58,7 +58,6 @@ from hamgr.apiview import (
     apply_settings_patch,
 )
 from hamgr.config.problems import show
-from hamgr.config.schema import RestApiConfig
 from hamgr.config.values import split_address
 from hamgr.dcs.base import DcsError
 from hamgr.dcs.jsonfields import JsonObject, ModelError, check_name
@@ -694,14 +693,6 @@ def build_app(
     return app
 
 
-def _host_port(listen: str) -> tuple[str, int]:
-    """``host:port`` (port 0: any free port, for tests)."""
-    host, sep, port = listen.rpartition(":")
-    if sep and port == "0":
-        return host.strip("[]"), 0
-    return split_address(listen)
-
-
 async def serve(
     view: AgentView,
     listen: str,
@@ -728,16 +719,10 @@ async def serve(
     )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    host, port = _host_port(listen)
+    host, port = split_address(listen, any_port=True)
     try:
         await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
     except OSError:
         await runner.cleanup()
         raise
     return runner
-
-
-def auth_from_config(restapi: RestApiConfig) -> Auth | None:
-    """The (username, password) of ``restapi.authentication``, or None when it is not set."""
-    a = restapi.authentication
-    return a.credentials() if a is not None else None

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hamgr.fencer import pid_file_for
+from hamgr.postgres.settings import default_run_dir
 from hamgr.postmasterproc import kill_postmaster, postmaster_identity, proc_stat
 
 AGENT_GRACE = 30.0
@@ -51,7 +52,7 @@ class DemoMember:
     @property
     def fencer_socket(self) -> Path:
         """The fencer's socket (the agent's default run directory, `<data_dir>.run`)."""
-        return self.data_dir.with_name(self.data_dir.name + ".run") / "hamgr-fencer.sock"
+        return default_run_dir(self.data_dir) / "hamgr-fencer.sock"
 
 
 def answers_200(url: str, context: ssl.SSLContext | None = None) -> bool:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import time
 from collections.abc import Mapping, MutableMapping
 
 log = logging.getLogger(__name__)
@@ -169,12 +168,6 @@ class Notifier:
         if status is not None:
             fields.append(f"STATUS={_one_line(status)}")
         return self.send(*fields)
-
-    def reloading(self) -> bool:
-        """``RELOADING=1`` with ``MONOTONIC_USEC``: a configuration reload has begun; send
-        :meth:`ready` when it is done."""
-        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
-        return self.send("RELOADING=1", f"MONOTONIC_USEC={usec}")
 
     def extend_timeout(self, seconds: float) -> bool:
         """``EXTEND_TIMEOUT_USEC``: the start (or stop) needs ``seconds`` more from now."""

@@ -1,7 +1,7 @@
 """Fixtures shared by every test that runs real PostgreSQL servers (tests/postgres and others).
 
 Plain helpers are in tests/postgres/pg_helpers.py (`find_pg_bindir()`, `free_port()`,
-`wait_until()`, `kill_server()`). Fixtures:
+`kill_server()`; polling is tests/tools/poll.py). Fixtures:
 - `pg_bindir`: PostgreSQL's bin dir (HAMGR_PG_BINDIR,
   `pg_config --bindir`, or the newest /usr/lib/postgresql/*/bin); skips when truly missing.
 - `pg_os_user`: the OS user PostgreSQL runs as ('postgres' when we are root, else ourselves).

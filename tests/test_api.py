@@ -387,8 +387,8 @@ async def test_patch_config_merges_and_checks(api: Api) -> None:
     for patch, problem in (
         ({"ttl": -1}, "ttl: must be > 0, got -1"),
         ({"tll": 6}, "tll: unknown field"),
-        ({"loop_wait": 10}, "loop_wait + 2 * retry_timeout (10 + 2 * 2) must be <= ttl (6)"),
-        ({"safety_margin": 0.001}, "safety_margin: must be >= loop_wait (1): the primary must"),
+        ({"loop_wait": 10}, "must be >= loop_wait + 2 * retry_timeout = 14, got 6"),
+        ({"safety_margin": 0.001}, "safety_margin: must be >= loop_wait = 1: the primary must"),
         ({"pause": "yes"}, 'pause: expected true or false, got "yes"'),
         ({}, "the patch is empty"),
     ):

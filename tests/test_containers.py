@@ -20,7 +20,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
@@ -33,6 +32,7 @@ from hamgr.agentsetup import agent_setup
 from hamgr.config import Config, ConfigError, dump_effective, parse_config, schema_paths
 from hamgr.config.values import split_address
 from hamgr.healthcheck import local_url
+from tests.tools.poll import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -388,21 +388,6 @@ def cluster(request: pytest.FixtureRequest, docker_compose_project_name: str) ->
         services.port_for("haproxy", PRIMARY_PORT),
         env["HAMGR_POSTGRESQL__AUTHENTICATION__SUPERUSER__PASSWORD"],
     )
-
-
-def wait_for(fn: Callable[[], T | None], timeout: float, what: str) -> T:
-    """Call ``fn`` (at most every 0.5 s) until it returns a value; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = fn()
-        except psycopg.Error as exc:
-            value, last = None, exc
-        if value is not None:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last})")
 
 
 def connect(c: Cluster) -> psycopg.Connection[Any]:

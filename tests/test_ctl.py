@@ -158,7 +158,7 @@ async def test_refused_requests_are_one_line_naming_the_problem(cluster: Cluster
     code, _, err = await hactl(*base, "edit-config", "--set", "ttl=-1", "--force")
     assert code == 1 and _one_line(err).endswith("400 ttl: must be > 0, got -1")
     code, _, err = await hactl(*base, "edit-config", "--set", "safety_margin=0.001", "--force")
-    assert code == 1 and "400 safety_margin: must be >= loop_wait (1): " in _one_line(err)
+    assert code == 1 and "400 safety_margin: must be >= loop_wait = 1: " in _one_line(err)
     assert _one_line(err).endswith(", got 0.001")
     assert cluster.agents["a"].calls == []
 
@@ -268,6 +268,7 @@ async def test_reinit_reaches_the_named_replicas_and_shows_a_refusal(cluster: Cl
 
 def test_list_shows_pending_restart_as_patronictl_does() -> None:
     """The "Pending restart" column appears once some member waits for a restart."""
+
     def m(name: str, pending: list[str]) -> dict[str, object]:
         return {
             **{"name": name, "host": "10.0.0.1", "port": 5432, "role": "replica"},
@@ -279,6 +280,8 @@ def test_list_shows_pending_restart_as_patronictl_does() -> None:
     assert "Pending restart" not in list_rows(quiet, reasons=False)[0]
     rows = list_rows({"members": [m("a", ["max_connections"]), m("b", [])]}, reasons=False)
     assert [r["Pending restart"] for r in rows] == ["* (max_connections)", ""]
+
+
 async def test_members_on_an_agent_without_a_store_member(cluster: Cluster) -> None:
     """hactl members asks /store/members alone; an agent with no embedded store member (etcd)
     answers 404, shown as one line saying so. The live commands: tests/ha/test_members_e2e.py."""

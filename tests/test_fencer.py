@@ -50,7 +50,7 @@ from hamgr.fencing import (
 )
 from hamgr.postgres.sql import connect, query
 from hamgr.postmasterproc import proc_stat
-from tests.postgres.pg_helpers import wait_until
+from tests.tools.poll import wait_for_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -113,13 +113,6 @@ def cluster_processes(data_dir: Path) -> list[int]:
     return found
 
 
-async def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
-    async def probe() -> bool:
-        return check()
-
-    await wait_until(probe, bool, timeout, what, interval=0.02)
-
-
 async def sleep_until(instant: float) -> None:
     await asyncio.sleep(max(0.0, instant - clock.now()))
 
@@ -157,7 +150,7 @@ def fence_lines(log: Path) -> list[FenceLine]:
 
 
 async def one_fence(log: Path, timeout: float = GONE_TIMEOUT) -> FenceLine:
-    await eventually(lambda: len(fence_lines(log)) > 0, timeout, f"a FENCE line in {log}")
+    await wait_for_async(lambda: len(fence_lines(log)) > 0, timeout, f"a FENCE line in {log}")
     lines = fence_lines(log)
     assert len(lines) == 1, lines
     return lines[0]
@@ -317,7 +310,7 @@ async def test_fence_kills_the_postmaster_and_every_backend(
         assert all(alive(pid) for pid in before) and not loop.done()
         assert clock.now() < fence_at, "the probe itself came too late to mean anything"
 
-        await eventually(
+        await wait_for_async(
             lambda: not cluster_processes(s.data_dir),
             fence_at - clock.now() + GONE_TIMEOUT,
             "every process of the data dir to die",
@@ -360,7 +353,7 @@ async def test_rearm_moves_the_deadline_forward_only(
     assert await query(s, "SELECT 1 AS one", what="probe") == [{"one": 1}]
     assert (await client.query()).armed and not fence_lines(run_dir / "hamgr-fencer.log")
     # ...and the second one fences it.
-    await eventually(
+    await wait_for_async(
         lambda: not cluster_processes(s.data_dir),
         second - clock.now() + GONE_TIMEOUT,
         "the server to be fenced at the second deadline",
@@ -383,7 +376,7 @@ async def test_killed_agent_leaves_the_fence_in_place(
         agent.kill()
         assert await agent.wait() == -signal.SIGKILL
         assert clock.now() < fence_at and cluster_processes(s.data_dir)
-        await eventually(
+        await wait_for_async(
             lambda: not cluster_processes(s.data_dir),
             fence_at - clock.now() + GONE_TIMEOUT,
             "the fencer to kill the server of the dead agent",
@@ -411,7 +404,7 @@ async def test_frozen_agent_cannot_hold_the_fence_off(
         assert latest > first and cluster_processes(s.data_dir), "the server outlived `first`"
         agent.send_signal(signal.SIGSTOP)
         stopped_at = clock.now()
-        await eventually(
+        await wait_for_async(
             lambda: not cluster_processes(s.data_dir),
             GONE_TIMEOUT,
             "the fencer to kill the server of the frozen agent",
@@ -431,7 +424,7 @@ async def test_fence_also_kills_the_postmaster_that_postmaster_pid_names(
     client = await start_fencer(procs, run_dir, s.data_dir)
     fence_at = clock.now() + 0.3
     await client.arm(fence_at, stale, start_time_of(stale) + 1)
-    await eventually(lambda: not cluster_processes(s.data_dir), GONE_TIMEOUT, "the fence")
+    await wait_for_async(lambda: not cluster_processes(s.data_dir), GONE_TIMEOUT, "the fence")
     fence = await one_fence(run_dir / "hamgr-fencer.log")
     assert "postmaster.pid names" in fence.text and fence.now >= fence_at
     assert alive(stale), "a process that only shares the armed PID is never killed"
@@ -468,7 +461,7 @@ async def test_disarm_stops_fencing_and_sigterm_then_ends_the_fencer(
     assert await client.query() == FenceStatus()
     assert alive(victim) and not fence_lines(run_dir / "hamgr-fencer.log")
     os.kill(fencer, signal.SIGTERM)
-    await eventually(lambda: not alive(fencer), GONE_TIMEOUT, "the disarmed fencer to exit")
+    await wait_for_async(lambda: not alive(fencer), GONE_TIMEOUT, "the disarmed fencer to exit")
     assert not (run_dir / "fencer.sock").exists() and not client.pid_path.exists()
     await client.close()
 
@@ -506,7 +499,7 @@ async def test_new_client_takes_over_a_running_fencer(
     await second.disarm()
     await second.shutdown()
     assert fencer is not None
-    await eventually(lambda: not alive(fencer), GONE_TIMEOUT, "the fencer to exit on EXIT")
+    await wait_for_async(lambda: not alive(fencer), GONE_TIMEOUT, "the fencer to exit on EXIT")
     with pytest.raises(FencerError, match="unreachable"):
         await first.query()
     assert alive(victim)
@@ -545,10 +538,10 @@ async def test_garbage_gets_err_and_the_deadline_holds(
     # A SIGTERM while armed is refused: stopping the fencer would drop the fence.
     os.kill(fencer, signal.SIGTERM)
     log = run_dir / "hamgr-fencer.log"
-    await eventually(lambda: "SIGTERM refused" in log.read_text(), 5, "the refusal")
+    await wait_for_async(lambda: "SIGTERM refused" in log.read_text(), 5, "the refusal")
     assert await client.query() == armed
 
-    await eventually(lambda: not alive(victim), fence_at - clock.now() + GONE_TIMEOUT, "fence")
+    await wait_for_async(lambda: not alive(victim), fence_at - clock.now() + GONE_TIMEOUT, "fence")
     fence = await one_fence(log)
     assert fence.fence_at == fence_at and fence.now >= fence_at
     assert fence.killed == {victim: []}
@@ -567,7 +560,7 @@ async def test_reused_pid_is_not_killed(procs: Procs, run_dir: Path, empty_data_
     assert alive(bystander)
     # The same fencer does kill a process whose identity matches (the check above means it).
     await client.arm(clock.now() + 0.2, victim, start_time_of(victim))
-    await eventually(lambda: not alive(victim), GONE_TIMEOUT, "the matching process to die")
+    await wait_for_async(lambda: not alive(victim), GONE_TIMEOUT, "the matching process to die")
     assert alive(bystander)
     await client.close()
 
@@ -687,7 +680,7 @@ async def test_a_killed_fencer_is_started_again_and_takes_arms(
     keeper = FencerKeeper(client)
     assert await keeper.alive(5.0) and keeper.restarts == 0
     os.kill(first, signal.SIGKILL)
-    await eventually(lambda: not alive(first), GONE_TIMEOUT, "the killed fencer to vanish")
+    await wait_for_async(lambda: not alive(first), GONE_TIMEOUT, "the killed fencer to vanish")
     keeper.failed(clock.now())
     assert await keeper.alive(5.0), "no new fencer was started"
     second = client.fencer_pid()
@@ -721,8 +714,8 @@ async def test_killing_the_fencer_alone_kills_the_armed_postmaster(
     await client.arm(clock.now() + 300, sleeper, start_time_of(sleeper))
     await client.close()
     os.kill(fencer, signal.SIGKILL)
-    await eventually(lambda: not alive(sleeper), GONE_TIMEOUT, "the guarded process to die")
-    await eventually(lambda: not alive(guard), GONE_TIMEOUT, "the guard to exit")
+    await wait_for_async(lambda: not alive(sleeper), GONE_TIMEOUT, "the guarded process to die")
+    await wait_for_async(lambda: not alive(guard), GONE_TIMEOUT, "the guard to exit")
     text = (run_dir / "hamgr-fencer.log").read_text()
     assert f"FENCER GONE while armed for postmaster {sleeper}" in text, text
 
@@ -739,7 +732,7 @@ async def test_a_disarmed_fencer_that_dies_leaves_postgres_alone(
     await client.disarm()
     await client.close()
     os.kill(fencer, signal.SIGKILL)
-    await eventually(lambda: not alive(guard), GONE_TIMEOUT, "the guard to exit")
+    await wait_for_async(lambda: not alive(guard), GONE_TIMEOUT, "the guard to exit")
     assert alive(sleeper), "a disarmed fencer's death killed the process it no longer guards"
 
 
@@ -755,13 +748,13 @@ async def test_a_killed_guard_is_started_again_and_still_guards(
     sleeper = procs.sleeper()
     await client.arm(clock.now() + 300, sleeper, start_time_of(sleeper))
     os.kill(first, signal.SIGKILL)
-    await eventually(lambda: len(guard_pids(run_dir)) == 2, GONE_TIMEOUT, "a new guard")
+    await wait_for_async(lambda: len(guard_pids(run_dir)) == 2, GONE_TIMEOUT, "a new guard")
     second = procs.track(guard_pids(run_dir)[1])
     assert (await client.query()).pid == sleeper and alive(sleeper)
     await client.close()
     os.kill(fencer, signal.SIGKILL)
-    await eventually(lambda: not alive(sleeper), GONE_TIMEOUT, "the guarded process to die")
-    await eventually(lambda: not alive(second), GONE_TIMEOUT, "the new guard to exit")
+    await wait_for_async(lambda: not alive(sleeper), GONE_TIMEOUT, "the guarded process to die")
+    await wait_for_async(lambda: not alive(second), GONE_TIMEOUT, "the new guard to exit")
 
 
 async def test_a_fencer_that_cannot_start_is_retried_with_a_backoff(

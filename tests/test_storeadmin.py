@@ -17,7 +17,8 @@ import pytest
 
 from hamgr.storeadmin import StoreAdmin, register_until_done
 from hamgr.storemembers import MemberRecord, MembershipRefused
-from tests.raft.inloop import InLoopStore, wait_for
+from tests.raft.inloop import InLoopStore
+from tests.tools.poll import wait_for_async
 
 SCOPE = "admin-test"
 
@@ -57,9 +58,11 @@ async def test_view_and_removing_the_raft_leader(
     follower = next(i for i in store.ids if i != leader)
     async with store.client() as client:
         admin = StoreAdmin(SCOPE, store.nodes[follower], client, store.clients)
-        await wait_for(lambda: admin.conf().leader == leader, 5, "the follower knows the leader")
+        await wait_for_async(
+            lambda: admin.conf().leader == leader, 5, "the follower knows the leader"
+        )
         # The view reads this follower's own copy of the records: wait until it has them all.
-        await wait_for(
+        await wait_for_async(
             lambda: len(store.nodes[follower].kv.range(b"/hamgr/", prefix=True).kvs) == 3,
             5,
             "the records applied on the follower",
@@ -78,7 +81,7 @@ async def test_view_and_removing_the_raft_leader(
         others = [i for i in store.ids if i != leader]
         # Leadership had moved before the removal: a leader is known at once, no election.
         assert admin.conf().leader in others
-        await wait_for(
+        await wait_for_async(
             lambda: all(store.nodes[i].status()["voters"] == others for i in others),
             10,
             "the two others see themselves as the voters",
@@ -92,7 +95,7 @@ async def test_view_and_removing_the_raft_leader(
         # the view still answers from this member's own copy, the stopped one unreachable.
         stopped = next(i for i in others if i != follower)
         await store.stop(stopped)
-        await wait_for(lambda: admin.conf().leader == 0, 10, "no leader left")
+        await wait_for_async(lambda: admin.conf().leader == 0, 10, "no leader left")
         with pytest.raises(MembershipRefused, match="no leader"):
             await admin.remove(f"m{stopped}")
         rows = {m["name"]: m for m in (await admin.view())["members"]}

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from hamgr.config.problems import Skip, fmt_path
-from hamgr.config.schema import SAFETY_MARGIN_WHY, Config
+from hamgr.config.schema import Config
+from hamgr.config.timing import timing_problems
 from hamgr.config.values import split_address
 
 if TYPE_CHECKING:
@@ -274,33 +275,16 @@ def _managed_parameters(c: Config, L: Loader) -> None:
 
 
 @_check
-def _ha_loop_fits_ttl(c: Config, L: Loader) -> None:
-    ttl = L.need(c, "bootstrap", "dcs", "ttl")
-    loop_wait = L.need(c, "bootstrap", "dcs", "loop_wait")
-    retry = L.need(c, "bootstrap", "dcs", "retry_timeout")
-    if loop_wait + 2 * retry > ttl:
-        L.report(
-            ("bootstrap", "dcs", "ttl"),
-            f"must be >= loop_wait + 2 * retry_timeout = {loop_wait + 2 * retry:g}, got {ttl:g}",
-        )
-
-
-@_check
-def _safety_margin(c: Config, L: Loader) -> None:
-    ttl = L.need(c, "bootstrap", "dcs", "ttl")
-    margin = L.need(c, "bootstrap", "dcs", "safety_margin")
-    loop_wait = L.need(c, "bootstrap", "dcs", "loop_wait")
-    if not margin < ttl:
-        L.report(
-            ("bootstrap", "dcs", "safety_margin"),
-            f"must be < bootstrap.dcs.ttl = {ttl:g}, got {margin:g}",
-        )
-    elif margin < loop_wait:
-        L.report(
-            ("bootstrap", "dcs", "safety_margin"),
-            f"must be >= bootstrap.dcs.loop_wait = {loop_wait:g}: {SAFETY_MARGIN_WHY}, got "
-            f"{margin:g}",
-        )
+def _timing(c: Config, L: Loader) -> None:
+    where = ("bootstrap", "dcs")
+    for key, message in timing_problems(
+        L.need(c, *where, "ttl"),
+        L.need(c, *where, "loop_wait"),
+        L.need(c, *where, "retry_timeout"),
+        L.need(c, *where, "safety_margin"),
+        "bootstrap.dcs.",
+    ):
+        L.report((*where, key), message)
 
 
 @_check

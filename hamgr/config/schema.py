@@ -47,12 +47,6 @@ TIMING_PROFILES: Mapping[str, Mapping[str, float]] = {
     },
 }
 
-SAFETY_MARGIN_WHY = (
-    "the primary must stop its PostgreSQL at least one HA loop before its lease can end and "
-    "another member take over"
-)
-"""Why ``safety_margin >= loop_wait``: said by the config check and the dynamic settings."""
-
 
 def _load_initdb_option(
     loader: Loader, raw: Any, path: tuple[str | int, ...], env: str | None

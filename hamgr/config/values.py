@@ -29,8 +29,9 @@ _PORT = re.compile(r"[0-9]{1,5}")
 _MEMBER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
-def split_address(address: str) -> tuple[str, int]:
-    """Split ``"host:port"`` (IPv6 as ``"[::1]:5432"``) into host and port.
+def split_address(address: str, *, any_port: bool = False) -> tuple[str, int]:
+    """Split ``"host:port"`` (IPv6 as ``"[::1]:5432"``) into host and port; with `any_port`,
+    port 0 (bind any free port, as tests do) is accepted too.
 
     Raises ValueError with a message that says what is wrong, fit for a config problem.
     """
@@ -50,7 +51,7 @@ def split_address(address: str) -> tuple[str, int]:
             raise ValueError(f'{plain} with an IPv6 host in brackets like "[::1]:5432"{got}')
         if not sep or not _is_host(host):
             raise ValueError(plain + got)
-    if not _PORT.fullmatch(port) or not 1 <= int(port) <= 65535:
+    if not _PORT.fullmatch(port) or not (0 if any_port else 1) <= int(port) <= 65535:
         raise ValueError(f"{plain} with a port in 1..65535{got}")
     return host, int(port)
 

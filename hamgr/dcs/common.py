@@ -36,6 +36,7 @@ from hamgr.dcs.model import (
 )
 
 __all__ = [
+    "MONOTONIC",
     "Compare",
     "Deadline",
     "Delete",
@@ -49,6 +50,7 @@ __all__ = [
     "StoreUnavailable",
     "StoredKey",
     "Target",
+    "Timer",
     "TxnOutcome",
     "build_view",
     "decode_history",
@@ -209,18 +211,45 @@ class KvTransport(Protocol):
 # --- the time budget of one call ----------------------------------------------------------------
 
 
+class Timer(Protocol):
+    """Where a call's budget is counted and its pauses are waited: the monotonic clock in
+    production (:data:`MONOTONIC`); a test passes a virtual one, so that it controls time
+    instead of waiting for it and measuring it."""
+
+    def now(self) -> float:
+        """Seconds on a monotonic clock."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Let `seconds` pass."""
+        ...
+
+
+class _MonotonicTimer:
+    def now(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+MONOTONIC: Timer = _MonotonicTimer()
+"""The system's monotonic clock and asyncio's sleep."""
+
+
 class Deadline:
     """The ``retry_timeout`` budget of one Dcs call, and the last problem met inside it."""
 
-    def __init__(self, what: str, budget: float) -> None:
+    def __init__(self, what: str, budget: float, timer: Timer = MONOTONIC) -> None:
         self.what = what
         self.budget = budget
-        self.end = time.monotonic() + budget
+        self.timer = timer
+        self.end = timer.now() + budget
         self.last: BaseException | None = None
 
     def remaining(self) -> float:
         """Seconds left; raises :meth:`expired` when none are."""
-        left = self.end - time.monotonic()
+        left = self.end - self.timer.now()
         if left <= 0:
             raise self.expired()
         return left
@@ -235,7 +264,7 @@ class Deadline:
 
     async def pause(self, seconds: float) -> None:
         """Sleep ``seconds`` or until the budget ends, whichever is sooner."""
-        await asyncio.sleep(max(0.0, min(seconds, self.end - time.monotonic())))
+        await self.timer.sleep(max(0.0, min(seconds, self.end - self.timer.now())))
 
 
 async def poll_for_change(
@@ -244,16 +273,17 @@ async def poll_for_change(
     timeout: float,
     interval: float,
     ignore: str = "",
+    timer: Timer = MONOTONIC,
 ) -> bool:
     """Watch by polling: read the prefix every ``interval`` until its keys differ from ``seen``
     (a key created, deleted or modified after it) or ``timeout`` passes.
 
     ``read(timeout)`` reads the prefix. With no ``seen``, the first read is the baseline.
     """
-    end = time.monotonic() + timeout
+    end = timer.now() + timeout
     baseline = _fingerprint(seen, ignore) if seen is not None else None
     while True:
-        left = end - time.monotonic()
+        left = end - timer.now()
         if left <= 0:
             return False
         snap = await read(left)
@@ -262,7 +292,7 @@ async def poll_for_change(
             baseline = now
         elif now != baseline:
             return True
-        await asyncio.sleep(max(0.0, min(interval, end - time.monotonic())))
+        await timer.sleep(max(0.0, min(interval, end - timer.now())))
 
 
 def _fingerprint(snap: RangeSnapshot, ignore: str = "") -> frozenset[tuple[str, int]]:

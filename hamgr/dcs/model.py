@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
 
-from hamgr.config.schema import SAFETY_MARGIN_WHY, DcsConfig
+from hamgr.config.schema import DcsConfig
+from hamgr.config.timing import timing_problems
 from hamgr.config.values import address_problem
 from hamgr.dcs.jsonfields import (
     JsonObject,
@@ -396,22 +397,10 @@ class DynamicSettings:
         check_seconds("primary_start_timeout", self.primary_start_timeout, zero_ok=True)
         check_seconds("member_slots_ttl", self.member_slots_ttl, zero_ok=True)
         check_int("maximum_lag_on_failover", self.maximum_lag_on_failover, 0)
-        if self.loop_wait + 2 * self.retry_timeout > self.ttl:
-            raise ModelError(
-                "ttl",
-                f"loop_wait + 2 * retry_timeout ({self.loop_wait:g} + 2 * "
-                f"{self.retry_timeout:g}) must be <= ttl ({self.ttl:g})",
-            )
-        if self.safety_margin >= self.ttl:
-            raise ModelError(
-                "safety_margin", f"must be < ttl ({self.ttl:g}), got {self.safety_margin:g}"
-            )
-        if self.safety_margin < self.loop_wait:
-            raise ModelError(
-                "safety_margin",
-                f"must be >= loop_wait ({self.loop_wait:g}): {SAFETY_MARGIN_WHY}, got "
-                f"{self.safety_margin:g}",
-            )
+        for key, message in timing_problems(
+            self.ttl, self.loop_wait, self.retry_timeout, self.safety_margin
+        ):
+            raise ModelError(key, message)
         for key, value in self.parameters.items():
             ok_value = isinstance(value, str | int | float) and not (
                 isinstance(value, float) and not math.isfinite(value)

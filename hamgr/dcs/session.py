@@ -30,6 +30,7 @@ from typing import TypeVar
 from hamgr import clock
 from hamgr.dcs.base import DcsError, KeepaliveResult, scope_keys
 from hamgr.dcs.common import (
+    MONOTONIC,
     Compare,
     Deadline,
     Delete,
@@ -43,6 +44,7 @@ from hamgr.dcs.common import (
     StoreRefused,
     StoreUnavailable,
     Target,
+    Timer,
     build_view,
     decode_history,
     decode_settings,
@@ -95,7 +97,8 @@ class KvSession:
     ``ttl`` is the TTL the session's lease is granted with, ``retry_timeout`` each call's
     budget. The HA loop sets both from the settings it read (:meth:`apply_timing`): a new
     ``retry_timeout`` bounds the next call, a new ``ttl`` the next lease granted, and
-    :meth:`switch_lease` moves the keys onto a lease of the new ttl.
+    :meth:`switch_lease` moves the keys onto a lease of the new ttl. ``timer`` counts the
+    budgets and waits the pauses between tries (tests pass a virtual one).
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class KvSession:
         *,
         ttl: float = _DEFAULTS.ttl,
         retry_timeout: float = _DEFAULTS.retry_timeout,
+        timer: Timer = MONOTONIC,
     ) -> None:
         try:
             check_name("scope", scope)
@@ -118,6 +122,7 @@ class KvSession:
         self.ttl = _positive("ttl", ttl)
         self.retry_timeout = _positive("retry_timeout", retry_timeout)
         self._transport = transport
+        self._timer = timer
         self._lease: int | None = None
         self._lease_ttl = self.ttl
         self._lease_asked = self.ttl
@@ -140,7 +145,7 @@ class KvSession:
     # -- plumbing
 
     def _deadline(self, what: str) -> Deadline:
-        return Deadline(what, self.retry_timeout)
+        return Deadline(what, self.retry_timeout, self._timer)
 
     async def _call(self, d: Deadline, fn: Callable[..., Awaitable[T]]) -> T:
         """Run ``fn(timeout=...)``, one transport call, inside ``d``; again after an early

@@ -67,9 +67,10 @@ from hamgr.ha.actions import (
 )
 from hamgr.ha.inputs import LocalState, PeerProbe
 from hamgr.ha.pgparams import with_parameters
-from hamgr.ha.race import describe_request, failover_race, fmt_lsn
+from hamgr.ha.race import describe_request, failover_race
 from hamgr.ha.switchover import leader_switchover
 from hamgr.ha.syncrep import new_leader_record, plan_primary
+from hamgr.lsn import show_lsn
 
 
 def decide(
@@ -402,7 +403,7 @@ def _as_follower(view: ClusterView, local: LocalState, key: LeaderKey) -> Decisi
             f"re-pointing replication from {pg.upstream or 'nowhere'} to leader {leader} "
             f"at {member.conn_url}",
         )
-    return Decision((), f"following leader {leader} (received {fmt_lsn(pg.received_lsn)})")
+    return Decision((), f"following leader {leader} (received {show_lsn(pg.received_lsn)})")
 
 
 def _diverged(local: LocalState, leader: str) -> Decision:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hamgr import clock, postgres
+from hamgr.config.values import split_address
 from hamgr.dcs.base import Dcs, DcsError, KeepaliveResult
 from hamgr.dcs.model import ClusterView, DynamicSettings, LeaderKey
 from hamgr.fencekeeper import FencerKeeper
@@ -91,11 +92,6 @@ def _standby_without_upstream(pg: PgSettings) -> None:
 
 def _renewal(result: KeepaliveResult) -> Renewal:
     return Renewal(result.lease_id, result.sent_at, result.ttl)
-
-
-def _host_port(conn_url: str) -> tuple[str, int]:
-    host, _, port = conn_url.rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 @dataclass
@@ -618,7 +614,7 @@ class ActionRunner:
         m = view.member(member)
         if m is None:
             raise DcsError(f"member {member} is not registered in the store")
-        return _host_port(m.conn_url)
+        return split_address(m.conn_url)
 
     async def _bootstrap(self, view: ClusterView) -> bool:
         pg = self.pg

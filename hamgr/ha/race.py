@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from hamgr.dcs.model import ClusterView, SwitchoverRequest
 from hamgr.ha.inputs import LocalState, PeerProbe
 from hamgr.ha.syncrep import sync_gate
+from hamgr.lsn import show_lsn
 
 
 def fmt_bytes(n: int) -> str:
@@ -38,11 +39,6 @@ def fmt_bytes(n: int) -> str:
         value, unit = value / 1024, bigger
     text = f"{value:.1f}".removesuffix(".0") if unit != "bytes" else str(n)
     return f"{text} {unit}"
-
-
-def fmt_lsn(lsn: int | None) -> str:
-    """PostgreSQL's spelling of an LSN (``0/3000060``)."""
-    return "unknown" if lsn is None else f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
 
 
 def fmt_wall(at: float) -> str:
@@ -227,7 +223,7 @@ def failover_race(
         return RaceOutcome(
             me,
             f"{note}no leader: I am the most advanced eligible member at "
-            f"{fmt_lsn(mine_c.position)} on timeline {mine_c.timeline}{tie_note}: "
+            f"{show_lsn(mine_c.position)} on timeline {mine_c.timeline}{tie_note}: "
             "taking the leader key",
         )
     if why[me]:
@@ -236,12 +232,12 @@ def failover_race(
         return RaceOutcome(winner.name, f"{note}I was the leader of the switchover: not racing")
     if mine_c.position == winner.position:
         ahead = (
-            f"{winner.name} is as far as me ({fmt_lsn(winner.position)}) and first by "
+            f"{winner.name} is as far as me ({show_lsn(winner.position)}) and first by "
             "priority, then name"
         )
     else:
         ahead = (
-            f"{winner.name} is ahead of me ({fmt_lsn(winner.position)} vs "
-            f"{fmt_lsn(mine_c.position)})"
+            f"{winner.name} is ahead of me ({show_lsn(winner.position)} vs "
+            f"{show_lsn(mine_c.position)})"
         )
     return RaceOutcome(winner.name, f"{note}waiting: {ahead}")

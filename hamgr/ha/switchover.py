@@ -22,8 +22,9 @@ from hamgr.ha.actions import (
     StartPostgres,
 )
 from hamgr.ha.inputs import LocalState, PeerProbe
-from hamgr.ha.race import describe_request, fmt_bytes, fmt_lsn, fmt_wall
+from hamgr.ha.race import describe_request, fmt_bytes, fmt_wall
 from hamgr.ha.syncrep import outside_sync_set
+from hamgr.lsn import show_lsn
 
 Step = tuple[tuple[Action, ...], str]
 
@@ -110,7 +111,7 @@ def _await_checkpoint(
         return (
             (ClearSwitchover(req), StartPostgres()),
             f"{what} aborted: no standby received my shutdown checkpoint "
-            f"{fmt_lsn(checkpoint)} within {view.settings.ttl:g} s; starting again as primary",
+            f"{show_lsn(checkpoint)} within {view.settings.ttl:g} s; starting again as primary",
         )
     if peers is None or checkpoint is None:
         return (ProbePeers(),), f"{what}: waiting for the standbys' positions"
@@ -121,12 +122,12 @@ def _await_checkpoint(
     if done:
         return (
             (ReleaseLeader(key),),
-            f"{what}: {done[0]} received my shutdown checkpoint {fmt_lsn(checkpoint)}: "
+            f"{what}: {done[0]} received my shutdown checkpoint {show_lsn(checkpoint)}: "
             "releasing the leader key",
         )
-    where = ", ".join(f"{n} at {fmt_lsn(lsn)}" for n, lsn in sorted(got.items())) or "none running"
+    where = ", ".join(f"{n} at {show_lsn(lsn)}" for n, lsn in sorted(got.items())) or "none running"
     return (
         (ProbePeers(),),
         f"{what}: waiting for a standby to receive my shutdown checkpoint "
-        f"{fmt_lsn(checkpoint)} ({where})",
+        f"{show_lsn(checkpoint)} ({where})",
     )

@@ -46,7 +46,7 @@ from hamgr.postgres.errors import (
 )
 from hamgr.postgres.heldconn import HeldConnection
 from hamgr.postgres.initdbopts import InitdbOptions, initdb_options
-from hamgr.postgres.parse import ControlData, TimelineSwitch, format_lsn, parse_lsn
+from hamgr.postgres.parse import ControlData, TimelineSwitch
 from hamgr.postgres.replication import (
     RewindResult,
     SlotInfo,
@@ -110,14 +110,12 @@ __all__ = [
     "create_slot",
     "drop_slot",
     "follow",
-    "format_lsn",
     "initdb",
     "initdb_options",
     "is_initialized",
     "is_running",
     "last_checkpoint_location",
     "list_slots",
-    "parse_lsn",
     "pending_restart",
     "postmaster_pid",
     "promote",

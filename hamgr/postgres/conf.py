@@ -109,8 +109,3 @@ def clear_standby_config(settings: PgSettings) -> None:
     write_file(settings.data_dir / render.RECOVERY_CONF, render.render_no_recovery_conf(), run_as)
     remove_file(settings.data_dir / STANDBY_SIGNAL)
     remove_file(settings.data_dir / RECOVERY_SIGNAL)
-
-
-def standby_requested(settings: PgSettings) -> bool:
-    """Whether standby.signal is present (the server starts, or runs, as a standby)."""
-    return (settings.data_dir / STANDBY_SIGNAL).exists()

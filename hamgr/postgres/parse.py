@@ -1,4 +1,4 @@
-"""Pure parsers for PostgreSQL's text formats: LSNs, postmaster.pid, pg_controldata, history files.
+"""Pure parsers for PostgreSQL's text formats: postmaster.pid, pg_controldata, history files.
 
 No I/O here, so each format is tested on literal text.
 """
@@ -9,29 +9,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from hamgr.lsn import parse_lsn
 from hamgr.postgres.errors import PostgresError
-
-_LSN_RE = re.compile(r"^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$")
-
-
-def parse_lsn(text: str) -> int:
-    """Turn PostgreSQL's 'XXXXXXXX/XXXXXXXX' LSN notation into a byte position."""
-    match = _LSN_RE.match(text.strip())
-    if not match:
-        raise ValueError(f"not an LSN: {text!r} (expected hex 'X/X', e.g. '0/3000060')")
-    return (int(match.group(1), 16) << 32) | int(match.group(2), 16)
-
-
-def parse_optional_lsn(text: str | None) -> int | None:
-    """`parse_lsn`, passing None (SQL NULL) through."""
-    return None if text is None else parse_lsn(text)
-
-
-def format_lsn(lsn: int) -> str:
-    """Inverse of `parse_lsn`: 0x3000060 -> '0/3000060'."""
-    if not 0 <= lsn < 1 << 64:
-        raise ValueError(f"LSN out of range: {lsn}")
-    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
 
 
 def walfile_timeline(walfile_name: str) -> int:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from hamgr.lsn import parse_optional_lsn
 from hamgr.postgres import conf, render
 from hamgr.postgres.control import is_initialized, is_running, start
 from hamgr.postgres.control import reload as reload_server
@@ -25,7 +26,6 @@ from hamgr.postgres.errors import (
     StateError,
 )
 from hamgr.postgres.files import prepare_empty_data_dir
-from hamgr.postgres.parse import parse_optional_lsn
 from hamgr.postgres.process import program, resolve_run_as, run
 from hamgr.postgres.settings import PgSettings
 from hamgr.postgres.sql import connect, fetch

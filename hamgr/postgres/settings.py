@@ -145,6 +145,11 @@ def validate_hba_lines(lines: Sequence[str], where: str = "pg_hba") -> None:
             )
 
 
+def default_run_dir(data_dir: Path) -> Path:
+    """``run_dir`` when the config names none: ``<data_dir>.run`` beside the data directory."""
+    return data_dir.with_name(data_dir.name + ".run")
+
+
 @dataclass(frozen=True)
 class PgSettings:
     """Everything hamgr needs to run one local PostgreSQL instance.
@@ -223,9 +228,7 @@ class PgSettings:
     @property
     def runtime_dir(self) -> Path:
         """Directory for the socket, the server log and the password file (see class doc)."""
-        if self.run_dir is not None:
-            return self.run_dir
-        return self.data_dir.with_name(self.data_dir.name + ".run")
+        return self.run_dir if self.run_dir is not None else default_run_dir(self.data_dir)
 
     @property
     def socket_dir(self) -> Path:

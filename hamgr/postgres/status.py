@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
+from hamgr.lsn import parse_optional_lsn
 from hamgr.postgres.control import is_initialized, postmaster_pid, read_pid_file
 from hamgr.postgres.controldata import controldata
 from hamgr.postgres.errors import SqlError, StateError
@@ -21,7 +22,6 @@ from hamgr.postgres.heldconn import HeldConnection
 from hamgr.postgres.parse import (
     TimelineSwitch,
     newest_segment_timeline,
-    parse_optional_lsn,
     parse_timeline_history,
     walfile_timeline,
 )

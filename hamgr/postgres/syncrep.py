@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+from hamgr.lsn import parse_optional_lsn
 from hamgr.postgres import conf
 from hamgr.postgres.errors import PgTimeoutError
-from hamgr.postgres.parse import parse_optional_lsn
 from hamgr.postgres.settings import PgSettings
 from hamgr.postgres.sql import connect, fetch, fetch_one
 

@@ -170,18 +170,6 @@ class LeaseClock:
             lease.reported_at = now
         return [lease_id for _, lease_id, _ in due]
 
-    def next_deadline(self) -> float | None:
-        """The earliest deadline still to come or to report (for the node's timer); None if
-        there is nothing to count."""
-        if not self._leader or not self._leases:
-            return None
-        return min(
-            lease.deadline
-            if lease.reported_at is None
-            else max(lease.deadline, lease.reported_at + self._retry_interval)
-            for lease in self._leases.values()
-        )
-
     def _known(self, lease_id: int) -> _Lease:
         if not self._leader:
             raise NotLeaseLeaderError("this member is not the Raft leader; it counts no leases")

@@ -195,19 +195,6 @@ class Ready:
     committed_entries: list[Entry] = field(default_factory=list)
     read_states: list[ReadState] = field(default_factory=list)
 
-    def is_empty(self) -> bool:
-        """True when the batch holds nothing to do."""
-        return not (
-            self.soft_state
-            or self.hard_state
-            or self.entries
-            or self.snapshot
-            or self.messages_early
-            or self.messages
-            or self.committed_entries
-            or self.read_states
-        )
-
 
 class NotLeaderError(Exception):
     """A request that only the leader can serve reached another member."""

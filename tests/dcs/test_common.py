@@ -4,7 +4,6 @@ values, the view assembled from one range read, and the time budget. Pure; no st
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -27,6 +26,7 @@ from hamgr.dcs.common import (
     prefix_end,
 )
 from tests.dcs.contract import member
+from tests.tools.virtualtimer import VirtualTimer
 
 KEYS = scope_keys("c1")
 
@@ -77,7 +77,11 @@ def test_an_empty_scope_reads_as_defaults() -> None:
         (KEYS.member("x"), b'{"name": "x"}', "api_url: required field is missing"),
         (KEYS.leader, b"", "name: expected 1 to 63"),
         (KEYS.leader, b"\xff\xfe", "not UTF-8"),
-        (KEYS.config, b'{"ttl": 1, "loop_wait": 1}', "ttl: loop_wait + 2 * retry_timeout"),
+        (
+            KEYS.config,
+            b'{"ttl": 1, "loop_wait": 1}',
+            "ttl: must be >= loop_wait + 2 * retry_timeout",
+        ),
         (KEYS.history, b'{"timeline": 1}', "history: expected a list"),
         (KEYS.history, b'[{"timeline": 1}]', "[0].switch_lsn: required field is missing"),
         (
@@ -127,6 +131,7 @@ async def test_poll_for_change_compares_keys_and_revisions() -> None:
 
     assert await poll_for_change(read, seen, 2.0, 0.001) is True, "a key was deleted"
     assert reads == []
-    started = time.monotonic()
-    assert await poll_for_change(read, seen, 0.1, 0.01) is False
-    assert 0.09 <= time.monotonic() - started < 0.5
+    timer = VirtualTimer()
+    assert await poll_for_change(read, seen, 0.1, 0.01, timer=timer) is False
+    assert timer.now() == pytest.approx(0.1), "polled until the timeout, not longer"
+    assert max(timer.sleeps) == pytest.approx(0.01), "no pause longer than the interval"

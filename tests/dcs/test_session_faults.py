@@ -10,7 +10,6 @@ the two apart, and each method must end right in both cases.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -19,12 +18,14 @@ import pytest_asyncio
 
 from hamgr.dcs import DcsError, DynamicSettings, SwitchoverRequest, TimelineEntry, scope_keys
 from hamgr.dcs.common import (
+    MONOTONIC,
     Compare,
     Delete,
     OutcomeUnknown,
     Put,
     RangeSnapshot,
     StoreUnavailable,
+    Timer,
     TxnOutcome,
 )
 from hamgr.dcs.raft import RaftTransport
@@ -32,6 +33,7 @@ from hamgr.dcs.session import KvSession
 from hamgr.raft.client import LeaseNotFoundError
 from tests.dcs.contract import member, new_scope
 from tests.dcs.stores import TTL, RaftStore
+from tests.tools.virtualtimer import VirtualTimer
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -119,9 +121,9 @@ async def store(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RaftS
 
 
 class Agent:
-    def __init__(self, store: RaftStore, scope: str, name: str) -> None:
+    def __init__(self, store: RaftStore, scope: str, name: str, timer: Timer = MONOTONIC) -> None:
         self.lossy = LossyTransport(RaftTransport(store.client(timeout=2.0)))
-        self.dcs = KvSession(scope, name, self.lossy, ttl=TTL, retry_timeout=2.0)
+        self.dcs = KvSession(scope, name, self.lossy, ttl=TTL, retry_timeout=2.0, timer=timer)
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -219,16 +221,17 @@ async def test_append_history_after_a_lost_answer(agents: tuple[Agent, Agent]) -
     assert (await a.dcs.get_cluster()).history == (entry,), "no duplicate"
 
 
-async def test_a_store_that_stays_down_gives_dcs_error_at_the_budget(
-    agents: tuple[Agent, Agent],
-) -> None:
-    a, _ = agents
+async def test_a_store_that_stays_down_gives_dcs_error_at_the_budget(store: RaftStore) -> None:
+    timer = VirtualTimer()  # the session's budget and pauses on virtual time
+    a = Agent(store, new_scope("down"), "a", timer)
     a.lossy.spoil("range", *["down"] * 1000)
-    started = time.monotonic()
-    with pytest.raises(DcsError, match=r"get_cluster: no answer .* within 2 s.*store down"):
-        await a.dcs.get_cluster()
-    assert 1.9 <= time.monotonic() - started < 2.5
-    a.lossy.plan.clear()
+    try:
+        with pytest.raises(DcsError, match=r"get_cluster: no answer .* within 2 s.*store down"):
+            await a.dcs.get_cluster()
+        assert timer.now() == pytest.approx(2.0), "tried again until the budget ended, not longer"
+        assert a.lossy.calls["range"] > 2, "with a try after each pause"
+    finally:
+        await a.dcs.close()
 
 
 @pytest.mark.parametrize("fault", ["applied", "dropped"])

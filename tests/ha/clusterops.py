@@ -27,24 +27,11 @@ from typing import Any, TypeVar
 import psycopg
 
 from tests.ha.agentcluster import API_AUTH, PASSWORD, AgentCluster
+from tests.tools.poll import wait_for
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
 HAPROXY_CFG = REPO / "deploy" / "haproxy" / "haproxy.cfg"
-
-
-def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
-    """The first truthy value of `probe()` within `timeout` seconds; AssertionError naming
-    `what` (and the last value seen) when none came."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = probe()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what}: not within {timeout:g} s (last seen: {last!r})")
-        time.sleep(interval)
 
 
 def during(seconds: float, check: Callable[[], None], interval: float = 0.2) -> int:

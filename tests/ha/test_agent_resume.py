@@ -18,16 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.ha.agentcluster import SMALL_PG_CLUSTER, AgentCluster
-from tests.ha.clusterops import (
-    call,
-    decisions,
-    during,
-    hactl,
-    log_since,
-    log_size,
-    status_of,
-    wait_for,
-)
+from tests.ha.clusterops import call, decisions, during, hactl, log_since, log_size, status_of
+from tests.tools.poll import wait_for
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from tests.ha.agentcluster import AgentCluster
-from tests.ha.clusterops import Writer, sql, wait_for
+from tests.ha.clusterops import Writer, sql
+from tests.tools.poll import wait_for
 
 HOSTS = ["127.0.0.151", "127.0.0.152", "127.0.0.153"]
 

@@ -42,8 +42,8 @@ from tests.ha.clusterops import (
     store_leader,
     streaming_on,
     try_sql,
-    wait_for,
 )
+from tests.tools.poll import wait_for
 
 pytestmark = pytest.mark.timeout(180)
 

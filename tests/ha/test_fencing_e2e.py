@@ -24,7 +24,6 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -43,6 +42,7 @@ from hamgr.ha.actions import Decision, StartReplica
 from hamgr.ha.execute import ActionRunner
 from hamgr.postgres import PgSettings
 from tests.ha.agentcluster import PASSWORD, AgentCluster, cluster_of_test
+from tests.tools.poll import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -60,18 +60,6 @@ TABLE = "fence_writes"
 RULE_TAG = "hamgr-fencing-e2e"
 
 T = TypeVar("T")
-
-
-def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
-    """The first truthy value of `probe()` within `timeout` seconds, else AssertionError."""
-    deadline = clock.now() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if clock.now() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
 
 
 # --- writers -----------------------------------------------------------------------------------

@@ -26,7 +26,6 @@ from tests.ha.clusterops import (
     log_size,
     sql,
     streaming_on,
-    wait_for,
 )
 from tests.ha.test_cluster import (
     FAILOVER,
@@ -36,6 +35,7 @@ from tests.ha.test_cluster import (
     row_everywhere,
     timeline_of,
 )
+from tests.tools.poll import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

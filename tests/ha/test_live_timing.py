@@ -38,8 +38,8 @@ from tests.ha.test_fencing_e2e import (
     mark,
     postgres_alive,
     rejoined,
-    wait_for,
 )
+from tests.tools.poll import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -18,6 +18,7 @@ from hamgr.dcs.model import DynamicSettings
 from hamgr.ha.execute import ActionRunner, LeaseState
 from hamgr.ha.loop import HaLoop, Identity
 from hamgr.postgres import PgSettings
+from tests.tools.poll import wait_for_async
 
 # ttl 0.33 s: a round every 0.11 s.
 QUICK = DynamicSettings(ttl=0.33, loop_wait=0.1, retry_timeout=0.1, safety_margin=0.1)
@@ -53,14 +54,6 @@ def make_loop(runner: Runner, **kw: Any) -> HaLoop:
     return loop
 
 
-async def wait_until(check: Any, what: str, timeout: float = 10.0) -> None:
-    end = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > end:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        await asyncio.sleep(0.01)
-
-
 async def test_an_error_in_one_round_is_logged_and_the_timer_goes_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -70,7 +63,9 @@ async def test_an_error_in_one_round_is_logged_and_the_timer_goes_on(
     caplog.set_level(logging.ERROR, logger="hamgr.ha.loop")
     task = asyncio.create_task(loop._keepalive_timer(stop))
     try:
-        await wait_until(lambda: runner.calls >= 4, "two keepalives after two failed rounds")
+        await wait_for_async(
+            lambda: runner.calls >= 4, 10.0, "two keepalives after two failed rounds"
+        )
         assert not task.done()
     finally:
         stop.set()
@@ -94,7 +89,7 @@ async def test_a_failing_hook_does_not_stop_the_timer() -> None:
     stop = asyncio.Event()
     task = asyncio.create_task(loop._keepalive_timer(stop))
     try:
-        await wait_until(lambda: len(seen) >= 3, "three keepalives reported")
+        await wait_for_async(lambda: len(seen) >= 3, 10.0, "three keepalives reported")
     finally:
         stop.set()
         await asyncio.wait_for(task, 5)
@@ -118,7 +113,7 @@ async def test_a_timer_task_that_ended_is_started_again(
     keeper = loop._supervise_keepalive(dead, stop)
     try:
         assert keeper is not dead
-        await wait_until(lambda: runner.calls >= 2, "keepalives from the restarted timer")
+        await wait_for_async(lambda: runner.calls >= 2, 10.0, "keepalives from the restarted timer")
     finally:
         stop.set()
         await asyncio.wait_for(keeper, 5)

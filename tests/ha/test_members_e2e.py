@@ -30,7 +30,8 @@ from typing import Any
 import pytest
 
 from tests.ha.agentcluster import AgentCluster
-from tests.ha.clusterops import Writer, during, hactl, has_row, sql, wait_for
+from tests.ha.clusterops import Writer, during, hactl, has_row, sql
+from tests.tools.poll import wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -81,11 +82,6 @@ def voters_caught_up(c: AgentCluster, via: str, names: set[str]) -> bool:
     )
 
 
-def until(probe: Any, timeout: float, what: str) -> Any:
-    """`wait_for` at a pace that suits a probe running hactl (a process per try)."""
-    return wait_for(probe, timeout, what, interval=0.5)
-
-
 def refused(c: AgentCluster, via: str, *args: str) -> str:
     """Run a hactl members change that must be refused (409); its error line. A 503 (the
     store busy electing, say) is asked again."""
@@ -95,7 +91,7 @@ def refused(c: AgentCluster, via: str, *args: str) -> str:
         assert out.returncode != 0, f"hactl members {' '.join(args)} was not refused"
         return out.stderr if "409" in out.stderr else None
 
-    reason = until(ask, CHANGE, f"hactl members {' '.join(args)} refused")
+    reason = wait_for(ask, CHANGE, f"hactl members {' '.join(args)} refused", 0.5)
     assert "refused" in reason
     return str(reason)
 
@@ -115,7 +111,9 @@ def test_replace_a_dead_host_without_an_outage_of_the_primary(
         primary = c.wait_primary(BOOT)
         replicas = [n for n in c.members if n != primary]
         c.wait_streaming(replicas, BOOT)
-        until(lambda: voters_caught_up(c, primary, set(c.members)), CHANGE, "3 named voters")
+        wait_for(
+            lambda: voters_caught_up(c, primary, set(c.members)), CHANGE, "3 named voters", 0.5
+        )
         sql(c, primary, "CREATE TABLE replace_rows (x int PRIMARY KEY)")
         writer = Writer(c, "replace_rows", limit=240.0)
         writer.start()
@@ -135,17 +133,20 @@ def test_replace_a_dead_host_without_an_outage_of_the_primary(
             dead, survivor = replicas
             c.destroy(dead)
             progress("a replica's host was lost")
-            row = until(
+            row = wait_for(
                 lambda: members(c, primary).get(dead, {}).get("Applied") == "unreachable" or None,
                 CHANGE,
                 f"{dead} shown unreachable",
+                0.5,
             )
             assert row
             # Removing the live replica now would leave {survivor, dead}: one of two answers.
             reason = refused(c, primary, "remove", survivor, "--force")
             assert "no majority" in reason
             assert "removed" in done(c, primary, "remove", dead, "--force")
-            until(lambda: voters_caught_up(c, primary, {primary, survivor}), CHANGE, "2 voters")
+            wait_for(
+                lambda: voters_caught_up(c, primary, {primary, survivor}), CHANGE, "2 voters", 0.5
+            )
             progress(f"{dead} was removed")
 
             new = c.add_host("m4", "127.0.0.204", node_id=4)
@@ -156,10 +157,11 @@ def test_replace_a_dead_host_without_an_outage_of_the_primary(
             reason = refused(c, primary, "add", "m5", "127.0.0.205:7000")
             assert "another change is pending" in reason and "m4" in reason
             c.start(new.name)
-            until(
+            wait_for(
                 lambda: voters_caught_up(c, primary, {primary, survivor, new.name}),
                 CHANGE,
                 "m4 a voter, caught up",
+                0.5,
             )
             c.wait_streaming([survivor, new.name], CHANGE)
             progress("m4 joined")
@@ -183,7 +185,7 @@ def test_two_database_hosts_and_a_witness(pg_bindir: Path, request: pytest.Fixtu
         primary = c.wait_primary(BOOT)
         replica = next(n for n in ("m1", "m2") if n != primary)
         c.wait_streaming([replica], BOOT)
-        until(lambda: voters_caught_up(c, primary, {"m1", "m2", "m3"}), CHANGE, "3 voters")
+        wait_for(lambda: voters_caught_up(c, primary, {"m1", "m2", "m3"}), CHANGE, "3 voters", 0.5)
         sql(c, primary, "CREATE TABLE witness_rows (x int PRIMARY KEY)")
 
         # The witness dies: the two database hosts are still a majority; nothing changes.
@@ -199,7 +201,7 @@ def test_two_database_hosts_and_a_witness(pg_bindir: Path, request: pytest.Fixtu
 
         # Back, caught up; then the primary's host dies: the replica and the witness elect.
         c.start("m3")
-        until(lambda: voters_caught_up(c, replica, {"m1", "m2", "m3"}), CHANGE, "m3 back")
+        wait_for(lambda: voters_caught_up(c, replica, {"m1", "m2", "m3"}), CHANGE, "m3 back", 0.5)
         c.kill9_agent(primary)
         c.kill9_postgres(primary)
         assert c.wait_primary(FAILOVER, exclude=(primary,)) == replica
@@ -215,24 +217,29 @@ def test_five_member_store_replaces_a_witness(
         primary = c.wait_primary(BOOT)
         replicas = [n for n in ("m1", "m2", "m3") if n != primary]
         c.wait_streaming(replicas, BOOT)
-        until(lambda: voters_caught_up(c, primary, set(c.members)), CHANGE, "5 voters")
+        wait_for(lambda: voters_caught_up(c, primary, set(c.members)), CHANGE, "5 voters", 0.5)
 
         c.destroy("m5")
         c.kill9_agent("m4")  # down for now, not gone: two of five do not answer
-        until(
+        wait_for(
             lambda: all(
                 members(c, primary).get(n, {}).get("Applied") == "unreachable" for n in ("m4", "m5")
             ),
             CHANGE,
             "m4 and m5 shown unreachable",
+            0.5,
         )
         # Removing a live member would leave four voters of which two answer.
         assert "no majority" in refused(c, primary, "remove", replicas[0], "--force")
         done(c, primary, "remove", "m5", "--force")
         c.start("m4")
-        until(lambda: voters_caught_up(c, primary, {"m1", "m2", "m3", "m4"}), CHANGE, "4 voters")
+        wait_for(
+            lambda: voters_caught_up(c, primary, {"m1", "m2", "m3", "m4"}), CHANGE, "4 voters", 0.5
+        )
         new = c.add_host("m6", "127.0.0.208", node_id=6, witness=True)
         assert "store member 6" in done(c, primary, "add", "m6", f"{new.host}:7000", "--id", "6")
         c.start("m6")
-        until(lambda: voters_caught_up(c, primary, set(c.members)), CHANGE, "5 voters again")
+        wait_for(
+            lambda: voters_caught_up(c, primary, set(c.members)), CHANGE, "5 voters again", 0.5
+        )
         assert c.primaries() == [primary]

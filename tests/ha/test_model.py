@@ -198,19 +198,19 @@ BAD = [
     pytest.param(
         ClusterView,
         _view(settings={"ttl": 3}),
-        "settings.ttl: loop_wait + 2 * retry_timeout (1 + 2 * 2) must be <= ttl (3)",
+        "settings.ttl: must be >= loop_wait + 2 * retry_timeout = 5, got 3",
         id="settings-timing-rule",
     ),
     pytest.param(
         DynamicSettings,
         {"safety_margin": 6},
-        "safety_margin: must be < ttl (6)",
+        "safety_margin: must be < ttl = 6",
         id="safety-margin",
     ),
     pytest.param(
         DynamicSettings,
         {"safety_margin": 0.5},
-        "safety_margin: must be >= loop_wait (1): the primary must stop its PostgreSQL at least "
+        "safety_margin: must be >= loop_wait = 1: the primary must stop its PostgreSQL at least "
         "one HA loop before its lease can end and another member take over, got 0.5",
         id="safety-margin-below-a-loop",
     ),

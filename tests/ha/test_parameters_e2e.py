@@ -20,7 +20,8 @@ import pytest
 import yaml
 
 from tests.ha.agentcluster import SMALL_PG_CLUSTER, AgentCluster, cluster_of_test
-from tests.ha.clusterops import call, hactl, try_sql, wait_for
+from tests.ha.clusterops import call, hactl, try_sql
+from tests.tools.poll import wait_for
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -26,7 +26,8 @@ import yaml
 
 from hamgr.api import build_app
 from tests.ha.agentcluster import AgentCluster
-from tests.ha.clusterops import call, wait_for
+from tests.ha.clusterops import call
+from tests.tools.poll import wait_for
 
 pytestmark = pytest.mark.timeout(240)
 

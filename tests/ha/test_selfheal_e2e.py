@@ -39,8 +39,8 @@ from tests.ha.test_fencing_e2e import (
     healthy,
     mark,
     rejoined,
-    wait_for,
 )
+from tests.tools.poll import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -25,7 +25,7 @@ from hamgr.postgres.replication import validate_slot_name
 from hamgr.postgres.sql import query
 from tests.conftest import REPLICATION_PASSWORD
 from tests.ha.builders import member
-from tests.postgres.pg_helpers import wait_until
+from tests.tools.poll import wait_for_async
 
 # Every name a member may have (hamgr.config.values.member_name_problem).
 MEMBER_NAMES = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", fullmatch=True)
@@ -131,7 +131,9 @@ async def test_slot_keeper_creates_keeps_and_drops(
         stderr=subprocess.DEVNULL,
     )
     try:
-        await wait_until(lambda: slots(a), lambda s: s.get("c") is True, 30, "a stream on c")
+        await wait_for_async(
+            lambda: slots(a), 30, "a stream on c", done=lambda s: s.get("c") is True
+        )
         gone = cluster("a", "b")
         await keeper.maintain(gone, PRIMARY, True, 1.0)  # c last needed at 0.0
         await keeper.maintain(gone, PRIMARY, True, TTL - 1.0)
@@ -141,7 +143,7 @@ async def test_slot_keeper_creates_keeps_and_drops(
     finally:
         receiver.terminate()
         receiver.wait(20)
-    await wait_until(lambda: slots(a), lambda s: s.get("c") is False, 30, "c released")
+    await wait_for_async(lambda: slots(a), 30, "c released", done=lambda s: s.get("c") is False)
     await keeper.maintain(gone, PRIMARY, True, TTL + 2.0)
     assert await slots(a) == {"backup": False, "b": False}
 
@@ -205,7 +207,9 @@ async def test_replicas_clone_and_stream_without_a_slot_where_none_exists(
     b_runner = ActionRunner("b", None, b)  # type: ignore[arg-type]  # touches only PostgreSQL
     steps = Decision((CloneFrom("a"), StartReplica("a")), "a replica of a, without slots")
     assert await b_runner.run(steps, no_slots)
-    await wait_until(lambda: streams_to(a), lambda names: "b" in names, 60, "b streaming from a")
+    await wait_for_async(
+        lambda: streams_to(a), 60, "b streaming from a", done=lambda names: "b" in names
+    )
     await SlotKeeper(a, "a").maintain(no_slots, PRIMARY, True, 0.0)  # the leader makes none
     assert await slots(a) == {}
 

@@ -26,7 +26,8 @@ import pytest
 
 from hamgr.raft.client import StoreClient
 from tests.ha.agentcluster import AgentCluster
-from tests.ha.clusterops import sql, wait_for
+from tests.ha.clusterops import sql
+from tests.tools.poll import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
 

@@ -37,18 +37,10 @@ import yaml
 
 from tests.dcs.stores import running_etcd
 from tests.ha.agentcluster import AgentCluster
-from tests.ha.clusterops import (
-    Writer,
-    call,
-    hactl,
-    has_row,
-    sql,
-    status_of,
-    try_sql,
-    wait_for,
-)
+from tests.ha.clusterops import Writer, call, hactl, has_row, sql, status_of, try_sql
 from tests.ha.test_cluster import BOOT, FAILOVER, boot, fresh_cluster, kill_member
 from tests.ha.test_fencing_e2e import Partition
+from tests.tools.poll import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

@@ -33,8 +33,8 @@ from tests.ha.clusterops import (
     running_haproxy,
     sql,
     status_of,
-    wait_for,
 )
+from tests.tools.poll import wait_for
 
 pytestmark = pytest.mark.timeout(300)
 

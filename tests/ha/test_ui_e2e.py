@@ -23,10 +23,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.ha.agentcluster import AgentCluster
-from tests.ha.clusterops import hactl, store_leader, wait_for
+from tests.ha.clusterops import hactl, store_leader
 from tests.ha.test_cluster import BOOT, boot, fresh_cluster
 from tests.test_grafana import load, queried_metrics
 from tests.tools.browser import Page, chromium_binary, running_browser
+from tests.tools.poll import wait_for
 
 pytestmark = [
     pytest.mark.integration,

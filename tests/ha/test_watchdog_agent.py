@@ -19,7 +19,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.ha.agentcluster import AgentCluster
-from tests.ha.clusterops import log_since, wait_for
+from tests.ha.clusterops import log_since
+from tests.tools.poll import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

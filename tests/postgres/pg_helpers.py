@@ -5,7 +5,6 @@ Kept in a plain module, not conftest.py, so test files can import them by name.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import glob
 import os
@@ -13,9 +12,8 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from hamgr.postgres import PgSettings
 from hamgr.postgres.control import postmaster_pid
@@ -49,25 +47,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
-
-
-async def wait_until(
-    probe: Callable[[], Awaitable[T]],
-    done: Callable[[T], bool],
-    timeout: float,
-    what: str,
-    interval: float = 0.05,
-) -> T:
-    """Call `probe` until `done(result)` holds; fail the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = await probe()
-        if done(last):
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
-        await asyncio.sleep(interval)
 
 
 def _alive(pid: int) -> bool:

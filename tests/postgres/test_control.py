@@ -10,11 +10,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from pg_helpers import wait_until
 
 from hamgr import postgres as pg
 from hamgr.postgres.process import resolve_run_as
 from hamgr.postgres.sql import query
+from tests.tools.poll import wait_for_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -132,7 +132,7 @@ async def test_reload_applies_config_and_needs_running_server(make_pg: MakePg) -
         rows = await query(changed, "SELECT current_setting('work_mem') AS w", what="work_mem")
         return str(rows[0]["w"])
 
-    assert await wait_until(work_mem, lambda v: v == "7MB", 10, "work_mem reload") == "7MB"
+    assert await wait_for_async(work_mem, 10, "work_mem reload", done=lambda v: v == "7MB") == "7MB"
 
 
 async def _superuser_over_tcp(s: pg.PgSettings) -> str | None:
@@ -170,7 +170,9 @@ async def test_configured_pg_hba_lines_win(make_pg: MakePg) -> None:
     hamgr_own = dataclasses.replace(s, hba=())
     pg.write_config(hamgr_own)
     await pg.reload(hamgr_own)
-    let_in = await wait_until(lambda: _superuser_over_tcp(s), lambda r: r is None, 10, "reload")
+    let_in = await wait_for_async(
+        lambda: _superuser_over_tcp(s), 10, "reload", done=lambda r: r is None
+    )
     assert let_in is None
     assert await query(s, "SELECT 1 AS one", what="over the socket") == [{"one": 1}]
 

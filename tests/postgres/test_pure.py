@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from hamgr.postgres import ConfigError, PgSettings, format_lsn, parse_lsn
+from hamgr.lsn import format_lsn, parse_lsn
+from hamgr.postgres import ConfigError, PgSettings
 from hamgr.postgres.errors import CommandError, PostgresError, SlotError, tail
 from hamgr.postgres.initdbopts import initdb_option_problems, initdb_options
 from hamgr.postgres.parse import (

@@ -8,10 +8,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from pg_helpers import wait_until
 
 from hamgr import postgres as pg
 from hamgr.postgres.sql import query
+from tests.tools.poll import wait_for_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -57,16 +57,19 @@ async def test_replica_streams_from_clone_with_slot(make_pg: MakePg) -> None:
     await pg.start(b)
 
     await query(a, "CREATE TABLE t (i int); INSERT INTO t VALUES (42)", what="write")
-    await wait_until(
-        lambda: rows(b, "SELECT i FROM t"), lambda r: r == [{"i": 42}], 20, "row on the replica"
+    await wait_for_async(
+        lambda: rows(b, "SELECT i FROM t"),
+        20,
+        "row on the replica",
+        done=lambda r: r == [{"i": 42}],
     )
     primary_lsn = (await pg.status(a)).wal_lsn
     assert primary_lsn is not None
-    st_b = await wait_until(
+    st_b = await wait_for_async(
         lambda: pg.status(b),
-        lambda st: (st.replay_lsn or 0) >= primary_lsn and st.upstream is not None,
         20,
         "replica replay to reach the primary's LSN",
+        done=lambda st: (st.replay_lsn or 0) >= primary_lsn and st.upstream is not None,
     )
     assert st_b.role == "replica" and st_b.in_recovery is True and st_b.timeline == 1
     assert st_b.receive_lsn is not None and st_b.receive_lsn >= st_b.replay_lsn >= primary_lsn
@@ -76,11 +79,11 @@ async def test_replica_streams_from_clone_with_slot(make_pg: MakePg) -> None:
     assert (upstream.sender_host, upstream.sender_port, upstream.slot_name) == (HOST, a.port, "b")
     assert upstream.received_tli == 1
 
-    st_a = await wait_until(
+    st_a = await wait_for_async(
         lambda: pg.status(a),
-        lambda st: any(r.replay_lsn and r.replay_lsn >= primary_lsn for r in st.replication),
         20,
         "the primary to see the replica's replay position",
+        done=lambda st: any(r.replay_lsn and r.replay_lsn >= primary_lsn for r in st.replication),
     )
     assert st_a.role == "primary" and st_a.system_identifier == st_b.system_identifier
     (row,) = st_a.replication
@@ -108,8 +111,8 @@ async def test_replica_streams_from_clone_with_slot(make_pg: MakePg) -> None:
 
     # Stop the replica: the slot becomes inactive, can be dropped, and keeps no WAL.
     await pg.stop(b)
-    await wait_until(
-        lambda: pg.list_slots(a), lambda slots: not slots[0].active, 20, "the slot to go idle"
+    await wait_for_async(
+        lambda: pg.list_slots(a), 20, "the slot to go idle", done=lambda slots: not slots[0].active
     )
     assert await pg.drop_slot(a, "b") is True
     assert await pg.list_slots(a) == []
@@ -123,11 +126,11 @@ async def test_switchover_replica_has_shutdown_checkpoint(make_pg: MakePg) -> No
     # Clean switchover: stop the primary, check the candidate received its shutdown checkpoint.
     await pg.stop(a, "fast")
     shutdown_checkpoint = await pg.last_checkpoint_location(a)
-    st_b = await wait_until(
+    st_b = await wait_for_async(
         lambda: pg.status(b),
-        lambda st: (st.receive_lsn or 0) > shutdown_checkpoint,
         20,
         "the replica to receive the shutdown checkpoint",
+        done=lambda st: (st.receive_lsn or 0) > shutdown_checkpoint,
     )
     assert st_b.role == "replica"
 
@@ -146,19 +149,19 @@ async def test_switchover_replica_has_shutdown_checkpoint(make_pg: MakePg) -> No
     assert "diverged at" in result.output and "same timeline" not in result.output
     assert await pg.create_slot(b, "a") is True
     await pg.follow(a, HOST, b.port, slot_name="a")
-    st_a = await wait_until(
+    st_a = await wait_for_async(
         lambda: pg.status(a),
-        lambda st: st.upstream is not None and st.upstream.status == "streaming",
         20,
         "the old primary to stream from the new one",
+        done=lambda st: st.upstream is not None and st.upstream.status == "streaming",
     )
     assert (st_a.role, st_a.timeline, st_a.upstream.sender_port) == ("replica", 2, b.port)
     await query(b, "INSERT INTO t VALUES (2)", what="write on the new primary")
-    await wait_until(
+    await wait_for_async(
         lambda: rows(a, "SELECT i FROM t ORDER BY i"),
-        lambda r: r == [{"i": 1}, {"i": 2}],
         20,
         "the new primary's row on the old primary",
+        done=lambda r: r == [{"i": 1}, {"i": 2}],
     )
 
 
@@ -171,8 +174,8 @@ async def test_failover_rewinds_a_crashed_diverged_primary(make_pg: MakePg) -> N
         {"rolsuper": False}
     ]
     await query(a, "CREATE TABLE t (v text); INSERT INTO t VALUES ('common')", what="write")
-    await wait_until(
-        lambda: rows(b, "SELECT v FROM t"), lambda r: r == [{"v": "common"}], 20, "common row"
+    await wait_for_async(
+        lambda: rows(b, "SELECT v FROM t"), 20, "common row", done=lambda r: r == [{"v": "common"}]
     )
 
     # Failover while the old primary still runs: both accept writes, their histories diverge.
@@ -191,27 +194,27 @@ async def test_failover_rewinds_a_crashed_diverged_primary(make_pg: MakePg) -> N
     assert await pg.create_slot(b, "a") is True
     pg.configure_standby(a, HOST, b.port, slot_name="a")
     await pg.start(a)
-    st_a = await wait_until(
+    st_a = await wait_for_async(
         lambda: pg.status(a),
-        lambda st: st.upstream is not None and st.upstream.status == "streaming",
         20,
         "the rewound node to stream from the new primary",
+        done=lambda st: st.upstream is not None and st.upstream.status == "streaming",
     )
     assert (st_a.role, st_a.timeline) == ("replica", 2)
     assert st_a.upstream is not None and st_a.upstream.received_tli == 2
-    await wait_until(
+    await wait_for_async(
         lambda: rows(a, "SELECT v FROM t ORDER BY v"),
-        lambda r: r == [{"v": "common"}, {"v": "new"}],
         20,
         "the rewound node to hold the new primary's rows and not its own diverged one",
+        done=lambda r: r == [{"v": "common"}, {"v": "new"}],
     )
     history = await pg.timeline_history(a)
     assert [h.timeline for h in history] == [1]
-    st_b = await wait_until(
+    st_b = await wait_for_async(
         lambda: pg.status(b),
-        lambda st: [r.application_name for r in st.replication] == ["a"],
         20,
         "the new primary to list the rewound node",
+        done=lambda st: [r.application_name for r in st.replication] == ["a"],
     )
     assert st_b.replication[0].state == "streaming"
 

@@ -4,15 +4,13 @@ tests (tests/raft/test_client.py) and the embedded-store DCS tests (tests/dcs/st
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from hamgr.raft.client import StoreClient
 from hamgr.raft.node import RaftNode
 from hamgr.raft.rpcserver import StoreRpcServer
+from tests.tools.poll import wait_for_async
 
 Address = tuple[str, int]
 
@@ -22,15 +20,6 @@ def free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
-
-
-async def wait_for(cond: Callable[[], bool], timeout: float = 10.0, what: str = "it") -> None:
-    """Poll `cond` until true; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 class InLoopStore:
@@ -102,7 +91,7 @@ class InLoopStore:
                 n.status()["leader"] == leaders[0] for n in self.nodes.values()
             )
 
-        await wait_for(agreed, timeout, "one agreed Raft leader")
+        await wait_for_async(agreed, timeout, "one agreed Raft leader")
         return next(n.id for n in self.nodes.values() if n.is_leader)
 
     def client(self, ids: tuple[int, ...] | None = None, **options: object) -> StoreClient:

@@ -38,7 +38,8 @@ from hamgr.raft.rpc import (
     decode_result,
     encode_request,
 )
-from tests.raft.inloop import InLoopStore, free_port, wait_for
+from tests.raft.inloop import InLoopStore, free_port
+from tests.tools.poll import wait_for_async
 
 CLUSTER = "test-client"
 SECRET = b"c" * 32
@@ -168,7 +169,7 @@ async def test_follower_endpoint_redirects_to_the_leader(cluster: Cluster) -> No
             await direct.get(b"via-follower")  # linearizable reads need the leader too
         # A serializable read is served by the follower itself.
         node = cluster.nodes[follower]
-        await wait_for(lambda: node.kv.get(b"via-follower") is not None, what="replication")
+        await wait_for_async(lambda: node.kv.get(b"via-follower") is not None, what="replication")
         local = await direct.get(b"via-follower", serializable=True)
         assert pairs(local) == [(b"via-follower", b"1")]
 
@@ -329,7 +330,7 @@ async def test_a_write_of_unknown_outcome_is_not_repeated(cluster: Cluster) -> N
         last = node.status()["last_index"]
         started = time.monotonic()
         put = asyncio.create_task(client.put(b"limbo", b"?"))
-        await wait_for(lambda: node.status()["last_index"] > last, what="the entry appended")
+        await wait_for_async(lambda: node.status()["last_index"] > last, what="the entry appended")
         # CheckQuorum deposes the leader (or its request timeout fires): nobody can say whether
         # the entry will ever apply, so the client must not send it again.
         with pytest.raises(StoreOutcomeUnknownError) as info:
@@ -354,7 +355,7 @@ async def test_membership_calls_over_the_wire(cluster: Cluster) -> None:
 
         gone = next(i for i in IDS if i != target)
         await client.member_remove(gone)
-        await wait_for(lambda: cluster.nodes[gone].removed, what="the removal applied")
+        await wait_for_async(lambda: cluster.nodes[gone].removed, what="the removal applied")
         status = await client.status(cluster.clients[target])
         assert gone not in status.voters and len(status.voters) == 2
         with pytest.raises(StoreError) as info:

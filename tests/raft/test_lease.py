@@ -116,7 +116,6 @@ def test_follower_counts_nothing() -> None:
     clock.grant(1, 5.0, 0.0)  # ignored
     assert len(clock) == 0
     assert clock.expired(100.0) == []
-    assert clock.next_deadline() is None
     with pytest.raises(NotLeaseLeaderError, match="not the Raft leader"):
         clock.keepalive(1, 0.0)
     with pytest.raises(NotLeaseLeaderError):
@@ -134,16 +133,6 @@ def test_follower_counts_nothing() -> None:
     clock.become_leader(50.0, {1: 5.0})
     assert clock.expired(54.9) == []
     assert clock.expired(55.0) == [1]
-
-
-def test_next_deadline_follows_reports() -> None:
-    clock = LeaseClock(retry_interval=2.0)
-    clock.become_leader(0.0, {1: 5.0, 2: 3.0})
-    assert clock.next_deadline() == 3.0
-    assert clock.expired(3.0) == [2]
-    assert clock.next_deadline() == 5.0  # lease 2 is due again only at 5.0 too
-    assert clock.expired(5.0) == [2, 1]
-    assert clock.next_deadline() == 7.0
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from typing import TypeVar
 import pytest
 
 from hamgr.raft.node import NodeFailedError, NotLeaderError, RaftNode
+from tests.tools.poll import wait_for_async
 
 CLUSTER = "test-node"
 SECRET = b"s" * 32
@@ -28,17 +29,6 @@ def _free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
-
-
-async def wait_for(
-    cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition"
-) -> None:
-    """Poll `cond` until true; fail the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 async def retry(op: Callable[[], Awaitable[T]], timeout: float = 10.0) -> T:
@@ -109,7 +99,7 @@ class Cluster:
             lead = leaders[0].id
             return all(n.status()["leader"] == lead for n in self.running())
 
-        await wait_for(agreed, timeout, "one agreed leader")
+        await wait_for_async(agreed, timeout, "one agreed leader")
         return next(n for n in self.running() if n.is_leader)
 
 
@@ -135,7 +125,7 @@ async def test_election_put_get_and_follower_refusal(cluster: Cluster) -> None:
     assert got.revision == rev
 
     follower = next(n for n in cluster.running() if not n.is_leader)
-    await wait_for(lambda: follower.status()["applied"] >= leader.status()["applied"])
+    await wait_for_async(lambda: follower.status()["applied"] >= leader.status()["applied"])
     local = await follower.get(b"k", serializable=True)
     assert [kv.value for kv in local.kvs] == [b"v1"]
 
@@ -172,7 +162,7 @@ async def test_failover_keeps_acknowledged_writes(cluster: Cluster) -> None:
     await retry(lambda: new.put(b"after", b"failover"))
     # The old leader comes back as a follower and catches up.
     back = await cluster.start(old)
-    await wait_for(lambda: back.kv.get(b"after") is not None, what="old leader to catch up")
+    await wait_for_async(lambda: back.kv.get(b"after") is not None, what="old leader to catch up")
 
 
 async def test_a_stopping_leader_hands_leadership_over_and_reach_counts_peers(
@@ -185,7 +175,7 @@ async def test_a_stopping_leader_hands_leadership_over_and_reach_counts_peers(
     await retry(lambda: leader.put(b"k", b"v"))
     follower = next(n for n in cluster.running() if not n.is_leader)
     assert await follower.hand_off_leadership(timeout=2.0) is None
-    await wait_for(lambda: leader.reachable_voters() == (3, 3), what="links to both peers")
+    await wait_for_async(lambda: leader.reachable_voters() == (3, 3), what="links to both peers")
     term = leader.status()["term"]
 
     new_id = await leader.hand_off_leadership(timeout=5.0)
@@ -195,9 +185,9 @@ async def test_a_stopping_leader_hands_leadership_over_and_reach_counts_peers(
     assert heir.is_leader and heir.status()["term"] == term + 1
     await cluster.stop(leader.id)
     await retry(lambda: heir.put(b"k2", b"v2"))
-    await wait_for(lambda: heir.reachable_voters() == (2, 3), what="the stopped peer to drop")
+    await wait_for_async(lambda: heir.reachable_voters() == (2, 3), what="the stopped peer to drop")
     await cluster.stop(next(i for i in cluster.nodes if i != new_id))
-    await wait_for(lambda: heir.reachable_voters() == (1, 3), what="the second peer to drop")
+    await wait_for_async(lambda: heir.reachable_voters() == (1, 3), what="the second peer to drop")
     assert await heir.hand_off_leadership(timeout=1.0) is None  # nobody left to take it
 
 
@@ -217,7 +207,7 @@ async def test_cold_restart_same_data_and_revision(cluster: Cluster) -> None:
     assert [(kv.key, kv.value) for kv in got.kvs] == expect
     assert leader.kv.revision == revision
     for node in cluster.running():
-        await wait_for(partial(lambda nd: nd.kv.revision == revision, node), what="replay")
+        await wait_for_async(partial(lambda nd: nd.kv.revision == revision, node), what="replay")
         assert [(kv.key, kv.value) for kv in node.kv.range(b"r", prefix=True).kvs] == expect
 
 
@@ -236,12 +226,12 @@ async def test_lease_expires_after_ttl_not_before(cluster: Cluster) -> None:
     await asyncio.sleep(ttl * 0.5 - (time.monotonic() - granted_at))
     assert (await leader.get(b"leased")).count == 1
 
-    await wait_for(lambda: leader.kv.get(b"leased") is None, ttl + 3.0, "lease expiry")
+    await wait_for_async(lambda: leader.kv.get(b"leased") is None, ttl + 3.0, "lease expiry")
     assert time.monotonic() - granted_at >= ttl
     assert leader.kv.lease(lease_id) is None
     assert (await leader.get(b"plain")).count == 1
     for node in cluster.running():
-        await wait_for(
+        await wait_for_async(
             partial(lambda nd: nd.kv.get(b"leased") is None, node), what="revoke replicated"
         )
 
@@ -258,7 +248,9 @@ async def test_keepalive_extends_lease(cluster: Cluster) -> None:
         assert await leader.lease_keepalive(lease_id) == ttl
         await asyncio.sleep(ttl / 4)
     assert leader.kv.get(b"kept") is not None
-    await wait_for(lambda: leader.kv.get(b"kept") is None, ttl + 3.0, "expiry after keepalives")
+    await wait_for_async(
+        lambda: leader.kv.get(b"kept") is None, ttl + 3.0, "expiry after keepalives"
+    )
 
 
 async def test_snapshot_and_catch_up_by_snapshot(tmp_path: Path) -> None:
@@ -270,7 +262,7 @@ async def test_snapshot_and_catch_up_by_snapshot(tmp_path: Path) -> None:
         await c.stop(lagging)
         for n in range(60):
             await retry(partial(leader.put, b"s%02d" % n, b"%d" % n))
-        await wait_for(
+        await wait_for_async(
             lambda: all(n.status()["snapshot_index"] >= 40 for n in c.running()),
             what="snapshots taken",
         )
@@ -291,17 +283,19 @@ async def test_snapshot_and_catch_up_by_snapshot(tmp_path: Path) -> None:
 
         back = await c.start(lagging)
         assert back.status()["last_index"] <= lagging_last
-        await wait_for(lambda: back.kv.revision == revision, what="catch-up by snapshot")
+        await wait_for_async(lambda: back.kv.revision == revision, what="catch-up by snapshot")
         # Its own log could not reach a snapshot's worth of entries: this one was installed.
         assert back.status()["snapshot_index"] > lagging_last
         assert back.kv.range(b"s", prefix=True).count == 60
         await retry(lambda: leader.put(b"after", b"snap"))
-        await wait_for(lambda: back.kv.get(b"after") is not None, what="replication after")
+        await wait_for_async(lambda: back.kv.get(b"after") is not None, what="replication after")
 
         # A restart from a data dir with a snapshot recovers the same state.
         await c.stop(lagging)
         again = await c.start(lagging)
-        await wait_for(lambda: again.kv.get(b"after") is not None, what="restart from snapshot")
+        await wait_for_async(
+            lambda: again.kv.get(b"after") is not None, what="restart from snapshot"
+        )
         assert again.kv.range(b"s", prefix=True).count == 60
     finally:
         await c.stop_all()
@@ -320,7 +314,7 @@ async def test_member_added_at_run_time_catches_up_and_counts_in_the_quorum(
         leader = await c.leader()
         for n in range(30):
             await retry(partial(leader.put, b"k%02d" % n, b"%d" % n))
-        await wait_for(lambda: leader.status()["snapshot_index"] > 0, what="leader snapshot")
+        await wait_for_async(lambda: leader.status()["snapshot_index"] > 0, what="leader snapshot")
         address = ("127.0.0.24", _free_port("127.0.0.24"))
         await retry(partial(leader.add_member, 4, address))
         assert 4 in leader.status()["learners"] + leader.status()["voters"]
@@ -339,8 +333,12 @@ async def test_member_added_at_run_time_catches_up_and_counts_in_the_quorum(
             join=True,
         )
         await joiner.start()
-        await wait_for(lambda: 4 in leader.status()["voters"], what="joiner promoted to voter")
-        await wait_for(lambda: joiner.kv.revision == leader.kv.revision, what="joiner caught up")
+        await wait_for_async(
+            lambda: 4 in leader.status()["voters"], what="joiner promoted to voter"
+        )
+        await wait_for_async(
+            lambda: joiner.kv.revision == leader.kv.revision, what="joiner caught up"
+        )
         assert joiner.kv.range(b"k", prefix=True).count == 30
         assert joiner.status()["snapshot_index"] > 0
 
@@ -351,7 +349,7 @@ async def test_member_added_at_run_time_catches_up_and_counts_in_the_quorum(
         assert sorted(leader.status()["voters"]) == sorted([leader.id, others[1], 4])
         # Two of the three voters left are the leader and the joiner: only its ack commits this.
         res = await retry(partial(leader.put, b"needs-the-joiner", b"yes"))
-        await wait_for(
+        await wait_for_async(
             lambda: joiner.kv.get(b"needs-the-joiner") is not None, what="joiner applied it"
         )
         assert res.revision == joiner.kv.revision
@@ -381,7 +379,7 @@ async def test_storage_failure_is_fatal(cluster: Cluster) -> None:
     with pytest.raises(Exception) as info:
         await leader.put(b"x", b"2")
     assert "failed" in str(info.value) or "closed" in str(info.value)
-    await wait_for(lambda: leader.state == "failed", what="failed state")
+    await wait_for_async(lambda: leader.state == "failed", what="failed state")
     assert leader.failure is not None
     with pytest.raises(NodeFailedError):
         await leader.get(b"x", serializable=True)

@@ -35,8 +35,9 @@ from hamgr.raft.client import (
 )
 from tests.raft.procluster import ProcCluster
 from tests.tools.faultproxy import CutMode, ThreadedMesh
-from tests.tools.kvworkload import Workload, until
+from tests.tools.kvworkload import Workload
 from tests.tools.linearizability import READ, WRITE, Recorder
+from tests.tools.poll import wait_for_async
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +62,7 @@ async def converged(procs: ProcCluster, client: StoreClient) -> None:
                 got = await local.get(b"t/", prefix=True, serializable=True)
                 return got.revision >= want.revision
 
-            await until(f"member {i} applies revision {want.revision}", same)
+            await wait_for_async(same, 10.0, f"member {i} applies revision {want.revision}")
             got = await local.get(b"t/", prefix=True, serializable=True)
             assert got.revision == want.revision
             assert got.kvs == want.kvs, f"member {i} differs from the leader"
@@ -263,7 +264,9 @@ async def test_cut_off_leader_commits_nothing_and_the_majority_serves(
             async def old_stepped_down() -> bool:
                 return (await procs.status(old)).role != "leader"
 
-            await until(f"cut-off leader {old} steps down (CheckQuorum)", old_stepped_down, 5.0)
+            await wait_for_async(
+                old_stepped_down, 5.0, f"cut-off leader {old} steps down (CheckQuorum)"
+            )
             majority = await procs.status(new)
         finally:
             stop.set()
@@ -373,7 +376,7 @@ async def test_lease_expires_after_its_ttl_never_before_in_one_revision(
                     got = await local.get(b"t/", prefix=True, serializable=True)
                     return got.revision >= gone.revision
 
-                await until(f"member {i} applies the revoke", applied)
+                await wait_for_async(applied, 10.0, f"member {i} applies the revoke")
                 mine = await local.get(b"t/", prefix=True, serializable=True)
                 assert mine.revision == gone.revision, f"member {i}"
                 assert mine.kvs == (keep,), f"member {i}: {mine.kvs}"

@@ -39,6 +39,7 @@ from hamgr.raft.transport import (
     read_frame,
 )
 from hamgr.raft.types import Entry, Message, MsgType
+from tests.tools.poll import wait_for_async
 
 CLUSTER = "test-cluster"
 SECRET = b"s3cret-for-tests-0123456789"
@@ -78,13 +79,6 @@ class Inbox:
             while not pred(self.messages):
                 self._changed.clear()
                 await self._changed.wait()
-
-
-async def eventually(pred: Callable[[], bool], timeout: float = WAIT) -> None:
-    """Wait until pred() holds, checking every 10 ms, failing after `timeout` seconds."""
-    async with asyncio.timeout(timeout):
-        while not pred():
-            await asyncio.sleep(0.01)
 
 
 class Node:
@@ -343,7 +337,7 @@ async def test_oversized_incoming_frame_closes_connection_only(make_node: MakeNo
     b = await make_node(2, limits=TransportLimits(max_frame_size=1024))
     link(a, b)
     a.t.send(msg(1, 2, 1, size=2000))
-    await eventually(lambda: b.t.stats.protocol_errors == 1)
+    await wait_for_async(lambda: b.t.stats.protocol_errors == 1, WAIT)
     await send_until_delivered(a, b, 2)
     assert b.inbox.numbers() == [2]
     assert a.t.stats.connects >= 2
@@ -358,7 +352,9 @@ async def test_wrong_secret_is_refused_and_good_peers_still_served(make_node: Ma
     link(a, good)
     bad.t.set_peer(1, a.addr)
     bad.t.send(msg(3, 1, 666))
-    await eventually(lambda: a.t.stats.rejected_connections >= 2)  # refused, and again on retry
+    await wait_for_async(
+        lambda: a.t.stats.rejected_connections >= 2, WAIT
+    )  # refused, and again on retry
     await send_until_delivered(good, a, 1)
     assert bad.t.stats.connects == 0
     assert bad.t.stats.connect_failures >= 2
@@ -375,7 +371,7 @@ async def test_wrong_cluster_id_is_refused_and_logged(
     link(a, good)
     other.t.set_peer(1, a.addr)
     other.t.send(msg(3, 1, 666))
-    await eventually(lambda: a.t.stats.rejected_connections >= 1)
+    await wait_for_async(lambda: a.t.stats.rejected_connections >= 1, WAIT)
     await send_until_delivered(good, a, 1)
     assert 666 not in a.inbox.numbers()
     assert other.t.stats.connects == 0
@@ -391,7 +387,7 @@ async def test_server_without_the_secret_is_refused_by_the_dialer(make_node: Mak
     impostor = await make_node(2, secret=b"another-secret-0123456789")
     a.t.set_peer(2, impostor.addr)
     a.t.send(msg(1, 2, 1))
-    await eventually(lambda: a.t.stats.connect_failures >= 2)
+    await wait_for_async(lambda: a.t.stats.connect_failures >= 2, WAIT)
     assert impostor.inbox.messages == []
     assert a.t.stats.connects == 0
     assert a.t.connected_peers() == set()
@@ -401,7 +397,7 @@ async def test_dialing_an_address_held_by_another_node_is_refused(make_node: Mak
     a, c = await make_node(1), await make_node(3)
     a.t.set_peer(2, c.addr)  # stale address: node 3 lives there now
     a.t.send(msg(1, 2, 1))
-    await eventually(lambda: c.t.stats.rejected_connections >= 1)
+    await wait_for_async(lambda: c.t.stats.rejected_connections >= 1, WAIT)
     assert a.t.stats.connects == 0
     assert c.inbox.messages == []
 
@@ -515,10 +511,10 @@ async def test_dialer_checks_the_server(make_node: MakeNode, server: str) -> Non
         a.t.set_peer(2, fake_server.sockets[0].getsockname()[:2])
         a.t.send(msg(1, 2, 1))
         if server == "honest":  # control: the fake speaks the protocol correctly
-            await eventually(lambda: received == [FrameKind.PROOF, FrameKind.RAFT])
+            await wait_for_async(lambda: received == [FrameKind.PROOF, FrameKind.RAFT], WAIT)
             assert a.t.stats.connects >= 1
         else:
-            await eventually(lambda: a.t.stats.connect_failures >= 2)
+            await wait_for_async(lambda: a.t.stats.connect_failures >= 2, WAIT)
             assert received == []  # refused before sending its proof
             assert a.t.stats.connects == 0
     finally:
@@ -613,7 +609,7 @@ async def test_tls_round_trip(make_node: MakeNode, tmp_path: Path) -> None:
     plain.t.send(msg(3, 1, 666))
     await send_until_delivered(a, b, 1)
     await send_until_delivered(b, a, 2)
-    await eventually(lambda: plain.t.stats.connect_failures >= 1)
+    await wait_for_async(lambda: plain.t.stats.connect_failures >= 1, WAIT)
     assert 666 not in a.inbox.numbers()
     conn = await open_authenticated(*a.addr, ClusterAuth(CLUSTER, 2, SECRET), ssl_context=client)
     assert conn.writer.get_extra_info("ssl_object") is not None

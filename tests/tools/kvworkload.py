@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from hamgr.raft.client import StoreClient, StoreError, StoreOutcomeUnknownError
 from tests.tools.linearizability import READ, WRITE, Recorder, check_per_key
+from tests.tools.poll import wait_for_async
 
 
 class ClientSource(Protocol):
@@ -31,17 +31,6 @@ REGISTERS = [b"t/r/0", b"t/r/1", b"t/r/2"]
 """Keys the workload writes (unique values) and reads, checked for linearizability."""
 UNIQUE = b"t/u/"
 """Prefix of keys the workload writes once each: acknowledged ones must all be there."""
-
-
-async def until(
-    what: str, check: Callable[[], Awaitable[bool]], timeout: float = 10.0, pause: float = 0.02
-) -> None:
-    """Wait (at most `timeout` s) until the async predicate `check()` holds."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        await asyncio.sleep(pause)
 
 
 # --- the concurrent workload ---------------------------------------------------------------------
@@ -85,7 +74,7 @@ class Workload:
                     raise AssertionError("a workload client stopped early")
             return self.done_ok >= target
 
-        await until(f"{more} more successful operations", reached, timeout)
+        await wait_for_async(reached, timeout, f"{more} more successful operations")
 
     async def _worker(self, cid: int) -> None:
         rng = random.Random(self.seed * 1000 + cid)

@@ -8,7 +8,7 @@ import socket
 import socketserver
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -24,6 +24,7 @@ from tests.tools.faultproxy import (
     Mesh,
     ThreadedMesh,
 )
+from tests.tools.poll import wait_for_async
 
 WAIT = 5.0
 """Deadline (seconds) for anything a test waits on."""
@@ -31,13 +32,6 @@ QUIET = 0.3
 """How long a test watches for something that must NOT happen (a blackhole delivering)."""
 
 pytestmark = pytest.mark.timeout(60)
-
-
-async def eventually(pred: Callable[[], bool], timeout: float = WAIT) -> None:
-    """Wait until pred() holds, checking every 10 ms, failing after `timeout` seconds."""
-    async with asyncio.timeout(timeout):
-        while not pred():
-            await asyncio.sleep(0.01)
 
 
 class EchoServer:
@@ -140,7 +134,7 @@ async def test_bytes_flow_both_ways_intact(
     assert server.total == payload
     assert proxy.stats.bytes_to_target == proxy.stats.bytes_to_client == len(payload)
     assert proxy.stats.accepted == 1
-    await eventually(lambda: proxy.active_connections == 0)
+    await wait_for_async(lambda: proxy.active_connections == 0, WAIT)
 
 
 async def test_refuse_resets_connections_refuses_new_ones_and_heal_restores(
@@ -152,7 +146,7 @@ async def test_refuse_resets_connections_refuses_new_ones_and_heal_restores(
     proxy.cut()
     assert proxy.state is LinkState.REFUSING
     assert await closed_by_peer(reader)
-    await eventually(lambda: server.closed == 1)  # the target's side is gone too
+    await wait_for_async(lambda: server.closed == 1, WAIT)  # the target's side is gone too
     with pytest.raises(ConnectionRefusedError):
         await connect(proxy.address)
     writer.close()
@@ -179,7 +173,7 @@ async def test_blackhole_holds_connections_open_and_delivers_nothing_until_heale
     assert not await closed_by_peer(r1)  # open, and nothing comes back
     assert not await closed_by_peer(r2)
     assert server.total == b"one" and len(server.received) == 1  # nothing reached the target
-    await eventually(lambda: proxy.active_connections == 2)
+    await wait_for_async(lambda: proxy.active_connections == 2, WAIT)
 
     proxy.heal()
     async with asyncio.timeout(WAIT):
@@ -196,11 +190,11 @@ async def test_blackhole_then_refuse_then_heal(
     r1, w1 = await connect(proxy.address)
     proxy.cut("blackhole")
     r3, w3 = await connect(proxy.address)  # held by the blackhole
-    await eventually(lambda: proxy.active_connections == 2)
+    await wait_for_async(lambda: proxy.active_connections == 2, WAIT)
     proxy.cut("refuse")
     assert await closed_by_peer(r1)
     assert await closed_by_peer(r3)
-    await eventually(lambda: proxy.active_connections == 0)
+    await wait_for_async(lambda: proxy.active_connections == 0, WAIT)
     w3.close()
     with pytest.raises(ConnectionRefusedError):
         await connect(proxy.address)
@@ -346,9 +340,9 @@ async def delivers(
         return False
     writer.write(line)
     try:
-        await eventually(lambda: line in members[b].lines, timeout=timeout)
+        await wait_for_async(lambda: line in members[b].lines, timeout)
         return True
-    except TimeoutError:
+    except AssertionError:
         return False
     finally:
         writer.close()
@@ -399,7 +393,7 @@ async def test_mesh_cuts_each_directed_link_on_its_own(
     await expect_links(members, mesh, {(1, 2), (2, 3), (3, 2)})
     mesh.heal_all()
     # Lines sent into the blackhole arrive once it heals: nothing was lost.
-    await eventually(lambda: all(line in members[b].lines for b, line in SENT))
+    await wait_for_async(lambda: all(line in members[b].lines for b, line in SENT), WAIT)
 
 
 async def test_mesh_refuses_bad_requests(cluster: tuple[dict[int, Member], Mesh[int]]) -> None:
