@@ -429,6 +429,12 @@ def _no_leader(
     if view.initialize == "" and not pg.is_primary:
         return _claimed_without_leader(view, local)
     if not pg.initialized:
+        if view.initialize and local.clone_without_leader and pg.data_dir_empty:
+            return Decision(
+                (CloneFrom(None),),
+                "no leader runs; creating my data with a replica method that needs none "
+                "(no_leader)",
+            )
         return Decision((), "no leader to clone from; waiting for one")
     if pg.is_primary:
         lost = "my lease is lost: " if local.leader_revision is not None else ""
