@@ -732,6 +732,7 @@ class ActionRunner:
             log.info("pg_rewind against leader %s: nothing to rewind", leader)
         postgres.configure_standby(self.pg, host, port, self._slot(view, leader))
         await postgres.start(self.pg, wait=False)
+        self._started(REPLICA)
         return True
 
     def _rewound(self, outcome: str) -> None:
