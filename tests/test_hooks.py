@@ -32,6 +32,7 @@ from hamgr.postgres.methods import (
     methods_to_try,
     post_bootstrap_argv,
     replica_method_argv,
+    run_bootstrap_method,
 )
 from hamgr.postgres.settings import PgSettings
 from tests.ha.builders import NO_LEADER, check, local, view
@@ -455,3 +456,33 @@ def test_on_restart_after_a_restart_request(work: Path) -> None:
         "on_restart replica demo",
         "on_restart primary demo",
     ]
+
+
+@pytest.mark.parametrize(
+    ("keep", "recovery_conf", "signals"),
+    [
+        (False, {}, set()),
+        (True, {}, {"standby.signal", "recovery.signal"}),
+        (True, {"restore_command": "cp /a/%f %p"}, {"recovery.signal"}),
+    ],
+)
+def test_bootstrap_method_leaves_the_recovery_files_it_is_told_to(
+    work: Path, keep: bool, recovery_conf: dict[str, Any], signals: set[str]
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("runs the commands as the postgres OS user: run as root")
+    pg = _settings(work)
+    made = _script(
+        work / "boot.sh",
+        'for a in "$@"; do case "$a" in --datadir=*) D="${a#--datadir=}";; esac; done\n'
+        'echo 15 > "$D/PG_VERSION"; echo "# conf" > "$D/postgresql.conf"\n'
+        'touch "$D/standby.signal" "$D/recovery.signal"\n',
+    )
+    method = BootstrapSpec(
+        "restore", made, keep_existing_recovery_conf=keep, recovery_conf=recovery_conf
+    )
+    asyncio.run(run_bootstrap_method(pg, method, "demo"))
+    found = {p.name for p in pg.data_dir.iterdir() if p.name.endswith(".signal")}
+    assert found == signals
+    recovery = (pg.data_dir / "hamgr-recovery.conf").read_text()
+    assert ("restore_command = 'cp /a/%f %p'" in recovery) == bool(recovery_conf)

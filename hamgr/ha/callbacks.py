@@ -76,6 +76,7 @@ class CallbackRunner:
         nothing was reported since the agent started)."""
         self._proc: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
+        self._generation = 0
 
     def started(self, role: str) -> None:
         """PostgreSQL was started (or restarted into) ``role``: on_start or on_role_change."""
@@ -106,10 +107,12 @@ class CallbackRunner:
         command = self.commands.get(action)
         if command is None:
             return
+        self._generation += 1
+        previous = self._task
         self._kill_running()
         argv = callback_argv(command, action, role, self.scope)
         log.info("callback %s: %s", action, shlex.join(argv))
-        self._task = asyncio.ensure_future(self._run(argv))
+        self._task = asyncio.ensure_future(self._run(argv, self._generation, previous))
 
     def _kill_running(self) -> None:
         proc = self._proc
@@ -117,7 +120,15 @@ class CallbackRunner:
             log.warning("killing the callback still running (pid %d): a newer one starts", proc.pid)
             _kill_group(proc.pid)
 
-    async def _run(self, argv: list[str]) -> None:
+    async def _run(
+        self, argv: list[str], generation: int, previous: asyncio.Task[None] | None
+    ) -> None:
+        if previous is not None and not previous.done():
+            # Killed already, or about to kill itself once started (see below): never two
+            # at once.
+            await asyncio.wait([previous])
+        if generation != self._generation:
+            return  # a newer callback was fired meanwhile: it runs instead
         run_as = resolve_run_as(self.pg.os_user)
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -134,6 +145,8 @@ class CallbackRunner:
             log.error("callback %s could not start: %s", shlex.join(argv), exc)
             return
         self._proc = proc
+        if generation != self._generation:
+            _kill_group(proc.pid)  # a newer one was fired while this one was starting
         code: int | None = None
         try:
             _, err = await asyncio.wait_for(proc.communicate(), self.timeout)

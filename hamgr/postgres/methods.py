@@ -268,7 +268,10 @@ async def run_bootstrap_method(settings: PgSettings, method: BootstrapSpec, scop
             f"bootstrap method {method.name} succeeded but left no cluster in {settings.data_dir}"
         )
     keep = method.keep_existing_recovery_conf and not method.recovery_conf
-    if not keep:
+    if keep:  # hamgr's recovery file, empty: the command's own settings and signals stay
+        content = render.render_no_recovery_conf()
+        write_file(settings.data_dir / render.RECOVERY_CONF, content, run_as)
+    else:
         conf.clear_standby_config(settings)  # also creates an empty hamgr-recovery.conf
     conf.write_config(settings)
     conf.clear_sync_conf(settings)
