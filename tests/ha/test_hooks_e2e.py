@@ -118,6 +118,9 @@ def _configure(c: AgentCluster) -> Path:
         dcs["postgresql"]["parameters"].update(
             {
                 "wal_keep_size": 0,
+                # the bootstrap's recovery runs as a hot standby of what initdb made: at least
+                # initdb's max_connections, as any standby of a server needs
+                "max_connections": 100,
                 "archive_mode": "on",
                 "archive_command": f"test ! -f {archive}/%f && cp %p {archive}/%f",
             }
