@@ -119,6 +119,8 @@ def test_methods_are_tried_in_order_and_without_a_leader_only_those_that_need_no
 def test_without_a_leader_a_member_with_a_no_leader_method_makes_its_replica() -> None:
     check(NO_LEADER, local("b", clone_without_leader=True), None, (CloneFrom(None),), "no_leader")
     check(NO_LEADER, local("b"), None, (), "no leader to clone from")
+    # nor from a leader that is still bootstrapping (the initialize key holds no sysid yet)
+    check(view(initialize=""), local("b"), None, (), "leader a is still bootstrapping")
     # before the cluster exists, there is nothing to restore: the bootstrap race goes first
     not_yet = view(leader=None, initialize=None)
     assert CloneFrom(None) not in _actions(not_yet, local("b", clone_without_leader=True))

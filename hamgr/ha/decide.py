@@ -373,6 +373,10 @@ def _as_follower(view: ClusterView, local: LocalState, key: LeaderKey) -> Decisi
                 "my data directory is not empty but holds no PostgreSQL cluster; not touching "
                 "it (empty it to let me clone)",
             )
+        if view.initialize == "":
+            # As Patroni: no replica is made before the bootstrap has finished (its methods
+            # would only fail against a leader that is still making the cluster).
+            return Decision((), f"leader {leader} is still bootstrapping; waiting to clone it")
         source = next(
             (
                 m.name
