@@ -44,6 +44,12 @@ from hamgr.ha.agentview import LoopView
 from hamgr.ha.execute import ActionRunner
 from hamgr.ha.leasefile import LeaseFile
 from hamgr.ha.loop import HaLoop
+from hamgr.hooksetup import (
+    callback_runner,
+    member_methods,
+    member_parameters,
+    refresh_callbacks,
+)
 from hamgr.raft.client import StoreClient
 from hamgr.raft.handshake import source_host_for
 from hamgr.raft.node import RaftNode
@@ -289,6 +295,8 @@ class Agent:
             bootstrap_settings=self.settings,
             remove_data_on_rewind_failure=self.me.reclone_on_rewind_failure,
             watchdog=self.watchdog,
+            methods=member_methods(self.config),
+            callbacks=callback_runner(self.config, self.pg),
         )
         runner.on_rewind = tele.metrics.observe_rewind
         if tele.watchdog is not None:
@@ -307,7 +315,7 @@ class Agent:
                 on_keepalive=tele.on_keepalive,
                 on_store_error=tele.on_store_error,
                 resume_lease=lease_file.load(),
-                local_parameters=database(self.config).parameters,
+                local_parameters=member_parameters(database(self.config)),
             )
             self.loop = loop
             view = LoopView(loop, self.config.scope, reload=self.reload)
@@ -429,6 +437,9 @@ class Agent:
                 log.error("stopping PostgreSQL (%s) failed: %s", mode, exc)
             if not postgres.is_running(self.pg):
                 break
+        if runner.callbacks is not None:
+            runner.callbacks.stopped()
+            await runner.callbacks.close()
         if store_ok:
             await loop.record_shutdown_position()
         await runner.disarm_fencer()
@@ -490,13 +501,18 @@ class Agent:
             return
         self.config = setup.config
         self.pg = dataclasses.replace(setup.pg, parameters=self.loop.runner.pg.parameters)
-        self.loop.local_parameters = dict(database(setup.config).parameters)
+        self.loop.local_parameters = member_parameters(database(setup.config))
         self.loop.pg = self.pg
         self.loop.runner.pg = self.pg
         self.loop.me = setup.me
         postgres.write_config(self.pg)
+        self.loop.runner.methods = member_methods(setup.config)
+        self.loop.runner.callbacks = refresh_callbacks(
+            self.loop.runner.callbacks, setup.config, self.pg
+        )
         if postgres.is_running(self.pg):
             await postgres.reload(self.pg)
+            self.loop.runner.reloaded()
         log.info("configuration reloaded from %s", self.config_path)
 
     def _reload_tls(self, setup: AgentSetup) -> None:

@@ -22,6 +22,7 @@ from hamgr.config.schema import PostgresConfig, RestApiConfig, Tags
 from hamgr.dcs.jsonfields import ModelError
 from hamgr.dcs.model import DynamicSettings, MemberTags
 from hamgr.ha.loop import Identity
+from hamgr.hooksetup import member_parameters, method_problems
 from hamgr.postgres import PgSettings
 from hamgr.postgres.errors import ConfigError as PgConfigError
 from hamgr.postgres.initdbopts import initdb_option_problems, initdb_options
@@ -125,7 +126,7 @@ def pg_settings(config: Config) -> PgSettings:
     pg = database(config)
     auth = pg.authentication
     host, port = split_address(pg.listen)
-    params = effective_parameters(config.bootstrap.dcs.postgresql.parameters, pg.parameters)
+    params = effective_parameters(config.bootstrap.dcs.postgresql.parameters, member_parameters(pg))
     assert pg.bin_dir is not None, "load_config resolves bin_dir"
     return PgSettings(
         bin_dir=Path(pg.bin_dir),
@@ -193,6 +194,7 @@ def _postgres_problems(config: Config) -> list[str]:
     problems += local_only_problems(pg.parameters, "postgresql.parameters")
     problems += _refused(validate_hba_lines, pg.pg_hba, "postgresql.pg_hba")
     problems += initdb_option_problems(config.bootstrap.initdb, "bootstrap.initdb")
+    problems += method_problems(config)
     roles = {
         "postgresql.authentication.superuser.username": auth.superuser.username,
         "postgresql.authentication.replication.username": auth.replication.username,

@@ -306,8 +306,9 @@ ONE_MISTAKE: list[tuple[str, Any, str]] = [
     ),
     (
         "postgresql.create_replica_methods",
-        ["wal-e"],
-        'postgresql.create_replica_methods[0]: expected one of "basebackup", got "wal-e"',
+        ["wal.e"],
+        "postgresql.create_replica_methods[0]: expected a method name (letters, digits, '_' "
+        'and \'-\', at most 63), got "wal.e"',
     ),
     (
         "postgresql.create_replica_methods",

@@ -66,6 +66,13 @@ START_TIMEOUT = (
     "tests/ha/test_selfheal_e2e.py::test_a_primary_that_cannot_start_fails_over_after_primary_start_timeout",
 )
 
+HOOKS = "tests/test_hooks.py"
+HOOKS_E2E = "tests/ha/test_hooks_e2e.py"
+HOOK_KEYS = f"{HOOKS}::test_methods_and_callbacks_reach_what_the_agent_runs"
+CALLBACKS = (HOOK_KEYS, f"{HOOKS}::test_callbacks_one_at_a_time_and_killed_after_the_timeout", f"{HOOKS_E2E}::test_callbacks_run_with_patroni_arguments_one_at_a_time_and_time_out", f"{HOOKS_E2E}::test_switchover_runs_on_stop_and_on_role_change")
+REPLICA_METHODS = (HOOK_KEYS, f"{HOOKS}::test_replica_methods_fall_through_and_keep_data_keeps_the_directory", f"{HOOKS}::test_without_a_leader_only_no_leader_methods_run", f"{HOOKS_E2E}::test_replica_methods_are_tried_in_order_until_one_succeeds")
+BOOT_METHOD = (HOOK_KEYS, f"{HOOKS_E2E}::test_custom_bootstrap_method_with_recovery_conf_and_post_bootstrap")
+
 LIVE_TIMING = "tests/ha/test_live_timing.py"
 LIVE_TTL = f"{LIVE_TIMING}::test_ttl_changed_live_moves_the_leader_key_onto_a_lease_of_that_ttl"
 LOOP_CADENCE = f"{LIVE_TIMING}::test_loop_wait_changed_live_sets_the_loop_cadence"
@@ -127,13 +134,25 @@ EFFECTS: dict[str, Tests] = {
     "postgresql.pg_hba": "tests/postgres/test_control.py::test_configured_pg_hba_lines_win",
     "postgresql.use_pg_rewind": (AGENT_SETUP, "tests/ha/test_decide.py::test_replica"),
     "postgresql.remove_data_directory_on_rewind_failure": (AGENT_SETUP, "tests/ha/test_decide.py::test_replica"),
-    "postgresql.create_replica_methods": "tests/postgres/test_replication.py::test_replica_streams_from_clone_with_slot",
+    "postgresql.create_replica_methods": ("tests/postgres/test_replication.py::test_replica_streams_from_clone_with_slot", *REPLICA_METHODS),
+    "postgresql.replica_methods": REPLICA_METHODS,
+    "postgresql.callbacks.on_start": CALLBACKS,
+    "postgresql.callbacks.on_stop": CALLBACKS,
+    "postgresql.callbacks.on_restart": (HOOK_KEYS, f"{HOOKS}::test_on_restart_after_a_restart_request"),
+    "postgresql.callbacks.on_reload": CALLBACKS,
+    "postgresql.callbacks.on_role_change": CALLBACKS,
+    "postgresql.callback_timeout": (f"{HOOKS}::test_callbacks_one_at_a_time_and_killed_after_the_timeout", f"{HOOKS_E2E}::test_callbacks_run_with_patroni_arguments_one_at_a_time_and_time_out"),
+    "postgresql.recovery_conf.restore_command": (HOOK_KEYS, f"{HOOKS_E2E}::test_a_replica_behind_the_primarys_wal_catches_up_from_the_archive"),
     "bootstrap.initdb": ("tests/test_agentsetup.py::test_bootstrap_initdb_options_reach_the_postgres_settings", "tests/postgres/test_control.py::test_configured_initdb_options_shape_the_new_cluster"),
     "bootstrap.dcs.ttl": (AGENT_SETUP, f"{CONTRACT}::check_keepalive_reports_sent_at_and_ttl", FENCED),
     "bootstrap.dcs.retry_timeout": (AGENT_SETUP, f"{CONTRACT}::check_calls_are_bounded_by_retry_timeout"),
     "bootstrap.dcs.maximum_lag_on_failover": (AGENT_SETUP, RACE),
     "bootstrap.dcs.safety_margin": (AGENT_SETUP, "tests/test_fencer.py::test_fence_state_rules", FENCED),
     "bootstrap.dcs.member_slots_ttl": (AGENT_SETUP, SLOT_KEEPER),
+    "bootstrap.method": BOOT_METHOD,
+    "bootstrap.methods": BOOT_METHOD,
+    "bootstrap.post_bootstrap": BOOT_METHOD,
+    "bootstrap.post_init": (HOOK_KEYS, f"{HOOKS}::test_every_key_is_checked"),
     "bootstrap.dcs.postgresql.parameters": (AGENT_SETUP, EXAMPLE, *PARAMETERS),
     "bootstrap.dcs.postgresql.use_slots": (AGENT_SETUP, NO_SLOT),
     "tags.nofailover": (RACE, "tests/ha/test_agent_signals.py::test_sighup_reloads_tags_and_json_logs_parse"),

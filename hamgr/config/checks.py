@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from hamgr.config.methods import bootstrap_method_problems, replica_method_problems
 from hamgr.config.problems import Skip, fmt_path
 from hamgr.config.schema import Config
 from hamgr.config.timing import timing_problems
@@ -41,6 +42,34 @@ def _reachable(c: Config, L: Loader, *path: str) -> None:
             tuple(path),
             f"{host} is a listen-on-all address, not one other members can connect to; set it "
             "to this host's reachable address (it defaults to listen)",
+        )
+
+
+@_check
+def _replica_methods(c: Config, L: Loader) -> None:
+    methods = L.need(c, "postgresql", "create_replica_methods")
+    configured = L.need(c, "postgresql", "replica_methods")
+    for where, problem in replica_method_problems(methods, configured):
+        L.report(("postgresql", *where), problem)
+
+
+@_check
+def _bootstrap_methods(c: Config, L: Loader) -> None:
+    method = L.need(c, "bootstrap", "method")
+    configured = L.need(c, "bootstrap", "methods")
+    for where, problem in bootstrap_method_problems(method, configured):
+        L.report(("bootstrap", *where), problem)
+    if c.bootstrap.post_bootstrap is not None and c.bootstrap.post_init is not None:
+        L.report(("bootstrap", "post_init"), "the same as bootstrap.post_bootstrap: set one")
+
+
+@_check
+def _restore_command_once(c: Config, L: Loader) -> None:
+    given = L.need(c, "postgresql", "recovery_conf", "restore_command")
+    if "restore_command" in L.need(c, "postgresql", "parameters"):
+        L.report(
+            ("postgresql", "parameters", "restore_command"),
+            "also set as postgresql.recovery_conf.restore_command " + f"({given!r}): set one",
         )
 
 

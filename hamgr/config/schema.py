@@ -14,7 +14,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from hamgr.config.problems import BAD, show
+from hamgr.config.methods import (
+    INITDB,
+    BootstrapMethod,
+    Callbacks,
+    Command,
+    MethodName,
+    RecoveryConf,
+    ReplicaMethod,
+    bootstrap_method_names,
+    move_named_sections,
+    replica_method_names,
+)
+from hamgr.config.problems import BAD, fmt_path, show
 from hamgr.config.values import (
     SECRET,
     Custom,
@@ -77,6 +89,26 @@ def _load_sync_mode(loader: Loader, raw: Any, path: tuple[str | int, ...], env: 
         return "quorum"
     loader.report(path, f'expected "off", "on" or "quorum", got {show(raw)}', env)
     return BAD
+
+
+def _load_postgresql(loader: Loader, raw: Any, path: tuple[str | int, ...], env: str | None) -> Any:
+    names = replica_method_names(raw)
+    known = [f.name for f in dataclasses.fields(PostgresConfig)]
+    moved, twice = move_named_sections(raw, names, "replica_methods", known)
+    for name in twice:
+        other = fmt_path((*path, "replica_methods", name))
+        loader.report((*path, name), f"given twice: here and as {other}", env)
+    return loader.section(PostgresConfig, moved, path, env)
+
+
+def _load_bootstrap(loader: Loader, raw: Any, path: tuple[str | int, ...], env: str | None) -> Any:
+    names = bootstrap_method_names(raw)
+    known = [f.name for f in dataclasses.fields(BootstrapConfig)]
+    moved, twice = move_named_sections(raw, names, "methods", known)
+    for name in twice:
+        other = fmt_path((*path, "methods", name))
+        loader.report((*path, name), f"given twice: here and as {other}", env)
+    return loader.section(BootstrapConfig, moved, path, env)
 
 
 def _at_least_minus_one(value: int) -> str | None:
@@ -319,9 +351,14 @@ class PostgresConfig:
     pg_hba: tuple[str, ...] = ()
     use_pg_rewind: bool = True
     remove_data_directory_on_rewind_failure: bool = False
-    create_replica_methods: Annotated[tuple[Literal["basebackup"], ...], Rule(non_empty)] = (
-        "basebackup",
-    )
+    create_replica_methods: Annotated[tuple[MethodName, ...], Rule(non_empty)] = ("basebackup",)
+    """Tried in order until one makes the replica; ``basebackup`` is built in, every other
+    name has its section (Patroni's ``postgresql.NAME``, kept in ``replica_methods``)."""
+    replica_methods: dict[MethodName, ReplicaMethod] = field(default_factory=dict)
+    callbacks: Callbacks = field(default_factory=Callbacks)
+    callback_timeout: Seconds = 600.0
+    """A callback still running after this long is killed (Patroni has no limit)."""
+    recovery_conf: RecoveryConf = field(default_factory=RecoveryConf)
 
     def __post_init__(self) -> None:
         if not self.connect_address:
@@ -360,6 +397,13 @@ class BootstrapConfig:
 
     initdb: tuple[InitdbOption, ...] = ()
     dcs: DcsConfig = field(default_factory=DcsConfig)
+    method: MethodName = INITDB
+    """initdb, or a method whose section (Patroni's ``bootstrap.NAME``) has its command."""
+    methods: dict[MethodName, BootstrapMethod] = field(default_factory=dict)
+    post_bootstrap: Command | None = None
+    """Run once the new cluster is up, with a superuser connection string as its argument;
+    bootstrap fails when it fails. Patroni's older name ``post_init`` is the same key."""
+    post_init: Command | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -392,10 +436,12 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     restapi: RestApiConfig = field(default_factory=RestApiConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
-    postgresql: PostgresConfig | None = None
+    postgresql: Annotated[PostgresConfig | None, Custom(_load_postgresql)] = None
     """Absent: this host is a witness, a store member only (no PostgreSQL, no HA loop):
     ``hamgr agent`` runs just its ``store.raft`` member, as ``hamgr store`` does."""
-    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+    bootstrap: Annotated[BootstrapConfig, Custom(_load_bootstrap)] = field(
+        default_factory=BootstrapConfig
+    )
     tags: Tags = field(default_factory=Tags)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
 

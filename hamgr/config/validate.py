@@ -236,8 +236,26 @@ class Loader:
             items = [self.value(item_tp, item, (*path, i), env) for i, item in enumerate(raw)]
             return BAD if any(item is BAD for item in items) else tuple(items)
         if origin is dict:
+            item_tp = get_args(base)[1]
+            if dataclasses.is_dataclass(shape(item_tp)[0]):
+                return self.named_sections(get_args(base)[0], item_tp, raw, path, env)
             return self.parameters(raw, path, env)
         raise TypeError(f"config schema: no loader for {base!r}")  # a bug in this module
+
+    def named_sections(
+        self, key_tp: Any, item_tp: Any, raw: Any, path: KeyPath, env: str | None
+    ) -> Any:
+        """A {name: section} mapping (e.g. replica methods by name)."""
+        if not isinstance(raw, Mapping):
+            self.report(path, f"expected a mapping of names to sections, got {show(raw)}", env)
+            return BAD
+        out = {}
+        for key, value in raw.items():
+            name = self.value(key_tp, key, (*path, str(key)), env)
+            item = self.value(item_tp, value, (*path, str(key)), env)
+            if name is not BAD and item is not BAD:
+                out[name] = item
+        return out if len(out) == len(raw) else BAD
 
     def parameters(self, raw: Any, path: KeyPath, env: str | None) -> Any:
         """A {name: scalar} mapping of PostgreSQL parameters."""

@@ -79,9 +79,11 @@ class ReleaseLeader:
 
 @dataclass(frozen=True)
 class CloneFrom:
-    """Fill the empty data directory with a base backup from ``source`` (not started)."""
+    """Fill the empty data directory with a copy of ``source`` (not started), by the first
+    replica method that succeeds; ``source`` None: no leader runs, only methods that need none
+    (``no_leader``, a restore from a backup) are tried."""
 
-    source: str
+    source: str | None
 
 
 @dataclass(frozen=True)

@@ -132,6 +132,8 @@ class LoopView:
             await postgres.restart(loop.pg)
         except postgres.PostgresError as exc:
             raise RequestFailed(f"restart failed: {exc}") from exc
+        if loop.runner.callbacks is not None:
+            loop.runner.callbacks.restarted(loop.last_pg.role)
         await loop.runner.arm_fencer()
         try:
             pending = await postgres.pending_restart(loop.pg)

@@ -374,6 +374,10 @@ def _as_follower(view: ClusterView, local: LocalState, key: LeaderKey) -> Decisi
                 "my data directory is not empty but holds no PostgreSQL cluster; not touching "
                 "it (empty it to let me clone)",
             )
+        if view.initialize == "":
+            # As Patroni: no replica is made before the bootstrap has finished (its methods
+            # would only fail against a leader that is still making the cluster).
+            return Decision((), f"leader {leader} is still bootstrapping; waiting to clone it")
         source = next(
             (
                 m.name
@@ -430,6 +434,12 @@ def _no_leader(
     if view.initialize == "" and not pg.is_primary:
         return _claimed_without_leader(view, local)
     if not pg.initialized:
+        if view.initialize and local.clone_without_leader and pg.data_dir_empty:
+            return Decision(
+                (CloneFrom(None),),
+                "no leader runs; creating my data with a replica method that needs none "
+                "(no_leader)",
+            )
         return Decision((), "no leader to clone from; waiting for one")
     if pg.is_primary:
         lost = "my lease is lost: " if local.leader_revision is not None else ""

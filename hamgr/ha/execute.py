@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager
@@ -32,13 +31,21 @@ from hamgr.fencing import (
 )
 from hamgr.ha import actions as a
 from hamgr.ha.applyparams import ParametersRefused, apply_parameters
+from hamgr.ha.callbacks import PRIMARY, REPLICA, CallbackRunner
 from hamgr.ha.inputs import LocalPostgres, SyncBarrier
 from hamgr.ha.leaseclock import LeaseClock, Renewal
 from hamgr.ha.slots import slot_name
 from hamgr.ha.syncrep import ANY_STANDBY
 from hamgr.postgres import PgSettings, PostgresError
 from hamgr.postgres.conf import STANDBY_SIGNAL, clear_sync_conf, write_sync_conf
-from hamgr.postgres.files import write_file
+from hamgr.postgres.files import remove_contents, write_file
+from hamgr.postgres.methods import (
+    MemberMethods,
+    create_replica,
+    run_bootstrap_method,
+    run_post_bootstrap,
+    wait_for_end_of_recovery,
+)
 from hamgr.postgres.process import resolve_run_as
 from hamgr.postgres.settings import ParamValue
 from hamgr.postgres.syncrep import detach, set_synchronous_standby_names
@@ -134,8 +141,15 @@ class ActionRunner:
         bootstrap_settings: DynamicSettings | None = None,
         remove_data_on_rewind_failure: bool = False,
         watchdog: Watchdog | None = None,
+        methods: MemberMethods | None = None,
+        callbacks: CallbackRunner | None = None,
     ) -> None:
         self.name = name
+        self.methods = methods or MemberMethods()
+        """How this member makes its data (replica and bootstrap methods, post_bootstrap)."""
+        self.callbacks = callbacks
+        """The operator's callbacks (postgresql.callbacks), told of starts, stops and role
+        changes this runner makes (None: none configured)."""
         self.watchdog = watchdog
         self.dcs = dcs
         self.pg = pg
@@ -491,9 +505,8 @@ class ActionRunner:
             with self.long_step(LONG_STEP):
                 return await self._bootstrap(view)
         if isinstance(action, a.CloneFrom):
-            host, port = self._conn(view, action.source)
             with self.long_step(LONG_STEP):
-                await postgres.clone_from(pg, host, port, slot_name=self._slot(view, action.source))
+                await self._create_replica(view, action.source)
             return True
         if isinstance(action, a.StartReplica):
             if action.leader is not None:
@@ -502,10 +515,14 @@ class ActionRunner:
             else:
                 _standby_without_upstream(pg)
             await postgres.start(pg, wait=False)  # a standby may need its upstream to be ready
+            self._started(REPLICA)
             return True
         if isinstance(action, a.Follow):
             host, port = self._conn(view, action.leader)
+            was_running = postgres.is_running(pg)
             await postgres.follow(pg, host, port, self._slot(view, action.leader))
+            if not was_running:
+                self._started(REPLICA)
             return True
         if isinstance(action, a.Rewind):
             with self.long_step(LONG_STEP):
@@ -528,6 +545,8 @@ class ActionRunner:
             await postgres.promote(pg)
             self.lease.sync_barrier = None
             await self.arm_fencer()
+            if self.callbacks is not None:
+                self.callbacks.role_changed(PRIMARY)
             return True
         if isinstance(action, a.Detach):
             await detach(pg)
@@ -549,6 +568,8 @@ class ActionRunner:
             self.lease.stepping_down = True
             await postgres.stop(pg, action.mode)
             await self.disarm_fencer()
+            if self.callbacks is not None:
+                self.callbacks.stopped(PRIMARY, demoting=True)
             if action.for_switchover:
                 self.lease.switchover_stopped_at = clock.now()
             return True
@@ -556,6 +577,8 @@ class ActionRunner:
             self.lease.stepping_down = True
             await postgres.stop(pg, action.mode)
             await self.disarm_fencer()
+            if self.callbacks is not None:
+                self.callbacks.stopped()
             return True
         if isinstance(action, a.StartPostgres):
             if not await self._watchdog_allows_primary("starting PostgreSQL as primary"):
@@ -564,6 +587,7 @@ class ActionRunner:
                 return False
             await postgres.start(pg)
             await self.arm_fencer()
+            self._started(PRIMARY)
             return True
         if isinstance(action, a.ClearSwitchover):
             self.lease.switchover_stopped_at = None
@@ -602,7 +626,27 @@ class ActionRunner:
         )
         log.info("PostgreSQL parameters applied and reloaded: %s", ", ".join(changed) or "none")
         self.pg = new
+        self.reloaded()
         return True
+
+    def reloaded(self, role: str | None = None) -> None:
+        """PostgreSQL was reloaded: the on_reload callback, with ``role`` (else the role last
+        reported, else what the leader key says)."""
+        if self.callbacks is not None:
+            fallback = PRIMARY if self.lease.key is not None else REPLICA
+            self.callbacks.fire("on_reload", role or self.callbacks.role or fallback)
+
+    def _started(self, role: str) -> None:
+        if self.callbacks is not None:
+            self.callbacks.started(role)
+
+    async def _create_replica(self, view: ClusterView, source: str | None) -> None:
+        """Make the replica's data from ``source`` (None: no leader, see CloneFrom)."""
+        address = self._conn(view, source) if source is not None else None
+        slot = self._slot(view, source) if source is not None else None
+        await create_replica(
+            self.pg, self.methods.replica, scope=self.methods.scope, source=address, slot_name=slot
+        )
 
     def _slot(self, view: ClusterView, upstream: str) -> str | None:
         """The slot to stream through from `upstream`: this member's, on the leader, when the
@@ -618,18 +662,30 @@ class ActionRunner:
 
     async def _bootstrap(self, view: ClusterView) -> bool:
         pg = self.pg
+        method = self.methods.bootstrap
         try:
-            await postgres.initdb(pg)
+            if method is None:
+                await postgres.initdb(pg)
+            else:
+                await run_bootstrap_method(pg, method, self.methods.scope)
             await postgres.start(pg)
+            if method is not None and method.recovery_conf:
+                await wait_for_end_of_recovery(pg, LONG_STEP)
             await postgres.bootstrap_users(pg)
+            post = self.methods.post_bootstrap
+            if post is not None:
+                await run_post_bootstrap(pg, post)
             if self.bootstrap_settings is not None:
                 # Create-if-absent: a config key an operator wrote first is kept.
                 await self.dcs.set_settings(self.bootstrap_settings, expected_revision=0)
             await self.arm_fencer()
+            self._started(PRIMARY)
             return True
         except PostgresError as exc:
             log.error("bootstrap failed: %s; giving the race back", exc)
             await postgres.stop(pg, "immediate")
+            # What this bootstrap made goes: the next attempt (here or elsewhere) starts empty.
+            await asyncio.to_thread(remove_contents, Path(pg.data_dir))
             if self.lease.key is not None:
                 await self.dcs.release_leader(self.lease.key)
             self.lease.key = None
@@ -672,6 +728,7 @@ class ActionRunner:
             log.info("pg_rewind against leader %s: nothing to rewind", leader)
         postgres.configure_standby(self.pg, host, port, self._slot(view, leader))
         await postgres.start(self.pg, wait=False)
+        self._started(REPLICA)
         return True
 
     def _rewound(self, outcome: str) -> None:
@@ -686,7 +743,7 @@ class ActionRunner:
             return False
         data = Path(self.pg.data_dir)
         log.warning("reinitialize: removing the contents of %s", data)
-        await asyncio.to_thread(_remove_contents, data)
+        await asyncio.to_thread(remove_contents, data)
         return True
 
     async def _reclone(self, view: ClusterView, leader: str) -> bool:
@@ -696,16 +753,6 @@ class ActionRunner:
         aside = data.with_name(f"{data.name}.failed-{int(time.time())}")
         log.warning("moving %s aside to %s and cloning again from %s", data, aside, leader)
         data.rename(aside)
-        host, port = self._conn(view, leader)
-        await postgres.clone_from(self.pg, host, port, slot_name=self._slot(view, leader))
+        await self._create_replica(view, leader)
         self.lease.rewind_failed = False
         return True
-
-
-def _remove_contents(path: Path) -> None:
-    """Delete every entry of directory `path` (subdirectories whole, symlinks themselves)."""
-    for entry in path.iterdir():
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()

@@ -154,6 +154,9 @@ class LocalState:
     sync_barrier: SyncBarrier | None = None
     primary_down_since: float | None = None
     local_parameters: Mapping[str, ParameterValue] = field(default_factory=dict)
+    clone_without_leader: bool = False
+    """A replica method of this member needs no leader (``no_leader``): with the cluster
+    initialized and no leader, it may still make its data (e.g. restore a backup)."""
     applied_parameters: Mapping[str, ParameterValue] | None = None
     refused_parameters: Mapping[str, ParameterValue] | None = None
 

@@ -256,6 +256,7 @@ class HaLoop:
             sync_barrier=lease.sync_barrier if pg.is_primary else None,
             primary_down_since=self._primary_down_since,
             local_parameters=self.local_parameters,
+            clone_without_leader=self.runner.methods.clone_without_leader,
             applied_parameters=self.runner.pg.parameters,
             refused_parameters=self.runner.refused_parameters,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import grp
 import os
+import shutil
 import stat
 import tempfile
 from pathlib import Path
@@ -98,6 +99,18 @@ def prepare_empty_data_dir(path: Path, run_as: RunAs, action: str) -> None:
             "(hamgr never deletes data: move its content away first)"
         )
     ensure_dir(path, run_as)
+
+
+def remove_contents(path: Path) -> None:
+    """Delete every entry of directory `path` (subdirectories whole, symlinks themselves),
+    keeping the directory itself (it may be a mount point). A missing `path` is empty."""
+    if not path.is_dir():
+        return
+    for entry in path.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def write_file(path: Path, content: str, run_as: RunAs, mode: int = 0o600) -> None:

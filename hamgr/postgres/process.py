@@ -127,12 +127,42 @@ async def run(
     On a non-zero exit (when `check`) or at the deadline raises `error` naming `what`, the
     command line, the exit code and the output tail. stdin is /dev/null: nothing may prompt.
     """
-    run_as = resolve_run_as(settings.os_user)
     path = program(settings, name)
-    argv = [str(path), *args]
-    kwargs: dict[str, object] = {}
+    return await run_argv(
+        settings,
+        [str(path), *args],
+        timeout=timeout,
+        what=what,
+        error=error,
+        check=check,
+        env=env,
+    )
+
+
+def spawn_kwargs(run_as: RunAs) -> dict[str, object]:
+    """The keyword arguments of asyncio.create_subprocess_exec that run a child as ``run_as``."""
     if run_as.switch:
-        kwargs = {"user": run_as.uid, "group": run_as.gid, "extra_groups": []}
+        return {"user": run_as.uid, "group": run_as.gid, "extra_groups": []}
+    return {}
+
+
+async def run_argv(
+    settings: PgSettings,
+    argv: Sequence[str],
+    *,
+    timeout: float,
+    what: str,
+    error: type[CommandError] = CommandError,
+    check: bool = True,
+    env: Mapping[str, str] | None = None,
+) -> Completed:
+    """Run ``argv`` as the OS user, as :func:`run` runs PostgreSQL's programs (same clean
+    environment, own process group killed at the deadline). Also for operators' commands
+    (replica and bootstrap methods, post_bootstrap): they run with PostgreSQL's privileges."""
+    run_as = resolve_run_as(settings.os_user)
+    argv = list(argv)
+    path = argv[0]
+    kwargs = spawn_kwargs(run_as)
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -148,11 +178,13 @@ async def run(
             start_new_session=True,
             **kwargs,  # type: ignore[arg-type]
         )
-    except PermissionError as exc:
-        raise BinaryNotFoundError(
-            f"cannot execute {path} as OS user {run_as.user!r}: {exc} "
-            "(it must be able to read and traverse bin_dir)"
-        ) from exc
+    except OSError as exc:
+        if isinstance(exc, PermissionError) and path.startswith(f"{settings.bin_dir}/"):
+            raise BinaryNotFoundError(
+                f"cannot execute {path} as OS user {run_as.user!r}: {exc} "
+                "(it must be able to read and traverse bin_dir)"
+            ) from exc
+        raise error(what, argv, None, f"cannot execute as OS user {run_as.user!r}: {exc}") from exc
     try:
         stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:

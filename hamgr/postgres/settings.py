@@ -35,7 +35,6 @@ RESERVED_PARAMETERS = frozenset(
         "primary_conninfo",
         "primary_slot_name",
         "recovery_target_timeline",
-        "restore_command",
         "synchronous_standby_names",
     }
 )
