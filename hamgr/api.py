@@ -5,7 +5,9 @@ Paths and status codes follow Patroni's REST API. Health checks (GET, HEAD, OPTI
 from the store::
 
     /, /primary, /read-write  PostgreSQL primary AND leader key held AND lease deadline ahead
-    /leader                   this member holds the leader key
+    /leader                   this member holds the leader key (primary or standby leader)
+    /standby-leader           this member is the standby leader of a standby cluster (as
+                              Patroni: /primary answers 503 there, /leader 200)
     /replica                  running standby, streaming, not tagged noloadbalance;
                               ?lag=16MB fails above that lag, ?tag_<name>=<value> checks a tag
     /read-only                /primary or /replica
@@ -89,6 +91,8 @@ _HEALTH = {
     "/primary": "primary",
     "/read-write": "primary",
     "/leader": "leader",
+    "/standby-leader": "standby-leader",
+    "/standby_leader": "standby-leader",
     "/replica": "replica",
     "/read-only": "read-only",
     "/health": "health",
@@ -157,6 +161,8 @@ def health_ok(
         return serving
     if check == "leader":
         return local.holds_leader_key
+    if check == "standby-leader":
+        return local.standby_leader
     if check == "liveness":
         return local.loop_at is not None and now - local.loop_at <= local.ttl
     if check == "readiness":
@@ -186,7 +192,7 @@ def member_status(view: AgentView, local: LocalStatus, now: float) -> dict[str, 
         "api_url": view.api_url,
         "conn_url": m.conn_url,
         "state": state,
-        "role": pg.role if pg.running else m.role,
+        "role": "standby_leader" if local.standby_leader else (pg.role if pg.running else m.role),
         "timeline": pg.timeline,
         "xlog": (
             {"location": pg.current_lsn}
@@ -224,6 +230,11 @@ def _standby_role(cluster: ClusterView, name: str, role: str) -> str:
     return {"sync": "sync_standby", "quorum": "quorum_standby"}.get(found or "", role)
 
 
+def _leader_role(cluster: ClusterView) -> str:
+    """The key holder's role in /cluster: ``standby_leader`` in a standby cluster (Patroni's)."""
+    return "standby_leader" if cluster.settings.standby_cluster is not None else "leader"
+
+
 def cluster_json(scope: str, cluster: ClusterView) -> dict[str, Any]:
     """``GET /cluster``: every member with its lag behind the leader, the leader, pause, request."""
     leader = cluster.leader.name if cluster.leader else None
@@ -240,7 +251,9 @@ def cluster_json(scope: str, cluster: ClusterView) -> dict[str, Any]:
                 "host": host,
                 "port": port,
                 "api_url": m.api_url,
-                "role": "leader" if m.name == leader else _standby_role(cluster, m.name, m.role),
+                "role": _leader_role(cluster)
+                if m.name == leader
+                else _standby_role(cluster, m.name, m.role),
                 "state": m.state,
                 "timeline": m.timeline,
                 "received_lsn": m.received_lsn,

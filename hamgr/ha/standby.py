@@ -24,9 +24,9 @@ from hamgr.ha.actions import (
     ReleaseLeader,
     TakeInitialize,
 )
-from hamgr.ha.inputs import LocalState
+from hamgr.ha.inputs import LocalPostgres, LocalState
 
-__all__ = ["as_standby_leader", "bootstrap_standby", "source"]
+__all__ = ["as_standby_leader", "bootstrap_standby", "is_standby_leader", "source"]
 
 
 def source(sc: StandbyCluster) -> str:
@@ -106,4 +106,16 @@ def as_standby_leader(
     return Decision(
         (*renew, *keep),
         f"I am the standby leader (fencing token {key.revision}), replicating from {src}",
+    )
+
+
+def is_standby_leader(view: ClusterView | None, pg: LocalPostgres) -> bool:
+    """For the key holder: whether it is the standby leader (a standby cluster, and its
+    PostgreSQL runs as a standby), as GET /standby-leader and the role ``standby_leader``
+    report it."""
+    return (
+        view is not None
+        and view.settings.standby_cluster is not None
+        and pg.running
+        and pg.role == "replica"
     )
