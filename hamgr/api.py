@@ -156,7 +156,10 @@ def health_ok(
             raise HttpError(400, f"lag: {e}") from None
     lag_ok = max_lag is None or (local.lag is not None and local.lag <= max_lag)
     standby = pg.running and pg.role == "replica" and local.streaming
-    replica = standby and lag_ok and not local.member.tags.noloadbalance
+    # As Patroni: a standby leader is no replica (its role is standby_leader), but read-only.
+    replica = (
+        standby and lag_ok and not local.member.tags.noloadbalance and not local.standby_leader
+    )
     if check == "primary":
         return serving
     if check == "leader":
@@ -169,7 +172,7 @@ def health_ok(
         return serving or (standby and lag_ok)
     passed = {
         "replica": replica,
-        "read-only": serving or replica,
+        "read-only": serving or replica or (local.standby_leader and lag_ok),
         "health": pg.running,
         "synchronous": replica and local.sync_role == "sync",
         "quorum": replica and local.sync_role == "quorum",

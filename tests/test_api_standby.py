@@ -17,11 +17,13 @@ SETTINGS = DynamicSettings(standby_cluster=StandbyCluster(host="10.0.0.1"))
 
 
 def test_health_checks_of_a_standby_leader_and_of_its_members() -> None:
-    leader = LocalStatus(member=ME, pg=STANDBY_PG, holds_leader_key=True, standby_leader=True)
+    leader = LocalStatus(
+        member=ME, pg=STANDBY_PG, streaming=True, holds_leader_key=True, standby_leader=True
+    )
     member = LocalStatus(member=ME, pg=STANDBY_PG, streaming=True)
-    checks = ("standby-leader", "leader", "primary")
-    assert [health_ok(c, leader, False, {}, 0.0) for c in checks] == [True, True, False]
-    assert [health_ok(c, member, False, {}, 0.0) for c in checks] == [False, False, False]
+    checks = ("standby-leader", "leader", "primary", "replica", "read-only")
+    assert [health_ok(c, leader, False, {}, 0.0) for c in checks] == [1, 1, 0, 0, 1]
+    assert [health_ok(c, member, False, {}, 0.0) for c in checks] == [0, 0, 0, 1, 1]
 
 
 def test_is_standby_leader_needs_a_standby_cluster_and_a_running_standby() -> None:
