@@ -3,7 +3,9 @@ standby leader only, /leader 200 there too, /primary 503; its role is ``standby_
 
 from __future__ import annotations
 
-from hamgr.api import cluster_json, health_ok, member_status
+import pytest
+
+from hamgr.api import HttpError, check_request, cluster_json, health_ok, member_status
 from hamgr.apiview import LocalStatus
 from hamgr.config.standby import StandbyCluster
 from hamgr.ctl import list_rows
@@ -57,3 +59,11 @@ def test_patroni_status_role_of_the_standby_leader() -> None:
     assert member_status(_View(), leader, 0.0)["role"] == "standby_leader"  # type: ignore[arg-type]
     member = LocalStatus(member=ME, pg=STANDBY_PG)
     assert member_status(_View(), member, 0.0)["role"] == "replica"  # type: ignore[arg-type]
+
+
+def test_switchover_and_failover_are_refused_in_a_standby_cluster() -> None:
+    b = MemberState("b", "http://127.0.0.2:8008", "127.0.0.2:5432", role="replica")
+    view = ClusterView(settings=SETTINGS, leader=LeaderKey("a", 3), members=(ME, b))
+    for kind, body in (("switchover", {"leader": "a"}), ("failover", {"candidate": "b"})):
+        with pytest.raises(HttpError, match="inside a standby cluster is not supported"):
+            check_request(body, kind, view, 0.0)
