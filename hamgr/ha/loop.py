@@ -46,6 +46,7 @@ from hamgr.ha.observe import (
     unled_claim,
 )
 from hamgr.ha.slots import SlotKeeper
+from hamgr.ha.standbyexec import keep_standby_leader_conf
 from hamgr.postgres import HeldConnection, PgSettings
 
 log = logging.getLogger(__name__)
@@ -218,6 +219,7 @@ class HaLoop:
         key = view.leader
         holder = key is not None and key.revision == self.runner.lease.leader_revision
         await self._slots.maintain(view, pg, holder, clock.now())
+        await keep_standby_leader_conf(self.pg, view, pg, holder)
         await self._publish(view, pg, decision)
         self.last_loop_at = clock.now()
         self.loop_count += 1

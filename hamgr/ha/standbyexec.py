@@ -15,8 +15,14 @@ from typing import TYPE_CHECKING
 from hamgr import postgres
 from hamgr.dcs.model import ClusterView
 from hamgr.ha import actions as a
+from hamgr.ha.inputs import LocalPostgres
 from hamgr.postgres.errors import PostgresError
-from hamgr.postgres.standbyleader import clone_standby_leader, follow_remote
+from hamgr.postgres.settings import PgSettings
+from hamgr.postgres.standbyleader import (
+    clone_standby_leader,
+    follow_remote,
+    refresh_standby_leader,
+)
 
 if TYPE_CHECKING:
     from hamgr.ha.execute import ActionRunner
@@ -63,6 +69,22 @@ async def _bootstrap_standby(runner: ActionRunner, view: ClusterView) -> bool:
         runner.lease.key = None
         await runner.dcs.delete_initialize()
         return False
+
+
+async def keep_standby_leader_conf(
+    settings: PgSettings, view: ClusterView, pg: LocalPostgres, holder: bool
+) -> None:
+    """After each HA loop cycle: on a running standby leader, a changed ``standby_cluster``
+    (restore_command, recovery_min_apply_delay...) reaches PostgreSQL by reload, without
+    waiting for a restart or a re-pointing."""
+    sc = view.settings.standby_cluster
+    if sc is None or not holder or not (pg.running and pg.role == "replica"):
+        return
+    try:
+        if await refresh_standby_leader(settings, sc):
+            log.info("standby leader: applied the changed standby_cluster settings (reload)")
+    except (PostgresError, OSError) as exc:
+        log.warning("could not apply the standby_cluster settings: %s", exc)
 
 
 def _remove_contents(path: Path) -> None:

@@ -13,12 +13,17 @@ from hamgr.config.standby import StandbyCluster
 from hamgr.postgres import conf, render
 from hamgr.postgres.control import is_running, reload, start
 from hamgr.postgres.errors import StateError
-from hamgr.postgres.files import write_file
+from hamgr.postgres.files import read_text, write_file
 from hamgr.postgres.process import resolve_run_as
 from hamgr.postgres.replication import clone_from
 from hamgr.postgres.settings import PgSettings
 
-__all__ = ["clone_standby_leader", "configure_standby_leader", "follow_remote"]
+__all__ = [
+    "clone_standby_leader",
+    "configure_standby_leader",
+    "follow_remote",
+    "refresh_standby_leader",
+]
 
 
 def render_standby_leader_conf(settings: PgSettings, sc: StandbyCluster) -> str:
@@ -69,3 +74,15 @@ async def clone_standby_leader(settings: PgSettings, sc: StandbyCluster) -> None
         )
     await clone_from(settings, sc.host, sc.port, slot_name=sc.primary_slot_name)
     configure_standby_leader(settings, sc)
+
+
+async def refresh_standby_leader(settings: PgSettings, sc: StandbyCluster) -> bool:
+    """Bring a running standby leader's recovery config up to date with ``sc`` (a changed
+    restore_command, recovery_min_apply_delay, slot or upstream): rewrite and reload only when
+    the file differs. True when it did."""
+    path = settings.data_dir / render.RECOVERY_CONF
+    if read_text(path) == render_standby_leader_conf(settings, sc):
+        return False
+    configure_standby_leader(settings, sc)
+    await reload(settings)
+    return True
