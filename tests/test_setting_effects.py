@@ -53,6 +53,7 @@ PARAMETERS = (
 )
 SYNC = "tests/ha/test_sync.py"
 STANDBY_DECIDE = "tests/ha/test_decide_standby.py::test_standby_cluster"
+STANDBY_LIVE = "tests/postgres/test_standbyleader_conf.py::test_a_changed_standby_cluster_reaches_the_running_server"
 STANDBY_CONF = "tests/postgres/test_standbyleader_conf.py::test_every_key_reaches_the_recovery_config"
 STANDBY_E2E = (
     "tests/ha/test_standby_cluster_e2e.py::test_a_standby_cluster_clones_the_primary_cluster_and_follows_it",
@@ -183,7 +184,7 @@ EFFECTS: dict[str, Tests] = {
     "dynamic.retry_timeout": (LIVE_TTL, f"{CONTRACT}::check_calls_are_bounded_by_retry_timeout"),
     "bootstrap.dcs.standby_cluster": (STANDBY_DECIDE, STANDBY_CONF, *STANDBY_E2E),
     "bootstrap.dcs.slots": (PERMANENT_SLOTS, SLOTS_E2E),
-    "dynamic.standby_cluster": (STANDBY_DECIDE, STANDBY_CONF, *STANDBY_E2E),
+    "dynamic.standby_cluster": (STANDBY_DECIDE, STANDBY_CONF, STANDBY_LIVE, *STANDBY_E2E),
     "dynamic.slots": (PERMANENT_SLOTS, SLOTS_E2E),
     "dynamic.safety_margin": (f"{LIVE_TIMING}::test_safety_margin_changed_live_moves_the_fence_by_the_difference", LEASE_CLOCK),
 }
