@@ -166,7 +166,8 @@ def _paused(view: ClusterView, local: LocalState, holder: bool) -> Decision:
                 f"paused: a forced failover to {manual.candidate}: giving the leader key up; my "
                 "PostgreSQL is left running as primary (stop it: two primaries may accept writes)",
             )
-        if pg.is_primary or (view.settings.standby_cluster and pg.running and pg.role == "replica"):
+        standby_leader = view.settings.standby_cluster is not None and pg.role == "replica"
+        if pg.is_primary or (standby_leader and pg.running):
             return Decision((RenewLease(),), f"paused: I am the leader, no automatic actions{note}")
         return Decision(
             (ReleaseLeader(key),),
@@ -432,7 +433,8 @@ def _no_leader(
     pg = local.pg
     if view.initialize is None:
         sc = view.settings.standby_cluster
-        if sc is not None and not local.pg.initialized and local.pg.data_dir_empty:
+        fresh = not local.pg.initialized and local.pg.data_dir_empty
+        if sc is not None and fresh and not local.tags.nofailover:
             return bootstrap_standby(sc)
         return _bootstrap_race(local)
     if view.initialize == "" and not pg.is_primary:

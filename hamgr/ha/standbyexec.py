@@ -76,9 +76,9 @@ async def keep_standby_leader_conf(
 ) -> None:
     """After each HA loop cycle: on a running standby leader, a changed ``standby_cluster``
     (restore_command, recovery_min_apply_delay...) reaches PostgreSQL by reload, without
-    waiting for a restart or a re-pointing."""
+    waiting for a restart or a re-pointing. Not while paused (hands off PostgreSQL)."""
     sc = view.settings.standby_cluster
-    if sc is None or not holder or not (pg.running and pg.role == "replica"):
+    if sc is None or view.settings.pause or not holder or not (pg.running and pg.role == "replica"):
         return
     try:
         if await refresh_standby_leader(settings, sc):

@@ -65,6 +65,14 @@ TABLE = [
         "bootstrap a standby cluster of 127.0.1.1:5432",
     ),
     row(
+        "nofailover-member-waits-for-another-to-bootstrap",
+        view(leader=None, initialize=None, settings=STANDBY, members=()),
+        local("a", EMPTY, nofailover=True),
+        None,
+        (),
+        "tagged nofailover, I wait",
+    ),
+    row(
         "fresh-cluster-without-host-waits",
         view(
             leader=None,
