@@ -48,6 +48,7 @@ class LocalStatus:
     ``sync_role``: ``"sync"`` or ``"quorum"`` while the store's record counts this standby in
     the synchronous set. ``standby_leader``: this member holds the key of a standby cluster
     and runs PostgreSQL as a standby of the remote primary (hamgr/ha/standby.py).
+    ``replication_slots``: the slots the primary (or standby leader) keeps (hamgr/ha/slots.py).
     """
 
     member: MemberState
@@ -56,6 +57,7 @@ class LocalStatus:
     lag: int | None = None
     holds_leader_key: bool = False
     standby_leader: bool = False
+    replication_slots: tuple[str, ...] = ()
     fence_at: float | None = None
     pending_restart: bool = False
     sync_role: str | None = None

@@ -84,6 +84,7 @@ class LoopView:
             lag=lag,
             holds_leader_key=holds,
             standby_leader=holds and is_standby_leader(view, pg),
+            replication_slots=loop.slots_kept(),
             fence_at=lease.fence_at,
             pending_restart=bool(pg.pending_restart),
             loop_at=loop.last_loop_at,

@@ -227,6 +227,10 @@ class HaLoop:
             self._on_cycle(view, pg, decision, self.last_loop_at - started)
         return decision
 
+    def slots_kept(self) -> tuple[str, ...]:
+        """The replication slots this agent keeps as primary or standby leader (REST API)."""
+        return self._slots.kept
+
     def _follow_runner_settings(self) -> None:
         """Take the runner's PostgreSQL settings once it applied new parameters (ApplyParameters),
         so that every later write of the config files renders them."""

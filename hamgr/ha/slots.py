@@ -82,6 +82,12 @@ class SlotKeeper:
         self._last_needed: dict[str, float] = {}
         self._legacy_seen: set[str] = set()
 
+    @property
+    def kept(self) -> tuple[str, ...]:
+        """The slots this agent knows exist while it leads (members' and permanent), sorted;
+        empty otherwise (GET /patroni ``replication_slots``)."""
+        return tuple(sorted(self._existing))
+
     async def maintain(
         self, view: ClusterView, pg: LocalPostgres, holder: bool, now: float
     ) -> None:

@@ -32,6 +32,7 @@ async def test_permanent_slots_are_kept_on_the_primary(
 
     await keeper.maintain(with_slots("archiver", "dr"), PRIMARY, True, 0.0)
     assert set(await slots(a)) == {"archiver", "b", "dr"}
+    assert keeper.kept == ("archiver", "b", "dr")  # what GET /patroni reports
     # Long past member_slots_ttl, a declared slot that no member needs stays.
     await keeper.maintain(with_slots("archiver", "dr"), PRIMARY, True, TTL * 3)
     assert set(await slots(a)) == {"archiver", "b", "dr"}

@@ -81,6 +81,12 @@ def slots_on(c: AgentCluster, name: str) -> set[str]:
     return {r[0] for r in rows}
 
 
+def reported(c: AgentCluster, name: str) -> list[str]:
+    """The replication slots member `name`'s GET /patroni reports it keeps."""
+    code, body = c.http(name, "/patroni")
+    return list(body.get("replication_slots", [])) if code == 200 else []
+
+
 def wait_row(c: AgentCluster, name: str, value: int) -> None:
     """Until member `name` holds row `value` of table t13."""
     wait_for(lambda: has_row(c, name, "t13", value), MOVE, f"row {value} on {name}")
@@ -98,6 +104,7 @@ def test_a_standby_cluster_clones_the_primary_cluster_and_follows_it(
 ) -> None:
     primary = main.wait_primary(MOVE)
     assert SLOT in slots_on(main, primary), "the permanent slot is created on the primary"
+    wait_for(lambda: SLOT in reported(main, primary), MOVE, f"/patroni reporting {SLOT}")
     leader = wait_for(lambda: standby_leader(standby), BOOT, "a standby leader")
     other = next(n for n in PG_MEMBERS if n != leader)
     standby.wait_streaming([other], BOOT)
@@ -153,5 +160,6 @@ def test_permanent_slots_follow_the_primary_through_a_switchover(main: AgentClus
     assert code == 200, body
     assert main.wait_primary(MOVE) == new
     wait_for(lambda: SLOT in slots_on(main, new), MOVE, f"slot {SLOT} on the new primary")
+    wait_for(lambda: SLOT in reported(main, new), MOVE, f"{new}'s /patroni reporting {SLOT}")
     code, config = call(main, new, "GET", "/config")
     assert config["slots"] == {SLOT: {"type": "physical"}}
