@@ -5,7 +5,9 @@ Paths and status codes follow Patroni's REST API. Health checks (GET, HEAD, OPTI
 from the store::
 
     /, /primary, /read-write  PostgreSQL primary AND leader key held AND lease deadline ahead
-    /leader                   this member holds the leader key
+    /leader                   this member holds the leader key (primary or standby leader)
+    /standby-leader           this member is the standby leader of a standby cluster (as
+                              Patroni: /primary answers 503 there, /leader 200)
     /replica                  running standby, streaming, not tagged noloadbalance;
                               ?lag=16MB fails above that lag, ?tag_<name>=<value> checks a tag
     /read-only                /primary or /replica
@@ -88,6 +90,8 @@ _HEALTH = {
     "/primary": "primary",
     "/read-write": "primary",
     "/leader": "leader",
+    "/standby-leader": "standby-leader",
+    "/standby_leader": "standby-leader",
     "/replica": "replica",
     "/read-only": "read-only",
     "/health": "health",
@@ -151,18 +155,23 @@ def health_ok(
             raise HttpError(400, f"lag: {e}") from None
     lag_ok = max_lag is None or (local.lag is not None and local.lag <= max_lag)
     standby = pg.running and pg.role == "replica" and local.streaming
-    replica = standby and lag_ok and not local.member.tags.noloadbalance
+    # As Patroni: a standby leader is no replica (its role is standby_leader), but read-only.
+    replica = (
+        standby and lag_ok and not local.member.tags.noloadbalance and not local.standby_leader
+    )
     if check == "primary":
         return serving
     if check == "leader":
         return local.holds_leader_key
+    if check == "standby-leader":
+        return local.standby_leader
     if check == "liveness":
         return local.loop_at is not None and now - local.loop_at <= local.ttl
     if check == "readiness":
         return serving or (standby and lag_ok)
     passed = {
         "replica": replica,
-        "read-only": serving or replica,
+        "read-only": serving or replica or (local.standby_leader and lag_ok),
         "health": pg.running,
         "synchronous": replica and local.sync_role == "sync",
         "quorum": replica and local.sync_role == "quorum",
@@ -185,7 +194,7 @@ def member_status(view: AgentView, local: LocalStatus, now: float) -> dict[str, 
         "api_url": view.api_url,
         "conn_url": m.conn_url,
         "state": state,
-        "role": pg.role if pg.running else m.role,
+        "role": "standby_leader" if local.standby_leader else (pg.role if pg.running else m.role),
         "timeline": pg.timeline,
         "xlog": (
             {"location": pg.current_lsn}
@@ -204,6 +213,7 @@ def member_status(view: AgentView, local: LocalStatus, now: float) -> dict[str, 
         "primary_serving": view.is_primary_serving(),
         "fence_token": m.fence_token,
         "fence_remaining": round(local.fence_at - now, 3) if local.fence_at is not None else None,
+        "replication_slots": list(local.replication_slots),
         "pending_restart": local.pending_restart,
         "pending_restart_reason": list(pg.pending_restart),
         "pause": m.paused,
@@ -223,6 +233,11 @@ def _standby_role(cluster: ClusterView, name: str, role: str) -> str:
     return {"sync": "sync_standby", "quorum": "quorum_standby"}.get(found or "", role)
 
 
+def _leader_role(cluster: ClusterView) -> str:
+    """The key holder's role in /cluster: ``standby_leader`` in a standby cluster (Patroni's)."""
+    return "standby_leader" if cluster.settings.standby_cluster is not None else "leader"
+
+
 def cluster_json(scope: str, cluster: ClusterView) -> dict[str, Any]:
     """``GET /cluster``: every member with its lag behind the leader, the leader, pause, request."""
     leader = cluster.leader.name if cluster.leader else None
@@ -239,7 +254,9 @@ def cluster_json(scope: str, cluster: ClusterView) -> dict[str, Any]:
                 "host": host,
                 "port": port,
                 "api_url": m.api_url,
-                "role": "leader" if m.name == leader else _standby_role(cluster, m.name, m.role),
+                "role": _leader_role(cluster)
+                if m.name == leader
+                else _standby_role(cluster, m.name, m.role),
                 "state": m.state,
                 "timeline": m.timeline,
                 "received_lsn": m.received_lsn,
@@ -315,6 +332,12 @@ def check_request(
         candidate=o.text("candidate", None) if kind == "switchover" else o.text("candidate"),
         scheduled_at=parse_scheduled(body.get("scheduled_at"), wall_now),
     )
+    if cluster.settings.standby_cluster is not None:
+        raise HttpError(
+            400,
+            f"{kind} inside a standby cluster is not supported: stop the standby leader's agent "
+            "to move the role, or remove standby_cluster to promote",
+        )
     if cluster.settings.pause:
         check_paused_failover(req, cluster, force)
     current = cluster.leader.name if cluster.leader else None

@@ -46,7 +46,9 @@ class LocalStatus:
     of the last successful keepalive, and the end of the last HA loop cycle; ``ttl`` the lease
     TTL in force (how stale ``loop_at`` may be before ``GET /liveness`` fails).
     ``sync_role``: ``"sync"`` or ``"quorum"`` while the store's record counts this standby in
-    the synchronous set.
+    the synchronous set. ``standby_leader``: this member holds the key of a standby cluster
+    and runs PostgreSQL as a standby of the remote primary (hamgr/ha/standby.py).
+    ``replication_slots``: the slots the primary (or standby leader) keeps (hamgr/ha/slots.py).
     """
 
     member: MemberState
@@ -54,6 +56,8 @@ class LocalStatus:
     streaming: bool = False
     lag: int | None = None
     holds_leader_key: bool = False
+    standby_leader: bool = False
+    replication_slots: tuple[str, ...] = ()
     fence_at: float | None = None
     pending_restart: bool = False
     sync_role: str | None = None

@@ -198,7 +198,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]], title: str =
 
 
 def _lag_mb(member: dict[str, Any]) -> object:
-    if member["role"] == "leader":
+    if member["role"] in ("leader", "standby_leader"):
         return None
     return "unknown" if member["lag"] is None else round(member["lag"] / MB)
 

@@ -52,6 +52,16 @@ PARAMETERS = (
     "tests/postgres/test_params.py::test_effective_parameters",
 )
 SYNC = "tests/ha/test_sync.py"
+STANDBY_DECIDE = "tests/ha/test_decide_standby.py::test_standby_cluster"
+STANDBY_LIVE = "tests/postgres/test_standbyleader_conf.py::test_a_changed_standby_cluster_reaches_the_running_server"
+STANDBY_CONF = "tests/postgres/test_standbyleader_conf.py::test_every_key_reaches_the_recovery_config"
+STANDBY_E2E = (
+    "tests/ha/test_standby_cluster_e2e.py::test_a_standby_cluster_clones_the_primary_cluster_and_follows_it",
+    "tests/ha/test_standby_cluster_e2e.py::test_the_standby_leader_fails_over_without_promoting",
+    "tests/ha/test_standby_cluster_e2e.py::test_removing_standby_cluster_promotes_the_standby_leader",
+)
+SLOTS_E2E = "tests/ha/test_standby_cluster_e2e.py::test_permanent_slots_follow_the_primary_through_a_switchover"
+PERMANENT_SLOTS = "tests/ha/test_slots_permanent.py::test_permanent_slots_are_kept_on_the_primary"
 ETCD_AGENTS = (
     "tests/ha/test_cluster.py::test_kill9_primary_failover_then_old_primary_rewinds_and_streams"
 )
@@ -191,6 +201,10 @@ EFFECTS: dict[str, Tests] = {
     "dynamic.loop_wait": LOOP_CADENCE,
     "dynamic.ttl": (LIVE_TTL, f"{CONTRACT}::check_a_new_ttl_moves_the_keys_onto_a_new_lease", LEASE_CLOCK),
     "dynamic.retry_timeout": (LIVE_TTL, f"{CONTRACT}::check_calls_are_bounded_by_retry_timeout"),
+    "bootstrap.dcs.standby_cluster": (STANDBY_DECIDE, STANDBY_CONF, *STANDBY_E2E),
+    "bootstrap.dcs.slots": (PERMANENT_SLOTS, SLOTS_E2E),
+    "dynamic.standby_cluster": (STANDBY_DECIDE, STANDBY_CONF, STANDBY_LIVE, *STANDBY_E2E),
+    "dynamic.slots": (PERMANENT_SLOTS, SLOTS_E2E),
     "dynamic.safety_margin": (f"{LIVE_TIMING}::test_safety_margin_changed_live_moves_the_fence_by_the_difference", LEASE_CLOCK),
 }
 # fmt: on

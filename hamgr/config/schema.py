@@ -27,6 +27,7 @@ from hamgr.config.methods import (
     replica_method_names,
 )
 from hamgr.config.problems import BAD, fmt_path, show
+from hamgr.config.standby import load_slots, load_standby_cluster
 from hamgr.config.values import (
     SECRET,
     Custom,
@@ -128,6 +129,8 @@ ParameterValue = str | int | float | bool
 InitdbOption = Annotated[str | dict[str, str], Custom(_load_initdb_option)]
 SyncModeSetting = Annotated[str, Custom(_load_sync_mode)]
 BytesOrNoLimit = Annotated[int, Rule(_at_least_minus_one)]
+StandbyClusterSetting = Annotated[object | None, Custom(load_standby_cluster)]
+SlotsSetting = Annotated[dict[str, Any], Custom(load_slots)]
 
 
 # --- The configuration ----------------------------------------------------------------------
@@ -389,6 +392,8 @@ class DcsConfig:
     synchronous_node_count: PositiveInt = 1
     maximum_lag_on_syncnode: BytesOrNoLimit = -1
     postgresql: DcsPostgresConfig = field(default_factory=DcsPostgresConfig)
+    standby_cluster: StandbyClusterSetting = None
+    slots: SlotsSetting = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)

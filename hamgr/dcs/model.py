@@ -20,6 +20,13 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
 
 from hamgr.config.schema import DcsConfig
+from hamgr.config.standby import (
+    SettingError,
+    StandbyCluster,
+    parse_slots,
+    parse_standby_cluster,
+    slots_to_dict,
+)
 from hamgr.config.timing import timing_problems
 from hamgr.config.values import address_problem
 from hamgr.dcs.jsonfields import (
@@ -371,6 +378,10 @@ class DynamicSettings:
     ``synchronous_mode_strict`` keeps commits waiting when no synchronous standby is left instead
     of going asynchronous; ``maximum_lag_on_syncnode`` (bytes, -1: no limit) drops a standby
     that lags more from the synchronous set.
+
+    ``standby_cluster`` (None: a normal cluster) makes the key holder a standby leader of a
+    remote primary; ``slots`` names the permanent physical slots the primary keeps
+    (hamgr/config/standby.py).
     """
 
     ttl: float = _DCS_DEFAULTS.ttl
@@ -387,6 +398,8 @@ class DynamicSettings:
     synchronous_mode_strict: bool = _DCS_DEFAULTS.synchronous_mode_strict
     synchronous_node_count: int = _DCS_DEFAULTS.synchronous_node_count
     maximum_lag_on_syncnode: int = _DCS_DEFAULTS.maximum_lag_on_syncnode
+    standby_cluster: StandbyCluster | None = None
+    slots: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_choice("synchronous_mode", self.synchronous_mode, SYNC_MODES)
@@ -425,6 +438,10 @@ class DynamicSettings:
             synchronous_mode_strict=dcs.synchronous_mode_strict,
             synchronous_node_count=dcs.synchronous_node_count,
             maximum_lag_on_syncnode=dcs.maximum_lag_on_syncnode,
+            standby_cluster=(
+                dcs.standby_cluster if isinstance(dcs.standby_cluster, StandbyCluster) else None
+            ),
+            slots=parse_slots(dcs.slots),
         )
 
     @property
@@ -435,6 +452,8 @@ class DynamicSettings:
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["parameters"] = dict(self.parameters)
+        out["standby_cluster"] = self.standby_cluster.to_dict() if self.standby_cluster else None
+        out["slots"] = slots_to_dict(self.slots)
         return out
 
     @classmethod
@@ -462,7 +481,19 @@ class DynamicSettings:
             synchronous_mode_strict=o.flag("synchronous_mode_strict", d.synchronous_mode_strict),
             synchronous_node_count=o.integer("synchronous_node_count", d.synchronous_node_count),
             maximum_lag_on_syncnode=o.integer("maximum_lag_on_syncnode", d.maximum_lag_on_syncnode),
+            **_standby_and_slots(o),
         )
+
+
+def _standby_and_slots(o: JsonObject) -> dict[str, Any]:
+    """``standby_cluster`` and ``slots`` (hamgr/config/standby.py), errors named by key."""
+    try:
+        return {
+            "standby_cluster": parse_standby_cluster(o.data.get("standby_cluster")),
+            "slots": parse_slots(o.data.get("slots")),
+        }
+    except SettingError as exc:
+        raise ModelError(o.name(exc.key), exc.problem) from None
 
 
 def sync_mode(value: object, name: str = "synchronous_mode") -> SyncMode:

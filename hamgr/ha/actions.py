@@ -108,6 +108,19 @@ class Rewind:
 
 
 @dataclass(frozen=True)
+class CloneRemote:
+    """Bootstrap a standby cluster: pg_basebackup from ``standby_cluster``'s remote primary
+    into the empty data directory, write the cluster's settings, start as the standby leader.
+    On failure the loop cleans up as after a failed Bootstrap."""
+
+
+@dataclass(frozen=True)
+class FollowRemote:
+    """Make this standby the standby leader: replicate from ``standby_cluster``'s remote
+    primary (and/or its restore_command); a stopped PostgreSQL is started so."""
+
+
+@dataclass(frozen=True)
 class Reclone:
     """Remove the data directory and clone it again from ``leader`` (only when configured)."""
 
@@ -234,6 +247,8 @@ Action = (
     | CloneFrom
     | StartReplica
     | Follow
+    | CloneRemote
+    | FollowRemote
     | Rewind
     | Reclone
     | Reinitialize
@@ -259,6 +274,8 @@ POSTGRES_ACTIONS: tuple[type, ...] = (
     CloneFrom,
     StartReplica,
     Follow,
+    CloneRemote,
+    FollowRemote,
     Rewind,
     Reclone,
     Reinitialize,

@@ -29,6 +29,7 @@ from hamgr.dcs.model import (
     TimelineEntry,
 )
 from hamgr.ha.loop import HaLoop
+from hamgr.ha.standby import is_standby_leader
 from hamgr.ha.syncrep import sync_role
 
 
@@ -82,6 +83,8 @@ class LoopView:
             streaming=pg.role == "replica" and pg.upstream is not None,
             lag=lag,
             holds_leader_key=holds,
+            standby_leader=holds and is_standby_leader(view, pg),
+            replication_slots=loop.slots_kept(),
             fence_at=lease.fence_at,
             pending_restart=bool(pg.pending_restart),
             loop_at=loop.last_loop_at,

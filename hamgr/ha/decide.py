@@ -23,7 +23,8 @@ Order of precedence, first match wins:
 4. I hold the leader key: renew it, keep PostgreSQL primary (start, promote; give the key back
    when it has not come up as primary within ``primary_start_timeout``), repair the
    initialize key, record new timelines and my WAL position, manage the synchronous standbys
-   (syncrep.py), handle a switchover, keep the store's leadership away.
+   (syncrep.py), handle a switchover, keep the store's leadership away. In a standby cluster
+   (``standby_cluster`` set) be the standby leader instead: standby.py.
 5. Another member holds it: be its standby (clone, start, re-point, rewind or re-clone), and
    demote at once if my PostgreSQL still runs as primary (my lease is lost).
 6. Nobody holds it: bootstrap race for a new cluster, or the failover race (race.py); in
@@ -68,6 +69,7 @@ from hamgr.ha.actions import (
 from hamgr.ha.inputs import LocalState, PeerProbe
 from hamgr.ha.pgparams import with_parameters
 from hamgr.ha.race import describe_request, failover_race
+from hamgr.ha.standby import as_standby_leader, bootstrap_standby
 from hamgr.ha.switchover import leader_switchover
 from hamgr.ha.syncrep import new_leader_record, plan_primary
 from hamgr.lsn import show_lsn
@@ -165,7 +167,8 @@ def _paused(view: ClusterView, local: LocalState, holder: bool) -> Decision:
                 f"paused: a forced failover to {manual.candidate}: giving the leader key up; my "
                 "PostgreSQL is left running as primary (stop it: two primaries may accept writes)",
             )
-        if pg.is_primary:
+        standby_leader = view.settings.standby_cluster is not None and pg.role == "replica"
+        if pg.is_primary or (standby_leader and pg.running):
             return Decision((RenewLease(),), f"paused: I am the leader, no automatic actions{note}")
         return Decision(
             (ReleaseLeader(key),),
@@ -210,6 +213,8 @@ def _as_holder(
             "primary until a keepalive succeeds",
         )
     renew: tuple[Action, ...] = (RenewLease(),)
+    if view.settings.standby_cluster is not None:
+        return as_standby_leader(view, local, key, renew, _upkeep(view, local))
     if not pg.initialized:
         if view.initialize == "" and pg.data_dir_empty:
             return Decision(
@@ -266,6 +271,8 @@ def _start_timed_out(view: ClusterView, local: LocalState, key: LeaderKey) -> De
 
 def _promotion(view: ClusterView, local: LocalState) -> tuple[Action, ...]:
     """Promote, after recording in synchronous mode that no other member holds my commits."""
+    if view.settings.standby_cluster is not None:
+        return ()  # a standby cluster's new leader follows the remote primary (standby.py)
     strict = view.settings.synchronous and view.settings.synchronous_mode_strict
     return (*new_leader_record(view, local.name), Promote(strict=strict))
 
@@ -430,6 +437,10 @@ def _no_leader(
 ) -> Decision:
     pg = local.pg
     if view.initialize is None:
+        sc = view.settings.standby_cluster
+        fresh = not local.pg.initialized and local.pg.data_dir_empty
+        if sc is not None and fresh and not local.tags.nofailover:
+            return bootstrap_standby(sc)
         return _bootstrap_race(local)
     if view.initialize == "" and not pg.is_primary:
         return _claimed_without_leader(view, local)

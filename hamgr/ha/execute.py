@@ -35,6 +35,7 @@ from hamgr.ha.callbacks import PRIMARY, REPLICA, CallbackRunner
 from hamgr.ha.inputs import LocalPostgres, SyncBarrier
 from hamgr.ha.leaseclock import LeaseClock, Renewal
 from hamgr.ha.slots import slot_name
+from hamgr.ha.standbyexec import run_standby_action
 from hamgr.ha.syncrep import ANY_STANDBY
 from hamgr.postgres import PgSettings, PostgresError
 from hamgr.postgres.conf import STANDBY_SIGNAL, clear_sync_conf, write_sync_conf
@@ -75,6 +76,8 @@ STARTS_POSTGRES = (
     a.CloneFrom,
     a.StartReplica,
     a.Follow,
+    a.CloneRemote,
+    a.FollowRemote,
     a.Rewind,
     a.Reclone,
     a.Reinitialize,
@@ -524,6 +527,9 @@ class ActionRunner:
             if not was_running:
                 self._started(REPLICA)
             return True
+        if isinstance(action, a.CloneRemote | a.FollowRemote):
+            with self.long_step(LONG_STEP):
+                return await run_standby_action(self, action, view)
         if isinstance(action, a.Rewind):
             with self.long_step(LONG_STEP):
                 return await self._rewind(view, action.leader)

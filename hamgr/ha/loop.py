@@ -46,6 +46,7 @@ from hamgr.ha.observe import (
     unled_claim,
 )
 from hamgr.ha.slots import SlotKeeper
+from hamgr.ha.standbyexec import keep_standby_leader_conf
 from hamgr.postgres import HeldConnection, PgSettings
 
 log = logging.getLogger(__name__)
@@ -218,12 +219,17 @@ class HaLoop:
         key = view.leader
         holder = key is not None and key.revision == self.runner.lease.leader_revision
         await self._slots.maintain(view, pg, holder, clock.now())
+        await keep_standby_leader_conf(self.pg, view, pg, holder)
         await self._publish(view, pg, decision)
         self.last_loop_at = clock.now()
         self.loop_count += 1
         if self._on_cycle is not None:
             self._on_cycle(view, pg, decision, self.last_loop_at - started)
         return decision
+
+    def slots_kept(self) -> tuple[str, ...]:
+        """The replication slots this agent keeps as primary or standby leader (REST API)."""
+        return self._slots.kept
 
     def _follow_runner_settings(self) -> None:
         """Take the runner's PostgreSQL settings once it applied new parameters (ApplyParameters),

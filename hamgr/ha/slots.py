@@ -8,6 +8,11 @@ member name; `departed_slots` is the rule, pure; `SlotKeeper` runs it against Po
 the HA loop. Only slots this agent saw a member need are ever dropped: a slot an operator
 created, or one of a member that left before this agent last started, is never touched; nor is
 a slot still in use (its standby streams although its agent is gone).
+
+Permanent slots (the dynamic setting ``slots``, as Patroni's) are created and kept on whichever
+member is primary, or standby leader, like the members' (also with ``use_slots`` off); one
+removed from ``slots`` counts as departed from then on. A standby cluster's standby leader
+keeps its members' slots too: they stream from it.
 """
 
 from __future__ import annotations
@@ -67,7 +72,8 @@ def departed_slots(
 
 
 class SlotKeeper:
-    """Creates the slots of present members and drops those of departed ones, as primary."""
+    """Creates the slots of present members and the permanent ones, and drops those of
+    departed members, as primary (or standby leader)."""
 
     def __init__(self, pg: PgSettings, me: str) -> None:
         self.pg = pg
@@ -76,15 +82,25 @@ class SlotKeeper:
         self._last_needed: dict[str, float] = {}
         self._legacy_seen: set[str] = set()
 
+    @property
+    def kept(self) -> tuple[str, ...]:
+        """The slots this agent knows exist while it leads (members' and permanent), sorted;
+        empty otherwise (GET /patroni ``replication_slots``)."""
+        return tuple(sorted(self._existing))
+
     async def maintain(
         self, view: ClusterView, pg: LocalPostgres, holder: bool, now: float
     ) -> None:
         """One pass: `holder` says this agent holds the leader key (and `view` is current)."""
-        if not (holder and pg.is_primary and view.settings.use_slots):
+        leading = pg.is_primary or (
+            view.settings.standby_cluster is not None and pg.running and pg.role == "replica"
+        )
+        if not (holder and leading and (view.settings.use_slots or view.settings.slots)):
             self._existing = set()  # a later term as primary lists them afresh
             return
         others = [m.name for m in view.members if m.name != self.me]
-        wanted = {slot_name(name) for name in others}
+        wanted = {slot_name(name) for name in others} if view.settings.use_slots else set()
+        wanted |= set(view.settings.slots)  # permanent: kept while declared
         for name in wanted:
             self._last_needed[name] = now
         for name in others:  # its slot from before slot_name was one per name: departed
