@@ -1,0 +1,64 @@
+"""Test only: `RaftNode` subclasses that each break one rule of the node, to show that the node
+simulator's checks catch them (`python -m hamgr.raft.simnode --bug-report`). Production code never
+uses them; each overrides one small method of the real node.
+
+- `read_without_quorum`: a leader answers linearizable reads and keepalives from its own state,
+  without a ReadIndex round confirming that it still leads (a deposed leader serves stale data
+  and extends leases it no longer counts).
+- `leases_kept_after_step_down`: a deposed leader's lease clock keeps its deadlines; elected
+  again, it expires leases that another leader kept alive meanwhile.
+- `send_before_persist`: the node sends a Ready's votes and acknowledgements before their fsync
+  (a crash then forgets what others counted on).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from hamgr.raft.core import RaftCore
+from hamgr.raft.lease import LeaseClock
+from hamgr.raft.node import RaftNode
+from hamgr.raft.types import Ready
+
+__all__ = ["BUGS"]
+
+
+class ReadWithoutQuorum(RaftNode):
+    """Bug: reads (and keepalives) skip the ReadIndex round."""
+
+    async def _read_barrier(self, what: str) -> None:
+        self._check_leader()
+
+
+class _ClockThatNeverStepsDown(LeaseClock):
+    def step_down(self) -> None:
+        pass
+
+
+class LeasesKeptAfterStepDown(RaftNode):
+    """Bug: a deposed leader keeps counting leases; elected again, it carries on from its old
+    deadlines instead of restarting every lease at a full TTL (keepalives it missed meanwhile
+    were served by another leader)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        retry = max(self.election_timeout, self.tick_interval)
+        self.leases = _ClockThatNeverStepsDown(retry_interval=retry)
+
+
+class SendBeforePersist(RaftNode):
+    """Bug: a Ready's messages leave before its batch is saved."""
+
+    async def _handle_ready(self, core: RaftCore, rd: Ready) -> None:
+        for m in rd.messages:
+            self.transport.send(m)
+        await super()._handle_ready(core, replace(rd, messages=[]))
+
+
+BUGS: dict[str, type[RaftNode]] = {
+    "read_without_quorum": ReadWithoutQuorum,
+    "leases_kept_after_step_down": LeasesKeptAfterStepDown,
+    "send_before_persist": SendBeforePersist,
+}
+"""Planted bugs by name."""
