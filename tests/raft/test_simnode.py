@@ -91,16 +91,23 @@ def test_node_sim_replays_a_seed_exactly() -> None:
 
 
 @pytest.mark.parametrize(
-    ("bug", "seed", "found"),
+    ("bug", "found"),
     [
-        ("send_before_persist", 1, "sent before persisted"),
-        ("read_without_quorum", 4, ""),  # a stale read or a lease kept alive by a deposed leader
-        ("leases_kept_after_step_down", 1, "lease safety"),
+        ("send_before_persist", "sent before persisted"),
+        ("read_without_quorum", ""),  # a stale read, or a lease kept alive by a deposed leader
+        ("leases_kept_after_step_down", "lease safety"),
     ],
 )
-def test_node_sim_catches_a_planted_bug(bug: str, seed: int, found: str) -> None:
-    result = run_seed(seed, NodeSim, profile, bug)
-    assert result is not None and result.startswith("violation") and found in result, result
+def test_node_sim_catches_a_planted_bug(bug: str, found: str) -> None:
+    """Caught within the first 12 seeds (each is caught in about a third of seeds or more;
+    `--bug-report` prints the rates), stopping at the first catch."""
+    results = []
+    for seed in range(1, 13):
+        result = run_seed(seed, NodeSim, profile, bug)
+        results.append(result)
+        if result is not None and result.startswith("violation") and found in result:
+            return
+    pytest.fail(f"{bug} not caught in 12 seeds: {results}")
 
 
 @pytest.mark.slow
