@@ -39,10 +39,11 @@ from hamgr.raft.simdisk import SimStorage
 from hamgr.raft.simkvcheck import MS, KVHistory
 from hamgr.raft.simloop import VirtualLoop
 from hamgr.raft.simnet import NetFaults, SimNetwork
+from hamgr.raft.simnodefaults import FAULTS, HUNT_FAULTS, inject_fault
 from hamgr.raft.simworld import Disk
 from hamgr.raft.types import HardState, Message, MsgType, Snapshot
 
-__all__ = ["NodeSim", "NodeSimConfig", "profile"]
+__all__ = ["NodeSim", "NodeSimConfig", "hunt_profile", "profile"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ class NodeSimConfig:
     snapshot_entries: int = 50
     request_timeout: float = 0.5
     rule_checks: bool = True
+    faults: tuple[tuple[str, float], ...] = FAULTS
+    """Fault kinds and their weights (`hamgr.raft.simnodefaults`)."""
 
 
 def profile(seed: int, base: NodeSimConfig | None = None) -> NodeSimConfig:
@@ -83,6 +86,12 @@ def profile(seed: int, base: NodeSimConfig | None = None) -> NodeSimConfig:
         fsync=r.choice(((0.0, 0.0), (0.0005, 0.004), (0.001, 0.02))),
         snapshot_entries=r.choice((20, 50, 10_000)),
     )
+
+
+def hunt_profile(seed: int) -> NodeSimConfig:
+    """The bug-hunting profile: three members, faults twice as often, and a mix aimed at two
+    members believing they lead and at leadership moving back and forth."""
+    return replace(profile(seed), nodes=3, fault_every=(0.1, 0.5), faults=HUNT_FAULTS, fault_s=10.0)
 
 
 class HostClock:
@@ -334,8 +343,6 @@ class NodeSim:
     # -- the nemesis and the end ----------------------------------------------------------
 
     async def _nemesis(self) -> None:
-        from hamgr.raft.simnodefaults import inject_fault
-
         cfg = self.cfg
         while self.loop.time() < cfg.fault_s:
             await asyncio.sleep(self.rng.uniform(*cfg.fault_every))
@@ -377,7 +384,7 @@ def main(argv: list[str] | None = None, *, sim_class: type[NodeSim] = NodeSim) -
     """Command line entry point."""
     from hamgr.raft.simnodecli import cli
 
-    return cli(argv, sim_class, profile)
+    return cli(argv, sim_class, profile, hunt_profile)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """Command line of the node simulator (`python -m hamgr.raft.simnode`).
 
 `--seeds N` runs seeds `--first`.. and prints each failure with the command that replays it,
-then `seeds=N violations=V liveness_failures=L` (exit 1 if V or L > 0). `--bug NAME` runs a node
-with a planted bug (`hamgr.raft.simnodebugs`, test only); `--bug-report` prints, per planted bug,
-in how many of the seeds the checks caught it.
+then `seeds=N violations=V liveness_failures=L` (exit 1 if V or L > 0). `--hunt` uses the
+bug-hunting fault mix; `--bug NAME` runs a node with a planted bug (`hamgr.raft.simnodebugs`,
+test only); `--bug-report` prints, per planted bug, in how many of the seeds the checks caught it.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ def cli(
     argv: list[str] | None,
     sim_class: type[NodeSim],
     profile: Callable[[int], NodeSimConfig],
+    hunt: Callable[[int], NodeSimConfig],
 ) -> int:
     """Parse `argv`, run the seeds, print the summary; the exit status."""
     ap = argparse.ArgumentParser(prog=PROG, description=(__doc__ or "").split("\n")[0])
@@ -50,11 +51,14 @@ def cli(
     ap.add_argument("--first", type=int, default=1, help="first seed")
     ap.add_argument("--seed", type=int, help="run only this seed")
     ap.add_argument("--trace", action="store_true", help="print every event of the run")
+    ap.add_argument("--hunt", action="store_true", help="use the bug-hunting fault mix")
     ap.add_argument("--bug", choices=sorted(BUGS), help="test only: plant this bug in every node")
     ap.add_argument(
         "--bug-report", action="store_true", help="per planted bug, in how many seeds it is caught"
     )
     args = ap.parse_args(argv)
+    if args.hunt:
+        profile = hunt
     if args.seed is not None:
         seeds = [args.seed]
     else:
@@ -73,6 +77,7 @@ def cli(
         return 0
     violations = liveness = 0
     extra = f" --bug {args.bug}" if args.bug else ""
+    extra += " --hunt" if args.hunt else ""
     for seed in seeds:
         result = run_seed(seed, sim_class, profile, args.bug, print if args.trace else None)
         if result is None:

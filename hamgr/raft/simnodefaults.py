@@ -19,19 +19,45 @@ from hamgr.raft.types import NotLeaderError
 if TYPE_CHECKING:
     from hamgr.raft.simnode import NodeSim
 
-__all__ = ["inject_fault"]
+__all__ = ["FAULTS", "HUNT_FAULTS", "inject_fault"]
+
+
+FAULTS = (
+    ("crash", 0.25),
+    ("partition", 0.20),
+    ("cut_link", 0.13),
+    ("cold_restart", 0.05),
+    ("slow_disk", 0.15),
+    ("clock_stall", 0.08),
+    ("pause_leader", 0.07),
+    ("transfer", 0.05),
+    ("nothing", 0.02),
+)
+"""The default mix: fault kinds and their weights."""
+
+HUNT_FAULTS = (
+    ("crash", 0.15),
+    ("partition", 0.15),
+    ("slow_disk", 0.05),
+    ("clock_stall", 0.10),
+    ("pause_leader", 0.25),
+    ("transfer", 0.30),
+)
+"""The bug-hunting mix: aimed at moments when two members believe they lead, and at
+leadership moving back and forth (a lease clock must restart each time)."""
 
 
 async def inject_fault(sim: NodeSim) -> None:
-    """Inject one fault into the run."""
+    """Inject one fault into the run, of a kind drawn from `sim.cfg.faults`."""
     rng = sim.rng
+    kinds = sim.cfg.faults
+    kind = rng.choices([k for k, _ in kinds], [w for _, w in kinds])[0]
     ids = list(sim.ids)
     leaders = sim.leaders()
-    roll = rng.random()
-    if roll < 0.25:
+    if kind == "crash":
         victim = rng.choice(leaders if leaders and rng.random() < 0.5 else ids)
         await sim.crash(victim, rng.uniform(0.02, 1.5))
-    elif roll < 0.45:
+    elif kind == "partition":
         rng.shuffle(ids)
         cut = rng.randrange(1, len(ids))
         if leaders and rng.random() < 0.5:  # isolate a leader alone
@@ -43,32 +69,31 @@ async def inject_fault(sim: NodeSim) -> None:
         sim.net.cut(links)
         sim.log(f"partition {left} | {right}")
         sim.loop.call_later(rng.uniform(0.05, 2.0), _uncut, sim, links, "partition healed")
-    elif roll < 0.58:
+    elif kind == "cut_link":
         a, b = rng.sample(ids, 2)
         sim.net.cut([(a, b)])
         sim.log(f"cut link {a}->{b}")
         sim.loop.call_later(rng.uniform(0.05, 2.0), _uncut, sim, [(a, b)], f"link {a}->{b} back")
-    elif roll < 0.63:
+    elif kind == "cold_restart":
         sim.log("cold restart of every member")
         for i in ids:
             await sim.crash(i, rng.uniform(0.01, 0.4))
-    elif roll < 0.78:
+    elif kind == "slow_disk":
         victim = rng.choice(leaders if leaders and rng.random() < 0.5 else ids)
         until = sim.loop.time() + rng.uniform(0.3, 2.5)
         sim.slow_disk[victim] = until
         sim.log(f"slow disk on {victim} until {until * 1000:.0f} ms")
-    elif roll < 0.86:
+    elif kind == "clock_stall":
         victim = rng.choice(leaders if leaders and rng.random() < 0.6 else ids)
         sim.clocks[victim].stall()
         stall = rng.uniform(0.3, 2.0)
         sim.log(f"clock of {victim} stalls for {stall * 1000:.0f} ms")
         sim.loop.call_later(stall, sim.clocks[victim].resume)
-    elif roll < 0.93 and leaders:
+    elif kind == "pause_leader" and leaders:
         _pause(sim, leaders[0], rng.uniform(0.5, 2.5))
-    elif roll < 0.98 and leaders:
-        node = sim.nodes[leaders[0]]
-        to = rng.choice([i for i in ids if i != node.id])
-        sim.log(f"transfer leadership {node.id} -> {to}")
+    elif kind == "transfer" and leaders:
+        to = rng.choice([i for i in ids if i != leaders[0]])
+        sim.log(f"transfer leadership {leaders[0]} -> {to}")
         sim.loop.create_task(_transfer(sim, leaders[0], to))
 
 
