@@ -39,6 +39,8 @@ from hamgr.raft.simdisk import SimStorage
 from hamgr.raft.simkvcheck import MS, KVHistory
 from hamgr.raft.simloop import VirtualLoop
 from hamgr.raft.simnet import NetFaults, SimNetwork
+from hamgr.raft.simnodecli import cli
+from hamgr.raft.simnodeclients import probe, run_client
 from hamgr.raft.simnodefaults import FAULTS, HUNT_FAULTS, inject_fault
 from hamgr.raft.simworld import Disk
 from hamgr.raft.types import HardState, Message, MsgType, Snapshot
@@ -203,8 +205,6 @@ class NodeSim:
         return None
 
     async def _main(self) -> None:
-        from hamgr.raft.simnodeclients import run_client
-
         for i in self.ids:
             await self._start(i)
         tasks = [asyncio.ensure_future(self._nemesis())]
@@ -361,8 +361,6 @@ class NodeSim:
         self.done.set()
 
     async def _liveness(self) -> None:
-        from hamgr.raft.simnodeclients import probe
-
         deadline = self.loop.time() + self.cfg.liveness_s
         while self.loop.time() < deadline and self.violation is None:
             if await probe(self):
@@ -382,8 +380,6 @@ class NodeSim:
 
 def main(argv: list[str] | None = None, *, sim_class: type[NodeSim] = NodeSim) -> int:
     """Command line entry point."""
-    from hamgr.raft.simnodecli import cli
-
     return cli(argv, sim_class, profile, hunt_profile)
 
 
