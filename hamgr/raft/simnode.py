@@ -111,7 +111,8 @@ class HostClock:
         return self._loop.time() - self._behind
 
     def stall(self) -> None:
-        """Stop the clock (ticks and lease counting stop with it)."""
+        """Stop the clock: the node's lease clock stands still and its ticker, which expects
+        each sleep to move the clock on, ticks ever more slowly."""
         if self._stalled_at is None:
             self._stalled_at = self._loop.time()
 

@@ -3,9 +3,9 @@
 Crashes (the leader half of the time) with a restart from the disk later, cold restarts of every
 member, partitions (a leader alone half of the time, else a random split) and one-way link cuts
 that heal later, fsync stalls on one member's disk (the leader's half of the time), stalls of a
-member's clock (its ticks and lease counting stop, as in a paused VM), pauses of the leader (cut
-off with its clock stalled), and leadership transfers through the node's own
-`transfer_leadership`.
+member's clock (its lease clock stands still and its ticks slow down, as in a paused VM), pauses
+of the leader (cut off with its clock stalled), and leadership transfers through the node's own
+`transfer_leadership`. The mix of kinds is a weighted table in the run's configuration.
 """
 
 from __future__ import annotations
@@ -98,9 +98,9 @@ async def inject_fault(sim: NodeSim) -> None:
 
 
 def _pause(sim: NodeSim, victim: int, seconds: float) -> None:
-    """Cut `victim` off and stall its clock: it keeps believing it leads (no tick, so no
-    check-quorum step-down), while the others elect a new leader and take writes. Only ReadIndex
-    keeps its reads and keepalives from going stale meanwhile."""
+    """Cut `victim` off and stall its clock: it keeps believing it leads (its ticks slow down,
+    so no timely check-quorum step-down) while the others elect a new leader and take writes.
+    Only ReadIndex keeps its reads and keepalives from going stale meanwhile."""
     links = [(victim, i) for i in sim.ids if i != victim]
     links += [(b, a) for a, b in links]
     sim.net.cut(links)
