@@ -4,7 +4,8 @@
 and what members did (revokes applied), and raises `Violation` at the first contradiction:
 
 - linearizable KV reads: a read is served at a KV revision no older than every write to its key
-  acknowledged before the read began;
+  acknowledged before the read began, and it returns that write or a newer one (an acknowledged
+  write is never lost; only its lease's revoke may delete a leased key);
 - lease safety: a lease's keys are never deleted by its expiry before its TTL has run from the
   send of its grant or of its latest successful keepalive; and once a lease's revoke has applied
   anywhere, no read that begins later returns one of its keys.
@@ -38,6 +39,8 @@ class KVHistory:
     revoked_at: dict[int, float] = field(default_factory=dict)
     """lease -> when its revoke first applied on any member."""
     leased_keys: list[tuple[bytes, int]] = field(default_factory=list)
+    key_lease: dict[bytes, int] = field(default_factory=dict)
+    """key -> the lease its acknowledged write attached (keys are written with one lease)."""
     reads: int = 0
 
     def lease_granted(self, lease: int, ttl: float, sent: float) -> None:
@@ -54,6 +57,7 @@ class KVHistory:
         self.key_acked[key] = max(self.key_acked.get(key, 0), revision)
         if lease:
             self.leased_keys.append((key, lease))
+            self.key_lease[key] = lease
 
     def need_revision(self, key: bytes) -> int:
         """What a read of `key` beginning now must see at least."""
@@ -94,6 +98,14 @@ class KVHistory:
                 f"stale KV read on {member}: key {key!r} read at revision {revision}, "
                 f"a write at revision {need_revision} was acknowledged before the read began"
             )
+        if need_revision and (got is None or got.mod_revision < need_revision):
+            lease = self.key_lease.get(key, 0)
+            if not lease or lease not in self.revoked_at:
+                raise Violation(
+                    f"lost write on {member}: key {key!r} read as "
+                    f"{'absent' if got is None else f'written at {got.mod_revision}'}, a write at "
+                    f"revision {need_revision} was acknowledged before the read began"
+                )
         if got is not None and got.lease:
             gone = self.revoked_at.get(got.lease)
             if gone is not None and gone <= sent:

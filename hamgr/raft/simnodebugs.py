@@ -7,15 +7,19 @@ uses them; each overrides one small method of the real node.
   and extends leases it no longer counts).
 - `leases_kept_after_step_down`: a deposed leader's lease clock keeps its deadlines; elected
   again, it expires leases that another leader kept alive meanwhile.
+- `ack_before_commit`: a put is acknowledged as soon as the leader has queued it, with the
+  revision it would get, before any other member holds it (a crash or deposition loses it).
 - `send_before_persist`: the node sends a Ready's votes and acknowledgements before their fsync
   (a crash then forgets what others counted on).
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from typing import Any
 
+from hamgr.raft import kv as kvmod
 from hamgr.raft.core import RaftCore
 from hamgr.raft.lease import LeaseClock
 from hamgr.raft.node import RaftNode
@@ -47,6 +51,17 @@ class LeasesKeptAfterStepDown(RaftNode):
         self.leases = _ClockThatNeverStepsDown(retry_interval=retry)
 
 
+class AckBeforeCommit(RaftNode):
+    """Bug: a put is answered once queued, not once applied."""
+
+    async def put(self, key: bytes, value: bytes, lease: int = 0) -> kvmod.PutResult:
+        self._check_leader()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._enqueue(kvmod.encode_put(key, value, lease), fut)
+        return kvmod.PutResult(self.kv.revision + 1, None)
+
+
 class SendBeforePersist(RaftNode):
     """Bug: a Ready's messages leave before its batch is saved."""
 
@@ -57,6 +72,7 @@ class SendBeforePersist(RaftNode):
 
 
 BUGS: dict[str, type[RaftNode]] = {
+    "ack_before_commit": AckBeforeCommit,
     "read_without_quorum": ReadWithoutQuorum,
     "leases_kept_after_step_down": LeasesKeptAfterStepDown,
     "send_before_persist": SendBeforePersist,
