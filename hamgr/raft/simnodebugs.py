@@ -20,7 +20,6 @@ from dataclasses import replace
 from typing import Any
 
 from hamgr.raft import kv as kvmod
-from hamgr.raft.core import RaftCore
 from hamgr.raft.lease import LeaseClock
 from hamgr.raft.node import RaftNode
 from hamgr.raft.types import Ready
@@ -63,12 +62,20 @@ class AckBeforeCommit(RaftNode):
 
 
 class SendBeforePersist(RaftNode):
-    """Bug: a Ready's messages leave before its batch is saved."""
+    """Bug: a Ready's votes and acknowledgements leave with its early messages, before its
+    batch is saved (made by the core's `ready()`, so it holds whatever the driver's shape)."""
 
-    async def _handle_ready(self, core: RaftCore, rd: Ready) -> None:
-        for m in rd.messages:
-            self.transport.send(m)
-        await super()._handle_ready(core, replace(rd, messages=[]))
+    async def start(self) -> None:
+        await super().start()  # the driver task has not run yet
+        core = self._core
+        assert core is not None
+        real = core.ready
+
+        def ready(*args: Any, **kwargs: Any) -> Ready:
+            rd = real(*args, **kwargs)
+            return replace(rd, messages_early=[*rd.messages_early, *rd.messages], messages=[])
+
+        setattr(core, "ready", ready)  # noqa: B010 (test only: replaces the bound method)
 
 
 BUGS: dict[str, type[RaftNode]] = {
