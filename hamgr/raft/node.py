@@ -45,6 +45,7 @@ from hamgr.raft.memberaddrs import (
 )
 from hamgr.raft.membership import bootstrap_log
 from hamgr.raft.nodeapi import NodeAPI, WatchStream
+from hamgr.raft.nodeports import NodeStorage, NodeTransport, StorageOpener, TransportFactory
 from hamgr.raft.pending import (
     KVCommandError,
     LeadershipLostError,
@@ -104,6 +105,11 @@ class RaftNode(NodeAPI):
     and `peers`, and their identical bootstrap log is persisted before the core starts. A node
     joining a running cluster starts with `join=True` and an empty log, after the leader has
     added it with `add_member`.
+
+    `clock` (seconds, monotonic) times ticks and leases; `rng` randomizes election timeouts;
+    `open_storage` opens the data dir (the WAL by default); `make_transport` builds the peer
+    network from the message callback (TCP `PeerTransport` on `bind` by default). The node
+    simulator (`hamgr.raft.simnode`) passes virtual-time and in-memory ones.
     """
 
     def __init__(
@@ -126,6 +132,10 @@ class RaftNode(NodeAPI):
         server_ssl: ssl.SSLContext | None = None,
         client_ssl: ssl.SSLContext | None = None,
         transport_limits: TransportLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        open_storage: StorageOpener = RaftStorage.open,
+        make_transport: TransportFactory | None = None,
     ) -> None:
         if type(node_id) is not int or node_id <= 0:
             raise ValueError(f"node_id must be a positive integer, got {node_id!r}")
@@ -149,20 +159,27 @@ class RaftNode(NodeAPI):
         self._addresses: dict[int, Address] = dict(self._config_peers)
         self.kv = kvmod.KVStore()
         self.leases = LeaseClock(retry_interval=max(self.election_timeout, self.tick_interval))
-        self.transport = PeerTransport(
-            node_id,
-            cluster_id,
-            secret,
-            bind,
-            self._config_peers,
-            self._on_message,
-            advertise=advertise,
-            server_ssl=server_ssl,
-            client_ssl=client_ssl,
-            limits=transport_limits,
-        )
+        self._clock = clock
+        self._rng = rng if rng is not None else random.Random()
+        self._open_storage = open_storage
+        self.transport: NodeTransport
+        if make_transport is not None:
+            self.transport = make_transport(self._on_message)
+        else:
+            self.transport = PeerTransport(
+                node_id,
+                cluster_id,
+                secret,
+                bind,
+                self._config_peers,
+                self._on_message,
+                advertise=advertise,
+                server_ssl=server_ssl,
+                client_ssl=client_ssl,
+                limits=transport_limits,
+            )
         self._executor: ThreadPoolExecutor | None = None
-        self._storage: RaftStorage | None = None
+        self._storage: NodeStorage | None = None
         self._core: RaftCore | None = None
         self._wake = asyncio.Event()
         self._pending = PendingRequests(node_id, max_batch)
@@ -186,7 +203,7 @@ class RaftNode(NodeAPI):
         self._state = "starting"
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"raft-storage-{self.id}")
         try:
-            self._storage = await self._io(RaftStorage.open, self.data_dir)
+            self._storage = await self._io(self._open_storage, self.data_dir)
             hs, snap, entries = await self._io(self._storage.initial_state)
             if hs == HardState() and snap is None and not entries and not self._join:
                 voters = sorted({self.id, *self._config_peers})
@@ -198,7 +215,7 @@ class RaftNode(NodeAPI):
                 self._restore_snapshot(snap, install_peers=False)
             self._core = RaftCore(
                 self._raft_config,
-                random.Random(),
+                self._rng,
                 hard_state=hs,
                 snapshot=snap,
                 entries=entries,
@@ -268,12 +285,12 @@ class RaftNode(NodeAPI):
 
     async def _tick_loop(self) -> None:
         interval = self.tick_interval
-        next_at = time.monotonic() + interval
+        next_at = self._clock() + interval
         while True:
-            delay = next_at - time.monotonic()
+            delay = next_at - self._clock()
             if delay > 0:
                 await asyncio.sleep(delay)
-            now = time.monotonic()
+            now = self._clock()
             behind = int((now - next_at) // interval)
             if behind > 0:
                 log.warning("node %d: event loop late, skipped %d ticks", self.id, behind)
@@ -424,7 +441,7 @@ class RaftNode(NodeAPI):
             else:
                 result = self.kv.apply(e.index, e.data)
                 if isinstance(result, kvmod.LeaseGrantResult):
-                    self.leases.grant(result.lease_id, result.ttl, time.monotonic())
+                    self.leases.grant(result.lease_id, result.ttl, self._clock())
                 elif isinstance(result, kvmod.LeaseRevokeResult):
                     self.leases.revoke(result.lease_id)
             if e.term == core.term:
@@ -436,7 +453,7 @@ class RaftNode(NodeAPI):
             and self._soft.role == Role.LEADER
             and not self.leases.is_leader
         ):
-            self.leases.become_leader(time.monotonic(), self.kv.leases())
+            self.leases.become_leader(self._clock(), self.kv.leases())
         self._pending.release_reads(self.kv.applied_index)
 
     def _apply_conf_change(self, e: Entry) -> None:

@@ -69,6 +69,7 @@ class NodeAPI:
     _addresses: dict[int, Address]
     _pending: PendingRequests
     _wake: asyncio.Event
+    _clock: Callable[[], float]
     on_commit: Callable[[float], None] | None
     """Called with the seconds each write proposed here took from proposal to applied."""
 
@@ -150,7 +151,7 @@ class NodeAPI:
         LeaseExpiredError) when the lease cannot be kept alive."""
         await self._read_barrier("lease keepalive")
         try:
-            return self.leases.keepalive(lease_id, time.monotonic())
+            return self.leases.keepalive(lease_id, self._clock())
         except NotLeaseLeaderError:
             raise self._not_leader("leases not counted here yet") from None
 
@@ -158,7 +159,7 @@ class NodeAPI:
         """Seconds left on the leader's clock (leader only)."""
         self._check_leader()
         try:
-            return self.leases.time_to_live(lease_id, time.monotonic())
+            return self.leases.time_to_live(lease_id, self._clock())
         except NotLeaseLeaderError:
             raise self._not_leader("leases not counted here yet") from None
 
@@ -228,8 +229,8 @@ class NodeAPI:
         except CoreNotLeaderError:
             raise self._not_leader() from None
         self._wake.set()
-        deadline = time.monotonic() + (timeout or 2 * self.election_timeout + 1.0)
+        deadline = self._clock() + (timeout or 2 * self.election_timeout + 1.0)
         while core.lead != to:
-            if time.monotonic() > deadline:
+            if self._clock() > deadline:
                 raise TimeoutError(f"leadership did not move from {self.id} to {to}")
             await asyncio.sleep(self.tick_interval)

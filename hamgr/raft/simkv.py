@@ -8,15 +8,12 @@ keepalives served only after a ReadIndex round, each expiry proposed as a revoke
 stopped when leadership is lost; snapshots carry the KV. Clients put keys (some attached to
 leases), grant leases, keep them alive and read keys through ReadIndex, throughout the faults.
 
-What it checks, besides everything the base simulator checks:
-- linearizable KV reads: a read is served at a KV revision no older than every write to its key
-  acknowledged before the read began;
-- lease safety: a lease's keys are never deleted by its expiry before its TTL has run from the
-  send of its grant or of its latest successful keepalive; and once a lease's revoke has applied
-  anywhere, no read that begins later returns one of its keys.
+What it checks, besides everything the base simulator checks: linearizable KV reads and lease
+safety, by `KVHistory` (`hamgr.raft.simkvcheck`, shared with `hamgr.raft.simnode`).
 
 What it does not do: run `RaftNode` itself (its asyncio driver, transport and WAL); the apply and
 lease steps above follow node.py and are kept short so they can be compared line by line.
+`hamgr.raft.simnode` runs the real `RaftNode` on a virtual-time event loop instead.
 
 Command line: `python -m hamgr.raft.simkv --seeds N` (same options and summary line as
 `python -m hamgr.raft.sim`).
@@ -31,7 +28,7 @@ from dataclasses import dataclass, field
 from hamgr.raft import kv as kvmod
 from hamgr.raft.lease import LeaseClock, LeaseExpiredError, LeaseNotFoundError, NotLeaseLeaderError
 from hamgr.raft.sim import TICK_MS, SimConfig, Simulator, main
-from hamgr.raft.simcheck import Violation
+from hamgr.raft.simkvcheck import KVHistory
 from hamgr.raft.simworld import Member
 from hamgr.raft.types import Entry, EntryType, NotLeaderError, ProposalDroppedError, Role, Snapshot
 
@@ -72,13 +69,11 @@ class KVSimulator(Simulator):
     ) -> None:
         self.kvm: dict[int, KVMember] = {}
         self._ops: dict[tuple[int, int | bytes], _Op] = {}
-        self.key_acked: dict[bytes, int] = {}  # key -> newest acknowledged write's revision
-        self.lease_ttl: dict[int, float] = {}  # seconds, as proposed
-        self.alive_from: dict[int, int] = {}  # lease -> send of grant or last good keepalive
-        self.revoked_at: dict[int, int] = {}  # lease -> when its revoke first applied
-        self.leased_keys: list[tuple[bytes, int]] = []
+        self.history = KVHistory()
+        self.key_acked = self.history.key_acked
+        self.revoked_at = self.history.revoked_at
+        self.leased_keys = self.history.leased_keys
         self._next_lease = 0
-        self.kv_reads = 0
         super().__init__(seed, cfg, trace)
 
     # -- the node's side ------------------------------------------------------------------
@@ -120,24 +115,18 @@ class KVSimulator(Simulator):
         if op is not None and m.proposals.get(e.index) == (e.term, e.data):
             self._acknowledged(op, result)
 
+    @property
+    def kv_reads(self) -> int:
+        """KV reads served and checked."""
+        return self.history.reads
+
     def _revoke_applied(self, m: Member, lease: int) -> None:
-        if lease in self.revoked_at:
-            return
-        self.revoked_at[lease] = self.now
-        ttl = self.lease_ttl.get(lease)
-        start = self.alive_from.get(lease)
-        if ttl is not None and start is not None and self.now < start + ttl * MS:
-            raise Violation(
-                f"lease safety: lease {lease} revoked on {m.id} at {self.now} ms, before its "
-                f"TTL of {ttl * MS:.0f} ms from its last keepalive sent at {start} ms"
-            )
-        self.log(f"lease {lease} revoked (applied first on {m.id})")
+        if self.history.revoke_applied(m.id, lease, self.now):
+            self.log(f"lease {lease} revoked (applied first on {m.id})")
 
     def _acknowledged(self, op: _Op, result: kvmod.Result) -> None:
         if op.kind == "put" and isinstance(result, kvmod.PutResult):
-            self.key_acked[op.key] = max(self.key_acked.get(op.key, 0), result.revision)
-            if op.lease:
-                self.leased_keys.append((op.key, op.lease))
+            self.history.put_acked(op.key, result.revision, op.lease)
 
     def _read_index_served(self, m: Member, index: int, ctx: bytes) -> None:
         self.kvm[m.id].reads.append((index, ctx))
@@ -157,22 +146,10 @@ class KVSimulator(Simulator):
                 st.leases.keepalive(op.lease, _seconds(self.now))
             except (LeaseExpiredError, LeaseNotFoundError, NotLeaseLeaderError):
                 return
-            self.alive_from[op.lease] = max(self.alive_from.get(op.lease, 0), op.sent)
+            self.history.keepalive_ok(op.lease, op.sent)
             return
-        self.kv_reads += 1
-        if st.kv.revision < op.need_revision:
-            raise Violation(
-                f"stale KV read on {m.id}: key {op.key!r} read at revision {st.kv.revision}, "
-                f"a write at revision {op.need_revision} was acknowledged before the read began"
-            )
         got = st.kv.get(op.key)
-        if got is not None and got.lease:
-            gone = self.revoked_at.get(got.lease)
-            if gone is not None and gone <= op.sent:
-                raise Violation(
-                    f"lease safety: key {op.key!r} of lease {got.lease} read on {m.id} after "
-                    f"the lease's revoke applied at {gone} ms"
-                )
+        self.history.read_served(m.id, op.key, st.kv.revision, got, op.sent, op.need_revision)
 
     def _observe(self, m: Member) -> None:
         super()._observe(m)
@@ -227,7 +204,7 @@ class KVSimulator(Simulator):
             return
         m = self.rng.choice(leaders)
         roll = self.rng.random()
-        live = [lease for lease in self.lease_ttl if lease not in self.revoked_at]
+        live = self.history.live_leases()
         self._write_seq += 1
         value = b"v%d" % self._write_seq
         if roll < 0.5 or (roll < 0.65 and not live):
@@ -242,8 +219,7 @@ class KVSimulator(Simulator):
             self._next_lease += 1
             lease = self._next_lease
             ttl = self.rng.choice((0.2, 0.3, 0.5))
-            self.lease_ttl[lease] = ttl
-            self.alive_from[lease] = self.now
+            self.history.lease_granted(lease, ttl, self.now)
             self._propose_on(m, kvmod.encode_lease_grant(lease, ttl), _Op("grant", self.now))
         elif live:
             lease = self.rng.choice(live)
