@@ -134,7 +134,7 @@
         cell("role", m.role, "badge role-" + token(m.role)),
         cell("state", m.state),
         cell("timeline", m.timeline == null ? "–" : m.timeline),
-        cell("lag", m.role === "leader" ? "–" : bytes(m.lag)),
+        cell("lag", m.role === "leader" || m.role === "standby_leader" ? "–" : bytes(m.lag)),
         cell("lsn", lsn(m.received_lsn) + " / " + lsn(m.replayed_lsn), "mono"),
         cell("fencer", m.fencer || "–", "fencer-" + token(m.fencer)),
         cell("reason", m.reason || "–", "reason"),
