@@ -697,4 +697,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as hamgr.ctl, not __main__: the command modules import hamgr.ctl (and its CtlError).
+    from hamgr.ctl import main as ctl_main
+
+    sys.exit(ctl_main())
