@@ -29,6 +29,7 @@ from hamgr.dcs.common import (
     Compare,
     Delete,
     KvTransport,
+    OutcomeUnknown,
     RangeSnapshot,
     StoreRefused,
     StoreUnavailable,
@@ -133,6 +134,11 @@ async def remove(a: argparse.Namespace, ask: Callable[[str], str] = _ask) -> Non
         )
         if not outcome.succeeded:
             raise CtlError(f"cluster {scope} got a leader meanwhile: nothing removed")
+    except OutcomeUnknown as e:
+        raise CtlError(
+            f"the store of {path} did not confirm the delete ({e}): it may or may not have "
+            f"happened; look with hamgr store-ctl --config {path} get /hamgr/{scope}/ --prefix"
+        ) from None
     except (StoreUnavailable, StoreRefused) as e:
         raise CtlError(f"the store of {path} did not answer: {e}") from None
     finally:

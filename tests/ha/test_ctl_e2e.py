@@ -174,7 +174,11 @@ def test_query_runs_sql_where_asked_and_prints_every_format(
         ok(hactl(c, "query", "-U", "postgres", "-f", "-", stdin=select, env=DB)).splitlines()[2]
         == "2\t"
     )
-    # -d names the database (pg_hba.conf lets the superuser reach database postgres only).
+    # -U names the database user, -d the database (pg_hba.conf lets the superuser reach
+    # database postgres only).
+    out = ok(hactl(c, "query", "-U", "postgres", "-c", "SELECT current_user AS u", env=DB))
+    assert out.splitlines() == ["u", "postgres"]
+    failed(hactl(c, "query", "-U", "nosuch", "-c", "SELECT 1", env=DB), 'user "nosuch"')
     failed(
         hactl(c, "query", "-U", "postgres", "-d", "template1", "-c", "SELECT 1", env=DB),
         'database "template1"',
