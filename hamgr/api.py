@@ -206,6 +206,7 @@ def member_status(view: AgentView, local: LocalStatus, now: float) -> dict[str, 
         "lag": local.lag,
         "streaming": local.streaming,
         "detached": pg.detached,
+        "server_version": pg.server_version,
         "database_system_identifier": (
             str(pg.system_identifier) if pg.system_identifier is not None else None
         ),

@@ -389,8 +389,11 @@ def settings_patch(assignments: Sequence[str]) -> dict[str, Any]:
 async def cmd_edit_config(
     client: Client, url: str, cluster: dict[str, Any], a: argparse.Namespace
 ) -> None:
-    if not a.set:
-        raise CtlError("edit-config: give the changes as --set key=value (repeatable)")
+    if not a.set or a.apply or a.replace:
+        from hamgr.ctl_editconfig import edit_whole
+
+        await edit_whole(client, url, cluster, a)
+        return
     patch = settings_patch(a.set)
     confirm(f"Apply {json.dumps(patch)} to cluster {cluster['scope']}?", a.force)
     settings = await client.call("PATCH", url, "/config", patch)
@@ -495,6 +498,9 @@ def _scheduled(text: str) -> str | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Commands in modules of their own, which import this one (so they are imported here).
+    from hamgr import ctl_editconfig, ctl_query, ctl_remove, ctl_topology, ctl_version
+
     common = _Parser(add_help=False, argument_default=argparse.SUPPRESS)
     common.add_argument("-c", "--config", help="the agent's configuration file ($HAMGR_CONFIG)")
     common.add_argument("--url", action="append", help="an agent's REST API URL (repeatable)")
@@ -512,8 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hactl", description=__doc__, parents=[common])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(name: str, run: Command, help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help, parents=[common])
+    def command(name: str, run: Command, help: str, **options: Any) -> argparse.ArgumentParser:
+        parents = options.pop("parents", [common])
+        p = sub.add_parser(name, help=help, description=help, parents=parents, **options)
         p.set_defaults(run=run)
         return p
 
@@ -550,6 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("edit-config", cmd_edit_config, "change the cluster's dynamic settings")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="e.g. ttl=10, pause=true")
     p.add_argument("--force", action="store_true", help="do not ask for confirmation")
+    ctl_editconfig.add_arguments(p)  # --apply, --replace, -q; without them: $EDITOR
     p = command("restart", cmd_restart, "restart PostgreSQL on the named members")
     p.add_argument("members", nargs="+", metavar="MEMBER")
     p.add_argument("--pending", action="store_true", help="only where a restart is pending")
@@ -587,6 +595,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rm.add_argument("name", help="the member's name (or its node id)")
     rm.add_argument("--force", action="store_true", help="do not ask for confirmation")
+    for extra in (ctl_topology, ctl_query, ctl_version, ctl_remove):
+        extra.register(command)
     return parser
 
 
@@ -647,6 +657,9 @@ def _targets(a: argparse.Namespace) -> tuple[list[str], str | None]:
 
 
 async def _run(a: argparse.Namespace) -> None:
+    before = getattr(a, "before_agents", None)  # e.g. remove, which talks to the store
+    if before is not None and await before(a):
+        return
     urls, auth = _targets(a)
     connector = aiohttp.TCPConnector(ssl=_ssl_context(a, a.tls_files))
     has_cert = bool(getattr(a, "cert", None) or a.tls_files.certfile)
@@ -684,4 +697,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as hamgr.ctl, not __main__: the command modules import hamgr.ctl (and its CtlError).
+    from hamgr.ctl import main as ctl_main
+
+    sys.exit(ctl_main())

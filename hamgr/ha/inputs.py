@@ -85,6 +85,8 @@ class LocalPostgres:
     sync_standby_names: str | None = None
     standbys: tuple[Standby, ...] = ()
     pending_restart: tuple[str, ...] = ()
+    server_version: int | None = None
+    """``server_version_num`` of the running server (150010 is 15.10); None while stopped."""
 
     def __post_init__(self) -> None:
         _check("timeline", self.timeline, 1)

@@ -120,6 +120,7 @@ async def observe_postgres(
         sync_standby_names=st.sync_standby_names,
         standbys=standbys,
         pending_restart=st.pending_restart,
+        server_version=st.server_version,
     )
 
 
