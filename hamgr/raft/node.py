@@ -547,7 +547,20 @@ class RaftNode(NodeAPI):
                 self.removed = True
             else:
                 self._addresses.pop(node, None)
-                self.transport.remove_peer(node)
+                # Not at once: what is queued for it (the commit that tells it of its removal,
+                # sent in the same step when this leader applies without waiting for its own
+                # write) still goes out.
+                loop = asyncio.get_running_loop()
+                loop.call_later(self.election_timeout, self._forget_peer, node)
+
+    def _forget_peer(self, node: int) -> None:
+        """Drop a removed member's connection (unless it is a member again)."""
+        core = self._core
+        if self._state != "running" or core is None:
+            return
+        if node in core.conf.voters or node in core.conf.learners:
+            return
+        self.transport.remove_peer(node)
 
     def _flush_proposals(self) -> None:
         assert self._core is not None
