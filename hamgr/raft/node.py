@@ -188,6 +188,7 @@ class RaftNode(NodeAPI):
         self._tasks: list[asyncio.Task[None]] = []
         self._snapshotting: asyncio.Task[Snapshot] | None = None
         self._saving: _Saving | None = None  # the one batch being written, if any
+        self._durable_commit = 0  # the highest commit index a finished write stored
         self._state = "new"  # new -> running -> stopped | failed
         self.failure: BaseException | None = None
         # Called with the seconds each durable save (write + fsync) took, e.g. for metrics.
@@ -215,6 +216,7 @@ class RaftNode(NodeAPI):
                 log.info("node %d: bootstrapped a new cluster with voters %s", self.id, voters)
             if snap is not None and snap.data:
                 self._restore_snapshot(snap, install_peers=False)
+            self._durable_commit = hs.commit
             self._core = RaftCore(
                 self._raft_config,
                 random.Random(),
@@ -367,6 +369,7 @@ class RaftNode(NodeAPI):
             self._saving = None
             saving.task.result()  # a storage error is fatal: raise it into the driver
             self._after_save(core, saving)
+            await self._snapshot_step(core)  # no write runs now: storage may compact
             return True
         if not core.has_ready():
             return False
@@ -398,6 +401,8 @@ class RaftNode(NodeAPI):
     def _after_save(self, core: RaftCore, saving: _Saving) -> None:
         """A batch's write is durable: send what promised it, then finish or acknowledge it."""
         rd = saving.ready
+        if rd.hard_state is not None:
+            self._durable_commit = max(self._durable_commit, rd.hard_state.commit)
         for m in rd.messages:
             self.transport.send(m)
         if not saving.pipelined:
@@ -431,8 +436,13 @@ class RaftNode(NodeAPI):
         if task is not None:
             if not task.done():
                 return
-            self._snapshotting = None
             staged = task.result()
+            if staged.meta.index > min(core.log.stable, self._durable_commit):
+                # A leader applies what the others made durable before its own write returns:
+                # the snapshot may be ahead of this member's log on disk. Adopt it after a
+                # later write (storage compacts only up to its own last index and commit).
+                return
+            self._snapshotting = None
             snap = core.compact(staged.meta, staged.data)
             if snap is not None:
                 assert self._storage is not None

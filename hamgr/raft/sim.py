@@ -505,7 +505,10 @@ class Simulator:
         if core is None or self.cfg.snapshot_every <= 0:
             return
         lg = core.log
-        if lg.applied - lg.snapshot.meta.index >= self.cfg.snapshot_every:
+        # As RaftNode: a snapshot only of what is on this member's disk (a leader applies
+        # entries the others made durable before its own write returns).
+        due = lg.applied - lg.snapshot.meta.index >= self.cfg.snapshot_every
+        if due and lg.applied <= lg.stable:
             snap = core.compact(core.snapshot_meta(), self._snapshot_data(m))
             assert snap is not None
             m.disk.compact(snap)

@@ -67,3 +67,31 @@ async def test_leader_serves_while_its_own_write_hangs(cluster: Cluster) -> None
     got = await retry(lambda: new.get(b"m", prefix=True))
     assert got.count == 5
     assert [kv.value for kv in (await new.get(b"k")).kvs] == [b"2"]
+
+
+async def test_leader_snapshots_only_what_it_wrote(tmp_path: Path) -> None:
+    """A leader applies writes the followers made durable before its own write returns; a
+    snapshot taken then must wait until its own log holds them (storage compacts only what
+    it stored), and the leader keeps running."""
+    c = Cluster(tmp_path, snapshot_entries=5)
+    try:
+        await c.start_all()
+        leader = await c.leader()
+        await retry(lambda: leader.put(b"k", b"0"))
+        assert leader._storage is not None
+        gate = DiskGate(leader._storage)
+        try:
+            await asyncio.gather(*(leader.put(b"s%02d" % n, b"x") for n in range(20)))
+            assert gate.entered.is_set() and not gate.is_open
+            assert leader._core is not None
+            assert leader.status()["applied"] > leader._core.log.stable
+            assert leader.status()["snapshot_index"] <= leader._core.log.stable
+            before = leader.status()["snapshot_index"]
+        finally:
+            gate.release()
+        await leader.put(b"k", b"1")
+        await wait_for(lambda: leader.status()["snapshot_index"] > before, what="a snapshot")
+        assert leader.state == "running"
+        assert (await leader.get(b"s", prefix=True)).count == 20
+    finally:
+        await c.stop_all()
