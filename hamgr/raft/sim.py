@@ -84,6 +84,8 @@ class SimConfig:
     max_size_per_msg: int = 200
     membership_changes: bool = True
     fsync_ms: tuple[int, int] = (0, 0)
+    slow_disk_ms: tuple[int, int] = (0, 0)
+    """When set, a leader's own writes take this long (its disk lags its followers' acks)."""
     crash_new_leader: float = 0.0
     crash_new_leader_ms: tuple[int, int] = (1, 40)
     crash_mid_write: float = 0.0
@@ -114,6 +116,7 @@ HUNT = SimConfig(
     propose_every_ms=(1, 10),
     snapshot_every=0,
     fsync_ms=(1, 10),
+    slow_disk_ms=(20, 120),
     crash_in_ready=0.002,
     crash_new_leader=0.3,
     crash_new_leader_ms=(1, 30),
@@ -122,7 +125,8 @@ HUNT = SimConfig(
     liveness_ms=20_000,  # one entry per message: a long uncommitted tail takes a while
 )
 """A bug-hunting profile: one entry per message, small windows, slow links and disks, frequent
-faults aimed at the moments where Raft's rules matter: a crash while a batch is being written
+faults aimed at the moments where Raft's rules matter: slow disks on leaders (a leader's own write
+lags its followers' acks), a crash while a batch is being written
 (its acknowledgements must not be out yet) and a new leader's crash soon after it won (while it
 is still bringing older-term entries to the others, as in the paper's figure 8)."""
 
@@ -322,7 +326,9 @@ class Simulator:
                 )
                 m.pipelined = pipelined
                 event = (m.id, m.incarnation, rd, pipelined)
-                self.schedule(self.between(self.cfg.fsync_ms), "synced", event)
+                slow = pipelined and self.cfg.slow_disk_ms[1] > 0
+                took = self.between(self.cfg.slow_disk_ms if slow else self.cfg.fsync_ms)
+                self.schedule(took, "synced", event)
                 if pipelined:
                     # A leader does not wait for its own fsync (thesis 10.2.1): it applies and
                     # goes on now, and counts its own copy once the write is durable.
