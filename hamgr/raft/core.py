@@ -1,8 +1,9 @@
 """The Raft state machine: pure, deterministic, driven by its caller (etcd-io/raft is the model).
 
 Inputs: `tick()`, `step(message)`, `propose(data)`, `read_index(ctx)`, `transfer_leadership(to)`,
-`propose_conf_change(change)`, `compact(index, data)`. Output: `ready()` returns a `Ready` batch
-(see types.Ready for the order in which a driver must handle it), then `advance()`.
+`propose_conf_change(change)`, `compact(index, data)`, and `persisted(index, term)` (a write the
+driver finished after `advance(durable=False)`). Output: `ready()` returns a `Ready` batch (see
+types.Ready for the order in which a driver must handle it), then `advance()`.
 No sockets, clocks, disks, threads or asyncio here; randomness comes from an injected `Random`.
 
 Rules this module keeps (the simulator checks them):
@@ -12,7 +13,9 @@ Rules this module keeps (the simulator checks them):
   election timeout steps down (CheckQuorum);
 - a new leader appends a no-op; commit only by counting replicas of a current-term entry;
 - a follower truncates only at the first conflict and never below its commit index;
-- a leader counts its own copy of an entry only once the driver reports it durable;
+- a leader may send its appends before its own write is durable, but counts its own copy of
+  an entry only once the driver reports it durable (`advance()` or `persisted`); followers and
+  candidates send votes and acknowledgements only in `messages`, after the batch is durable;
 - ReadIndex is served only once the leader has committed an entry of its term, and only after a
   quorum answered a heartbeat sent after the read arrived;
 - membership changes take effect when applied, one at a time, only after the term's no-op
@@ -100,7 +103,7 @@ class RaftCore:
         self._msgs: list[Message] = []
         self._prev_hard = HardState(self.term, self.vote, self.log.committed)
         self._prev_soft = SoftState(NONE, Role.FOLLOWER)
-        self._handed: tuple[int, int] | None = None  # last entry and applied index handed out
+        self._handed: tuple[int | None, int] | None = None  # last entry handed out, applied
         self._handed_committed: list[Entry] = []
         for e in self.log.slice(self.log.first_index(), self.log.committed + 1):
             if e.index > self._conf_applied and e.type == EntryType.CONF_CHANGE:
@@ -273,22 +276,35 @@ class RaftCore:
 
     # -- Ready / advance ------------------------------------------------------------------
 
-    def has_ready(self) -> bool:
-        """Is there anything for the driver to do?"""
+    def has_ready(self, *, persist: bool = True) -> bool:
+        """Is there anything for the driver to do? With `persist=False`: anything a batch that
+        leaves storage alone would carry (see `ready`)."""
         lg = self.log
-        return bool(
-            self._msgs
-            or self._msgs_early
+        light = bool(
+            self._msgs_early
             or self._read_states
-            or lg.pending_snapshot
-            or lg.unstable_entries()
-            or lg.committed > lg.applied
-            or self.hard_state() != self._prev_hard
+            or (lg.committed > lg.applied and lg.pending_snapshot is None)
             or self.soft_state() != self._prev_soft
         )
+        if not persist:
+            return light
+        return bool(
+            light
+            or self._msgs
+            or lg.pending_snapshot
+            or lg.unstable_entries()
+            or self.hard_state() != self._prev_hard
+        )
 
-    def ready(self) -> Ready:
-        """Collect the next batch of work. Call `advance()` when it has been handled."""
+    def ready(self, *, persist: bool = True) -> Ready:
+        """Collect the next batch of work. Call `advance()` when it has been handled.
+
+        `persist=False` is for a driver whose previous batch is still being written (a leader
+        that replicates while its own fsync runs, thesis 10.2.1): the batch carries only what
+        depends on nothing unsaved (the leader's appends and heartbeats, entries already
+        committed, confirmed reads, the soft state) and leaves entries, hard state, snapshot
+        and the messages that promise them (`messages`) for a later full batch.
+        """
         if self._handed is not None:
             raise RuntimeError("ready() called again before advance()")
         lg = self.log
@@ -297,42 +313,65 @@ class RaftCore:
         if soft != self._prev_soft:
             rd.soft_state = soft
             self._prev_soft = soft
-        hard = self.hard_state()
-        if hard != self._prev_hard:
-            rd.hard_state = hard
-            self._prev_hard = hard
         applied = lg.applied
-        if lg.pending_snapshot is not None:
-            rd.snapshot = lg.pending_snapshot
-            lg.pending_snapshot = None
-            applied = rd.snapshot.meta.index
-            lg.applied = applied
-            self._conf_applied = max(self._conf_applied, applied)
-        rd.entries = lg.unstable_entries()
-        handed_last = lg.mark_handed_out()
-        rd.committed_entries = lg.next_committed(self.cfg.max_apply_bytes_per_ready)
+        handed_last: int | None = None
+        if persist:
+            hard = self.hard_state()
+            if hard != self._prev_hard:
+                rd.hard_state = hard
+                self._prev_hard = hard
+            if lg.pending_snapshot is not None:
+                rd.snapshot = lg.pending_snapshot
+                lg.pending_snapshot = None
+                applied = rd.snapshot.meta.index
+                lg.applied = applied
+                self._conf_applied = max(self._conf_applied, applied)
+            rd.entries = lg.unstable_entries()
+            handed_last = lg.mark_handed_out()
+            rd.messages, self._msgs = self._msgs, []
+        if lg.pending_snapshot is None:
+            rd.committed_entries = lg.next_committed(self.cfg.max_apply_bytes_per_ready)
         if rd.committed_entries:
             applied = rd.committed_entries[-1].index
-        rd.messages_early, rd.messages = self._msgs_early, self._msgs
-        self._msgs_early, self._msgs = [], []
+        rd.messages_early, self._msgs_early = self._msgs_early, []
         rd.read_states, self._read_states = self._read_states, []
         self._handed = (handed_last, applied)
         self._handed_committed = rd.committed_entries
         return rd
 
-    def advance(self) -> None:
-        """The last Ready has been handled: entries are durable and committed ones applied."""
+    def advance(self, *, durable: bool = True) -> None:
+        """The last Ready has been handled: its messages sent, its committed entries applied
+        and (unless `durable=False`) its entries, hard state and snapshot durable.
+
+        A driver that sends and applies while the batch's write still runs passes
+        `durable=False` and reports the write with `persisted` once its fsync returned.
+        """
         if self._handed is None:
             raise RuntimeError("advance() without ready()")
         handed_last, applied = self._handed
         committed_entries = self._handed_committed
         self._handed = None
         self._handed_committed = []
-        self.log.stable_to(handed_last)
         for e in committed_entries:
             if e.type == EntryType.CONF_CHANGE and e.index > self._conf_applied:
                 self._apply_conf_entry(e)
         self.log.applied = max(self.log.applied, applied)
+        if durable and handed_last is not None:
+            self.log.stable_to(handed_last)
+            self._self_ack()
+
+    def persisted(self, index: int, term: int) -> None:
+        """The driver's write of a batch whose last entry (or snapshot) is (`index`, `term`)
+        is durable: etcd's MsgStorageAppendResp. Ignored when the log no longer holds that
+        entry (replaced meanwhile). A leader counts its own copy toward commit only from here
+        on, so it never commits by counting an entry it has not persisted itself.
+        """
+        if self.log.term(index) != term:
+            return
+        self.log.stable_to(index)
+        self._self_ack()
+
+    def _self_ack(self) -> None:
         if self.role == Role.LEADER:
             me = self.prs.get(self.id)
             if me is not None and me.maybe_update(self.log.stable) and self._maybe_commit():

@@ -186,7 +186,8 @@ class RaftLog:
         if index < self.snapshot.meta.index:
             return
         self.snapshot = snapshot
-        keep_from = max(self._offset, index + 1 - retain)
+        # Entries not yet handed out for writing stay (a leader applies ahead of its write).
+        keep_from = max(self._offset, min(index + 1 - retain, self._unstable_from))
         del self._entries[: keep_from - self._offset]
         self._offset = keep_from
 

@@ -4,8 +4,13 @@ One asyncio task (the driver) owns the core's Ready loop: send `messages_early`,
 batch with one fsync (`RaftStorage.save` on a single worker thread, so fsync never blocks the
 event loop), send `messages`, apply committed entries to the `KVStore`, serve reads, `advance()`.
 Messages, ticks and proposals that arrive while an fsync runs are stepped into the core at once
-and land in the next Ready: that is the group commit. A storage error is fatal: the node logs it,
-enters a failed state and stops serving; it never carries on with a log it could not save.
+and land in the next write: that is the group commit. A leader does not wait for its own
+fsync: while it runs, it sends appends and heartbeats, applies entries a quorum of the others
+made durable and serves reads, and counts its own copy only once the write returned (Raft
+thesis 10.2.1), so one slow disk on the leader does not hold up the whole store. A storage
+error is fatal: the node logs it, enters a failed state and stops serving; it never carries on
+with a log it could not save. Writes it had proposed end "outcome unknown"
+(`WriteOutcomeUnknownError`): the leader sends entries before its own write, so they may commit.
 
 Requests: writes (`put`, `delete`, `txn`, lease calls) are proposed on the leader and answered
 once the entry is applied; reads (`get`) are linearizable via ReadIndex unless `serializable`.
@@ -29,6 +34,7 @@ import ssl
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from hamgr.raft import kv as kvmod
@@ -53,6 +59,7 @@ from hamgr.raft.pending import (
     NodeStoppedError,
     NotLeaderError,
     PendingRequests,
+    WriteOutcomeUnknownError,
 )
 from hamgr.raft.storage import RaftStorage
 from hamgr.raft.transport import PeerTransport, TransportLimits
@@ -83,6 +90,7 @@ __all__ = [
     "ProposalDroppedError",
     "RaftNode",
     "WatchStream",
+    "WriteOutcomeUnknownError",
     "decode_address",
     "decode_snapshot",
     "encode_address",
@@ -95,6 +103,16 @@ T = TypeVar("T")
 
 SNAPSHOT_STEP_KEYS = 1000
 """Keys a snapshot encodes per event-loop turn: about a millisecond of work."""
+
+
+@dataclass
+class _Saving:
+    """The batch whose write (one fsync) runs in the background."""
+
+    task: asyncio.Task[None]
+    ready: Ready
+    pipelined: bool
+    """A leader's batch: already sent and applied, acknowledged to the core when durable."""
 
 
 class RaftNode(NodeAPI):
@@ -186,6 +204,8 @@ class RaftNode(NodeAPI):
         self._soft = SoftState(NONE, Role.FOLLOWER)
         self._tasks: list[asyncio.Task[None]] = []
         self._snapshotting: asyncio.Task[Snapshot] | None = None
+        self._saving: _Saving | None = None  # the one batch being written, if any
+        self._durable_commit = 0  # the highest commit index a finished write stored
         self._state = "new"  # new -> running -> stopped | failed
         self.failure: BaseException | None = None
         # Called with the seconds each durable save (write + fsync) took, e.g. for metrics.
@@ -213,6 +233,7 @@ class RaftNode(NodeAPI):
                 log.info("node %d: bootstrapped a new cluster with voters %s", self.id, voters)
             if snap is not None and snap.data:
                 self._restore_snapshot(snap, install_peers=False)
+            self._durable_commit = hs.commit
             self._core = RaftCore(
                 self._raft_config,
                 self._rng,
@@ -244,16 +265,20 @@ class RaftNode(NodeAPI):
             self._state = "stopped"
         await self._shutdown(NodeStoppedError())
 
-    async def _shutdown(self, error: BaseException) -> None:
+    async def _shutdown(self, error: BaseException, proposed: BaseException | None = None) -> None:
+        """Stop every task and end every pending request with `error` (writes already
+        proposed with `proposed`, when given: their entries may still commit elsewhere)."""
         self._shut_down = True
         current = asyncio.current_task()
         tasks: list[asyncio.Task[Any]] = [t for t in self._tasks if t is not current]
         if self._snapshotting is not None:
             tasks.append(self._snapshotting)
+        if self._saving is not None:
+            tasks.append(self._saving.task)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._pending.fail_all(error)
+        self._pending.fail_all(error, proposed=proposed)
         self.leases.step_down()
         await self.transport.stop()
         await self._close_storage()
@@ -316,9 +341,10 @@ class RaftNode(NodeAPI):
                 await self._wake.wait()
                 self._wake.clear()
                 self._flush_proposals()
-                while core.has_ready():
-                    await self._handle_ready(core, core.ready())
+                while await self._drive_step(core):
                     self._flush_proposals()
+                if self._saving is None:
+                    await self._snapshot_step(core)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -332,27 +358,92 @@ class RaftNode(NodeAPI):
             self._state = "failed"
             error = NodeFailedError(f"raft node {self.id} failed: {exc}")
             error.__cause__ = exc
-            await self._shutdown(error)
+            unknown = WriteOutcomeUnknownError(
+                f"raft node {self.id} failed while the write was proposed (its entry may "
+                f"still commit: outcome unknown): {exc}"
+            )
+            unknown.__cause__ = exc
+            await self._shutdown(error, proposed=unknown)
 
-    async def _handle_ready(self, core: RaftCore, rd: Ready) -> None:
+    async def _drive_step(self, core: RaftCore) -> bool:
+        """Handle one batch; False when there is nothing to do until the next wake-up.
+
+        At most one write (one fsync) runs at a time, in the background; what the core
+        gathers meanwhile goes into the next write (the group commit). While it runs, a
+        leader keeps sending appends and heartbeats, applying what a quorum of the others
+        made durable and answering reads (`ready(persist=False)`): its own slow disk delays
+        only its own acknowledgement (Raft thesis 10.2.1; `RaftCore.persisted`). Any other
+        member waits: its votes and acknowledgements promise what the write saves.
+        """
+        saving = self._saving
+        if saving is not None:
+            if not saving.task.done():
+                light = saving.pipelined and core.role == Role.LEADER
+                if light and core.has_ready(persist=False):
+                    self._handle_light(core, core.ready(persist=False))
+                    return True
+                return False
+            self._saving = None
+            saving.task.result()  # a storage error is fatal: raise it into the driver
+            self._after_save(core, saving)
+            await self._snapshot_step(core)  # no write runs now: storage may compact
+            return True
+        if not core.has_ready():
+            return False
+        rd = core.ready()
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state)
         for m in rd.messages_early:
             self.transport.send(m)
-        if rd.snapshot is not None or rd.entries or rd.hard_state is not None:
-            assert self._storage is not None
-            started = time.perf_counter()
-            await self._io(self._storage.save, rd.hard_state, rd.entries, rd.snapshot)
-            if self.on_save is not None:
-                self.on_save(time.perf_counter() - started)
+        if rd.snapshot is None and not rd.entries and rd.hard_state is None:
+            for m in rd.messages:
+                self.transport.send(m)
+            self._finish(core, rd, durable=True)
+            return True
+        pipelined = core.role == Role.LEADER and rd.snapshot is None
+        task = asyncio.get_running_loop().create_task(self._save(rd), name=f"raft-save-{self.id}")
+        task.add_done_callback(lambda _: self._wake.set())
+        self._saving = _Saving(task, rd, pipelined)
+        if pipelined:
+            self._finish(core, rd, durable=False)
+        return True
+
+    async def _save(self, rd: Ready) -> None:
+        assert self._storage is not None
+        started = time.perf_counter()
+        await self._io(self._storage.save, rd.hard_state, rd.entries, rd.snapshot)
+        if self.on_save is not None:
+            self.on_save(time.perf_counter() - started)
+
+    def _after_save(self, core: RaftCore, saving: _Saving) -> None:
+        """A batch's write is durable: send what promised it, then finish or acknowledge it."""
+        rd = saving.ready
+        if rd.hard_state is not None:
+            self._durable_commit = max(self._durable_commit, rd.hard_state.commit)
         for m in rd.messages:
             self.transport.send(m)
+        if not saving.pipelined:
+            self._finish(core, rd, durable=True)
+            return
+        if rd.entries:
+            last = rd.entries[-1]
+            core.persisted(last.index, last.term)
+
+    def _handle_light(self, core: RaftCore, rd: Ready) -> None:
+        """A batch that touches no storage (see `RaftCore.ready(persist=False)`)."""
+        if rd.soft_state is not None:
+            self._on_soft_state(rd.soft_state)
+        for m in rd.messages_early:
+            self.transport.send(m)
+        self._finish(core, rd, durable=True)
+
+    def _finish(self, core: RaftCore, rd: Ready, *, durable: bool) -> None:
+        """Apply committed entries, serve reads, advance."""
         if rd.snapshot is not None:
             self._restore_snapshot(rd.snapshot, install_peers=True)
         self._apply(core, rd.committed_entries)
         self._pending.serve_reads(rd.read_states, self.kv.applied_index)
-        core.advance()
-        await self._snapshot_step(core)
+        core.advance(durable=durable)
 
     async def _snapshot_step(self, core: RaftCore) -> None:
         """Start a snapshot once `snapshot_entries` were applied since the last; once it is
@@ -362,8 +453,13 @@ class RaftNode(NodeAPI):
         if task is not None:
             if not task.done():
                 return
-            self._snapshotting = None
             staged = task.result()
+            if staged.meta.index > min(core.log.stable, self._durable_commit):
+                # A leader applies what the others made durable before its own write returns:
+                # the snapshot may be ahead of this member's log on disk. Adopt it after a
+                # later write (storage compacts only up to its own last index and commit).
+                return
+            self._snapshotting = None
             snap = core.compact(staged.meta, staged.data)
             if snap is not None:
                 assert self._storage is not None
@@ -478,7 +574,20 @@ class RaftNode(NodeAPI):
                 self.removed = True
             else:
                 self._addresses.pop(node, None)
-                self.transport.remove_peer(node)
+                # Not at once: what is queued for it (the commit that tells it of its removal,
+                # sent in the same step when this leader applies without waiting for its own
+                # write) still goes out.
+                loop = asyncio.get_running_loop()
+                loop.call_later(self.election_timeout, self._forget_peer, node)
+
+    def _forget_peer(self, node: int) -> None:
+        """Drop a removed member's connection (unless it is a member again)."""
+        core = self._core
+        if self._state != "running" or core is None:
+            return
+        if node in core.conf.voters or node in core.conf.learners:
+            return
+        self.transport.remove_peer(node)
 
     def _flush_proposals(self) -> None:
         assert self._core is not None

@@ -38,6 +38,7 @@ __all__ = [
     "NodeStoppedError",
     "NotLeaderError",
     "PendingRequests",
+    "WriteOutcomeUnknownError",
 ]
 
 T = TypeVar("T")
@@ -71,6 +72,11 @@ class NodeStoppedError(NotLeaderError):
 
 class NodeFailedError(RuntimeError):
     """The node hit a fatal error (e.g. its storage failed) and serves nothing any more."""
+
+
+class WriteOutcomeUnknownError(NodeFailedError):
+    """The node failed after this write was proposed: its entry may already be on other
+    members and commit there, so the write may or may not apply (never a definite failure)."""
 
 
 class KVCommandError(Exception):
@@ -206,9 +212,16 @@ class PendingRequests:
 
     # -- every request --------------------------------------------------------------------
 
-    def fail_all(self, error: BaseException) -> None:
-        """End every pending request with `error` and forget them all."""
-        futures = [f for _, f in self._waiters.values()]
+    def fail_all(self, error: BaseException, proposed: BaseException | None = None) -> None:
+        """End every pending request with `error` and forget them all; writes whose entry is
+        already in the log end with `proposed` instead, when given (their outcome is unknown)."""
+        waiting = [f for _, f in self._waiters.values()]
+        if proposed is not None:
+            for fut in waiting:
+                if not fut.done():
+                    fut.set_exception(proposed)
+            waiting = []
+        futures = waiting
         futures += list(self._reads.values())
         futures += [w.future for w in self._read_waits]
         futures += [p.future for p in self._queue if p.future is not None]

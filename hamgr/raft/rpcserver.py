@@ -39,6 +39,7 @@ from hamgr.raft.node import (
     NotLeaderError,
     ProposalDroppedError,
     RaftNode,
+    WriteOutcomeUnknownError,
 )
 from hamgr.raft.rpc import (
     DEFAULT_MAX_REQUEST_SIZE,
@@ -335,6 +336,8 @@ class StoreRpcServer:
             return self._not_leader(exc, code, message)
         if isinstance(exc, NotLeaderError):
             return self._not_leader(exc, ErrorCode.NOT_LEADER, message)
+        if isinstance(exc, WriteOutcomeUnknownError):
+            return ErrorInfo(ErrorCode.OUTCOME_UNKNOWN, message)
         if isinstance(exc, NodeFailedError):
             return ErrorInfo(ErrorCode.UNAVAILABLE, message)
         if isinstance(exc, KVCommandError):

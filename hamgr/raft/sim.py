@@ -84,6 +84,8 @@ class SimConfig:
     max_size_per_msg: int = 200
     membership_changes: bool = True
     fsync_ms: tuple[int, int] = (0, 0)
+    slow_disk_ms: tuple[int, int] = (0, 0)
+    """When set, a leader's own writes take this long (its disk lags its followers' acks)."""
     crash_new_leader: float = 0.0
     crash_new_leader_ms: tuple[int, int] = (1, 40)
     crash_mid_write: float = 0.0
@@ -114,6 +116,7 @@ HUNT = SimConfig(
     propose_every_ms=(1, 10),
     snapshot_every=0,
     fsync_ms=(1, 10),
+    slow_disk_ms=(20, 120),
     crash_in_ready=0.002,
     crash_new_leader=0.3,
     crash_new_leader_ms=(1, 30),
@@ -122,7 +125,8 @@ HUNT = SimConfig(
     liveness_ms=20_000,  # one entry per message: a long uncommitted tail takes a while
 )
 """A bug-hunting profile: one entry per message, small windows, slow links and disks, frequent
-faults aimed at the moments where Raft's rules matter: a crash while a batch is being written
+faults aimed at the moments where Raft's rules matter: slow disks on leaders (a leader's own write
+lags its followers' acks), a crash while a batch is being written
 (its acknowledgements must not be out yet) and a new leader's crash soon after it won (while it
 is still bringing older-term entries to the others, as in the paper's figure 8)."""
 
@@ -288,9 +292,27 @@ class Simulator:
     # -- the driver loop: the Ready contract ------------------------------------------------
 
     def _drive(self, m: Member) -> None:
+        """Handle member m's Ready batches as `RaftNode` does: one write at a time; while it
+        runs, a leader goes on with batches that touch no storage (sends, applies, reads)."""
         self._observe(m)
         core = m.core
-        while core is not None and not m.syncing and core.has_ready():
+        while core is not None and m.up:
+            if m.syncing:
+                if not m.pipelined or core.role != Role.LEADER:
+                    return
+                if not core.has_ready(persist=False):
+                    return
+                rd = core.ready(persist=False)
+                for msg in rd.messages_early:
+                    self._send(msg)
+                self._apply(m, rd)
+                core.advance()
+                self._after_advance(m)
+                self._observe(m)
+                core = m.core
+                continue
+            if not core.has_ready():
+                return
             rd = core.ready()
             self._check_ready(m, rd)
             for msg in rd.messages_early:
@@ -299,8 +321,23 @@ class Simulator:
                 # Like a real driver: the fsync runs while messages keep being stepped.
                 m.syncing = True
                 m.in_flight = rd if m.disk.records(rd) else None
-                self.schedule(self.between(self.cfg.fsync_ms), "synced", (m.id, m.incarnation, rd))
-                return
+                pipelined = (
+                    core.role == Role.LEADER and rd.snapshot is None and m.in_flight is not None
+                )
+                m.pipelined = pipelined
+                event = (m.id, m.incarnation, rd, pipelined)
+                slow = pipelined and self.cfg.slow_disk_ms[1] > 0
+                took = self.between(self.cfg.slow_disk_ms if slow else self.cfg.fsync_ms)
+                self.schedule(took, "synced", event)
+                if pipelined:
+                    # A leader does not wait for its own fsync (thesis 10.2.1): it applies and
+                    # goes on now, and counts its own copy once the write is durable.
+                    self._apply(m, rd)
+                    core.advance(durable=False)
+                    self._after_advance(m)
+                    self._observe(m)
+                    core = m.core
+                continue
             if not self._finish_ready(m, rd):
                 return
             core = m.core
@@ -315,6 +352,8 @@ class Simulator:
         if core.role == Role.LEADER and m.led_term == core.term:
             if self.cfg.rule_checks and core.log.committed > m.leader_commit:
                 self.check.rule_leader_commit(m.id, core.term, core.log)
+                disks = {v: self.members[v].disk for v in core.conf.voters if v in self.members}
+                self.check.rule_commit_durable(m.id, core.log, core.conf.voters, disks)
             m.leader_commit = core.log.committed
         elif core.role == Role.LEADER:
             m.led_term = core.term
@@ -338,10 +377,22 @@ class Simulator:
         if m.core.role == Role.LEADER and m.core.term == term:
             self._crash(m, f"as new leader of term {term}", self.rng.randrange(20, 500))
 
-    def _on_synced(self, node_id: int, incarnation: int, rd: Ready) -> None:
+    def _on_synced(self, node_id: int, incarnation: int, rd: Ready, pipelined: bool) -> None:
         m = self.members[node_id]
         if m.incarnation != incarnation or m.core is None:
             return  # crashed while syncing (see _crash for what reached the disk)
+        if pipelined:
+            if self._maybe_crash(m, "while persisting (leader, after sending)"):
+                return
+            m.syncing = m.pipelined = False
+            m.in_flight = None
+            m.disk.persist(rd)
+            for msg in rd.messages:
+                self._send(msg)
+            if rd.entries:
+                m.core.persisted(rd.entries[-1].index, rd.entries[-1].term)
+            self._drive(m)
+            return
         m.syncing = False
         m.in_flight = None
         if self._finish_ready(m, rd):
@@ -460,7 +511,10 @@ class Simulator:
         if core is None or self.cfg.snapshot_every <= 0:
             return
         lg = core.log
-        if lg.applied - lg.snapshot.meta.index >= self.cfg.snapshot_every:
+        # As RaftNode: a snapshot only of what is on this member's disk (a leader applies
+        # entries the others made durable before its own write returns).
+        due = lg.applied - lg.snapshot.meta.index >= self.cfg.snapshot_every
+        if due and lg.applied <= lg.stable:
             snap = core.compact(core.snapshot_meta(), self._snapshot_data(m))
             assert snap is not None
             m.disk.compact(snap)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 
 from hamgr.raft.config import RaftConfig
 from hamgr.raft.core import RaftCore
-from hamgr.raft.types import NONE, Entry, HardState, Message, Ready, Snapshot
+from hamgr.raft.types import NONE, Entry, HardState, Message, Ready, Role, Snapshot
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,7 @@ class RuleBreakers:
     """Each switch breaks one Raft rule."""
 
     forget_vote_on_restart: bool = False
+    count_own_unpersisted: bool = False
     commit_old_term_by_counting: bool = False
     send_before_persist: bool = False
     skip_log_up_to_date_check: bool = False
@@ -54,9 +55,15 @@ class RuleBreakingCore(RaftCore):
         if breakers.forget_vote_on_restart:
             self.vote = NONE
 
-    def ready(self) -> Ready:
-        """`send_before_persist`: every message goes out before the batch is durable."""
-        rd = super().ready()
+    def ready(self, *, persist: bool = True) -> Ready:
+        """`send_before_persist`: every message goes out before the batch is durable.
+        `count_own_unpersisted`: a leader counts its own copy of every entry at once, before
+        the driver reported it durable (`persisted`)."""
+        if self.breakers.count_own_unpersisted and self.role == Role.LEADER:
+            me = self.prs.get(self.id)
+            if me is not None and me.maybe_update(self.log.last_index()) and self._maybe_commit():
+                self._bcast_append()
+        rd = super().ready(persist=persist)
         if self.breakers.send_before_persist:
             rd.messages_early = rd.messages_early + rd.messages
             rd.messages = []

@@ -2,9 +2,11 @@
 
 It keeps the history that all members share (who led each term, which entry every (index, term)
 names, what was committed and applied at each index) and raises Violation at the first
-contradiction. Besides Raft's end properties it checks two rules the core promises, seen from
-outside the core (`rule_*`): no acknowledgement leaves a member before what it acknowledges is
-on its disk, and a leader's commit index moves only to an entry of its own term.
+contradiction. Besides Raft's end properties it checks rules the core promises, seen from
+outside the core (`rule_*`): no vote or acknowledgement leaves a follower or candidate before
+what it promises is on its disk (a leader's appends may leave before its own write); a leader's
+commit index moves only to an entry of its own term, and only to an entry a quorum of voters
+holds on disk (the leader's own copy counts only once durable).
 """
 
 from __future__ import annotations
@@ -131,6 +133,23 @@ class SafetyChecker:
             raise Violation(
                 f"ack sent before persisted: {member} acknowledges {msg.index}, "
                 f"its disk ends at {disk.last_index()}"
+            )
+
+    def rule_commit_durable(
+        self, member: int, log: RaftLog, voters: tuple[int, ...], disks: dict[int, Disk]
+    ) -> None:
+        """A leader commits an entry only once a quorum of voters holds it on disk. The leader
+        may send its appends before its own write is durable (thesis 10.2.1), but its own
+        copy counts toward the quorum only once it is on its disk."""
+        index = log.committed
+        term = log.term(index)
+        if term is None:
+            return
+        holders = sorted(v for v in voters if v in disks and disks[v].holds(index, term))
+        if 2 * len(holders) <= len(voters):
+            raise Violation(
+                f"commit before durable on a quorum: leader {member} committed {index} "
+                f"(term {term}), on the disks of only {holders} of voters {sorted(voters)}"
             )
 
     def rule_leader_commit(self, member: int, term: int, log: RaftLog) -> None:

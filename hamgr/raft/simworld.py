@@ -61,6 +61,14 @@ class Disk:
         if kept > 0 and rd.hard_state is not None:
             self.hard_state = rd.hard_state
 
+    def holds(self, index: int, term: int) -> bool:
+        """Is the entry (`index`, `term`) durable here (or covered by the snapshot)?"""
+        snap = self.snapshot.meta
+        if index < snap.index or (index == snap.index and term == snap.term):
+            return True
+        pos = index - (self.entries[0].index if self.entries else snap.index + 1)
+        return 0 <= pos < len(self.entries) and self.entries[pos].term == term
+
     def last_index(self) -> int:
         """The last index held (in an entry, or the snapshot's)."""
         return self.entries[-1].index if self.entries else self.snapshot.meta.index
@@ -109,6 +117,7 @@ class Member:
         self.led_term = 0  # the last term in which it was seen becoming leader
         self.leader_commit = 0  # its commit index when last seen as that leader
         self.syncing = False
+        self.pipelined = False  # the batch being written is a leader's, already sent and applied
         self.in_flight: Ready | None = None  # the batch being written, if any
         self.incarnation = 0
         self.core: RaftCore | None = None
@@ -142,7 +151,7 @@ class Member:
         self.proposals = {}
         self.reads = {}
         self.up = True
-        self.syncing = False
+        self.syncing = self.pipelined = False
         self.in_flight = None
         self.led_term = 0
         self.incarnation += 1
@@ -151,7 +160,7 @@ class Member:
         """Crash: everything not on disk is gone."""
         self.up = False
         self.core = None
-        self.syncing = False
+        self.syncing = self.pipelined = False
         self.in_flight = None
         self.proposals = {}
         self.reads = {}

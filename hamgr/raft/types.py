@@ -184,6 +184,10 @@ class Ready:
        entry at i and above), then `hard_state` (if any), and fsync them all;
     3. send `messages` (votes and acknowledgements that promise what step 2 saved);
     4. apply `committed_entries` in order, and serve reads per `read_states`.
+
+    A leader's driver may do 3 and 4 while 2 still runs (its own fsync; Raft thesis 10.2.1):
+    it calls `advance(durable=False)`, then `persisted(index, term)` once the write returned,
+    and meanwhile handles only `ready(persist=False)` batches, which touch no storage.
     """
 
     soft_state: SoftState | None = None

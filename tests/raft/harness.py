@@ -32,6 +32,7 @@ class Node:
     applied: list[Entry] = field(default_factory=list)
     read_states: list[tuple[int, bytes]] = field(default_factory=list)
     held: Ready | None = None  # persisted and sent, its committed entries not yet applied
+    writing: Ready | None = None  # a leader's batch sent and applied, its write not finished
 
 
 class Cluster:
@@ -61,6 +62,7 @@ class Cluster:
         self.outbox: list[Message] = []
         self.isolated: set[int] = set()
         self.slow_apply: set[int] = set()
+        self.slow_disk: set[int] = set()
         hs, entries = bootstrap_log(ids)
         for i in ids:
             self.nodes[i] = Node(i, hs, Snapshot(), list(entries))
@@ -91,6 +93,7 @@ class Cluster:
         """Stop member i; its unsent messages and volatile state are lost."""
         self.nodes[i].core = None
         self.nodes[i].held = None
+        self.nodes[i].writing = None
         self.outbox = [m for m in self.outbox if m.frm != i]
 
     def core(self, i: int) -> RaftCore:
@@ -107,25 +110,59 @@ class Cluster:
         A member in `slow_apply` stops after persisting and sending a Ready that carries
         committed entries, before applying them: like a driver that yields to the event loop
         between batches, while messages and ticks keep reaching the core. `finish_apply` ends it.
+        A leader in `slow_disk` sends and applies a batch at once but its write stays
+        unfinished until `finish_write`; meanwhile it handles only batches that touch no
+        storage (`RaftCore.ready(persist=False)`), as `RaftNode` does while an fsync runs.
         """
         n = self.nodes[i]
         while n.core is not None and n.held is None and n.core.has_ready():
+            if n.writing is not None:
+                if n.core.role != Role.LEADER or not n.core.has_ready(persist=False):
+                    return
+                rd = n.core.ready(persist=False)
+                self.outbox.extend(rd.messages_early)
+                self._apply_and_advance(n, rd)
+                continue
             rd = n.core.ready()
             self.outbox.extend(rd.messages_early)
-            if rd.snapshot is not None:
-                n.snapshot = rd.snapshot
-                n.entries = []
-                n.applied = []
-            if rd.entries:
-                first = rd.entries[0].index
-                n.entries = [e for e in n.entries if e.index < first] + rd.entries
-            if rd.hard_state is not None:
-                n.hard_state = rd.hard_state
+            stores = rd.snapshot is not None or rd.entries or rd.hard_state is not None
+            if i in self.slow_disk and n.core.role == Role.LEADER and stores:
+                # As RaftNode does: the leader's write runs on while it sends and applies.
+                n.writing = rd
+                n.applied.extend(rd.committed_entries)
+                n.read_states.extend((rs.index, rs.ctx) for rs in rd.read_states)
+                n.core.advance(durable=False)
+                continue
+            self._persist(n, rd)
             self.outbox.extend(rd.messages)
             if i in self.slow_apply and rd.committed_entries:
                 n.held = rd
                 return
             self._apply_and_advance(n, rd)
+
+    def finish_write(self, i: int) -> None:
+        """The slow write of leader i (see `slow_disk`) returns: durable, acknowledged."""
+        n = self.nodes[i]
+        rd, n.writing = n.writing, None
+        assert rd is not None, f"member {i} has no write in flight"
+        assert n.core is not None
+        self._persist(n, rd)
+        self.outbox.extend(rd.messages)
+        if rd.entries:
+            n.core.persisted(rd.entries[-1].index, rd.entries[-1].term)
+        self.drive(i)
+
+    @staticmethod
+    def _persist(n: Node, rd: Ready) -> None:
+        if rd.snapshot is not None:
+            n.snapshot = rd.snapshot
+            n.entries = []
+            n.applied = []
+        if rd.entries:
+            first = rd.entries[0].index
+            n.entries = [e for e in n.entries if e.index < first] + rd.entries
+        if rd.hard_state is not None:
+            n.hard_state = rd.hard_state
 
     def _apply_and_advance(self, n: Node, rd: Ready) -> None:
         assert n.core is not None
