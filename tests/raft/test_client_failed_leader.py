@@ -20,8 +20,8 @@ import pytest
 from hamgr.raft.client import StoreOutcomeUnknownError
 from hamgr.raft.rpc import ErrorCode
 from tests.raft.diskgate import DiskGate
-from tests.raft.inloop import wait_for
 from tests.raft.test_client import IDS, Cluster
+from tests.tools.poll import wait_for_async
 
 
 @pytest.fixture
@@ -49,8 +49,8 @@ async def test_a_write_pending_on_a_leader_whose_disk_fails_is_outcome_unknown(
         gate = DiskGate(leader._storage)
         last = cluster.nodes[follower].status()["last_index"]
         task = asyncio.ensure_future(client.put(b"t/u/1", b"1"))
-        await wait_for(gate.entered.is_set, what="the leader's write to hang")
-        await wait_for(
+        await wait_for_async(gate.entered.is_set, what="the leader's write to hang")
+        await wait_for_async(
             lambda: cluster.nodes[follower].status()["last_index"] > last,
             what="the entry on the follower",
         )

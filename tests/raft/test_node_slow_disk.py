@@ -15,7 +15,8 @@ import pytest
 
 from hamgr.raft.node import RaftNode
 from tests.raft.diskgate import DiskGate
-from tests.raft.test_node import Cluster, retry, wait_for
+from tests.raft.test_node import Cluster, retry
+from tests.tools.poll import wait_for_async
 
 
 @pytest.fixture
@@ -36,7 +37,7 @@ async def test_leader_serves_while_its_own_write_hangs(cluster: Cluster) -> None
     gate = DiskGate(leader._storage)
     try:
         first = asyncio.ensure_future(leader.put(b"k", b"1"))
-        await wait_for(gate.entered.is_set, what="the leader's write to hang")
+        await wait_for_async(gate.entered.is_set, what="the leader's write to hang")
         # Committed by the two followers, applied and answered while the write hangs.
         await asyncio.wait_for(first, 10.0)
         more = await asyncio.gather(*(leader.put(b"m%d" % n, b"x") for n in range(5)))
@@ -52,13 +53,10 @@ async def test_leader_serves_while_its_own_write_hangs(cluster: Cluster) -> None
         assert leader._core.prs[leader.id].match < status["commit"]  # not counted itself
     finally:
         gate.release()
-    await wait_for(
-        lambda: (
+    await wait_for_async(lambda: (
             leader._core is not None
             and leader._core.prs[leader.id].match >= leader.status()["commit"]
-        ),
-        what="the leader to count its own copy once written",
-    )
+        ), what="the leader to count its own copy once written")
     await leader.put(b"k", b"2")
     await cluster.stop_all()
     # Everything acknowledged is on disk: a cold restart holds it.
@@ -90,7 +88,7 @@ async def test_leader_snapshots_only_what_it_wrote(tmp_path: Path) -> None:
         finally:
             gate.release()
         await leader.put(b"k", b"1")
-        await wait_for(lambda: leader.status()["snapshot_index"] > before, what="a snapshot")
+        await wait_for_async(lambda: leader.status()["snapshot_index"] > before, what="a snapshot")
         assert leader.state == "running"
         assert (await leader.get(b"s", prefix=True)).count == 20
     finally:
