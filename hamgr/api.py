@@ -21,7 +21,8 @@ JSON: ``/patroni`` (alias ``/status``: this member), ``/cluster``, ``/history``,
 ``/events?since=N`` (recent events, hamgr/events.py), from the agent's memory. ``/ui`` is the
 read-only status page built on them (hamgr/ui).
 Unsafe methods need HTTP basic auth (``restapi.authentication``; without it they are refused
-with 403): POST ``/switchover``, ``/failover``, ``/restart``, ``/reinitialize``, ``/reload``
+with 403): POST ``/switchover``, ``/failover``, ``/restart``, ``/reinitialize``, ``/reload``,
+DELETE ``/restart`` and ``/switchover`` (cancel what is scheduled: hamgr/apirestart.py)
 and PATCH ``/config`` (a JSON merge patch of the dynamic settings). A bad body is answered 400 with
 ``{"error": "<field>: <problem>"}`` and changes nothing; a failed action 503. ``/metrics`` serves
 what the ``metrics`` hook of :func:`build_app` returns (404 without one).
@@ -50,6 +51,7 @@ from aiohttp import web
 
 from hamgr import __version__, clock
 from hamgr.apiaccess import Access
+from hamgr.apirestart import delete_restart, delete_switchover, post_restart
 from hamgr.apiview import (
     AgentView,
     LocalStatus,
@@ -584,12 +586,13 @@ class _Api:
             await asyncio.sleep(self.poll_interval)
 
     async def restart(self, request: web.Request) -> web.Response:
-        body = await _body(request, optional=True)
-        o = JsonObject(body, "", known=("restart_pending",))
-        if o.flag("restart_pending", False) and not self.view.local().pending_restart:
-            return _error(503, "restart conditions are not satisfied: no restart is pending")
-        await self.view.restart_postgres()
-        return web.json_response({"message": "restarted successfully"})
+        return await post_restart(self.view, await _body(request, optional=True))
+
+    async def cancel_restart(self, request: web.Request) -> web.Response:
+        return await delete_restart(self.view)
+
+    async def cancel_switchover(self, request: web.Request) -> web.Response:
+        return await delete_switchover(self.view)
 
     async def reinitialize(self, request: web.Request) -> web.Response:
         JsonObject(await _body(request, optional=True), "", known=())
@@ -685,6 +688,8 @@ def build_app(
     app.router.add_post("/switchover", api.switchover)
     app.router.add_post("/failover", api.failover)
     app.router.add_post("/restart", api.restart)
+    app.router.add_delete("/restart", api.cancel_restart)
+    app.router.add_delete("/switchover", api.cancel_switchover)
     app.router.add_post("/reinitialize", api.reinitialize)
     app.router.add_post("/reload", api.reload)
     app.router.add_get("/store/members", api.store_members)

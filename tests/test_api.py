@@ -290,7 +290,7 @@ BAD_BODIES = [
     ("/failover", {"candidate": None}, "candidate: must not be null"),
     ("/failover", {"candidate": "a"}, "candidate: a is already the leader"),
     ("/failover", {"candidate": "b", "scheduled_at": 2e9}, "scheduled_at: unknown field"),
-    ("/restart", {"now": True}, "now: unknown field"),
+    ("/restart", {"now": True}, "now: unknown filter for the restart"),
     ("/reload", {"now": True}, "now: unknown field"),
     ("/restart", {"restart_pending": "yes"}, 'restart_pending: expected true or false, got "yes"'),
 ]
@@ -400,14 +400,14 @@ async def test_patch_config_merges_and_checks(api: Api) -> None:
 async def test_restart_and_reload(api: Api) -> None:
     assert await api.call("POST", "/restart") == (200, {"message": "restarted successfully"})
     code, answer = await api.call("POST", "/restart", {"restart_pending": True})
-    assert code == 503 and "no restart is pending" in answer["error"]
+    assert code == 503 and "pending restart flag is not set" in answer["error"]
     _as(api, "a", pending_restart=True)
     assert (await api.call("POST", "/restart", {"restart_pending": True}))[0] == 200
     api.agent.restart_error = "PostgreSQL did not start within 60 s"
     code, answer = await api.call("POST", "/restart")
     assert (code, answer["error"]) == (503, "PostgreSQL did not start within 60 s")
     assert await api.call("POST", "/reload", {}) == (202, {"message": "reload scheduled"})
-    assert api.agent.calls == [("restart",)] * 3 + [("reload",)]
+    assert api.agent.calls == [("restart",)] * 4 + [("reload",)]
 
 
 async def test_reinitialize_only_a_replica_of_a_running_leader(api: Api) -> None:

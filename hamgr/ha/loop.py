@@ -45,6 +45,7 @@ from hamgr.ha.observe import (
     timeline_diverged,
     unled_claim,
 )
+from hamgr.ha.restartjob import RestartDesk, carry_out
 from hamgr.ha.slots import SlotKeeper
 from hamgr.postgres import HeldConnection, PgSettings
 
@@ -133,6 +134,8 @@ class HaLoop:
         self._forks = TimelineForks()
         self.held = HeldConnection(pg)
         """The observations' persistent connection to the local PostgreSQL."""
+        self.restarts = RestartDesk()
+        """Operator restarts (POST /restart), carried out in the cycle (hamgr/ha/restartjob.py)."""
         self.reinit_requested = False
         """Set by the REST API (POST /reinitialize); cleared once the data dir was emptied."""
         self.keepalive_errors = 0
@@ -196,6 +199,10 @@ class HaLoop:
             # data directory some day later, when it follows again.
             log.warning("dropping the reinitialize request: this member holds the leader key")
             self.reinit_requested = False
+        if await carry_out(self, view, pg):
+            # An operator's restart ran in this cycle: decide on PostgreSQL as it is now.
+            pg = await observe_postgres(self.pg, self._forks, self.held)
+            self.last_pg = pg
         local = self._local(view, pg)
         decision = decide(view, local)
         if any(isinstance(x, Detach) for x in decision.actions):
@@ -309,6 +316,7 @@ class HaLoop:
             store_id=self.me.store_id,
             fencer=("armed" if self.runner.fencer_armed else "disarmed") if primary else "",
             pending_restart=pg.pending_restart,
+            scheduled_restart=self.restarts.scheduled,
         )
         self.last_member = state
         try:
@@ -364,6 +372,9 @@ class HaLoop:
                     # A failover race waits on the peers (e.g. to stop receiving): ask again
                     # soon rather than a whole loop later.
                     wait = min(wait, RACE_POLL)
+                due = self.restarts.seconds_to_next(time.time())
+                if due is not None:
+                    wait = min(wait, due)  # a scheduled restart runs at its time, not later
                 await self._wait_for_change(stop, wait)
         finally:
             keeper.cancel()
@@ -372,7 +383,7 @@ class HaLoop:
             await self.held.close()
 
     async def _wait_for_change(self, stop: asyncio.Event, timeout: float) -> None:
-        """Sleep up to `timeout`, waking early on a store change or on `stop`.
+        """Sleep up to `timeout`, waking early on a store change, an operator's restart or `stop`.
 
         A watch that fails at once (store unreachable) must not make the loop spin: the rest of
         the wait is then slept out.
@@ -380,18 +391,19 @@ class HaLoop:
         end = clock.now() + timeout
         watcher = asyncio.ensure_future(self.dcs.watch(timeout))
         stopper = asyncio.ensure_future(stop.wait())
+        asked = asyncio.ensure_future(self.restarts.wake.wait())
         try:
             done, _ = await asyncio.wait(
-                {watcher, stopper}, timeout=timeout + 1.0, return_when="FIRST_COMPLETED"
+                {watcher, stopper, asked}, timeout=timeout + 1.0, return_when="FIRST_COMPLETED"
             )
             if watcher in done and not watcher.cancelled() and watcher.exception() is not None:
                 log.debug("store watch failed: %s", watcher.exception())
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), max(0.0, end - clock.now()))
         finally:
-            for t in (watcher, stopper):
+            for t in (watcher, stopper, asked):
                 t.cancel()
-            for t in (watcher, stopper):
+            for t in (watcher, stopper, asked):
                 with contextlib.suppress(asyncio.CancelledError, DcsError):
                     await t
 
