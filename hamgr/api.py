@@ -16,7 +16,8 @@ from the store::
     /quorum                   /replica, and a quorum standby (synchronous_mode quorum)
     /asynchronous, /async     /replica, and not counted in the synchronous set
 
-JSON: ``/patroni`` (alias ``/status``: this member), ``/cluster``, ``/history``, ``/config``;
+JSON: ``/patroni`` (alias ``/status``: this member), ``/cluster``, ``/history``, ``/config``
+(``/cluster`` and ``/history`` in Patroni's shapes: hamgr/patroniview.py);
 ``/store`` (the store member's view: Raft leader, members; hamgr/storeview.py) and
 ``/events?since=N`` (recent events, hamgr/events.py), from the agent's memory. ``/ui`` is the
 read-only status page built on them (hamgr/ui).
@@ -69,6 +70,7 @@ from hamgr.events import EventLog
 from hamgr.ha.race import describe_request
 from hamgr.ha.syncrep import outside_sync_set, sync_role
 from hamgr.openapi import description
+from hamgr.patroniview import history_lines, member_fields, scheduled_switchover
 from hamgr.storemembers import MembershipRefused
 from hamgr.ui import add_ui_routes
 
@@ -253,14 +255,17 @@ def cluster_json(scope: str, cluster: ClusterView) -> dict[str, Any]:
                 "fencer": m.fencer or None,
                 "pending_restart": bool(m.pending_restart),
                 "pending_restart_reason": list(m.pending_restart),
+                **member_fields(m, leader, top),
             }
         )
+    members.sort(key=lambda m: str(m["name"]))
     return {
         "scope": scope,
         "leader": leader,
         "fence_token": cluster.leader.revision if cluster.leader else None,
         "pause": cluster.settings.pause,
         "switchover": cluster.switchover.to_dict() if cluster.switchover else None,
+        "scheduled_switchover": scheduled_switchover(cluster.switchover),
         "timeline": cluster.timeline,
         "synchronous_mode": cluster.settings.synchronous_mode,
         "sync": cluster.sync.to_dict() if cluster.sync else None,
@@ -501,7 +506,7 @@ class _Api:
         return web.json_response(cluster_json(self.view.scope, await self.view.cluster()))
 
     async def history(self, request: web.Request) -> web.Response:
-        return web.json_response([h.to_dict() for h in await self.view.history()])
+        return web.json_response(history_lines(await self.view.history()))
 
     async def get_config(self, request: web.Request) -> web.Response:
         return web.json_response((await self.view.cluster()).settings.to_dict())

@@ -344,16 +344,10 @@ async def cmd_resume(
 async def cmd_history(
     client: Client, url: str, cluster: dict[str, Any], a: argparse.Namespace
 ) -> None:
-    entries = await client.call("GET", url, "/history")
+    lines = await client.call("GET", url, "/history")  # Patroni's history lines
     rows = [
-        {
-            "TL": h["timeline"],
-            "LSN": h["switch_lsn"],
-            "Reason": h["reason"],
-            "Timestamp": _when(h["at"]),
-            "New Leader": h["new_leader"],
-        }
-        for h in entries
+        {"TL": tl, "LSN": lsn, "Reason": why, "Timestamp": at, "New Leader": new}
+        for tl, lsn, why, at, new in lines
     ]
     print(render(rows, a.format))
 

@@ -217,15 +217,12 @@ async def test_cluster_history_and_config_json(api: Api) -> None:
     assert rows["b"]["host"] == "127.0.0.2" and rows["b"]["port"] == 5433
     assert rows["b"]["api_url"] == URLS["b"] and rows["b"]["reason"] == "following a"
     assert rows["c"]["tags"]["nofailover"] is True and rows["c"]["received_lsn"] == 70 * MB
+    # Patroni's shapes: WAL positions spelled as PostgreSQL does, lags in bytes; history lines.
+    assert rows["c"]["receive_lsn"] == "0/4600000" and rows["c"]["receive_lag"] == 30 * MB
+    assert "lsn" not in rows["a"] and cluster["scheduled_switchover"] is None
     code, history = await api.call("GET", "/history")
     assert history == [
-        {
-            "timeline": 1,
-            "switch_lsn": 50 * MB,
-            "reason": "no recovery target specified",
-            "at": 1.7e9,
-            "new_leader": "a",
-        }
+        [1, 50 * MB, "no recovery target specified", "2023-11-14T22:13:20+00:00", "a"]
     ]
     code, config = await api.call("GET", "/config")
     assert config == DynamicSettings().to_dict()

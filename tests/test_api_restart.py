@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from hamgr.dcs import SwitchoverRequest
+from hamgr.dcs.restartrequest import RestartRequest
 from tests import test_api
 from tests.test_api import Api, _as
 
@@ -99,3 +100,20 @@ async def test_cancelling_needs_credentials(api: Api) -> None:
     for path in ("/restart", "/switchover"):
         code, _ = await api.call("DELETE", path, auth=None)
         assert code == 401
+
+
+async def test_cluster_shows_what_is_scheduled_as_patroni(api: Api) -> None:
+    at = time.time() + 3600
+    req = SwitchoverRequest("switchover", "a", "b", at)
+    view = api.agent.store.view
+    b = view.members[1]
+    restart = RestartRequest(at, restart_pending=True)
+    members = (view.members[0], dataclasses.replace(b, scheduled_restart=restart), view.members[2])
+    api.agent.store.view = dataclasses.replace(view, switchover=req, members=members)
+    code, cluster = await api.call("GET", "/cluster")
+    assert code == 200
+    assert cluster["scheduled_switchover"] == {"at": _iso(at), "from": "a", "to": "b"}
+    rows = {m["name"]: m for m in cluster["members"]}
+    assert rows["b"]["scheduled_restart"]["schedule"] == _iso(at)
+    assert rows["b"]["scheduled_restart"]["restart_pending"] is True
+    assert "scheduled_restart" not in rows["c"]
