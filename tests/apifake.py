@@ -142,6 +142,7 @@ class FakeAgent:
         self.restart_error: str | None = None
         self.server_version = 150004
         self.scheduled: RestartRequest | None = None
+        self.restarts: list[RestartRequest] = []
 
     def local(self) -> LocalStatus:
         return self.status
@@ -168,6 +169,7 @@ class FakeAgent:
     async def restart_postgres(self, request: RestartRequest) -> tuple[bool, str]:
         """The HA loop's rules (hamgr/ha/restartplan.py) on this fake's local status."""
         self.calls.append(("restart",))
+        self.restarts.append(request)
         s = self.status
         facts = RestartFacts(
             role=s.pg.role if s.pg.running else "stopped",
@@ -189,12 +191,23 @@ class FakeAgent:
         if self.scheduled is not None:
             return False
         self.scheduled = request
+        self._publish()
         return True
 
     def cancel_restart(self) -> bool:
         self.calls.append(("cancel_restart",))
         found, self.scheduled = self.scheduled is not None, None
+        self._publish()
         return found
+
+    def _publish(self) -> None:
+        """The scheduled restart into this member's record, as the HA loop publishes it."""
+        view = self.store.view
+        members = tuple(
+            dataclasses.replace(m, scheduled_restart=self.scheduled) if m.name == self.name else m
+            for m in view.members
+        )
+        self.store.view = dataclasses.replace(view, members=members)
 
     async def cancel_switchover(self) -> bool | None:
         self.calls.append(("cancel_switchover",))
