@@ -272,6 +272,9 @@ class HaLoop:
         (unless the cluster is paused, as last read: then PostgreSQL is left alone, see
         hamgr/ha/decide.py)."""
         log.warning("cannot read the cluster from the store: %s", exc)
+        self.restarts.refuse_waiting(
+            f"not restarting: the store is unreachable ({exc}), so the lease cannot be checked"
+        )
         fence_at = self.runner.lease.fence_at
         if fence_at is None and self._resume_lease is not None and pg.is_primary:
             # Restarted, the previous run's lease not renewed yet: its deadline, which the

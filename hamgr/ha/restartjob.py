@@ -91,6 +91,13 @@ class RestartDesk:
             if self._asked is asked:
                 self._asked = None
 
+    def refuse_waiting(self, why: str) -> None:
+        """Answer a restart that waits for this cycle with ``why`` (e.g. the store is
+        unreachable: the lease cannot be checked), restarting nothing."""
+        asked = self._asked
+        if asked is not None and not asked.started:
+            _finish(asked, (False, why))
+
     def seconds_to_next(self, wall_now: float) -> float | None:
         """Seconds until the scheduled restart is due (for the loop's sleep), None if none."""
         if self.scheduled is None or self.scheduled.at is None:
