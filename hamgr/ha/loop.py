@@ -152,6 +152,7 @@ class HaLoop:
     async def cycle(self) -> Decision | None:
         """One observe-decide-act round; None when the store could not be read."""
         started = clock.now()
+        self.restarts.wake.clear()  # this cycle sees what woke it
         pg = await observe_postgres(self.pg, self._forks, self.held)
         self.last_pg = pg
         self.runner.settle_watchdog(pg, clock.now())

@@ -47,7 +47,8 @@ class RestartDesk:
 
     At most one scheduled restart (Patroni's rule: a second one is refused until the first is
     cancelled or done) and one immediate restart at a time. ``wake`` is set when an immediate
-    restart waits, so the loop's sleep ends at once.
+    restart waits (or the schedule changed, to publish it), so the loop's sleep ends at once;
+    the loop clears it as each cycle begins.
     """
 
     def __init__(self) -> None:
@@ -99,15 +100,15 @@ class RestartDesk:
             _finish(asked, (False, why))
 
     def seconds_to_next(self, wall_now: float) -> float | None:
-        """Seconds until the scheduled restart is due (for the loop's sleep), None if none."""
-        if self.scheduled is None or self.scheduled.at is None:
-            return None
-        return max(0.0, self.scheduled.at - wall_now)
+        """Seconds until the scheduled restart is due (for the loop's sleep); None if none is
+        scheduled or it is due already (the next cycle takes it, or keeps it while paused:
+        no busy loop then)."""
+        at = self.scheduled.at if self.scheduled is not None else None
+        return at - wall_now if at is not None and at > wall_now else None
 
     def take(self, wall_now: float, loop_wait: float, paused: bool) -> _Asked | None:
         """The restart to carry out in this cycle, if any (a due scheduled one is taken off the
         schedule; a stale one is dropped with a log line)."""
-        self.wake.clear()
         if self._asked is not None and not self._asked.done.done():
             return self._asked
         req = self.scheduled
