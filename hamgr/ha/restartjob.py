@@ -171,6 +171,9 @@ async def carry_out(loop: HaLoop, view: ClusterView, pg: LocalPostgres) -> bool:
     timeout = max(timeout, 1.0)
     log.info("restarting PostgreSQL (%s, timeout %g s)", facts.role, timeout)
     runner = loop.runner
+    # Health checks answer from memory: while it restarts, PostgreSQL is not running (GET
+    # /primary and /replica 503, so load balancers leave it), until the cycle observes it again.
+    loop.last_pg = dataclasses.replace(loop.last_pg, running=False)
     try:
         await postgres.restart(runner.pg, "fast", timeout)
     except postgres.PostgresError as exc:
