@@ -193,7 +193,9 @@ async def carry_out(loop: HaLoop, view: ClusterView, pg: LocalPostgres) -> bool:
         pending = await postgres.pending_restart(runner.pg)
     except postgres.PostgresError:
         pending = pg.pending_restart  # not answering yet: the next cycle tells
-    loop.last_pg = dataclasses.replace(loop.last_pg, pending_restart=pending)
+    # Up again in its role (pg_ctl waited for it): health checks answer as before the restart,
+    # with the pending parameters PostgreSQL reports now, before the answer goes out.
+    loop.last_pg = dataclasses.replace(pg, pending_restart=pending)
     _finish(asked, (True, "restarted successfully"))
     return True
 
