@@ -109,8 +109,9 @@ class RestartDesk:
     def take(self, wall_now: float, loop_wait: float, paused: bool) -> _Asked | None:
         """The restart to carry out in this cycle, if any (a due scheduled one is taken off the
         schedule; a stale one is dropped with a log line)."""
-        if self._asked is not None and not self._asked.done.done():
-            return self._asked
+        asked = self._asked
+        if asked is not None and not asked.started and not asked.done.done():
+            return asked
         req = self.scheduled
         if req is None or req.at is None:
             return None
@@ -160,6 +161,14 @@ async def carry_out(loop: HaLoop, view: ClusterView, pg: LocalPostgres) -> bool:
     if asked is None:
         return False
     asked.started = True
+    try:
+        return await _restart(loop, view, pg, asked)
+    except Exception as exc:  # answered, never taken again; the loop logs the cycle's failure
+        _finish(asked, (False, f"restart failed: {type(exc).__name__}: {exc}"))
+        raise
+
+
+async def _restart(loop: HaLoop, view: ClusterView, pg: LocalPostgres, asked: _Asked) -> bool:
     req = asked.request
     facts = await facts_of(loop, view, pg, req.postgres_version is not None)
     why = refusal(req, facts)
