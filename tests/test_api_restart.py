@@ -117,3 +117,6 @@ async def test_cluster_shows_what_is_scheduled_as_patroni(api: Api) -> None:
     assert rows["b"]["scheduled_restart"]["schedule"] == _iso(at)
     assert rows["b"]["scheduled_restart"]["restart_pending"] is True
     assert "scheduled_restart" not in rows["c"]
+    _as(api, "b")  # its agent's GET /patroni shows it too, as Patroni's
+    code, me = await api.call("GET", "/patroni")
+    assert code == 200 and me["scheduled_restart"]["schedule"] == _iso(at), me
