@@ -18,12 +18,14 @@ from the store::
     /quorum                   /replica, and a quorum standby (synchronous_mode quorum)
     /asynchronous, /async     /replica, and not counted in the synchronous set
 
-JSON: ``/patroni`` (alias ``/status``: this member), ``/cluster``, ``/history``, ``/config``;
+JSON: ``/patroni`` (alias ``/status``: this member), ``/cluster``, ``/history``, ``/config``
+(``/cluster`` and ``/history`` in Patroni's shapes: hamgr/patroniview.py);
 ``/store`` (the store member's view: Raft leader, members; hamgr/storeview.py) and
 ``/events?since=N`` (recent events, hamgr/events.py), from the agent's memory. ``/ui`` is the
 read-only status page built on them (hamgr/ui).
 Unsafe methods need HTTP basic auth (``restapi.authentication``; without it they are refused
-with 403): POST ``/switchover``, ``/failover``, ``/restart``, ``/reinitialize``, ``/reload``
+with 403): POST ``/switchover``, ``/failover``, ``/restart``, ``/reinitialize``, ``/reload``,
+DELETE ``/restart`` and ``/switchover`` (cancel what is scheduled: hamgr/apirestart.py)
 and PATCH ``/config`` (a JSON merge patch of the dynamic settings). A bad body is answered 400 with
 ``{"error": "<field>: <problem>"}`` and changes nothing; a failed action 503. ``/metrics`` serves
 what the ``metrics`` hook of :func:`build_app` returns (404 without one).
@@ -52,6 +54,7 @@ from aiohttp import web
 
 from hamgr import __version__, clock
 from hamgr.apiaccess import Access
+from hamgr.apirestart import delete_restart, delete_switchover, post_restart
 from hamgr.apiview import (
     AgentView,
     LocalStatus,
@@ -68,6 +71,7 @@ from hamgr.events import EventLog
 from hamgr.ha.race import describe_request
 from hamgr.ha.syncrep import outside_sync_set, sync_role
 from hamgr.openapi import description
+from hamgr.patroniview import history_lines, member_fields, scheduled_switchover
 from hamgr.storemembers import MembershipRefused
 from hamgr.ui import add_ui_routes
 
@@ -217,6 +221,7 @@ def member_status(view: AgentView, local: LocalStatus, now: float) -> dict[str, 
         "replication_slots": list(local.replication_slots),
         "pending_restart": local.pending_restart,
         "pending_restart_reason": list(pg.pending_restart),
+        "scheduled_restart": m.scheduled_restart.to_dict() if m.scheduled_restart else None,
         "pause": m.paused,
         "fencer": m.fencer or None,
         "tags": m.tags.to_dict(),
@@ -268,14 +273,17 @@ def cluster_json(scope: str, cluster: ClusterView) -> dict[str, Any]:
                 "fencer": m.fencer or None,
                 "pending_restart": bool(m.pending_restart),
                 "pending_restart_reason": list(m.pending_restart),
+                **member_fields(m, leader, top),
             }
         )
+    members.sort(key=lambda m: str(m["name"]))
     return {
         "scope": scope,
         "leader": leader,
         "fence_token": cluster.leader.revision if cluster.leader else None,
         "pause": cluster.settings.pause,
         "switchover": cluster.switchover.to_dict() if cluster.switchover else None,
+        "scheduled_switchover": scheduled_switchover(cluster.switchover),
         "timeline": cluster.timeline,
         "synchronous_mode": cluster.settings.synchronous_mode,
         "sync": cluster.sync.to_dict() if cluster.sync else None,
@@ -522,7 +530,7 @@ class _Api:
         return web.json_response(cluster_json(self.view.scope, await self.view.cluster()))
 
     async def history(self, request: web.Request) -> web.Response:
-        return web.json_response([h.to_dict() for h in await self.view.history()])
+        return web.json_response(history_lines(await self.view.history()))
 
     async def get_config(self, request: web.Request) -> web.Response:
         return web.json_response((await self.view.cluster()).settings.to_dict())
@@ -607,12 +615,13 @@ class _Api:
             await asyncio.sleep(self.poll_interval)
 
     async def restart(self, request: web.Request) -> web.Response:
-        body = await _body(request, optional=True)
-        o = JsonObject(body, "", known=("restart_pending",))
-        if o.flag("restart_pending", False) and not self.view.local().pending_restart:
-            return _error(503, "restart conditions are not satisfied: no restart is pending")
-        await self.view.restart_postgres()
-        return web.json_response({"message": "restarted successfully"})
+        return await post_restart(self.view, await _body(request, optional=True))
+
+    async def cancel_restart(self, request: web.Request) -> web.Response:
+        return await delete_restart(self.view)
+
+    async def cancel_switchover(self, request: web.Request) -> web.Response:
+        return await delete_switchover(self.view)
 
     async def reinitialize(self, request: web.Request) -> web.Response:
         JsonObject(await _body(request, optional=True), "", known=())
@@ -708,6 +717,8 @@ def build_app(
     app.router.add_post("/switchover", api.switchover)
     app.router.add_post("/failover", api.failover)
     app.router.add_post("/restart", api.restart)
+    app.router.add_delete("/restart", api.cancel_restart)
+    app.router.add_delete("/switchover", api.cancel_switchover)
     app.router.add_post("/reinitialize", api.reinitialize)
     app.router.add_post("/reload", api.reload)
     app.router.add_get("/store/members", api.store_members)

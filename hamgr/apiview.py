@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from hamgr.dcs.jsonfields import ModelError
 from hamgr.dcs.model import ClusterView, DynamicSettings, MemberState, TimelineEntry
+from hamgr.dcs.restartrequest import RestartRequest
 from hamgr.ha.inputs import LocalPostgres
 from hamgr.postgres.errors import ConfigError as PgConfigError
 from hamgr.postgres.settings import validate_parameters
@@ -123,10 +124,23 @@ class AgentView(Protocol):
         """Store a failover request to ``candidate``; like :meth:`request_switchover`."""
         ...
 
-    async def restart_postgres(self) -> None:
-        """Restart the local PostgreSQL in its current role; return once it runs again.
+    async def restart_postgres(self, request: RestartRequest) -> tuple[bool, str]:
+        """Have the HA loop restart the local PostgreSQL in its current role, in its cycle, if
+        ``request``'s filters hold and hamgr's fencing allows (hamgr/ha/restartplan.py); return
+        (restarted, message) once it runs again or failed, or when waiting took too long."""
+        ...
 
-        Raise RequestFailed when it did not come back (or cannot be restarted now)."""
+    def schedule_restart(self, request: RestartRequest) -> bool:
+        """Keep ``request`` (``at`` set) for the HA loop; False if one is scheduled already."""
+        ...
+
+    def cancel_restart(self) -> bool:
+        """Drop the scheduled restart; False when none was scheduled."""
+        ...
+
+    async def cancel_switchover(self) -> bool | None:
+        """Delete the stored switchover if it is a scheduled one: True when deleted, False when
+        none is scheduled, None when the store's request changed meanwhile (not deleted)."""
         ...
 
     async def request_reinitialize(self) -> None:

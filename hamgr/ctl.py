@@ -226,6 +226,9 @@ def list_rows(cluster: dict[str, Any], reasons: bool) -> list[dict[str, Any]]:
             names = m.get("pending_restart_reason") or []
             mark = f"* ({', '.join(names)})" if names else "*"
             row["Pending restart"] = mark if m.get("pending_restart") else ""
+        if any(x.get("scheduled_restart") for x in cluster["members"]):
+            planned = m.get("scheduled_restart") or {}
+            row["Scheduled restart"] = planned.get("schedule") or ""
         if reasons:
             row["Reason"] = m["reason"]
         rows.append(row)
@@ -344,16 +347,10 @@ async def cmd_resume(
 async def cmd_history(
     client: Client, url: str, cluster: dict[str, Any], a: argparse.Namespace
 ) -> None:
-    entries = await client.call("GET", url, "/history")
+    lines = await client.call("GET", url, "/history")  # Patroni's history lines
     rows = [
-        {
-            "TL": h["timeline"],
-            "LSN": h["switch_lsn"],
-            "Reason": h["reason"],
-            "Timestamp": _when(h["at"]),
-            "New Leader": h["new_leader"],
-        }
-        for h in entries
+        {"TL": tl, "LSN": lsn, "Reason": why, "Timestamp": at, "New Leader": new}
+        for tl, lsn, why, at, new in lines
     ]
     print(render(rows, a.format))
 
@@ -399,17 +396,6 @@ async def cmd_edit_config(
     settings = await client.call("PATCH", url, "/config", patch)
     print("Configuration changed:")
     print(yaml.safe_dump(settings, sort_keys=True, default_flow_style=False).rstrip())
-
-
-async def cmd_restart(
-    client: Client, url: str, cluster: dict[str, Any], a: argparse.Namespace
-) -> None:
-    targets = [(name, member_url(cluster, name)) for name in a.members]
-    confirm(f"Restart PostgreSQL on {', '.join(a.members)}?", a.force)
-    body = {"restart_pending": True} if a.pending else {}
-    for name, target in targets:
-        await client.call("POST", target, "/restart", body, timeout=a.timeout + 120)
-        print(f"Success: restarted PostgreSQL on {name}")
 
 
 async def cmd_reinit(
@@ -558,10 +544,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="e.g. ttl=10, pause=true")
     p.add_argument("--force", action="store_true", help="do not ask for confirmation")
     ctl_editconfig.add_arguments(p)  # --apply, --replace, -q; without them: $EDITOR
-    p = command("restart", cmd_restart, "restart PostgreSQL on the named members")
-    p.add_argument("members", nargs="+", metavar="MEMBER")
-    p.add_argument("--pending", action="store_true", help="only where a restart is pending")
-    p.add_argument("--force", action="store_true", help="do not ask for confirmation")
+    from hamgr.ctlrestart import add_commands as add_restart_commands  # it imports this module
+
+    add_restart_commands(command)
     p = command("reinit", cmd_reinit, "rebuild replicas: empty their data and clone the leader")
     p.add_argument("members", nargs="+", metavar="MEMBER")
     p.add_argument("--force", action="store_true", help="do not ask for confirmation")
@@ -681,6 +666,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help, or a usage error already reported on one line
         return e.code if isinstance(e.code, int) else 2
+    args.timeout_given = hasattr(args, "timeout")
     args.timeout = getattr(args, "timeout", 10.0)
     if not args.timeout > 0:
         print("hactl: error: --timeout must be > 0", file=sys.stderr)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hamgr import clock
-from hamgr.apiview import LocalStatus, RequestFailed, apply_settings_patch, primary_serving
+from hamgr.apiview import LocalStatus, apply_settings_patch, primary_serving
 from hamgr.dcs import (
     ClusterView,
     DcsError,
@@ -25,7 +25,9 @@ from hamgr.dcs import (
     SwitchoverRequest,
     TimelineEntry,
 )
+from hamgr.dcs.restartrequest import RestartRequest
 from hamgr.ha import LocalPostgres
+from hamgr.ha.restartplan import RestartFacts, refusal
 
 MB = 1 << 20
 TOP = 100 * MB  # the leader's WAL position
@@ -138,6 +140,9 @@ class FakeAgent:
         self.status = local
         self.calls: list[tuple[Any, ...]] = []
         self.restart_error: str | None = None
+        self.server_version = 150004
+        self.scheduled: RestartRequest | None = None
+        self.restarts: list[RestartRequest] = []
 
     def local(self) -> LocalStatus:
         return self.status
@@ -161,10 +166,56 @@ class FakeAgent:
         self.calls.append(("failover", candidate))
         self.store.store_request(SwitchoverRequest("failover", None, candidate))
 
-    async def restart_postgres(self) -> None:
+    async def restart_postgres(self, request: RestartRequest) -> tuple[bool, str]:
+        """The HA loop's rules (hamgr/ha/restartplan.py) on this fake's local status."""
         self.calls.append(("restart",))
+        self.restarts.append(request)
+        s = self.status
+        facts = RestartFacts(
+            role=s.pg.role if s.pg.running else "stopped",
+            pending_restart=s.pending_restart,
+            holds_leader_key=s.holds_leader_key,
+            lease_ok=s.fence_at is not None and clock.now() < s.fence_at,
+            paused=self.store.read().settings.pause,
+            server_version=self.server_version,
+        )
+        why = refusal(request, facts)
+        if why is not None:
+            return False, why
         if self.restart_error:
-            raise RequestFailed(self.restart_error)
+            return False, self.restart_error
+        return True, "restarted successfully"
+
+    def schedule_restart(self, request: RestartRequest) -> bool:
+        self.calls.append(("schedule_restart", request))
+        if self.scheduled is not None:
+            return False
+        self.scheduled = request
+        self._publish()
+        return True
+
+    def cancel_restart(self) -> bool:
+        self.calls.append(("cancel_restart",))
+        found, self.scheduled = self.scheduled is not None, None
+        self._publish()
+        return found
+
+    def _publish(self) -> None:
+        """The scheduled restart into this member's record, as the HA loop publishes it."""
+        view = self.store.view
+        members = tuple(
+            dataclasses.replace(m, scheduled_restart=self.scheduled) if m.name == self.name else m
+            for m in view.members
+        )
+        self.store.view = dataclasses.replace(view, members=members)
+
+    async def cancel_switchover(self) -> bool | None:
+        self.calls.append(("cancel_switchover",))
+        stored = self.store.read().switchover
+        if stored is None or stored.scheduled_at is None:
+            return False
+        self.store.view = dataclasses.replace(self.store.view, switchover=None)
+        return True
 
     async def request_reinitialize(self) -> None:
         self.calls.append(("reinitialize",))

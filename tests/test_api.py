@@ -217,15 +217,12 @@ async def test_cluster_history_and_config_json(api: Api) -> None:
     assert rows["b"]["host"] == "127.0.0.2" and rows["b"]["port"] == 5433
     assert rows["b"]["api_url"] == URLS["b"] and rows["b"]["reason"] == "following a"
     assert rows["c"]["tags"]["nofailover"] is True and rows["c"]["received_lsn"] == 70 * MB
+    # Patroni's shapes: WAL positions spelled as PostgreSQL does, lags in bytes; history lines.
+    assert rows["c"]["receive_lsn"] == "0/4600000" and rows["c"]["receive_lag"] == 30 * MB
+    assert "lsn" not in rows["a"] and cluster["scheduled_switchover"] is None
     code, history = await api.call("GET", "/history")
     assert history == [
-        {
-            "timeline": 1,
-            "switch_lsn": 50 * MB,
-            "reason": "no recovery target specified",
-            "at": 1.7e9,
-            "new_leader": "a",
-        }
+        [1, 50 * MB, "no recovery target specified", "2023-11-14T22:13:20+00:00", "a"]
     ]
     code, config = await api.call("GET", "/config")
     assert config == DynamicSettings().to_dict()
@@ -290,7 +287,7 @@ BAD_BODIES = [
     ("/failover", {"candidate": None}, "candidate: must not be null"),
     ("/failover", {"candidate": "a"}, "candidate: a is already the leader"),
     ("/failover", {"candidate": "b", "scheduled_at": 2e9}, "scheduled_at: unknown field"),
-    ("/restart", {"now": True}, "now: unknown field"),
+    ("/restart", {"now": True}, "now: unknown filter for the restart"),
     ("/reload", {"now": True}, "now: unknown field"),
     ("/restart", {"restart_pending": "yes"}, 'restart_pending: expected true or false, got "yes"'),
 ]
@@ -400,14 +397,14 @@ async def test_patch_config_merges_and_checks(api: Api) -> None:
 async def test_restart_and_reload(api: Api) -> None:
     assert await api.call("POST", "/restart") == (200, {"message": "restarted successfully"})
     code, answer = await api.call("POST", "/restart", {"restart_pending": True})
-    assert code == 503 and "no restart is pending" in answer["error"]
+    assert code == 503 and "pending restart flag is not set" in answer["error"]
     _as(api, "a", pending_restart=True)
     assert (await api.call("POST", "/restart", {"restart_pending": True}))[0] == 200
     api.agent.restart_error = "PostgreSQL did not start within 60 s"
     code, answer = await api.call("POST", "/restart")
     assert (code, answer["error"]) == (503, "PostgreSQL did not start within 60 s")
     assert await api.call("POST", "/reload", {}) == (202, {"message": "reload scheduled"})
-    assert api.agent.calls == [("restart",)] * 3 + [("reload",)]
+    assert api.agent.calls == [("restart",)] * 4 + [("reload",)]
 
 
 async def test_reinitialize_only_a_replica_of_a_running_leader(api: Api) -> None:

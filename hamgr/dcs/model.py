@@ -38,6 +38,7 @@ from hamgr.dcs.jsonfields import (
     check_seconds,
     fail,
 )
+from hamgr.dcs.restartrequest import RestartRequest
 
 Role = Literal["primary", "replica", "uninitialized", "stopped"]
 RequestKind = Literal["switchover", "failover"]
@@ -97,6 +98,7 @@ class MemberState:
     ``"disarmed"`` (e.g. while paused: hands off PostgreSQL); ``""`` for any other member.
     ``pending_restart`` names the parameters its PostgreSQL runs with an older value of until
     it restarts (pg_settings.pending_restart), sorted; empty when none.
+    ``scheduled_restart``: the restart an operator scheduled on it (hamgr/dcs/restartrequest.py).
     """
 
     name: str
@@ -114,6 +116,7 @@ class MemberState:
     store_id: int = 0
     fencer: str = ""
     pending_restart: tuple[str, ...] = ()
+    scheduled_restart: RestartRequest | None = None
 
     def __post_init__(self) -> None:
         check_name("name", self.name)
@@ -145,6 +148,8 @@ class MemberState:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["tags"] = self.tags.to_dict()
         out["pending_restart"] = list(self.pending_restart)
+        sr = self.scheduled_restart
+        out["scheduled_restart"] = sr.to_dict() if sr is not None else None
         return out
 
     @classmethod
@@ -167,6 +172,11 @@ class MemberState:
             store_id=o.integer("store_id", 0),
             fencer=o.text("fencer", ""),
             pending_restart=tuple(o.items("pending_restart")),
+            scheduled_restart=(
+                RestartRequest.from_dict(sr, o.name("scheduled_restart"))
+                if (sr := o.get("scheduled_restart", None)) is not None
+                else None
+            ),
         )
 
 

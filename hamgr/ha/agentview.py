@@ -7,11 +7,10 @@ agents' loops act upon, like every other decision.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from hamgr import clock, postgres
+from hamgr import clock
 from hamgr.apiview import (
     LocalStatus,
     RequestFailed,
@@ -28,6 +27,7 @@ from hamgr.dcs.model import (
     SwitchoverRequest,
     TimelineEntry,
 )
+from hamgr.dcs.restartrequest import RestartRequest
 from hamgr.ha.loop import HaLoop
 from hamgr.ha.standby import is_standby_leader
 from hamgr.ha.syncrep import sync_role
@@ -126,25 +126,27 @@ class LoopView:
             raise RequestRejected(str(exc)) from exc
         await self._request(req)
 
-    async def restart_postgres(self) -> None:
-        """Restart, then report what PostgreSQL says at once: the parameters still pending a
-        restart (none, unless the file changed meanwhile) replace the last observation's, and
-        a primary's fencer is armed for the new postmaster without waiting for a keepalive."""
-        loop = self._loop
+    async def restart_postgres(self, request: RestartRequest) -> tuple[bool, str]:
+        settings = self._loop.settings
+        timeout = request.timeout if request.timeout is not None else settings.primary_start_timeout
+        # The loop takes it at its next cycle (woken at once), then pg_ctl has the timeout.
+        wait = timeout + 2 * settings.loop_wait + settings.retry_timeout + 5.0
+        return await self._loop.restarts.ask(request, wait)
+
+    def schedule_restart(self, request: RestartRequest) -> bool:
+        return self._loop.restarts.schedule(request)
+
+    def cancel_restart(self) -> bool:
+        return self._loop.restarts.cancel()
+
+    async def cancel_switchover(self) -> bool | None:
+        stored = (await self.cluster()).switchover
+        if stored is None or stored.scheduled_at is None:
+            return False
         try:
-            await postgres.restart(loop.pg)
-        except postgres.PostgresError as exc:
-            raise RequestFailed(f"restart failed: {exc}") from exc
-        if loop.runner.callbacks is not None:
-            loop.runner.callbacks.restarted(loop.last_pg.role)
-        await loop.runner.arm_fencer()
-        try:
-            pending = await postgres.pending_restart(loop.pg)
-        except postgres.PostgresError:
-            return  # not answering yet (e.g. a standby still starting): the next cycle tells
-        loop.last_pg = dataclasses.replace(loop.last_pg, pending_restart=pending)
-        if loop.last_member is not None:
-            loop.last_member = dataclasses.replace(loop.last_member, pending_restart=pending)
+            return await self._loop.dcs.set_switchover(None, expected=stored) or None
+        except DcsError as exc:
+            raise RequestFailed(f"could not delete the request: {exc}") from exc
 
     async def request_reinitialize(self) -> None:
         self._loop.reinit_requested = True

@@ -45,6 +45,7 @@ from hamgr.ha.observe import (
     timeline_diverged,
     unled_claim,
 )
+from hamgr.ha.restartjob import RestartDesk, carry_out
 from hamgr.ha.slots import SlotKeeper
 from hamgr.ha.standbyexec import keep_standby_leader_conf
 from hamgr.postgres import HeldConnection, PgSettings
@@ -134,6 +135,8 @@ class HaLoop:
         self._forks = TimelineForks()
         self.held = HeldConnection(pg)
         """The observations' persistent connection to the local PostgreSQL."""
+        self.restarts = RestartDesk()
+        """Operator restarts (POST /restart), carried out in the cycle (hamgr/ha/restartjob.py)."""
         self.reinit_requested = False
         """Set by the REST API (POST /reinitialize); cleared once the data dir was emptied."""
         self.keepalive_errors = 0
@@ -150,6 +153,7 @@ class HaLoop:
     async def cycle(self) -> Decision | None:
         """One observe-decide-act round; None when the store could not be read."""
         started = clock.now()
+        self.restarts.wake.clear()  # this cycle sees what woke it
         pg = await observe_postgres(self.pg, self._forks, self.held)
         self.last_pg = pg
         self.runner.settle_watchdog(pg, clock.now())
@@ -197,6 +201,10 @@ class HaLoop:
             # data directory some day later, when it follows again.
             log.warning("dropping the reinitialize request: this member holds the leader key")
             self.reinit_requested = False
+        if await carry_out(self, view, pg):
+            # An operator's restart ran in this cycle: decide on PostgreSQL as it is now.
+            pg = await observe_postgres(self.pg, self._forks, self.held)
+            self.last_pg = pg
         local = self._local(view, pg)
         decision = decide(view, local)
         if any(isinstance(x, Detach) for x in decision.actions):
@@ -272,6 +280,9 @@ class HaLoop:
         (unless the cluster is paused, as last read: then PostgreSQL is left alone, see
         hamgr/ha/decide.py)."""
         log.warning("cannot read the cluster from the store: %s", exc)
+        self.restarts.refuse_waiting(
+            f"not restarting: the store is unreachable ({exc}), so the lease cannot be checked"
+        )
         fence_at = self.runner.lease.fence_at
         if fence_at is None and self._resume_lease is not None and pg.is_primary:
             # Restarted, the previous run's lease not renewed yet: its deadline, which the
@@ -316,6 +327,7 @@ class HaLoop:
             store_id=self.me.store_id,
             fencer=("armed" if self.runner.fencer_armed else "disarmed") if primary else "",
             pending_restart=pg.pending_restart,
+            scheduled_restart=self.restarts.scheduled,
         )
         self.last_member = state
         try:
@@ -371,6 +383,9 @@ class HaLoop:
                     # A failover race waits on the peers (e.g. to stop receiving): ask again
                     # soon rather than a whole loop later.
                     wait = min(wait, RACE_POLL)
+                due = self.restarts.seconds_to_next(time.time())
+                if due is not None:
+                    wait = min(wait, due)  # a scheduled restart runs at its time, not later
                 await self._wait_for_change(stop, wait)
         finally:
             keeper.cancel()
@@ -379,7 +394,7 @@ class HaLoop:
             await self.held.close()
 
     async def _wait_for_change(self, stop: asyncio.Event, timeout: float) -> None:
-        """Sleep up to `timeout`, waking early on a store change or on `stop`.
+        """Sleep up to `timeout`, waking early on a store change, an operator's restart or `stop`.
 
         A watch that fails at once (store unreachable) must not make the loop spin: the rest of
         the wait is then slept out.
@@ -387,18 +402,19 @@ class HaLoop:
         end = clock.now() + timeout
         watcher = asyncio.ensure_future(self.dcs.watch(timeout))
         stopper = asyncio.ensure_future(stop.wait())
+        asked = asyncio.ensure_future(self.restarts.wake.wait())
         try:
             done, _ = await asyncio.wait(
-                {watcher, stopper}, timeout=timeout + 1.0, return_when="FIRST_COMPLETED"
+                {watcher, stopper, asked}, timeout=timeout + 1.0, return_when="FIRST_COMPLETED"
             )
             if watcher in done and not watcher.cancelled() and watcher.exception() is not None:
                 log.debug("store watch failed: %s", watcher.exception())
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), max(0.0, end - clock.now()))
         finally:
-            for t in (watcher, stopper):
+            for t in (watcher, stopper, asked):
                 t.cancel()
-            for t in (watcher, stopper):
+            for t in (watcher, stopper, asked):
                 with contextlib.suppress(asyncio.CancelledError, DcsError):
                     await t
 

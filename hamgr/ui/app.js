@@ -174,19 +174,20 @@
   }
 
   function showHistory(h) {
+    // Patroni's history lines: [timeline, lsn, reason, ISO timestamp, new leader].
     const rows = h
       .slice()
       .reverse()
-      .map((e) => {
+      .map(([timeline, switchLsn, reason, at, newLeader]) => {
         const tr = el("tr");
-        tr.dataset.timeline = String(e.timeline + 1);
-        const kind = String(e.reason).startsWith("switchover") ? "switchover" : "failover";
+        tr.dataset.timeline = String(timeline + 1);
+        const kind = String(reason).startsWith("switchover") ? "switchover" : "failover";
         tr.append(
-          cell("timeline", e.timeline + " → " + (e.timeline + 1)),
-          cell("new_leader", e.new_leader),
-          cell("switch_lsn", lsn(e.switch_lsn), "mono"),
-          cell("at", dateTime(e.at)),
-          cell("reason", e.reason, "kind-" + kind),
+          cell("timeline", timeline + " → " + (timeline + 1)),
+          cell("new_leader", newLeader),
+          cell("switch_lsn", lsn(switchLsn), "mono"),
+          cell("at", dateTime(Date.parse(at) / 1000)),
+          cell("reason", reason, "kind-" + kind),
         );
         return tr;
       });

@@ -73,7 +73,10 @@ def history_entry(c: AgentCluster, via: str, timeline: int) -> dict[str, Any] | 
     code, entries = call(c, via, "GET", "/history")
     if code != 200 or not isinstance(entries, list):
         return None
-    return next((e for e in entries if e.get("timeline") == timeline), None)
+    # Patroni's history lines: [timeline, lsn, reason, timestamp, new_leader]
+    keys = ("timeline", "switch_lsn", "reason", "at", "new_leader")
+    found = next((e for e in entries if e[0] == timeline), None)
+    return dict(zip(keys, found, strict=True)) if found is not None else None
 
 
 def test_switchover_is_recorded_and_the_old_primary_follows_without_rewind(

@@ -1,0 +1,50 @@
+"""hamgr/ha/restartjob.py's RestartDesk without PostgreSQL: the hand-over between the REST API
+and the HA loop (one scheduled, one immediate at a time; due, stale, paused; a withdrawn ask)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from hamgr.dcs.restartrequest import RestartRequest
+from hamgr.ha.restartjob import RestartDesk
+
+NOW = 2_000_000_000.0
+
+
+async def test_one_scheduled_restart_taken_at_its_time() -> None:
+    desk = RestartDesk()
+    req = RestartRequest(at=NOW + 10)
+    assert desk.schedule(req) and not desk.schedule(RestartRequest(at=NOW + 20))
+    assert desk.wake.is_set()  # to publish it at once
+    assert desk.seconds_to_next(NOW) == 10.0
+    assert desk.take(NOW + 9.9, 1.0, paused=False) is None
+    assert desk.take(NOW + 10, 1.0, paused=True) is None  # kept while paused
+    assert desk.seconds_to_next(NOW + 11) is None  # due: no busy wait while paused
+    taken = desk.take(NOW + 10, 1.0, paused=False)
+    assert taken is not None and taken.request == req and desk.scheduled is None
+
+
+async def test_stale_and_cancelled_restarts_are_dropped() -> None:
+    desk = RestartDesk()
+    desk.schedule(RestartRequest(at=NOW))
+    assert desk.take(NOW + 3600, 1.0, paused=False) is None and desk.scheduled is None
+    desk.schedule(RestartRequest(at=NOW))
+    assert desk.cancel() and not desk.cancel()
+    assert desk.take(NOW, 1.0, paused=False) is None
+
+
+async def test_an_ask_the_loop_never_took_is_withdrawn() -> None:
+    desk = RestartDesk()
+    done, why = await desk.ask(RestartRequest(), 0.01)
+    assert not done and "nothing was restarted" in why
+    assert desk.take(NOW, 1.0, paused=False) is None  # withdrawn: not run later
+
+
+async def test_an_ask_is_answered_by_the_loop_or_refused_without_the_store() -> None:
+    desk = RestartDesk()
+    waiting = asyncio.ensure_future(desk.ask(RestartRequest(), 5.0))
+    await asyncio.sleep(0)
+    assert desk.wake.is_set()
+    assert (await desk.ask(RestartRequest(), 5.0))[1] == "a restart is already in progress"
+    desk.refuse_waiting("not restarting: the store is unreachable")
+    assert await waiting == (False, "not restarting: the store is unreachable")
