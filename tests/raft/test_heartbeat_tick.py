@@ -56,3 +56,37 @@ def test_dead_leader_is_replaced_within_the_same_ticks_whatever_the_heartbeat(
     # A follower campaigns after its randomized timeout, in [election_tick, 2 * election_tick)
     # ticks of silence: the heartbeat interval does not enter into it.
     assert ticks < 2 * ELECTION_TICK + 1
+
+
+def test_a_read_round_counts_as_the_heartbeat() -> None:
+    """Each ReadIndex round is a heartbeat to every follower: while reads come at least once a
+    heartbeat interval, no plain heartbeat is sent, and the followers never campaign."""
+    heartbeat_tick = 3
+    c = Cluster([1, 2, 3], election_tick=ELECTION_TICK, heartbeat_tick=heartbeat_tick)
+    leader = _leader_of(c)
+    plain = with_ctx = 0
+    for i in range(6 * ELECTION_TICK):
+        if i % (heartbeat_tick - 1) == 0:
+            c.core(leader).read_index(f"read-{i}".encode())
+            c.drive(leader)
+        c.tick(leader)
+        beats = [m for m in c.outbox if m.type == MsgType.HEARTBEAT]
+        plain += sum(1 for m in beats if not m.context)
+        with_ctx += sum(1 for m in beats if m.context)
+        c.deliver()
+        for f in (2, 3):
+            c.tick(f)
+        c.deliver()
+    assert plain == 0
+    assert with_ctx == 2 * len(range(0, 6 * ELECTION_TICK, heartbeat_tick - 1))
+    assert c.leader() == leader
+    assert {c.core(f).role for f in (2, 3)} == {Role.FOLLOWER}
+    # Reads stop: the plain heartbeat is back one interval after the last round.
+    c.core(leader).read_index(b"last")
+    c.drive(leader)
+    c.deliver()
+    for _ in range(heartbeat_tick - 1):
+        c.tick(leader)
+        assert not [m for m in c.outbox if m.type == MsgType.HEARTBEAT]
+    c.tick(leader)
+    assert sum(1 for m in c.outbox if m.type == MsgType.HEARTBEAT and not m.context) == 2
