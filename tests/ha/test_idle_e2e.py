@@ -23,6 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.ha.agentcluster import AgentCluster, cluster_of_test
 
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
 HOSTS = ["127.0.0.151", "127.0.0.152", "127.0.0.153"]
 LOOPS = 12
 """HA loops each agent runs in the measured window (the fast profile: 0.5 s each)."""
