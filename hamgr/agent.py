@@ -214,13 +214,17 @@ class Agent:
         self.stop.set()
 
     async def _watch_member(self, node: RaftNode) -> None:
-        """Notice within two ticks that the embedded store member failed (`_member_failed`)."""
-        while not self.stop.is_set():
-            if node.state == "failed":
-                self._member_failed(node)
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop.wait(), node.tick_interval * 2)
+        """Notice at once that the embedded store member failed (`_member_failed`): woken by
+        the failure itself, not by polling (an idle agent has no timer to run for it)."""
+        failed = asyncio.ensure_future(node.wait_failed())
+        stopped = asyncio.ensure_future(self.stop.wait())
+        try:
+            await asyncio.wait({failed, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (failed, stopped):
+                waiter.cancel()
+        if node.state == "failed":
+            self._member_failed(node)
 
     def _raft_dcs(self, store: StoreSettings, node: RaftNode, server: StoreRpcServer) -> KvSession:
         endpoints = [server.client_address, *store.client_addresses.values()]

@@ -61,6 +61,8 @@ log = logging.getLogger("hamgr.store")
 
 Address = tuple[str, int]
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
+ELECTION_TICKS = 10
+"""Ticks per election timeout at most: the election timer's resolution is a tenth of it."""
 
 
 @dataclass(frozen=True)
@@ -80,8 +82,14 @@ class StoreSettings:
     client_addresses: dict[int, Address]
     """Node id -> client address of every member, this one included."""
     tick_interval: float
+    """Seconds per Raft tick: the resolution of the election timer (``election_timeout`` / 10,
+    or the heartbeat interval when that is shorter)."""
     election_tick: int
     snapshot_entries: int
+    heartbeat_tick: int = 1
+    """Ticks between two leader heartbeats: ``heartbeat_interval`` in ticks. A heartbeat longer
+    than the tick costs fewer messages (and wake-ups) on every member without making the
+    election timer coarser, so failure detection keeps its speed."""
     tls: tuple[str, str, str] | None = None
     """(certfile, keyfile, cafile) for mutual TLS, on the Raft and the client port."""
     join: bool = False
@@ -120,6 +128,7 @@ def settings_from_config(config: Config) -> StoreSettings:
             [f"store.backend: is {config.store.backend}; hamgr store runs the raft backend only"]
         )
     heartbeat = raft.heartbeat_interval
+    tick = min(heartbeat, raft.election_timeout / ELECTION_TICKS)
     advertise = split_address(raft.advertise)
     client_listen = split_address(raft.client_listen)
     client_advertise = client_listen
@@ -141,8 +150,9 @@ def settings_from_config(config: Config) -> StoreSettings:
         client_advertise=client_advertise,
         peers={p.node_id: split_address(p.address) for p in raft.peers},
         client_addresses=client_addresses,
-        tick_interval=heartbeat,
-        election_tick=max(2, round(raft.election_timeout / heartbeat)),
+        tick_interval=tick,
+        election_tick=max(2, round(raft.election_timeout / tick)),
+        heartbeat_tick=max(1, round(heartbeat / tick)),
         snapshot_entries=raft.snapshot_entries,
         tls=tls,
         join=raft.join,
@@ -235,6 +245,7 @@ async def running_member(
         settings.peers,
         tick_interval=settings.tick_interval,
         election_tick=settings.election_tick,
+        heartbeat_tick=settings.heartbeat_tick,
         snapshot_entries=settings.snapshot_entries,
         join=settings.join,
         server_ssl=server_ssl,

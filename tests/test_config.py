@@ -530,7 +530,7 @@ def test_defaults_and_derived_values() -> None:
     assert raft.client_listen == "127.0.0.1:7101"
     assert raft.cluster_id == "demo"
     assert (raft.heartbeat_interval, raft.election_timeout, raft.snapshot_entries) == (
-        0.1,
+        0.3,
         1.0,
         10000,
     )

@@ -119,7 +119,7 @@ EFFECTS: dict[str, Tests] = {
     "store.raft.peers[].node_id": (STORE_SETUP, f"{STORE_PROCS}::test_put_anywhere_get_everywhere"),
     "store.raft.peers[].address": (STORE_SETUP, f"{STORE_PROCS}::test_put_anywhere_get_everywhere"),
     "store.raft.peers[].client_address": (STORE_SETUP, f"{STORE_PROCS}::test_frozen_leader_is_replaced_and_rejoins"),
-    "store.raft.heartbeat_interval": (STORE_SETUP, f"{STORE_PROCS}::test_frozen_leader_is_replaced_and_rejoins"),
+    "store.raft.heartbeat_interval": (STORE_SETUP, "tests/test_storecmd.py::test_heartbeat_interval_is_counted_in_ticks_of_a_tenth_of_the_election_timeout", "tests/raft/test_heartbeat_tick.py::test_leader_sends_one_heartbeat_per_heartbeat_tick", f"{STORE_PROCS}::test_frozen_leader_is_replaced_and_rejoins"),
     "store.raft.election_timeout": (STORE_SETUP, f"{STORE_PROCS}::test_frozen_leader_is_replaced_and_rejoins"),
     "store.raft.snapshot_entries": f"{STORE_PROCS}::test_whole_cluster_kill9_during_background_snapshots_loses_nothing",
     "store.raft.join": ("tests/test_storecmd.py::test_join_makes_an_empty_member_wait_instead_of_founding_a_store", "tests/ha/test_members_e2e.py::test_replace_a_dead_host_without_an_outage_of_the_primary"),

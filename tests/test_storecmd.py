@@ -57,11 +57,33 @@ def test_every_store_key_reaches_the_member_settings(tmp_path: Path) -> None:
         3: ("10.0.0.3", 7101),
     }
     assert (s.tick_interval, s.election_tick, s.snapshot_entries) == (0.2, 10, 500)
+    assert s.heartbeat_tick == 1
     assert s.tls == ("/c.pem", "/k.pem", "/ca.pem")
 
     # cluster_id left out is the scope; an inline secret is used as it is.
     s = settings_from_config(parse_config(put(minimal(), "scope", "shop")))
     assert (s.cluster_id, s.secret) == ("shop", minimal()["store"]["raft"]["secret"].encode())
+
+
+@pytest.mark.parametrize(
+    ("heartbeat", "election", "expected"),
+    [
+        # (tick_interval, election_tick, heartbeat_tick)
+        (0.3, 1.0, (0.1, 10, 3)),  # the default profile: the election timer keeps 100 ms ticks
+        (0.05, 0.5, (0.05, 10, 1)),  # the fast profile
+        (0.05, 1.0, (0.05, 20, 1)),  # a heartbeat finer than a tenth of the timeout is the tick
+        (0.2, 2.0, (0.2, 10, 1)),
+    ],
+)
+def test_heartbeat_interval_is_counted_in_ticks_of_a_tenth_of_the_election_timeout(
+    heartbeat: float, election: float, expected: tuple[float, int, int]
+) -> None:
+    """heartbeat_interval sets how often the leader sends heartbeats, not the election timer's
+    resolution: a longer heartbeat costs fewer messages without slower failure detection."""
+    data = put(minimal(), "store.raft.heartbeat_interval", heartbeat)
+    put(data, "store.raft.election_timeout", election)
+    s = settings_from_config(parse_config(data))
+    assert (s.tick_interval, s.election_tick, s.heartbeat_tick) == pytest.approx(expected)
 
 
 @pytest.fixture

@@ -257,7 +257,7 @@ class RaftConfig:
     secret: Annotated[str, SECRET, Rule(long_secret)] | None = None
     secret_file: AbsPath | None = None
     peers: tuple[RaftPeer, ...] = ()
-    heartbeat_interval: Seconds = 0.1
+    heartbeat_interval: Seconds = 0.3
     election_timeout: Seconds = 1.0
     snapshot_entries: PositiveInt = 10000
     tls: RaftTls | None = None

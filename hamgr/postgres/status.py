@@ -104,37 +104,40 @@ class PgStatus:
         return max(known) if known else None
 
 
-_COMMON_SQL = """
-SELECT pg_is_in_recovery() AS in_recovery,
+# Everything `status` needs in one round trip (it runs every loop): the server-wide facts, the
+# primary's or the replica's positions (CASE keeps the functions that refuse to run in the
+# other role from running), the WAL receiver (at most one row) and one row per standby
+# streaming from us (none: one row with NULLs there).
+_OBSERVE_SQL = """
+SELECT s.in_recovery,
        pg_postmaster_start_time() AS start_time,
        (SELECT system_identifier FROM pg_control_system()) AS system_identifier,
        current_setting('server_version_num')::int AS server_version,
-       ARRAY(SELECT name FROM pg_settings WHERE pending_restart ORDER BY name) AS pending_restart
-"""
-_PRIMARY_SQL = """
-SELECT pg_current_wal_lsn()::text AS lsn, pg_walfile_name(pg_current_wal_lsn()) AS walfile,
-       current_setting('synchronous_standby_names') AS sync_names
-"""
-_REPLICA_SQL = """
-SELECT pg_last_wal_receive_lsn()::text AS receive_lsn,
+       ARRAY(SELECT name FROM pg_settings WHERE pending_restart ORDER BY name) AS pending_restart,
+       CASE WHEN NOT s.in_recovery THEN pg_current_wal_lsn()::text END AS lsn,
+       CASE WHEN NOT s.in_recovery THEN pg_walfile_name(pg_current_wal_lsn()) END AS walfile,
+       current_setting('synchronous_standby_names') AS sync_names,
+       pg_last_wal_receive_lsn()::text AS receive_lsn,
        pg_last_wal_replay_lsn()::text AS replay_lsn,
        pg_last_xact_replay_timestamp() AS replay_time,
-       pg_get_wal_replay_pause_state() AS pause_state,
+       CASE WHEN s.in_recovery THEN pg_get_wal_replay_pause_state() END AS pause_state,
        (SELECT timeline_id FROM pg_control_checkpoint()) AS checkpoint_tli,
        (SELECT min_recovery_end_timeline FROM pg_control_recovery()) AS recovery_tli,
-       current_setting('primary_conninfo') <> '' AS upstream_configured
-"""
-_RECEIVER_SQL = """
-SELECT status, sender_host, sender_port, slot_name, received_tli,
-       written_lsn::text, flushed_lsn::text, latest_end_lsn::text, last_msg_receipt_time
-FROM pg_stat_wal_receiver
-"""
-_REPLICATION_SQL = """
-SELECT pid, application_name, host(client_addr) AS client_addr, state,
-       sent_lsn::text, write_lsn::text, flush_lsn::text, replay_lsn::text,
-       sync_state, reply_time
-FROM pg_stat_replication
-ORDER BY application_name, pid
+       current_setting('primary_conninfo') <> '' AS upstream_configured,
+       w.pid AS w_pid, w.status AS w_status, w.sender_host AS w_sender_host,
+       w.sender_port AS w_sender_port, w.slot_name AS w_slot_name,
+       w.received_tli AS w_received_tli, w.written_lsn::text AS w_written_lsn,
+       w.flushed_lsn::text AS w_flushed_lsn, w.latest_end_lsn::text AS w_latest_end_lsn,
+       w.last_msg_receipt_time AS w_last_msg_receipt_time,
+       r.pid AS r_pid, r.application_name AS r_application_name,
+       host(r.client_addr) AS r_client_addr, r.state AS r_state,
+       r.sent_lsn::text AS r_sent_lsn, r.write_lsn::text AS r_write_lsn,
+       r.flush_lsn::text AS r_flush_lsn, r.replay_lsn::text AS r_replay_lsn,
+       r.sync_state AS r_sync_state, r.reply_time AS r_reply_time
+FROM (SELECT pg_is_in_recovery() AS in_recovery) s
+LEFT JOIN pg_stat_wal_receiver w ON true
+LEFT JOIN pg_stat_replication r ON true
+ORDER BY r.application_name, r.pid
 """
 
 
@@ -174,33 +177,36 @@ def _with(base: PgStatus, **changes: object) -> PgStatus:
 
 
 async def _observe(conn: Connection, base: PgStatus, data_dir: Path) -> PgStatus:
-    common = await fetch_one(conn, _COMMON_SQL, what="reading server state")
+    rows = await fetch(conn, _OBSERVE_SQL, what="reading server state")
+    if not rows:
+        raise SqlError("reading server state: the query returned no row")
+    row = rows[0]
     replication = tuple(
         ReplicationRow(
-            pid=row["pid"],
-            application_name=row["application_name"],
-            client_addr=row["client_addr"],
-            state=row["state"],
-            sent_lsn=parse_optional_lsn(row["sent_lsn"]),
-            write_lsn=parse_optional_lsn(row["write_lsn"]),
-            flush_lsn=parse_optional_lsn(row["flush_lsn"]),
-            replay_lsn=parse_optional_lsn(row["replay_lsn"]),
-            sync_state=row["sync_state"],
-            reply_time=row["reply_time"],
+            pid=r["r_pid"],
+            application_name=r["r_application_name"],
+            client_addr=r["r_client_addr"],
+            state=r["r_state"],
+            sent_lsn=parse_optional_lsn(r["r_sent_lsn"]),
+            write_lsn=parse_optional_lsn(r["r_write_lsn"]),
+            flush_lsn=parse_optional_lsn(r["r_flush_lsn"]),
+            replay_lsn=parse_optional_lsn(r["r_replay_lsn"]),
+            sync_state=r["r_sync_state"],
+            reply_time=r["r_reply_time"],
         )
-        for row in await fetch(conn, _REPLICATION_SQL, what="reading pg_stat_replication")
+        for r in rows
+        if r["r_pid"] is not None
     )
     observed = _with(
         base,
-        in_recovery=common["in_recovery"],
-        start_time=common["start_time"],
-        system_identifier=int(common["system_identifier"]),
-        server_version=common["server_version"],
+        in_recovery=row["in_recovery"],
+        start_time=row["start_time"],
+        system_identifier=int(row["system_identifier"]),
+        server_version=row["server_version"],
         replication=replication,
-        pending_restart=tuple(common["pending_restart"] or ()),
+        pending_restart=tuple(row["pending_restart"] or ()),
     )
-    if not common["in_recovery"]:
-        row = await fetch_one(conn, _PRIMARY_SQL, what="reading the primary's WAL position")
+    if not row["in_recovery"]:
         return _with(
             observed,
             role="primary",
@@ -208,21 +214,18 @@ async def _observe(conn: Connection, base: PgStatus, data_dir: Path) -> PgStatus
             timeline=walfile_timeline(row["walfile"]),
             sync_standby_names=row["sync_names"],
         )
-    row = await fetch_one(conn, _REPLICA_SQL, what="reading the replica's WAL positions")
-    receivers = await fetch(conn, _RECEIVER_SQL, what="reading pg_stat_wal_receiver")
     upstream = None
-    if receivers:
-        rec = receivers[0]
+    if row["w_pid"] is not None:
         upstream = WalReceiver(
-            status=rec["status"],
-            sender_host=rec["sender_host"],
-            sender_port=rec["sender_port"],
-            slot_name=rec["slot_name"],
-            received_tli=rec["received_tli"],
-            written_lsn=parse_optional_lsn(rec["written_lsn"]),
-            flushed_lsn=parse_optional_lsn(rec["flushed_lsn"]),
-            latest_end_lsn=parse_optional_lsn(rec["latest_end_lsn"]),
-            last_msg_receipt_time=rec["last_msg_receipt_time"],
+            status=row["w_status"],
+            sender_host=row["w_sender_host"],
+            sender_port=row["w_sender_port"],
+            slot_name=row["w_slot_name"],
+            received_tli=row["w_received_tli"],
+            written_lsn=parse_optional_lsn(row["w_written_lsn"]),
+            flushed_lsn=parse_optional_lsn(row["w_flushed_lsn"]),
+            latest_end_lsn=parse_optional_lsn(row["w_latest_end_lsn"]),
+            last_msg_receipt_time=row["w_last_msg_receipt_time"],
         )
     # The WAL receiver knows the timeline it streams; without one, the timeline recovery has
     # reached (the minimum recovery point's, which moves as WAL is replayed) or the last

@@ -197,6 +197,10 @@ class RaftCore:
             return
         self._pending_reads.add(ctx, self.log.committed, self.id)
         self._bcast_heartbeat(ctx)
+        # A read round is a heartbeat to every follower (same message, same answers): the next
+        # plain one is due a full heartbeat interval later. With clients reading every second
+        # or so (the HA agents), most plain heartbeats are never sent.
+        self._heartbeat_elapsed = 0
 
     def transfer_leadership(self, to: int) -> None:
         """Hand leadership to voter `to` once it has caught up (leader only)."""

@@ -208,6 +208,7 @@ class RaftNode(NodeAPI):
         self._durable_commit = 0  # the highest commit index a finished write stored
         self._state = "new"  # new -> running -> stopped | failed
         self.failure: BaseException | None = None
+        self._failed = asyncio.Event()
         # Called with the seconds each durable save (write + fsync) took, e.g. for metrics.
         self.on_save: Callable[[float], None] | None = None
         self.on_commit: Callable[[float], None] | None = None
@@ -296,6 +297,12 @@ class RaftNode(NodeAPI):
         """'new', 'running', 'stopped' or 'failed'."""
         return self._state
 
+    async def wait_failed(self) -> None:
+        """Return once the node has failed (``state`` 'failed', the cause in ``failure``): for
+        a watcher that must act on a failure at once without polling ``state``. Never returns
+        for a node that runs on or stops cleanly; cancel it then."""
+        await self._failed.wait()
+
     async def _io(self, fn: Callable[..., T], *args: Any) -> T:
         assert self._executor is not None
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -356,6 +363,7 @@ class RaftNode(NodeAPI):
             )
             self.failure = exc
             self._state = "failed"
+            self._failed.set()
             error = NodeFailedError(f"raft node {self.id} failed: {exc}")
             error.__cause__ = exc
             unknown = WriteOutcomeUnknownError(

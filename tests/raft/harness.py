@@ -43,6 +43,7 @@ class Cluster:
         ids: list[int],
         *,
         election_tick: int = 10,
+        heartbeat_tick: int = 1,
         pre_vote: bool = True,
         check_quorum: bool = True,
         max_size_per_msg: int = 1 << 20,
@@ -52,7 +53,7 @@ class Cluster:
         self.rng = random.Random(seed)
         self.cfg = dict(
             election_tick=election_tick,
-            heartbeat_tick=1,
+            heartbeat_tick=heartbeat_tick,
             pre_vote=pre_vote,
             check_quorum=check_quorum,
             max_size_per_msg=max_size_per_msg,

@@ -375,11 +375,16 @@ async def test_storage_failure_is_fatal(cluster: Cluster) -> None:
     await retry(lambda: leader.put(b"x", b"1"))
     storage = leader._storage
     assert storage is not None
+    # A watcher of the failure (the agent's) is woken by it, not by polling the state.
+    failed = asyncio.ensure_future(leader.wait_failed())
+    await asyncio.sleep(0)
+    assert not failed.done()
     storage.close()  # every later save raises: the node must stop, not carry on
     with pytest.raises(Exception) as info:
         await leader.put(b"x", b"2")
     assert "failed" in str(info.value) or "closed" in str(info.value)
     await wait_for_async(lambda: leader.state == "failed", what="failed state")
+    await asyncio.wait_for(failed, 5)
     assert leader.failure is not None
     with pytest.raises(NodeFailedError):
         await leader.get(b"x", serializable=True)
