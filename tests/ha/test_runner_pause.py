@@ -75,6 +75,8 @@ def _instances() -> list[a.Action]:
         a.Reinitialize(),
         a.Promote(),
         a.StartPostgres(),
+        a.CloneRemote(),
+        a.FollowRemote(),
     ]
 
 
