@@ -2,8 +2,8 @@
 
 Each member gets its own loopback address (all its listeners: store, store clients, REST and
 PostgreSQL bind it), its own directories under one root, and the `fast` timing profile unless
-told otherwise. `close()` stops everything it started, by PID: agents (SIGTERM, then SIGKILL),
-then any postmaster and fencer left behind, whatever happened in the test.
+told otherwise. `close()` stops everything it started, by PID (SIGKILL: agents, then any
+postmaster and fencer left behind), whatever happened in the test.
 """
 
 from __future__ import annotations
@@ -273,21 +273,16 @@ class AgentCluster:
         return proc.wait(timeout=timeout)
 
     def close(self) -> None:
-        """Stop everything this cluster started, by PID."""
+        """Stop everything this cluster started, by PID, as a host crash would (SIGKILL): a
+        test's end needs no orderly handover, and a SIGTERM'ed primary would wait to hand over
+        to replicas that are stopping too. Tests of an orderly stop call `stop_agent`."""
         everyone = [*self.members.values(), *self.retired]
         for m in everyone:
             if m.proc is not None and m.proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(m.proc.pid, signal.SIGCONT)
-                    m.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 20
+                    m.proc.kill()
         for m in everyone:
-            if m.proc is None:
-                continue
-            try:
-                m.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                m.proc.kill()
+            if m.proc is not None:
                 m.proc.wait(timeout=10)
         for m in self.members.values():
             pid = self.postmaster_pid(m.name)
@@ -371,15 +366,12 @@ def cluster_of_test(
     request: pytest.FixtureRequest,
     prefix: str,
     hosts: list[str],
-    *,
-    crash_first: bool = False,
     **options: Any,
 ) -> Iterator[AgentCluster]:
     """A new `AgentCluster` (not started) in its own /tmp directory, for a test or fixture.
 
     Skips without PostgreSQL or root. Whatever happens, everything it started is stopped by PID
-    (`crash_first`: running members are killed -9 first, like a host crash, so that no
-    SIGTERM'ed primary waits to hand over to replicas that are stopping too); its directory is
+    (killed as by a host crash, see `AgentCluster.close`); its directory is
     removed unless a test failed meanwhile or IT_KEEP_CLUSTER is set (then it is kept and the
     logs' tails are printed). `options` go to `AgentCluster`.
     """
@@ -394,11 +386,6 @@ def cluster_of_test(
     try:
         yield c
     finally:
-        if crash_first:
-            for name, m in c.members.items():
-                if m.proc is not None and m.proc.poll() is None:
-                    c.kill9_agent(name)
-                    c.kill9_postgres(name)
         c.close()
         if request.session.testsfailed > failed_before or os.environ.get("IT_KEEP_CLUSTER"):
             print(f"cluster directory kept: {root}\n{c.log_tails(40)}")

@@ -83,9 +83,7 @@ def fresh_cluster(
     printed)."""
     hosts = next(_TRIPLETS)
     scope = f"it{next(_SCOPES)}"
-    with cluster_of_test(
-        request, "it", hosts, crash_first=True, scope=scope, etcd_hosts=etcd_hosts
-    ) as c:
+    with cluster_of_test(request, "it", hosts, scope=scope, etcd_hosts=etcd_hosts) as c:
         yield c
 
 

@@ -40,7 +40,7 @@ BOOT = 120.0
 @pytest.fixture(scope="module")
 def booted(pg_bindir: Path, request: pytest.FixtureRequest) -> Iterator[tuple[AgentCluster, str]]:
     """The cluster and its primary, every replica streaming."""
-    with cluster_of_test(request, "ctl", HOSTS, crash_first=True, scope="ctl") as c:
+    with cluster_of_test(request, "ctl", HOSTS, scope="ctl") as c:
         c.start_all()
         primary = c.wait_primary(BOOT)
         c.wait_streaming([n for n in c.members if n != primary], BOOT)

@@ -38,7 +38,7 @@ LOOP_TOUCHES_POSTGRES = ("StartReplica", "StartPostgres", "Reinitialize", "Reclo
 
 @pytest.fixture(scope="module")
 def cluster(pg_bindir: Path, request: pytest.FixtureRequest) -> Iterator[AgentCluster]:
-    with cluster_of_test(request, "restart", HOSTS, scope="rst", crash_first=True) as c:
+    with cluster_of_test(request, "restart", HOSTS, scope="rst") as c:
         c.start_all()
         primary = c.wait_primary(BOOT)
         c.wait_streaming([n for n in c.members if n != primary], BOOT)

@@ -46,7 +46,7 @@ FAILOVER = 30.0
 
 @pytest.fixture
 def cluster(pg_bindir: Path, request: pytest.FixtureRequest) -> Iterator[AgentCluster]:
-    with cluster_of_test(request, "tls", HOSTS, crash_first=True, scope="tls", tls=True) as c:
+    with cluster_of_test(request, "tls", HOSTS, scope="tls", tls=True) as c:
         yield c
 
 
