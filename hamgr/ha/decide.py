@@ -214,7 +214,7 @@ def _as_holder(
         )
     renew: tuple[Action, ...] = (RenewLease(),)
     if view.settings.standby_cluster is not None:
-        return as_standby_leader(view, local, key, renew, _upkeep(view, local))
+        return as_standby_leader(view, local, peers, key, renew, _upkeep(view, local))
     if not pg.initialized:
         if view.initialize == "" and pg.data_dir_empty:
             return Decision(
