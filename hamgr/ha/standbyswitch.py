@@ -97,14 +97,13 @@ def _await_target(
         )
     if peers is None or mine is None:
         return (ProbePeers(),), f"{what}: waiting for the standbys' positions"
-    if req.candidate is not None:
-        names = [req.candidate]
-    else:
-        names = sorted(n for n, p in peers.items() if n != local.name and p.priority > 0)
+    names = [req.candidate] if req.candidate else sorted(n for n in peers if n != local.name)
+    # Checked again: a target tagged nofailover since the check before Detach is no target.
     got = {
         n: p.position
         for n in names
         if (p := peers.get(n)) is not None and p.running and p.role == "replica"
+        if p.priority > 0
     }
     done = sorted(n for n, lsn in got.items() if lsn is not None and lsn >= mine)
     if done:

@@ -299,6 +299,14 @@ SWITCH = [
         "(c at 0/2FFFF9C)",
     ),
     row(
+        "standby-switchover-does-not-release-to-a-candidate-tagged-nofailover-meanwhile",
+        sview(switchover=REQ),
+        local("a", FINAL, **HANDING),
+        probes(probe("b", nofailover=True), probe("c")),
+        (RenewLease(), ProbePeers()),
+        "waiting for a standby to reach my final position 0/3000000 (none running)",
+    ),
+    row(
         "standby-switchover-aborts-after-ttl-and-streams-again",
         sview(switchover=REQ),
         local("a", FINAL, leader=True, switchover_stopped_at=NOW - 7.0),
