@@ -341,12 +341,9 @@ def check_request(
         candidate=o.text("candidate", None) if kind == "switchover" else o.text("candidate"),
         scheduled_at=parse_scheduled(body.get("scheduled_at"), wall_now),
     )
-    if cluster.settings.standby_cluster is not None:
-        raise HttpError(
-            400,
-            f"{kind} inside a standby cluster is not supported: stop the standby leader's agent "
-            "to move the role, or remove standby_cluster to promote",
-        )
+    if cluster.settings.standby_cluster is not None and cluster.settings.pause:
+        # Moving the standby leader's role means re-pointing PostgreSQL: hands off while paused.
+        raise HttpError(400, f"the standby cluster is paused: no {kind} while paused; resume first")
     if cluster.settings.pause:
         check_paused_failover(req, cluster, force)
     current = cluster.leader.name if cluster.leader else None

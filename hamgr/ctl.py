@@ -306,6 +306,8 @@ async def cmd_failover(
 ) -> None:
     current = cluster["leader"]
     what = f"demoting {current}" if current else "with no leader now"
+    if current and any(m.get("role") == "standby_leader" for m in cluster["members"]):
+        what = f"{current} hands the standby leader's role over; nobody is promoted"
     if cluster["pause"]:
         what = "paused: nobody is demoted"
         if a.force_paused:

@@ -61,9 +61,18 @@ def test_patroni_status_role_of_the_standby_leader() -> None:
     assert member_status(_View(), member, 0.0)["role"] == "replica"  # type: ignore[arg-type]
 
 
-def test_switchover_and_failover_are_refused_in_a_standby_cluster() -> None:
+def test_switchover_and_failover_are_accepted_in_a_standby_cluster_unless_paused() -> None:
+    """The standby leader hands its role over (hamgr/ha/standbyswitch.py); while paused it
+    would not (hands off PostgreSQL), so the request is refused with the reason."""
     b = MemberState("b", "http://127.0.0.2:8008", "127.0.0.2:5432", role="replica")
     view = ClusterView(settings=SETTINGS, leader=LeaderKey("a", 3), members=(ME, b))
+    paused = ClusterView(
+        settings=DynamicSettings(standby_cluster=SETTINGS.standby_cluster, pause=True),
+        leader=LeaderKey("a", 3),
+        members=(ME, b),
+    )
     for kind, body in (("switchover", {"leader": "a"}), ("failover", {"candidate": "b"})):
-        with pytest.raises(HttpError, match="inside a standby cluster is not supported"):
-            check_request(body, kind, view, 0.0)
+        req = check_request(body, kind, view, 0.0)
+        assert (req.kind, req.candidate) == (kind, body.get("candidate"))
+        with pytest.raises(HttpError, match=f"the standby cluster is paused: no {kind}"):
+            check_request(body, kind, paused, 0.0)

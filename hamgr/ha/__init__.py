@@ -2,7 +2,8 @@
 
 ``inputs`` (what the agent observed: LocalState, LocalPostgres, PeerProbe), ``actions`` (what
 it may do, and the Decision), ``race`` (the failover race without a leader), ``switchover``
-(the leader's side of a switchover) and ``decide`` (the order of precedence) are all pure.
+(the leader's side of a switchover; ``standbyswitch`` a standby leader's) and ``decide``
+(the order of precedence) are all pure.
 """
 
 from __future__ import annotations

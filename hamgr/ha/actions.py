@@ -147,7 +147,11 @@ class Promote:
 class Detach:
     """Make the running standby stop receiving WAL (primary_conninfo emptied, reload), so its
     position is final; in synchronous mode every standby does so before a failover race. The
-    loop decides again at once afterwards."""
+    loop decides again at once afterwards. ``for_switchover``: a standby cluster's standby
+    leader handing its key over (standbyswitch.py); the loop records the instant, as
+    :attr:`LocalState.switchover_stopped_at`."""
+
+    for_switchover: bool = False
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ Order of precedence, first match wins:
    when it has not come up as primary within ``primary_start_timeout``), repair the
    initialize key, record new timelines and my WAL position, manage the synchronous standbys
    (syncrep.py), handle a switchover, keep the store's leadership away. In a standby cluster
-   (``standby_cluster`` set) be the standby leader instead: standby.py.
+   (``standby_cluster`` set) be the standby leader instead: standby.py (a switchover there
+   hands the role over without promoting anyone: standbyswitch.py).
 5. Another member holds it: be its standby (clone, start, re-point, rewind or re-clone), and
    demote at once if my PostgreSQL still runs as primary (my lease is lost).
 6. Nobody holds it: bootstrap race for a new cluster, or the failover race (race.py); in
@@ -214,7 +215,7 @@ def _as_holder(
         )
     renew: tuple[Action, ...] = (RenewLease(),)
     if view.settings.standby_cluster is not None:
-        return as_standby_leader(view, local, key, renew, _upkeep(view, local))
+        return as_standby_leader(view, local, peers, key, renew, _upkeep(view, local))
     if not pg.initialized:
         if view.initialize == "" and pg.data_dir_empty:
             return Decision(

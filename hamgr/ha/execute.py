@@ -556,6 +556,9 @@ class ActionRunner:
             return True
         if isinstance(action, a.Detach):
             await detach(pg)
+            # Only a standby leader's handover waits on this instant; any other detach ends
+            # an older one's (a stale instant would cut the next handover's wait short).
+            self.lease.switchover_stopped_at = clock.now() if action.for_switchover else None
             return True
         if isinstance(action, a.SetSyncState):
             written = await self.dcs.set_sync(action.state, action.expected_revision)

@@ -124,7 +124,8 @@ class LocalState:
     safety_margin``), the instant its PostgreSQL must have stopped accepting writes.
     ``timeline_diverged`` is computed by the loop against the leader's timeline history;
     ``rewind_failed`` says the last pg_rewind failed. ``switchover_stopped_at`` is when this
-    agent stopped its primary for a switchover (Demote ``for_switchover``). ``store_leader_here``
+    agent stopped its primary for a switchover (Demote ``for_switchover``), or, as a standby
+    leader, its WAL receipt (Detach ``for_switchover``). ``store_leader_here``
     says the store's Raft leader runs on this host. ``claim_unled_since`` is since when
     (hamgr.clock) this agent has seen the same ``""`` initialize claim with no leader key.
     ``reinit_requested``: an operator asked to rebuild this replica from the leader.

@@ -11,6 +11,8 @@ the standby leader then promotes (decide.py's ordinary holder steps).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from hamgr.config.standby import StandbyCluster
 from hamgr.dcs.model import ClusterView, LeaderKey
 from hamgr.ha.actions import (
@@ -24,7 +26,8 @@ from hamgr.ha.actions import (
     ReleaseLeader,
     TakeInitialize,
 )
-from hamgr.ha.inputs import LocalPostgres, LocalState
+from hamgr.ha.inputs import LocalPostgres, LocalState, PeerProbe
+from hamgr.ha.standbyswitch import handover, request_aside
 
 __all__ = ["as_standby_leader", "bootstrap_standby", "is_standby_leader", "source"]
 
@@ -55,13 +58,15 @@ def bootstrap_standby(sc: StandbyCluster) -> Decision:
 def as_standby_leader(
     view: ClusterView,
     local: LocalState,
+    peers: Mapping[str, PeerProbe] | None,
     key: LeaderKey,
     renew: tuple[Action, ...],
     upkeep: tuple[Action, ...],
 ) -> Decision:
     """I hold the leader key of a standby cluster (my lease deadline is ahead): be the standby
-    leader. ``upkeep`` is the holder's housekeeping (initialize key, store leadership);
-    history entries are left out, the remote's timelines are not promotions of ours."""
+    leader, or hand the role over on an operator's request (standbyswitch.py). ``upkeep`` is
+    the holder's housekeeping (initialize key, store leadership); history entries are left
+    out, the remote's timelines are not promotions of ours."""
     sc = view.settings.standby_cluster
     assert sc is not None
     pg, src = local.pg, source(sc)
@@ -97,15 +102,20 @@ def as_standby_leader(
         return Decision(
             renew, "I am the standby leader; PostgreSQL is starting, role not known yet"
         )
+    moving = handover(view, local, peers, key, src)
+    if moving is not None:
+        return Decision((*renew, *moving[0]), moving[1])
+    extra, note = request_aside(view, local)
+    note = f"; {note}" if note else ""
     if sc.upstream is not None and pg.upstream != sc.upstream:
         return Decision(
-            (*renew, *keep, FollowRemote()),
+            (*renew, *keep, FollowRemote(), *extra),
             f"I am the standby leader: re-pointing replication from {pg.upstream or 'nowhere'} "
-            f"to {src}",
+            f"to {src}{note}",
         )
     return Decision(
-        (*renew, *keep),
-        f"I am the standby leader (fencing token {key.revision}), replicating from {src}",
+        (*renew, *keep, *extra),
+        f"I am the standby leader (fencing token {key.revision}), replicating from {src}{note}",
     )
 
 

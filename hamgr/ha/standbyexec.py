@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -77,9 +78,13 @@ async def keep_standby_leader_conf(
 ) -> None:
     """After each HA loop cycle: on a running standby leader, a changed ``standby_cluster``
     (restore_command, recovery_min_apply_delay...) reaches PostgreSQL by reload, without
-    waiting for a restart or a re-pointing. Not while paused (hands off PostgreSQL)."""
+    waiting for a restart or a re-pointing. Not while paused (hands off PostgreSQL), nor while
+    a switchover or failover is due: the standby leader may have stopped receiving on purpose
+    to hand its role over (standbyswitch.py), and it re-points itself if that is aborted."""
     sc = view.settings.standby_cluster
     if sc is None or view.settings.pause or not holder or not (pg.running and pg.role == "replica"):
+        return
+    if view.switchover is not None and view.switchover.due(time.time()):
         return
     try:
         if await refresh_standby_leader(settings, sc):

@@ -40,18 +40,20 @@ def _target_problem(p: PeerProbe | None, local: LocalState, max_lag: int, view: 
         return f"not a running standby (state {p.state}, role {p.role})"
     if pg.timeline is not None and p.timeline != pg.timeline:
         return f"on timeline {p.timeline}, not on mine ({pg.timeline})"
-    if p.position is None or pg.current_lsn is None:
+    mine = pg.position  # a primary's write position, a standby leader's received/replayed one
+    if p.position is None or mine is None:
         return "of unknown WAL position"
-    lag = pg.current_lsn - p.position
+    lag = mine - p.position
     if lag > max_lag:
         return f"{fmt_bytes(lag)} behind me (maximum_lag_on_failover {fmt_bytes(max_lag)})"
     return outside_sync_set(view, p.name)
 
 
-def _pick_target(
+def pick_target(
     req: SwitchoverRequest, view: ClusterView, local: LocalState, peers: Mapping[str, PeerProbe]
 ) -> tuple[str | None, str]:
-    """The member to hand over to, or None and why there is none."""
+    """The member to hand over to, or None and why there is none (also used by a standby
+    cluster's standby leader, standbyswitch.py)."""
     max_lag = view.settings.maximum_lag_on_failover
     if req.candidate is not None:
         why = _target_problem(peers.get(req.candidate), local, max_lag, view)
@@ -89,7 +91,7 @@ def leader_switchover(
         return (ClearSwitchover(req),), f"{what} refused: {req.candidate} is not a member"
     if peers is None:
         return (ProbePeers(),), f"{what} requested: asking the members for their state"
-    target, why = _pick_target(req, view, local, peers)
+    target, why = pick_target(req, view, local, peers)
     if target is None:
         return (ClearSwitchover(req),), f"{what} refused: {why}"
     return (

@@ -16,8 +16,10 @@ from hamgr.dcs.jsonfields import ModelError
 from hamgr.dcs.model import ClusterView, DynamicSettings
 from hamgr.ha.actions import (
     AcquireLeader,
+    ClearSwitchover,
     CloneRemote,
     Demote,
+    Detach,
     Follow,
     FollowRemote,
     ProbePeers,
@@ -30,9 +32,14 @@ from hamgr.ha.actions import (
 )
 from tests.ha.builders import (
     ARGS,
+    BASE,
     EMPTY,
     KEY_A,
+    MB,
+    NOW,
+    REQ,
     SYS,
+    WALL,
     check,
     local,
     member,
@@ -42,12 +49,17 @@ from tests.ha.builders import (
     replica,
     row,
     stopped,
+    switchover,
     view,
 )
 
 REMOTE = StandbyCluster(host="127.0.1.1", port=5432, primary_slot_name="dc2")
 STANDBY = DynamicSettings(standby_cluster=REMOTE)
 MEMBERS = (member("a"), member("b"), member("c"))
+
+
+BASE_LOW = BASE - 100
+BASE_FAR = BASE - 2 * MB
 
 
 def sview(**kw: Any) -> ClusterView:
@@ -194,6 +206,170 @@ TABLE = [
         "holds no cluster",
     ),
 ]
+
+
+AT_REMOTE = "127.0.1.1:5432"
+ATTACHED = replica(upstream=AT_REMOTE, detached=False)
+"""The standby leader streaming from the remote primary."""
+FINAL = replica(upstream=None, detached=True)
+"""The standby leader once it stopped receiving for a handover (its position is final)."""
+CASCADED = (probe("b", detached=False), probe("c", detached=False))
+"""The members streaming from the standby leader, as far as it is."""
+HANDING = {"leader": True, "switchover_stopped_at": NOW - 1.0}
+
+SWITCH = [
+    row(
+        "standby-switchover-asks-the-members",
+        sview(switchover=REQ),
+        local("a", ATTACHED, leader=True),
+        None,
+        (RenewLease(), ProbePeers()),
+        "switchover from a to b requested: asking the members",
+    ),
+    row(
+        "standby-switchover-stops-receiving-to-hand-over",
+        sview(switchover=REQ),
+        local("a", ATTACHED, leader=True),
+        probes(*CASCADED),
+        (RenewLease(), Detach(for_switchover=True)),
+        "handing the standby leader's role over to b",
+    ),
+    row(
+        "standby-manual-failover-hands-over-too",
+        sview(switchover=switchover(None, "c")),
+        local("a", ATTACHED, leader=True),
+        probes(*CASCADED),
+        (RenewLease(), Detach(for_switchover=True)),
+        "failover to c: I stop receiving WAL from remote primary 127.0.1.1:5432",
+    ),
+    row(
+        "standby-switchover-without-candidate-picks-the-best",
+        sview(switchover=switchover("a", None)),
+        local("a", ATTACHED, leader=True),
+        probes(probe("b", BASE_LOW, detached=False), probe("c", detached=False)),
+        (RenewLease(), Detach(for_switchover=True)),
+        "over to c",
+    ),
+    row(
+        "standby-switchover-refuses-a-lagging-candidate",
+        sview(switchover=REQ),
+        local("a", ATTACHED, leader=True),
+        probes(probe("b", BASE_FAR, detached=False), probe("c", detached=False)),
+        (RenewLease(), ClearSwitchover(REQ)),
+        "switchover from a to b refused: b is 2 MB behind me",
+    ),
+    row(
+        "standby-switchover-refuses-a-stopped-candidate",
+        sview(switchover=REQ),
+        local("a", ATTACHED, leader=True),
+        probes(probe("b", state="stopped"), probe("c", detached=False)),
+        (RenewLease(), ClearSwitchover(REQ)),
+        "b is not a running standby",
+    ),
+    row(
+        "standby-switchover-waits-for-the-target-to-reach-my-position",
+        sview(switchover=REQ),
+        local("a", FINAL, **HANDING),
+        probes(probe("b", BASE_LOW, detached=False), probe("c", detached=False)),
+        (RenewLease(), ProbePeers()),
+        "waiting for a standby to reach my final position 0/3000000 (b at 0/2FFFF9C)",
+    ),
+    row(
+        "standby-switchover-releases-once-the-target-has-my-wal",
+        sview(switchover=REQ),
+        local("a", FINAL, **HANDING),
+        probes(*CASCADED),
+        (RenewLease(), ReleaseLeader(KEY_A)),
+        "b holds all my WAL (up to 0/3000000): releasing the leader key",
+    ),
+    row(
+        "standby-switchover-counts-replayed-wal-of-the-old-leader",
+        sview(switchover=REQ),
+        local("a", replica(upstream=None, replayed_lsn=BASE + 64), **HANDING),
+        probes(*CASCADED),
+        (RenewLease(), ProbePeers()),
+        "waiting for a standby to reach my final position 0/3000040",
+    ),
+    row(
+        "standby-switchover-without-candidate-skips-nofailover-members",
+        sview(switchover=switchover("a", None)),
+        local("a", FINAL, **HANDING),
+        probes(probe("b", nofailover=True), probe("c", BASE_LOW)),
+        (RenewLease(), ProbePeers()),
+        "(c at 0/2FFFF9C)",
+    ),
+    row(
+        "standby-switchover-does-not-release-to-a-candidate-tagged-nofailover-meanwhile",
+        sview(switchover=REQ),
+        local("a", FINAL, **HANDING),
+        probes(probe("b", nofailover=True), probe("c")),
+        (RenewLease(), ProbePeers()),
+        "waiting for a standby to reach my final position 0/3000000 (none running)",
+    ),
+    row(
+        "standby-switchover-aborts-after-ttl-and-streams-again",
+        sview(switchover=REQ),
+        local("a", FINAL, leader=True, switchover_stopped_at=NOW - 7.0),
+        probes(probe("b", BASE_LOW)),
+        (RenewLease(), ClearSwitchover(REQ), FollowRemote()),
+        "aborted: no standby reached my position 0/3000000 within 6 s",
+    ),
+    row(
+        "detached-holder-without-a-recorded-instant-checks-again",
+        sview(switchover=REQ),
+        local("a", FINAL, leader=True),
+        probes(*CASCADED),
+        (RenewLease(), Detach(for_switchover=True)),
+        "handing the standby leader's role over to b",
+    ),
+    row(
+        "scheduled-standby-switchover-waits-its-time",
+        sview(switchover=switchover("a", "b", scheduled_at=WALL + 3600)),
+        local("a", ATTACHED, leader=True),
+        None,
+        (RenewLease(),),
+        "I am the standby leader (fencing token 7), replicating from remote primary "
+        "127.0.1.1:5432; switchover from a to b scheduled at",
+    ),
+    row(
+        "old-standby-leader-leaves-the-key-to-the-candidate",
+        sview(leader=None, switchover=REQ),
+        local("a", FINAL),
+        probes(*CASCADED),
+        (ProbePeers(),),
+        "waiting: the operator requested switchover from a to b",
+    ),
+    row(
+        "candidate-takes-the-key-without-promoting",
+        sview(leader=None, switchover=REQ),
+        local("b", replica(upstream=None)),
+        probes(probe("a"), probe("c")),
+        (AcquireLeader(),),
+        "switchover from a to b requested by the operator: taking the leader key",
+    ),
+    row(
+        "new-standby-leader-re-points-at-the-remote-and-clears-the-request",
+        sview(leader="b", switchover=REQ),
+        local("b", replica(upstream=None), leader=True),
+        None,
+        (RenewLease(), FollowRemote(), ClearSwitchover(REQ)),
+        "re-pointing replication from nowhere to remote primary 127.0.1.1:5432; the switchover "
+        "from a to b is over (I am the standby leader): clearing it",
+    ),
+    row(
+        "old-standby-leader-follows-the-new-one",
+        sview(leader="b", switchover=REQ),
+        local("a", FINAL),
+        None,
+        (Follow("b"),),
+        "re-pointing replication from nowhere to leader b",
+    ),
+]
+
+
+@pytest.mark.parametrize(ARGS, SWITCH)
+def test_standby_switchover(v, loc, peers, actions, fragment) -> None:  # type: ignore[no-untyped-def]
+    check(v, loc, peers, actions, fragment)
 
 
 @pytest.mark.parametrize(ARGS, TABLE)

@@ -7,7 +7,9 @@ a store witness on .13 so that its store keeps a quorum when a member dies) is b
 The tests run in order on the module's clusters: the standby cluster clones and
 follows (writes on the primary cluster reach both its members; the holder answers
 /standby-leader, never /primary); its standby leader dies and the other member becomes standby
-leader without promoting; removing ``standby_cluster`` with ``hactl edit-config`` promotes it;
+leader without promoting; ``hactl switchover`` and ``hactl failover --candidate`` move the
+standby leader's role back and forth, nobody ever leaving recovery (sampled on both members
+throughout); removing ``standby_cluster`` with ``hactl edit-config`` promotes it;
 a switchover of the primary cluster finds the permanent slot on the new primary too.
 Every wait has a deadline; every process started is stopped by PID.
 """
@@ -15,6 +17,8 @@ Every wait has a deadline; every process started is stopped by PID.
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -140,6 +144,71 @@ def test_the_standby_leader_fails_over_without_promoting(
     standby.start(old)
     standby.wait_streaming([old], BOOT)
     wait_row(standby, old, 2)
+
+
+class RecoverySampler(threading.Thread):
+    """Asks every PostgreSQL member ``pg_is_in_recovery()`` over and over, until stopped or
+    ``limit`` seconds: ``seen[name]`` holds each answer (None: it could not answer then)."""
+
+    def __init__(self, c: AgentCluster, limit: float = 4 * MOVE) -> None:
+        super().__init__(name="recovery-sampler", daemon=True)
+        self.c, self.limit = c, limit
+        self.seen: dict[str, list[bool | None]] = {n: [] for n in PG_MEMBERS}
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        end = time.monotonic() + self.limit
+        while not self._halt.is_set() and time.monotonic() < end:
+            for name in PG_MEMBERS:
+                rows = try_sql(self.c, name, "SELECT pg_is_in_recovery()")
+                self.seen[name].append(rows[0][0] if rows else None)
+            self._halt.wait(0.05)
+
+    def stop(self) -> dict[str, list[bool | None]]:
+        self._halt.set()
+        self.join(timeout=30)
+        assert not self.is_alive(), "the sampler did not stop"
+        return self.seen
+
+
+def move_standby_leader(
+    main: AgentCluster, standby: AgentCluster, via: str, to: str, row: int, *args: str
+) -> None:
+    """``hactl ARGS --force`` through member `via`, then: `to` is the standby leader (GET
+    /standby-leader 200 there), streams from the primary cluster through the slot, and a row
+    written there reaches both members."""
+    out = hactl(standby, via, *args, "--force")
+    assert out.returncode == 0, out.stderr
+    assert f"over to {to}" in out.stdout, out.stdout
+    assert wait_for(lambda: standby_leader(standby), MOVE, f"{to} as standby leader") == to
+    assert standby.http(to, "/standby-leader")[0] == 200
+    primary = main.wait_primary(MOVE)
+    query = "SELECT active FROM pg_replication_slots WHERE slot_name = %s"
+    wait_for(lambda: sql(main, primary, query, (SLOT,)) == [(True,)], MOVE, f"{SLOT} in use")
+    sql(main, primary, "INSERT INTO t13 VALUES (%s)", (row,))
+    for name in PG_MEMBERS:
+        wait_row(standby, name, row)
+
+
+def test_switchover_and_failover_move_the_standby_leader_without_promoting(
+    main: AgentCluster, standby: AgentCluster
+) -> None:
+    old = wait_for(lambda: standby_leader(standby), MOVE, "a standby leader")
+    new = next(n for n in PG_MEMBERS if n != old)
+    standby.wait_streaming([new], MOVE)
+    sampler = RecoverySampler(standby)
+    sampler.start()
+    try:
+        move_standby_leader(main, standby, new, new, 10, "switchover", "--candidate", new)
+        assert standby.http(old, "/standby-leader")[0] == 503
+        standby.wait_streaming([old], MOVE)
+        move_standby_leader(main, standby, new, old, 11, "failover", "--candidate", old)
+    finally:
+        seen = sampler.stop()
+    assert standby.primaries() == []
+    for name, answers in seen.items():
+        assert False not in answers, f"{name} left recovery: {answers}"
+        assert answers.count(True) >= 2, f"{name} was hardly sampled: {answers}"
 
 
 def test_removing_standby_cluster_promotes_the_standby_leader(standby: AgentCluster) -> None:
