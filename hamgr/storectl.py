@@ -109,7 +109,7 @@ def _client(args: argparse.Namespace) -> StoreClient:
 
 
 async def _run(client: StoreClient, args: argparse.Namespace) -> list[dict[str, Any]]:
-    from hamgr.raft.client import StoreError
+    from hamgr.raft.errors import StoreError
 
     key = args.key.encode() if hasattr(args, "key") else b""
     async with client:
@@ -150,7 +150,7 @@ async def _run(client: StoreClient, args: argparse.Namespace) -> list[dict[str, 
 def main(args: argparse.Namespace) -> int:
     """Run one store-ctl command; returns the exit status."""
     from hamgr.config import ConfigError
-    from hamgr.raft.client import StoreError
+    from hamgr.raft.errors import StoreError
 
     try:
         client = _client(args)

@@ -33,9 +33,9 @@ from hamgr.dcs.common import (
 from hamgr.dcs.model import DynamicSettings
 from hamgr.dcs.session import KvSession
 from hamgr.raft import kvcommands as kvc
-from hamgr.raft.client import (
+from hamgr.raft.client import StoreClient
+from hamgr.raft.errors import (
     LeaseNotFoundError,
-    StoreClient,
     StoreError,
     StoreOutcomeUnknownError,
     StoreUnavailableError,

@@ -37,7 +37,8 @@ from typing import Any
 
 from hamgr.raft import kvcommands as kvc
 from hamgr.raft.clientconn import Channel, LostError, NotSentError
-from hamgr.raft.clienterrors import (
+from hamgr.raft.clienterrors import store_error
+from hamgr.raft.errors import (
     InvalidRequestError,
     LeaseExpiredError,
     LeaseNotFoundError,
@@ -46,15 +47,9 @@ from hamgr.raft.clienterrors import (
     StoreError,
     StoreOutcomeUnknownError,
     StoreUnavailableError,
-    store_error,
 )
 from hamgr.raft.framing import ConnectionClosed, ProtocolError
-from hamgr.raft.handshake import (
-    ClusterAuth,
-    HandshakeError,
-    format_address,
-    open_authenticated,
-)
+from hamgr.raft.handshake import ClusterAuth, HandshakeError, format_address, open_authenticated
 from hamgr.raft.kvresults import (
     DeleteResult,
     LeaseGrantResult,
@@ -66,22 +61,20 @@ from hamgr.raft.kvresults import (
 from hamgr.raft.rpc import (
     DEFAULT_MAX_REQUEST_SIZE,
     DEFAULT_MAX_RESPONSE_SIZE,
-    Address,
     Call,
     ErrorCode,
     ErrorInfo,
     Get,
     LeaseKeepAlive,
     LeaseTimeToLive,
-    LeaseTTL,
     MemberAdd,
     MemberRemove,
-    MemberStatus,
-    RpcOp,
     Status,
     TransferLeadership,
     op_of,
 )
+from hamgr.raft.rpcbase import Address, RpcOp
+from hamgr.raft.rpcresults import LeaseTTL, MemberStatus
 
 __all__ = [
     "InvalidRequestError",

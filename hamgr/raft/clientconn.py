@@ -8,21 +8,20 @@ import contextlib
 import itertools
 from typing import Any
 
-from hamgr.raft.clienterrors import InvalidRequestError
+from hamgr.raft.errors import InvalidRequestError
 from hamgr.raft.framing import ConnectionClosed, FrameKind, ProtocolError
 from hamgr.raft.handshake import AuthenticatedConnection, format_address
 from hamgr.raft.rpc import (
-    Address,
     Call,
     ErrorCode,
     ErrorInfo,
     Request,
-    RpcOp,
     decode_response,
-    decode_result,
     encode_request,
     op_of,
 )
+from hamgr.raft.rpcbase import Address, RpcOp
+from hamgr.raft.rpcresults import decode_result
 
 __all__ = ["Channel", "LostError", "NotSentError"]
 

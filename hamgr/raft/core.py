@@ -28,6 +28,7 @@ from __future__ import annotations
 import random
 
 from hamgr.raft.config import RaftConfig
+from hamgr.raft.errors import NotLeaderError
 from hamgr.raft.log import RaftLog
 from hamgr.raft.membership import apply_conf_change
 from hamgr.raft.progress import Progress, ProgressState
@@ -49,7 +50,6 @@ from hamgr.raft.types import (
     HardState,
     Message,
     MsgType,
-    NotLeaderError,
     ProposalDroppedError,
     ReadState,
     Ready,

@@ -17,11 +17,11 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from hamgr.raft.errors import LeaseExpiredError, LeaseNotFoundError
+
 __all__ = [
     "MIN_TTL_ELECTION_FACTOR",
     "LeaseClock",
-    "LeaseExpiredError",
-    "LeaseNotFoundError",
     "NotLeaseLeaderError",
     "effective_ttl",
 ]
@@ -48,14 +48,6 @@ def effective_ttl(requested: float, election_timeout_s: float) -> float:
     requested = _need_ttl("requested ttl", requested)
     election_timeout_s = _need_ttl("election timeout", election_timeout_s)
     return max(requested, MIN_TTL_ELECTION_FACTOR * election_timeout_s)
-
-
-class LeaseNotFoundError(LookupError):
-    """This clock does not know the lease (never granted here, or revoked)."""
-
-
-class LeaseExpiredError(LeaseNotFoundError):
-    """The lease's deadline has passed: it can no longer be kept alive, only revoked."""
 
 
 class NotLeaseLeaderError(RuntimeError):

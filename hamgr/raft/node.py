@@ -38,8 +38,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from hamgr.raft import kv as kvmod
+from hamgr.raft import kvcommands as kvc
+from hamgr.raft import kvresults as kvr
+from hamgr.raft import kvsnapshot as kvs
 from hamgr.raft.config import RaftConfig
 from hamgr.raft.core import RaftCore
+from hamgr.raft.errors import NotLeaderError
 from hamgr.raft.lease import LeaseClock
 from hamgr.raft.memberaddrs import (
     SNAPSHOT_FORMAT,
@@ -57,7 +61,6 @@ from hamgr.raft.pending import (
     LeadershipLostError,
     NodeFailedError,
     NodeStoppedError,
-    NotLeaderError,
     PendingRequests,
     WriteOutcomeUnknownError,
 )
@@ -332,7 +335,7 @@ class RaftNode(NodeAPI):
             self._core.tick()
             for lease_id in self.leases.expired(now):
                 log.info("node %d: lease %d expired, proposing its revoke", self.id, lease_id)
-                self._enqueue(kvmod.encode_lease_revoke(lease_id), None)
+                self._enqueue(kvc.encode_lease_revoke(lease_id), None)
             # Most ticks of a follower only count toward its election timeout: wake the driver
             # only when the tick gave it something to do (a proposal wakes it by itself).
             if self._core.has_ready():
@@ -489,7 +492,7 @@ class RaftNode(NodeAPI):
             self._snapshotting = task
 
     async def _take_snapshot(
-        self, meta: SnapshotMeta, encoder: kvmod.SnapshotEncoder, addresses: dict[int, Address]
+        self, meta: SnapshotMeta, encoder: kvs.SnapshotEncoder, addresses: dict[int, Address]
     ) -> Snapshot:
         """Encode a frozen view of the KV a slice per loop turn, so requests keep flowing, then
         write the snapshot file in a thread of its own, so log saves keep flowing too."""
@@ -544,9 +547,9 @@ class RaftNode(NodeAPI):
                 self._apply_conf_change(e)
             else:
                 result = self.kv.apply(e.index, e.data)
-                if isinstance(result, kvmod.LeaseGrantResult):
+                if isinstance(result, kvr.LeaseGrantResult):
                     self.leases.grant(result.lease_id, result.ttl, self._clock())
-                elif isinstance(result, kvmod.LeaseRevokeResult):
+                elif isinstance(result, kvr.LeaseRevokeResult):
                     self.leases.revoke(result.lease_id)
             if e.term == core.term:
                 first_commit_in_term = True

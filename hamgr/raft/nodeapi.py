@@ -20,12 +20,15 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from hamgr.raft import kv as kvmod
+from hamgr.raft import kvcommands as kvc
+from hamgr.raft import kvresults as kvr
+from hamgr.raft import kvwatch as kvw
 from hamgr.raft.core import RaftCore
+from hamgr.raft.errors import NotLeaderError
 from hamgr.raft.lease import LeaseClock, NotLeaseLeaderError, effective_ttl
 from hamgr.raft.memberaddrs import Address, encode_address
-from hamgr.raft.pending import NodeFailedError, NodeStoppedError, NotLeaderError, PendingRequests
+from hamgr.raft.pending import NodeFailedError, NodeStoppedError, PendingRequests
 from hamgr.raft.types import NONE, ConfChange, ConfChangeType, Role
-from hamgr.raft.types import NotLeaderError as CoreNotLeaderError
 
 __all__ = ["NodeAPI", "WatchStream"]
 
@@ -43,7 +46,7 @@ class WatchStream:
         if from_revision:
             self.changed.set()  # replayed history may already be waiting
 
-    async def next(self, timeout: float | None = None) -> list[kvmod.Event]:
+    async def next(self, timeout: float | None = None) -> list[kvw.Event]:
         """Wait for events and take them (may be empty if woken without any)."""
         await asyncio.wait_for(self.changed.wait(), timeout)
         self.changed.clear()
@@ -109,40 +112,40 @@ class NodeAPI:
             self.on_commit(time.perf_counter() - started)
         return result
 
-    async def put(self, key: bytes, value: bytes, lease: int = 0) -> kvmod.PutResult:
+    async def put(self, key: bytes, value: bytes, lease: int = 0) -> kvr.PutResult:
         """Write `key` (attached to `lease` if non-zero); returns once applied on this leader."""
-        result: kvmod.PutResult = await self._propose(kvmod.encode_put(key, value, lease), "put")
+        result: kvr.PutResult = await self._propose(kvc.encode_put(key, value, lease), "put")
         return result
 
-    async def delete(self, key: bytes, prefix: bool = False) -> kvmod.DeleteResult:
+    async def delete(self, key: bytes, prefix: bool = False) -> kvr.DeleteResult:
         """Delete `key` (or every key under it with `prefix`)."""
-        data = kvmod.encode_delete(key, prefix)
-        result: kvmod.DeleteResult = await self._propose(data, "delete")
+        data = kvc.encode_delete(key, prefix)
+        result: kvr.DeleteResult = await self._propose(data, "delete")
         return result
 
     async def txn(
         self,
-        compares: Sequence[kvmod.Compare],
-        success: Sequence[kvmod.Op],
-        failure: Sequence[kvmod.Op] = (),
-    ) -> kvmod.TxnResult:
+        compares: Sequence[kvc.Compare],
+        success: Sequence[kvc.Op],
+        failure: Sequence[kvc.Op] = (),
+    ) -> kvr.TxnResult:
         """Compare-and-swap: run `success` if every compare holds, else `failure`."""
-        data = kvmod.encode_txn(compares, success, failure)
-        result: kvmod.TxnResult = await self._propose(data, "txn")
+        data = kvc.encode_txn(compares, success, failure)
+        result: kvr.TxnResult = await self._propose(data, "txn")
         return result
 
-    async def lease_grant(self, ttl: float, lease_id: int = 0) -> kvmod.LeaseGrantResult:
+    async def lease_grant(self, ttl: float, lease_id: int = 0) -> kvr.LeaseGrantResult:
         """Grant a lease of at least `ttl` seconds (raised to 1.5 election timeouts at least)."""
         ttl = effective_ttl(ttl, self.election_timeout)
         lease_id = lease_id or random.getrandbits(62) + 1
-        data = kvmod.encode_lease_grant(lease_id, ttl)
-        result: kvmod.LeaseGrantResult = await self._propose(data, "lease grant")
+        data = kvc.encode_lease_grant(lease_id, ttl)
+        result: kvr.LeaseGrantResult = await self._propose(data, "lease grant")
         return result
 
-    async def lease_revoke(self, lease_id: int) -> kvmod.LeaseRevokeResult:
+    async def lease_revoke(self, lease_id: int) -> kvr.LeaseRevokeResult:
         """Revoke a lease and delete every key attached to it."""
-        data = kvmod.encode_lease_revoke(lease_id)
-        result: kvmod.LeaseRevokeResult = await self._propose(data, "lease revoke")
+        data = kvc.encode_lease_revoke(lease_id)
+        result: kvr.LeaseRevokeResult = await self._propose(data, "lease revoke")
         return result
 
     async def lease_keepalive(self, lease_id: int) -> float:
@@ -171,7 +174,7 @@ class NodeAPI:
         ctx = self._pending.add_read(fut)
         try:
             core.read_index(ctx)
-        except CoreNotLeaderError:
+        except NotLeaderError:
             self._pending.forget_read(ctx)
             raise self._not_leader() from None
         self._wake.set()
@@ -182,7 +185,7 @@ class NodeAPI:
 
     async def get(
         self, key: bytes, prefix: bool = False, serializable: bool = False
-    ) -> kvmod.RangeResult:
+    ) -> kvr.RangeResult:
         """Read `key` (or every key under it with `prefix`).
 
         Linearizable by default (ReadIndex on the leader, then wait until applied); with
@@ -206,7 +209,7 @@ class NodeAPI:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         try:
             index = core.propose_conf_change(change)
-        except CoreNotLeaderError:
+        except NotLeaderError:
             raise self._not_leader() from None
         self._pending.await_entry(index, core.term, fut)
         self._wake.set()
@@ -226,7 +229,7 @@ class NodeAPI:
         core = self._check_leader()
         try:
             core.transfer_leadership(to)
-        except CoreNotLeaderError:
+        except NotLeaderError:
             raise self._not_leader() from None
         self._wake.set()
         deadline = self._clock() + (timeout or 2 * self.election_timeout + 1.0)

@@ -18,44 +18,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from hamgr.raft import kv as kvmod
+from hamgr.raft import kvresults as kvr
 from hamgr.raft.core import RaftCore
-from hamgr.raft.memberaddrs import Address
-from hamgr.raft.types import (
-    NONE,
-    ConfChange,
-    Entry,
-    EntryType,
-    ProposalDroppedError,
-    ReadState,
-)
-from hamgr.raft.types import NotLeaderError as CoreNotLeaderError
+from hamgr.raft.errors import NotLeaderError
+from hamgr.raft.types import NONE, ConfChange, Entry, EntryType, ProposalDroppedError, ReadState
 
 __all__ = [
     "KVCommandError",
     "LeadershipLostError",
     "NodeFailedError",
     "NodeStoppedError",
-    "NotLeaderError",
     "PendingRequests",
     "WriteOutcomeUnknownError",
 ]
 
 T = TypeVar("T")
-
-
-class NotLeaderError(CoreNotLeaderError):
-    """Only the leader serves this request; `leader` (0 if unknown) and its `address` if known."""
-
-    def __init__(self, leader: int, address: Address | None = None, why: str = "") -> None:
-        super().__init__(leader)
-        self.address = address
-        parts = [str(self.args[0])]
-        if address is not None:
-            parts.append(f"at {address[0]}:{address[1]}")
-        if why:
-            parts.append(f"({why})")
-        self.args = (" ".join(parts),)
 
 
 class LeadershipLostError(NotLeaderError):
@@ -82,7 +59,7 @@ class WriteOutcomeUnknownError(NodeFailedError):
 class KVCommandError(Exception):
     """The command was applied but failed in the KV store (and changed nothing)."""
 
-    def __init__(self, result: kvmod.ErrorResult) -> None:
+    def __init__(self, result: kvr.ErrorResult) -> None:
         super().__init__(f"{result.code}: {result.message}")
         self.result = result
 
@@ -142,7 +119,7 @@ class PendingRequests:
             batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
             try:
                 last = core.propose_batch([p.data for p in batch])
-            except CoreNotLeaderError:
+            except NotLeaderError:
                 _fail_batch(batch, not_leader())
                 continue
             except ProposalDroppedError as exc:
@@ -169,7 +146,7 @@ class PendingRequests:
                         f"entry of term {e.term}: it was not applied"
                     )
                 )
-            elif isinstance(result, kvmod.ErrorResult):
+            elif isinstance(result, kvr.ErrorResult):
                 fut.set_exception(KVCommandError(result))
             else:
                 fut.set_result(result)

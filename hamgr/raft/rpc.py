@@ -56,7 +56,6 @@ from hamgr.raft.rpcbase import (
     Address,
     RpcFormatError,
     RpcOp,
-    describe,
     need_address,
     need_array,
     need_bool,
@@ -69,6 +68,7 @@ from hamgr.raft.rpcbase import (
     unpack,
 )
 from hamgr.raft.rpcresults import LeaseTTL, MemberStatus, decode_result, result_wire
+from hamgr.raft.strictpack import describe
 
 __all__ = [
     "CLIENT_PORT_OFFSET",

@@ -25,7 +25,6 @@ from hamgr.raft.rpcbase import (
     Address,
     RpcFormatError,
     RpcOp,
-    describe,
     need_address,
     need_array,
     need_bool,
@@ -35,6 +34,7 @@ from hamgr.raft.rpcbase import (
     need_str,
     need_uint,
 )
+from hamgr.raft.strictpack import describe
 
 __all__ = ["LeaseTTL", "MemberStatus", "Result", "decode_result", "result_wire"]
 

@@ -27,35 +27,29 @@ from dataclasses import dataclass
 from typing import Any
 
 from hamgr.raft import kvcommands as kvc
+from hamgr.raft.errors import LeaseExpiredError, LeaseNotFoundError, NotLeaderError
 from hamgr.raft.framing import ConnectionClosed, FrameKind, ProtocolError
 from hamgr.raft.handshake import AuthenticatedConnection, AuthenticatedServer, ClusterAuth
 from hamgr.raft.kvresults import ErrorCode as KVErrorCode
-from hamgr.raft.lease import LeaseExpiredError, LeaseNotFoundError
-from hamgr.raft.node import (
+from hamgr.raft.node import RaftNode
+from hamgr.raft.pending import (
     KVCommandError,
     LeadershipLostError,
     NodeFailedError,
     NodeStoppedError,
-    NotLeaderError,
-    ProposalDroppedError,
-    RaftNode,
     WriteOutcomeUnknownError,
 )
 from hamgr.raft.rpc import (
     DEFAULT_MAX_REQUEST_SIZE,
-    Address,
     Call,
     ErrorCode,
     ErrorInfo,
     Get,
     LeaseKeepAlive,
     LeaseTimeToLive,
-    LeaseTTL,
     MemberAdd,
     MemberRemove,
-    MemberStatus,
     Request,
-    RpcFormatError,
     Status,
     TransferLeadership,
     decode_request,
@@ -64,6 +58,9 @@ from hamgr.raft.rpc import (
     encode_result,
     op_of,
 )
+from hamgr.raft.rpcbase import Address, RpcFormatError
+from hamgr.raft.rpcresults import LeaseTTL, MemberStatus
+from hamgr.raft.types import ProposalDroppedError
 
 __all__ = ["RpcServerStats", "StoreRpcServer"]
 

@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from hamgr.raft.errors import NotLeaderError
 from hamgr.raft.log import LogInvariantError
 from hamgr.raft.membership import bootstrap_log
 from hamgr.raft.simbreakers import RuleBreakers
@@ -52,7 +53,6 @@ from hamgr.raft.types import (
     HardState,
     Message,
     MsgType,
-    NotLeaderError,
     ProposalDroppedError,
     Ready,
     Role,

@@ -26,11 +26,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hamgr.raft import kv as kvmod
-from hamgr.raft.lease import LeaseClock, LeaseExpiredError, LeaseNotFoundError, NotLeaseLeaderError
+from hamgr.raft import kvcommands as kvc
+from hamgr.raft import kvresults as kvr
+from hamgr.raft.errors import LeaseExpiredError, LeaseNotFoundError, NotLeaderError
+from hamgr.raft.lease import LeaseClock, NotLeaseLeaderError
 from hamgr.raft.sim import TICK_MS, SimConfig, Simulator, main
 from hamgr.raft.simkvcheck import KVHistory
 from hamgr.raft.simworld import Member
-from hamgr.raft.types import Entry, EntryType, NotLeaderError, ProposalDroppedError, Role, Snapshot
+from hamgr.raft.types import Entry, EntryType, ProposalDroppedError, Role, Snapshot
 
 KEYS = tuple(b"k%d" % n for n in range(4))
 APP_HEADER = 16  # the base simulator's App encoding comes first in snapshot data
@@ -102,9 +105,9 @@ class KVSimulator(Simulator):
             return
         result = st.kv.apply(e.index, e.data)
         now = _seconds(self.now)
-        if isinstance(result, kvmod.LeaseGrantResult):
+        if isinstance(result, kvr.LeaseGrantResult):
             st.leases.grant(result.lease_id, result.ttl, now)
-        elif isinstance(result, kvmod.LeaseRevokeResult):
+        elif isinstance(result, kvr.LeaseRevokeResult):
             st.leases.revoke(result.lease_id)
             self._revoke_applied(m, result.lease_id)
         core = m.core
@@ -124,8 +127,8 @@ class KVSimulator(Simulator):
         if self.history.revoke_applied(m.id, lease, self.now):
             self.log(f"lease {lease} revoked (applied first on {m.id})")
 
-    def _acknowledged(self, op: _Op, result: kvmod.Result) -> None:
-        if op.kind == "put" and isinstance(result, kvmod.PutResult):
+    def _acknowledged(self, op: _Op, result: kvr.Result) -> None:
+        if op.kind == "put" and isinstance(result, kvr.PutResult):
             self.history.put_acked(op.key, result.revision, op.lease)
 
     def _read_index_served(self, m: Member, index: int, ctx: bytes) -> None:
@@ -165,7 +168,7 @@ class KVSimulator(Simulator):
             return
         for lease in st.leases.expired(_seconds(self.now)):
             self.log(f"lease {lease} expired on {m.id}: proposing its revoke")
-            self._propose_on(m, kvmod.encode_lease_revoke(lease), None)
+            self._propose_on(m, kvc.encode_lease_revoke(lease), None)
 
     # -- clients --------------------------------------------------------------------------
 
@@ -209,18 +212,18 @@ class KVSimulator(Simulator):
         value = b"v%d" % self._write_seq
         if roll < 0.5 or (roll < 0.65 and not live):
             key = self.rng.choice(KEYS)
-            self._propose_on(m, kvmod.encode_put(key, value), _Op("put", self.now, key))
+            self._propose_on(m, kvc.encode_put(key, value), _Op("put", self.now, key))
         elif roll < 0.65:
             lease = self.rng.choice(live)
             key = b"l%d" % self._write_seq
             op = _Op("put", self.now, key, lease)
-            self._propose_on(m, kvmod.encode_put(key, value, lease), op)
+            self._propose_on(m, kvc.encode_put(key, value, lease), op)
         elif roll < 0.8:
             self._next_lease += 1
             lease = self._next_lease
             ttl = self.rng.choice((0.2, 0.3, 0.5))
             self.history.lease_granted(lease, ttl, self.now)
-            self._propose_on(m, kvmod.encode_lease_grant(lease, ttl), _Op("grant", self.now))
+            self._propose_on(m, kvc.encode_lease_grant(lease, ttl), _Op("grant", self.now))
         elif live:
             lease = self.rng.choice(live)
             self._read_on(m, _Op("keepalive", self.now, lease=lease))

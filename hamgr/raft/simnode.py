@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hamgr.raft import kv as kvmod
+from hamgr.raft import kvresults as kvr
 from hamgr.raft.node import RaftNode
 from hamgr.raft.simcheck import SafetyChecker, Violation
 from hamgr.raft.simdisk import SimStorage
@@ -131,7 +132,7 @@ class ObservedKV(kvmod.KVStore):
         self._sim = sim
         self._member = member
 
-    def apply(self, index: int, data: bytes) -> kvmod.Result:
+    def apply(self, index: int, data: bytes) -> kvr.Result:
         """Apply as the KV store does, then check it against the other members."""
         result = super().apply(index, data)
         self._sim.applied(self._member, index, data, result)
@@ -313,9 +314,9 @@ class NodeSim:
         except Violation as exc:
             self.violate(str(exc))
 
-    def applied(self, member: int, index: int, data: bytes, result: kvmod.Result) -> None:
+    def applied(self, member: int, index: int, data: bytes, result: kvr.Result) -> None:
         """Member `member`'s KV applied `data` at `index` (called from inside its driver)."""
-        if isinstance(result, kvmod.ErrorResult) and result.code == "already_applied":
+        if isinstance(result, kvr.ErrorResult) and result.code == "already_applied":
             return
         revision = result.revision
         known = self._applied.setdefault(index, (data, revision))
@@ -324,7 +325,7 @@ class NodeSim:
                 f"state machine safety: {member} applied a different command or reached "
                 f"revision {revision} at index {index} (others: revision {known[1]})"
             )
-        if isinstance(result, kvmod.LeaseRevokeResult):
+        if isinstance(result, kvr.LeaseRevokeResult):
             try:
                 if self.history.revoke_applied(member, result.lease_id, self.now_ms()):
                     self.log(f"lease {result.lease_id} revoked (first on {member})")

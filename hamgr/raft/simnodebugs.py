@@ -19,7 +19,8 @@ import asyncio
 from dataclasses import replace
 from typing import Any
 
-from hamgr.raft import kv as kvmod
+from hamgr.raft import kvcommands as kvc
+from hamgr.raft import kvresults as kvr
 from hamgr.raft.lease import LeaseClock
 from hamgr.raft.node import RaftNode
 from hamgr.raft.types import Ready
@@ -53,12 +54,12 @@ class LeasesKeptAfterStepDown(RaftNode):
 class AckBeforeCommit(RaftNode):
     """Bug: a put is answered once queued, not once applied."""
 
-    async def put(self, key: bytes, value: bytes, lease: int = 0) -> kvmod.PutResult:
+    async def put(self, key: bytes, value: bytes, lease: int = 0) -> kvr.PutResult:
         self._check_leader()
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self._enqueue(kvmod.encode_put(key, value, lease), fut)
-        return kvmod.PutResult(self.kv.revision + 1, None)
+        self._enqueue(kvc.encode_put(key, value, lease), fut)
+        return kvr.PutResult(self.kv.revision + 1, None)
 
 
 class SendBeforePersist(RaftNode):

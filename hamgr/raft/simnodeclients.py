@@ -14,11 +14,13 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from hamgr.raft import kv as kvmod
-from hamgr.raft.lease import LeaseNotFoundError, effective_ttl
+from hamgr.raft import kvcommands as kvc
+from hamgr.raft import kvresults as kvr
+from hamgr.raft.errors import LeaseNotFoundError, NotLeaderError
+from hamgr.raft.lease import effective_ttl
 from hamgr.raft.pending import KVCommandError, NodeFailedError
 from hamgr.raft.simcheck import Violation
-from hamgr.raft.types import NotLeaderError, ProposalDroppedError
+from hamgr.raft.types import ProposalDroppedError
 
 if TYPE_CHECKING:
     from hamgr.raft.node import RaftNode
@@ -100,10 +102,10 @@ async def _txn(sim: NodeSim, node: RaftNode) -> None:
     even an unacknowledged write) came after it."""
     key = sim.rng.choice(KEYS)
     seen = sim.history.need_revision(key)
-    result = await node.txn([kvmod.compare_mod(key, "==", seen)], [kvmod.Put(key, _value(sim))])
+    result = await node.txn([kvc.compare_mod(key, "==", seen)], [kvc.Put(key, _value(sim))])
     if result.succeeded:
         put = result.responses[0]
-        assert isinstance(put, kvmod.PutResult)
+        assert isinstance(put, kvr.PutResult)
         sim.history.put_acked(key, put.revision)
         sim.acked_writes += 1
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
+from hamgr.raft.errors import NotLeaderError
 from hamgr.raft.pending import NodeFailedError
-from hamgr.raft.types import NotLeaderError
 
 if TYPE_CHECKING:
     from hamgr.raft.simnode import NodeSim

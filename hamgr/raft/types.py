@@ -200,14 +200,5 @@ class Ready:
     read_states: list[ReadState] = field(default_factory=list)
 
 
-class NotLeaderError(Exception):
-    """A request that only the leader can serve reached another member."""
-
-    def __init__(self, leader: int) -> None:
-        hint = f"leader is {leader}" if leader != NONE else "no leader known"
-        super().__init__(f"not leader, {hint}")
-        self.leader = leader
-
-
 class ProposalDroppedError(Exception):
     """The leader refused a proposal (e.g. a leadership transfer or a conf change is pending)."""

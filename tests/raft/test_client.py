@@ -15,12 +15,12 @@ import msgpack
 import pytest
 
 from hamgr.raft import kvcommands as kvc
-from hamgr.raft.client import (
+from hamgr.raft.client import StoreClient
+from hamgr.raft.errors import (
     InvalidRequestError,
     LeaseNotFoundError,
     NotLeaderError,
     StoreAuthError,
-    StoreClient,
     StoreError,
     StoreOutcomeUnknownError,
     StoreUnavailableError,
@@ -28,16 +28,9 @@ from hamgr.raft.client import (
 from hamgr.raft.framing import ConnectionClosed, FrameError, FrameKind, encode_frame
 from hamgr.raft.handshake import AuthenticatedConnection, ClusterAuth, open_authenticated
 from hamgr.raft.kvresults import PutResult, RangeResult
-from hamgr.raft.rpc import (
-    ErrorCode,
-    MemberStatus,
-    Request,
-    RpcOp,
-    Status,
-    decode_response,
-    decode_result,
-    encode_request,
-)
+from hamgr.raft.rpc import ErrorCode, Request, Status, decode_response, encode_request
+from hamgr.raft.rpcbase import RpcOp
+from hamgr.raft.rpcresults import MemberStatus, decode_result
 from tests.raft.inloop import InLoopStore, free_port
 from tests.tools.poll import wait_for_async
 

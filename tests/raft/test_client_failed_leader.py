@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from hamgr.raft.client import StoreOutcomeUnknownError
+from hamgr.raft.errors import StoreOutcomeUnknownError
 from hamgr.raft.rpc import ErrorCode
 from tests.raft.diskgate import DiskGate
 from tests.raft.test_client import IDS, Cluster

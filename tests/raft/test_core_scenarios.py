@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from hamgr.raft.config import RaftConfig
 from hamgr.raft.core import RaftCore
+from hamgr.raft.errors import NotLeaderError
 from hamgr.raft.log import LogInvariantError, RaftLog
 from hamgr.raft.membership import bootstrap_log
 from hamgr.raft.simbreakers import RuleBreakers
@@ -19,7 +20,6 @@ from hamgr.raft.types import (
     Entry,
     Message,
     MsgType,
-    NotLeaderError,
     ProposalDroppedError,
     Role,
     Snapshot,

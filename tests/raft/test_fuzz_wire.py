@@ -32,24 +32,19 @@ from hamgr.raft.framing import (
     parse_header,
     read_frame,
 )
-from hamgr.raft.handshake import (
-    NONCE_SIZE,
-    ClusterAuth,
-    client_handshake,
-    server_handshake,
-)
+from hamgr.raft.handshake import NONCE_SIZE, ClusterAuth, client_handshake, server_handshake
 from hamgr.raft.rpc import (
     ErrorCode,
     ErrorInfo,
     Request,
-    RpcFormatError,
     decode_request,
     decode_response,
-    decode_result,
     encode_error,
     encode_request,
     encode_result,
 )
+from hamgr.raft.rpcbase import RpcFormatError
+from hamgr.raft.rpcresults import decode_result
 from hamgr.raft.types import Entry, EntryType, Message, MsgType
 from tests.raft.fuzzing import RUNS, bounded_allocation, mutated, report, valid_or_mutated
 from tests.raft.test_rpc import CALLS, RESULTS

@@ -10,38 +10,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hamgr.raft.kv import (
+from hamgr.raft.kv import KVStore
+from hamgr.raft.kvcommands import (
     FORMAT_VERSION,
-    INITIAL_REVISION,
     MAX_TXN_OPS,
-    CompactedError,
     Compare,
     CompareOp,
     DeleteRange,
-    DeleteResult,
-    ErrorCode,
-    ErrorResult,
-    Event,
-    EventType,
     InvalidCommandError,
-    KeyValue,
-    KVStore,
     LeaseGrant,
-    LeaseGrantResult,
     LeaseRevoke,
-    LeaseRevokeResult,
-    NoopResult,
     Put,
-    PutResult,
     Range,
-    RangeResult,
-    Result,
-    SnapshotError,
     Target,
     Txn,
-    TxnResult,
-    WatchCancelledError,
-    Watcher,
     compare_create,
     compare_lease,
     compare_mod,
@@ -56,6 +38,22 @@ from hamgr.raft.kv import (
     encode_range,
     encode_txn,
 )
+from hamgr.raft.kvresults import (
+    INITIAL_REVISION,
+    DeleteResult,
+    ErrorCode,
+    ErrorResult,
+    KeyValue,
+    LeaseGrantResult,
+    LeaseRevokeResult,
+    NoopResult,
+    PutResult,
+    RangeResult,
+    Result,
+    TxnResult,
+)
+from hamgr.raft.kvsnapshot import SnapshotError
+from hamgr.raft.kvwatch import CompactedError, Event, EventType, WatchCancelledError, Watcher
 
 
 def run(store: KVStore, data: bytes) -> Result:

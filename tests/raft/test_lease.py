@@ -10,14 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hamgr.raft.kv import KVStore, encode_lease_grant, encode_lease_revoke, encode_put
-from hamgr.raft.lease import (
-    LeaseClock,
-    LeaseExpiredError,
-    LeaseNotFoundError,
-    NotLeaseLeaderError,
-    effective_ttl,
-)
+from hamgr.raft.errors import LeaseExpiredError, LeaseNotFoundError
+from hamgr.raft.kv import KVStore
+from hamgr.raft.kvcommands import encode_lease_grant, encode_lease_revoke, encode_put
+from hamgr.raft.lease import LeaseClock, NotLeaseLeaderError, effective_ttl
 
 
 @pytest.mark.parametrize(

@@ -27,24 +27,21 @@ from hamgr.raft.rpc import (
     Get,
     LeaseKeepAlive,
     LeaseTimeToLive,
-    LeaseTTL,
     MemberAdd,
     MemberRemove,
-    MemberStatus,
     Request,
-    RpcFormatError,
-    RpcOp,
     Status,
     TransferLeadership,
     decode_request,
     decode_response,
-    decode_result,
     default_client_address,
     encode_error,
     encode_request,
     encode_result,
     op_of,
 )
+from hamgr.raft.rpcbase import RpcFormatError, RpcOp
+from hamgr.raft.rpcresults import LeaseTTL, MemberStatus, decode_result
 
 KV = KeyValue(b"k", b"v", 2, 5, 3, 7)
 

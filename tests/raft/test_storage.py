@@ -21,23 +21,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hamgr.raft.storage import (
+from hamgr.raft.storage import RaftStorage
+from hamgr.raft.storageerrors import (
     CorruptStorageError,
-    RaftStorage,
     StorageClosedError,
     StorageError,
     StorageFatalError,
     StorageLockedError,
-    iter_segment_files,
 )
-from hamgr.raft.types import (
-    ConfState,
-    Entry,
-    EntryType,
-    HardState,
-    Snapshot,
-    SnapshotMeta,
-)
+from hamgr.raft.types import ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMeta
+from hamgr.raft.walrecovery import iter_segment_files
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -26,10 +26,10 @@ from pathlib import Path
 import pytest
 
 from hamgr.raft import kvcommands as kvc
-from hamgr.raft.client import (
+from hamgr.raft.client import StoreClient
+from hamgr.raft.errors import (
     LeaseNotFoundError,
     NotLeaderError,
-    StoreClient,
     StoreError,
     StoreOutcomeUnknownError,
 )

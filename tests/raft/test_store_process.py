@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from hamgr.raft import kvcommands as kvc
-from hamgr.raft.client import StoreClient, StoreOutcomeUnknownError, StoreUnavailableError
+from hamgr.raft.client import StoreClient
+from hamgr.raft.errors import StoreOutcomeUnknownError, StoreUnavailableError
 from hamgr.raft.kvresults import RangeResult
 from hamgr.storecmd import client_ssl_context
 from tests.raft.procluster import REPO, ProcCluster

@@ -22,22 +22,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hamgr.raft.codec import CodecError, decode_message, encode_message
-from hamgr.raft.transport import (
+from hamgr.raft.framing import (
     HEADER,
     MAGIC,
-    MAX_HANDSHAKE_FRAME,
     PROTOCOL_VERSION,
-    ClusterAuth,
     ConnectionClosed,
     FrameError,
     FrameKind,
-    PeerTransport,
-    TransportLimits,
     encode_frame,
-    open_authenticated,
     parse_header,
     read_frame,
 )
+from hamgr.raft.handshake import MAX_HANDSHAKE_FRAME, ClusterAuth, open_authenticated
+from hamgr.raft.transport import PeerTransport, TransportLimits
 from hamgr.raft.types import Entry, Message, MsgType
 from tests.tools.poll import wait_for_async
 
