@@ -27,7 +27,7 @@ __all__ = [
 Address = tuple[str, int]
 E = TypeVar("E", bound="StoreError")
 
-_NO_LEADER = 0  # hamgr.raft.types.NONE: no node has this id
+_NO_LEADER = 0  # hamgr.raft.core.types.NONE: no node has this id
 
 
 class StoreError(Exception):

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import yaml
 
-from hamgr.raft.client import StoreClient
+from hamgr.raft.client.client import StoreClient
 from hamgr.raft.errors import StoreError
-from hamgr.raft.rpcresults import MemberStatus
+from hamgr.raft.net.rpcresults import MemberStatus
 from hamgr.storecmd import client_ssl_context
 from hamgr.storemembers import records_prefix
 

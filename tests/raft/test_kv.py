@@ -1,4 +1,4 @@
-"""Tests for the replicated KV state machine (hamgr.raft.kv): etcd v3 semantics, determinism,
+"""Tests for the replicated KV state machine (hamgr.raft.kv.kv): etcd v3 semantics, determinism,
 snapshots, watches and robustness against malformed log entries."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hamgr.raft.kv import KVStore
-from hamgr.raft.kvcommands import (
+from hamgr.raft.kv.kv import KVStore
+from hamgr.raft.kv.kvcommands import (
     FORMAT_VERSION,
     MAX_TXN_OPS,
     Compare,
@@ -38,7 +38,7 @@ from hamgr.raft.kvcommands import (
     encode_range,
     encode_txn,
 )
-from hamgr.raft.kvresults import (
+from hamgr.raft.kv.kvresults import (
     INITIAL_REVISION,
     DeleteResult,
     ErrorCode,
@@ -52,8 +52,8 @@ from hamgr.raft.kvresults import (
     Result,
     TxnResult,
 )
-from hamgr.raft.kvsnapshot import SnapshotError
-from hamgr.raft.kvwatch import CompactedError, Event, EventType, WatchCancelledError, Watcher
+from hamgr.raft.kv.kvsnapshot import SnapshotError
+from hamgr.raft.kv.kvwatch import CompactedError, Event, EventType, WatchCancelledError, Watcher
 
 
 def run(store: KVStore, data: bytes) -> Result:

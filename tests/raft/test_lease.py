@@ -1,4 +1,4 @@
-"""Tests for the leader-side lease clock (hamgr.raft.lease): leases never expire early, a new
+"""Tests for the leader-side lease clock (hamgr.raft.kv.lease): leases never expire early, a new
 leader extends every lease, a follower counts nothing."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hamgr.raft.errors import LeaseExpiredError, LeaseNotFoundError
-from hamgr.raft.kv import KVStore
-from hamgr.raft.kvcommands import encode_lease_grant, encode_lease_revoke, encode_put
-from hamgr.raft.lease import LeaseClock, NotLeaseLeaderError, effective_ttl
+from hamgr.raft.kv.kv import KVStore
+from hamgr.raft.kv.kvcommands import encode_lease_grant, encode_lease_revoke, encode_put
+from hamgr.raft.kv.lease import LeaseClock, NotLeaseLeaderError, effective_ttl
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,8 @@ from typing import TypeVar
 import pytest
 
 from hamgr.raft.errors import NotLeaderError
-from hamgr.raft.node import RaftNode
-from hamgr.raft.pending import NodeFailedError
+from hamgr.raft.server.node import RaftNode
+from hamgr.raft.server.pending import NodeFailedError
 from tests.tools.poll import wait_for_async
 
 CLUSTER = "test-node"
