@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hamgr.raft.errors import LeaseExpiredError, LeaseNotFoundError
+from hamgr.raft.errors import LeaseExpiredError, LeaseNotFoundError, NotLeaderError
 from hamgr.raft.kv.kv import KVStore
 from hamgr.raft.kv.kvcommands import encode_lease_grant, encode_lease_revoke, encode_put
-from hamgr.raft.kv.lease import LeaseClock, NotLeaseLeaderError, effective_ttl
+from hamgr.raft.kv.lease import LeaseClock, effective_ttl
 
 
 @pytest.mark.parametrize(
@@ -112,9 +112,9 @@ def test_follower_counts_nothing() -> None:
     clock.grant(1, 5.0, 0.0)  # ignored
     assert len(clock) == 0
     assert clock.expired(100.0) == []
-    with pytest.raises(NotLeaseLeaderError, match="not the Raft leader"):
+    with pytest.raises(NotLeaderError, match="not the Raft leader"):
         clock.keepalive(1, 0.0)
-    with pytest.raises(NotLeaseLeaderError):
+    with pytest.raises(NotLeaderError):
         clock.time_to_live(1, 0.0)
 
     clock.become_leader(0.0, {1: 5.0})
@@ -123,7 +123,7 @@ def test_follower_counts_nothing() -> None:
     assert not clock.is_leader
     assert len(clock) == 0
     assert clock.expired(100.0) == []
-    with pytest.raises(NotLeaseLeaderError):
+    with pytest.raises(NotLeaderError):
         clock.keepalive(1, 1.0)
     # Leading again starts afresh from the leases the KV holds.
     clock.become_leader(50.0, {1: 5.0})
@@ -214,7 +214,7 @@ def test_never_expires_early_and_always_reports_when_due(
         elif action == "keepalive":
             try:
                 remaining = clock.keepalive(lease_id, now)
-            except NotLeaseLeaderError:
+            except NotLeaderError:
                 assert not model.leader
             except LeaseExpiredError:
                 assert model.leader

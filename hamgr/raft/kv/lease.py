@@ -17,12 +17,11 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from hamgr.raft.errors import LeaseExpiredError, LeaseNotFoundError
+from hamgr.raft.errors import LeaseExpiredError, LeaseNotFoundError, NotLeaderError
 
 __all__ = [
     "MIN_TTL_ELECTION_FACTOR",
     "LeaseClock",
-    "NotLeaseLeaderError",
     "effective_ttl",
 ]
 
@@ -48,10 +47,6 @@ def effective_ttl(requested: float, election_timeout_s: float) -> float:
     requested = _need_ttl("requested ttl", requested)
     election_timeout_s = _need_ttl("election timeout", election_timeout_s)
     return max(requested, MIN_TTL_ELECTION_FACTOR * election_timeout_s)
-
-
-class NotLeaseLeaderError(RuntimeError):
-    """Only the Raft leader counts leases; this member is not it (or not yet)."""
 
 
 @dataclass(slots=True)
@@ -123,7 +118,7 @@ class LeaseClock:
     def keepalive(self, lease_id: int, now: float) -> float:
         """Extend the lease to a full TTL from `now`; return that TTL (seconds left).
 
-        Raises NotLeaseLeaderError on a follower, LeaseNotFoundError for an unknown lease and
+        Raises NotLeaderError on a follower, LeaseNotFoundError for an unknown lease and
         LeaseExpiredError once its deadline has passed (its revoke is on the way: the holder
         must not believe it still holds anything).
         """
@@ -134,7 +129,7 @@ class LeaseClock:
     def time_to_live(self, lease_id: int, now: float) -> float:
         """Seconds left before the lease expires (0.0 if it already has but is not revoked yet).
 
-        Raises NotLeaseLeaderError on a follower, LeaseNotFoundError for an unknown lease.
+        Raises NotLeaderError on a follower, LeaseNotFoundError for an unknown lease.
         """
         now = _need_time("now", now)
         lease = self._known(lease_id)
@@ -164,7 +159,7 @@ class LeaseClock:
 
     def _known(self, lease_id: int) -> _Lease:
         if not self._leader:
-            raise NotLeaseLeaderError("this member is not the Raft leader; it counts no leases")
+            raise NotLeaderError(0, why="this member is not the Raft leader; it counts no leases")
         lease = self._leases.get(lease_id)
         if lease is None:
             raise LeaseNotFoundError(f"lease {lease_id} is not known to the leader")

@@ -26,7 +26,7 @@ from hamgr.raft.kv import kv as kvmod
 from hamgr.raft.kv import kvcommands as kvc
 from hamgr.raft.kv import kvresults as kvr
 from hamgr.raft.kv import kvwatch as kvw
-from hamgr.raft.kv.lease import LeaseClock, NotLeaseLeaderError, effective_ttl
+from hamgr.raft.kv.lease import LeaseClock, effective_ttl
 from hamgr.raft.server.memberaddrs import Address, encode_address
 from hamgr.raft.server.pending import NodeFailedError, NodeStoppedError, PendingRequests
 
@@ -155,7 +155,7 @@ class NodeAPI:
         await self._read_barrier("lease keepalive")
         try:
             return self.leases.keepalive(lease_id, self._clock())
-        except NotLeaseLeaderError:
+        except NotLeaderError:
             raise self._not_leader("leases not counted here yet") from None
 
     def lease_time_to_live(self, lease_id: int) -> float:
@@ -163,7 +163,7 @@ class NodeAPI:
         self._check_leader()
         try:
             return self.leases.time_to_live(lease_id, self._clock())
-        except NotLeaseLeaderError:
+        except NotLeaderError:
             raise self._not_leader("leases not counted here yet") from None
 
     # -- reads ----------------------------------------------------------------------------

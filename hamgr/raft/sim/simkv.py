@@ -30,7 +30,7 @@ from hamgr.raft.errors import LeaseExpiredError, LeaseNotFoundError, NotLeaderEr
 from hamgr.raft.kv import kv as kvmod
 from hamgr.raft.kv import kvcommands as kvc
 from hamgr.raft.kv import kvresults as kvr
-from hamgr.raft.kv.lease import LeaseClock, NotLeaseLeaderError
+from hamgr.raft.kv.lease import LeaseClock
 from hamgr.raft.sim.sim import TICK_MS, SimConfig, Simulator, main
 from hamgr.raft.sim.simkvcheck import KVHistory
 from hamgr.raft.sim.simworld import Member
@@ -147,7 +147,7 @@ class KVSimulator(Simulator):
         if op.kind == "keepalive":
             try:
                 st.leases.keepalive(op.lease, _seconds(self.now))
-            except (LeaseExpiredError, LeaseNotFoundError, NotLeaseLeaderError):
+            except (LeaseExpiredError, LeaseNotFoundError, NotLeaderError):
                 return
             self.history.keepalive_ok(op.lease, op.sent)
             return
