@@ -14,7 +14,7 @@ import time
 from kvload import VALUE, run_async
 
 from hamgr.gcpolicy import tune_gc
-from hamgr.raft.node import RaftNode
+from hamgr.raft.server.node import RaftNode
 
 
 def _addr(text: str) -> tuple[str, int]:

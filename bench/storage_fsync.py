@@ -14,8 +14,8 @@ import shutil
 import tempfile
 import time
 
-from hamgr.raft.storage import RaftStorage
-from hamgr.raft.types import Entry, HardState
+from hamgr.raft.core.types import Entry, HardState
+from hamgr.raft.wal.storage import RaftStorage
 
 ENTRY_BYTES = 256
 MAX_SAVES = 20_000

@@ -50,10 +50,10 @@ from hamgr.hooksetup import (
     member_parameters,
     refresh_callbacks,
 )
-from hamgr.raft.client import StoreClient
-from hamgr.raft.handshake import source_host_for
-from hamgr.raft.node import RaftNode
-from hamgr.raft.rpcserver import StoreRpcServer
+from hamgr.raft.client.client import StoreClient
+from hamgr.raft.net.handshake import source_host_for
+from hamgr.raft.server.node import RaftNode
+from hamgr.raft.server.rpcserver import StoreRpcServer
 from hamgr.storeadmin import StoreAdmin, register_until_done
 from hamgr.storecmd import (
     MemberStartError,

@@ -55,7 +55,7 @@ def transport_for(path: str, timeout: float) -> tuple[str, KvTransport]:
             raise CtlError(f"{path}: store.backend is etcd but there is no store.etcd section")
         return config.scope, EtcdDcs.from_config(etcd, config.scope, "hactl").transport
     from hamgr.dcs.raft import RaftTransport
-    from hamgr.raft.client import StoreClient
+    from hamgr.raft.client.client import StoreClient
     from hamgr.storecmd import client_ssl_context, settings_from_config
 
     try:

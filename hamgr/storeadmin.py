@@ -16,8 +16,9 @@ from typing import Any
 
 from hamgr.config import split_address
 from hamgr.dcs.base import DcsError
-from hamgr.raft.client import StoreClient, StoreError
-from hamgr.raft.node import RaftNode
+from hamgr.raft.client.client import StoreClient
+from hamgr.raft.errors import StoreError
+from hamgr.raft.server.node import RaftNode
 from hamgr.storemembers import (
     MemberProbe,
     MemberRecord,

@@ -2,7 +2,7 @@
 
 Reads the agent's configuration (the ``store.raft`` section and ``log``), opens the member's
 data directory, serves Raft on ``store.raft.listen`` and clients on ``store.raft.client_listen``
-(`hamgr.raft.rpcserver`), and prints one line on stdout when both listen::
+(`hamgr.raft.server.rpcserver`), and prints one line on stdout when both listen::
 
     hamgr store: member 2 serving raft on 127.0.0.1:7002, clients on 127.0.0.1:7102
 
@@ -37,9 +37,9 @@ from hamgr.config import Config, ConfigError, LogConfig, RaftConfig, load_config
 from hamgr.config.secretfiles import read_secret_file
 from hamgr.config.values import long_secret
 from hamgr.gcpolicy import tune_gc
-from hamgr.raft.client import StoreClient
-from hamgr.raft.node import RaftNode
-from hamgr.raft.rpcserver import StoreRpcServer
+from hamgr.raft.client.client import StoreClient
+from hamgr.raft.server.node import RaftNode
+from hamgr.raft.server.rpcserver import StoreRpcServer
 from hamgr.sdnotify import Notifier, NotifyConfigError
 from hamgr.storeadmin import register_until_done
 from hamgr.storemembers import MemberRecord

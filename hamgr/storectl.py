@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # imported where used, so that building hamgr's parser stays cheap
-    from hamgr.raft.client import StoreClient
-    from hamgr.raft.kvresults import KeyValue
+    from hamgr.raft.client.client import StoreClient
+    from hamgr.raft.kv.kvresults import KeyValue
 
 __all__ = ["add_arguments", "main"]
 
@@ -70,7 +70,7 @@ def _kv(kv: KeyValue) -> dict[str, Any]:
 def _client(args: argparse.Namespace) -> StoreClient:
     """The client the options describe; raises ConfigError (or ValueError) when they do not."""
     from hamgr.config import ConfigError, load_config, split_address
-    from hamgr.raft.client import StoreClient
+    from hamgr.raft.client.client import StoreClient
     from hamgr.storecmd import client_ssl_context, settings_from_config
 
     if args.config:
@@ -109,7 +109,7 @@ def _client(args: argparse.Namespace) -> StoreClient:
 
 
 async def _run(client: StoreClient, args: argparse.Namespace) -> list[dict[str, Any]]:
-    from hamgr.raft.client import StoreError
+    from hamgr.raft.errors import StoreError
 
     key = args.key.encode() if hasattr(args, "key") else b""
     async with client:
@@ -150,7 +150,7 @@ async def _run(client: StoreClient, args: argparse.Namespace) -> list[dict[str, 
 def main(args: argparse.Namespace) -> int:
     """Run one store-ctl command; returns the exit status."""
     from hamgr.config import ConfigError
-    from hamgr.raft.client import StoreError
+    from hamgr.raft.errors import StoreError
 
     try:
         client = _client(args)

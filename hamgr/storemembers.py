@@ -8,7 +8,7 @@ and witness writes its own at start, ``members add`` writes the newcomer's befor
 Changes go one at a time through the store's single-server membership change: a new member
 joins as a learner (it votes on nothing and counts in no quorum while it catches up, by
 snapshot when the log was compacted), and the Raft leader promotes it to voter by itself once
-its log matches the leader's commit (`hamgr.raft.core`). The promotion is automatic because the
+its log matches the leader's commit (`hamgr.raft.core.core`). The promotion is automatic because the
 leader is the one member that knows when the learner has caught up; a voter that had not would
 count in the quorum without being able to acknowledge anything new, so a second failure would
 stop the store. The checks here refuse, with a reason, what would be unsafe: a change while a

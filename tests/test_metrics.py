@@ -27,11 +27,11 @@ from hamgr.api import build_app
 from hamgr.dcs import ClusterView, LeaderKey, MemberState, TimelineEntry
 from hamgr.dcs.raft import RaftDcs
 from hamgr.metrics import ROLES, Metrics, replica_lags
-from hamgr.raft.client import StoreClient
-from hamgr.raft.node import RaftNode
-from hamgr.raft.rpcserver import StoreRpcServer
-from hamgr.raft.storage import RaftStorage
-from hamgr.raft.types import Entry, HardState
+from hamgr.raft.client.client import StoreClient
+from hamgr.raft.core.types import Entry, HardState
+from hamgr.raft.server.node import RaftNode
+from hamgr.raft.server.rpcserver import StoreRpcServer
+from hamgr.raft.wal.storage import RaftStorage
 from tests.apifake import FakeAgent, FakeStore, status
 
 MB = 1 << 20

@@ -1,7 +1,7 @@
 """RaftDcs: the :class:`~hamgr.dcs.base.Dcs` of one agent, backed by hamgr's embedded Raft KV.
 
-Writes and linearizable reads go through a :class:`~hamgr.raft.client.StoreClient` (which finds
-and follows the Raft leader). Each agent embeds a store member in its own process; given that
+Writes and linearizable reads go through a :class:`~hamgr.raft.client.client.StoreClient` (which
+finds and follows the Raft leader). Each agent embeds a store member in its own process; given that
 member (``local_node``), :meth:`RaftDcs.watch` watches the scope prefix on it directly: every
 member applies the same entries, so a change of the leader key wakes every agent at once, with no
 network round trip. Without one, watch polls the prefix.
@@ -32,17 +32,17 @@ from hamgr.dcs.common import (
 )
 from hamgr.dcs.model import DynamicSettings
 from hamgr.dcs.session import KvSession
-from hamgr.raft import kvcommands as kvc
-from hamgr.raft.client import (
+from hamgr.raft.client.client import StoreClient
+from hamgr.raft.errors import (
     LeaseNotFoundError,
-    StoreClient,
     StoreError,
     StoreOutcomeUnknownError,
     StoreUnavailableError,
 )
-from hamgr.raft.kvresults import RangeResult
-from hamgr.raft.kvwatch import CompactedError, WatchCancelledError
-from hamgr.raft.node import RaftNode
+from hamgr.raft.kv import kvcommands as kvc
+from hamgr.raft.kv.kvresults import RangeResult
+from hamgr.raft.kv.kvwatch import CompactedError, WatchCancelledError
+from hamgr.raft.server.node import RaftNode
 
 __all__ = ["RaftDcs", "RaftTransport"]
 

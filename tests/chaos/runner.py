@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hamgr.raft.client import StoreError
+from hamgr.raft.errors import StoreError
 from tests.chaos import checkers
 from tests.chaos.harness import ChaosCluster
 from tests.chaos.nemesis import Fault, Step

@@ -30,7 +30,7 @@ from hamgr.dcs.common import (
 )
 from hamgr.dcs.raft import RaftTransport
 from hamgr.dcs.session import KvSession
-from hamgr.raft.client import LeaseNotFoundError
+from hamgr.raft.errors import LeaseNotFoundError
 from tests.dcs.contract import member, new_scope
 from tests.dcs.stores import TTL, RaftStore
 from tests.tools.virtualtimer import VirtualTimer

@@ -25,7 +25,7 @@ import yaml
 
 from hamgr import __version__
 from hamgr.config import load_config
-from hamgr.raft.client import StoreClient
+from hamgr.raft.client.client import StoreClient
 from hamgr.storecmd import settings_from_config
 from tests.ha.agentcluster import API_AUTH, PASSWORD, AgentCluster, cluster_of_test
 from tests.ha.clusterops import call

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from hamgr.raft.storage import RaftStorage
+from hamgr.raft.wal.storage import RaftStorage
 
 
 class DiskGate:

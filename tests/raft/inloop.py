@@ -7,9 +7,9 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from hamgr.raft.client import StoreClient
-from hamgr.raft.node import RaftNode
-from hamgr.raft.rpcserver import StoreRpcServer
+from hamgr.raft.client.client import StoreClient
+from hamgr.raft.server.node import RaftNode
+from hamgr.raft.server.rpcserver import StoreRpcServer
 from tests.tools.poll import wait_for_async
 
 Address = tuple[str, int]

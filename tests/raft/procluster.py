@@ -30,8 +30,9 @@ from pathlib import Path
 
 import yaml
 
-from hamgr.raft.client import StoreClient, StoreError
-from hamgr.raft.rpc import MemberStatus
+from hamgr.raft.client.client import StoreClient
+from hamgr.raft.errors import StoreError
+from hamgr.raft.net.rpcresults import MemberStatus
 from hamgr.storecmd import client_ssl_context
 from hamgr.storemembers import records_prefix
 

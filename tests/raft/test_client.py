@@ -14,30 +14,23 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from hamgr.raft import kvcommands as kvc
-from hamgr.raft.client import (
+from hamgr.raft.client.client import StoreClient
+from hamgr.raft.errors import (
     InvalidRequestError,
     LeaseNotFoundError,
     NotLeaderError,
     StoreAuthError,
-    StoreClient,
     StoreError,
     StoreOutcomeUnknownError,
     StoreUnavailableError,
 )
-from hamgr.raft.framing import ConnectionClosed, FrameError, FrameKind, encode_frame
-from hamgr.raft.handshake import AuthenticatedConnection, ClusterAuth, open_authenticated
-from hamgr.raft.kvresults import PutResult, RangeResult
-from hamgr.raft.rpc import (
-    ErrorCode,
-    MemberStatus,
-    Request,
-    RpcOp,
-    Status,
-    decode_response,
-    decode_result,
-    encode_request,
-)
+from hamgr.raft.kv import kvcommands as kvc
+from hamgr.raft.kv.kvresults import PutResult, RangeResult
+from hamgr.raft.net.framing import ConnectionClosed, FrameError, FrameKind, encode_frame
+from hamgr.raft.net.handshake import AuthenticatedConnection, ClusterAuth, open_authenticated
+from hamgr.raft.net.rpc import ErrorCode, Request, Status, decode_response, encode_request
+from hamgr.raft.net.rpcbase import RpcOp
+from hamgr.raft.net.rpcresults import MemberStatus, decode_result
 from tests.raft.inloop import InLoopStore, free_port
 from tests.tools.poll import wait_for_async
 
@@ -241,7 +234,7 @@ async def test_source_host_is_the_address_members_see(
         await client.put(b"from", b"36")
         assert pairs(await client.get(b"from")) == [(b"from", b"36")]
     # A member names the address of a connection it refuses: there the source shows.
-    caplog.set_level(logging.WARNING, logger="hamgr.raft.transport")
+    caplog.set_level(logging.WARNING, logger="hamgr.raft.net.transport")
     bad = StoreClient(endpoints[:1], CLUSTER, b"w" * 32, source_host="127.0.0.37", timeout=5.0)
     async with bad:
         with pytest.raises(StoreAuthError):

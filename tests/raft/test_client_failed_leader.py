@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from hamgr.raft.client import StoreOutcomeUnknownError
-from hamgr.raft.rpc import ErrorCode
+from hamgr.raft.errors import StoreOutcomeUnknownError
+from hamgr.raft.net.rpc import ErrorCode
 from tests.raft.diskgate import DiskGate
 from tests.raft.test_client import IDS, Cluster
 from tests.tools.poll import wait_for_async

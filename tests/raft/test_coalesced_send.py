@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from hamgr.raft.framing import FrameKind, encode_frame
-from hamgr.raft.handshake import (
+from hamgr.raft.net.framing import FrameKind, encode_frame
+from hamgr.raft.net.handshake import (
     AuthenticatedConnection,
     AuthenticatedServer,
     ClusterAuth,

@@ -9,7 +9,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hamgr.raft.codec import (
+from hamgr.raft.core.types import (
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+    MsgType,
+    Snapshot,
+    SnapshotMeta,
+)
+from hamgr.raft.net.codec import (
     CodecError,
     decode_entry,
     decode_hard_state,
@@ -19,16 +29,6 @@ from hamgr.raft.codec import (
     encode_hard_state,
     encode_message,
     encode_snapshot,
-)
-from hamgr.raft.types import (
-    ConfState,
-    Entry,
-    EntryType,
-    HardState,
-    Message,
-    MsgType,
-    Snapshot,
-    SnapshotMeta,
 )
 
 U64 = 2**64 - 1

@@ -8,23 +8,23 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hamgr.raft.config import RaftConfig
-from hamgr.raft.core import RaftCore
-from hamgr.raft.log import LogInvariantError, RaftLog
-from hamgr.raft.membership import bootstrap_log
-from hamgr.raft.simbreakers import RuleBreakers
-from hamgr.raft.types import (
+from hamgr.raft.core.config import RaftConfig
+from hamgr.raft.core.core import RaftCore
+from hamgr.raft.core.log import LogInvariantError, RaftLog
+from hamgr.raft.core.membership import bootstrap_log
+from hamgr.raft.core.types import (
     ConfChange,
     ConfChangeType,
     Entry,
     Message,
     MsgType,
-    NotLeaderError,
     ProposalDroppedError,
     Role,
     Snapshot,
     SnapshotMeta,
 )
+from hamgr.raft.errors import NotLeaderError
+from hamgr.raft.sim.simbreakers import RuleBreakers
 from tests.raft.harness import Cluster
 
 ELECTION_TYPES = {MsgType.PRE_VOTE, MsgType.PRE_VOTE_RESP, MsgType.VOTE, MsgType.VOTE_RESP}

@@ -21,8 +21,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hamgr.raft.codec import CodecError, decode_message, encode_message
-from hamgr.raft.framing import (
+from hamgr.raft.core.types import Entry, EntryType, Message, MsgType
+from hamgr.raft.net.codec import CodecError, decode_message, encode_message
+from hamgr.raft.net.framing import (
     HEADER,
     ConnectionClosed,
     FrameError,
@@ -32,25 +33,19 @@ from hamgr.raft.framing import (
     parse_header,
     read_frame,
 )
-from hamgr.raft.handshake import (
-    NONCE_SIZE,
-    ClusterAuth,
-    client_handshake,
-    server_handshake,
-)
-from hamgr.raft.rpc import (
+from hamgr.raft.net.handshake import NONCE_SIZE, ClusterAuth, client_handshake, server_handshake
+from hamgr.raft.net.rpc import (
     ErrorCode,
     ErrorInfo,
     Request,
-    RpcFormatError,
     decode_request,
     decode_response,
-    decode_result,
     encode_error,
     encode_request,
     encode_result,
 )
-from hamgr.raft.types import Entry, EntryType, Message, MsgType
+from hamgr.raft.net.rpcbase import RpcFormatError
+from hamgr.raft.net.rpcresults import decode_result
 from tests.raft.fuzzing import RUNS, bounded_allocation, mutated, report, valid_or_mutated
 from tests.raft.test_rpc import CALLS, RESULTS
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from hamgr.raft.types import MsgType, Role
+from hamgr.raft.core.types import MsgType, Role
 from tests.raft.harness import Cluster
 
 ELECTION_TICK = 10

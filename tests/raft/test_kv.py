@@ -1,4 +1,4 @@
-"""Tests for the replicated KV state machine (hamgr.raft.kv): etcd v3 semantics, determinism,
+"""Tests for the replicated KV state machine (hamgr.raft.kv.kv): etcd v3 semantics, determinism,
 snapshots, watches and robustness against malformed log entries."""
 
 from __future__ import annotations
@@ -10,38 +10,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hamgr.raft.kv import (
+from hamgr.raft.kv.kv import KVStore
+from hamgr.raft.kv.kvcommands import (
     FORMAT_VERSION,
-    INITIAL_REVISION,
     MAX_TXN_OPS,
-    CompactedError,
     Compare,
     CompareOp,
     DeleteRange,
-    DeleteResult,
-    ErrorCode,
-    ErrorResult,
-    Event,
-    EventType,
     InvalidCommandError,
-    KeyValue,
-    KVStore,
     LeaseGrant,
-    LeaseGrantResult,
     LeaseRevoke,
-    LeaseRevokeResult,
-    NoopResult,
     Put,
-    PutResult,
     Range,
-    RangeResult,
-    Result,
-    SnapshotError,
     Target,
     Txn,
-    TxnResult,
-    WatchCancelledError,
-    Watcher,
     compare_create,
     compare_lease,
     compare_mod,
@@ -56,6 +38,22 @@ from hamgr.raft.kv import (
     encode_range,
     encode_txn,
 )
+from hamgr.raft.kv.kvresults import (
+    INITIAL_REVISION,
+    DeleteResult,
+    ErrorCode,
+    ErrorResult,
+    KeyValue,
+    LeaseGrantResult,
+    LeaseRevokeResult,
+    NoopResult,
+    PutResult,
+    RangeResult,
+    Result,
+    TxnResult,
+)
+from hamgr.raft.kv.kvsnapshot import SnapshotError
+from hamgr.raft.kv.kvwatch import CompactedError, Event, EventType, WatchCancelledError, Watcher
 
 
 def run(store: KVStore, data: bytes) -> Result:

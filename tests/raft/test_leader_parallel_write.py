@@ -9,7 +9,7 @@ leader's write open until `finish_write`.
 
 from __future__ import annotations
 
-from hamgr.raft.types import Message, MsgType, Role
+from hamgr.raft.core.types import Message, MsgType, Role
 from tests.raft.harness import Cluster
 from tests.raft.test_core_scenarios import elect
 

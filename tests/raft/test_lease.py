@@ -1,4 +1,4 @@
-"""Tests for the leader-side lease clock (hamgr.raft.lease): leases never expire early, a new
+"""Tests for the leader-side lease clock (hamgr.raft.kv.lease): leases never expire early, a new
 leader extends every lease, a follower counts nothing."""
 
 from __future__ import annotations
@@ -10,14 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hamgr.raft.kv import KVStore, encode_lease_grant, encode_lease_revoke, encode_put
-from hamgr.raft.lease import (
-    LeaseClock,
-    LeaseExpiredError,
-    LeaseNotFoundError,
-    NotLeaseLeaderError,
-    effective_ttl,
-)
+from hamgr.raft.errors import LeaseExpiredError, LeaseNotFoundError, NotLeaderError
+from hamgr.raft.kv.kv import KVStore
+from hamgr.raft.kv.kvcommands import encode_lease_grant, encode_lease_revoke, encode_put
+from hamgr.raft.kv.lease import LeaseClock, effective_ttl
 
 
 @pytest.mark.parametrize(
@@ -116,9 +112,9 @@ def test_follower_counts_nothing() -> None:
     clock.grant(1, 5.0, 0.0)  # ignored
     assert len(clock) == 0
     assert clock.expired(100.0) == []
-    with pytest.raises(NotLeaseLeaderError, match="not the Raft leader"):
+    with pytest.raises(NotLeaderError, match="not the Raft leader"):
         clock.keepalive(1, 0.0)
-    with pytest.raises(NotLeaseLeaderError):
+    with pytest.raises(NotLeaderError):
         clock.time_to_live(1, 0.0)
 
     clock.become_leader(0.0, {1: 5.0})
@@ -127,7 +123,7 @@ def test_follower_counts_nothing() -> None:
     assert not clock.is_leader
     assert len(clock) == 0
     assert clock.expired(100.0) == []
-    with pytest.raises(NotLeaseLeaderError):
+    with pytest.raises(NotLeaderError):
         clock.keepalive(1, 1.0)
     # Leading again starts afresh from the leases the KV holds.
     clock.become_leader(50.0, {1: 5.0})
@@ -218,7 +214,7 @@ def test_never_expires_early_and_always_reports_when_due(
         elif action == "keepalive":
             try:
                 remaining = clock.keepalive(lease_id, now)
-            except NotLeaseLeaderError:
+            except NotLeaderError:
                 assert not model.leader
             except LeaseExpiredError:
                 assert model.leader

@@ -14,7 +14,9 @@ from typing import TypeVar
 
 import pytest
 
-from hamgr.raft.node import NodeFailedError, NotLeaderError, RaftNode
+from hamgr.raft.errors import NotLeaderError
+from hamgr.raft.server.node import RaftNode
+from hamgr.raft.server.pending import NodeFailedError
 from tests.tools.poll import wait_for_async
 
 CLUSTER = "test-node"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from hamgr.raft.node import RaftNode
+from hamgr.raft.server.node import RaftNode
 from tests.raft.diskgate import DiskGate
 from tests.raft.test_node import Cluster, retry
 from tests.tools.poll import wait_for_async

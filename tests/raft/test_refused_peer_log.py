@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from hamgr.certs import init, parse_members
-from hamgr.raft.repeatlog import RepeatLimiter
-from hamgr.raft.transport import PeerTransport, TransportLimits
-from hamgr.raft.types import Message, MsgType
+from hamgr.raft.core.types import Message, MsgType
+from hamgr.raft.net.repeatlog import RepeatLimiter
+from hamgr.raft.net.transport import PeerTransport, TransportLimits
 from hamgr.storecmd import client_ssl_context, server_ssl_context
 
 CLUSTER = "refuse-test"
@@ -28,7 +28,7 @@ WAIT = 20.0
 ATTEMPTS = 5
 """Refused reconnect attempts to wait for before counting the log lines."""
 LIMITS = TransportLimits(backoff_initial=0.02, backoff_max=0.1, handshake_timeout=2.0)
-LOGGER = "hamgr.raft.transport"
+LOGGER = "hamgr.raft.net.transport"
 
 
 async def _eventually(pred: Callable[[], bool]) -> None:

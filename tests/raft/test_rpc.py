@@ -1,4 +1,4 @@
-"""The client protocol's wire format (hamgr.raft.rpc): every call and result survives a round
+"""The client protocol's wire format (hamgr.raft.net.rpc): every call and result survives a round
 trip, and bad bytes raise RpcFormatError naming the field (with the request id when readable)."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hamgr.raft import kvcommands as kvc
-from hamgr.raft.kvresults import (
+from hamgr.raft.kv import kvcommands as kvc
+from hamgr.raft.kv.kvresults import (
     DeleteResult,
     KeyValue,
     LeaseGrantResult,
@@ -20,31 +20,28 @@ from hamgr.raft.kvresults import (
     RangeResult,
     TxnResult,
 )
-from hamgr.raft.rpc import (
+from hamgr.raft.net.rpc import (
     Call,
     ErrorCode,
     ErrorInfo,
     Get,
     LeaseKeepAlive,
     LeaseTimeToLive,
-    LeaseTTL,
     MemberAdd,
     MemberRemove,
-    MemberStatus,
     Request,
-    RpcFormatError,
-    RpcOp,
     Status,
     TransferLeadership,
     decode_request,
     decode_response,
-    decode_result,
     default_client_address,
     encode_error,
     encode_request,
     encode_result,
     op_of,
 )
+from hamgr.raft.net.rpcbase import RpcFormatError, RpcOp
+from hamgr.raft.net.rpcresults import LeaseTTL, MemberStatus, decode_result
 
 KV = KeyValue(b"k", b"v", 2, 5, 3, 7)
 

@@ -21,23 +21,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hamgr.raft.storage import (
+from hamgr.raft.core.types import ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMeta
+from hamgr.raft.wal.storage import RaftStorage
+from hamgr.raft.wal.storageerrors import (
     CorruptStorageError,
-    RaftStorage,
     StorageClosedError,
     StorageError,
     StorageFatalError,
     StorageLockedError,
-    iter_segment_files,
 )
-from hamgr.raft.types import (
-    ConfState,
-    Entry,
-    EntryType,
-    HardState,
-    Snapshot,
-    SnapshotMeta,
-)
+from hamgr.raft.wal.walrecovery import iter_segment_files
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -226,7 +219,7 @@ def test_torn_tail_is_cut_at_every_offset(tmp_path: Path, caplog: pytest.LogCapt
     base = tmp_path / "base"
     start, end = _base_with_tail(base)
     assert end - start > 40
-    caplog.set_level(logging.WARNING, logger="hamgr.raft.storage")
+    caplog.set_level(logging.WARNING, logger="hamgr.raft.wal.storage")
     for cut in range(start, end):
         work = tmp_path / f"cut{cut}"
         shutil.copytree(base, work)
@@ -547,7 +540,7 @@ def test_fsync_error_is_fatal(tmp_path: Path) -> None:
 def test_lock_keeps_a_second_opener_out(tmp_path: Path) -> None:
     probe = (
         "import sys\n"
-        "from hamgr.raft.storage import RaftStorage, StorageLockedError\n"
+        "from hamgr.raft.wal.storage import RaftStorage, StorageLockedError\n"
         "try:\n"
         "    RaftStorage.open(sys.argv[1]).close()\n"
         "except StorageLockedError:\n"

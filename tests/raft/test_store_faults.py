@@ -25,14 +25,14 @@ from pathlib import Path
 
 import pytest
 
-from hamgr.raft import kvcommands as kvc
-from hamgr.raft.client import (
+from hamgr.raft.client.client import StoreClient
+from hamgr.raft.errors import (
     LeaseNotFoundError,
     NotLeaderError,
-    StoreClient,
     StoreError,
     StoreOutcomeUnknownError,
 )
+from hamgr.raft.kv import kvcommands as kvc
 from tests.raft.procluster import ProcCluster
 from tests.tools.faultproxy import CutMode, ThreadedMesh
 from tests.tools.kvworkload import Workload

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from hamgr.raft import kvcommands as kvc
-from hamgr.raft.client import StoreClient, StoreOutcomeUnknownError, StoreUnavailableError
-from hamgr.raft.kvresults import RangeResult
+from hamgr.raft.client.client import StoreClient
+from hamgr.raft.errors import StoreOutcomeUnknownError, StoreUnavailableError
+from hamgr.raft.kv import kvcommands as kvc
+from hamgr.raft.kv.kvresults import RangeResult
 from hamgr.storecmd import client_ssl_context
 from tests.raft.procluster import REPO, ProcCluster
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hamgr.certs import init, parse_members
-from hamgr.raft.handshake import (
+from hamgr.raft.net.handshake import (
     AuthenticatedConnection,
     ClusterAuth,
     HandshakeError,

@@ -21,24 +21,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hamgr.raft.codec import CodecError, decode_message, encode_message
-from hamgr.raft.transport import (
+from hamgr.raft.core.types import Entry, Message, MsgType
+from hamgr.raft.net.codec import CodecError, decode_message, encode_message
+from hamgr.raft.net.framing import (
     HEADER,
     MAGIC,
-    MAX_HANDSHAKE_FRAME,
     PROTOCOL_VERSION,
-    ClusterAuth,
     ConnectionClosed,
     FrameError,
     FrameKind,
-    PeerTransport,
-    TransportLimits,
     encode_frame,
-    open_authenticated,
     parse_header,
     read_frame,
 )
-from hamgr.raft.types import Entry, Message, MsgType
+from hamgr.raft.net.handshake import MAX_HANDSHAKE_FRAME, ClusterAuth, open_authenticated
+from hamgr.raft.net.transport import PeerTransport, TransportLimits
 from tests.tools.poll import wait_for_async
 
 CLUSTER = "test-cluster"
@@ -365,7 +362,7 @@ async def test_wrong_secret_is_refused_and_good_peers_still_served(make_node: Ma
 async def test_wrong_cluster_id_is_refused_and_logged(
     make_node: MakeNode, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="hamgr.raft.transport")
+    caplog.set_level(logging.WARNING, logger="hamgr.raft.net.transport")
     a, good = await make_node(1), await make_node(2)
     other = await make_node(3, cluster="other-cluster")
     link(a, good)
@@ -561,7 +558,7 @@ async def test_peers_dial_from_their_bind_address(
 ) -> None:
     """Outbound connections leave from the bind host, so one address carries all of a member's
     traffic (a firewall rule on it isolates the member); a wildcard bind leaves it to the kernel."""
-    caplog.set_level(logging.INFO, logger="hamgr.raft.transport")
+    caplog.set_level(logging.INFO, logger="hamgr.raft.net.transport")
     a, b = await make_node(1), await make_node(2)
     wild = await make_node(3, "0.0.0.0")
     link(a, b)

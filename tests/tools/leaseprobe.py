@@ -21,7 +21,8 @@ import random
 import time
 from dataclasses import dataclass, field
 
-from hamgr.raft.client import StoreClient, StoreError
+from hamgr.raft.client.client import StoreClient
+from hamgr.raft.errors import StoreError
 
 PREFIX = b"t/lease/"
 TTL = 3.0

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from hamgr.raft.transport import PeerTransport, TransportLimits
-from hamgr.raft.types import Message, MsgType
+from hamgr.raft.core.types import Message, MsgType
+from hamgr.raft.net.transport import PeerTransport, TransportLimits
 from tests.tools.faultproxy import (
     MAX_RETRIES,
     RETRANSMIT,
