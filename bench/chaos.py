@@ -3,6 +3,7 @@
     python bench/chaos.py --minutes N --seed S [--runs R] [--size 3] [--async]
     python bench/chaos.py --stall-sweep 0.8,1.5,3,6 [--stall-target primary|replica|store-leader]
         [--sweep-seconds 60]
+    python bench/chaos.py --delay-sweep 0.05,0.1,0.2,0.4 [--sweep-seconds 60]
 
 Needs root (network namespaces, tmpfs mounts); run it under the shared lock
 (``flock /tmp/hamgr-it.lock``): it uses fixed names (hchaos-*) and addresses (10.77.0.0/24).
@@ -20,6 +21,9 @@ The stall sweep instead holds one member's fsync stall at each value in turn (wi
 link jitter), for --sweep-seconds each, and prints whether and when the leader changed, the
 primary's smallest fence margin (GET /patroni `fence_remaining`: how close its fencer came to
 stopping it) and who led the store every 5 s, to find the stall that first causes a failover.
+The delay sweep does the same with every link between members delayed by each value in turn
+(one way, so a round trip takes twice that; no jitter, no stall): the network's side of the
+store's sensitivity.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--stall-target", choices=("primary", "replica", "store-leader"), default="primary"
     )
+    ap.add_argument("--delay-sweep", default="", help="comma-separated one-way link delays (s)")
     ap.add_argument("--sweep-seconds", type=float, default=60.0)
     args = ap.parse_args(argv)
     if not args.minutes > 0:
@@ -63,6 +68,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error(f"--stall-sweep: expected numbers separated by commas, got {args.stall_sweep!r}")
     if any(not 0 <= s < 60 for s in args.stalls):
         ap.error("--stall-sweep: each stall must be in [0, 60) s")
+    try:
+        args.delays = [float(v) for v in args.delay_sweep.split(",") if v.strip()]
+    except ValueError:
+        ap.error(f"--delay-sweep: expected numbers separated by commas, got {args.delay_sweep!r}")
+    if any(not 0 <= d < 10 for d in args.delays):
+        ap.error("--delay-sweep: each delay must be in [0, 10) s")
+    if args.stalls and args.delays:
+        ap.error("--stall-sweep and --delay-sweep: one sweep at a time")
     return args
 
 
@@ -81,16 +94,23 @@ def one_run(seed: int, args: argparse.Namespace) -> tuple[int, int]:
     return report.violations, report.false_failovers
 
 
-def sweep_one(c: ChaosCluster, stall: float, args: argparse.Namespace) -> str:
+def sweep_one(
+    c: ChaosCluster, args: argparse.Namespace, stall: float | None, delay: float | None = None
+) -> str:
+    what = f"stall {stall:g}s" if stall is not None else f"link delay {(delay or 0) * 1000:g} ms"
     primary = settle(c, SETTLE)
     if primary is None:
-        return f"stall {stall:g}s: cluster did not settle before the step"
+        return f"{what}: cluster did not settle before the step"
     others = [n for n in c.members if n != primary]
-    target = {"primary": primary, "replica": others[0]}.get(args.stall_target)
-    if target is None:
-        target = c.store_leader()
-        if target is None:
-            return f"stall {stall:g}s: the store's leader is unknown"
+    if stall is None:
+        target, role = "every link", "one way"
+    else:
+        role = args.stall_target
+        target = {"primary": primary, "replica": others[0]}.get(args.stall_target) or ""
+        if not target:
+            target = c.store_leader() or ""
+            if not target:
+                return f"{what}: the store's leader is unknown"
     margins: list[float] = []
     not_serving = 0
     store_leaders: list[str] = []
@@ -98,8 +118,11 @@ def sweep_one(c: ChaosCluster, stall: float, args: argparse.Namespace) -> str:
     sampler = Sampler(c, start)
     sampler.thread.start()
     try:
-        c.network(dict(nemesis.GENTLE_LINK))
-        c.fsync_stall(target, stall)
+        if stall is None:
+            c.network({"delay": delay or 0.0, "jitter": 0.0})
+        else:
+            c.network(dict(nemesis.GENTLE_LINK))
+            c.fsync_stall(target, stall)
         next_store_probe = 0.0
         while time.monotonic() - start < args.sweep_seconds:
             status, body = c.http(primary, "/patroni", 1.0)
@@ -123,7 +146,7 @@ def sweep_one(c: ChaosCluster, stall: float, args: argparse.Namespace) -> str:
         else "primary stayed"
     )
     return (
-        f"stall {stall:g}s on {target} ({args.stall_target}, primary {primary}) for "
+        f"{what} on {target} ({role}, primary {primary}) for "
         f"{args.sweep_seconds:g}s: {verdict}; {len(changes)} leader changes, "
         f"fence tokens seen {sorted(tokens)}; primary's smallest fence margin "
         f"{min(margins, default=float('nan')):.2f}s; primary not serving in {not_serving} of "
@@ -135,7 +158,9 @@ def sweep_one(c: ChaosCluster, stall: float, args: argparse.Namespace) -> str:
 def sweep(args: argparse.Namespace) -> int:
     with chaos_cluster(args.size, seed=args.seed, sync=args.sync) as c:
         for stall in args.stalls:
-            print(sweep_one(c, stall, args), flush=True)
+            print(sweep_one(c, args, stall), flush=True)
+        for delay in args.delays:
+            print(sweep_one(c, args, None, delay), flush=True)
     return 0
 
 
@@ -145,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     if reason:
         print(f"bench/chaos.py: {reason}", file=sys.stderr)
         return 2
-    if args.stalls:
+    if args.stalls or args.delays:
         return sweep(args)
     violations = false_failovers = 0
     for seed in range(args.seed, args.seed + args.runs):
