@@ -326,15 +326,35 @@ class AgentCluster:
             time.sleep(0.2)
         raise TimeoutError(f"no primary within {timeout} s; logs:\n{self.log_tails()}")
 
-    def wait_streaming(self, names: list[str], timeout: float) -> None:
-        """Until each of `names` answers GET /replica with 200 (a streaming standby)."""
+    def wait_streaming(self, names: list[str], timeout: float, upstream: str | None = None) -> None:
+        """Until each of `names` answers GET /replica with 200 (a streaming standby) and, with
+        `upstream`, is listed as streaming in that member's pg_stat_replication.
+
+        GET /replica reports the member's last observation: right after its upstream restarted
+        it may still say "streaming" while its WAL receiver waits to reconnect. A step that needs
+        the WAL to reach it now (a switchover's shutdown checkpoint) passes `upstream`.
+        """
         deadline = time.monotonic() + timeout
         left = set(names)
         while left and time.monotonic() < deadline:
             left = {n for n in left if self.http(n, "/replica", 1.0)[0] != 200}
+            if not left and upstream is not None:
+                left = set(names) - self._streaming_from(upstream)
             time.sleep(0.2)
         if left:
             raise TimeoutError(f"not streaming within {timeout} s: {sorted(left)}")
+
+    def _streaming_from(self, upstream: str) -> set[str]:
+        """The members that `upstream`'s walsenders serve in state streaming (empty when it
+        cannot be asked)."""
+        try:
+            with self.connect(upstream) as conn:
+                rows = conn.execute(
+                    "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'"
+                ).fetchall()
+        except psycopg.Error:
+            return set()
+        return {r[0] for r in rows}
 
     def connect(self, name: str, **kwargs: Any) -> psycopg.Connection[Any]:
         """A superuser connection to member `name`'s PostgreSQL over TCP."""

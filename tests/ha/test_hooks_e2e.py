@@ -280,7 +280,9 @@ def _count_or_none(c: AgentCluster, name: str) -> int | None:
 def test_switchover_runs_on_stop_and_on_role_change(hooked: Hooked) -> None:
     c, rec, p, r = hooked.c, hooked.rec, hooked.primary, hooked.replica
     log = rec / "callbacks.log"
-    c.wait_streaming([r], 60)  # an earlier test stopped it: a switchover needs it streaming
+    # An earlier test stopped it (and so the primary, which lost its store quorum): the
+    # switchover needs it streaming from the primary as it runs now.
+    c.wait_streaming([r], 60, upstream=p)
     done = hactl(c, p, "switchover", "--candidate", r, "--force")
     assert done.returncode == 0, done.stderr
     assert c.wait_primary(60) == r

@@ -144,7 +144,7 @@ def test_a_tls_cluster_switches_over_fails_over_and_reloads_certificates(
 
         # kill -9 of the primary (agent and postmaster): a replica takes over, once one has
         # reached the new timeline (none is promoted before: it could lose the switchover's WAL).
-        c.wait_streaming([n for n in c.members if n != new], FAILOVER)
+        c.wait_streaming([n for n in c.members if n != new], FAILOVER, upstream=new)
         c.kill9_agent(new)
         c.kill9_postgres(new)
         survivor = c.wait_primary(FAILOVER, exclude=(new,))
