@@ -25,12 +25,12 @@ from hamgr.dcs.common import (
     encode_json,
 )
 from hamgr.dcs.model import (
-    DynamicSettings,
     MemberState,
     PrimaryPosition,
     SyncState,
     TimelineEntry,
 )
+from hamgr.dcs.settings import DynamicSettings
 
 
 def snapshot(members: int, history: int) -> RangeSnapshot:

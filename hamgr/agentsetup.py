@@ -20,7 +20,8 @@ from pathlib import Path
 from hamgr.config import Config, ConfigError, load_config, split_address
 from hamgr.config.schema import PostgresConfig, RestApiConfig, Tags
 from hamgr.dcs.jsonfields import ModelError
-from hamgr.dcs.model import DynamicSettings, MemberTags
+from hamgr.dcs.model import MemberTags
+from hamgr.dcs.settings import DynamicSettings
 from hamgr.ha.loop import Identity
 from hamgr.hooksetup import member_parameters, method_problems
 from hamgr.postgres import PgSettings

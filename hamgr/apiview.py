@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from hamgr.dcs.jsonfields import ModelError
-from hamgr.dcs.model import ClusterView, DynamicSettings, MemberState, TimelineEntry
+from hamgr.dcs.model import ClusterView, MemberState, TimelineEntry
 from hamgr.dcs.restartrequest import RestartRequest
+from hamgr.dcs.settings import DynamicSettings
 from hamgr.ha.inputs import LocalPostgres
 from hamgr.postgres.errors import ConfigError as PgConfigError
 from hamgr.postgres.settings import validate_parameters

@@ -9,7 +9,8 @@ from hamgr.api import HttpError, check_request, cluster_json, health_ok, member_
 from hamgr.apiview import LocalStatus
 from hamgr.config.standby import StandbyCluster
 from hamgr.ctl import list_rows
-from hamgr.dcs.model import ClusterView, DynamicSettings, LeaderKey, MemberState
+from hamgr.dcs.model import ClusterView, LeaderKey, MemberState
+from hamgr.dcs.settings import DynamicSettings
 from hamgr.ha.inputs import LocalPostgres
 from hamgr.ha.standby import is_standby_leader
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hamgr.config import schema_paths
-from hamgr.dcs.model import DynamicSettings
+from hamgr.dcs.settings import DynamicSettings
 from tests.test_config import uncommented_example
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,7 +54,9 @@ PARAMETERS = (
 SYNC = "tests/ha/test_sync.py"
 STANDBY_DECIDE = "tests/ha/test_decide_standby.py::test_standby_cluster"
 STANDBY_LIVE = "tests/postgres/test_standbyleader_conf.py::test_a_changed_standby_cluster_reaches_the_running_server"
-STANDBY_CONF = "tests/postgres/test_standbyleader_conf.py::test_every_key_reaches_the_recovery_config"
+STANDBY_CONF = (
+    "tests/postgres/test_standbyleader_conf.py::test_every_key_reaches_the_recovery_config"
+)
 STANDBY_E2E = (
     "tests/ha/test_standby_cluster_e2e.py::test_a_standby_cluster_clones_the_primary_cluster_and_follows_it",
     "tests/ha/test_standby_cluster_e2e.py::test_the_standby_leader_fails_over_without_promoting",
@@ -67,8 +69,14 @@ ETCD_AGENTS = (
 )
 ETCD_AUTH = "tests/dcs/test_etcd_dcs.py::test_authentication"
 ETCD_TLS = "tests/dcs/test_etcd_dcs.py::test_tls_with_client_certificates"
-SYNC_MODES = (f"{SYNC}::test_modes_take_effect_on_the_running_cluster", "tests/ha/test_syncrep.py::test_the_record_never_promises_more_than_postgres_delivered")
-STRICT = (f"{SYNC}::test_lost_synchronous_standby_is_replaced_and_strict_mode_blocks", "tests/ha/test_syncrep.py::test_strict_mode_keeps_waiting_when_no_standby_is_left")
+SYNC_MODES = (
+    f"{SYNC}::test_modes_take_effect_on_the_running_cluster",
+    "tests/ha/test_syncrep.py::test_the_record_never_promises_more_than_postgres_delivered",
+)
+STRICT = (
+    f"{SYNC}::test_lost_synchronous_standby_is_replaced_and_strict_mode_blocks",
+    "tests/ha/test_syncrep.py::test_strict_mode_keeps_waiting_when_no_standby_is_left",
+)
 SYNC_LAG = "tests/ha/test_syncrep.py::test_mode_on_picks_an_eligible_standby"
 START_TIMEOUT = (
     "tests/ha/test_decide.py::test_leader",
@@ -79,14 +87,29 @@ START_TIMEOUT = (
 HOOKS = "tests/test_hooks.py"
 HOOKS_E2E = "tests/ha/test_hooks_e2e.py"
 HOOK_KEYS = f"{HOOKS}::test_methods_and_callbacks_reach_what_the_agent_runs"
-CALLBACKS = (HOOK_KEYS, f"{HOOKS}::test_callbacks_one_at_a_time_and_killed_after_the_timeout", f"{HOOKS_E2E}::test_callbacks_run_with_patroni_arguments_one_at_a_time_and_time_out", f"{HOOKS_E2E}::test_switchover_runs_on_stop_and_on_role_change")
-REPLICA_METHODS = (HOOK_KEYS, f"{HOOKS}::test_replica_methods_fall_through_and_keep_data_keeps_the_directory", f"{HOOKS}::test_without_a_leader_only_no_leader_methods_run", f"{HOOKS_E2E}::test_replica_methods_are_tried_in_order_until_one_succeeds")
-BOOT_METHOD = (HOOK_KEYS, f"{HOOKS_E2E}::test_custom_bootstrap_method_with_recovery_conf_and_post_bootstrap")
+CALLBACKS = (
+    HOOK_KEYS,
+    f"{HOOKS}::test_callbacks_one_at_a_time_and_killed_after_the_timeout",
+    f"{HOOKS_E2E}::test_callbacks_run_with_patroni_arguments_one_at_a_time_and_time_out",
+    f"{HOOKS_E2E}::test_switchover_runs_on_stop_and_on_role_change",
+)
+REPLICA_METHODS = (
+    HOOK_KEYS,
+    f"{HOOKS}::test_replica_methods_fall_through_and_keep_data_keeps_the_directory",
+    f"{HOOKS}::test_without_a_leader_only_no_leader_methods_run",
+    f"{HOOKS_E2E}::test_replica_methods_are_tried_in_order_until_one_succeeds",
+)
+BOOT_METHOD = (
+    HOOK_KEYS,
+    f"{HOOKS_E2E}::test_custom_bootstrap_method_with_recovery_conf_and_post_bootstrap",
+)
 
 LIVE_TIMING = "tests/ha/test_live_timing.py"
 LIVE_TTL = f"{LIVE_TIMING}::test_ttl_changed_live_moves_the_leader_key_onto_a_lease_of_that_ttl"
 LOOP_CADENCE = f"{LIVE_TIMING}::test_loop_wait_changed_live_sets_the_loop_cadence"
-LEASE_CLOCK = "tests/ha/test_leaseclock.py::test_fence_never_lies_past_the_store_expiry_of_the_keys_lease"
+LEASE_CLOCK = (
+    "tests/ha/test_leaseclock.py::test_fence_never_lies_past_the_store_expiry_of_the_keys_lease"
+)
 
 Tests = str | tuple[str, ...]
 

@@ -1,8 +1,9 @@
 """What the HA logic needs from a coordination store: the cluster model and one small contract.
 
 ``model`` holds the values (MemberState, LeaderKey, SwitchoverRequest, TimelineEntry,
-DynamicSettings, ClusterView) with their JSON forms; ``base`` the :class:`Dcs` protocol that the
-backends (the embedded Raft KV, etcd) implement, and the key layout. Both are pure.
+ClusterView) with their JSON forms; ``settings`` the cluster's dynamic settings
+(DynamicSettings); ``base`` the :class:`Dcs` protocol that the backends (the embedded Raft KV,
+etcd) implement, and the key layout. All are pure.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from hamgr.dcs.base import Dcs, DcsError, KeepaliveResult, ScopeKeys, scope_keys
 from hamgr.dcs.model import (
     STATES,
     ClusterView,
-    DynamicSettings,
     LeaderKey,
     MemberState,
     MemberTags,
@@ -21,6 +21,7 @@ from hamgr.dcs.model import (
     SwitchoverRequest,
     TimelineEntry,
 )
+from hamgr.dcs.settings import DynamicSettings
 
 __all__ = [
     "STATES",

@@ -33,7 +33,6 @@ from typing import Protocol
 
 from hamgr.dcs.model import (
     ClusterView,
-    DynamicSettings,
     LeaderKey,
     MemberState,
     PrimaryPosition,
@@ -41,6 +40,7 @@ from hamgr.dcs.model import (
     SyncState,
     TimelineEntry,
 )
+from hamgr.dcs.settings import DynamicSettings
 
 
 class DcsError(Exception):

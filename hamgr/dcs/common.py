@@ -26,7 +26,6 @@ from hamgr.dcs.base import DcsError, ScopeKeys
 from hamgr.dcs.jsonfields import ModelError
 from hamgr.dcs.model import (
     ClusterView,
-    DynamicSettings,
     LeaderKey,
     MemberState,
     PrimaryPosition,
@@ -34,6 +33,7 @@ from hamgr.dcs.model import (
     SyncState,
     TimelineEntry,
 )
+from hamgr.dcs.settings import DynamicSettings
 
 __all__ = [
     "MONOTONIC",

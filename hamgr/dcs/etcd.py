@@ -50,8 +50,8 @@ from hamgr.dcs.common import (
     TxnOutcome,
     prefix_end,
 )
-from hamgr.dcs.model import DynamicSettings
 from hamgr.dcs.session import KvSession
+from hamgr.dcs.settings import DynamicSettings
 
 __all__ = ["EtcdDcs", "EtcdTransport"]
 

@@ -30,8 +30,8 @@ from hamgr.dcs.common import (
     TxnOutcome,
     poll_for_change,
 )
-from hamgr.dcs.model import DynamicSettings
 from hamgr.dcs.session import KvSession
+from hamgr.dcs.settings import DynamicSettings
 from hamgr.raft.client.client import StoreClient
 from hamgr.raft.errors import (
     LeaseNotFoundError,

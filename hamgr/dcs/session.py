@@ -56,7 +56,6 @@ from hamgr.dcs.common import (
 from hamgr.dcs.jsonfields import check_name
 from hamgr.dcs.model import (
     ClusterView,
-    DynamicSettings,
     LeaderKey,
     MemberState,
     ModelError,
@@ -65,6 +64,7 @@ from hamgr.dcs.model import (
     SyncState,
     TimelineEntry,
 )
+from hamgr.dcs.settings import DynamicSettings
 
 __all__ = ["KvSession", "held_leader"]
 

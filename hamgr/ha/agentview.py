@@ -22,12 +22,12 @@ from hamgr.dcs.base import DcsError
 from hamgr.dcs.jsonfields import ModelError
 from hamgr.dcs.model import (
     ClusterView,
-    DynamicSettings,
     MemberState,
     SwitchoverRequest,
     TimelineEntry,
 )
 from hamgr.dcs.restartrequest import RestartRequest
+from hamgr.dcs.settings import DynamicSettings
 from hamgr.ha.loop import HaLoop
 from hamgr.ha.standby import is_standby_leader
 from hamgr.ha.syncrep import sync_role

@@ -20,7 +20,8 @@ from pathlib import Path
 from hamgr import clock, postgres
 from hamgr.config.values import split_address
 from hamgr.dcs.base import Dcs, DcsError, KeepaliveResult
-from hamgr.dcs.model import ClusterView, DynamicSettings, LeaderKey
+from hamgr.dcs.model import ClusterView, LeaderKey
+from hamgr.dcs.settings import DynamicSettings
 from hamgr.fencekeeper import FencerKeeper
 from hamgr.fencing import (
     FencerClient,

@@ -24,13 +24,13 @@ from hamgr.dcs.base import Dcs, DcsError
 from hamgr.dcs.jsonfields import ModelError
 from hamgr.dcs.model import (
     ClusterView,
-    DynamicSettings,
     MemberState,
     MemberTags,
     ParameterValue,
     PrimaryPosition,
     Role,
 )
+from hamgr.dcs.settings import DynamicSettings
 from hamgr.ha.actions import Decision, Detach, ProbePeers, Reinitialize
 from hamgr.ha.decide import decide
 from hamgr.ha.execute import ActionRunner

@@ -42,7 +42,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from hamgr.dcs.model import ClusterView, DynamicSettings, MemberState, SyncState
+from hamgr.dcs.model import ClusterView, MemberState, SyncState
+from hamgr.dcs.settings import DynamicSettings
 from hamgr.ha.actions import Action, SetStandbyNames, SetSyncState
 from hamgr.ha.inputs import LocalState, PeerProbe, Standby
 from hamgr.postgres.syncrep import render_standby_names

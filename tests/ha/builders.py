@@ -9,7 +9,6 @@ import pytest
 
 from hamgr.dcs.model import (
     ClusterView,
-    DynamicSettings,
     LeaderKey,
     MemberState,
     MemberTags,
@@ -17,6 +16,7 @@ from hamgr.dcs.model import (
     SwitchoverRequest,
     TimelineEntry,
 )
+from hamgr.dcs.settings import DynamicSettings
 from hamgr.ha import Action, decide
 from hamgr.ha.inputs import LocalPostgres, LocalState, PeerProbe
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from hamgr.dcs.model import DynamicSettings, MemberTags, PrimaryPosition, TimelineEntry
+from hamgr.dcs.model import MemberTags, PrimaryPosition, TimelineEntry
+from hamgr.dcs.settings import DynamicSettings
 from hamgr.ha import (
     AcquireLeader,
     AppendHistory,

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from hamgr.dcs.model import ClusterView, DynamicSettings, ParameterValue
+from hamgr.dcs.model import ClusterView, ParameterValue
+from hamgr.dcs.settings import DynamicSettings
 from hamgr.ha import (
     ApplyParameters,
     CloneFrom,

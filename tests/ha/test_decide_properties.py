@@ -16,13 +16,13 @@ from hypothesis import strategies as st
 
 from hamgr.dcs.model import (
     ClusterView,
-    DynamicSettings,
     LeaderKey,
     MemberState,
     MemberTags,
     SwitchoverRequest,
     TimelineEntry,
 )
+from hamgr.dcs.settings import DynamicSettings
 from hamgr.ha import (
     POSTGRES_ACTIONS,
     AcquireLeader,

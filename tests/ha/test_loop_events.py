@@ -10,7 +10,7 @@ from typing import Any, cast
 import pytest
 
 from hamgr.dcs.base import DcsError
-from hamgr.dcs.model import DynamicSettings
+from hamgr.dcs.settings import DynamicSettings
 from hamgr.events import EventLog
 from hamgr.ha import loop as loopmod
 from hamgr.ha.execute import ActionRunner, LeaseState

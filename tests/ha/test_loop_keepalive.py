@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import pytest
 
-from hamgr.dcs.model import DynamicSettings
+from hamgr.dcs.settings import DynamicSettings
 from hamgr.ha.execute import ActionRunner, LeaseState
 from hamgr.ha.loop import HaLoop, Identity
 from hamgr.postgres import PgSettings

@@ -16,7 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hamgr import postgres as pg
-from hamgr.dcs.model import ClusterView, DynamicSettings, LeaderKey, MemberState
+from hamgr.dcs.model import ClusterView, LeaderKey, MemberState
+from hamgr.dcs.settings import DynamicSettings
 from hamgr.ha.actions import CloneFrom, Decision, StartReplica
 from hamgr.ha.execute import ActionRunner
 from hamgr.ha.inputs import LocalPostgres

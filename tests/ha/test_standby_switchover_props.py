@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hamgr.config.standby import StandbyCluster
-from hamgr.dcs.model import ClusterView, DynamicSettings, LeaderKey, SwitchoverRequest
+from hamgr.dcs.model import ClusterView, LeaderKey, SwitchoverRequest
+from hamgr.dcs.settings import DynamicSettings
 from hamgr.ha import LocalPostgres, LocalState, PeerProbe, Promote, ReleaseLeader, decide
 from tests.ha.builders import BASE, MB, NOW, SYS, WALL, member
 

@@ -18,7 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hamgr.dcs.model import ClusterView, DynamicSettings, MemberTags, SyncState
+from hamgr.dcs.model import ClusterView, MemberTags, SyncState
+from hamgr.dcs.settings import DynamicSettings
 from hamgr.ha import decide
 from hamgr.ha.actions import (
     AcquireLeader,
