@@ -11,11 +11,12 @@ listed) are :func:`method_problems`. Nothing here reads a file or runs a command
 
 from __future__ import annotations
 
-import re
 import shlex
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
+
+from msgspec import Meta
 
 from hamgr.config.problems import show
 from hamgr.config.values import Rule
@@ -24,8 +25,6 @@ BASEBACKUP = "basebackup"
 """The built-in replica method: pg_basebackup from the leader (or a clonefrom member)."""
 INITDB = "initdb"
 """The built-in bootstrap method."""
-
-_METHOD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,62}")
 
 
 def command_problem(value: str) -> str | None:
@@ -37,16 +36,14 @@ def command_problem(value: str) -> str | None:
     return None if words else "must name a program"
 
 
-def method_name_problem(value: str) -> str | None:
-    if not _METHOD_NAME.fullmatch(value):
-        return (
-            f"expected a method name (letters, digits, '_' and '-', at most 63), got {show(value)}"
-        )
-    return None
-
-
 Command = Annotated[str, Rule(command_problem)]
-MethodName = Annotated[str, Rule(method_name_problem)]
+MethodName = Annotated[
+    str,
+    Meta(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$",
+        description="a method name (letters, digits, '_' and '-', at most 63)",
+    ),
+]
 
 
 @dataclass(frozen=True, kw_only=True)

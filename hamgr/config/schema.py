@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+from msgspec import Meta
+
 from hamgr.config.methods import (
     INITDB,
     BootstrapMethod,
@@ -27,19 +29,16 @@ from hamgr.config.methods import (
     replica_method_names,
 )
 from hamgr.config.problems import BAD, fmt_path, show
-from hamgr.config.standby import load_slots, load_standby_cluster
+from hamgr.config.standby import StandbyCluster, load_slots, load_standby_cluster
 from hamgr.config.values import (
+    LONG_SECRET,
+    MEMBER_NAME,
     SECRET,
     Custom,
     Rule,
     abs_path_problem,
     address_problem,
     cidr_problem,
-    long_secret,
-    member_name_problem,
-    non_empty,
-    non_negative,
-    positive,
     split_address,
 )
 
@@ -112,24 +111,29 @@ def _load_bootstrap(loader: Loader, raw: Any, path: tuple[str | int, ...], env: 
     return loader.section(BootstrapConfig, moved, path, env)
 
 
-def _at_least_minus_one(value: int) -> str | None:
-    return None if value >= -1 else f"must be -1 (no limit) or >= 0, got {value}"
+_ADDRESS = 'host:port, with an IPv6 host in brackets ("[::1]:5432")'
 
-
-Address = Annotated[str, Rule(address_problem)]
-AbsPath = Annotated[str, Rule(abs_path_problem)]
-Cidr = Annotated[str, Rule(cidr_problem)]
-MemberName = Annotated[str, Rule(member_name_problem)]
-Seconds = Annotated[float, Rule(positive)]
-SecondsOrZero = Annotated[float, Rule(non_negative)]
-PositiveInt = Annotated[int, Rule(positive)]
-NonNegativeInt = Annotated[int, Rule(non_negative)]
+Address = Annotated[str, Rule(address_problem), Meta(description=_ADDRESS)]
+AbsPath = Annotated[str, Rule(abs_path_problem), Meta(description="an absolute path")]
+Cidr = Annotated[str, Rule(cidr_problem), Meta(description="an IP address or network (10.0.0.0/8)")]
+MemberName = Annotated[str, MEMBER_NAME]
+Seconds = Annotated[float, Meta(gt=0, description="seconds")]
+SecondsOrZero = Annotated[float, Meta(ge=0, description="seconds")]
+PositiveInt = Annotated[int, Meta(gt=0)]
+NonNegativeInt = Annotated[int, Meta(ge=0)]
 Secret = Annotated[str, SECRET]
 ParameterValue = str | int | float | bool
-InitdbOption = Annotated[str | dict[str, str], Custom(_load_initdb_option)]
-SyncModeSetting = Annotated[str, Custom(_load_sync_mode)]
-BytesOrNoLimit = Annotated[int, Rule(_at_least_minus_one)]
-StandbyClusterSetting = Annotated[object | None, Custom(load_standby_cluster)]
+# The declared types say what the file may hold (the JSON Schema is made from them); the
+# Custom loaders turn it into what the program reads: str | dict[str, str], "off"/"on"/"quorum".
+InitdbOption = Annotated[
+    str | dict[str, str | int],
+    Custom(_load_initdb_option),
+    Meta(description='an option name, or one "name: value" pair'),
+]
+# YAML reads a bare on/off as a boolean, and so does Patroni: both spellings are accepted.
+SyncModeSetting = Annotated[Literal["off", "on", "quorum"] | bool, Custom(_load_sync_mode)]
+BytesOrNoLimit = Annotated[int, Meta(ge=-1, description="bytes, -1: no limit")]
+StandbyClusterSetting = Annotated[StandbyCluster | None, Custom(load_standby_cluster)]
 SlotsSetting = Annotated[dict[str, Any], Custom(load_slots)]
 
 
@@ -254,7 +258,7 @@ class RaftConfig:
     advertise: Address = ""
     client_listen: Address = ""
     cluster_id: str = ""
-    secret: Annotated[str, SECRET, Rule(long_secret)] | None = None
+    secret: Annotated[str, SECRET, LONG_SECRET] | None = None
     secret_file: AbsPath | None = None
     peers: tuple[RaftPeer, ...] = ()
     heartbeat_interval: Seconds = 0.3
@@ -280,7 +284,7 @@ class EtcdConfig:
     is checked against ``cacert`` (else the system's CAs) and ``cert`` + ``key`` is presented
     as client certificate (for etcd's ``--client-cert-auth``), as Patroni."""
 
-    hosts: Annotated[tuple[Address, ...], Rule(non_empty)]
+    hosts: Annotated[tuple[Address, ...], Meta(min_length=1)]
     protocol: Literal["http", "https"] = "http"
     username: str | None = None
     password: Secret | None = None
@@ -354,7 +358,7 @@ class PostgresConfig:
     pg_hba: tuple[str, ...] = ()
     use_pg_rewind: bool = True
     remove_data_directory_on_rewind_failure: bool = False
-    create_replica_methods: Annotated[tuple[MethodName, ...], Rule(non_empty)] = ("basebackup",)
+    create_replica_methods: Annotated[tuple[MethodName, ...], Meta(min_length=1)] = ("basebackup",)
     """Tried in order until one makes the replica; ``basebackup`` is built in, every other
     name has its section (Patroni's ``postgresql.NAME``, kept in ``replica_methods``)."""
     replica_methods: dict[MethodName, ReplicaMethod] = field(default_factory=dict)

@@ -16,12 +16,14 @@ import types
 from collections.abc import Mapping
 from typing import Any, Literal, cast, get_args, get_origin
 
+import msgspec
+
 from hamgr.config.checks import CHECKS
 from hamgr.config.env import EnvSection, EnvValue, merge_env, wants_text
 from hamgr.config.problems import BAD, ConfigError, KeyPath, Skip, fmt_path, kind, show
 from hamgr.config.schema import TIMING_PROFILES, Config, ParameterValue
 from hamgr.config.strict_yaml import parse_yaml
-from hamgr.config.values import SECRET, Custom, Rule, field_types, shape
+from hamgr.config.values import SECRET, Custom, Rule, field_types, meta_problem, shape
 
 _YAML_BOOL_WORDS = frozenset({"on", "off", "yes", "no", "y", "n", "true", "false"})
 
@@ -179,8 +181,8 @@ class Loader:
         if value is BAD:
             return BAD
         for mark in marks:
-            if isinstance(mark, Rule):
-                problem = mark.check(value)
+            if isinstance(mark, Rule | msgspec.Meta):
+                problem = mark.check(value) if isinstance(mark, Rule) else meta_problem(mark, value)
                 if problem:
                     self.report(path, problem, env)
                     return BAD

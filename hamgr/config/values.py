@@ -1,9 +1,14 @@
 """What a single value may be: rules on one value, and the markers that put them on fields.
 
-A rule takes a value whose type is already right and returns a problem or None. A schema field
-carries its rules, whether it is a secret, and any loader of its own in ``Annotated`` markers
-(:class:`Rule`, :data:`SECRET`, :class:`Custom`); :func:`shape` reads them back off the type for
-the loader and for dump_effective. :func:`split_address` is also used by the cross-key rules.
+Bounds, lengths and patterns are msgspec's :class:`msgspec.Meta` constraints (``Meta(gt=0)``,
+``Meta(min_length=1)``, ``Meta(pattern=..., description=...)``): the loader checks them with
+:func:`meta_problem` and the JSON Schema (:mod:`hamgr.config.jsonschema`) states them, so each
+bound is written once. What JSON Schema cannot say (an address, an absolute path) is a
+:class:`Rule`: a check on a value whose type is already right that returns a problem or None.
+A schema field carries these, whether it is a secret, and any loader of its own in ``Annotated``
+markers (:class:`msgspec.Meta`, :class:`Rule`, :data:`SECRET`, :class:`Custom`); :func:`shape`
+reads them back off the type for the loader and for dump_effective. :func:`split_address` is
+also used by the cross-key rules.
 """
 
 from __future__ import annotations
@@ -13,20 +18,27 @@ import ipaddress
 import os
 import re
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Union, get_args, get_origin, get_type_hints
+
+import msgspec
 
 from hamgr.config.problems import show
 
 if TYPE_CHECKING:
     from hamgr.config.validate import Loader
 
-_MIN_SECRET_LEN = 16
-
 _HOST_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 _PORT = re.compile(r"[0-9]{1,5}")
-_MEMBER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+MEMBER_NAME = msgspec.Meta(
+    pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
+    description='1 to 63 letters, digits, ".", "_" or "-", starting with a letter or digit',
+)
+"""A scope or member name: it becomes part of store keys, file names and URLs."""
+LONG_SECRET = msgspec.Meta(min_length=16)
+"""A shared secret (the Raft group's): long enough not to be guessed."""
 
 
 def split_address(address: str, *, any_port: bool = False) -> tuple[str, int]:
@@ -82,12 +94,8 @@ def abs_path_problem(value: str) -> str | None:
 
 
 def member_name_problem(value: str) -> str | None:
-    if not _MEMBER_NAME.fullmatch(value):
-        return (
-            'expected 1 to 63 letters, digits, ".", "_" or "-", starting with a letter or digit, '
-            f"got {show(value)}"
-        )
-    return None
+    """What is wrong with ``value`` as a scope or member name (:data:`MEMBER_NAME`), or None."""
+    return meta_problem(MEMBER_NAME, value)
 
 
 def cidr_problem(value: str) -> str | None:
@@ -103,22 +111,36 @@ def _num(value: float) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def positive(value: float) -> str | None:
-    return None if value > 0 else f"must be > 0, got {_num(value)}"
+def meta_problem(meta: msgspec.Meta, value: Any) -> str | None:
+    """What breaks ``meta``'s constraints in ``value`` (already of the right type), or None.
 
-
-def non_negative(value: float) -> str | None:
-    return None if value >= 0 else f"must be >= 0, got {_num(value)}"
-
-
-def non_empty(value: Sequence[object]) -> str | None:
-    return None if len(value) else "must not be empty"
+    The loader's reading of the msgspec constraints the schema declares; the same constraints
+    go into the JSON Schema.
+    """
+    for bound, ok, sign in (
+        (meta.gt, lambda b: value > b, ">"),
+        (meta.ge, lambda b: value >= b, ">="),
+        (meta.lt, lambda b: value < b, "<"),
+        (meta.le, lambda b: value <= b, "<="),
+    ):
+        if bound is not None and not ok(bound):
+            return f"must be {sign} {_num(bound)}, got {_num(value)}"
+    if meta.min_length is not None and len(value) < meta.min_length:
+        if meta.min_length == 1:
+            return "must not be empty"
+        what = "characters long" if isinstance(value, str) else "items"
+        return f"must be at least {meta.min_length} {what} (it has {len(value)})"
+    if meta.max_length is not None and len(value) > meta.max_length:
+        what = "characters long" if isinstance(value, str) else "items"
+        return f"must be at most {meta.max_length} {what} (it has {len(value)})"
+    if meta.pattern is not None and not re.fullmatch(meta.pattern, value):  # as JSON Schema's
+        return f"expected {meta.description or 'text matching ' + meta.pattern}, got {show(value)}"
+    return None
 
 
 def long_secret(value: str) -> str | None:
-    if len(value) < _MIN_SECRET_LEN:
-        return f"must be at least {_MIN_SECRET_LEN} characters long (it has {len(value)})"
-    return None
+    """What is wrong with ``value`` as a shared secret (:data:`LONG_SECRET`), or None."""
+    return meta_problem(LONG_SECRET, value)
 
 
 # --- Markers read by the loader from Annotated types -------------------------------------------
