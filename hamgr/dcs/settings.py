@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
+import msgspec
+
 from hamgr.config.schema import DcsConfig, ParameterValue
 from hamgr.config.standby import (
     SettingError,
@@ -22,14 +24,8 @@ from hamgr.config.standby import (
     slots_to_dict,
 )
 from hamgr.config.timing import timing_problems
-from hamgr.dcs.jsonfields import (
-    JsonObject,
-    ModelError,
-    check_choice,
-    check_int,
-    check_seconds,
-    fail,
-)
+from hamgr.config.values import field_types, meta_problem, shape
+from hamgr.dcs.jsonfields import JsonObject, ModelError, check_choice, fail
 
 SyncMode = Literal["off", "on", "quorum"]
 SYNC_MODES: tuple[SyncMode, ...] = ("off", "on", "quorum")
@@ -37,9 +33,27 @@ SYNC_MODES: tuple[SyncMode, ...] = ("off", "on", "quorum")
 _DCS_DEFAULTS = DcsConfig()
 
 
+def _dcs_bounds() -> dict[str, msgspec.Meta]:
+    """The bounds (msgspec Meta) of each bootstrap.dcs key, as its type in DcsConfig declares
+    them: the same keys here obey the same bounds, stated once."""
+    bounds: dict[str, msgspec.Meta] = {}
+    for key, tp in field_types(DcsConfig).items():
+        for mark in shape(tp)[2]:
+            if (
+                isinstance(mark, msgspec.Meta)
+                and (mark.gt, mark.ge, mark.lt, mark.le) != (None,) * 4
+            ):
+                bounds[key] = mark
+    return bounds
+
+
+_BOUNDS = _dcs_bounds()
+
+
 @dataclass(frozen=True)
 class DynamicSettings:
-    """Cluster-wide HA settings at ``config`` (seconds and bytes); defaults as bootstrap.dcs.
+    """Cluster-wide HA settings at ``config`` (seconds and bytes); defaults and bounds as
+    bootstrap.dcs (:class:`~hamgr.config.schema.DcsConfig` states them once).
 
     Checked like the config file: durations > 0, ``loop_wait + 2 * retry_timeout <= ttl`` and
     ``loop_wait <= safety_margin < ttl``. ``member_slots_ttl`` is how long the primary keeps the
@@ -77,13 +91,15 @@ class DynamicSettings:
 
     def __post_init__(self) -> None:
         check_choice("synchronous_mode", self.synchronous_mode, SYNC_MODES)
-        check_int("synchronous_node_count", self.synchronous_node_count, 1)
-        check_int("maximum_lag_on_syncnode", self.maximum_lag_on_syncnode, -1)
-        for key in ("ttl", "loop_wait", "retry_timeout", "safety_margin"):
-            check_seconds(key, getattr(self, key))
-        check_seconds("primary_start_timeout", self.primary_start_timeout, zero_ok=True)
-        check_seconds("member_slots_ttl", self.member_slots_ttl, zero_ok=True)
-        check_int("maximum_lag_on_failover", self.maximum_lag_on_failover, 0)
+        for key, bounds in _BOUNDS.items():
+            value = getattr(self, key)
+            problem = (
+                f"must be a finite number, got {value}"
+                if isinstance(value, float) and not math.isfinite(value)
+                else meta_problem(bounds, value)
+            )
+            if problem:
+                raise ModelError(key, problem)
         for key, message in timing_problems(
             self.ttl, self.loop_wait, self.retry_timeout, self.safety_margin
         ):
