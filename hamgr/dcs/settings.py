@@ -50,6 +50,20 @@ def _dcs_bounds() -> dict[str, msgspec.Meta]:
 _BOUNDS = _dcs_bounds()
 
 
+def sync_mode(value: object, name: str = "synchronous_mode") -> SyncMode:
+    """``synchronous_mode`` as stored or submitted: ``"off"``, ``"on"``, ``"quorum"``, or a
+    boolean (Patroni's spelling, and what YAML makes of an unquoted on/off)."""
+    if value is True:
+        return "on"
+    if value is False:
+        return "off"
+    check_choice(name, value, SYNC_MODES)
+    return value  # type: ignore[return-value]
+
+
+_DEFAULT_SYNC_MODE = sync_mode(_DCS_DEFAULTS.synchronous_mode)
+
+
 @dataclass(frozen=True)
 class DynamicSettings:
     """Cluster-wide HA settings at ``config`` (seconds and bytes); defaults and bounds as
@@ -82,7 +96,7 @@ class DynamicSettings:
     use_slots: bool = _DCS_DEFAULTS.postgresql.use_slots
     member_slots_ttl: float = _DCS_DEFAULTS.member_slots_ttl
     parameters: Mapping[str, ParameterValue] = field(default_factory=dict)
-    synchronous_mode: SyncMode = "off"
+    synchronous_mode: SyncMode = _DEFAULT_SYNC_MODE
     synchronous_mode_strict: bool = _DCS_DEFAULTS.synchronous_mode_strict
     synchronous_node_count: int = _DCS_DEFAULTS.synchronous_node_count
     maximum_lag_on_syncnode: int = _DCS_DEFAULTS.maximum_lag_on_syncnode
@@ -184,14 +198,3 @@ def _standby_and_slots(o: JsonObject) -> dict[str, Any]:
         }
     except SettingError as exc:
         raise ModelError(o.name(exc.key), exc.problem) from None
-
-
-def sync_mode(value: object, name: str = "synchronous_mode") -> SyncMode:
-    """``synchronous_mode`` as stored or submitted: ``"off"``, ``"on"``, ``"quorum"``, or a
-    boolean (Patroni's spelling, and what YAML makes of an unquoted on/off)."""
-    if value is True:
-        return "on"
-    if value is False:
-        return "off"
-    check_choice(name, value, SYNC_MODES)
-    return value  # type: ignore[return-value]
