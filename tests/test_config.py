@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import os
 import re
@@ -12,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -833,7 +833,7 @@ def test_load_config_reads_os_environ_when_env_is_none(
     monkeypatch.setenv("HAMGR_STORE__RAFT__NODE_ID", "9")
     raft = load_config(path, resolve=False).store.raft
     assert raft is not None and raft.node_id == 9
-    assert load_config(path, env={}, resolve=False).store.raft == dataclasses.replace(
+    assert load_config(path, env={}, resolve=False).store.raft == msgspec.structs.replace(
         raft, node_id=1
     )
 

@@ -46,8 +46,8 @@ The package
 -----------
 ``problems`` (ConfigError and how a problem names its key), ``values`` (rules on single values:
 msgspec ``Meta`` bounds and patterns, and the markers that attach the rest to fields),
-``schema`` (the frozen dataclasses, their defaults and bounds), ``jsonschema`` (the JSON Schema
-msgspec makes from them, shipped as ``config.schema.json`` for editors),
+``schema`` (one frozen msgspec Struct per section: types, defaults and bounds), ``jsonschema``
+(the JSON Schema msgspec makes from them, shipped as ``config.schema.json`` for editors),
 ``env`` (HAMGR_* overrides), ``strict_yaml`` (YAML with line, column and duplicate-key errors),
 ``validate`` (type-driven checking, :func:`parse_config`), ``checks`` (rules across keys),
 ``load`` (the file and the machine: :func:`load_config`, :func:`resolve_local`) and ``dump``

@@ -2,17 +2,16 @@
 
 :func:`dump_effective` gives every key with its value, secrets redacted unless asked, and its
 output parses back to the same Config; :func:`schema_paths` lists every key for docs and tests.
-Both walk the schema's dataclasses by their type hints.
+Both walk the schema's sections by their type hints.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator, Mapping
 from typing import Any, get_args, get_origin
 
 from hamgr.config.schema import Config
-from hamgr.config.values import SECRET, field_types, shape
+from hamgr.config.values import SECRET, field_types, is_section, section_names, shape
 
 REDACTED = "<redacted>"
 
@@ -29,15 +28,16 @@ def dump_effective(config: Config, *, redact: bool = True) -> dict[str, Any]:
 
 
 def _dump(value: Any, redact: bool) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        hints = field_types(type(value))
+    cls: type = type(value)
+    if is_section(cls):
+        hints = field_types(cls)
         out: dict[str, Any] = {}
-        for f in dataclasses.fields(value):
-            item = getattr(value, f.name)
-            if redact and item is not None and SECRET in shape(hints[f.name])[2]:
-                out[f.name] = REDACTED
+        for name in section_names(cls):
+            item = getattr(value, name)
+            if redact and item is not None and SECRET in shape(hints[name])[2]:
+                out[name] = REDACTED
             else:
-                out[f.name] = _dump(item, redact)
+                out[name] = _dump(item, redact)
         return out
     if isinstance(value, list | tuple):
         return [_dump(v, redact) for v in value]
@@ -52,13 +52,13 @@ def schema_paths() -> Iterator[str]:
 
 
 def _paths(cls: type, prefix: str) -> Iterator[str]:
-    for f in dataclasses.fields(cls):
-        path = f"{prefix}{f.name}"
+    for name in section_names(cls):
+        path = f"{prefix}{name}"
         yield path
-        base, _, _ = shape(field_types(cls)[f.name])
+        base, _, _ = shape(field_types(cls)[name])
         if get_origin(base) is tuple:
             item, _, _ = shape(get_args(base)[0])
-            if dataclasses.is_dataclass(item):
-                yield from _paths(item, f"{path}[].")  # type: ignore[arg-type]
-        elif dataclasses.is_dataclass(base):
-            yield from _paths(base, f"{path}.")  # type: ignore[arg-type]
+            if is_section(item):
+                yield from _paths(item, f"{path}[].")
+        elif is_section(base):
+            yield from _paths(base, f"{path}.")

@@ -9,12 +9,13 @@ checks that come with it, are in :mod:`hamgr.agentsetup` (``hamgr validate-confi
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
+
+from msgspec.structs import replace
 
 from hamgr.config.problems import ConfigError
 from hamgr.config.schema import Config
@@ -120,15 +121,15 @@ def resolve_local(config: Config) -> Config:
                 problem = long_secret(secret)
                 if problem:
                     problems.append(f"store.raft.secret_file: the secret in it {problem}")
-                raft = dataclasses.replace(raft, secret=secret)
+                raft = replace(raft, secret=secret)
     if store.etcd is not None:
         readable(store.etcd.cacert, "store.etcd.cacert")
         readable(store.etcd.cert, "store.etcd.cert")
         readable(store.etcd.key, "store.etcd.key")
     if problems:
         raise ConfigError(problems)
-    return dataclasses.replace(
+    return replace(
         config,
-        postgresql=None if pg is None else dataclasses.replace(pg, bin_dir=bin_dir),
-        store=dataclasses.replace(store, raft=raft),
+        postgresql=None if pg is None else replace(pg, bin_dir=bin_dir),
+        store=replace(store, raft=raft),
     )

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import Annotated, Any
 
+import msgspec
 from msgspec import Meta
 
 from hamgr.config.problems import show
-from hamgr.config.values import Rule
+from hamgr.config.values import Rule, Section
 
 BASEBACKUP = "basebackup"
 """The built-in replica method: pg_basebackup from the leader (or a clonefrom member)."""
@@ -46,8 +46,7 @@ MethodName = Annotated[
 ]
 
 
-@dataclass(frozen=True, kw_only=True)
-class Callbacks:
+class Callbacks(Section, frozen=True, kw_only=True):
     """``postgresql.callbacks``: commands run on PostgreSQL's events, as Patroni runs them:
     ``COMMAND ACTION ROLE SCOPE`` (e.g. ``/bin/notify on_role_change primary demo``), as the
     OS user PostgreSQL runs as, without waiting for them; a newer callback kills one still
@@ -65,8 +64,7 @@ class Callbacks:
         return value if isinstance(value, str) else None
 
 
-@dataclass(frozen=True, kw_only=True)
-class ReplicaMethod:
+class ReplicaMethod(Section, frozen=True, kw_only=True):
     """One entry of ``postgresql.create_replica_methods`` (its section, as Patroni's).
 
     ``command`` runs with ``--scope= --role=replica --datadir= --connstring=`` appended
@@ -87,8 +85,7 @@ class ReplicaMethod:
         return self.no_leader or self.no_master
 
 
-@dataclass(frozen=True, kw_only=True)
-class BootstrapMethod:
+class BootstrapMethod(Section, frozen=True, kw_only=True):
     """``bootstrap.<method>``: a command that makes the new cluster's data directory instead
     of initdb, called with ``--scope= --datadir=`` (unless ``no_params``).
 
@@ -100,11 +97,10 @@ class BootstrapMethod:
     command: Command
     keep_existing_recovery_conf: bool = False
     no_params: bool = False
-    recovery_conf: dict[str, str | int | float | bool] = field(default_factory=dict)
+    recovery_conf: dict[str, str | int | float | bool] = msgspec.field(default_factory=dict)
 
 
-@dataclass(frozen=True, kw_only=True)
-class RecoveryConf:
+class RecoveryConf(Section, frozen=True, kw_only=True):
     """``postgresql.recovery_conf``: recovery settings of this member as a replica.
 
     ``restore_command`` fetches WAL from an archive: a replica whose WAL the primary already

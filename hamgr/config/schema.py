@@ -1,4 +1,4 @@
-"""The configuration's shape: one frozen dataclass per section, with its defaults.
+"""The configuration's shape: one frozen msgspec Struct per section, with its defaults.
 
 Field types say what each key accepts; the ``Annotated`` markers of :mod:`hamgr.config.values`
 add the rules on single values (an address, an absolute path, a duration > 0) and mark secrets,
@@ -9,12 +9,12 @@ the environment.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+import msgspec
 from msgspec import Meta
+from msgspec.structs import force_setattr, replace
 
 from hamgr.config.methods import (
     INITDB,
@@ -36,6 +36,7 @@ from hamgr.config.values import (
     SECRET,
     Custom,
     Rule,
+    Section,
     abs_path_problem,
     address_problem,
     cidr_problem,
@@ -93,7 +94,7 @@ def _load_sync_mode(loader: Loader, raw: Any, path: tuple[str | int, ...], env: 
 
 def _load_postgresql(loader: Loader, raw: Any, path: tuple[str | int, ...], env: str | None) -> Any:
     names = replica_method_names(raw)
-    known = [f.name for f in dataclasses.fields(PostgresConfig)]
+    known = list(PostgresConfig.__struct_fields__)
     moved, twice = move_named_sections(raw, names, "replica_methods", known)
     for name in twice:
         other = fmt_path((*path, "replica_methods", name))
@@ -103,7 +104,7 @@ def _load_postgresql(loader: Loader, raw: Any, path: tuple[str | int, ...], env:
 
 def _load_bootstrap(loader: Loader, raw: Any, path: tuple[str | int, ...], env: str | None) -> Any:
     names = bootstrap_method_names(raw)
-    known = [f.name for f in dataclasses.fields(BootstrapConfig)]
+    known = list(BootstrapConfig.__struct_fields__)
     moved, twice = move_named_sections(raw, names, "methods", known)
     for name in twice:
         other = fmt_path((*path, "methods", name))
@@ -140,16 +141,14 @@ SlotsSetting = Annotated[dict[str, Any], Custom(load_slots)]
 # --- The configuration ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True)
-class LogConfig:
+class LogConfig(Section, frozen=True, kw_only=True):
     """``log``: how the agent logs."""
 
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     format: Literal["text", "json"] = "text"
 
 
-@dataclass(frozen=True, kw_only=True)
-class ApiAuthentication:
+class ApiAuthentication(Section, frozen=True, kw_only=True):
     """``restapi.authentication``: basic auth required for the unsafe (changing) methods.
 
     Exactly one of ``password`` and ``password_file`` is set in the file; after
@@ -167,8 +166,7 @@ class ApiAuthentication:
         return self.username, self.password
 
 
-@dataclass(frozen=True, kw_only=True)
-class RestApiConfig:
+class RestApiConfig(Section, frozen=True, kw_only=True):
     """``restapi``: the agent's HTTP API. Without ``authentication`` unsafe methods are refused.
 
     ``connect_address`` left empty means the same as ``listen``. With ``certfile`` and
@@ -190,7 +188,7 @@ class RestApiConfig:
 
     def __post_init__(self) -> None:
         if not self.connect_address:
-            object.__setattr__(self, "connect_address", self.listen)
+            force_setattr(self, "connect_address", self.listen)
 
 
 CLIENT_PORT_OFFSET = 100
@@ -215,8 +213,7 @@ def default_client_address(address: object) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-@dataclass(frozen=True, kw_only=True)
-class RaftPeer:
+class RaftPeer(Section, frozen=True, kw_only=True):
     """One of the OTHER members of the Raft group.
 
     ``client_address`` (where that member serves store clients) left empty means ``address``'s
@@ -229,11 +226,10 @@ class RaftPeer:
 
     def __post_init__(self) -> None:
         if not self.client_address:
-            object.__setattr__(self, "client_address", default_client_address(self.address))
+            force_setattr(self, "client_address", default_client_address(self.address))
 
 
-@dataclass(frozen=True, kw_only=True)
-class RaftTls:
+class RaftTls(Section, frozen=True, kw_only=True):
     """``store.raft.tls``: mutual TLS between members (all three files)."""
 
     certfile: AbsPath
@@ -241,8 +237,7 @@ class RaftTls:
     cafile: AbsPath
 
 
-@dataclass(frozen=True, kw_only=True)
-class RaftConfig:
+class RaftConfig(Section, frozen=True, kw_only=True):
     """``store.raft``: this member of the embedded Raft group.
 
     ``advertise`` left empty means ``listen``; ``cluster_id`` left empty means ``scope``. Exactly
@@ -273,13 +268,12 @@ class RaftConfig:
 
     def __post_init__(self) -> None:
         if not self.advertise:
-            object.__setattr__(self, "advertise", self.listen)
+            force_setattr(self, "advertise", self.listen)
         if not self.client_listen:
-            object.__setattr__(self, "client_listen", default_client_address(self.listen))
+            force_setattr(self, "client_listen", default_client_address(self.listen))
 
 
-@dataclass(frozen=True, kw_only=True)
-class EtcdConfig:
+class EtcdConfig(Section, frozen=True, kw_only=True):
     """``store.etcd``: an existing etcd v3 cluster. With ``protocol: https`` etcd's certificate
     is checked against ``cacert`` (else the system's CAs) and ``cert`` + ``key`` is presented
     as client certificate (for etcd's ``--client-cert-auth``), as Patroni."""
@@ -293,8 +287,7 @@ class EtcdConfig:
     key: AbsPath | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class StoreConfig:
+class StoreConfig(Section, frozen=True, kw_only=True):
     """``store``: which coordination store; the section named by ``backend`` is required."""
 
     backend: Literal["raft", "etcd"] = "raft"
@@ -302,8 +295,7 @@ class StoreConfig:
     etcd: EtcdConfig | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class SuperUser:
+class SuperUser(Section, frozen=True, kw_only=True):
     """``postgresql.authentication.superuser``; no password means pg_hba/.pgpass decide."""
 
     username: str = "postgres"
@@ -311,8 +303,7 @@ class SuperUser:
     password_file: AbsPath | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class ReplicationUser:
+class ReplicationUser(Section, frozen=True, kw_only=True):
     """``postgresql.authentication.replication``: the role replicas stream with."""
 
     username: str = "replicator"
@@ -320,8 +311,7 @@ class ReplicationUser:
     password_file: AbsPath | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class RewindUser:
+class RewindUser(Section, frozen=True, kw_only=True):
     """``postgresql.authentication.rewind``: the role pg_rewind uses (else the superuser)."""
 
     username: str
@@ -329,18 +319,16 @@ class RewindUser:
     password_file: AbsPath | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class PostgresAuthentication:
+class PostgresAuthentication(Section, frozen=True, kw_only=True):
     """``postgresql.authentication``. Each role's password may come from ``password_file``
     instead (not both); :func:`load_config` reads the file into ``password``."""
 
-    superuser: SuperUser = field(default_factory=SuperUser)
-    replication: ReplicationUser = field(default_factory=ReplicationUser)
+    superuser: SuperUser = msgspec.field(default_factory=SuperUser)
+    replication: ReplicationUser = msgspec.field(default_factory=ReplicationUser)
     rewind: RewindUser | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class PostgresConfig:
+class PostgresConfig(Section, frozen=True, kw_only=True):
     """``postgresql``: the local PostgreSQL this agent manages.
 
     ``bin_dir`` None means "find it" (:func:`find_bin_dir`); :func:`load_config` fills it in.
@@ -353,35 +341,33 @@ class PostgresConfig:
     os_user: str = "postgres"
     listen: Address = "127.0.0.1:5432"
     connect_address: Address = ""
-    authentication: PostgresAuthentication = field(default_factory=PostgresAuthentication)
-    parameters: dict[str, ParameterValue] = field(default_factory=dict)
+    authentication: PostgresAuthentication = msgspec.field(default_factory=PostgresAuthentication)
+    parameters: dict[str, ParameterValue] = msgspec.field(default_factory=dict)
     pg_hba: tuple[str, ...] = ()
     use_pg_rewind: bool = True
     remove_data_directory_on_rewind_failure: bool = False
     create_replica_methods: Annotated[tuple[MethodName, ...], Meta(min_length=1)] = ("basebackup",)
     """Tried in order until one makes the replica; ``basebackup`` is built in, every other
     name has its section (Patroni's ``postgresql.NAME``, kept in ``replica_methods``)."""
-    replica_methods: dict[MethodName, ReplicaMethod] = field(default_factory=dict)
-    callbacks: Callbacks = field(default_factory=Callbacks)
+    replica_methods: dict[MethodName, ReplicaMethod] = msgspec.field(default_factory=dict)
+    callbacks: Callbacks = msgspec.field(default_factory=Callbacks)
     callback_timeout: Seconds = 600.0
     """A callback still running after this long is killed (Patroni has no limit)."""
-    recovery_conf: RecoveryConf = field(default_factory=RecoveryConf)
+    recovery_conf: RecoveryConf = msgspec.field(default_factory=RecoveryConf)
 
     def __post_init__(self) -> None:
         if not self.connect_address:
-            object.__setattr__(self, "connect_address", self.listen)
+            force_setattr(self, "connect_address", self.listen)
 
 
-@dataclass(frozen=True, kw_only=True)
-class DcsPostgresConfig:
+class DcsPostgresConfig(Section, frozen=True, kw_only=True):
     """``bootstrap.dcs.postgresql``: PostgreSQL settings shared by the whole cluster."""
 
-    parameters: dict[str, ParameterValue] = field(default_factory=dict)
+    parameters: dict[str, ParameterValue] = msgspec.field(default_factory=dict)
     use_slots: bool = True
 
 
-@dataclass(frozen=True, kw_only=True)
-class DcsConfig:
+class DcsConfig(Section, frozen=True, kw_only=True):
     """``bootstrap.dcs``: cluster-wide HA settings (seconds, bytes)."""
 
     ttl: Seconds = 6.0
@@ -395,28 +381,26 @@ class DcsConfig:
     synchronous_mode_strict: bool = False
     synchronous_node_count: PositiveInt = 1
     maximum_lag_on_syncnode: BytesOrNoLimit = -1
-    postgresql: DcsPostgresConfig = field(default_factory=DcsPostgresConfig)
+    postgresql: DcsPostgresConfig = msgspec.field(default_factory=DcsPostgresConfig)
     standby_cluster: StandbyClusterSetting = None
-    slots: SlotsSetting = field(default_factory=dict)
+    slots: SlotsSetting = msgspec.field(default_factory=dict)
 
 
-@dataclass(frozen=True, kw_only=True)
-class BootstrapConfig:
+class BootstrapConfig(Section, frozen=True, kw_only=True):
     """``bootstrap``: how a new cluster is created."""
 
     initdb: tuple[InitdbOption, ...] = ()
-    dcs: DcsConfig = field(default_factory=DcsConfig)
+    dcs: DcsConfig = msgspec.field(default_factory=DcsConfig)
     method: MethodName = INITDB
     """initdb, or a method whose section (Patroni's ``bootstrap.NAME``) has its command."""
-    methods: dict[MethodName, BootstrapMethod] = field(default_factory=dict)
+    methods: dict[MethodName, BootstrapMethod] = msgspec.field(default_factory=dict)
     post_bootstrap: Command | None = None
     """Run once the new cluster is up, with a superuser connection string as its argument;
     bootstrap fails when it fails. Patroni's older name ``post_init`` is the same key."""
     post_init: Command | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class Tags:
+class Tags(Section, frozen=True, kw_only=True):
     """``tags``: this member's role in failover and load balancing."""
 
     nofailover: bool = False
@@ -426,8 +410,7 @@ class Tags:
     failover_priority: NonNegativeInt = 1
 
 
-@dataclass(frozen=True, kw_only=True)
-class WatchdogConfig:
+class WatchdogConfig(Section, frozen=True, kw_only=True):
     """``watchdog``: the Linux watchdog, a second line of fencing behind the fencer process."""
 
     mode: Literal["off", "automatic", "required"] = "off"
@@ -435,27 +418,26 @@ class WatchdogConfig:
     safety_margin: SecondsOrZero = 2.0
 
 
-@dataclass(frozen=True, kw_only=True)
-class Config:
+class Config(Section, frozen=True, kw_only=True):
     """One agent's whole configuration. ``store.raft.cluster_id`` left empty means ``scope``."""
 
     scope: MemberName
     name: MemberName
     timing_profile: Literal["default", "fast"] = "default"
-    log: LogConfig = field(default_factory=LogConfig)
-    restapi: RestApiConfig = field(default_factory=RestApiConfig)
-    store: StoreConfig = field(default_factory=StoreConfig)
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
+    restapi: RestApiConfig = msgspec.field(default_factory=RestApiConfig)
+    store: StoreConfig = msgspec.field(default_factory=StoreConfig)
     postgresql: Annotated[PostgresConfig | None, Custom(_load_postgresql)] = None
     """Absent: this host is a witness, a store member only (no PostgreSQL, no HA loop):
     ``hamgr agent`` runs just its ``store.raft`` member, as ``hamgr store`` does."""
-    bootstrap: Annotated[BootstrapConfig, Custom(_load_bootstrap)] = field(
+    bootstrap: Annotated[BootstrapConfig, Custom(_load_bootstrap)] = msgspec.field(
         default_factory=BootstrapConfig
     )
-    tags: Tags = field(default_factory=Tags)
-    watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
+    tags: Tags = msgspec.field(default_factory=Tags)
+    watchdog: WatchdogConfig = msgspec.field(default_factory=WatchdogConfig)
 
     def __post_init__(self) -> None:
         store = self.store
         if isinstance(store, StoreConfig) and store.raft is not None and not store.raft.cluster_id:
-            raft = dataclasses.replace(store.raft, cluster_id=self.scope)
-            object.__setattr__(self, "store", dataclasses.replace(store, raft=raft))
+            raft = replace(store.raft, cluster_id=self.scope)
+            force_setattr(self, "store", replace(store, raft=raft))

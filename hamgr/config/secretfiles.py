@@ -9,10 +9,11 @@ whose ``password_file`` is set, so the rest of hamgr sees only ``password``.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import stat
 from typing import Any
+
+from msgspec.structs import replace
 
 from hamgr.config.problems import ConfigError
 from hamgr.config.schema import Config
@@ -59,7 +60,7 @@ def _filled(section: Any, key: str, problems: list[str]) -> Any:
     if problem is not None:
         problems.append(problem)
         return section
-    return dataclasses.replace(section, password=password)
+    return replace(section, password=password)
 
 
 _PG_AUTH = "postgresql.authentication"
@@ -77,9 +78,7 @@ def read_password_files(config: Config) -> Config:
             role: _filled(getattr(pg.authentication, role), f"{_PG_AUTH}.{role}", problems)
             for role in ("superuser", "replication", "rewind")
         }
-        pg = dataclasses.replace(pg, authentication=dataclasses.replace(pg.authentication, **roles))
+        pg = replace(pg, authentication=replace(pg.authentication, **roles))
     if problems:
         raise ConfigError(problems)
-    return dataclasses.replace(
-        config, restapi=dataclasses.replace(rest, authentication=auth), postgresql=pg
-    )
+    return replace(config, restapi=replace(rest, authentication=auth), postgresql=pg)

@@ -1,15 +1,15 @@
 """Type-driven checking: raw data (with HAMGR_* overrides) in, a Config or every problem out.
 
-:class:`Loader` walks the dataclasses of :mod:`hamgr.config.schema` by their type hints,
-converting and checking each value and collecting every problem with the path of its key; then
-it runs the cross-key rules of :mod:`hamgr.config.checks` on the result. :func:`parse_config` is
-the entry point. All of it is pure: no file, no environment but the mapping it is given.
+:class:`Loader` walks the sections (msgspec Structs) of :mod:`hamgr.config.schema` by their type
+hints, converting and checking each value and collecting every problem with the path of its key;
+then it runs the cross-key rules of :mod:`hamgr.config.checks` on the result.
+:func:`parse_config` is the entry point. All of it is pure: no file, no environment but the
+mapping it is given.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import difflib
 import math
 import types
@@ -23,7 +23,18 @@ from hamgr.config.env import EnvSection, EnvValue, merge_env, wants_text
 from hamgr.config.problems import BAD, ConfigError, KeyPath, Skip, fmt_path, kind, show
 from hamgr.config.schema import TIMING_PROFILES, Config, ParameterValue
 from hamgr.config.strict_yaml import parse_yaml
-from hamgr.config.values import SECRET, Custom, Rule, field_types, meta_problem, shape
+from hamgr.config.values import (
+    REQUIRED,
+    SECRET,
+    Custom,
+    Rule,
+    field_types,
+    is_section,
+    meta_problem,
+    section_defaults,
+    section_names,
+    shape,
+)
 
 _YAML_BOOL_WORDS = frozenset({"on", "off", "yes", "no", "y", "n", "true", "false"})
 
@@ -31,7 +42,7 @@ _YAML_BOOL_WORDS = frozenset({"on", "off", "yes", "no", "y", "n", "true", "false
 def _describe(base: Any) -> str:
     if get_origin(base) is Literal:
         return "one of " + ", ".join(show(c) for c in get_args(base))
-    if dataclasses.is_dataclass(base):
+    if is_section(base):
         return "a section (a mapping of keys)"
     return {
         str: "a string",
@@ -44,7 +55,7 @@ def _describe(base: Any) -> str:
 
 
 class Loader:
-    """Turns raw YAML data into the schema's dataclasses, reporting every problem it meets."""
+    """Turns raw YAML data into the schema's sections, reporting every problem it meets."""
 
     def __init__(self) -> None:
         self.problems: list[str] = []
@@ -108,7 +119,7 @@ class Loader:
         if not isinstance(raw, Mapping):
             self.report(path, f"expected a section (a mapping of keys), got {show(raw)}", env)
             return BAD
-        names = [f.name for f in dataclasses.fields(cls)]
+        names = section_names(cls)
         for key, value in raw.items():
             if not isinstance(key, str):
                 self.report(path, f"keys must be strings, got {show(key)}", env)
@@ -116,13 +127,13 @@ class Loader:
                 self.unknown((*path, key), value, names, env)
         hints = field_types(cls)
         values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            sub = (*path, f.name)
-            if f.name in raw:
-                value = self.value(hints[f.name], raw[f.name], sub, env)
+        for name, default in section_defaults(cls).items():
+            sub = (*path, name)
+            if name in raw:
+                value = self.value(hints[name], raw[name], sub, env)
             else:
-                value = self.absent(f, hints[f.name], sub)
-            values[f.name] = None if value is BAD else value
+                value = self.absent(default, hints[name], sub)
+            values[name] = None if value is BAD else value
         try:
             return cls(**values)
         except (TypeError, ValueError, AttributeError):  # only with values already reported bad
@@ -143,17 +154,15 @@ class Loader:
         self.problems.append(message)
         self.bad.add(path)
 
-    def absent(self, f: dataclasses.Field[Any], tp: Any, path: KeyPath) -> Any:
+    def absent(self, default: Any, tp: Any, path: KeyPath) -> Any:
         base, optional, _ = shape(tp)
         if path in self.profile:
             return self.profile[path]
-        if dataclasses.is_dataclass(base) and not optional:
+        if is_section(base) and not optional:
             # an absent section: its own defaults, the profile's, and its required keys
             return self.section(cast(type, base), {}, path, None)
-        if f.default is not dataclasses.MISSING:
-            return f.default
-        if f.default_factory is not dataclasses.MISSING:
-            return f.default_factory()
+        if default is not REQUIRED:
+            return default
         self.report(path, "required")
         return BAD
 
@@ -168,13 +177,13 @@ class Loader:
         if raw is None:
             if optional:
                 return None
-            if not dataclasses.is_dataclass(base):
+            if not is_section(base):
                 self.report(path, f"expected {_describe(base)}, got null", env)
                 return BAD
         custom = next((m for m in marks if isinstance(m, Custom)), None)
         if custom is not None:
             value = custom.load(self, raw, path, env)
-        elif dataclasses.is_dataclass(base):
+        elif is_section(base):
             value = self.section(cast(type, base), raw, path, env)
         else:
             value = self.scalar_or_list(base, raw, path, env, secret)
@@ -239,7 +248,7 @@ class Loader:
             return BAD if any(item is BAD for item in items) else tuple(items)
         if origin is dict:
             item_tp = get_args(base)[1]
-            if dataclasses.is_dataclass(shape(item_tp)[0]):
+            if is_section(shape(item_tp)[0]):
                 return self.named_sections(get_args(base)[0], item_tp, raw, path, env)
             return self.parameters(raw, path, env)
         raise TypeError(f"config schema: no loader for {base!r}")  # a bug in this module

@@ -19,8 +19,17 @@ import os
 import re
 import types
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Union, get_args, get_origin, get_type_hints
+from dataclasses import dataclass, fields, is_dataclass
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    Union,
+    cast,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 import msgspec
 
@@ -165,6 +174,41 @@ class Custom:
     """A value with its own loader: (loader, raw value, path, env name) -> value or BAD."""
 
     load: Callable[[Loader, Any, tuple[str | int, ...], str | None], Any]
+
+
+class Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of every section of the configuration: a frozen msgspec Struct that refuses keys
+    it does not declare (subclasses inherit these options)."""
+
+
+def is_section(tp: object) -> bool:
+    """Is ``tp`` a section type (a Struct, or a dataclass such as StandbyCluster)?"""
+    return isinstance(tp, type) and (issubclass(tp, msgspec.Struct) or is_dataclass(tp))
+
+
+def section_names(cls: type) -> list[str]:
+    """The key names of the section type ``cls``, in declaration order."""
+    if is_dataclass(cls):
+        return [f.name for f in fields(cls)]
+    return list(cast(Any, cls).__struct_fields__)
+
+
+def section_defaults(cls: type[msgspec.Struct]) -> dict[str, Any]:
+    """The default of each key of the Struct ``cls`` (made afresh where it is mutable);
+    :data:`REQUIRED` for a key that has none."""
+    out: dict[str, Any] = {}
+    for f in msgspec.structs.fields(cls):
+        if f.default is not msgspec.NODEFAULT:
+            out[f.name] = f.default
+        elif f.default_factory is not msgspec.NODEFAULT:
+            out[f.name] = f.default_factory()
+        else:
+            out[f.name] = REQUIRED
+    return out
+
+
+REQUIRED: Any = object()
+"""The default of a key that has none."""
 
 
 @functools.cache

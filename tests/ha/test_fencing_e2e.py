@@ -25,7 +25,7 @@ import socket
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,6 +33,7 @@ import aiohttp
 import psycopg
 import pytest
 from aiohttp import web
+from msgspec.structs import replace
 
 from hamgr import clock, postgres
 from hamgr.agent import http_connector
