@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
 
 from hamgr.config.problems import BAD, show
+from hamgr.config.values import struct_problem
 
 __all__ = [
     "SettingError",
@@ -29,15 +32,7 @@ __all__ = [
 ]
 
 _SLOT = re.compile(r"[a-z0-9_]{1,63}")
-_DELAY = re.compile(r"\d+\s*(ms|s|min|h|d)?")
-_KEYS = (
-    "host",
-    "port",
-    "primary_slot_name",
-    "restore_command",
-    "create_replica_methods",
-    "recovery_min_apply_delay",
-)
+_SLOT_NAME = "1-63 lower-case letters, digits or '_'"
 
 
 class SettingError(ValueError):
@@ -49,53 +44,53 @@ class SettingError(ValueError):
         self.problem = problem
 
 
-@dataclass(frozen=True)
-class StandbyCluster:
+class StandbyCluster(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Where the standby leader gets its WAL: streaming from ``host``:``port`` (through the
     remote primary's slot ``primary_slot_name``, when given) and/or replaying archived WAL
     with ``restore_command``; ``recovery_min_apply_delay`` delays the replay (PostgreSQL's
     setting of that name: milliseconds, or a number with a unit). ``create_replica_methods``
     is how a fresh standby cluster's first member is made: only ``basebackup`` (pg_basebackup
-    from ``host``), so it needs ``host``."""
+    from ``host``), so it needs ``host``.
 
-    host: str | None = None
-    port: int = 5432
-    primary_slot_name: str | None = None
-    restore_command: str | None = None
+    The bounds on single values are msgspec's (checked by :func:`parse_standby_cluster`, which
+    reads stored and submitted values); the rules across keys are checked on construction too.
+    """
+
+    host: (
+        Annotated[str, Meta(pattern=r"^[^ \n\r\x00]+$", description="a host name or address")]
+        | None
+    ) = None
+    port: Annotated[int, Meta(ge=1, le=65535)] = 5432
+    primary_slot_name: (
+        Annotated[str, Meta(pattern=f"^{_SLOT.pattern}$", description=_SLOT_NAME)] | None
+    ) = None
+    restore_command: (
+        Annotated[
+            str, Meta(pattern=r"^[^\n]*\S[^\n]*$", description="a one-line, non-empty command")
+        ]
+        | None
+    ) = None
     create_replica_methods: tuple[str, ...] = ("basebackup",)
-    recovery_min_apply_delay: str | None = None
+    recovery_min_apply_delay: (
+        Annotated[
+            str,
+            Meta(
+                pattern=r"^\d+\s*(ms|s|min|h|d)?$",
+                description="milliseconds, or a number with ms, s, min, h or d",
+            ),
+        ]
+        | None
+    ) = None
 
     def __post_init__(self) -> None:
         p = "standby_cluster"
         if self.host is None and self.restore_command is None:
             raise SettingError(p, "needs host (to stream from) or restore_command (or both)")
-        if self.host is not None and (not self.host or any(c in self.host for c in " \n\r\0")):
-            raise SettingError(f"{p}.host", f"expected a host name or address, got {self.host!r}")
-        if isinstance(self.port, bool) or not isinstance(self.port, int):
-            raise SettingError(f"{p}.port", f"expected an integer, got {show(self.port)}")
-        if not 1 <= self.port <= 65535:
-            raise SettingError(f"{p}.port", f"expected 1..65535, got {self.port}")
-        if self.primary_slot_name is not None and not _SLOT.fullmatch(self.primary_slot_name):
-            raise SettingError(
-                f"{p}.primary_slot_name",
-                f"expected 1-63 lower-case letters, digits or '_', got {self.primary_slot_name!r}",
-            )
-        if self.restore_command is not None and (
-            not self.restore_command.strip() or "\n" in self.restore_command
-        ):
-            raise SettingError(f"{p}.restore_command", "expected a one-line, non-empty command")
-        methods = self.create_replica_methods
-        if methods != ("basebackup",):
+        if self.create_replica_methods != ("basebackup",):
             raise SettingError(
                 f"{p}.create_replica_methods",
                 f"only [basebackup] is supported (the standby leader is cloned from the remote "
-                f"primary with pg_basebackup), got {list(methods)}",
-            )
-        delay = self.recovery_min_apply_delay
-        if delay is not None and not _DELAY.fullmatch(delay):
-            raise SettingError(
-                f"{p}.recovery_min_apply_delay",
-                f"expected milliseconds or a number with ms, s, min, h or d, got {delay!r}",
+                f"primary with pg_basebackup), got {list(self.create_replica_methods)}",
             )
 
     @property
@@ -114,48 +109,24 @@ class StandbyCluster:
         return out
 
 
-def _text(data: Mapping[str, Any], key: str) -> str | None:
-    value = data.get(key)
-    if value is not None and not isinstance(value, str):
-        raise SettingError(f"standby_cluster.{key}", f"expected a string, got {show(value)}")
-    return value
-
-
 def parse_standby_cluster(data: object) -> StandbyCluster | None:
-    """``standby_cluster`` as stored or submitted (None or ``{}``: not a standby cluster)."""
-    if data is None:
+    """``standby_cluster`` as stored or submitted (None or ``{}``: not a standby cluster).
+
+    Decoded by msgspec; raises :class:`SettingError` naming the key.
+    """
+    if data is None or (isinstance(data, Mapping) and not data):
         return None
-    if not isinstance(data, Mapping):
-        raise SettingError("standby_cluster", f"expected a section, got {show(data)}")
-    if not data:
-        return None
-    unknown = sorted(str(k) for k in data if k not in _KEYS)
-    if unknown:
-        raise SettingError(
-            f"standby_cluster.{unknown[0]}",
-            f"unknown or unsupported key (supported: {', '.join(_KEYS)})",
-        )
-    methods = data.get("create_replica_methods", ["basebackup"])
-    if not isinstance(methods, list | tuple) or not all(isinstance(m, str) for m in methods):
-        raise SettingError(
-            "standby_cluster.create_replica_methods",
-            f"expected a list of names, got {show(methods)}",
-        )
-    delay = data.get("recovery_min_apply_delay")
-    if isinstance(delay, int) and not isinstance(delay, bool):
-        delay = str(delay)
-    elif delay is not None and not isinstance(delay, str):
-        raise SettingError(
-            "standby_cluster.recovery_min_apply_delay", f"expected a string, got {show(delay)}"
-        )
-    return StandbyCluster(
-        host=_text(data, "host"),
-        port=data.get("port", 5432),
-        primary_slot_name=_text(data, "primary_slot_name"),
-        restore_command=_text(data, "restore_command"),
-        create_replica_methods=tuple(methods),
-        recovery_min_apply_delay=delay,
-    )
+    if isinstance(data, Mapping):
+        delay = data.get("recovery_min_apply_delay")
+        if isinstance(delay, int) and not isinstance(delay, bool):  # milliseconds, as Patroni
+            data = {**data, "recovery_min_apply_delay": str(delay)}
+    try:
+        return msgspec.convert(data, StandbyCluster)
+    except msgspec.ValidationError as exc:
+        if isinstance(exc.__cause__, SettingError):
+            raise exc.__cause__ from None
+        key, problem = struct_problem(StandbyCluster, data, exc)
+        raise SettingError(".".join(("standby_cluster", *key)), problem) from None
 
 
 def parse_slots(data: object) -> tuple[str, ...]:

@@ -126,6 +126,8 @@ def meta_problem(meta: msgspec.Meta, value: Any) -> str | None:
     The loader's reading of the msgspec constraints the schema declares; the same constraints
     go into the JSON Schema.
     """
+    if meta.ge is not None and meta.le is not None and not meta.ge <= value <= meta.le:
+        return f"must be in {_num(meta.ge)}..{_num(meta.le)}, got {_num(value)}"
     for bound, ok, sign in (
         (meta.gt, lambda b: value > b, ">"),
         (meta.ge, lambda b: value >= b, ">="),
@@ -209,6 +211,46 @@ def section_defaults(cls: type[msgspec.Struct]) -> dict[str, Any]:
 
 REQUIRED: Any = object()
 """The default of a key that has none."""
+
+_MSGSPEC_PROBLEM = re.compile(r"(?P<text>.*?)(?: - at `\$(?P<where>.*)`)?", re.S)
+_MSGSPEC_TYPES = {
+    "int": "an integer",
+    "float": "a number",
+    "str": "a string",
+    "bool": "true or false",
+    "array": "a list",
+    "object": "a section (a mapping of keys)",
+}
+
+
+def struct_problem(
+    cls: type[msgspec.Struct], data: Any, exc: msgspec.ValidationError
+) -> tuple[tuple[str, ...], str]:
+    """(key path, problem) in hamgr's words for msgspec's error decoding ``data`` as ``cls``.
+
+    msgspec names the place (``- at `$.port```) but not the value; the problem shows the value
+    as the config loader does (``expected an integer, got "x"``, ``must be in 1..65535, got
+    0``), using the field's own Meta. Keys of ``cls`` itself only (one level).
+    """
+    match = _MSGSPEC_PROBLEM.fullmatch(str(exc))
+    assert match is not None  # the pattern matches any text
+    text, where = match["text"], match["where"] or ""
+    unknown = re.fullmatch(r"Object contains unknown field `(.*)`", text)
+    if unknown:
+        supported = ", ".join(section_names(cls))
+        return (unknown[1],), f"unknown or unsupported key (supported: {supported})"
+    key = re.match(r"\.(\w+)", where)
+    value = data.get(key[1]) if key and isinstance(data, dict) else data
+    expected = re.fullmatch(r"Expected `(\w+)(?: \| null)?`, got `\w+`", text)
+    if expected:
+        what = _MSGSPEC_TYPES.get(expected[1], f"`{expected[1]}`")
+        return ((key[1],) if key else ()), f"expected {what}, got {show(value)}"
+    if key:
+        for mark in shape(field_types(cls)[key[1]])[2]:
+            problem = meta_problem(mark, value) if isinstance(mark, msgspec.Meta) else None
+            if problem:
+                return (key[1],), problem
+    return ((key[1],) if key else ()), text[:1].lower() + text[1:]
 
 
 @functools.cache

@@ -3,10 +3,10 @@ changed one reaches the running server (real PostgreSQL)."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from hamgr import postgres as pg
@@ -63,7 +63,7 @@ async def test_a_changed_standby_cluster_reaches_the_running_server(
     await wait_for_async(
         lambda: shown("recovery_min_apply_delay"), 30, "5min", done=lambda v: v == "5min"
     )
-    changed = dataclasses.replace(sc, recovery_min_apply_delay="2s", restore_command="true %p")
+    changed = msgspec.structs.replace(sc, recovery_min_apply_delay="2s", restore_command="true %p")
     assert await refresh_standby_leader(s, changed)
     await wait_for_async(
         lambda: shown("restore_command"), 30, "reloaded", done=lambda v: v == "true %p"
