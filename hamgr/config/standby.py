@@ -21,7 +21,7 @@ import msgspec
 from msgspec import Meta
 
 from hamgr.config.problems import BAD, show
-from hamgr.config.values import struct_problem
+from hamgr.config.values import Section, struct_problem
 
 __all__ = [
     "SettingError",
@@ -44,7 +44,7 @@ class SettingError(ValueError):
         self.problem = problem
 
 
-class StandbyCluster(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class StandbyCluster(Section, frozen=True, kw_only=True):
     """Where the standby leader gets its WAL: streaming from ``host``:``port`` (through the
     remote primary's slot ``primary_slot_name``, when given) and/or replaying archived WAL
     with ``restore_command``; ``recovery_min_apply_delay`` delays the replay (PostgreSQL's

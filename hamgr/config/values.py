@@ -19,7 +19,7 @@ import os
 import re
 import types
 from collections.abc import Callable
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass
 from typing import (
     TYPE_CHECKING,
     Annotated,
@@ -184,14 +184,12 @@ class Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
 
 
 def is_section(tp: object) -> bool:
-    """Is ``tp`` a section type (a Struct, or a dataclass such as StandbyCluster)?"""
-    return isinstance(tp, type) and (issubclass(tp, msgspec.Struct) or is_dataclass(tp))
+    """Is ``tp`` a section type (a msgspec Struct)?"""
+    return isinstance(tp, type) and issubclass(tp, msgspec.Struct)
 
 
 def section_names(cls: type) -> list[str]:
     """The key names of the section type ``cls``, in declaration order."""
-    if is_dataclass(cls):
-        return [f.name for f in fields(cls)]
     return list(cast(Any, cls).__struct_fields__)
 
 
