@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 from aiohttp import web
 
@@ -418,7 +419,7 @@ async def test_reinitialize_only_a_replica_of_a_running_leader(api: Api) -> None
     code, answer = await api.call("POST", "/reinitialize")
     assert code == 503 and "no leader to clone from" in answer["error"]
     store.view = dataclasses.replace(
-        with_leader, settings=dataclasses.replace(with_leader.settings, pause=True)
+        with_leader, settings=msgspec.structs.replace(with_leader.settings, pause=True)
     )
     code, answer = await api.call("POST", "/reinitialize")
     assert code == 503 and "paused" in answer["error"]
@@ -496,7 +497,7 @@ async def test_synchronous_health_paths_follow_the_sync_role(api: Api) -> None:
 
 async def test_requests_outside_the_synchronous_set_are_refused_unless_forced(api: Api) -> None:
     store = api.agent.store
-    settings = dataclasses.replace(store.view.settings, synchronous_mode="on")
+    settings = msgspec.structs.replace(store.view.settings, synchronous_mode="on")
     members = tuple(dataclasses.replace(m, tags=MemberTags()) for m in store.view.members)
     store.view = dataclasses.replace(
         store.view,

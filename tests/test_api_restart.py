@@ -8,6 +8,7 @@ import datetime as dt
 import time
 from typing import Any
 
+import msgspec
 import pytest
 
 from hamgr.dcs import SwitchoverRequest
@@ -81,7 +82,7 @@ async def test_schedule_once_then_cancel(api: Api) -> None:
 
 async def test_no_schedule_while_paused(api: Api) -> None:
     view = api.agent.store.view
-    paused = dataclasses.replace(view.settings, pause=True)
+    paused = msgspec.structs.replace(view.settings, pause=True)
     api.agent.store.view = dataclasses.replace(view, settings=paused)
     code, answer = await api.call("POST", "/restart", {"schedule": _iso(time.time() + 60)})
     assert code == 409 and "paused" in answer["error"], answer

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
@@ -479,7 +480,8 @@ async def test_exposition_matches_a_real_cluster_state(
         await b.touch_member(_member("b", "primary", 100 * MB))
         # ... then the operator pauses the cluster.
         view = await a.get_cluster()
-        assert await a.set_settings(dataclasses.replace(view.settings, pause=True), view.revision)
+        paused = msgspec.structs.replace(view.settings, pause=True)
+        assert await a.set_settings(paused, view.revision)
         view = await a.get_cluster()
         m.observe_view(view)
         m.set_member("replica", view.timeline, view.settings.pause)

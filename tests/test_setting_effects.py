@@ -16,7 +16,6 @@ to `EFFECTS` (or to `OPEN`, saying which work item makes it take effect).
 from __future__ import annotations
 
 import ast
-import dataclasses
 from collections.abc import Iterator, Mapping
 from functools import cache
 from pathlib import Path
@@ -265,7 +264,7 @@ def all_keys() -> set[str]:
     sections = _sections()
     schema = set(schema_paths()) - sections
     example = set(_example_keys(uncommented_example(), "", sections))
-    dynamic = {f"dynamic.{f.name}" for f in dataclasses.fields(DynamicSettings)}
+    dynamic = {f"dynamic.{name}" for name in DynamicSettings.__struct_fields__}
     return schema | example | dynamic
 
 

@@ -236,7 +236,7 @@ def struct_problem(
     unknown = re.fullmatch(r"Object contains unknown field `(.*)`", text)
     if unknown:
         supported = ", ".join(section_names(cls))
-        return (unknown[1],), f"unknown or unsupported key (supported: {supported})"
+        return (unknown[1],), f"unknown field (unsupported; known: {supported})"
     key = re.match(r"\.(\w+)", where)
     value = data.get(key[1]) if key and isinstance(data, dict) else data
     expected = re.fullmatch(r"Expected `(\w+)(?: \| null)?`, got `\w+`", text)

@@ -8,14 +8,22 @@ are refused.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import msgspec
 
-from hamgr.config.schema import DcsConfig, ParameterValue
+from hamgr.config.schema import (
+    BytesOrNoLimit,
+    DcsConfig,
+    NonNegativeInt,
+    ParameterValue,
+    PositiveInt,
+    Seconds,
+    SecondsOrZero,
+)
 from hamgr.config.standby import (
     SettingError,
     StandbyCluster,
@@ -24,30 +32,13 @@ from hamgr.config.standby import (
     slots_to_dict,
 )
 from hamgr.config.timing import timing_problems
-from hamgr.config.values import field_types, meta_problem, shape
-from hamgr.dcs.jsonfields import JsonObject, ModelError, check_choice, fail
+from hamgr.config.values import field_types, meta_problem, shape, struct_problem
+from hamgr.dcs.jsonfields import ModelError, check_choice, fail
 
 SyncMode = Literal["off", "on", "quorum"]
 SYNC_MODES: tuple[SyncMode, ...] = ("off", "on", "quorum")
 
 _DCS_DEFAULTS = DcsConfig()
-
-
-def _dcs_bounds() -> dict[str, msgspec.Meta]:
-    """The bounds (msgspec Meta) of each bootstrap.dcs key, as its type in DcsConfig declares
-    them: the same keys here obey the same bounds, stated once."""
-    bounds: dict[str, msgspec.Meta] = {}
-    for key, tp in field_types(DcsConfig).items():
-        for mark in shape(tp)[2]:
-            if (
-                isinstance(mark, msgspec.Meta)
-                and (mark.gt, mark.ge, mark.lt, mark.le) != (None,) * 4
-            ):
-                bounds[key] = mark
-    return bounds
-
-
-_BOUNDS = _dcs_bounds()
 
 
 def sync_mode(value: object, name: str = "synchronous_mode") -> SyncMode:
@@ -64,10 +55,10 @@ def sync_mode(value: object, name: str = "synchronous_mode") -> SyncMode:
 _DEFAULT_SYNC_MODE = sync_mode(_DCS_DEFAULTS.synchronous_mode)
 
 
-@dataclass(frozen=True)
-class DynamicSettings:
+class DynamicSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Cluster-wide HA settings at ``config`` (seconds and bytes); defaults and bounds as
-    bootstrap.dcs (:class:`~hamgr.config.schema.DcsConfig` states them once).
+    bootstrap.dcs: the defaults are DcsConfig's, the types (with their msgspec bounds) the same
+    aliases, so each is stated once. :meth:`from_dict` decodes with msgspec.
 
     Checked like the config file: durations > 0, ``loop_wait + 2 * retry_timeout <= ttl`` and
     ``loop_wait <= safety_margin < ttl``. ``member_slots_ttl`` is how long the primary keeps the
@@ -86,34 +77,34 @@ class DynamicSettings:
     (hamgr/config/standby.py).
     """
 
-    ttl: float = _DCS_DEFAULTS.ttl
-    loop_wait: float = _DCS_DEFAULTS.loop_wait
-    retry_timeout: float = _DCS_DEFAULTS.retry_timeout
-    maximum_lag_on_failover: int = _DCS_DEFAULTS.maximum_lag_on_failover
-    primary_start_timeout: float = _DCS_DEFAULTS.primary_start_timeout
-    safety_margin: float = _DCS_DEFAULTS.safety_margin
+    ttl: Seconds = _DCS_DEFAULTS.ttl
+    loop_wait: Seconds = _DCS_DEFAULTS.loop_wait
+    retry_timeout: Seconds = _DCS_DEFAULTS.retry_timeout
+    maximum_lag_on_failover: NonNegativeInt = _DCS_DEFAULTS.maximum_lag_on_failover
+    primary_start_timeout: SecondsOrZero = _DCS_DEFAULTS.primary_start_timeout
+    safety_margin: Seconds = _DCS_DEFAULTS.safety_margin
     pause: bool = False
     use_slots: bool = _DCS_DEFAULTS.postgresql.use_slots
-    member_slots_ttl: float = _DCS_DEFAULTS.member_slots_ttl
-    parameters: Mapping[str, ParameterValue] = field(default_factory=dict)
+    member_slots_ttl: SecondsOrZero = _DCS_DEFAULTS.member_slots_ttl
+    parameters: Mapping[str, ParameterValue] = msgspec.field(default_factory=dict)
     synchronous_mode: SyncMode = _DEFAULT_SYNC_MODE
     synchronous_mode_strict: bool = _DCS_DEFAULTS.synchronous_mode_strict
-    synchronous_node_count: int = _DCS_DEFAULTS.synchronous_node_count
-    maximum_lag_on_syncnode: int = _DCS_DEFAULTS.maximum_lag_on_syncnode
+    synchronous_node_count: PositiveInt = _DCS_DEFAULTS.synchronous_node_count
+    maximum_lag_on_syncnode: BytesOrNoLimit = _DCS_DEFAULTS.maximum_lag_on_syncnode
     standby_cluster: StandbyCluster | None = None
     slots: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_choice("synchronous_mode", self.synchronous_mode, SYNC_MODES)
-        for key, bounds in _BOUNDS.items():
+        # msgspec checks the bounds when it decodes; a value built in code is checked here.
+        for key, bounds in _bounds():
             value = getattr(self, key)
-            problem = (
-                f"must be a finite number, got {value}"
-                if isinstance(value, float) and not math.isfinite(value)
-                else meta_problem(bounds, value)
-            )
-            if problem:
-                raise ModelError(key, problem)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ModelError(key, f"must be a finite number, got {value}")
+            for meta in bounds:
+                problem = meta_problem(meta, value)
+                if problem:
+                    raise ModelError(key, problem)
         for key, message in timing_problems(
             self.ttl, self.loop_wait, self.retry_timeout, self.safety_margin
         ):
@@ -154,7 +145,7 @@ class DynamicSettings:
         return self.synchronous_mode != "off"
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out = {name: getattr(self, name) for name in self.__struct_fields__}
         out["parameters"] = dict(self.parameters)
         out["standby_cluster"] = self.standby_cluster.to_dict() if self.standby_cluster else None
         out["slots"] = slots_to_dict(self.slots)
@@ -162,39 +153,45 @@ class DynamicSettings:
 
     @classmethod
     def from_dict(cls, data: object, path: str = "") -> DynamicSettings:
-        o = JsonObject(data, path, known=[f.name for f in fields(cls)])
-        params = o.get("parameters", {})
-        if not isinstance(params, Mapping):
-            fail(o.name("parameters"), "an object", params)
-        d = cls()
-        return o.build(
-            cls,
-            ttl=o.number("ttl", d.ttl),
-            loop_wait=o.number("loop_wait", d.loop_wait),
-            retry_timeout=o.number("retry_timeout", d.retry_timeout),
-            maximum_lag_on_failover=o.integer("maximum_lag_on_failover", d.maximum_lag_on_failover),
-            primary_start_timeout=o.number("primary_start_timeout", d.primary_start_timeout),
-            safety_margin=o.number("safety_margin", d.safety_margin),
-            pause=o.flag("pause", d.pause),
-            use_slots=o.flag("use_slots", d.use_slots),
-            member_slots_ttl=o.number("member_slots_ttl", d.member_slots_ttl),
-            parameters=dict(params),
-            synchronous_mode=sync_mode(
-                o.get("synchronous_mode", d.synchronous_mode), o.name("synchronous_mode")
-            ),
-            synchronous_mode_strict=o.flag("synchronous_mode_strict", d.synchronous_mode_strict),
-            synchronous_node_count=o.integer("synchronous_node_count", d.synchronous_node_count),
-            maximum_lag_on_syncnode=o.integer("maximum_lag_on_syncnode", d.maximum_lag_on_syncnode),
-            **_standby_and_slots(o),
-        )
+        """The settings as stored or submitted; ModelError naming the key (under ``path``)."""
+        try:
+            return _decode(data)
+        except ModelError as exc:
+            raise exc.under(path) from None
 
 
-def _standby_and_slots(o: JsonObject) -> dict[str, Any]:
-    """``standby_cluster`` and ``slots`` (hamgr/config/standby.py), errors named by key."""
-    try:
-        return {
-            "standby_cluster": parse_standby_cluster(o.data.get("standby_cluster")),
-            "slots": parse_slots(o.data.get("slots")),
-        }
+@functools.cache
+def _bounds() -> tuple[tuple[str, tuple[msgspec.Meta, ...]], ...]:
+    """Each field of DynamicSettings with the msgspec constraints its type declares."""
+    return tuple(
+        (key, tuple(m for m in shape(tp)[2] if isinstance(m, msgspec.Meta)))
+        for key, tp in field_types(DynamicSettings).items()
+    )
+
+
+def _decode(data: object) -> DynamicSettings:
+    if not isinstance(data, Mapping):
+        fail("value", "an object", data)
+    raw = dict(data)
+    params = raw.get("parameters", {})
+    if not isinstance(params, Mapping):
+        fail("parameters", "an object", params)
+    for key, value in params.items():  # named one by one, which msgspec does not
+        if not isinstance(value, str | int | float) or (
+            isinstance(value, float) and not math.isfinite(value)
+        ):
+            fail(f"parameters.{key}", "a string, number or boolean", value)
+    if "synchronous_mode" in raw:
+        raw["synchronous_mode"] = sync_mode(raw["synchronous_mode"])
+    try:  # Patroni's shapes (hamgr/config/standby.py), errors named by key
+        raw["standby_cluster"] = parse_standby_cluster(raw.get("standby_cluster"))
+        raw["slots"] = parse_slots(raw.get("slots"))
     except SettingError as exc:
-        raise ModelError(o.name(exc.key), exc.problem) from None
+        raise ModelError(exc.key, exc.problem) from None
+    try:
+        return msgspec.convert(raw, DynamicSettings)
+    except msgspec.ValidationError as exc:
+        if isinstance(exc.__cause__, ModelError):  # from __post_init__: the rules across keys
+            raise exc.__cause__ from None
+        key, problem = struct_problem(DynamicSettings, raw, exc)
+        raise ModelError(".".join(key) or "value", problem) from None

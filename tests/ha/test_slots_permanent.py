@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+import msgspec
 import pytest
 
 from hamgr import postgres as pg
@@ -27,7 +28,7 @@ async def test_permanent_slots_are_kept_on_the_primary(
 
     def with_slots(*names: str, use_slots: bool = True) -> ClusterView:
         v = cluster("a", "b")
-        settings = dataclasses.replace(v.settings, slots=names, use_slots=use_slots)
+        settings = msgspec.structs.replace(v.settings, slots=names, use_slots=use_slots)
         return dataclasses.replace(v, settings=settings)
 
     await keeper.maintain(with_slots("archiver", "dr"), PRIMARY, True, 0.0)

@@ -14,6 +14,7 @@ import itertools
 import re
 from dataclasses import dataclass, field, replace
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -396,7 +397,7 @@ def test_the_record_never_promises_more_than_postgres_delivered(
         elif kind == "plan":
             w.run_plan(crash_after=99 if ev[1] else 1)
         elif kind == "mode":
-            w.settings = replace(
+            w.settings = msgspec.structs.replace(
                 w.settings,
                 synchronous_mode=ev[1],
                 synchronous_node_count=ev[2],  # type: ignore[arg-type]
