@@ -9,6 +9,11 @@ A schema field carries these, whether it is a secret, and any loader of its own 
 markers (:class:`msgspec.Meta`, :class:`Rule`, :data:`SECRET`, :class:`Custom`); :func:`shape`
 reads them back off the type for the loader and for dump_effective. :func:`split_address` is
 also used by the cross-key rules.
+
+Sections are msgspec Structs on the :class:`Section` base (frozen, unknown keys refused), walked
+with :func:`is_section`, :func:`section_names` and :func:`section_defaults`. Where a value is
+decoded with ``msgspec.convert`` (standby_cluster, the dynamic settings), :func:`struct_problem`
+words msgspec's error as the loader words its own: key, then what is wrong with which value.
 """
 
 from __future__ import annotations
