@@ -221,6 +221,9 @@ class PendingRequests:
         """The result of `fut`, or TimeoutError after `timeout` seconds (`fut` lives on)."""
         try:
             return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except asyncio.CancelledError:
+            fut.add_done_callback(_retrieve)  # the caller left: nobody reads the outcome
+            raise
         except TimeoutError:
             fut.add_done_callback(_retrieve)
             raise TimeoutError(
