@@ -191,7 +191,8 @@ class RaftNode(NodeAPI):
         self._snapshotting: asyncio.Task[Snapshot] | None = None
         self._saving: _Saving | None = None  # the one batch being written, if any
         self._durable_commit = 0  # the highest commit index a finished write stored
-        self._state = "new"  # new -> running -> stopped | failed
+        self._state = "new"  # new -> starting -> running -> stopped | failed
+        self._start_done = asyncio.Event()  # start() returned or raised
         self.failure: BaseException | None = None
         self._failed = asyncio.Event()
         # Called with the seconds each durable save (write + fsync) took, e.g. for metrics.
@@ -207,6 +208,12 @@ class RaftNode(NodeAPI):
         if self._state != "new":
             raise RuntimeError(f"RaftNode {self.id} can be started once (state {self._state})")
         self._state = "starting"
+        try:
+            await self._start()
+        finally:
+            self._start_done.set()
+
+    async def _start(self) -> None:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"raft-storage-{self.id}")
         try:
             self._storage = await self._io(self._open_storage, self.data_dir)
@@ -242,9 +249,14 @@ class RaftNode(NodeAPI):
         self._wake.set()
 
     async def stop(self) -> None:
-        """Stop ticking and driving, fail pending requests, close transport and storage."""
+        """Stop ticking and driving, fail pending requests, close transport and storage.
+
+        Called while ``start()`` runs, it waits for that to end first: tearing down beside a
+        start in progress would leave the tasks and the transport it goes on to open."""
         if self._state == "new":
             self._state = "stopped"
+        if self._state == "starting":
+            await self._start_done.wait()
         if self._shut_down:
             return
         if self._state == "running":
