@@ -8,5 +8,5 @@ one module per larger command (`ctl_editconfig`, `ctl_pick`, `ctl_query`, `ctl_r
 machine (`python -m hamgr.cli.demo`), `demostop` stops it in order.
 
 May import: every other part of hamgr (hamgr.agent to run it, hamgr.fencer for the demo's stop).
-Nothing imports it but `hamgr/__main__.py`.
+Nothing imports it but the `python -m hamgr` entry point.
 """
