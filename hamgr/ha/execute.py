@@ -21,14 +21,15 @@ from hamgr import clock, postgres
 from hamgr.config.values import split_address
 from hamgr.dcs.base import Dcs, DcsError, KeepaliveResult
 from hamgr.dcs.model import ClusterView, DynamicSettings, LeaderKey
-from hamgr.fencekeeper import FencerKeeper
-from hamgr.fencing import (
+from hamgr.fencer.client import (
     FencerClient,
     FenceRefused,
     FencerError,
     FenceStatus,
     postmaster_identity,
 )
+from hamgr.fencer.keeper import FencerKeeper
+from hamgr.fencer.watchdog import Watchdog
 from hamgr.ha import actions as a
 from hamgr.ha.applyparams import ParametersRefused, apply_parameters
 from hamgr.ha.callbacks import PRIMARY, REPLICA, CallbackRunner
@@ -55,7 +56,6 @@ from hamgr.postgres.methods import (
 from hamgr.postgres.process import resolve_run_as
 from hamgr.postgres.settings import ParamValue
 from hamgr.postgres.syncrep import detach, set_synchronous_standby_names
-from hamgr.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 

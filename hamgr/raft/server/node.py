@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from hamgr.raft.core.config import RaftConfig
-from hamgr.raft.core.core import RaftCore
+from hamgr.raft.core.machine import RaftCore
 from hamgr.raft.core.membership import bootstrap_log
 from hamgr.raft.core.types import (
     NONE,
@@ -55,10 +55,10 @@ from hamgr.raft.core.types import (
     SoftState,
 )
 from hamgr.raft.errors import NotLeaderError
-from hamgr.raft.kv import kv as kvmod
 from hamgr.raft.kv import kvcommands as kvc
 from hamgr.raft.kv import kvresults as kvr
 from hamgr.raft.kv import kvsnapshot as kvs
+from hamgr.raft.kv import store as kvmod
 from hamgr.raft.kv.lease import LeaseClock
 from hamgr.raft.net.transport import PeerTransport, TransportLimits
 from hamgr.raft.server.memberaddrs import (
@@ -112,7 +112,7 @@ class RaftNode(NodeAPI):
     `clock` (seconds, monotonic) times ticks and leases; `rng` randomizes election timeouts;
     `open_storage` opens the data dir (the WAL by default); `make_transport` builds the peer
     network from the message callback (TCP `PeerTransport` on `bind` by default). The node
-    simulator (`hamgr.raft.sim.simnode`) passes virtual-time and in-memory ones.
+    simulator (`hamgr.raft.sim.node`) passes virtual-time and in-memory ones.
     """
 
     def __init__(

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from hamgr.raft.core.core import RaftCore
+from hamgr.raft.core.machine import RaftCore
 from hamgr.raft.core.types import (
     NONE,
     ConfChange,
