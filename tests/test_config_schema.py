@@ -16,9 +16,9 @@ import jsonschema
 import pytest
 import yaml
 
+from hamgr.cli.demo import member_config
 from hamgr.config import dump_effective, parse_config
 from hamgr.config.jsonschema import config_schema, schema_text, shipped_schema_text
-from hamgr.demo import member_config
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "config.example.yaml"

@@ -36,7 +36,7 @@ from aiohttp import web
 from msgspec.structs import replace
 
 from hamgr import clock, postgres
-from hamgr.agent import http_connector
+from hamgr.agent.process import http_connector
 from hamgr.config import load_config
 from hamgr.dcs.model import ClusterView
 from hamgr.ha.actions import Decision, StartReplica
