@@ -59,6 +59,7 @@ __all__ = [
     "decode_sync",
     "encode_history",
     "encode_json",
+    "encode_value",
     "poll_for_change",
     "prefix_end",
 ]
@@ -318,6 +319,11 @@ def prefix_end(prefix: bytes) -> bytes:
 def encode_json(value: Any) -> bytes:
     """Compact, key-sorted JSON of a JSON-friendly value (``to_dict()`` output)."""
     return json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False).encode()
+
+
+def encode_value(value: MemberState | SwitchoverRequest | SyncState | PrimaryPosition) -> bytes:
+    """The stored form of one of the model's JSON keys."""
+    return encode_json(value.to_dict())
 
 
 def encode_history(entries: Sequence[TimelineEntry]) -> bytes:
