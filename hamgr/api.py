@@ -50,6 +50,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from aiohttp import web
 
 from hamgr import __version__, clock
@@ -132,7 +133,7 @@ def parse_size(text: str) -> int:
 
 def _tags_match(local: LocalStatus, query: Mapping[str, str]) -> bool:
     """Patroni's ``?tag_<name>=<value>``: every named tag is set, to that value."""
-    tags = local.member.tags.to_dict()
+    tags = msgspec.to_builtins(local.member.tags)
     for key, wanted in query.items():
         if not key.startswith("tag_"):
             continue
@@ -221,10 +222,10 @@ def member_status(view: AgentView, local: LocalStatus, now: float) -> dict[str, 
         "replication_slots": list(local.replication_slots),
         "pending_restart": local.pending_restart,
         "pending_restart_reason": list(pg.pending_restart),
-        "scheduled_restart": m.scheduled_restart.to_dict() if m.scheduled_restart else None,
+        "scheduled_restart": msgspec.to_builtins(m.scheduled_restart),
         "pause": m.paused,
         "fencer": m.fencer or None,
-        "tags": m.tags.to_dict(),
+        "tags": msgspec.to_builtins(m.tags),
         "reason": m.reason,
         "loop_age": round(now - local.loop_at, 3) if local.loop_at is not None else None,
         "timing": dict(local.timing),
@@ -268,7 +269,7 @@ def cluster_json(scope: str, cluster: ClusterView) -> dict[str, Any]:
                 "received_lsn": m.received_lsn,
                 "replayed_lsn": m.replayed_lsn,
                 "lag": lag,
-                "tags": m.tags.to_dict(),
+                "tags": msgspec.to_builtins(m.tags),
                 "reason": m.reason,
                 "fencer": m.fencer or None,
                 "pending_restart": bool(m.pending_restart),
@@ -282,12 +283,12 @@ def cluster_json(scope: str, cluster: ClusterView) -> dict[str, Any]:
         "leader": leader,
         "fence_token": cluster.leader.revision if cluster.leader else None,
         "pause": cluster.settings.pause,
-        "switchover": cluster.switchover.to_dict() if cluster.switchover else None,
+        "switchover": msgspec.to_builtins(cluster.switchover),
         "scheduled_switchover": scheduled_switchover(cluster.switchover),
         "timeline": cluster.timeline,
         "synchronous_mode": cluster.settings.synchronous_mode,
-        "sync": cluster.sync.to_dict() if cluster.sync else None,
-        "position": cluster.position.to_dict() if cluster.position else None,
+        "sync": msgspec.to_builtins(cluster.sync),
+        "position": msgspec.to_builtins(cluster.position),
         "members": members,
     }
 

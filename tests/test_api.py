@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 from aiohttp import web
 
@@ -167,7 +168,7 @@ async def test_tags_noloadbalance_and_tag_queries(api: Api) -> None:
     assert await api.code("/primary?tag_nofailover=true") == 200  # tags do not apply to it
     b = api.agent.store.view.member("b")
     assert b is not None
-    quiet = dataclasses.replace(b, tags=dataclasses.replace(b.tags, noloadbalance=True))
+    quiet = msgspec.structs.replace(b, tags=msgspec.structs.replace(b.tags, noloadbalance=True))
     api.agent.status = status(quiet)
     assert await _codes(api) == _expect({"/health", "/liveness", "/readiness"})
 
@@ -308,7 +309,7 @@ async def test_a_paused_cluster_refuses_requests_and_shows_pause(api: Api) -> No
     code, settings = await api.call("PATCH", "/config", {"pause": True})
     assert code == 200 and settings["pause"] is True
     assert api.agent.store.view.settings.pause is True
-    paused = dataclasses.replace(api.agent.store.view.members[0], paused=True)
+    paused = msgspec.structs.replace(api.agent.store.view.members[0], paused=True)
     api.agent.status = status(paused)
     assert (await api.call("GET", "/patroni"))[1]["pause"] is True
     assert (await api.call("GET", "/cluster"))[1]["pause"] is True
@@ -497,7 +498,7 @@ async def test_synchronous_health_paths_follow_the_sync_role(api: Api) -> None:
 async def test_requests_outside_the_synchronous_set_are_refused_unless_forced(api: Api) -> None:
     store = api.agent.store
     settings = dataclasses.replace(store.view.settings, synchronous_mode="on")
-    members = tuple(dataclasses.replace(m, tags=MemberTags()) for m in store.view.members)
+    members = tuple(msgspec.structs.replace(m, tags=MemberTags()) for m in store.view.members)
     store.view = dataclasses.replace(
         store.view,
         settings=settings,

@@ -8,10 +8,11 @@ import datetime as dt
 import time
 from typing import Any
 
+import msgspec
 import pytest
 
 from hamgr.dcs import SwitchoverRequest
-from hamgr.dcs.restartrequest import RestartRequest
+from hamgr.dcs.restartrequest import RestartRequest, iso_time
 from tests import test_api
 from tests.test_api import Api, _as
 
@@ -107,8 +108,12 @@ async def test_cluster_shows_what_is_scheduled_as_patroni(api: Api) -> None:
     req = SwitchoverRequest("switchover", "a", "b", at)
     view = api.agent.store.view
     b = view.members[1]
-    restart = RestartRequest(at, restart_pending=True)
-    members = (view.members[0], dataclasses.replace(b, scheduled_restart=restart), view.members[2])
+    restart = RestartRequest(iso_time(at), restart_pending=True)
+    members = (
+        view.members[0],
+        msgspec.structs.replace(b, scheduled_restart=restart),
+        view.members[2],
+    )
     api.agent.store.view = dataclasses.replace(view, switchover=req, members=members)
     code, cluster = await api.call("GET", "/cluster")
     assert code == 200

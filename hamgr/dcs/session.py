@@ -530,9 +530,7 @@ class KvSession:
         """Store or delete the switchover request; with ``expected``, only if it is stored."""
         d = self._deadline("set_switchover")
         key = self.keys.switchover
-        write: Put | Delete = (
-            Delete(key) if request is None else Put(key, encode_value(request))
-        )
+        write: Put | Delete = Delete(key) if request is None else Put(key, encode_value(request))
         if expected is None:
             if isinstance(write, Put):
                 await self._write_idempotent(d, partial(self._transport.put, write))
@@ -579,9 +577,7 @@ class KvSession:
             raise ValueError(f"expected_revision must be an int >= 0, got {expected_revision!r}")
         d = self._deadline("set_sync")
         key = self.keys.sync
-        write: Put | Delete = (
-            Delete(key) if state is None else Put(key, encode_value(state))
-        )
+        write: Put | Delete = Delete(key) if state is None else Put(key, encode_value(state))
         compares = [Compare(key, Target.MOD, "=", expected_revision)]
         while True:
             try:

@@ -31,7 +31,7 @@ from typing import Any, Literal
 from hamgr.config.problems import show
 from hamgr.dcs.jsonfields import ModelError
 from hamgr.dcs.model import ClusterView
-from hamgr.dcs.restartrequest import RestartRequest, parse_version
+from hamgr.dcs.restartrequest import RestartRequest, iso_time, parse_version
 
 FIELDS = ("schedule", "restart_pending", "role", "postgres_version", "timeout")
 STALE_FLOOR = 60.0
@@ -108,18 +108,18 @@ def parse_request(body: Mapping[str, Any], wall_now: float, paused: bool) -> Res
     if role is not None and role not in ("primary", "replica"):
         raise RestartInputError(400, f"role: should be either primary or replica, got {show(role)}")
     version = body.get("postgres_version")
-    number = None
     if version is not None:
         if not isinstance(version, str):
             raise RestartInputError(
                 400, f'postgres_version: expected a version like "15.4", got {show(version)}'
             )
         try:
-            number = parse_version(version)
+            parse_version(version)
         except ModelError as e:
             raise RestartInputError(400, str(e)) from None
     timeout = parse_timeout(body["timeout"]) if body.get("timeout") is not None else None
-    return RestartRequest(at, pending, role, number, version, timeout)
+    schedule = iso_time(at) if at is not None else None
+    return RestartRequest(schedule, pending, role, version, timeout)
 
 
 @dataclass(frozen=True)
@@ -145,13 +145,14 @@ def refusal(req: RestartRequest, facts: RestartFacts) -> str | None:
     why = []
     if req.role is not None and req.role != facts.role:
         why.append(f"host role mismatch (PostgreSQL runs as {facts.role}, asked {req.role})")
-    if req.postgres_version is not None:
+    wanted = req.version_num
+    if wanted is not None:
         have = facts.server_version
         if have is None:
             why.append("postgres version unknown (PostgreSQL did not answer)")
-        elif req.postgres_version <= have:
+        elif wanted <= have:
             why.append(
-                f"postgres version mismatch (running {have}, not older than {req.version_text})"
+                f"postgres version mismatch (running {have}, not older than {req.postgres_version})"
             )
     if req.restart_pending and not facts.pending_restart:
         why.append("pending restart flag is not set")
