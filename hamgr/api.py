@@ -43,7 +43,6 @@ import asyncio
 import datetime as dt
 import json
 import logging
-import math
 import re
 import ssl
 import time
@@ -55,6 +54,7 @@ from aiohttp import web
 
 from hamgr import __version__, clock
 from hamgr.apiaccess import Access
+from hamgr.apibodies import FailoverBody, NoBody, StoreMemberBody, SwitchoverBody, read_body
 from hamgr.apirestart import delete_restart, delete_switchover, post_restart
 from hamgr.apiview import (
     AgentView,
@@ -66,7 +66,7 @@ from hamgr.apiview import (
 from hamgr.config.problems import show
 from hamgr.config.values import split_address
 from hamgr.dcs.base import DcsError
-from hamgr.dcs.jsonfields import JsonObject, ModelError, check_name
+from hamgr.dcs.jsonfields import ModelError, check_name
 from hamgr.dcs.model import ClusterView, SwitchoverRequest
 from hamgr.events import EventLog
 from hamgr.ha.race import describe_request
@@ -293,13 +293,11 @@ def cluster_json(scope: str, cluster: ClusterView) -> dict[str, Any]:
     }
 
 
-def parse_scheduled(value: object, wall_now: float) -> float | None:
+def parse_scheduled(value: str | float | None, wall_now: float) -> float | None:
     """``scheduled_at`` as wall-clock seconds: ISO 8601 with a timezone, or epoch seconds."""
     if value is None:
         return None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        at = float(value)
-    elif isinstance(value, str):
+    if isinstance(value, str):
         try:
             when = dt.datetime.fromisoformat(value)
         except ValueError:
@@ -310,38 +308,27 @@ def parse_scheduled(value: object, wall_now: float) -> float | None:
             raise ModelError(
                 "scheduled_at", f"needs a timezone (like {value}+00:00), got {show(value)}"
             )
-        at = when.timestamp()
-    else:
-        raise ModelError("scheduled_at", f"expected an ISO 8601 time, got {show(value)}")
-    if not math.isfinite(at):
-        raise ModelError("scheduled_at", f"expected a finite time, got {show(value)}")
-    if at < wall_now:
+        value = when.timestamp()
+    if value < wall_now:
         raise ModelError("scheduled_at", f"lies in the past ({show(value)})")
-    return at
+    return float(value)
 
 
 def check_request(
-    body: Mapping[str, Any], kind: str, cluster: ClusterView, wall_now: float
+    body: SwitchoverBody | FailoverBody, cluster: ClusterView, wall_now: float
 ) -> SwitchoverRequest:
     """The switchover or failover that ``body`` asks for, checked against ``cluster``.
 
     Raises ModelError (malformed field) or HttpError (400: does not fit the cluster; 409: a
     request is already under way) naming what is wrong.
     """
-    known = (
-        ("leader", "candidate", "scheduled_at") if kind == "switchover" else ("candidate", "force")
-    )
-    o = JsonObject(body, "", known=known)
-    force = o.flag("force", False) if kind == "failover" else False
-    if kind == "switchover" and body.get("leader") is None:
-        raise ModelError("leader", "required: the current leader's name (use failover without one)")
-    req: SwitchoverRequest = o.build(
-        SwitchoverRequest,
-        kind=kind,
-        leader=o.text("leader", None),
-        candidate=o.text("candidate", None) if kind == "switchover" else o.text("candidate"),
-        scheduled_at=parse_scheduled(body.get("scheduled_at"), wall_now),
-    )
+    if isinstance(body, SwitchoverBody):
+        at = parse_scheduled(body.scheduled_at, wall_now)
+        req = SwitchoverRequest("switchover", body.leader, body.candidate, at)
+        force, kind = False, "switchover"
+    else:
+        req = SwitchoverRequest("failover", None, body.candidate)
+        force, kind = body.force, "failover"
     if cluster.settings.standby_cluster is not None and cluster.settings.pause:
         # Moving the standby leader's role means re-pointing PostgreSQL: hands off while paused.
         raise HttpError(400, f"the standby cluster is paused: no {kind} while paused; resume first")
@@ -435,7 +422,9 @@ def _error(status: int, message: str, headers: Mapping[str, str] | None = None) 
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
-async def _body(request: web.Request, optional: bool = False) -> dict[str, Any]:
+async def _json_object(request: web.Request, optional: bool = False) -> dict[str, Any]:
+    """The body of PATCH /config (a merge patch) and POST /restart (hamgr/ha/restartplan.py),
+    which check their own fields; every other body is a Struct (hamgr/apibodies.py)."""
     raw = await request.read()
     if not raw.strip():
         if optional:
@@ -534,7 +523,7 @@ class _Api:
         return web.json_response((await self.view.cluster()).settings.to_dict())
 
     async def patch_config(self, request: web.Request) -> web.Response:
-        patch = await _body(request)
+        patch = await _json_object(request)
         apply_settings_patch((await self.view.cluster()).settings, patch)
         settings = await self.view.patch_settings(patch)
         return web.json_response(settings.to_dict())
@@ -569,15 +558,15 @@ class _Api:
         return web.json_response(description())
 
     async def switchover(self, request: web.Request) -> web.Response:
-        return await self._request(request, "switchover")
+        return await self._request(await read_body(request, SwitchoverBody))
 
     async def failover(self, request: web.Request) -> web.Response:
-        return await self._request(request, "failover")
+        return await self._request(await read_body(request, FailoverBody))
 
-    async def _request(self, request: web.Request, kind: str) -> web.Response:
-        body = await _body(request)
+    async def _request(self, body: SwitchoverBody | FailoverBody) -> web.Response:
         cluster = await self.view.cluster()
-        req = check_request(body, kind, cluster, time.time())
+        req = check_request(body, cluster, time.time())
+        kind = req.kind
         old_leader = cluster.leader.name if cluster.leader else None
         if req.kind == "switchover":
             assert req.leader is not None  # checked by SwitchoverRequest
@@ -613,7 +602,7 @@ class _Api:
             await asyncio.sleep(self.poll_interval)
 
     async def restart(self, request: web.Request) -> web.Response:
-        return await post_restart(self.view, await _body(request, optional=True))
+        return await post_restart(self.view, await _json_object(request, optional=True))
 
     async def cancel_restart(self, request: web.Request) -> web.Response:
         return await delete_restart(self.view)
@@ -622,7 +611,7 @@ class _Api:
         return await delete_switchover(self.view)
 
     async def reinitialize(self, request: web.Request) -> web.Response:
-        JsonObject(await _body(request, optional=True), "", known=())
+        await read_body(request, NoBody, optional=True)
         if self.view.local().holds_leader_key:
             return _error(503, "I am the leader, can not reinitialize")
         view = await self.view.cluster()
@@ -634,7 +623,7 @@ class _Api:
         return web.json_response({"message": "reinitialize started"})
 
     async def reload(self, request: web.Request) -> web.Response:
-        JsonObject(await _body(request, optional=True), "", known=())
+        await read_body(request, NoBody, optional=True)
         await self.view.reload_config()
         return web.json_response({"message": "reload scheduled"}, status=202)
 
@@ -652,16 +641,10 @@ class _Api:
 
     async def store_add(self, request: web.Request) -> web.Response:
         store = self._store()
-        o = JsonObject(
-            await _body(request), "", known=("name", "address", "node_id", "client_address")
-        )
-        name = o.text("name")
-        check_name("name", name)
-        node_id = o.integer("node_id", None)
-        if node_id is not None and node_id <= 0:
-            raise HttpError(400, f"node_id: must be a positive integer, got {node_id}")
+        body = await read_body(request, StoreMemberBody)
+        check_name("name", body.name)
         try:
-            done = await store.add(name, o.text("address"), node_id, o.text("client_address", ""))
+            done = await store.add(body.name, body.address, body.node_id, body.client_address)
         except ValueError as e:
             raise HttpError(400, str(e)) from None
         return web.json_response(done)
