@@ -70,6 +70,7 @@ from hamgr.dcs.jsonfields import ModelError, check_name
 from hamgr.dcs.model import ClusterView, SwitchoverRequest
 from hamgr.events import EventLog
 from hamgr.ha.race import describe_request
+from hamgr.ha.restartplan import RestartBody
 from hamgr.ha.syncrep import outside_sync_set, sync_role
 from hamgr.openapi import description
 from hamgr.patroniview import history_lines, member_fields, scheduled_switchover
@@ -422,13 +423,11 @@ def _error(status: int, message: str, headers: Mapping[str, str] | None = None) 
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
-async def _json_object(request: web.Request, optional: bool = False) -> dict[str, Any]:
-    """The body of PATCH /config (a merge patch) and POST /restart (hamgr/ha/restartplan.py),
-    which check their own fields; every other body is a Struct (hamgr/apibodies.py)."""
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    """The body of PATCH /config, a merge patch of the dynamic settings that
+    ``apply_settings_patch`` checks; every other body is a Struct (hamgr/apibodies.py)."""
     raw = await request.read()
     if not raw.strip():
-        if optional:
-            return {}
         raise HttpError(400, "body: expected a JSON object, got nothing")
     try:
         data = json.loads(raw)
@@ -602,7 +601,7 @@ class _Api:
             await asyncio.sleep(self.poll_interval)
 
     async def restart(self, request: web.Request) -> web.Response:
-        return await post_restart(self.view, await _json_object(request, optional=True))
+        return await post_restart(self.view, await read_body(request, RestartBody, optional=True))
 
     async def cancel_restart(self, request: web.Request) -> web.Response:
         return await delete_restart(self.view)

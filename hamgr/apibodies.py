@@ -5,8 +5,8 @@ by msgspec while decoding, unknown fields are refused (a typo is an error, not a
 no-op), and a bad body becomes a ModelError naming the field, which the API answers with 400
 (``leader: expected `str`, got `int```). What depends on the cluster (is the leader current,
 is the candidate a member) is checked by the handler afterwards. hamgr/openapi.yaml describes
-the same shapes. ``PATCH /config`` (the dynamic settings) and ``POST /restart`` (Patroni's
-filters and status codes, hamgr/ha/restartplan.py) read their own bodies.
+the same shapes. ``POST /restart``'s body, ``RestartBody``, lives with the restart's rules
+(hamgr/ha/restartplan.py); ``PATCH /config`` is a merge patch of the dynamic settings.
 """
 
 from __future__ import annotations

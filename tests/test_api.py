@@ -295,9 +295,9 @@ BAD_BODIES = [
     ("/failover", {"candidate": "b", "force": "yes"}, "force: expected `bool`, got `str`"),
     ("/failover", {"candidate": "a"}, "candidate: a is already the leader"),
     ("/failover", {"candidate": "b", "scheduled_at": 2e9}, "scheduled_at: unknown field"),
-    ("/restart", {"now": True}, "now: unknown filter for the restart"),
+    ("/restart", {"now": True}, "now: unknown field"),
     ("/reload", {"now": True}, "now: unknown field"),
-    ("/restart", {"restart_pending": "yes"}, 'restart_pending: expected true or false, got "yes"'),
+    ("/restart", {"restart_pending": "yes"}, "restart_pending: expected `bool`, got `str`"),
 ]
 
 

@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from hamgr.api import build_app
 from hamgr.apibodies import FailoverBody, NoBody, StoreMemberBody, SwitchoverBody
+from hamgr.ha.restartplan import RestartBody
 from hamgr.openapi import description
 
 _METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -64,6 +65,7 @@ async def test_the_description_is_served(path: str) -> None:
         ("/reinitialize", NoBody),
         ("/reload", NoBody),
         ("/store/members", StoreMemberBody),
+        ("/restart", RestartBody),
     ],
 )
 def test_request_bodies_are_described_as_declared(path: str, body: type[msgspec.Struct]) -> None:

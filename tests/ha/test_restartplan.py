@@ -14,6 +14,7 @@ from hamgr.dcs.restartrequest import RestartRequest, parse_version
 from hamgr.dcs.strict import decode
 from hamgr.ha.restartplan import (
     STALE_FLOOR,
+    RestartBody,
     RestartFacts,
     RestartInputError,
     after_slow_start,
@@ -58,13 +59,13 @@ def test_a_request_with_every_field() -> None:
         "postgres_version": "15.5",
         "timeout": 20,
     }
-    req = parse_request(body, NOW, paused=False)
+    req = parse_request(msgspec.convert(body, RestartBody), NOW, paused=False)
     assert req == RestartRequest("2033-05-18T03:33:21+00:00", True, "replica", "15.5", 20.0)
     assert req.at == NOW + 1 and req.version_num == 150005
     assert decode(msgspec.json.encode(req), RestartRequest) == req
-    assert parse_request({}, NOW, paused=True) == RestartRequest()
+    assert parse_request(RestartBody(), NOW, paused=True) == RestartRequest()
     with pytest.raises(RestartInputError, match="paused") as e:
-        parse_request({"schedule": body["schedule"]}, NOW, paused=True)
+        parse_request(RestartBody(schedule="2033-05-18T03:33:21+00:00"), NOW, paused=True)
     assert e.value.status == 409
 
 
