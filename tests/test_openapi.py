@@ -1,4 +1,4 @@
-"""The shipped OpenAPI description (hamgr/openapi.yaml) describes every route of the REST API,
+"""The shipped OpenAPI description (hamgr/agent/openapi.yaml) describes every route of the REST API,
 and only those, and is served at GET /openapi.json."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import msgspec
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from hamgr.api import build_app
-from hamgr.apibodies import FailoverBody, NoBody, StoreMemberBody, SwitchoverBody
+from hamgr.agent.api import build_app
+from hamgr.agent.apibodies import FailoverBody, NoBody, StoreMemberBody, SwitchoverBody
+from hamgr.agent.openapi import description
 from hamgr.ha.restartplan import RestartBody
-from hamgr.openapi import description
 
 _METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
@@ -33,8 +33,8 @@ def _described() -> set[tuple[str, str]]:
 
 def test_every_route_is_described_and_nothing_else() -> None:
     routes, described = _app_routes(), _described()
-    assert routes - described == set(), "routes missing from hamgr/openapi.yaml"
-    assert described - routes == set(), "hamgr/openapi.yaml describes routes the app lacks"
+    assert routes - described == set(), "routes missing from hamgr/agent/openapi.yaml"
+    assert described - routes == set(), "hamgr/agent/openapi.yaml describes routes the app lacks"
 
 
 def test_every_operation_documents_its_answers() -> None:
@@ -70,7 +70,7 @@ async def test_the_description_is_served(path: str) -> None:
 )
 def test_request_bodies_are_described_as_declared(path: str, body: type[msgspec.Struct]) -> None:
     """The description's body schema names the Struct's fields, marks the same ones required
-    and refuses others (hamgr/apibodies.py is the source, the YAML follows it)."""
+    and refuses others (hamgr/agent/apibodies.py is the source, the YAML follows it)."""
     op = description()["paths"][path]["post"]["requestBody"]
     schema = op["content"]["application/json"]["schema"]
     fields = msgspec.structs.fields(body)

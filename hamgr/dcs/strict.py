@@ -1,7 +1,7 @@
 """Decoding JSON into the model's msgspec Structs, with errors that name the field.
 
 The values the store holds (hamgr/dcs/model.py, hamgr/dcs/restartrequest.py) and the REST
-bodies (hamgr/apibodies.py) are frozen :class:`msgspec.Struct` classes: types, defaults and
+bodies (hamgr/agent/apibodies.py) are frozen :class:`msgspec.Struct` classes: types, defaults and
 bounds (``Meta(ge=1)``) stated once in the annotations; what one annotation cannot say (a
 member name, an address, one field against another) in ``__post_init__``, which msgspec runs
 both when it decodes and when code builds a value, raising :class:`ModelError`.

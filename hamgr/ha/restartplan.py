@@ -87,7 +87,7 @@ class RestartBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """POST /restart's JSON body, every field optional (an empty body restarts now).
 
     ``timeout`` is seconds or text such as ``"2min"`` (:func:`parse_timeout`). Decoding
-    (hamgr/apibodies.py ``read_body``) refuses other fields and wrong types with 400 naming
+    (hamgr/agent/apibodies.py ``read_body``) refuses other fields and wrong types with 400 naming
     the field; :func:`parse_request` applies the rules that carry Patroni's status codes."""
 
     schedule: str | None = None
