@@ -23,6 +23,7 @@ from hamgr.dcs.common import (
     build_view,
     encode_history,
     encode_json,
+    encode_value,
 )
 from hamgr.dcs.model import (
     MemberState,
@@ -63,13 +64,13 @@ def snapshot(members: int, history: int) -> RangeSnapshot:
             store_id=i,
             fencer="armed" if primary else "",
         )
-        put(keys.member(f"pg{i}"), encode_json(state.to_dict()), 7 + i)
+        put(keys.member(f"pg{i}"), encode_value(state), 7 + i)
     entries = tuple(
         TimelineEntry(t, 0x3000000 + t, "failover", 1.8e9 + t, "pg1") for t in range(1, history + 1)
     )
     put(keys.history, encode_history(entries))
-    put(keys.sync, encode_json(SyncState("pg1", ("pg2",), 1).to_dict()))
-    put(keys.position, encode_json(PrimaryPosition("pg1", history + 1, 0x3000060).to_dict()))
+    put(keys.sync, encode_value(SyncState("pg1", ("pg2",), 1)))
+    put(keys.position, encode_value(PrimaryPosition("pg1", history + 1, 0x3000060)))
     return RangeSnapshot(rev, tuple(sorted(kvs, key=lambda kv: kv.key)))
 
 

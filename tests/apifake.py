@@ -13,6 +13,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
+
 from hamgr import clock
 from hamgr.apiview import LocalStatus, apply_settings_patch, primary_serving
 from hamgr.dcs import (
@@ -121,7 +123,7 @@ class FakeStore:
         elif self.mode == "refuse" and old is not None:
             holder = view.member(old.name)
             assert holder is not None
-            said = dataclasses.replace(
+            said = msgspec.structs.replace(
                 holder, reason="switchover from a to b refused: b is not reachable"
             )
             rest = tuple(m for m in view.members if m.name != old.name)
@@ -204,7 +206,9 @@ class FakeAgent:
         """The scheduled restart into this member's record, as the HA loop publishes it."""
         view = self.store.view
         members = tuple(
-            dataclasses.replace(m, scheduled_restart=self.scheduled) if m.name == self.name else m
+            msgspec.structs.replace(m, scheduled_restart=self.scheduled)
+            if m.name == self.name
+            else m
             for m in view.members
         )
         self.store.view = dataclasses.replace(view, members=members)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import yaml
 
@@ -262,7 +263,7 @@ def test_every_key_reaches_the_part_that_uses_it() -> None:
         "http://db1.example:8008",
         "db1.example:6432",
     )
-    assert me.tags.to_dict() == tags
+    assert msgspec.to_builtins(me.tags) == tags
     assert (me.use_pg_rewind, me.reclone_on_rewind_failure, me.store_id) == (False, True, 4)
 
     s = setup.settings

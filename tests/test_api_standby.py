@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from hamgr.agent.api import HttpError, check_request, cluster_json, health_ok, member_status
+from hamgr.agent.apibodies import FailoverBody, SwitchoverBody
 from hamgr.apiview import LocalStatus
 from hamgr.cli.hactl import list_rows
 from hamgr.config.standby import StandbyCluster
@@ -72,8 +73,9 @@ def test_switchover_and_failover_are_accepted_in_a_standby_cluster_unless_paused
         leader=LeaderKey("a", 3),
         members=(ME, b),
     )
-    for kind, body in (("switchover", {"leader": "a"}), ("failover", {"candidate": "b"})):
-        req = check_request(body, kind, view, 0.0)
-        assert (req.kind, req.candidate) == (kind, body.get("candidate"))
+    bodies = (("switchover", SwitchoverBody("a"), None), ("failover", FailoverBody("b"), "b"))
+    for kind, body, candidate in bodies:
+        req = check_request(body, view, 0.0)
+        assert (req.kind, req.candidate) == (kind, candidate)
         with pytest.raises(HttpError, match=f"the standby cluster is paused: no {kind}"):
-            check_request(body, kind, paused, 0.0)
+            check_request(body, paused, 0.0)

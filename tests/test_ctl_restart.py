@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import msgspec
 import pytest
 
 from hamgr.dcs.restartrequest import RestartRequest
@@ -20,7 +21,7 @@ def _pending(c: Cluster, name: str) -> None:
     """Member ``name`` waits for a restart (its agent and its published record say so)."""
     view = c.store.view
     members = tuple(
-        dataclasses.replace(m, pending_restart=("shared_buffers",)) if m.name == name else m
+        msgspec.structs.replace(m, pending_restart=("shared_buffers",)) if m.name == name else m
         for m in view.members
     )
     c.store.view = dataclasses.replace(view, members=members)
@@ -38,7 +39,7 @@ async def test_restart_only_pending_replicas_with_the_filters_sent(cluster: Clus
     assert (code, out, err) == (0, "Success: restarted PostgreSQL on b\n", ""), err
     assert cluster.agents["a"].calls == []  # the primary is not a replica
     sent = cluster.agents["b"].restarts
-    assert sent == [RestartRequest(None, True, "replica", 150009, "15.9", None)]
+    assert sent == [RestartRequest(None, True, "replica", "15.9", None)]
 
 
 async def test_a_failed_restart_is_reported_and_the_others_go_on(cluster: Cluster) -> None:

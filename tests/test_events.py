@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 
+import msgspec
 import pytest
 
 from hamgr.agent.events import KINDS, EventLog, decision_change, view_changes
@@ -27,7 +28,7 @@ BASE = cluster3(URLS)
 
 def with_member(view: ClusterView, name: str, **kw: object) -> ClusterView:
     members = tuple(
-        dataclasses.replace(m, **kw) if m.name == name else m  # type: ignore[arg-type]
+        msgspec.structs.replace(m, **kw) if m.name == name else m
         for m in view.members
     )
     return dataclasses.replace(view, members=members)

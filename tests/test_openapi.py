@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from hamgr.agent.api import build_app
+from hamgr.agent.apibodies import FailoverBody, NoBody, StoreMemberBody, SwitchoverBody
 from hamgr.agent.openapi import description
+from hamgr.ha.restartplan import RestartBody
 
 _METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
@@ -52,3 +55,26 @@ async def test_the_description_is_served(path: str) -> None:
         resp = await client.get(path)
         assert resp.status == 200
         assert await resp.json() == description()
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/switchover", SwitchoverBody),
+        ("/failover", FailoverBody),
+        ("/reinitialize", NoBody),
+        ("/reload", NoBody),
+        ("/store/members", StoreMemberBody),
+        ("/restart", RestartBody),
+    ],
+)
+def test_request_bodies_are_described_as_declared(path: str, body: type[msgspec.Struct]) -> None:
+    """The description's body schema names the Struct's fields, marks the same ones required
+    and refuses others (hamgr/agent/apibodies.py is the source, the YAML follows it)."""
+    op = description()["paths"][path]["post"]["requestBody"]
+    schema = op["content"]["application/json"]["schema"]
+    fields = msgspec.structs.fields(body)
+    assert schema["additionalProperties"] is False
+    assert sorted(schema.get("properties", {})) == sorted(f.encode_name for f in fields)
+    assert sorted(schema.get("required", [])) == sorted(f.name for f in fields if f.required)
+    assert op["required"] == any(f.required for f in fields)

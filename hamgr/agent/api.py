@@ -43,17 +43,18 @@ import asyncio
 import datetime as dt
 import json
 import logging
-import math
 import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from aiohttp import web
 
 from hamgr import __version__, clock
 from hamgr.agent.apiaccess import Access
+from hamgr.agent.apibodies import FailoverBody, NoBody, StoreMemberBody, SwitchoverBody, read_body
 from hamgr.agent.apirestart import delete_restart, delete_switchover, post_restart
 from hamgr.agent.events import EventLog
 from hamgr.agent.openapi import description
@@ -70,9 +71,10 @@ from hamgr.apiview import (
 from hamgr.config.problems import show
 from hamgr.config.values import split_address
 from hamgr.dcs.base import DcsError
-from hamgr.dcs.jsonfields import JsonObject, ModelError, check_name
+from hamgr.dcs.jsonfields import ModelError, check_name
 from hamgr.dcs.model import ClusterView, SwitchoverRequest
 from hamgr.ha.race import describe_request
+from hamgr.ha.restartplan import RestartBody
 from hamgr.ha.syncrep import outside_sync_set, sync_role
 
 if TYPE_CHECKING:
@@ -132,7 +134,7 @@ def parse_size(text: str) -> int:
 
 def _tags_match(local: LocalStatus, query: Mapping[str, str]) -> bool:
     """Patroni's ``?tag_<name>=<value>``: every named tag is set, to that value."""
-    tags = local.member.tags.to_dict()
+    tags = msgspec.to_builtins(local.member.tags)
     for key, wanted in query.items():
         if not key.startswith("tag_"):
             continue
@@ -221,10 +223,10 @@ def member_status(view: AgentView, local: LocalStatus, now: float) -> dict[str, 
         "replication_slots": list(local.replication_slots),
         "pending_restart": local.pending_restart,
         "pending_restart_reason": list(pg.pending_restart),
-        "scheduled_restart": m.scheduled_restart.to_dict() if m.scheduled_restart else None,
+        "scheduled_restart": msgspec.to_builtins(m.scheduled_restart),
         "pause": m.paused,
         "fencer": m.fencer or None,
-        "tags": m.tags.to_dict(),
+        "tags": msgspec.to_builtins(m.tags),
         "reason": m.reason,
         "loop_age": round(now - local.loop_at, 3) if local.loop_at is not None else None,
         "timing": dict(local.timing),
@@ -268,7 +270,7 @@ def cluster_json(scope: str, cluster: ClusterView) -> dict[str, Any]:
                 "received_lsn": m.received_lsn,
                 "replayed_lsn": m.replayed_lsn,
                 "lag": lag,
-                "tags": m.tags.to_dict(),
+                "tags": msgspec.to_builtins(m.tags),
                 "reason": m.reason,
                 "fencer": m.fencer or None,
                 "pending_restart": bool(m.pending_restart),
@@ -282,23 +284,21 @@ def cluster_json(scope: str, cluster: ClusterView) -> dict[str, Any]:
         "leader": leader,
         "fence_token": cluster.leader.revision if cluster.leader else None,
         "pause": cluster.settings.pause,
-        "switchover": cluster.switchover.to_dict() if cluster.switchover else None,
+        "switchover": msgspec.to_builtins(cluster.switchover),
         "scheduled_switchover": scheduled_switchover(cluster.switchover),
         "timeline": cluster.timeline,
         "synchronous_mode": cluster.settings.synchronous_mode,
-        "sync": cluster.sync.to_dict() if cluster.sync else None,
-        "position": cluster.position.to_dict() if cluster.position else None,
+        "sync": msgspec.to_builtins(cluster.sync),
+        "position": msgspec.to_builtins(cluster.position),
         "members": members,
     }
 
 
-def parse_scheduled(value: object, wall_now: float) -> float | None:
+def parse_scheduled(value: str | float | None, wall_now: float) -> float | None:
     """``scheduled_at`` as wall-clock seconds: ISO 8601 with a timezone, or epoch seconds."""
     if value is None:
         return None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        at = float(value)
-    elif isinstance(value, str):
+    if isinstance(value, str):
         try:
             when = dt.datetime.fromisoformat(value)
         except ValueError:
@@ -309,38 +309,27 @@ def parse_scheduled(value: object, wall_now: float) -> float | None:
             raise ModelError(
                 "scheduled_at", f"needs a timezone (like {value}+00:00), got {show(value)}"
             )
-        at = when.timestamp()
-    else:
-        raise ModelError("scheduled_at", f"expected an ISO 8601 time, got {show(value)}")
-    if not math.isfinite(at):
-        raise ModelError("scheduled_at", f"expected a finite time, got {show(value)}")
-    if at < wall_now:
+        value = when.timestamp()
+    if value < wall_now:
         raise ModelError("scheduled_at", f"lies in the past ({show(value)})")
-    return at
+    return float(value)
 
 
 def check_request(
-    body: Mapping[str, Any], kind: str, cluster: ClusterView, wall_now: float
+    body: SwitchoverBody | FailoverBody, cluster: ClusterView, wall_now: float
 ) -> SwitchoverRequest:
     """The switchover or failover that ``body`` asks for, checked against ``cluster``.
 
     Raises ModelError (malformed field) or HttpError (400: does not fit the cluster; 409: a
     request is already under way) naming what is wrong.
     """
-    known = (
-        ("leader", "candidate", "scheduled_at") if kind == "switchover" else ("candidate", "force")
-    )
-    o = JsonObject(body, "", known=known)
-    force = o.flag("force", False) if kind == "failover" else False
-    if kind == "switchover" and body.get("leader") is None:
-        raise ModelError("leader", "required: the current leader's name (use failover without one)")
-    req: SwitchoverRequest = o.build(
-        SwitchoverRequest,
-        kind=kind,
-        leader=o.text("leader", None),
-        candidate=o.text("candidate", None) if kind == "switchover" else o.text("candidate"),
-        scheduled_at=parse_scheduled(body.get("scheduled_at"), wall_now),
-    )
+    if isinstance(body, SwitchoverBody):
+        at = parse_scheduled(body.scheduled_at, wall_now)
+        req = SwitchoverRequest("switchover", body.leader, body.candidate, at)
+        force, kind = False, "switchover"
+    else:
+        req = SwitchoverRequest("failover", None, body.candidate)
+        force, kind = body.force, "failover"
     if cluster.settings.standby_cluster is not None and cluster.settings.pause:
         # Moving the standby leader's role means re-pointing PostgreSQL: hands off while paused.
         raise HttpError(400, f"the standby cluster is paused: no {kind} while paused; resume first")
@@ -434,11 +423,11 @@ def _error(status: int, message: str, headers: Mapping[str, str] | None = None) 
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
-async def _body(request: web.Request, optional: bool = False) -> dict[str, Any]:
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    """The body of PATCH /config, a merge patch of the dynamic settings that
+    ``apply_settings_patch`` checks; every other body is a Struct (hamgr/agent/apibodies.py)."""
     raw = await request.read()
     if not raw.strip():
-        if optional:
-            return {}
         raise HttpError(400, "body: expected a JSON object, got nothing")
     try:
         data = json.loads(raw)
@@ -533,7 +522,7 @@ class _Api:
         return web.json_response((await self.view.cluster()).settings.to_dict())
 
     async def patch_config(self, request: web.Request) -> web.Response:
-        patch = await _body(request)
+        patch = await _json_object(request)
         apply_settings_patch((await self.view.cluster()).settings, patch)
         settings = await self.view.patch_settings(patch)
         return web.json_response(settings.to_dict())
@@ -568,15 +557,15 @@ class _Api:
         return web.json_response(description())
 
     async def switchover(self, request: web.Request) -> web.Response:
-        return await self._request(request, "switchover")
+        return await self._request(await read_body(request, SwitchoverBody))
 
     async def failover(self, request: web.Request) -> web.Response:
-        return await self._request(request, "failover")
+        return await self._request(await read_body(request, FailoverBody))
 
-    async def _request(self, request: web.Request, kind: str) -> web.Response:
-        body = await _body(request)
+    async def _request(self, body: SwitchoverBody | FailoverBody) -> web.Response:
         cluster = await self.view.cluster()
-        req = check_request(body, kind, cluster, time.time())
+        req = check_request(body, cluster, time.time())
+        kind = req.kind
         old_leader = cluster.leader.name if cluster.leader else None
         if req.kind == "switchover":
             assert req.leader is not None  # checked by SwitchoverRequest
@@ -612,7 +601,7 @@ class _Api:
             await asyncio.sleep(self.poll_interval)
 
     async def restart(self, request: web.Request) -> web.Response:
-        return await post_restart(self.view, await _body(request, optional=True))
+        return await post_restart(self.view, await read_body(request, RestartBody, optional=True))
 
     async def cancel_restart(self, request: web.Request) -> web.Response:
         return await delete_restart(self.view)
@@ -621,7 +610,7 @@ class _Api:
         return await delete_switchover(self.view)
 
     async def reinitialize(self, request: web.Request) -> web.Response:
-        JsonObject(await _body(request, optional=True), "", known=())
+        await read_body(request, NoBody, optional=True)
         if self.view.local().holds_leader_key:
             return _error(503, "I am the leader, can not reinitialize")
         view = await self.view.cluster()
@@ -633,7 +622,7 @@ class _Api:
         return web.json_response({"message": "reinitialize started"})
 
     async def reload(self, request: web.Request) -> web.Response:
-        JsonObject(await _body(request, optional=True), "", known=())
+        await read_body(request, NoBody, optional=True)
         await self.view.reload_config()
         return web.json_response({"message": "reload scheduled"}, status=202)
 
@@ -651,16 +640,10 @@ class _Api:
 
     async def store_add(self, request: web.Request) -> web.Response:
         store = self._store()
-        o = JsonObject(
-            await _body(request), "", known=("name", "address", "node_id", "client_address")
-        )
-        name = o.text("name")
-        check_name("name", name)
-        node_id = o.integer("node_id", None)
-        if node_id is not None and node_id <= 0:
-            raise HttpError(400, f"node_id: must be a positive integer, got {node_id}")
+        body = await read_body(request, StoreMemberBody)
+        check_name("name", body.name)
         try:
-            done = await store.add(name, o.text("address"), node_id, o.text("client_address", ""))
+            done = await store.add(body.name, body.address, body.node_id, body.client_address)
         except ValueError as e:
             raise HttpError(400, str(e)) from None
         return web.json_response(done)

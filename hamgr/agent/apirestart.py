@@ -1,10 +1,11 @@
 """POST and DELETE ``/restart``, DELETE ``/switchover``: Patroni's status codes and messages.
 
-POST /restart (body optional; hamgr/ha/restartplan.py reads it): without ``schedule`` the HA
-loop restarts PostgreSQL in its next cycle and the answer waits for it: 200 ``restarted
-successfully``, 503 with the reason (conditions not satisfied, refused by fencing, failed,
-timed out). With ``schedule``: 202 ``Restart scheduled``, 409 when one is already scheduled.
-Bad input: 400 (422 for an unparsable or past schedule), 409 for a schedule while paused.
+POST /restart (body optional: a ``RestartBody``, hamgr/ha/restartplan.py): without
+``schedule`` the HA loop restarts PostgreSQL in its next cycle and the answer waits for it:
+200 ``restarted successfully``, 503 with the reason (conditions not satisfied, refused by
+fencing, failed, timed out). With ``schedule``: 202 ``Restart scheduled``, 409 when one is
+already scheduled. Bad input: 400 (422 for an unparsable or past schedule), 409 for a
+schedule while paused.
 
 DELETE /restart: 200 ``scheduled restart deleted``, 404 ``no restarts are scheduled``.
 DELETE /switchover: 200 ``scheduled switchover deleted``, 404 ``no switchover is scheduled``
@@ -15,13 +16,11 @@ meanwhile.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from typing import Any
 
 from aiohttp import web
 
 from hamgr.apiview import AgentView
-from hamgr.ha.restartplan import RestartInputError, parse_request
+from hamgr.ha.restartplan import RestartBody, RestartInputError, parse_request
 
 
 def _answer(status: int, message: str) -> web.Response:
@@ -29,9 +28,9 @@ def _answer(status: int, message: str) -> web.Response:
     return web.json_response({key: message}, status=status)
 
 
-async def post_restart(view: AgentView, body: Mapping[str, Any]) -> web.Response:
+async def post_restart(view: AgentView, body: RestartBody) -> web.Response:
     """POST /restart with the (optional) JSON body ``body``."""
-    paused = (await view.cluster()).settings.pause if "schedule" in body else False
+    paused = (await view.cluster()).settings.pause if body.schedule is not None else False
     try:
         req = parse_request(body, time.time(), paused)
     except RestartInputError as e:

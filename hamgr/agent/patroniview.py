@@ -16,6 +16,8 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
+import msgspec
+
 from hamgr.dcs.model import MemberState, SwitchoverRequest, TimelineEntry
 from hamgr.lsn import format_lsn
 
@@ -55,5 +57,5 @@ def member_fields(m: MemberState, leader: str | None, top: int | None) -> dict[s
             if prefix:
                 out[f"{prefix}lag"] = None if lsn is None or top is None else max(0, top - lsn)
     if m.scheduled_restart is not None:
-        out["scheduled_restart"] = m.scheduled_restart.to_dict()
+        out["scheduled_restart"] = msgspec.to_builtins(m.scheduled_restart)
     return out

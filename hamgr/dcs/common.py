@@ -7,9 +7,9 @@ compare-and-swap rules, what an unknown outcome means) are written once, in
 ``hamgr/dcs/session.py``, on top of that protocol. So the two backends differ only in transport.
 
 Stored form (see ``hamgr/dcs/base.py`` for the layout): ``initialize`` and ``leader`` hold plain
-UTF-8 text (a system identifier, a member name); every other key holds compact JSON made with the
-model's ``to_dict``. A value that does not parse raises :class:`DcsError` naming the key and the
-field; it is never dropped or overwritten.
+UTF-8 text (a system identifier, a member name); every other key holds compact, key-sorted JSON
+of the model's value (:func:`encode_value`). A value that does not parse raises
+:class:`DcsError` naming the key and the field; it is never dropped or overwritten.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+import msgspec
 
 from hamgr.dcs.base import DcsError, ScopeKeys
 from hamgr.dcs.jsonfields import ModelError
@@ -34,6 +36,7 @@ from hamgr.dcs.model import (
     TimelineEntry,
 )
 from hamgr.dcs.settings import DynamicSettings
+from hamgr.dcs.strict import convert, decode
 
 __all__ = [
     "MONOTONIC",
@@ -59,6 +62,7 @@ __all__ = [
     "decode_sync",
     "encode_history",
     "encode_json",
+    "encode_value",
     "poll_for_change",
     "prefix_end",
 ]
@@ -320,8 +324,22 @@ def encode_json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False).encode()
 
 
+def encode_value(value: MemberState | SwitchoverRequest | SyncState | PrimaryPosition) -> bytes:
+    """The stored form of one of the model's JSON keys: its Struct as compact, key-sorted JSON.
+
+    The value is checked first as its readers will check it (bounds included, which building a
+    value in code does not check), so that nothing is written that agents then refuse to read:
+    raises ModelError naming the field."""
+    data = msgspec.to_builtins(value)
+    convert(data, type(value))
+    return encode_json(data)
+
+
 def encode_history(entries: Sequence[TimelineEntry]) -> bytes:
-    return encode_json([e.to_dict() for e in entries])
+    """The stored form of the history, checked as :func:`decode_history` reads it."""
+    data = msgspec.to_builtins(list(entries))
+    _ordered(convert(data, tuple[TimelineEntry, ...]))
+    return encode_json(data)
 
 
 def _text(kv: StoredKey) -> str:
@@ -350,20 +368,25 @@ def decode_settings(kv: StoredKey) -> DynamicSettings:
     return settings
 
 
+T = TypeVar("T")
+
+
+def _struct(kv: StoredKey, into: type[T]) -> T:
+    try:
+        return decode(kv.value, into)
+    except ModelError as exc:
+        raise DcsError(f"{kv.key}: {exc}") from None
+
+
 def decode_switchover(kv: StoredKey) -> SwitchoverRequest:
-    request: SwitchoverRequest = _model(kv, SwitchoverRequest.from_dict)
-    return request
+    return _struct(kv, SwitchoverRequest)
 
 
 def decode_sync(kv: StoredKey) -> SyncState:
-    state: SyncState = _model(kv, SyncState.from_dict)
-    return state
+    return _struct(kv, SyncState)
 
 
-def _history(data: Any) -> tuple[TimelineEntry, ...]:
-    if not isinstance(data, list):
-        raise ModelError("history", f"expected a list, got {type(data).__name__}")
-    entries = tuple(TimelineEntry.from_dict(h, f"[{i}]") for i, h in enumerate(data))
+def _ordered(entries: tuple[TimelineEntry, ...]) -> tuple[TimelineEntry, ...]:
     timelines = [h.timeline for h in entries]
     if timelines != sorted(set(timelines)):
         raise ModelError("history", f"timelines must increase, got {timelines}")
@@ -371,12 +394,15 @@ def _history(data: Any) -> tuple[TimelineEntry, ...]:
 
 
 def decode_history(kv: StoredKey) -> tuple[TimelineEntry, ...]:
-    history: tuple[TimelineEntry, ...] = _model(kv, _history)
-    return history
+    history = _struct(kv, tuple[TimelineEntry, ...])
+    try:
+        return _ordered(history)
+    except ModelError as exc:
+        raise DcsError(f"{kv.key}: {exc}") from None
 
 
 def _member(kv: StoredKey, name: str) -> MemberState:
-    member: MemberState = _model(kv, MemberState.from_dict)
+    member = _struct(kv, MemberState)
     if member.name != name:
         raise DcsError(f"{kv.key}: holds the state of member {member.name!r}, not of {name!r}")
     return member
@@ -412,7 +438,7 @@ def build_view(keys: ScopeKeys, snap: RangeSnapshot) -> ClusterView:
             fields["sync"] = decode_sync(kv)
             fields["sync_revision"] = kv.mod_revision
         elif kv.key == keys.position:
-            fields["position"] = _model(kv, PrimaryPosition.from_dict)
+            fields["position"] = _struct(kv, PrimaryPosition)
     try:
         return ClusterView(members=tuple(members), **fields)
     except ModelError as exc:

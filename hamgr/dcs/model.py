@@ -1,12 +1,16 @@
 """What the coordination store holds about one cluster (scope), as frozen values.
 
-Every class converts to and from a JSON-friendly dict (``to_dict`` / ``from_dict``): that is how
-it is stored under ``/hamgr/<scope>/...`` and how the REST API shows it. ``from_dict`` raises
-:class:`ModelError` naming the field (``members[1].timeline: expected an integer >= 1, got
-"x"``); the value rules live in ``__post_init__``, so a value built in code is checked too.
+The values agents and operators write under ``/hamgr/<scope>/...`` (members, the switchover
+request, the history, the synchronous-standby record, the primary's position) are frozen
+msgspec Structs: types, defaults and bounds are stated once in the annotations, and the stored
+form is what ``msgspec.to_builtins`` makes of a value (hamgr/dcs/common.py writes it compact
+and key-sorted). :func:`hamgr.dcs.strict.decode` reads it back, raising :class:`ModelError`
+naming the field (``members[1].timeline: expected `int` >= 1``); rules that a bound cannot
+state (names, addresses, one field against another) live in ``__post_init__``, which runs on
+decoding and when code builds a value alike.
 
-Unknown keys: what agents write (members, leader, history, the whole view) tolerates them, so an
-older agent can read what a newer one wrote during a rolling upgrade; what operators submit
+Unknown keys: what agents write (members, history, sync, position) tolerates them, so an older
+agent can read what a newer one wrote during a rolling upgrade; what operators submit
 (settings, switchover requests) rejects them, so a typo is an error and not a silent no-op.
 
 LSNs are byte positions (ints); ``*_at`` fields are wall-clock seconds since the epoch.
@@ -14,17 +18,17 @@ LSNs are byte positions (ints); ``*_at`` fields are wall-clock seconds since the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any, Literal, get_args
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
 
 from hamgr.config.values import address_problem
 from hamgr.dcs.jsonfields import (
-    JsonObject,
     ModelError,
-    check_choice,
     check_int,
     check_name,
-    check_seconds,
     fail,
 )
 from hamgr.dcs.restartrequest import RestartRequest
@@ -34,13 +38,18 @@ Role = Literal["primary", "replica", "uninitialized", "stopped"]
 RequestKind = Literal["switchover", "failover"]
 Requester = Literal["operator", "shutdown"]
 ParameterValue = str | int | float | bool
+FencerState = Literal["", "armed", "disarmed"]
+"""MemberState.fencer: not a primary (or unknown), a deadline armed, none armed."""
+
+Lsn = Annotated[int, Meta(ge=0, description="a WAL position in bytes")]
+Timeline = Annotated[int, Meta(ge=1)]
+Count = Annotated[int, Meta(ge=0)]
 
 #: Common values of MemberState.state (the field accepts any non-empty word, for newer agents).
 STATES = ("running", "starting", "stopping", "stopped", "crashed", "bootstrapping", "cloning")
 
 
-@dataclass(frozen=True)
-class MemberTags:
+class MemberTags(msgspec.Struct, frozen=True):
     """A member's role in failover and load balancing (the ``tags`` config section).
 
     ``nosync``: never made a synchronous standby. ``failover_priority`` (Patroni's tag): 0 never
@@ -51,28 +60,15 @@ class MemberTags:
     noloadbalance: bool = False
     nosync: bool = False
     clonefrom: bool = False
-    failover_priority: int = 1
-
-    def __post_init__(self) -> None:
-        check_int("failover_priority", self.failover_priority, 0)
+    failover_priority: Count = 1
 
     @property
     def priority(self) -> int:
         """The failover priority in force: 0 when tagged nofailover."""
         return 0 if self.nofailover else self.failover_priority
 
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
-    @classmethod
-    def from_dict(cls, data: object, path: str = "") -> MemberTags:
-        o = JsonObject(data, path)
-        flags = {f.name: o.flag(f.name, False) for f in fields(cls) if f.type == "bool"}
-        return o.build(cls, **flags, failover_priority=o.integer("failover_priority", 1))
-
-
-@dataclass(frozen=True)
-class MemberState:
+class MemberState(msgspec.Struct, frozen=True):
     """One agent's published status, at ``members/<name>``, attached to the agent's lease.
 
     ``conn_url`` is PostgreSQL's ``host:port``. For a primary, ``received_lsn`` and
@@ -92,37 +88,27 @@ class MemberState:
     conn_url: str
     role: Role = "uninitialized"
     state: str = "stopped"
-    timeline: int | None = None
-    received_lsn: int | None = None
-    replayed_lsn: int | None = None
-    tags: MemberTags = field(default_factory=MemberTags)
-    fence_token: int = 0
+    timeline: Timeline | None = None
+    received_lsn: Lsn | None = None
+    replayed_lsn: Lsn | None = None
+    tags: MemberTags = msgspec.field(default_factory=MemberTags)
+    fence_token: Count = 0
     reason: str = ""
     paused: bool = False
-    store_id: int = 0
-    fencer: str = ""
-    pending_restart: tuple[str, ...] = ()
+    store_id: Count = 0
+    fencer: FencerState = ""
+    pending_restart: tuple[Annotated[str, Meta(min_length=1)], ...] = ()
     scheduled_restart: RestartRequest | None = None
 
     def __post_init__(self) -> None:
         check_name("name", self.name)
-        check_choice("fencer", self.fencer, FENCER_STATES)
-        for i, name in enumerate(self.pending_restart):
-            if not isinstance(name, str) or not name:
-                fail(f"pending_restart[{i}]", "a parameter name", name)
         if not self.api_url.startswith(("http://", "https://")):
             fail("api_url", 'an "http://" or "https://" URL', self.api_url)
         problem = address_problem(self.conn_url)
         if problem:
             raise ModelError("conn_url", problem)
-        check_choice("role", self.role, get_args(Role))
-        if not self.state or not self.state.isidentifier():
+        if not self.state.isidentifier():
             fail("state", f"a word such as {', '.join(STATES)}", self.state)
-        check_int("timeline", self.timeline, 1)
-        check_int("received_lsn", self.received_lsn, 0)
-        check_int("replayed_lsn", self.replayed_lsn, 0)
-        check_int("fence_token", self.fence_token, 0)
-        check_int("store_id", self.store_id, 0)
 
     @property
     def position(self) -> int | None:
@@ -130,68 +116,20 @@ class MemberState:
         known = [x for x in (self.received_lsn, self.replayed_lsn) if x is not None]
         return max(known) if known else None
 
-    def to_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        out["tags"] = self.tags.to_dict()
-        out["pending_restart"] = list(self.pending_restart)
-        sr = self.scheduled_restart
-        out["scheduled_restart"] = sr.to_dict() if sr is not None else None
-        return out
 
-    @classmethod
-    def from_dict(cls, data: object, path: str = "") -> MemberState:
-        o = JsonObject(data, path)
-        return o.build(
-            cls,
-            name=o.text("name"),
-            api_url=o.text("api_url"),
-            conn_url=o.text("conn_url"),
-            role=o.text("role", "uninitialized"),
-            state=o.text("state", "stopped"),
-            timeline=o.integer("timeline", None),
-            received_lsn=o.integer("received_lsn", None),
-            replayed_lsn=o.integer("replayed_lsn", None),
-            tags=MemberTags.from_dict(o.get("tags", {}), o.name("tags")),
-            fence_token=o.integer("fence_token", 0),
-            reason=o.text("reason", ""),
-            paused=o.flag("paused", False),
-            store_id=o.integer("store_id", 0),
-            fencer=o.text("fencer", ""),
-            pending_restart=tuple(o.items("pending_restart")),
-            scheduled_restart=(
-                RestartRequest.from_dict(sr, o.name("scheduled_restart"))
-                if (sr := o.get("scheduled_restart", None)) is not None
-                else None
-            ),
-        )
+class LeaderKey(msgspec.Struct, frozen=True):
+    """The leader key: who holds it, and its create revision, which is the fencing token.
 
-
-FENCER_STATES = ("", "armed", "disarmed")
-"""MemberState.fencer: not a primary (or unknown), a deadline armed, none armed."""
-
-
-@dataclass(frozen=True)
-class LeaderKey:
-    """The leader key: who holds it, and its create revision, which is the fencing token."""
+    Stored as the holder's name in plain text; the revision is the key's own."""
 
     name: str
-    revision: int
+    revision: Annotated[int, Meta(ge=1)]
 
     def __post_init__(self) -> None:
         check_name("name", self.name)
-        check_int("revision", self.revision, 1)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "revision": self.revision}
-
-    @classmethod
-    def from_dict(cls, data: object, path: str = "") -> LeaderKey:
-        o = JsonObject(data, path)
-        return o.build(cls, name=o.text("name"), revision=o.integer("revision"))
 
 
-@dataclass(frozen=True)
-class SwitchoverRequest:
+class SwitchoverRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """An operator's request to move the primary, at ``switchover``.
 
     ``switchover`` needs the expected current ``leader`` (the candidate is optional: the best
@@ -204,14 +142,10 @@ class SwitchoverRequest:
     kind: RequestKind
     leader: str | None = None
     candidate: str | None = None
-    scheduled_at: float | None = None
+    scheduled_at: Annotated[float, Meta(gt=0)] | None = None
     requested_by: Requester = "operator"
 
-    _FIELDS = ("kind", "leader", "candidate", "scheduled_at", "requested_by")
-
     def __post_init__(self) -> None:
-        check_choice("kind", self.kind, get_args(RequestKind))
-        check_choice("requested_by", self.requested_by, get_args(Requester))
         for key in ("leader", "candidate"):
             if getattr(self, key) is not None:
                 check_name(key, getattr(self, key))
@@ -221,63 +155,26 @@ class SwitchoverRequest:
             raise ModelError("candidate", "a failover needs a candidate")
         if self.leader is not None and self.leader == self.candidate:
             raise ModelError("candidate", f"is the leader itself ({self.leader})")
-        if self.scheduled_at is not None:
-            check_seconds("scheduled_at", self.scheduled_at)
 
     def due(self, wall_now: float) -> bool:
         """Whether the request applies now (unscheduled, or its time has come)."""
         return self.scheduled_at is None or self.scheduled_at <= wall_now
 
-    def to_dict(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in self._FIELDS}
 
-    @classmethod
-    def from_dict(cls, data: object, path: str = "") -> SwitchoverRequest:
-        o = JsonObject(data, path, known=cls._FIELDS)
-        return o.build(
-            cls,
-            kind=o.text("kind"),
-            leader=o.text("leader", None),
-            candidate=o.text("candidate", None),
-            scheduled_at=o.number("scheduled_at", None),
-            requested_by=o.text("requested_by", "operator"),
-        )
-
-
-@dataclass(frozen=True)
-class TimelineEntry:
+class TimelineEntry(msgspec.Struct, frozen=True):
     """One promotion: ``timeline`` ended at ``switch_lsn`` and ``new_leader`` began the next."""
 
-    timeline: int
-    switch_lsn: int
+    timeline: Timeline
+    switch_lsn: Lsn
     reason: str
-    at: float
+    at: Annotated[float, Meta(ge=0)]
     new_leader: str
 
     def __post_init__(self) -> None:
-        check_int("timeline", self.timeline, 1)
-        check_int("switch_lsn", self.switch_lsn, 0)
-        check_seconds("at", self.at, zero_ok=True)
         check_name("new_leader", self.new_leader)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
-    @classmethod
-    def from_dict(cls, data: object, path: str = "") -> TimelineEntry:
-        o = JsonObject(data, path)
-        return o.build(
-            cls,
-            timeline=o.integer("timeline"),
-            switch_lsn=o.integer("switch_lsn"),
-            reason=o.text("reason", ""),
-            at=o.number("at"),
-            new_leader=o.text("new_leader"),
-        )
-
-
-@dataclass(frozen=True)
-class SyncState:
+class SyncState(msgspec.Struct, frozen=True):
     """The primary's record of its synchronous standbys, at ``sync`` (Patroni's ``/sync``).
 
     Every commit that ``leader`` acknowledged is on at least ``acks`` of ``members`` (R).
@@ -295,7 +192,7 @@ class SyncState:
 
     leader: str
     members: tuple[str, ...] = ()
-    acks: int = 0
+    acks: Count = 0
 
     def __post_init__(self) -> None:
         check_name("leader", self.leader)
@@ -305,7 +202,6 @@ class SyncState:
             fail("members", "member names sorted and unique", list(self.members))
         if self.leader in self.members:
             raise ModelError("members", f"names the leader itself ({self.leader})")
-        check_int("acks", self.acks, 0)
         if self.acks > len(self.members):
             raise ModelError(
                 "acks", f"must be <= the number of members ({len(self.members)}), got {self.acks}"
@@ -316,22 +212,8 @@ class SyncState:
         """How many members of R a candidate must see (None: no promise, nobody may)."""
         return len(self.members) - self.acks + 1 if self.acks else None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"leader": self.leader, "members": list(self.members), "acks": self.acks}
 
-    @classmethod
-    def from_dict(cls, data: object, path: str = "") -> SyncState:
-        o = JsonObject(data, path)
-        return o.build(
-            cls,
-            leader=o.text("leader"),
-            members=tuple(o.items("members")),
-            acks=o.integer("acks", 0),
-        )
-
-
-@dataclass(frozen=True)
-class PrimaryPosition:
+class PrimaryPosition(msgspec.Struct, frozen=True):
     """How far the primary ``leader`` got, at ``position``: its WAL write position on
     ``timeline``, written every loop and, on a clean shutdown, its shutdown checkpoint.
 
@@ -340,28 +222,17 @@ class PrimaryPosition:
     """
 
     leader: str
-    timeline: int
-    lsn: int
+    timeline: Timeline
+    lsn: Lsn
 
     def __post_init__(self) -> None:
         check_name("leader", self.leader)
-        check_int("timeline", self.timeline, 1)
-        check_int("lsn", self.lsn, 0)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"leader": self.leader, "timeline": self.timeline, "lsn": self.lsn}
-
-    @classmethod
-    def from_dict(cls, data: object, path: str = "") -> PrimaryPosition:
-        o = JsonObject(data, path)
-        return o.build(
-            cls, leader=o.text("leader"), timeline=o.integer("timeline"), lsn=o.integer("lsn")
-        )
 
 
 @dataclass(frozen=True)
 class ClusterView:
-    """Everything under one scope, read at store revision ``revision``.
+    """Everything under one scope, read at store revision ``revision``: not stored as one
+    value, but assembled from the scope's keys (``build_view`` in hamgr/dcs/common.py).
 
     ``initialize`` is None before anyone claimed the cluster, ``""`` while the winner of the
     bootstrap race is creating it, then PostgreSQL's system identifier (decimal);
@@ -413,54 +284,3 @@ class ClusterView:
     def timeline(self) -> int:
         """The cluster's current timeline as the history knows it (1 before any promotion)."""
         return self.history[-1].timeline + 1 if self.history else 1
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "initialize": self.initialize,
-            "initialize_revision": self.initialize_revision,
-            "settings": self.settings.to_dict(),
-            "leader": self.leader.to_dict() if self.leader else None,
-            "members": [m.to_dict() for m in self.members],
-            "switchover": self.switchover.to_dict() if self.switchover else None,
-            "history": [h.to_dict() for h in self.history],
-            "revision": self.revision,
-            "sync": self.sync.to_dict() if self.sync else None,
-            "sync_revision": self.sync_revision,
-            "position": self.position.to_dict() if self.position else None,
-            "settings_revision": self.settings_revision,
-        }
-
-    @classmethod
-    def from_dict(cls, data: object, path: str = "") -> ClusterView:
-        o = JsonObject(data, path)
-        leader, request = o.get("leader", None), o.get("switchover", None)
-        sync, position = o.get("sync", None), o.get("position", None)
-        return o.build(
-            cls,
-            initialize=o.text("initialize", None),
-            initialize_revision=o.integer("initialize_revision", 0),
-            settings=DynamicSettings.from_dict(o.get("settings", {}), o.name("settings")),
-            leader=LeaderKey.from_dict(leader, o.name("leader")) if leader is not None else None,
-            members=tuple(
-                MemberState.from_dict(m, o.name(f"members[{i}]"))
-                for i, m in enumerate(o.items("members"))
-            ),
-            switchover=(
-                SwitchoverRequest.from_dict(request, o.name("switchover"))
-                if request is not None
-                else None
-            ),
-            history=tuple(
-                TimelineEntry.from_dict(h, o.name(f"history[{i}]"))
-                for i, h in enumerate(o.items("history"))
-            ),
-            revision=o.integer("revision", 0),
-            sync=SyncState.from_dict(sync, o.name("sync")) if sync is not None else None,
-            sync_revision=o.integer("sync_revision", 0),
-            position=(
-                PrimaryPosition.from_dict(position, o.name("position"))
-                if position is not None
-                else None
-            ),
-            settings_revision=o.integer("settings_revision", 0),
-        )

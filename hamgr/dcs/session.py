@@ -52,6 +52,7 @@ from hamgr.dcs.common import (
     decode_sync,
     encode_history,
     encode_json,
+    encode_value,
 )
 from hamgr.dcs.jsonfields import check_name
 from hamgr.dcs.model import (
@@ -424,7 +425,7 @@ class KvSession:
                 f"touch_member: this session belongs to {self.name!r}, got the state of "
                 f"{member.name!r}"
             )
-        key, value = self.keys.member(self.name), encode_json(member.to_dict())
+        key, value = self.keys.member(self.name), encode_value(member)
         if self._member_current(key, value):
             return
         d = self._deadline("touch_member")
@@ -529,9 +530,7 @@ class KvSession:
         """Store or delete the switchover request; with ``expected``, only if it is stored."""
         d = self._deadline("set_switchover")
         key = self.keys.switchover
-        write: Put | Delete = (
-            Delete(key) if request is None else Put(key, encode_json(request.to_dict()))
-        )
+        write: Put | Delete = Delete(key) if request is None else Put(key, encode_value(request))
         if expected is None:
             if isinstance(write, Put):
                 await self._write_idempotent(d, partial(self._transport.put, write))
@@ -578,9 +577,7 @@ class KvSession:
             raise ValueError(f"expected_revision must be an int >= 0, got {expected_revision!r}")
         d = self._deadline("set_sync")
         key = self.keys.sync
-        write: Put | Delete = (
-            Delete(key) if state is None else Put(key, encode_json(state.to_dict()))
-        )
+        write: Put | Delete = Delete(key) if state is None else Put(key, encode_value(state))
         compares = [Compare(key, Target.MOD, "=", expected_revision)]
         while True:
             try:
@@ -600,7 +597,7 @@ class KvSession:
     async def set_position(self, position: PrimaryPosition) -> None:
         """Write the primary's WAL position (no lease: it outlives the primary)."""
         d = self._deadline("set_position")
-        op = Put(self.keys.position, encode_json(position.to_dict()))
+        op = Put(self.keys.position, encode_value(position))
         await self._write_idempotent(d, partial(self._transport.put, op))
 
     async def append_history(self, entry: TimelineEntry) -> None:

@@ -24,16 +24,16 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
+
+import msgspec
 
 from hamgr.config.problems import show
 from hamgr.dcs.jsonfields import ModelError
 from hamgr.dcs.model import ClusterView
-from hamgr.dcs.restartrequest import RestartRequest, parse_version
+from hamgr.dcs.restartrequest import RestartRequest, RestartRole, iso_time, parse_version
 
-FIELDS = ("schedule", "restart_pending", "role", "postgres_version", "timeout")
 STALE_FLOOR = 60.0
 """Seconds after its time a scheduled restart still runs, at least (see :func:`stale_after`)."""
 
@@ -49,10 +49,8 @@ class RestartInputError(Exception):
         self.status = status
 
 
-def parse_schedule(value: object, wall_now: float) -> float:
+def parse_schedule(value: str, wall_now: float) -> float:
     """``schedule`` as wall-clock seconds: ISO 8601 with a timezone, not in the past."""
-    if not isinstance(value, str):
-        raise RestartInputError(400, f"schedule: expected an ISO 8601 time, got {show(value)}")
     try:
         when = dt.datetime.fromisoformat(value)
     except ValueError:
@@ -85,41 +83,37 @@ def parse_timeout(value: object) -> float:
     return seconds
 
 
-def parse_request(body: Mapping[str, Any], wall_now: float, paused: bool) -> RestartRequest:
+class RestartBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """POST /restart's JSON body, every field optional (an empty body restarts now).
+
+    ``timeout`` is seconds or text such as ``"2min"`` (:func:`parse_timeout`). Decoding
+    (hamgr/agent/apibodies.py ``read_body``) refuses other fields and wrong types with 400 naming
+    the field; :func:`parse_request` applies the rules that carry Patroni's status codes."""
+
+    schedule: str | None = None
+    restart_pending: bool = False
+    role: RestartRole | None = None
+    postgres_version: str | None = None
+    timeout: float | str | None = None
+
+
+def parse_request(body: RestartBody, wall_now: float, paused: bool) -> RestartRequest:
     """The restart that POST /restart's ``body`` asks for. Raises RestartInputError."""
-    for key in body:
-        if key not in FIELDS:
-            raise RestartInputError(
-                400, f"{key}: unknown filter for the restart (known: {', '.join(FIELDS)})"
-            )
     at = None
-    if "schedule" in body:
+    if body.schedule is not None:
         if paused:
             raise RestartInputError(
                 409, "schedule: can't schedule a restart in the paused state (resume first)"
             )
-        at = parse_schedule(body["schedule"], wall_now)
-    pending = body.get("restart_pending", False)
-    if not isinstance(pending, bool):
-        raise RestartInputError(
-            400, f"restart_pending: expected true or false, got {show(pending)}"
-        )
-    role = body.get("role")
-    if role is not None and role not in ("primary", "replica"):
-        raise RestartInputError(400, f"role: should be either primary or replica, got {show(role)}")
-    version = body.get("postgres_version")
-    number = None
-    if version is not None:
-        if not isinstance(version, str):
-            raise RestartInputError(
-                400, f'postgres_version: expected a version like "15.4", got {show(version)}'
-            )
+        at = parse_schedule(body.schedule, wall_now)
+    if body.postgres_version is not None:
         try:
-            number = parse_version(version)
+            parse_version(body.postgres_version)
         except ModelError as e:
             raise RestartInputError(400, str(e)) from None
-    timeout = parse_timeout(body["timeout"]) if body.get("timeout") is not None else None
-    return RestartRequest(at, pending, role, number, version, timeout)
+    timeout = parse_timeout(body.timeout) if body.timeout is not None else None
+    schedule = iso_time(at) if at is not None else None
+    return RestartRequest(schedule, body.restart_pending, body.role, body.postgres_version, timeout)
 
 
 @dataclass(frozen=True)
@@ -145,13 +139,14 @@ def refusal(req: RestartRequest, facts: RestartFacts) -> str | None:
     why = []
     if req.role is not None and req.role != facts.role:
         why.append(f"host role mismatch (PostgreSQL runs as {facts.role}, asked {req.role})")
-    if req.postgres_version is not None:
+    wanted = req.version_num
+    if wanted is not None:
         have = facts.server_version
         if have is None:
             why.append("postgres version unknown (PostgreSQL did not answer)")
-        elif req.postgres_version <= have:
+        elif wanted <= have:
             why.append(
-                f"postgres version mismatch (running {have}, not older than {req.version_text})"
+                f"postgres version mismatch (running {have}, not older than {req.postgres_version})"
             )
     if req.restart_pending and not facts.pending_restart:
         why.append("pending restart flag is not set")

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Protocol
 
+import msgspec
 import pytest
 
 from hamgr import clock
@@ -27,7 +28,7 @@ from hamgr.dcs import (
     scope_keys,
 )
 from hamgr.dcs.base import KeepaliveResult
-from hamgr.dcs.common import LeaseGone
+from hamgr.dcs.common import LeaseGone, encode_value
 from hamgr.dcs.model import PrimaryPosition, SyncState
 from hamgr.dcs.session import KvSession
 
@@ -400,7 +401,7 @@ async def check_an_unchanged_member_key_is_not_rewritten(store: StoreUnderTest) 
         await a.touch_member(member("a", reason="something happened"))
         changed = await store.raw_get(key)
         assert changed is not None and changed[1] > first[1]
-        plain = json.dumps(member("a", reason="something happened").to_dict()).encode()
+        plain = json.dumps(msgspec.to_builtins(member("a", reason="something happened"))).encode()
         await store.raw_put(key, plain)
         await a.get_cluster()
         await a.touch_member(member("a", reason="something happened"))
@@ -457,7 +458,7 @@ async def check_malformed_values_are_named_not_dropped(store: StoreUnderTest) ->
             assert keys.member("x") in str(exc) and "JSON" in str(exc), str(exc)
         else:
             raise AssertionError("a member value that is not JSON must raise DcsError")
-        bad = member("x").to_dict() | {"timeline": "two"}
+        bad = msgspec.to_builtins(member("x")) | {"timeline": "two"}
         await store.raw_put(keys.member("x"), json.dumps(bad).encode())
         try:
             await a.get_cluster()
@@ -466,7 +467,7 @@ async def check_malformed_values_are_named_not_dropped(store: StoreUnderTest) ->
         else:
             raise AssertionError("a member with a bad field must raise DcsError")
         await store.raw_put(keys.config, b'{"ttl": 30, "tll": 2}')
-        await store.raw_put(keys.member("x"), json.dumps(member("x").to_dict()).encode())
+        await store.raw_put(keys.member("x"), encode_value(member("x")))
         try:
             await a.get_cluster()
         except DcsError as exc:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from hamgr.agent.api import HttpError, check_paused_failover, check_request
+from hamgr.agent.apibodies import FailoverBody, SwitchoverBody
 from hamgr.dcs.model import ClusterView, MemberState, PrimaryPosition
 from hamgr.ha import AcquireLeader, ClearSwitchover, Promote, ReleaseLeader, RenewLease
 from hamgr.ha.actions import Action
@@ -62,15 +63,15 @@ def test_a_paused_failover_needs_the_old_primary_stopped_or_force(
 def test_a_paused_switchover_is_refused() -> None:
     v = view(dcs=PAUSED)
     with pytest.raises(HttpError) as err:
-        check_request({"leader": "a", "candidate": "b"}, "switchover", v, WALL)
+        check_request(SwitchoverBody("a", "b"), v, WALL)
     assert err.value.status == 400 and "paused" in str(err.value)
 
 
 def test_check_request_passes_force_through_while_paused() -> None:
     v = view(dcs=PAUSED)
     with pytest.raises(HttpError):
-        check_request({"candidate": "b"}, "failover", v, WALL)
-    req = check_request({"candidate": "b", "force": True}, "failover", v, WALL)
+        check_request(FailoverBody("b"), v, WALL)
+    req = check_request(FailoverBody("b", force=True), v, WALL)
     assert req.kind == "failover" and req.candidate == "b"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from hamgr.dcs.restartrequest import RestartRequest
+from hamgr.dcs.restartrequest import RestartRequest, iso_time
 from hamgr.ha.restartjob import RestartDesk
 
 NOW = 2_000_000_000.0
@@ -13,8 +13,8 @@ NOW = 2_000_000_000.0
 
 async def test_one_scheduled_restart_taken_at_its_time() -> None:
     desk = RestartDesk()
-    req = RestartRequest(at=NOW + 10)
-    assert desk.schedule(req) and not desk.schedule(RestartRequest(at=NOW + 20))
+    req = RestartRequest(iso_time(NOW + 10))
+    assert desk.schedule(req) and not desk.schedule(RestartRequest(iso_time(NOW + 20)))
     assert desk.wake.is_set()  # to publish it at once
     assert desk.seconds_to_next(NOW) == 10.0
     assert desk.take(NOW + 9.9, 1.0, paused=False) is None
@@ -26,9 +26,9 @@ async def test_one_scheduled_restart_taken_at_its_time() -> None:
 
 async def test_stale_and_cancelled_restarts_are_dropped() -> None:
     desk = RestartDesk()
-    desk.schedule(RestartRequest(at=NOW))
+    desk.schedule(RestartRequest(iso_time(NOW)))
     assert desk.take(NOW + 3600, 1.0, paused=False) is None and desk.scheduled is None
-    desk.schedule(RestartRequest(at=NOW))
+    desk.schedule(RestartRequest(iso_time(NOW)))
     assert desk.cancel() and not desk.cancel()
     assert desk.take(NOW, 1.0, paused=False) is None
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from hamgr.dcs.jsonfields import ModelError
 from hamgr.dcs.restartrequest import RestartRequest, parse_version
+from hamgr.dcs.strict import decode
 from hamgr.ha.restartplan import (
     STALE_FLOOR,
+    RestartBody,
     RestartFacts,
     RestartInputError,
     after_slow_start,
@@ -56,12 +59,13 @@ def test_a_request_with_every_field() -> None:
         "postgres_version": "15.5",
         "timeout": 20,
     }
-    req = parse_request(body, NOW, paused=False)
-    assert req == RestartRequest(NOW + 1, True, "replica", 150005, "15.5", 20.0)
-    assert RestartRequest.from_dict(req.to_dict()) == req
-    assert parse_request({}, NOW, paused=True) == RestartRequest()
+    req = parse_request(msgspec.convert(body, RestartBody), NOW, paused=False)
+    assert req == RestartRequest("2033-05-18T03:33:21+00:00", True, "replica", "15.5", 20.0)
+    assert req.at == NOW + 1 and req.version_num == 150005
+    assert decode(msgspec.json.encode(req), RestartRequest) == req
+    assert parse_request(RestartBody(), NOW, paused=True) == RestartRequest()
     with pytest.raises(RestartInputError, match="paused") as e:
-        parse_request({"schedule": body["schedule"]}, NOW, paused=True)
+        parse_request(RestartBody(schedule="2033-05-18T03:33:21+00:00"), NOW, paused=True)
     assert e.value.status == 409
 
 
@@ -72,14 +76,14 @@ FILTERS = [
     (RestartRequest(role="replica"), REPLICA, None),
     (RestartRequest(restart_pending=True), PRIMARY, "pending restart flag is not set"),
     (RestartRequest(restart_pending=True), REPLICA, None),
-    (RestartRequest(postgres_version=150004, version_text="15.4"), PRIMARY, "version unknown"),
+    (RestartRequest(postgres_version="15.4"), PRIMARY, "version unknown"),
     (
-        RestartRequest(postgres_version=150004, version_text="15.4"),
+        RestartRequest(postgres_version="15.4"),
         dataclasses.replace(PRIMARY, server_version=150004),
         "postgres version mismatch",
     ),
     (
-        RestartRequest(postgres_version=150005, version_text="15.5"),
+        RestartRequest(postgres_version="15.5"),
         dataclasses.replace(PRIMARY, server_version=150004),
         None,
     ),
