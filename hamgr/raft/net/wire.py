@@ -29,7 +29,6 @@ __all__ = [
     "UInt",
     "WireStruct",
     "decode_strict",
-    "describe",
     "field_path",
 ]
 
@@ -52,14 +51,6 @@ class WireStruct(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
 
     Transient (built to encode, read once after decoding), so not frozen.
     """
-
-
-def describe(value: object) -> str:
-    """A value for an error message: its type and a short repr."""
-    text = repr(value)
-    if len(text) > 40:
-        text = text[:37] + "..."
-    return f"{type(value).__name__} {text}"
 
 
 _AT = re.compile(r"^(?P<problem>.*) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
@@ -108,14 +99,14 @@ def field_path(root: Any, path: str) -> str:
 
 def decode_strict(
     decoder: msgspec.msgpack.Decoder[T],
-    data: bytes,
+    data: bytes | msgspec.Raw,
     max_size: int,
     what: str,
     error: Callable[[str, str], Exception],
 ) -> T:
     """Decode `data` (at most `max_size` bytes) with `decoder`; raises `error(field, problem)`,
     the field named from `what` down (``message.entries[1].term``), when it cannot."""
-    if not isinstance(data, bytes | bytearray | memoryview):
+    if not isinstance(data, bytes | bytearray | memoryview | msgspec.Raw):
         raise error(what, f"expected bytes to decode, got {type(data).__name__}")
     if len(data) > max_size:
         raise error(what, f"{len(data)} bytes exceeds the limit of {max_size}")
