@@ -35,12 +35,14 @@ transfer_leadership   [to, timeout or nil]                           []
 ====================  =============================================  ===========================
 
 A kv is ``[key, value, create_revision, mod_revision, version, lease]``; a txn's inner results
-are tagged with "put", "delete" or "get". Decoding trusts nothing: any fault raises
-`RpcFormatError` naming the field (``request.args[1]: expected a boolean, got int 3``), with the
-request id when it could be read, so a server can answer a bad request instead of dropping the
-connection. Pure: no sockets here (`hamgr.raft.server.rpcserver` and `hamgr.raft.client.client`
-do the I/O). The op names and the field checks live in `hamgr.raft.net.rpcbase`, the results'
-wire forms in `hamgr.raft.net.rpcresults`; import their names from there.
+are tagged with "put", "delete" or "get". Each shape is an array_like msgspec Struct (below, and
+the results' in `hamgr.raft.net.rpcresults`), with its types and bounds on its fields. The op is
+the second item of a request, so it cannot be a msgspec tag: the args stay raw until the op's own
+Struct decodes them. Decoding trusts nothing: any fault raises `RpcFormatError` naming the field
+(``request.args.serializable: Expected `bool`, got `int```), with the request id when it could be
+read, so a server can answer a bad request instead of dropping the connection. Pure: no sockets
+here (`hamgr.raft.server.rpcserver` and `hamgr.raft.client.client` do the I/O). The op names and
+the format error live in `hamgr.raft.net.rpcbase`; import their names from there.
 """
 
 from __future__ import annotations
