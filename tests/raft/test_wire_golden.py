@@ -35,6 +35,7 @@ from hamgr.raft.kv.kvresults import (
     TxnResult,
 )
 from hamgr.raft.net import codec, rpc
+from hamgr.raft.net.handshake import ClusterAuth, _mac
 from hamgr.raft.net.rpc import ErrorCode, ErrorInfo, Request
 from hamgr.raft.net.rpcbase import RpcOp
 from hamgr.raft.net.rpcresults import LeaseTTL, MemberStatus, decode_result
@@ -304,3 +305,16 @@ def test_every_type_is_pinned() -> None:
     assert {rpc.op_of(call) for call in CALLS.values()} == set(RpcOp)
     assert {op for op, _ in RESULTS.values()} == set(RpcOp)
     assert set(GOLDEN) == set(CASES) | set(WAL)
+
+
+def test_handshake_mac_transcript_is_unchanged() -> None:
+    """The MAC covers a msgpack transcript of the handshake: a change to its bytes would make old
+    and new members refuse each other's proof."""
+    auth = ClusterAuth("demo-cluster", 2, b"s" * 16)
+    nonces = (b"c" * 32, b"n" * 32)
+    assert _mac(auth, "server", 2, 1, *nonces).hex() == (
+        "ff0df8da6cf38573879c5e7f658e3beee16587f3bc481ca44276c1f0c52aa33f"
+    )
+    assert _mac(auth, "client", 0, 3, *nonces).hex() == (
+        "e5dd5fe496e2c5270b80e0dfb768d93afa427f416825e6951cda9ed56f24aa1c"
+    )
