@@ -12,6 +12,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+import msgspec
 import pytest
 
 from hamgr.raft.core.types import (
@@ -35,13 +36,14 @@ from hamgr.raft.kv.kvresults import (
     TxnResult,
 )
 from hamgr.raft.net import codec, rpc
-from hamgr.raft.net.handshake import ClusterAuth, _mac
+from hamgr.raft.net.handshake import ClusterAuth, HelloWire, ProofWire, WelcomeWire, _mac
 from hamgr.raft.net.rpc import ErrorCode, ErrorInfo, Request
 from hamgr.raft.net.rpcbase import RpcOp
 from hamgr.raft.net.rpcresults import LeaseTTL, MemberStatus, decode_result
 from hamgr.raft.wal import walformat
 
 U64 = 2**64 - 1
+ENCODER = msgspec.msgpack.Encoder()
 KV = KeyValue(b"k", b"v" * 40, 2, 5, 3, 7)
 SNAP = Snapshot(SnapshotMeta(8, 4, ConfState((1, 2), (3,))), b"snap" * 10)
 ENTRIES = (Entry(5, 11, EntryType.NORMAL, b"a" * 300), Entry(5, 12, EntryType.CONF_CHANGE, b"b"))
@@ -318,3 +320,15 @@ def test_handshake_mac_transcript_is_unchanged() -> None:
     assert _mac(auth, "client", 0, 3, *nonces).hex() == (
         "e5dd5fe496e2c5270b80e0dfb768d93afa427f416825e6951cda9ed56f24aa1c"
     )
+
+
+def test_handshake_frames_are_the_old_arrays() -> None:
+    """HELLO, WELCOME and PROOF are the msgpack arrays the hand-written code packed."""
+    c_nonce, s_nonce, mac = b"c" * 32, b"n" * 32, b"m" * 32
+    assert ENCODER.encode(HelloWire("demo-cluster", 0, 3, c_nonce)) == (
+        bytes.fromhex("94ac64656d6f2d636c7573746572" + "0003c420") + c_nonce
+    )
+    assert ENCODER.encode(WelcomeWire(2, s_nonce, mac)) == (
+        bytes.fromhex("9302c420") + s_nonce + bytes.fromhex("c420") + mac
+    )
+    assert ENCODER.encode(ProofWire(mac)) == bytes.fromhex("91c420") + mac
