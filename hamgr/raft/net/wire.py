@@ -117,7 +117,7 @@ def decode_strict(
         match = _AT.match(text)
         if match is None:
             raise error(what, text) from None
-        inner = field_path(decoder.type, match.group("path"))
+        inner = field_path(decoder.type, match.group("path")).lstrip(".")
         field = f"{what}.{inner}" if inner and not inner.startswith("[") else what + inner
         raise error(field, match.group("problem")) from None
     except msgspec.DecodeError as exc:
