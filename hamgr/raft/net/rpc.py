@@ -41,8 +41,8 @@ the second item of a request, so it cannot be a msgspec tag: the args stay raw u
 Struct decodes them. Decoding trusts nothing: any fault raises `RpcFormatError` naming the field
 (``request.args.serializable: Expected `bool`, got `int```), with the request id when it could be
 read, so a server can answer a bad request instead of dropping the connection. Pure: no sockets
-here (`hamgr.raft.server.rpcserver` and `hamgr.raft.client.client` do the I/O). The op names and
-the format error live in `hamgr.raft.net.rpcbase`; import their names from there.
+here (`hamgr.raft.server.rpcserver` and `hamgr.raft.client.storeclient` do the I/O). The op names
+and the format error live in `hamgr.raft.net.rpcbase`; import their names from there.
 """
 
 from __future__ import annotations
