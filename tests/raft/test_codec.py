@@ -198,17 +198,20 @@ def test_bad_field_is_named(path: tuple[int, ...], value: Any, field: str) -> No
         (b"", "not valid msgpack"),
         (b"\xc1", "not valid msgpack"),
         (msgpack.packb(_wire())[:-3], "not valid msgpack"),
-        (msgpack.packb(_wire()) + b"\x00", "trailing bytes"),
-        (msgpack.packb(_wire()[:-1]), "expected an array of 12 fields, got 11"),
-        (msgpack.packb([*_wire(), 0]), "expected an array of 12 fields, got 13"),
-        (msgpack.packb({"type": 5}), "expected an array"),
-        (msgpack.packb({1: 2}), "not valid msgpack"),  # strict_map_key: int keys refused
-        (msgpack.packb(None), "expected an array"),
-        (b"\x91" * 100_000 + b"\xc0", "not valid msgpack"),  # nesting deeper than the stack
+        (
+            msgpack.packb(_wire()) + b"\x00",
+            "not valid msgpack (MessagePack data is malformed: trail",
+        ),
+        (msgpack.packb(_wire()[:-1]), "Expected `array` of at least length 12, got 11"),
+        (msgpack.packb([*_wire(), 0]), "Expected `array` of at most length 12, got 13"),
+        (msgpack.packb({"type": 5}), "Expected `array`, got `object`"),
+        (msgpack.packb({1: 2}), "Expected `array`, got `object`"),
+        (msgpack.packb(None), "Expected `array`, got `None`"),
+        (b"\x91" * 100_000 + b"\xc0", "Expected `array` of at least length 12, got 1"),
         (b"\xc6\xff\xff\xff\xff" + b"x" * 10, "not valid msgpack"),  # bin length lies
         (b"\xdd\xff\xff\xff\xff", "not valid msgpack"),  # array length lies
-        (msgpack.packb(msgpack.ExtType(1, b"ext")), "not valid msgpack"),
-        (msgpack.packb("s" * 1000), "not valid msgpack"),
+        (msgpack.packb(msgpack.ExtType(1, b"ext")), "Expected `array`, got `ext`"),
+        (msgpack.packb("s" * 1000), "Expected `array`, got `str`"),
     ],
 )
 def test_malformed_payload_is_rejected(data: bytes, problem: str) -> None:
@@ -312,3 +315,12 @@ def test_mutated_valid_message_never_escapes_codec_error(msg: Message, data: st.
     path = data.draw(st.sampled_from(_paths(wire)))
     value = data.draw(msgpack_values)
     _decode_or_error(msgpack.packb(_set(wire, path, value), use_bin_type=True))
+
+
+def test_problem_is_said_in_words() -> None:
+    data = msgpack.packb(_set(_wire(), (6, 1, 0), -5), use_bin_type=True)
+    with pytest.raises(CodecError, match=r"^message\.entries\[1\]\.term: Expected `int` >= 0$"):
+        decode_message(data)
+    data = msgpack.packb(_set(_wire(), (10, 2), [1, 1]), use_bin_type=True)
+    with pytest.raises(CodecError, match=r"^message\.snapshot\.voters: lists a node id more"):
+        decode_message(data)

@@ -33,7 +33,13 @@ from hamgr.raft.net.framing import (
     parse_header,
     read_frame,
 )
-from hamgr.raft.net.handshake import NONCE_SIZE, ClusterAuth, client_handshake, server_handshake
+from hamgr.raft.net.handshake import (
+    NONCE_SIZE,
+    ClusterAuth,
+    HandshakeError,
+    client_handshake,
+    server_handshake,
+)
 from hamgr.raft.net.rpc import (
     ErrorCode,
     ErrorInfo,
@@ -183,6 +189,28 @@ async def _dial(data: bytes) -> None:
     writer = cast(asyncio.StreamWriter, _SinkWriter())
     async with asyncio.timeout(DEADLINE):
         await client_handshake(reader, writer, AUTH, expect_peer=1)
+
+
+def _hello_payload(payload: list[Any]) -> bytes:
+    return encode_frame(FrameKind.HELLO, msgpack.packb(payload, use_bin_type=True))
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (
+            ["fuzz-cluster", 2, 1, b"n" * 31],
+            "malformed HELLO.nonce: Expected `bytes` of length >= 32",
+        ),
+        (["fuzz-cluster", -2, 1, b"n" * 32], "malformed HELLO.node_id: Expected `int` >= 0"),
+        ([b"fuzz-cluster", 2, 1, b"n" * 32], "malformed HELLO.cluster_id: Expected `str`"),
+        (["fuzz-cluster", 2, 1], "malformed HELLO: Expected `array` of at least length 4, got 3"),
+    ],
+)
+def test_a_malformed_hello_is_refused_naming_the_field(payload: list[Any], message: str) -> None:
+    with pytest.raises(HandshakeError) as info:
+        asyncio.run(_serve(_hello_payload(payload)))
+    assert str(info.value).startswith(message), str(info.value)
 
 
 @FUZZ

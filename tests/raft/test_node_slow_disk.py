@@ -53,10 +53,13 @@ async def test_leader_serves_while_its_own_write_hangs(cluster: Cluster) -> None
         assert leader._core.prs[leader.id].match < status["commit"]  # not counted itself
     finally:
         gate.release()
-    await wait_for_async(lambda: (
+    await wait_for_async(
+        lambda: (
             leader._core is not None
             and leader._core.prs[leader.id].match >= leader.status()["commit"]
-        ), what="the leader to count its own copy once written")
+        ),
+        what="the leader to count its own copy once written",
+    )
     await leader.put(b"k", b"2")
     await cluster.stop_all()
     # Everything acknowledged is on disk: a cold restart holds it.

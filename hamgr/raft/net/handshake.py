@@ -7,7 +7,9 @@ another cluster, or one with another secret, is refused. The handshake has a dea
 connection is closed. `open_authenticated` is the dialing side, `AuthenticatedServer` (or
 `serve_authenticated`) the listening side; both hand over an `AuthenticatedConnection`. The
 handshake authenticates the connection; only TLS keeps its frames confidential and untampered on a
-hostile network.
+hostile network. HELLO, WELCOME, PROOF and the transcript are msgspec Structs (`HelloWire` and
+the rest: nonces and MACs of their exact size), so a malformed frame is refused naming its field
+(``malformed HELLO.nonce: Expected `bytes` of length >= 32``).
 
 It sits on the framing layer (`hamgr.raft.net.framing`) and knows nothing of Raft, so the Raft
 transport and the store's client RPC both open and accept connections through it.
@@ -25,9 +27,10 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-import msgpack
+import msgspec
+from msgspec import Meta
 
 from hamgr.raft.net.framing import (
     ConnectionClosed,
@@ -39,6 +42,7 @@ from hamgr.raft.net.framing import (
     write_frame,
 )
 from hamgr.raft.net.repeatlog import RepeatLimiter
+from hamgr.raft.net.wire import UInt, WireStruct, decode_strict
 
 __all__ = [
     "MAX_CLUSTER_ID_LEN",
@@ -134,45 +138,60 @@ class ClusterAuth:
             raise ValueError(f"the cluster secret must be at least {MIN_SECRET_SIZE} bytes")
 
 
+Nonce = Annotated[bytes, Meta(min_length=NONCE_SIZE, max_length=NONCE_SIZE)]
+Mac = Annotated[bytes, Meta(min_length=_MAC_SIZE, max_length=_MAC_SIZE)]
+
+
+class HelloWire(WireStruct):
+    """HELLO, from the dialing side: who it is, whom it means to reach (0: anyone), its nonce."""
+
+    cluster_id: Annotated[str, Meta(max_length=MAX_CLUSTER_ID_LEN)]
+    node_id: UInt
+    wanted: UInt
+    nonce: Nonce
+
+
+class WelcomeWire(WireStruct):
+    """WELCOME, from the listening side: its node id, its nonce, its proof of the secret."""
+
+    node_id: UInt
+    nonce: Nonce
+    mac: Mac
+
+
+class ProofWire(WireStruct):
+    """PROOF, from the dialing side: its proof of the secret."""
+
+    mac: Mac
+
+
+class TranscriptWire(WireStruct):
+    """What each side's MAC covers."""
+
+    label: str
+    role: str
+    cluster_id: str
+    client_id: int
+    server_id: int
+    client_nonce: bytes
+    server_nonce: bytes
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_HELLO = msgspec.msgpack.Decoder(HelloWire)
+_WELCOME = msgspec.msgpack.Decoder(WelcomeWire)
+_PROOF = msgspec.msgpack.Decoder(ProofWire)
+
+
 def _mac(
     auth: ClusterAuth, role: str, client_id: int, server_id: int, c_nonce: bytes, s_nonce: bytes
 ) -> bytes:
-    transcript = msgpack.packb(
-        [_MAC_LABEL, role, auth.cluster_id, client_id, server_id, c_nonce, s_nonce],
-        use_bin_type=True,
-    )
-    return hmac.new(auth.secret, transcript, hashlib.sha256).digest()
+    wire = TranscriptWire(_MAC_LABEL, role, auth.cluster_id, client_id, server_id, c_nonce, s_nonce)
+    return hmac.new(auth.secret, _ENCODER.encode(wire), hashlib.sha256).digest()
 
 
-def _handshake_fields(payload: bytes, what: str, count: int) -> tuple[Any, ...]:
-    try:
-        obj = msgpack.unpackb(
-            payload,
-            use_list=False,
-            raw=False,
-            max_str_len=MAX_CLUSTER_ID_LEN,
-            max_bin_len=64,
-            max_array_len=8,
-            max_map_len=0,
-            max_ext_len=0,
-        )
-    except (ValueError, TypeError, msgpack.UnpackException) as exc:
-        raise HandshakeError(f"malformed {what}: {type(exc).__name__}") from None
-    if type(obj) is not tuple or len(obj) != count:
-        raise HandshakeError(f"malformed {what}: expected an array of {count} fields")
-    return obj
-
-
-def _check_id(value: object, what: str) -> int:
-    if type(value) is not int or value < 0:
-        raise HandshakeError(f"malformed {what}: bad node id")
-    return value
-
-
-def _check_bin(value: object, size: int, what: str) -> bytes:
-    if type(value) is not bytes or len(value) != size:
-        raise HandshakeError(f"malformed {what}: expected {size} random bytes")
-    return value
+def _malformed(field: str, problem: str) -> HandshakeError:
+    return HandshakeError(f"malformed {field}: {problem}")
 
 
 def _check_kind(kind: FrameKind, payload: bytes, expected: FrameKind) -> None:
@@ -200,17 +219,15 @@ async def client_handshake(
     With `expect_peer`, a server that is another node than the one we meant to reach is refused.
     """
     c_nonce = secrets.token_bytes(NONCE_SIZE)
-    hello = [auth.cluster_id, auth.node_id, expect_peer or 0, c_nonce]
-    await write_frame(writer, FrameKind.HELLO, msgpack.packb(hello, use_bin_type=True))
+    hello = HelloWire(auth.cluster_id, auth.node_id, expect_peer or 0, c_nonce)
+    await write_frame(writer, FrameKind.HELLO, _ENCODER.encode(hello))
     try:
         kind, payload = await read_frame(reader, MAX_HANDSHAKE_FRAME)
     except ConnectionClosed:
         raise HandshakeError("peer closed the connection before answering our HELLO") from None
     _check_kind(kind, payload, FrameKind.WELCOME)
-    server_id, s_nonce, s_mac = _handshake_fields(payload, "WELCOME", 3)
-    server_id = _check_id(server_id, "WELCOME")
-    s_nonce = _check_bin(s_nonce, NONCE_SIZE, "WELCOME")
-    s_mac = _check_bin(s_mac, _MAC_SIZE, "WELCOME")
+    welcome = decode_strict(_WELCOME, payload, MAX_HANDSHAKE_FRAME, "WELCOME", _malformed)
+    server_id, s_nonce, s_mac = welcome.node_id, welcome.nonce, welcome.mac
     if expect_peer is not None and server_id != expect_peer:
         raise HandshakeError(f"dialed node {expect_peer} but node {server_id} answered")
     if not hmac.compare_digest(
@@ -218,7 +235,7 @@ async def client_handshake(
     ):
         raise HandshakeError("peer failed to prove the cluster secret (wrong secret or cluster id)")
     proof = _mac(auth, "client", auth.node_id, server_id, c_nonce, s_nonce)
-    await write_frame(writer, FrameKind.PROOF, msgpack.packb([proof], use_bin_type=True))
+    await write_frame(writer, FrameKind.PROOF, _ENCODER.encode(ProofWire(proof)))
     try:
         kind, payload = await read_frame(reader, MAX_HANDSHAKE_FRAME)
     except ConnectionClosed:
@@ -236,12 +253,13 @@ async def server_handshake(
     """Authenticate as the listening side; returns the (proven) node ID of the client."""
     kind, payload = await read_frame(reader, MAX_HANDSHAKE_FRAME)
     _check_kind(kind, payload, FrameKind.HELLO)
-    cluster_id, client_id, wanted, c_nonce = _handshake_fields(payload, "HELLO", 4)
-    if type(cluster_id) is not str:
-        raise HandshakeError("malformed HELLO: cluster id is not a string")
-    client_id = _check_id(client_id, "HELLO")
-    wanted = _check_id(wanted, "HELLO")
-    c_nonce = _check_bin(c_nonce, NONCE_SIZE, "HELLO")
+    hello = decode_strict(_HELLO, payload, MAX_HANDSHAKE_FRAME, "HELLO", _malformed)
+    cluster_id, client_id, wanted, c_nonce = (
+        hello.cluster_id,
+        hello.node_id,
+        hello.wanted,
+        hello.nonce,
+    )
     if cluster_id != auth.cluster_id:
         await _refuse(writer, "cluster id mismatch")
         raise HandshakeError(f"peer belongs to cluster {cluster_id!r}, not {auth.cluster_id!r}")
@@ -253,7 +271,7 @@ async def server_handshake(
         raise HandshakeError(f"peer claims node id {client_id}, which is not accepted here")
     s_nonce = secrets.token_bytes(NONCE_SIZE)
     s_mac = _mac(auth, "server", client_id, auth.node_id, c_nonce, s_nonce)
-    welcome = msgpack.packb([auth.node_id, s_nonce, s_mac], use_bin_type=True)
+    welcome = _ENCODER.encode(WelcomeWire(auth.node_id, s_nonce, s_mac))
     await write_frame(writer, FrameKind.WELCOME, welcome)
     try:
         kind, payload = await read_frame(reader, MAX_HANDSHAKE_FRAME)
@@ -262,8 +280,7 @@ async def server_handshake(
             f"peer claiming node {client_id} closed the connection instead of proving the secret"
         ) from None
     _check_kind(kind, payload, FrameKind.PROOF)
-    (c_mac,) = _handshake_fields(payload, "PROOF", 1)
-    c_mac = _check_bin(c_mac, _MAC_SIZE, "PROOF")
+    c_mac = decode_strict(_PROOF, payload, MAX_HANDSHAKE_FRAME, "PROOF", _malformed).mac
     if not hmac.compare_digest(
         c_mac, _mac(auth, "client", client_id, auth.node_id, c_nonce, s_nonce)
     ):

@@ -35,40 +35,39 @@ transfer_leadership   [to, timeout or nil]                           []
 ====================  =============================================  ===========================
 
 A kv is ``[key, value, create_revision, mod_revision, version, lease]``; a txn's inner results
-are tagged with "put", "delete" or "get". Decoding trusts nothing: any fault raises
-`RpcFormatError` naming the field (``request.args[1]: expected a boolean, got int 3``), with the
-request id when it could be read, so a server can answer a bad request instead of dropping the
-connection. Pure: no sockets here (`hamgr.raft.server.rpcserver` and `hamgr.raft.client.storeclient`
-do the I/O). The op names and the field checks live in `hamgr.raft.net.rpcbase`, the results'
-wire forms in `hamgr.raft.net.rpcresults`; import their names from there.
+are tagged with "put", "delete" or "get". Each shape is an array_like msgspec Struct (below, and
+the results' in `hamgr.raft.net.rpcresults`), with its types and bounds on its fields. The op is
+the second item of a request, so it cannot be a msgspec tag: the args stay raw until the op's own
+Struct decodes them. Decoding trusts nothing: any fault raises `RpcFormatError` naming the field
+(``request.args.serializable: Expected `bool`, got `int```), with the request id when it could be
+read, so a server can answer a bad request instead of dropping the connection. Pure: no sockets
+here (`hamgr.raft.server.rpcserver` and `hamgr.raft.client.storeclient` do the I/O). The op names
+and the format error live in `hamgr.raft.net.rpcbase`; import their names from there.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, TypeAlias
+from typing import Annotated, Any, TypeAlias
+
+import msgspec
+from msgspec import Meta
 
 from hamgr.raft.kv import kvcommands as kvc
 from hamgr.raft.net.rpcbase import (
-    OPS,
     Address,
+    AddressWire,
+    Port,
     RpcFormatError,
     RpcOp,
-    need_address,
-    need_array,
-    need_bool,
-    need_bytes,
-    need_positive,
-    need_seconds,
-    need_str,
-    need_uint,
-    pack,
-    unpack,
+    decode,
+    encode,
 )
 from hamgr.raft.net.rpcresults import result_wire
-from hamgr.raft.net.strictpack import describe
+from hamgr.raft.net.wire import Positive, UInt, WireStruct
 
 __all__ = [
     "CLIENT_PORT_OFFSET",
@@ -104,12 +103,6 @@ DEFAULT_MAX_REQUEST_SIZE = 8 * 1024 * 1024
 DEFAULT_MAX_RESPONSE_SIZE = 64 * 1024 * 1024
 """Largest response frame a client accepts (bytes): a range can be big."""
 
-_REQUEST_FIELDS = 3
-
-_RESPONSE_FIELDS = 3
-
-_ERROR_FIELDS = 4
-
 
 def default_client_address(raft_address: Address) -> Address | None:
     """The client address a member has by convention: its Raft port + `CLIENT_PORT_OFFSET`."""
@@ -140,9 +133,6 @@ class ErrorCode(StrEnum):
     """The command reached the log but failed in the store and changed nothing."""
     INTERNAL = "internal"
     """A bug in the server; the message says what."""
-
-
-_ERROR_CODES = {c.value: c for c in ErrorCode}
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,46 +305,163 @@ class Response:
 
     id: int
     error: ErrorInfo | None
-    body: tuple[Any, ...] | None
+    body: msgspec.Raw | None
 
 
-def _call_args(call: Call) -> list[Any]:
+# --- wire shapes --------------------------------------------------------------------------------
+
+
+class RequestWire(WireStruct):
+    """A request: its id, its op, then the op's args (decoded after, by the op's Struct)."""
+
+    id: Positive
+    op: RpcOp
+    args: msgspec.Raw
+
+
+class _RequestId(msgspec.Struct, array_like=True):
+    """The id of a request whose op or args are bad, so that the error can answer it."""
+
+    id: int
+
+
+class ErrorWire(WireStruct):
+    """An `ErrorInfo`."""
+
+    code: ErrorCode
+    message: str
+    leader: UInt
+    address: AddressWire | None
+
+
+class ResponseWire(WireStruct):
+    """A response: the request id, then an error or a result (exactly one of them not nil)."""
+
+    id: UInt
+    error: ErrorWire | None
+    result: msgspec.Raw
+
+
+class CommandArgs(WireStruct):
+    """Args of the KV commands: the command as `kvcommands.encode` makes it for the Raft log."""
+
+    command: bytes
+
+
+class GetArgs(WireStruct):
+    """Args of a get."""
+
+    range: bytes
+    serializable: bool
+
+
+class LeaseArgs(WireStruct):
+    """Args of a lease keepalive or TTL query."""
+
+    lease_id: Positive
+
+
+class NoArgs(WireStruct):
+    """Args of a status query."""
+
+
+class MemberAddArgs(WireStruct):
+    """Args of a member add."""
+
+    node_id: Positive
+    host: Annotated[str, Meta(min_length=1)]
+    port: Port
+
+
+class MemberRemoveArgs(WireStruct):
+    """Args of a member remove."""
+
+    node_id: Positive
+
+
+class TransferArgs(WireStruct):
+    """Args of a leadership transfer: the target and seconds to wait (nil: the default)."""
+
+    to: Positive
+    timeout: Annotated[float, Meta(gt=0, le=sys.float_info.max)] | None
+
+
+_ARGS: dict[RpcOp, type[WireStruct]] = {
+    RpcOp.PUT: CommandArgs,
+    RpcOp.DELETE: CommandArgs,
+    RpcOp.TXN: CommandArgs,
+    RpcOp.LEASE_GRANT: CommandArgs,
+    RpcOp.LEASE_REVOKE: CommandArgs,
+    RpcOp.GET: GetArgs,
+    RpcOp.LEASE_KEEPALIVE: LeaseArgs,
+    RpcOp.LEASE_TTL: LeaseArgs,
+    RpcOp.STATUS: NoArgs,
+    RpcOp.MEMBER_ADD: MemberAddArgs,
+    RpcOp.MEMBER_REMOVE: MemberRemoveArgs,
+    RpcOp.TRANSFER_LEADERSHIP: TransferArgs,
+}
+_ARGS_DECODERS = {op: msgspec.msgpack.Decoder(t) for op, t in _ARGS.items()}
+_REQUEST = msgspec.msgpack.Decoder(RequestWire)
+_REQUEST_ID = msgspec.msgpack.Decoder(_RequestId)
+_RESPONSE = msgspec.msgpack.Decoder(ResponseWire)
+_NIL = b"\xc0"
+
+
+def _is_nil(raw: msgspec.Raw) -> bool:
+    """Whether msgpack bytes are nil."""
+    return len(raw) == 1 and memoryview(raw)[0] == _NIL[0]
+
+
+def _is_array(raw: msgspec.Raw) -> bool:
+    """Whether msgpack bytes start an array (fixarray, array 16 or array 32)."""
+    first = memoryview(raw)[0]
+    return 0x90 <= first <= 0x9F or first in (0xDC, 0xDD)
+
+
+# --- encoding -----------------------------------------------------------------------------------
+
+
+def _args_wire(call: Call) -> WireStruct:
     if isinstance(call, Get):
-        return [kvc.encode(call.range), call.serializable]
+        return GetArgs(kvc.encode(call.range), call.serializable)
     if isinstance(call, kvc.Put | kvc.DeleteRange | kvc.Txn | kvc.LeaseGrant | kvc.LeaseRevoke):
-        return [kvc.encode(call)]
+        return CommandArgs(kvc.encode(call))
     if isinstance(call, LeaseKeepAlive | LeaseTimeToLive):
-        return [call.lease_id]
+        return LeaseArgs(call.lease_id)
     if isinstance(call, MemberAdd):
-        return [call.node_id, call.address[0], call.address[1]]
+        return MemberAddArgs(call.node_id, call.address[0], call.address[1])
     if isinstance(call, MemberRemove):
-        return [call.node_id]
+        return MemberRemoveArgs(call.node_id)
     if isinstance(call, TransferLeadership):
-        return [call.to, call.timeout]
-    return []
+        return TransferArgs(call.to, call.timeout)
+    return NoArgs()
 
 
 def encode_request(request: Request) -> bytes:
     """The payload of a CLIENT_REQUEST frame."""
     _need_id("request id", request.id)
-    return pack([request.id, op_of(request.call).value, _call_args(request.call)], "request")
+    args = msgspec.Raw(encode(_args_wire(request.call), "request"))
+    return encode(RequestWire(request.id, op_of(request.call), args), "request")
 
 
 def encode_result(request_id: int, op: RpcOp, result: Any) -> bytes:
     """The payload of a CLIENT_RESPONSE frame answering `request_id` (an `op`) with `result`."""
-    return pack([request_id, None, result_wire(op, result)], "response")
+    body = msgspec.Raw(encode(result_wire(op, result), "response"))
+    return encode(ResponseWire(request_id, None, body), "response")
 
 
 def encode_error(request_id: int, error: ErrorInfo) -> bytes:
     """The payload of a CLIENT_RESPONSE frame answering `request_id` with an error (id 0 when
     the request's id could not be read)."""
-    addr = None if error.leader_address is None else list(error.leader_address)
-    wire = [request_id, [error.code.value, error.message, error.leader, addr], None]
-    return pack(wire, "response")
+    wire = ErrorWire(error.code, error.message, error.leader, error.leader_address)
+    return encode(ResponseWire(request_id, wire, msgspec.Raw(_NIL)), "response")
 
 
-def _command(value: object, field: str, expected: type) -> Any:
-    data = need_bytes(value, field)
+# --- decoding -----------------------------------------------------------------------------------
+
+
+def _command(data: bytes, expected: type) -> Any:
+    field = "request.args.command"
     try:
         command = kvc.decode(data)
     except kvc.InvalidCommandError as exc:
@@ -366,98 +473,62 @@ def _command(value: object, field: str, expected: type) -> Any:
     return command
 
 
-def _call_from(op: RpcOp, args: tuple[Any, ...]) -> Call:
-    command_type = _COMMAND_OPS.get(op)
-    if command_type is not None:
-        (data,) = need_array(args, "args", 1)
-        call: Call = _command(data, "args[0]", command_type)
+def _call_from(op: RpcOp, args: Any) -> Call:
+    """The call of `op` from its decoded args; ValueError if the call refuses them."""
+    if isinstance(args, CommandArgs):
+        call: Call = _command(args.command, _COMMAND_OPS[op])
         return call
+    if isinstance(args, GetArgs):
+        return Get(_command(args.range, kvc.Range), args.serializable)
+    if isinstance(args, LeaseArgs):
+        if op is RpcOp.LEASE_KEEPALIVE:
+            return LeaseKeepAlive(args.lease_id)
+        return LeaseTimeToLive(args.lease_id)
+    if isinstance(args, MemberAddArgs):
+        return MemberAdd(args.node_id, (args.host, args.port))
+    if isinstance(args, MemberRemoveArgs):
+        return MemberRemove(args.node_id)
+    if isinstance(args, TransferArgs):
+        return TransferLeadership(args.to, args.timeout)
+    return Status()
+
+
+def _request_id(data: bytes) -> int | None:
+    """The id of a request whose op or args are bad (None if the bytes are not even whole)."""
     try:
-        if op is RpcOp.GET:
-            data, serializable = need_array(args, "args", 2)
-            return Get(_command(data, "args[0]", kvc.Range), need_bool(serializable, "args[1]"))
-        if op in (RpcOp.LEASE_KEEPALIVE, RpcOp.LEASE_TTL):
-            (lease_id,) = need_array(args, "args", 1)
-            need_positive(lease_id, "args[0]")
-            if op is RpcOp.LEASE_KEEPALIVE:
-                return LeaseKeepAlive(lease_id)
-            return LeaseTimeToLive(lease_id)
-        if op is RpcOp.STATUS:
-            need_array(args, "args", 0)
-            return Status()
-        if op is RpcOp.MEMBER_ADD:
-            node_id, host, port = need_array(args, "args", 3)
-            need_positive(node_id, "args[0]")
-            need_str(host, "args[1]")
-            need_uint(port, "args[2]")
-            return MemberAdd(node_id, (host, port))
-        if op is RpcOp.MEMBER_REMOVE:
-            (node_id,) = need_array(args, "args", 1)
-            return MemberRemove(need_positive(node_id, "args[0]"))
-        to, timeout = need_array(args, "args", 2)
-        need_positive(to, "args[0]")
-        if timeout is not None:
-            need_seconds(timeout, "args[1]")
-        return TransferLeadership(to, timeout)
-    except (kvc.InvalidCommandError, ValueError) as exc:
-        if isinstance(exc, RpcFormatError):
-            raise
-        raise RpcFormatError("args", str(exc)) from None
+        return _REQUEST_ID.decode(data).id
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
 
 
 def decode_request(data: bytes, *, max_size: int = DEFAULT_MAX_REQUEST_SIZE) -> Request:
     """Decode and validate a request; raises `RpcFormatError` naming the first bad field (with
     `request_id` set when the id itself was readable)."""
-    obj = unpack(data, max_size, "request")
-    if type(obj) is not tuple or len(obj) != _REQUEST_FIELDS:
-        raise RpcFormatError(
-            "request", f"expected an array of {_REQUEST_FIELDS} fields, got {describe(obj)}"
-        )
-    rid, op_name, args = obj
-    if type(rid) is not int or not 1 <= rid <= kvc.INT64_MAX:
-        raise RpcFormatError("request.id", f"expected an id >= 1, got {describe(rid)}")
-    op = OPS.get(op_name) if type(op_name) is str else None
-    if op is None:
-        known = ", ".join(OPS)
-        raise RpcFormatError("request.op", f"unknown op {describe(op_name)} ({known})", rid)
     try:
-        if type(args) is not tuple:
-            raise RpcFormatError("args", f"expected an array, got {describe(args)}")
-        return Request(rid, _call_from(op, args))
+        wire = decode(_REQUEST, data, max_size, "request")
     except RpcFormatError as exc:
-        raise exc.within("request", rid) from None
-
-
-def _error_from(obj: object) -> ErrorInfo:
-    code, message, leader, address = need_array(obj, "", _ERROR_FIELDS)
-    error_code = _ERROR_CODES.get(code) if type(code) is str else None
-    if error_code is None:
-        raise RpcFormatError("code", f"unknown error code {describe(code)}")
-    return ErrorInfo(
-        error_code,
-        need_str(message, "message"),
-        need_uint(leader, "leader"),
-        need_address(address, "address"),
-    )
+        if exc.field.startswith(("request.op", "request.args")):
+            exc.request_id = _request_id(data)
+        raise
+    try:
+        args = decode(_ARGS_DECODERS[wire.op], wire.args, max_size, "request.args")
+        return Request(wire.id, _call_from(wire.op, args))
+    except RpcFormatError as exc:
+        exc.request_id = wire.id
+        raise
+    except (kvc.InvalidCommandError, ValueError) as exc:
+        raise RpcFormatError("request.args", str(exc), wire.id) from None
 
 
 def decode_response(data: bytes, *, max_size: int = DEFAULT_MAX_RESPONSE_SIZE) -> Response:
     """Decode a response's frame and error; its result body stays raw until `decode_result`."""
-    obj = unpack(data, max_size, "response")
-    if type(obj) is not tuple or len(obj) != _RESPONSE_FIELDS:
-        raise RpcFormatError(
-            "response", f"expected an array of {_RESPONSE_FIELDS} fields, got {describe(obj)}"
-        )
-    rid, error, body = obj
-    if type(rid) is not int or rid < 0:
-        raise RpcFormatError("response.id", f"expected a request id, got {describe(rid)}")
-    if (error is None) == (body is None):
+    wire = decode(_RESPONSE, data, max_size, "response")
+    rid = wire.id
+    if (wire.error is None) == _is_nil(wire.result):
         raise RpcFormatError("response", "exactly one of error and result must be set", rid)
-    if error is not None:
-        try:
-            return Response(rid, _error_from(error), None)
-        except RpcFormatError as exc:
-            raise exc.within("response.error", rid) from None
-    if type(body) is not tuple:
-        raise RpcFormatError("response.result", f"expected an array, got {describe(body)}", rid)
-    return Response(rid, None, body)
+    if wire.error is not None:
+        e = wire.error
+        return Response(rid, ErrorInfo(e.code, e.message, e.leader, e.address), None)
+    if not _is_array(wire.result):
+        raise RpcFormatError("response.result", "expected an array", rid)
+    return Response(rid, None, wire.result)

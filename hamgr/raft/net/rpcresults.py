@@ -1,16 +1,22 @@
 """Results of the store's client protocol (`hamgr.raft.net.rpc`): what each op answers, on the wire.
 
 The KV results are `hamgr.raft.kv.kvresults`' own types (what `RaftNode` returns), so in-process
-and remote callers share them; `LeaseTTL` and `MemberStatus` are added here. `result_wire`
-turns a result into its msgpack array; `decode_result` checks one and builds the result back,
-naming the bad field (``response.result(get).kvs[0].value: expected bytes, got str 'v'``).
+and remote callers share them; `LeaseTTL` and `MemberStatus` are added here. Each op's result has
+its wire shape declared once below as an array_like msgspec Struct (a kv is ``[key, value,
+create_revision, mod_revision, version, lease]``; a txn's inner results are ``[kind, result]``
+with kind "put", "delete" or "get"). `result_wire` builds it from a result; `decode_result`
+decodes one and builds the result back, naming the bad field
+(``response.result(get).kvs[0].value: Expected `bytes`, got `str```).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, TypeAlias
+
+import msgspec
 
 from hamgr.raft.kv.kvresults import (
     DeleteResult,
@@ -21,24 +27,10 @@ from hamgr.raft.kv.kvresults import (
     RangeResult,
     TxnResult,
 )
-from hamgr.raft.net.rpcbase import (
-    Address,
-    RpcFormatError,
-    RpcOp,
-    need_address,
-    need_array,
-    need_bool,
-    need_bytes,
-    need_positive,
-    need_seconds,
-    need_str,
-    need_uint,
-)
-from hamgr.raft.net.strictpack import describe
+from hamgr.raft.net.rpcbase import Address, AddressWire, RpcOp, Seconds, decode, encode
+from hamgr.raft.net.wire import NodeId, UInt, WireStruct
 
 __all__ = ["LeaseTTL", "MemberStatus", "Result", "decode_result", "result_wire"]
-
-_KV_FIELDS = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,48 +82,191 @@ Result: TypeAlias = (
 """What a successful call returns (float: a keepalive's TTL; None: membership calls)."""
 
 
-def _kv_wire(kv: KeyValue) -> list[Any]:
-    return [kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease]
+# --- wire shapes --------------------------------------------------------------------------------
 
 
-def result_wire(op: RpcOp, result: Any) -> list[Any]:
-    """The wire array of a successful `op`'s result."""
+class KvWire(WireStruct):
+    """A `KeyValue`."""
+
+    key: bytes
+    value: bytes
+    create_revision: UInt
+    mod_revision: UInt
+    version: UInt
+    lease: UInt
+
+
+class PutWire(WireStruct):
+    """A put's result."""
+
+    revision: UInt
+    prev_kv: KvWire | None
+
+
+class RangeWire(WireStruct):
+    """A get's result."""
+
+    revision: UInt
+    kvs: tuple[KvWire, ...]
+    count: UInt
+    more: bool
+
+
+class DeleteWire(WireStruct):
+    """A delete's result."""
+
+    revision: UInt
+    deleted: UInt
+    prev_kvs: tuple[KvWire, ...]
+
+
+class TxnKind(StrEnum):
+    """What an operation inside a txn was, and so the shape of its result."""
+
+    PUT = "put"
+    DELETE = "delete"
+    GET = "get"
+
+
+class TxnInnerWire(WireStruct):
+    """One result inside a txn's: its kind, then the result of that kind (decoded after)."""
+
+    kind: TxnKind
+    result: msgspec.Raw
+
+
+class TxnWire(WireStruct):
+    """A txn's result."""
+
+    revision: UInt
+    succeeded: bool
+    responses: tuple[TxnInnerWire, ...]
+
+
+class LeaseGrantWire(WireStruct):
+    """A lease grant's result."""
+
+    revision: UInt
+    lease_id: NodeId
+    ttl: Seconds
+
+
+class LeaseRevokeWire(WireStruct):
+    """A lease revoke's result."""
+
+    revision: UInt
+    lease_id: NodeId
+    deleted: UInt
+
+
+class KeepAliveWire(WireStruct):
+    """A keepalive's result: the lease's TTL."""
+
+    ttl: Seconds
+
+
+class LeaseTTLWire(WireStruct):
+    """A `LeaseTTL`."""
+
+    lease_id: NodeId
+    remaining: Seconds
+    granted_ttl: Seconds
+    keys: tuple[bytes, ...]
+
+
+class StatusWire(WireStruct):
+    """A `MemberStatus`, its fields in the same order."""
+
+    id: UInt
+    state: str
+    role: str
+    term: UInt
+    leader: UInt
+    commit: UInt
+    applied: UInt
+    last_index: UInt
+    snapshot_index: UInt
+    revision: UInt
+    voters: tuple[NodeId, ...]
+    learners: tuple[NodeId, ...]
+    client_address: AddressWire | None
+    leader_client_address: AddressWire | None
+
+
+class NoResultWire(WireStruct):
+    """The empty result of the membership calls."""
+
+
+_DECODERS: dict[RpcOp, msgspec.msgpack.Decoder[Any]] = {
+    op: msgspec.msgpack.Decoder(wire)
+    for op, wire in (
+        (RpcOp.PUT, PutWire),
+        (RpcOp.GET, RangeWire),
+        (RpcOp.DELETE, DeleteWire),
+        (RpcOp.TXN, TxnWire),
+        (RpcOp.LEASE_GRANT, LeaseGrantWire),
+        (RpcOp.LEASE_REVOKE, LeaseRevokeWire),
+        (RpcOp.LEASE_KEEPALIVE, KeepAliveWire),
+        (RpcOp.LEASE_TTL, LeaseTTLWire),
+        (RpcOp.STATUS, StatusWire),
+        (RpcOp.MEMBER_ADD, NoResultWire),
+        (RpcOp.MEMBER_REMOVE, NoResultWire),
+        (RpcOp.TRANSFER_LEADERSHIP, NoResultWire),
+    )
+}
+
+_TXN_OPS = {TxnKind.PUT: RpcOp.PUT, TxnKind.DELETE: RpcOp.DELETE, TxnKind.GET: RpcOp.GET}
+
+# --- encoding -----------------------------------------------------------------------------------
+
+
+def _kv_wire(kv: KeyValue) -> KvWire:
+    return KvWire(kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease)
+
+
+def _txn_inner(r: PutResult | DeleteResult | RangeResult) -> TxnInnerWire:
+    if isinstance(r, PutResult):
+        kind, op = TxnKind.PUT, RpcOp.PUT
+    elif isinstance(r, DeleteResult):
+        kind, op = TxnKind.DELETE, RpcOp.DELETE
+    else:
+        kind, op = TxnKind.GET, RpcOp.GET
+    return TxnInnerWire(kind, msgspec.Raw(encode(result_wire(op, r), "response")))
+
+
+def result_wire(op: RpcOp, result: Any) -> WireStruct:
+    """The wire Struct of a successful `op`'s result."""
     if op is RpcOp.PUT:
         assert isinstance(result, PutResult)
         prev = None if result.prev_kv is None else _kv_wire(result.prev_kv)
-        return [result.revision, prev]
+        return PutWire(result.revision, prev)
     if op is RpcOp.GET:
         assert isinstance(result, RangeResult)
-        return [result.revision, [_kv_wire(kv) for kv in result.kvs], result.count, result.more]
+        kvs = tuple([_kv_wire(kv) for kv in result.kvs])
+        return RangeWire(result.revision, kvs, result.count, result.more)
     if op is RpcOp.DELETE:
         assert isinstance(result, DeleteResult)
-        return [result.revision, result.deleted, [_kv_wire(kv) for kv in result.prev_kvs]]
+        prev_kvs = tuple([_kv_wire(kv) for kv in result.prev_kvs])
+        return DeleteWire(result.revision, result.deleted, prev_kvs)
     if op is RpcOp.TXN:
         assert isinstance(result, TxnResult)
-        inner = []
-        for r in result.responses:
-            if isinstance(r, PutResult):
-                inner.append([RpcOp.PUT.value, result_wire(RpcOp.PUT, r)])
-            elif isinstance(r, DeleteResult):
-                inner.append([RpcOp.DELETE.value, result_wire(RpcOp.DELETE, r)])
-            else:
-                inner.append([RpcOp.GET.value, result_wire(RpcOp.GET, r)])
-        return [result.revision, result.succeeded, inner]
+        inner = tuple([_txn_inner(r) for r in result.responses])
+        return TxnWire(result.revision, result.succeeded, inner)
     if op is RpcOp.LEASE_GRANT:
         assert isinstance(result, LeaseGrantResult)
-        return [result.revision, result.lease_id, result.ttl]
+        return LeaseGrantWire(result.revision, result.lease_id, result.ttl)
     if op is RpcOp.LEASE_REVOKE:
         assert isinstance(result, LeaseRevokeResult)
-        return [result.revision, result.lease_id, result.deleted]
+        return LeaseRevokeWire(result.revision, result.lease_id, result.deleted)
     if op is RpcOp.LEASE_KEEPALIVE:
-        return [float(result)]
+        return KeepAliveWire(float(result))
     if op is RpcOp.LEASE_TTL:
         assert isinstance(result, LeaseTTL)
-        return [result.lease_id, result.remaining, result.granted_ttl, list(result.keys)]
+        return LeaseTTLWire(result.lease_id, result.remaining, result.granted_ttl, result.keys)
     if op is RpcOp.STATUS:
         assert isinstance(result, MemberStatus)
         s = result
-        return [
+        return StatusWire(
             s.id,
             s.state,
             s.role,
@@ -142,160 +277,52 @@ def result_wire(op: RpcOp, result: Any) -> list[Any]:
             s.last_index,
             s.snapshot_index,
             s.revision,
-            list(s.voters),
-            list(s.learners),
-            None if s.client_address is None else list(s.client_address),
-            None if s.leader_client_address is None else list(s.leader_client_address),
-        ]
-    return []
+            s.voters,
+            s.learners,
+            s.client_address,
+            s.leader_client_address,
+        )
+    return NoResultWire()
 
 
-def _kv_from(obj: object) -> KeyValue:
-    key, value, create, mod, version, lease = need_array(obj, "", _KV_FIELDS)
-    return KeyValue(
-        need_bytes(key, "key"),
-        need_bytes(value, "value"),
-        need_uint(create, "create_revision"),
-        need_uint(mod, "mod_revision"),
-        need_uint(version, "version"),
-        need_uint(lease, "lease"),
-    )
+# --- decoding -----------------------------------------------------------------------------------
 
 
-def _kvs_from(obj: object, field: str) -> tuple[KeyValue, ...]:
-    items = need_array(obj, field)
-    out = []
-    for i, item in enumerate(items):
-        try:
-            out.append(_kv_from(item))
-        except RpcFormatError as exc:
-            raise exc.within(f"{field}[{i}]") from None
-    return tuple(out)
+def _kv(w: KvWire) -> KeyValue:
+    return KeyValue(w.key, w.value, w.create_revision, w.mod_revision, w.version, w.lease)
 
 
-def _put_from(body: tuple[Any, ...]) -> PutResult:
-    revision, prev = need_array(body, "", 2)
-    prev_kv = None
-    if prev is not None:
-        try:
-            prev_kv = _kv_from(prev)
-        except RpcFormatError as exc:
-            raise exc.within("prev_kv") from None
-    return PutResult(need_uint(revision, "revision"), prev_kv)
+def _txn(w: TxnWire, what: str) -> TxnResult:
+    responses = []
+    for i, inner in enumerate(w.responses):
+        op = _TXN_OPS[inner.kind]
+        result = _decode(op, inner.result, f"{what}.responses[{i}].result")
+        assert isinstance(result, PutResult | DeleteResult | RangeResult)
+        responses.append(result)
+    return TxnResult(w.revision, w.succeeded, tuple(responses))
 
 
-def _range_from(body: tuple[Any, ...]) -> RangeResult:
-    revision, kvs, count, more = need_array(body, "", 4)
-    return RangeResult(
-        need_uint(revision, "revision"),
-        _kvs_from(kvs, "kvs"),
-        need_uint(count, "count"),
-        need_bool(more, "more"),
-    )
-
-
-def _delete_from(body: tuple[Any, ...]) -> DeleteResult:
-    revision, deleted, prev = need_array(body, "", 3)
-    return DeleteResult(
-        need_uint(revision, "revision"), need_uint(deleted, "deleted"), _kvs_from(prev, "prev_kvs")
-    )
-
-
-_TXN_INNER: dict[str, Callable[[tuple[Any, ...]], PutResult | DeleteResult | RangeResult]] = {
-    RpcOp.PUT.value: _put_from,
-    RpcOp.DELETE.value: _delete_from,
-    RpcOp.GET.value: _range_from,
+_BUILD: dict[RpcOp, Callable[[Any, str], Result]] = {
+    RpcOp.PUT: lambda w, _: PutResult(w.revision, None if w.prev_kv is None else _kv(w.prev_kv)),
+    RpcOp.GET: lambda w, _: RangeResult(w.revision, tuple(map(_kv, w.kvs)), w.count, w.more),
+    RpcOp.DELETE: lambda w, _: DeleteResult(w.revision, w.deleted, tuple(map(_kv, w.prev_kvs))),
+    RpcOp.TXN: _txn,
+    RpcOp.LEASE_GRANT: lambda w, _: LeaseGrantResult(w.revision, w.lease_id, w.ttl),
+    RpcOp.LEASE_REVOKE: lambda w, _: LeaseRevokeResult(w.revision, w.lease_id, w.deleted),
+    RpcOp.LEASE_KEEPALIVE: lambda w, _: w.ttl,
+    RpcOp.LEASE_TTL: lambda w, _: LeaseTTL(w.lease_id, w.remaining, w.granted_ttl, w.keys),
+    RpcOp.STATUS: lambda w, _: MemberStatus(*msgspec.structs.astuple(w)),
+    RpcOp.MEMBER_ADD: lambda w, _: None,
+    RpcOp.MEMBER_REMOVE: lambda w, _: None,
+    RpcOp.TRANSFER_LEADERSHIP: lambda w, _: None,
 }
 
 
-def _txn_from(body: tuple[Any, ...]) -> TxnResult:
-    revision, succeeded, inner = need_array(body, "", 3)
-    responses = []
-    for i, item in enumerate(need_array(inner, "responses")):
-        field = f"responses[{i}]"
-        kind, sub = need_array(item, field, 2)
-        decode = _TXN_INNER.get(kind) if type(kind) is str else None
-        if decode is None:
-            raise RpcFormatError(f"{field}[0]", f"unknown txn result kind {describe(kind)}")
-        try:
-            responses.append(decode(need_array(sub, f"{field}[1]")))
-        except RpcFormatError as exc:
-            raise exc.within(f"{field}[1]") from None
-    return TxnResult(
-        need_uint(revision, "revision"), need_bool(succeeded, "succeeded"), tuple(responses)
-    )
+def _decode(op: RpcOp, body: bytes | msgspec.Raw, what: str) -> Result:
+    wire = decode(_DECODERS[op], body, len(body), what)
+    return _BUILD[op](wire, what)
 
 
-def _status_from(body: tuple[Any, ...]) -> MemberStatus:
-    (nid, state, role, term, leader, commit, applied, last, snap, rev, voters, learners, ca, la) = (
-        need_array(body, "", 14)
-    )
-    return MemberStatus(
-        id=need_uint(nid, "id"),
-        state=need_str(state, "state"),
-        role=need_str(role, "role"),
-        term=need_uint(term, "term"),
-        leader=need_uint(leader, "leader"),
-        commit=need_uint(commit, "commit"),
-        applied=need_uint(applied, "applied"),
-        last_index=need_uint(last, "last_index"),
-        snapshot_index=need_uint(snap, "snapshot_index"),
-        revision=need_uint(rev, "revision"),
-        voters=tuple(
-            need_positive(v, f"voters[{i}]") for i, v in enumerate(need_array(voters, "voters"))
-        ),
-        learners=tuple(
-            need_positive(v, f"learners[{i}]")
-            for i, v in enumerate(need_array(learners, "learners"))
-        ),
-        client_address=need_address(ca, "client_address"),
-        leader_client_address=need_address(la, "leader_client_address"),
-    )
-
-
-def _result_from(op: RpcOp, body: tuple[Any, ...]) -> Result:
-    if op is RpcOp.PUT:
-        return _put_from(body)
-    if op is RpcOp.GET:
-        return _range_from(body)
-    if op is RpcOp.DELETE:
-        return _delete_from(body)
-    if op is RpcOp.TXN:
-        return _txn_from(body)
-    if op is RpcOp.LEASE_GRANT:
-        revision, lease_id, ttl = need_array(body, "", 3)
-        return LeaseGrantResult(
-            need_uint(revision, "revision"),
-            need_positive(lease_id, "lease_id"),
-            need_seconds(ttl, "ttl"),
-        )
-    if op is RpcOp.LEASE_REVOKE:
-        revision, lease_id, deleted = need_array(body, "", 3)
-        return LeaseRevokeResult(
-            need_uint(revision, "revision"),
-            need_positive(lease_id, "lease_id"),
-            need_uint(deleted, "deleted"),
-        )
-    if op is RpcOp.LEASE_KEEPALIVE:
-        (ttl,) = need_array(body, "", 1)
-        return need_seconds(ttl, "ttl")
-    if op is RpcOp.LEASE_TTL:
-        lease_id, remaining, granted, keys = need_array(body, "", 4)
-        return LeaseTTL(
-            need_positive(lease_id, "lease_id"),
-            need_seconds(remaining, "remaining"),
-            need_seconds(granted, "granted_ttl"),
-            tuple(need_bytes(k, f"keys[{i}]") for i, k in enumerate(need_array(keys, "keys"))),
-        )
-    if op is RpcOp.STATUS:
-        return _status_from(body)
-    need_array(body, "", 0)
-    return None
-
-
-def decode_result(op: RpcOp, body: tuple[Any, ...]) -> Result:
+def decode_result(op: RpcOp, body: bytes | msgspec.Raw) -> Result:
     """The typed result of a successful `op` from a response's `body`; raises `RpcFormatError`."""
-    try:
-        return _result_from(op, body)
-    except RpcFormatError as exc:
-        raise exc.within(f"response.result({op.value})") from None
+    return _decode(op, body, f"response.result({op.value})")
