@@ -118,8 +118,8 @@ class Cluster:
         self.tls_dir: Path | None = None
         self.ssl_context: ssl.SSLContext | None = None
         if tls:
-            from hamgr.certs import Member as CertMember
-            from hamgr.certs import init
+            from hamgr.cli.certs import Member as CertMember
+            from hamgr.cli.certs import init
 
             self.tls_dir = root / "tls"
             init(

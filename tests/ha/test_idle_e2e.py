@@ -28,10 +28,10 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from hamgr.agent.storemember import settings_from_config
 from hamgr.config import load_config
 from hamgr.dcs.model import SwitchoverRequest
-from hamgr.raft.client.client import StoreClient
-from hamgr.storecmd import settings_from_config
+from hamgr.raft.client.storeclient import StoreClient
 from tests.ha.agentcluster import AgentCluster, cluster_of_test
 from tests.tools.poll import wait_for
 

@@ -107,6 +107,7 @@ def _loop(store: _Store) -> HaLoop:
         pg=pg,
         refused_parameters=None,
         methods=SimpleNamespace(clone_without_leader=False),
+        bootstrap_unfinished=lambda: False,
     )
     loop = HaLoop(
         Identity("b", "http://127.0.0.2:8008", "127.0.0.2:5432"),

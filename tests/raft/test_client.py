@@ -14,7 +14,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from hamgr.raft.client.client import StoreClient
+from hamgr.raft.client.storeclient import StoreClient
 from hamgr.raft.errors import (
     InvalidRequestError,
     LeaseNotFoundError,
