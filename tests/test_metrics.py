@@ -87,6 +87,8 @@ def test_names_types_and_unknown_values() -> None:
         "hamgr_pg_rewinds_created": "gauge",
         "hamgr_ha_loop_duration_seconds": "histogram",
         "hamgr_ha_loop_duration_seconds_created": "gauge",
+        "hamgr_ha_views": "counter",
+        "hamgr_ha_views_created": "gauge",
         "hamgr_lease_keepalive_duration_seconds": "histogram",
         "hamgr_lease_keepalive_duration_seconds_created": "gauge",
         "hamgr_lease_keepalive_failures": "counter",
@@ -166,7 +168,11 @@ def test_histograms_and_keepalive_age() -> None:
     m.observe_keepalive(0.02, True)  # at: now - latency
     clock.now += 1.5
     m.observe_fsync(0.0007)
+    for reused in (False, True, True):
+        m.observe_view_read(reused)
     s, _ = parse(m.exposition())
+    assert value(s, "hamgr_ha_views_total", source="store") == 1
+    assert value(s, "hamgr_ha_views_total", source="cache") == 2
     loop = "hamgr_ha_loop_duration_seconds"
     assert value(s, loop + "_count") == 4
     assert value(s, loop + "_sum") == pytest.approx(7.403)

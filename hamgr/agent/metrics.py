@@ -17,6 +17,9 @@ Prometheus' conventions: the ``hamgr_`` prefix, base units in the name (``_secon
     hamgr_pg_rewinds_total{result}                    pg_rewind runs of this member (rewound,
                                                       nothing: no divergence found, failed)
     hamgr_ha_loop_duration_seconds                    histogram of HA loop cycles
+    hamgr_ha_views_total{source}                      cluster views HA cycles decided on: read
+                                                      from the store, or reused from the cache
+                                                      (nothing changed since; see hamgr/ha/loop.py)
     hamgr_lease_keepalive_duration_seconds            histogram of successful lease renewals
     hamgr_lease_keepalive_failures_total              lease renewals that failed
     hamgr_lease_keepalive_age_seconds                 since the last successful renewal was sent
@@ -282,6 +285,15 @@ class Metrics:
             buckets=LOOP_BUCKETS,
             registry=r,
         )
+        self._views = Counter(
+            "hamgr_ha_views",
+            "Cluster views HA loop cycles decided on, by source (store: a linearizable read; "
+            "cache: the last read, reused after a quiet watch)",
+            labelnames=["source"],
+            registry=r,
+        )
+        for source in ("store", "cache"):
+            self._views.labels(source=source)
         self._keepalive = Histogram(
             "hamgr_lease_keepalive_duration_seconds",
             "How long successful lease keepalives take, from sending to the answer",
@@ -313,6 +325,10 @@ class Metrics:
     def observe_loop(self, duration_s: float) -> None:
         """One HA loop cycle took ``duration_s`` seconds."""
         self._loop.observe(_seconds("duration_s", duration_s))
+
+    def observe_view_read(self, reused: bool) -> None:
+        """A cycle took its cluster view from the cache (``reused``) or from the store."""
+        self._views.labels(source="cache" if reused else "store").inc()
 
     def observe_keepalive(self, latency_s: float, ok: bool, at: float | None = None) -> None:
         """A lease keepalive took ``latency_s`` and succeeded (``ok``) or failed.

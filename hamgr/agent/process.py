@@ -319,6 +319,7 @@ class Agent:
                 on_cycle=tele.on_cycle,
                 on_keepalive=tele.on_keepalive,
                 on_store_error=tele.on_store_error,
+                on_view_read=tele.metrics.observe_view_read,
                 resume_lease=lease_file.load(),
                 local_parameters=member_parameters(database(self.config)),
             )

@@ -123,6 +123,18 @@ class Dcs(Protocol):
         """
         ...
 
+    def cached_cluster(self, max_age: float) -> ClusterView | None:
+        """The last :meth:`get_cluster`'s view, if it may stand in for a new read, else None.
+
+        Only right after a :meth:`watch` that timed out with no event at all under the scope
+        (member keys included) since that read, the watch in place and answering, no write
+        of this session since, and the read sent less than ``max_age`` seconds ago (a store
+        member that lags or is cut off sees no events: age bounds what silence can hide).
+        At most one answer per such watch. The HA loop uses it to skip a read while nothing
+        happens; whatever it decides to DO is decided again on a fresh read.
+        """
+        ...
+
     async def take_initialize(self, sysid: str) -> bool:
         """Create ``initialize`` with ``sysid`` if it is absent; True if this call created it.
 
@@ -263,7 +275,8 @@ class Dcs(Protocol):
 
         True as soon as a change happened (including one before the call), False when
         ``timeout`` seconds passed without one. The HA loop uses it to wake at once when the
-        leader key goes, instead of sleeping a whole ``loop_wait``.
+        leader key goes, instead of sleeping a whole ``loop_wait``. Member keys that changed do
+        not end the wait, but they keep :meth:`cached_cluster` from answering.
         """
         ...
 

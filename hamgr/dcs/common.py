@@ -55,6 +55,7 @@ __all__ = [
     "Target",
     "Timer",
     "TxnOutcome",
+    "Watched",
     "build_view",
     "decode_history",
     "decode_settings",
@@ -66,6 +67,25 @@ __all__ = [
     "poll_for_change",
     "prefix_end",
 ]
+
+
+# --- what a watch saw ---------------------------------------------------------------------------
+
+
+class Watched(StrEnum):
+    """How a :meth:`KvTransport.wait_for_change` ended.
+
+    ``CHANGE``: a key that wakes the loop changed (or the history needed was compacted away).
+    ``OTHER``: the timeout passed, but keys under ``ignore`` changed meanwhile (the loop does
+    not wake for them; a cached view of the scope is out of date all the same), or the wait
+    cannot vouch that none did (it ended before it looked, e.g. a timeout of 0).
+    ``QUIET``: the timeout passed with the watch in place and no event at all under the prefix
+    (ignored keys included) after ``seen``: the only ending that lets a cached view be reused.
+    """
+
+    CHANGE = "change"
+    OTHER = "other"
+    QUIET = "quiet"
 
 
 # --- what a transport says went wrong ------------------------------------------------------------
@@ -202,9 +222,11 @@ class KvTransport(Protocol):
 
     async def wait_for_change(
         self, prefix: str, seen: RangeSnapshot | None, timeout: float, ignore: str = ""
-    ) -> bool:
-        """True once a key under ``prefix`` (but not under ``ignore``, when given) changed
-        after ``seen`` (None: after the call began), False when ``timeout`` passed without."""
+    ) -> Watched:
+        """``CHANGE`` once a key under ``prefix`` (but not under ``ignore``, when given) changed
+        after ``seen`` (None: after the call began); when ``timeout`` passed without, ``OTHER``
+        if a key under ``ignore`` changed meanwhile, else ``QUIET``. Every event under
+        ``prefix`` counts: a transport that cannot tell must not answer ``QUIET``."""
         ...
 
     async def close(self) -> None:
@@ -278,24 +300,29 @@ async def poll_for_change(
     interval: float,
     ignore: str = "",
     timer: Timer = MONOTONIC,
-) -> bool:
+) -> Watched:
     """Watch by polling: read the prefix every ``interval`` until its keys differ from ``seen``
     (a key created, deleted or modified after it) or ``timeout`` passes.
 
-    ``read(timeout)`` reads the prefix. With no ``seen``, the first read is the baseline.
+    ``read(timeout)`` reads the prefix. With no ``seen``, the first read is the baseline. Keys
+    under ``ignore`` do not end the wait; once one differs the ending is ``OTHER``. Only a wait
+    that compared at least one read with its baseline can end ``QUIET``.
     """
     end = timer.now() + timeout
     baseline = _fingerprint(seen, ignore) if seen is not None else None
+    whole = _fingerprint(seen) if seen is not None else None
+    outcome: Watched | None = None
     while True:
         left = end - timer.now()
         if left <= 0:
-            return False
+            return outcome or Watched.OTHER
         snap = await read(left)
-        now = _fingerprint(snap, ignore)
-        if baseline is None:
-            baseline = now
-        elif now != baseline:
-            return True
+        if baseline is None or whole is None:
+            baseline, whole = _fingerprint(snap, ignore), _fingerprint(snap)
+        elif _fingerprint(snap, ignore) != baseline:
+            return Watched.CHANGE
+        elif outcome is not Watched.OTHER:
+            outcome = Watched.QUIET if _fingerprint(snap) == whole else Watched.OTHER
         await timer.sleep(max(0.0, min(interval, end - timer.now())))
 
 

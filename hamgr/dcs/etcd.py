@@ -48,6 +48,7 @@ from hamgr.dcs.common import (
     StoreUnavailable,
     Target,
     TxnOutcome,
+    Watched,
     prefix_end,
 )
 from hamgr.dcs.session import KvSession
@@ -309,12 +310,15 @@ class EtcdTransport:
 
     async def wait_for_change(
         self, prefix: str, seen: RangeSnapshot | None, timeout: float, ignore: str = ""
-    ) -> bool:
+    ) -> Watched:
         """Stream ``/v3/watch`` on the prefix from the revision after ``seen``.
 
-        True at the first event (or when the history since ``seen`` was compacted away), False
-        when ``timeout`` passes with the watch in place; StoreUnavailable when no host would
-        open the watch within ``timeout``.
+        ``CHANGE`` at the first event not under ``ignore`` (or when the history since ``seen``
+        was compacted away); when ``timeout`` passes with the watch in place, ``QUIET`` only if
+        no event at all arrived AND every member that opened the watch stood exactly at
+        ``seen``'s revision when it did (etcd replays older events from a background sync up to
+        ~100 ms later, so silence right after the creation proves nothing otherwise), else
+        ``OTHER``; StoreUnavailable when no host would open the watch within ``timeout``.
         """
         raw = prefix.encode()
         create: dict[str, Any] = {"key": _b64(raw), "range_end": _b64(prefix_end(raw))}
@@ -327,7 +331,7 @@ class EtcdTransport:
             left = end - time.monotonic()
             if left <= 0:
                 if state.created:
-                    return False
+                    return state.ending(seen)
                 raise StoreUnavailable(
                     f"/v3/watch: could not open a watch on etcd ({self._hosts()}) within "
                     f"{timeout:g} s; last error: {state.last}"
@@ -336,10 +340,10 @@ class EtcdTransport:
             try:
                 async with asyncio.timeout(left):
                     if await self._watch_once(url, body, state, ignore):
-                        return True
+                        return Watched.CHANGE
             except TimeoutError:
                 if state.created:
-                    return False
+                    return state.ending(seen)
                 state.last = f"{url}: no answer within {timeout:g} s"
                 continue
             except (_Retry, aiohttp.ClientError, OSError, ValueError) as exc:
@@ -369,10 +373,13 @@ class EtcdTransport:
                 result = message.get("result", {})
                 if _int(result, "compact_revision") > 0:
                     return True  # history since `seen` is gone: re-read
-                if any(_counts(e, ignore) for e in result.get("events") or ()):
+                events = result.get("events") or ()
+                if any(_counts(e, ignore) for e in events):
                     return True
+                state.events = state.events or bool(events)
                 if result.get("created"):
                     state.created = True
+                    state.revisions.add(_int(result.get("header", {}), "revision"))
                 if result.get("canceled"):
                     reason = result.get("cancel_reason", "watch canceled")
                     raise _Retry(f"/v3/watch at {url}: {reason}")
@@ -409,6 +416,16 @@ class _WatchState:
         self.created = False
         self.renewed = False
         self.last: object = None
+        self.events = False
+        """Events under the prefix arrived (all under ``ignore``, else the watch ended)."""
+        self.revisions: set[int] = set()
+        """The store revision at each opening of the watch (its answer's header)."""
+
+    def ending(self, seen: RangeSnapshot | None) -> Watched:
+        """How a watch that timed out in place ends (see wait_for_change)."""
+        if seen is None or self.events or self.revisions != {seen.revision}:
+            return Watched.OTHER
+        return Watched.QUIET
 
 
 def _token_expired(error: _EtcdError) -> bool:

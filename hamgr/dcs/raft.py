@@ -28,6 +28,7 @@ from hamgr.dcs.common import (
     StoreUnavailable,
     Target,
     TxnOutcome,
+    Watched,
     poll_for_change,
 )
 from hamgr.dcs.session import KvSession
@@ -67,12 +68,17 @@ class RaftTransport:
         self.local_node = local_node
         self.poll_interval = poll_interval
         self._close_client = close_client
+        self._read_term: tuple[int, int] | None = None
+        """(revision, the local member's term when that read was sent) of the last read."""
 
     async def range(self, key: str, *, prefix: bool, timeout: float) -> RangeSnapshot:
+        term = self.local_node.term() if self.local_node is not None else None
         try:
             result = await self.client.get(key.encode(), prefix=prefix, timeout=timeout)
         except StoreError as exc:
             raise _translate(exc) from exc
+        if term is not None:
+            self._read_term = (result.revision, term)
         return _snapshot(result)
 
     async def put(self, op: Put, *, timeout: float) -> int:
@@ -121,7 +127,7 @@ class RaftTransport:
 
     async def wait_for_change(
         self, prefix: str, seen: RangeSnapshot | None, timeout: float, ignore: str = ""
-    ) -> bool:
+    ) -> Watched:
         if self.local_node is None:
             return await poll_for_change(
                 lambda t: self.range(prefix, prefix=True, timeout=t),
@@ -139,39 +145,56 @@ class RaftTransport:
         seen: RangeSnapshot | None,
         timeout: float,
         ignore: str,
-    ) -> bool:
+    ) -> Watched:
         """Watch the prefix on the local member, from the revision after ``seen``.
 
         The local member may lag the revision ``seen`` was read at; events from then on
-        arrive as it applies them. History it no longer holds counts as a change.
+        arrive as it applies them. History it no longer holds counts as a change. A timeout
+        ends ``QUIET`` only when no event at all arrived and the member can vouch for its copy
+        (:meth:`RaftNode.current_copy`: same term as at the read, in touch with its leader,
+        caught up to ``seen``); a lagging or cut-off member sees no events, so silence from it
+        proves nothing.
         """
         try:
             stream = node.watch(
                 prefix.encode(), prefix=True, from_revision=seen.revision + 1 if seen else 0
             )
         except CompactedError:
-            return True
+            return Watched.CHANGE
         except Exception as exc:  # NodeStoppedError, NodeFailedError
             raise StoreUnavailable(f"local store member {node.id}: {exc}") from exc
         end = time.monotonic() + timeout
+        skip = ignore.encode()
+        other = timeout <= 0  # a wait that never looked cannot vouch for silence
         try:
             while True:
                 left = end - time.monotonic()
                 if left <= 0:
-                    return False
-                skip = ignore.encode()
+                    break
                 try:
                     events = await stream.next(left)
-                    if any(not (skip and e.kv.key.startswith(skip)) for e in events):
-                        return True
                 except TimeoutError:
-                    return False
+                    break
                 except CompactedError:
-                    return True
+                    return Watched.CHANGE
                 except WatchCancelledError as exc:
                     raise StoreUnavailable(f"local store member {node.id}: {exc}") from exc
+                if any(not (skip and e.kv.key.startswith(skip)) for e in events):
+                    return Watched.CHANGE
+                other = other or bool(events)
         finally:
             stream.cancel()
+        if other or not self._vouches(node, seen):
+            return Watched.OTHER
+        return Watched.QUIET
+
+    def _vouches(self, node: RaftNode, seen: RangeSnapshot | None) -> bool:
+        """Can the local member's silence vouch for ``seen`` (the read this transport made
+        last, in a term the member is still in)?"""
+        read = self._read_term
+        if seen is None or read is None or read[0] != seen.revision:
+            return False
+        return node.current_copy(seen.revision, read[1])
 
     async def close(self) -> None:
         if self._close_client:

@@ -45,6 +45,7 @@ from hamgr.dcs.common import (
     StoreUnavailable,
     Target,
     Timer,
+    Watched,
     build_view,
     decode_history,
     decode_settings,
@@ -130,6 +131,10 @@ class KvSession:
         """The ttl the current lease was asked for (the store may grant more: its minimum)."""
         self._lease_lock = asyncio.Lock()
         self._seen: RangeSnapshot | None = None
+        self._view: tuple[ClusterView, float] | None = None
+        """The last :meth:`get_cluster`'s view and when (on ``timer``) its read was sent."""
+        self._quiet = False
+        """Whether the last :meth:`watch` ended QUIET (see :meth:`cached_cluster`)."""
         self._published: tuple[bytes, int] | None = None
         """The member key's value and lease as this session last wrote them."""
         self._ids = random.SystemRandom()
@@ -155,6 +160,11 @@ class KvSession:
         OutcomeUnknown, LeaseGone and LeaseExists go to the caller, who knows what they mean
         for its write; a refusal becomes DcsError at once.
         """
+        if getattr(fn, "func", None) not in (
+            self._transport.range,
+            self._transport.lease_keepalive,
+        ):
+            self._quiet = False  # a write of ours: a cached view may no longer be the store's
         while True:
             timeout = d.remaining()
             try:
@@ -352,21 +362,44 @@ class KvSession:
         """Everything under the scope, read in ONE linearizable range (one revision)."""
         d = self._deadline("get_cluster")
         prefix = self.keys.prefix
+        sent_at = self._timer.now()
+        self._quiet = False
         snap = await self._call(d, partial(self._transport.range, prefix, prefix=True))
         view = build_view(self.keys, snap)
         self._seen = snap
+        self._view = (view, sent_at)
         return view
 
+    def cached_cluster(self, max_age: float) -> ClusterView | None:
+        """The last :meth:`get_cluster`'s view, when it may stand for a new read: the last
+        :meth:`watch` (it watched from that read's revision + 1) ended QUIET, no event at all
+        under the scope, member keys included, with the watch in place and answering (and, on
+        the embedded store, the local member able to vouch for its copy), and that read was
+        sent less than ``max_age`` seconds ago: a lagging or cut-off store member sees no
+        events, so age bounds how stale silence can make the view. No write of this session
+        since the watch (any call but a read or a keepalive counts). One answer per such
+        watch. Else None: read again."""
+        quiet, self._quiet = self._quiet, False  # one answer per quiet watch
+        if self._view is None or not quiet:
+            return None
+        view, sent_at = self._view
+        return view if self._timer.now() - sent_at < max_age else None
+
     async def watch(self, timeout: float) -> bool:
-        """Wait for a change under the scope after the last :meth:`get_cluster`."""
+        """Wait for a change under the scope after the last :meth:`get_cluster`; member keys
+        do not end the wait, but any event under the scope (theirs included) keeps
+        :meth:`cached_cluster` from answering until the next read."""
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
             raise ValueError(f"watch timeout must be >= 0 seconds, got {timeout!r}")
+        self._quiet = False
         try:
-            return await self._transport.wait_for_change(
+            seen = await self._transport.wait_for_change(
                 self.keys.prefix, self._seen, timeout, ignore=self.keys.members
             )
         except (StoreUnavailable, StoreRefused) as exc:
             raise DcsError(f"watch: {exc}") from exc
+        self._quiet = seen is Watched.QUIET and self._seen is not None
+        return seen is Watched.CHANGE
 
     # -- Dcs: initialize
 

@@ -3,6 +3,24 @@
 The primary's lease keepalive runs on its own timer (every ttl/3), so slow loop work (a
 pg_basebackup, a hung peer probe) never delays it; each success moves the fence deadline that
 the fencer process enforces even when this process is frozen.
+
+The view cache (issue 15; Patroni's etcd3 KVCache does the same): an idle cluster changes
+nothing between cycles, so reading and decoding the whole scope every loop_wait buys nothing.
+A cycle decides on its previous read instead of a new one only when ALL of these hold:
+- it was started by a watch (from that read's revision + 1) that timed out with no event at
+  all under the scope, member keys included, and with the watch in place and answering; on the
+  embedded store the local member also vouched for its copy (same Raft term as the read, in
+  touch with its leader, caught up): see ``Dcs.cached_cluster``;
+- no write of this agent's own since that watch, no operator restart waiting, no reinitialize
+  asked, no previous run's lease to resume;
+- the read is younger than loop_wait + retry_timeout (``view_max_age``): silence from a store
+  member that lags or is cut off hides changes, and age bounds for how long;
+- decide() on it returns no action but a lease keepalive (``RenewLease``, which the holder
+  asks for every cycle: it writes no key and changes nothing in PostgreSQL; the lease is
+  renewed by its id, whatever the view). Anything to DO (write the store, change PostgreSQL,
+  probe peers) is decided again on a fresh linearizable read.
+Writes stay compare-and-set and the primary's right to run stays its lease keepalive and the
+fencer, never this view.
 """
 
 from __future__ import annotations
@@ -31,7 +49,7 @@ from hamgr.dcs.model import (
     Role,
 )
 from hamgr.dcs.settings import DynamicSettings
-from hamgr.ha.actions import Decision, Detach, ProbePeers, Reinitialize
+from hamgr.ha.actions import Decision, Detach, ProbePeers, Reinitialize, RenewLease
 from hamgr.ha.decide import decide
 from hamgr.ha.execute import ActionRunner
 from hamgr.ha.inputs import LocalPostgres, LocalState
@@ -69,6 +87,19 @@ class Identity:
 CycleHook = Callable[[ClusterView, LocalPostgres, Decision, float], None]
 KeepaliveHook = Callable[[float, bool, float], None]
 StoreErrorHook = Callable[[str, bool], None]
+ViewHook = Callable[[bool], None]
+
+
+def view_max_age(settings: DynamicSettings) -> float:
+    """How old a read may be for a cycle to decide on it again (see the module docstring).
+
+    The next cycle starts loop_wait after the one that read, so an age of loop_wait alone
+    would never let a read stand; retry_timeout more allows it, and the validated rule
+    ``loop_wait + 2 * retry_timeout <= ttl`` keeps a view that silence made stale younger than
+    a lease (ttl - retry_timeout): a leader key its holder lost is seen gone, at the latest,
+    one loop later than with a read every cycle."""
+    return settings.loop_wait + settings.retry_timeout
+
 
 RESUME_TRIES = 3
 """Cycles a restarted agent tries to renew its previous run's lease before deciding anyway."""
@@ -76,6 +107,16 @@ SWITCHOVER_POLL = 0.05
 """Seconds between cycles while a stopped primary waits for its switchover candidate."""
 RACE_POLL = 0.1
 """Seconds between cycles while a leaderless member waits on its peers in the race."""
+
+CACHE_SAFE_ACTIONS: tuple[type, ...] = (RenewLease,)
+"""The only actions a decision on a cached view may carry out (see the module docstring)."""
+
+
+def settles_on_cache(decision: Decision) -> bool:
+    """Whether a decision made on a cached view may be carried out as it is: it holds no
+    action but those in CACHE_SAFE_ACTIONS. Else the cycle reads afresh and decides again."""
+    return all(isinstance(x, CACHE_SAFE_ACTIONS) for x in decision.actions)
+
 
 _LSN = re.compile(r"\b[0-9A-F]+/[0-9A-F]+\b")
 
@@ -100,13 +141,16 @@ class HaLoop:
         on_cycle: CycleHook | None = None,
         on_keepalive: KeepaliveHook | None = None,
         on_store_error: StoreErrorHook | None = None,
+        on_view_read: ViewHook | None = None,
         resume_lease: int | None = None,
         local_parameters: Mapping[str, ParameterValue] | None = None,
     ) -> None:
         """`on_cycle(view, pg, decision, seconds)` runs after every completed cycle and
         `on_keepalive(latency, ok, sent_at)` after every timed keepalive (metrics, systemd);
         `on_store_error(error, stopped)` after a cycle that could not read the store, `stopped`
-        when that made this primary stop PostgreSQL (its lease deadline had passed).
+        when that made this primary stop PostgreSQL (its lease deadline had passed);
+        `on_view_read(reused)` after each cycle's cluster view was read from the store or
+        taken from the cache (see the module docstring).
         `resume_lease` is the lease id an earlier process of this agent wrote down (see
         hamgr/ha/leasefile.py): the first cycles try to take it, and its leader key, back.
         `local_parameters` are this member's own ``postgresql.parameters``: with the cluster's
@@ -122,6 +166,11 @@ class HaLoop:
         self._on_cycle = on_cycle
         self._on_keepalive = on_keepalive
         self._on_store_error = on_store_error
+        self._on_view_read = on_view_read
+        self.views_reused = 0
+        """Cycles that decided on the cached view instead of a new read."""
+        self._quiet_wake = False
+        """The wait before this cycle was a watch that timed out (see :meth:`_view`)."""
         self.last_view: ClusterView | None = None
         self.last_pg = LocalPostgres()
         self.last_decision: Decision | None = None
@@ -153,6 +202,7 @@ class HaLoop:
     async def cycle(self) -> Decision | None:
         """One observe-decide-act round; None when the store could not be read."""
         started = clock.now()
+        quiet, self._quiet_wake = self._quiet_wake, False
         self.restarts.wake.clear()  # this cycle sees what woke it
         pg = await observe_postgres(self.pg, self._forks, self.held)
         self.last_pg = pg
@@ -170,16 +220,10 @@ class HaLoop:
                 return None
             self._resume_lease = None
         try:
-            view = await self.dcs.get_cluster()
+            view, settled = await self._view(pg, quiet)
         except DcsError as exc:
             await self._store_unreachable(pg, exc)
             return None
-        if not view.initialize or not view.settings_revision:
-            # Until the bootstrap writes the config key, the view carries the built-in defaults
-            # (ttl 6 s, safety margin 2 s, no parameters), not the ttl this agent's lease was
-            # granted with: a fence deadline computed from them lies in the past, and the
-            # bootstrap's parameters would be taken away. Use our own until then.
-            view = dataclasses.replace(view, settings=self._bootstrap_settings)
         self.last_view = view
         self.settings = view.settings
         # Timing changed live (hactl edit-config) reaches the running session: retry_timeout
@@ -189,13 +233,8 @@ class HaLoop:
         self.dcs.apply_timing(view.settings.ttl, view.settings.retry_timeout)
         self.runner.ttl = view.settings.ttl
         await self.runner.set_paused(view.settings.pause)
+        self._track(view, pg)
         lease = self.runner.lease
-        lease.was_primary = last_ran_as_primary(view, pg, lease.was_primary)
-        self._unled_claim = unled_claim(view, self._unled_claim, clock.now())
-        holds = view.leader is not None and view.leader.revision == lease.leader_revision
-        self._primary_down_since = primary_down_since(
-            holds, pg, self._primary_down_since, clock.now()
-        )
         if self.reinit_requested and lease.leader_revision is not None:
             # Won a race meanwhile: the request was for a replica, and must not empty this
             # data directory some day later, when it follows again.
@@ -205,8 +244,9 @@ class HaLoop:
             # An operator's restart ran in this cycle: decide on PostgreSQL as it is now.
             pg = await observe_postgres(self.pg, self._forks, self.held)
             self.last_pg = pg
-        local = self._local(view, pg)
-        decision = decide(view, local)
+        # On a cached view, the decision is the one that let it stand: nothing but a keepalive
+        # (deciding again a moment later could act on it, e.g. a timeout passing in between).
+        decision = settled if settled is not None else decide(view, self._local(view, pg))
         if any(isinstance(x, Detach) for x in decision.actions):
             # Stop receiving, then decide on the final position at once (not a loop later).
             self._log_decision(decision)
@@ -234,6 +274,64 @@ class HaLoop:
         if self._on_cycle is not None:
             self._on_cycle(view, pg, decision, self.last_loop_at - started)
         return decision
+
+    async def _view(self, pg: LocalPostgres, quiet: bool) -> tuple[ClusterView, Decision | None]:
+        """The cluster view this cycle decides on: the previous read, with the decision (no
+        action) that let it stand, when the cache rules allow it (see the module docstring;
+        ``quiet``: this cycle was started by a watch that timed out); else a linearizable
+        read, and None."""
+        if (
+            quiet
+            and self._resume_lease is None
+            and not self.reinit_requested
+            and self.restarts.idle()
+            and self.last_decision is not None
+        ):
+            cached = self.dcs.cached_cluster(view_max_age(self.settings))
+            if cached is not None:
+                cached = self._with_own_settings(cached)
+                settled = self._decides_nothing(cached, pg)
+                if settled is not None:
+                    self.views_reused += 1
+                    if self._on_view_read is not None:
+                        self._on_view_read(True)
+                    return cached, settled
+        view = self._with_own_settings(await self.dcs.get_cluster())
+        if self._on_view_read is not None:
+            self._on_view_read(False)
+        return view, None
+
+    def _with_own_settings(self, view: ClusterView) -> ClusterView:
+        if not view.initialize or not view.settings_revision:
+            # Until the bootstrap writes the config key, the view carries the built-in defaults
+            # (ttl 6 s, safety margin 2 s, no parameters), not the ttl this agent's lease was
+            # granted with: a fence deadline computed from them lies in the past, and the
+            # bootstrap's parameters would be taken away. Use our own until then.
+            return dataclasses.replace(view, settings=self._bootstrap_settings)
+        return view
+
+    def _decides_nothing(self, view: ClusterView, pg: LocalPostgres) -> Decision | None:
+        """decide() on ``view`` when it returns no action but those in CACHE_SAFE_ACTIONS,
+        else None; the state it follows from view to view is left as it was (the cycle
+        tracks it on the view it keeps)."""
+        lease = self.runner.lease
+        saved = lease.was_primary, self._unled_claim, self._primary_down_since
+        try:
+            self._track(view, pg)
+            decision = decide(view, self._local(view, pg))
+            return decision if settles_on_cache(decision) else None
+        finally:
+            lease.was_primary, self._unled_claim, self._primary_down_since = saved
+
+    def _track(self, view: ClusterView, pg: LocalPostgres) -> None:
+        """Follow, from view to view, what decide() needs to know of the past."""
+        lease = self.runner.lease
+        lease.was_primary = last_ran_as_primary(view, pg, lease.was_primary)
+        self._unled_claim = unled_claim(view, self._unled_claim, clock.now())
+        holds = view.leader is not None and view.leader.revision == lease.leader_revision
+        self._primary_down_since = primary_down_since(
+            holds, pg, self._primary_down_since, clock.now()
+        )
 
     def slots_kept(self) -> tuple[str, ...]:
         """The replication slots this agent keeps as primary or standby leader (REST API)."""
@@ -387,18 +485,19 @@ class HaLoop:
                 due = self.restarts.seconds_to_next(time.time())
                 if due is not None:
                     wait = min(wait, due)  # a scheduled restart runs at its time, not later
-                await self._wait_for_change(stop, wait)
+                self._quiet_wake = await self._wait_for_change(stop, wait)
         finally:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
             await self.held.close()
 
-    async def _wait_for_change(self, stop: asyncio.Event, timeout: float) -> None:
+    async def _wait_for_change(self, stop: asyncio.Event, timeout: float) -> bool:
         """Sleep up to `timeout`, waking early on a store change, an operator's restart or `stop`.
 
-        A watch that fails at once (store unreachable) must not make the loop spin: the rest of
-        the wait is then slept out.
+        True only when the store's watch itself ended the wait by timing out (no change): the
+        first condition of the view cache. A watch that fails at once (store unreachable) must
+        not make the loop spin: the rest of the wait is then slept out.
         """
         end = clock.now() + timeout
         watcher = asyncio.ensure_future(self.dcs.watch(timeout))
@@ -412,6 +511,8 @@ class HaLoop:
                 log.debug("store watch failed: %s", watcher.exception())
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), max(0.0, end - clock.now()))
+                return False
+            return done == {watcher} and watcher.result() is False
         finally:
             for t in (watcher, stopper, asked):
                 t.cancel()

@@ -92,6 +92,10 @@ class RestartDesk:
             if self._asked is asked:
                 self._asked = None
 
+    def idle(self) -> bool:
+        """No restart is scheduled or asked for (a cycle then has no restart to carry out)."""
+        return self.scheduled is None and self._asked is None
+
     def refuse_waiting(self, why: str) -> None:
         """Answer a restart that waits for this cycle with ``why`` (e.g. the store is
         unreachable: the lease cannot be checked), restarting nothing."""

@@ -380,6 +380,50 @@ async def check_watch_ignores_member_publications(store: StoreUnderTest) -> None
         assert await asyncio.wait_for(waiting, WATCH_BOUND + 1.0) is True
 
 
+async def check_cached_view_only_after_a_quiet_watch(store: StoreUnderTest) -> None:
+    """The view cache (issue 15): the last read stands in for a new one only right after a
+    watch that saw no event at all under the scope, member keys included, only once per such
+    watch, only while younger than the age asked, and never after a write of the session's
+    own or one made behind its back."""
+    scope = new_scope("cache")
+    keys = scope_keys(scope)
+    async with sessions(store, scope, "a", "b") as (a, b):
+        await a.touch_member(member("a"))
+        await b.touch_member(member("b"))
+        view = await a.get_cluster()
+        assert a.cached_cluster(60.0) is None, "no watch since the read"
+        assert await a.watch(0.3) is False
+        assert a.cached_cluster(60.0) == view, "a quiet watch: the read stands"
+        assert a.cached_cluster(60.0) is None, "one answer per quiet watch"
+        assert await a.watch(0.3) is False
+        assert a.cached_cluster(0.0) is None, "older than the age asked"
+        # Another member's publication: no wake, but the cache is out of date.
+        await a.get_cluster()
+        waiting = asyncio.create_task(a.watch(1.0))
+        await b.touch_member(member("b", state="stopped"))
+        assert await waiting is False, "a member's publication woke the watch"
+        assert a.cached_cluster(60.0) is None, "a member key changed since the read"
+        # A key written behind the agents' backs, straight into the store.
+        await a.get_cluster()
+        request = SwitchoverRequest("switchover", leader="b")
+        await store.raw_put(keys.switchover, json.dumps(request.to_dict()).encode())
+        assert await a.watch(10.0) is True
+        assert a.cached_cluster(60.0) is None
+        # The session's own write after a quiet watch.
+        await a.get_cluster()
+        assert await a.watch(0.3) is False
+        await a.set_position(PrimaryPosition("a", 1, 100))
+        assert a.cached_cluster(60.0) is None, "a write of the session's own since the watch"
+        # A watch cut short (cancelled) vouches for nothing.
+        await a.get_cluster()
+        waiting = asyncio.create_task(a.watch(10.0))
+        await asyncio.sleep(0.05)
+        waiting.cancel()
+        with suppress(asyncio.CancelledError):
+            await waiting
+        assert a.cached_cluster(60.0) is None
+
+
 async def check_an_unchanged_member_key_is_not_rewritten(store: StoreUnderTest) -> None:
     """An agent publishes its state every loop; while the store already holds exactly that
     state on the session's lease, nothing is written (no log entry, no fsync on any member),
@@ -565,6 +609,7 @@ CHECKS: list[Check] = [
     check_history_append_is_idempotent,
     check_watch_wakes_on_a_leader_change,
     check_watch_ignores_member_publications,
+    check_cached_view_only_after_a_quiet_watch,
     check_an_unchanged_member_key_is_not_rewritten,
     check_take_initialize_only_once,
     check_orphaned_claim_is_dropped_only_while_unchanged,

@@ -17,6 +17,7 @@ from hamgr.dcs.common import (
     Deadline,
     RangeSnapshot,
     StoredKey,
+    Watched,
     build_view,
     encode_history,
     encode_json,
@@ -129,9 +130,25 @@ async def test_poll_for_change_compares_keys_and_revisions() -> None:
     async def read(timeout: float) -> RangeSnapshot:
         return reads.pop(0) if reads else seen
 
-    assert await poll_for_change(read, seen, 2.0, 0.001) is True, "a key was deleted"
+    assert await poll_for_change(read, seen, 2.0, 0.001) is Watched.CHANGE, "a key was deleted"
     assert reads == []
     timer = VirtualTimer()
-    assert await poll_for_change(read, seen, 0.1, 0.01, timer=timer) is False
+    assert await poll_for_change(read, seen, 0.1, 0.01, timer=timer) is Watched.QUIET
     assert timer.now() == pytest.approx(0.1), "polled until the timeout, not longer"
     assert max(timer.sleeps) == pytest.approx(0.01), "no pause longer than the interval"
+
+
+async def test_poll_for_change_reports_ignored_keys_without_waking() -> None:
+    """A member key that changed does not end the wait, but the ending says OTHER (a cached
+    view is out of date); a wait that never compared a read cannot vouch for QUIET."""
+    seen = RangeSnapshot(5, (kv("/p/a", b"", 1, 3), kv("/p/members/x", b"", 4, 5)))
+    moved = RangeSnapshot(6, (kv("/p/a", b"", 1, 3), kv("/p/members/x", b"", 4, 6)))
+    reads = [moved]
+
+    async def read(timeout: float) -> RangeSnapshot:
+        return reads.pop(0) if reads else seen  # changed back: still OTHER, not QUIET
+
+    timer = VirtualTimer()
+    assert await poll_for_change(read, seen, 0.1, 0.01, "/p/members/", timer) is Watched.OTHER
+    assert timer.now() == pytest.approx(0.1), "an ignored key does not end the wait"
+    assert await poll_for_change(read, seen, 0.0, 0.01, timer=timer) is Watched.OTHER

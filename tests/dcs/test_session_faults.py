@@ -27,6 +27,7 @@ from hamgr.dcs.common import (
     StoreUnavailable,
     Timer,
     TxnOutcome,
+    Watched,
 )
 from hamgr.dcs.raft import RaftTransport
 from hamgr.dcs.session import KvSession
@@ -103,7 +104,7 @@ class LossyTransport:
 
     async def wait_for_change(
         self, prefix: str, seen: RangeSnapshot | None, timeout: float, ignore: str = ""
-    ) -> bool:
+    ) -> Watched:
         return await self.inner.wait_for_change(prefix, seen, timeout, ignore)
 
     async def close(self) -> None:

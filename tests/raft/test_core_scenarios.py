@@ -193,6 +193,33 @@ def test_check_quorum_steps_down_within_one_election_timeout() -> None:
         c.core(1).propose(b"z")
 
 
+def test_a_cut_off_follower_is_out_of_touch_within_one_election_timeout() -> None:
+    """leader_in_touch (what the agents' view cache asks before trusting a quiet watch on
+    their local member): a follower that stops hearing from its leader, in the same term,
+    says so within one election timeout; the leader stays in touch while CheckQuorum keeps
+    it in office, and no longer once it stepped down."""
+    c = Cluster([1, 2, 3])
+    elect(c, 1)
+    assert c.core(1).leader_in_touch() and c.core(3).leader_in_touch()
+    c.isolated = {3}
+    term = c.core(3).term
+    ticks = 0
+    while c.core(3).leader_in_touch() and ticks < 100:
+        c.tick(1)
+        c.tick(2)
+        c.tick(3)
+        c.deliver()
+        ticks += 1
+    assert ticks <= 10, "out of touch after one election timeout without the leader"
+    assert c.core(3).term == term, "PreVote: the cut-off member kept its term (no term check)"
+    assert c.core(1).leader_in_touch() and c.core(2).leader_in_touch()
+    c.isolated = {1}
+    for _ in range(40):
+        c.tick(1)
+        c.deliver()
+    assert c.core(1).role != Role.LEADER and not c.core(1).leader_in_touch()
+
+
 def test_leadership_transfer_to_lagging_follower() -> None:
     c = Cluster([1, 2, 3])
     elect(c, 1)

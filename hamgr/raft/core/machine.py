@@ -272,6 +272,19 @@ class RaftCore:
         """Current leader and role."""
         return SoftState(self.lead, self.role)
 
+    def leader_in_touch(self) -> bool:
+        """True while this member is the leader, or a follower that heard from its leader
+        within the last election timeout. CheckQuorum takes office from a leader cut off from
+        a majority within that timeout, so such a member's log lags the cluster's by no more
+        than about that long (a follower cut off stops being in touch at the same point)."""
+        if self.role == Role.LEADER:
+            return True
+        return (
+            self.role == Role.FOLLOWER
+            and self.lead != NONE
+            and self._election_elapsed < self.cfg.election_tick
+        )
+
     def _is_member(self, node: int) -> bool:
         return node in self.conf.voters or node in self.conf.learners
 

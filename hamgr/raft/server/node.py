@@ -637,6 +637,26 @@ class RaftNode(NodeAPI):
         """True while the core is leader."""
         return self._core is not None and self._core.role == Role.LEADER
 
+    def current_copy(self, revision: int, term: int) -> bool:
+        """Whether this member's store can vouch for a read made at ``revision`` in ``term``
+        (what a cache of that read needs before it trusts a quiet watch on this member): it
+        runs, it is still in ``term`` and in touch with its leader (see
+        ``RaftCore.leader_in_touch``), it applied every entry it knows committed, and it has
+        reached ``revision``. A lagging or cut-off member answers False."""
+        core = self._core
+        return (
+            core is not None
+            and self._state == "running"
+            and core.term == term
+            and core.leader_in_touch()
+            and core.log.applied >= core.log.committed
+            and self.kv.revision >= revision
+        )
+
+    def term(self) -> int | None:
+        """The current term (None before start)."""
+        return self._core.term if self._core is not None else None
+
     def reachable_voters(self) -> tuple[int, int]:
         """(voters this member reaches, itself included; all voters), (0, 0) before start.
 
