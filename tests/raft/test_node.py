@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from pathlib import Path
@@ -19,6 +18,7 @@ from hamgr.raft.errors import NotLeaderError
 from hamgr.raft.server.node import RaftNode
 from hamgr.raft.server.pending import NodeFailedError
 from tests.tools.poll import wait_for_async
+from tests.tools.steppedclock import SteppedClock
 
 CLUSTER = "test-node"
 SECRET = b"s" * 32
@@ -26,33 +26,6 @@ TICK = 0.03
 ELECTION_TICK = 10
 IDS = (1, 2, 3)
 T = TypeVar("T")
-
-
-class SteppedClock:
-    """The nodes' clock: `time.monotonic` plus an offset the test moves forward (`advance`), so
-    that a lease's TTL passes on the node's clock without waiting for it; counts each node's
-    reads, so that a test can wait for a tick that saw the moved clock (`ticked`)."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-        self.reads: Counter[int] = Counter()
-
-    def for_node(self, i: int) -> Callable[[], float]:
-        def now() -> float:
-            self.reads[i] += 1
-            return time.monotonic() + self.offset
-
-        return now
-
-    def advance(self, seconds: float) -> None:
-        self.offset += seconds
-
-    async def ticked(self, i: int) -> None:
-        """Until node `i` has read the clock three more times: its tick loop reads it before
-        and after each tick's sleep and expires leases right after the second read, without
-        yielding, so by then a full tick has run on the clock as it is now."""
-        seen = self.reads[i]
-        await wait_for_async(lambda: self.reads[i] >= seen + 3, what=f"node {i} to tick")
 
 
 def _free_port(host: str) -> int:
