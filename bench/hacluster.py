@@ -6,7 +6,7 @@ and the chosen timing profile. Agents log to `<root>/<name>.log`. With `sync` ot
 each member's config also carries `bootstrap.dcs.synchronous_mode` (that string),
 `synchronous_node_count: 1` and `synchronous_mode_strict: false`; with "off" nothing is written,
 so the agents run on their defaults. The files are written and the agents run by
-`hamgr.localcluster` (the builder the demo and the tests use too); what is here is the
+`hamgr.cli.localcluster` (the builder the demo and the tests use too); what is here is the
 benchmarks' own observation (settled, behind, fencer logs). Everything started here is killed
 by PID on `close()`: agents, then each member's postmaster and its children, then fencers
 (found through their pid files), whatever happened.
@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from hamgr.localcluster import API_USER, LocalCluster, Ports, one_per_host
+from hamgr.cli.localcluster import API_USER, LocalCluster, Ports, one_per_host
 
 PASSWORD = "bench-password"
 PG_PORT = Ports().pg
@@ -53,7 +53,7 @@ SMALL_PG_CLUSTER: dict[str, object] = {
 
 class Cluster(LocalCluster):
     """Agents named pg1..pgN on `hosts` (one member each), configured under `root` by
-    `hamgr.localcluster` (files written at once). With `tls` the REST API and the store run
+    `hamgr.cli.localcluster` (files written at once). With `tls` the REST API and the store run
     over TLS, certificates like ``hamgr certs init`` makes in ``root/tls`` (`tls_dir`;
     `ssl_context` trusts its CA)."""
 

@@ -13,7 +13,7 @@ import time
 
 from kvload import VALUE, run_async
 
-from hamgr.gcpolicy import tune_gc
+from hamgr.agent.gcpolicy import tune_gc
 from hamgr.raft.server.node import RaftNode
 
 

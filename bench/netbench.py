@@ -15,7 +15,7 @@ import yaml
 from kvload import VALUE, Figures, figures, run_async
 from procs import Child, Procs
 
-from hamgr.raft.client.client import StoreClient
+from hamgr.raft.client.storeclient import StoreClient
 from hamgr.raft.errors import StoreError
 
 HOSTS = {1: "127.0.0.101", 2: "127.0.0.102", 3: "127.0.0.103"}

@@ -219,7 +219,7 @@ main() {
             exec "$venv/bin/python" -m pytest "$@" ;;
         cluster)
             ensure_venv; ensure_postgres
-            exec "$venv/bin/python" -m hamgr.demo "$@" ;;
+            exec "$venv/bin/python" -m hamgr.cli.demo "$@" ;;
         *)
             sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
     esac

@@ -1,7 +1,7 @@
 """What the REST API needs from the running agent: one small interface, :class:`AgentView`.
 
-The HA loop implements it; the API (``hamgr/api.py``) only reads through it and asks it to act,
-so the HTTP layer can be tested with a plain test class and no PostgreSQL.
+The HA loop implements it; the API (``hamgr/agent/api.py``) only reads through it and asks it to
+act, so the HTTP layer can be tested with a plain test class and no PostgreSQL.
 
 Health checks read only :meth:`AgentView.local` and :meth:`AgentView.is_primary_serving`, which
 must answer from memory at once (a load balancer's check must not wait on the store); the JSON

@@ -10,7 +10,7 @@ old and the new CA are both trusted until the process restarts.
 
 Peers are dialed by their advertised address, and ``hamgr certs`` puts that address in each
 member's certificate, so the REST clients check host names. The store's contexts
-(`hamgr.storecmd`) do not: members there are told apart by the cluster secret's handshake.
+(`hamgr.agent.storemember`) do not: members there are told apart by the cluster secret's handshake.
 """
 
 from __future__ import annotations

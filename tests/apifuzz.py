@@ -1,4 +1,4 @@
-"""Drive schemathesis over the REST API's OpenAPI description (hamgr/openapi.yaml).
+"""Drive schemathesis over the REST API's OpenAPI description (hamgr/agent/openapi.yaml).
 
 `fuzz_api` generates requests for every operation (bounded examples each) from the shipped
 description, both valid ones and ones schemathesis makes invalid on purpose (wrong types,
@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.generation import GenerationMode
 
-from hamgr.openapi import description
+from hamgr.agent.openapi import description
 
 TIMEOUT = 30.0
 """Seconds an answer may take (a switchover waits up to the API's outcome timeout)."""

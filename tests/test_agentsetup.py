@@ -1,4 +1,4 @@
-"""hamgr.agentsetup: validate-config and the agent run one check, and its problems name keys.
+"""hamgr.agent.setup: validate-config and the agent run one check, and its problems name keys.
 
 Pure: the files are written to a temporary directory, nothing is started (the agent's run on
 the example file is tests/test_agent_example.py).
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from hamgr.agentsetup import WitnessSetup, agent_setup, load_setup, setup_problems, witness_setup
+from hamgr.agent.setup import WitnessSetup, agent_setup, load_setup, setup_problems, witness_setup
 from hamgr.config import ConfigError, parse_config
 from hamgr.postgres import InitdbOptions
 from tests.test_config import DELETE, REPO, fake_bin_dir, minimal, put
@@ -272,7 +272,7 @@ def test_every_key_reaches_the_part_that_uses_it() -> None:
 
 
 def test_tls_on_one_side_only_or_unloadable_files_are_refused(tmp_path: Path) -> None:
-    from hamgr.certs import init, parse_members
+    from hamgr.cli.certs import init, parse_members
 
     certs = tmp_path / "tls"
     init(certs, "demo", parse_members("n1=127.0.0.1"))

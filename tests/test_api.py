@@ -16,12 +16,12 @@ import pytest
 from aiohttp import web
 
 from hamgr import clock
-from hamgr.api import build_app, parse_size, serve
+from hamgr.agent.api import build_app, parse_size, serve
+from hamgr.agent.storemembers import MembershipRefused
 from hamgr.apiview import apply_settings_patch, primary_serving
-from hamgr.ctl import basic_auth
+from hamgr.cli.hactl import basic_auth
 from hamgr.dcs import DynamicSettings, ModelError, SwitchoverRequest
 from hamgr.dcs.model import MemberTags, SyncState
-from hamgr.storemembers import MembershipRefused
 from tests.apifake import MB, FakeAgent, FakeStore, cluster3, status
 
 AUTH = ("admin", "s3cret-pass")

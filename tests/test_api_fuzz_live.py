@@ -1,4 +1,5 @@
-"""schemathesis against a live agent: every operation of hamgr/openapi.yaml, valid and invalid.
+"""schemathesis against a live agent: every operation of hamgr/agent/openapi.yaml, valid and
+invalid.
 
 One real agent (embedded store, real PostgreSQL, a cluster of one on 127.0.0.173) is fuzzed
 through its REST API with the credentials (so requests reach the handlers, not only the auth

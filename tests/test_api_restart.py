@@ -1,5 +1,5 @@
 """POST/DELETE /restart and DELETE /switchover over a fake agent (no PostgreSQL): Patroni's
-status codes and messages, bad input named, the fencing refusals (hamgr/apirestart.py)."""
+status codes and messages, bad input named, the fencing refusals (hamgr/agent/apirestart.py)."""
 
 from __future__ import annotations
 

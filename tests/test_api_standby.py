@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from hamgr.api import HttpError, check_request, cluster_json, health_ok, member_status
+from hamgr.agent.api import HttpError, check_request, cluster_json, health_ok, member_status
 from hamgr.apiview import LocalStatus
+from hamgr.cli.hactl import list_rows
 from hamgr.config.standby import StandbyCluster
-from hamgr.ctl import list_rows
 from hamgr.dcs.model import ClusterView, DynamicSettings, LeaderKey, MemberState
 from hamgr.ha.inputs import LocalPostgres
 from hamgr.ha.standby import is_standby_leader

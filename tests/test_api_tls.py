@@ -17,12 +17,12 @@ import pytest
 from cryptography import x509
 
 from hamgr import tls
-from hamgr.api import serve
-from hamgr.apiaccess import Access
-from hamgr.certs import init, parse_members, renew
+from hamgr.agent.api import serve
+from hamgr.agent.apiaccess import Access
+from hamgr.cli.certs import init, parse_members, renew
+from hamgr.cli.hactl import basic_auth
+from hamgr.cli.healthcheck import check, local_url
 from hamgr.config.schema import ApiAuthentication, RestApiConfig
-from hamgr.ctl import basic_auth
-from hamgr.healthcheck import check, local_url
 from tests.apifake import FakeAgent, FakeStore, cluster3, status
 
 AUTH = ("admin", "s3cret-pass")
@@ -240,7 +240,7 @@ async def _hactl(*args: str) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "hamgr.ctl",
+        "hamgr.cli.hactl",
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

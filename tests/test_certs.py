@@ -11,8 +11,8 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from hamgr.__main__ import main as hamgr_main
-from hamgr.certs import CertError, Member, init, parse_members, renew
+from hamgr.cli.certs import CertError, Member, init, parse_members, renew
+from hamgr.cli.main import main as hamgr_main
 
 
 def _cert(path: Path) -> x509.Certificate:

@@ -22,17 +22,12 @@ ROOT = Path(__file__).resolve().parent.parent / "hamgr"
 FENCE_CODE = sorted(
     {
         *(ROOT / "ha").glob("*.py"),
-        ROOT / "fencer.py",
-        ROOT / "fencing.py",
-        ROOT / "fencekeeper.py",
-        ROOT / "fenceguard.py",
-        ROOT / "postmasterproc.py",
+        *(ROOT / "fencer").glob("*.py"),
         ROOT / "dcs" / "base.py",
         ROOT / "dcs" / "session.py",
-        ROOT / "api.py",
+        ROOT / "agent" / "api.py",
         ROOT / "apiview.py",
-        ROOT / "metrics.py",
-        ROOT / "watchdog.py",
+        ROOT / "agent" / "metrics.py",
     }
 )
 

@@ -17,7 +17,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hamgr.agentsetup import setup_problems
+from hamgr.agent.setup import setup_problems
 from hamgr.config import (
     REDACTED,
     TIMING_PROFILES,

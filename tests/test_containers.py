@@ -28,10 +28,10 @@ import psycopg
 import pytest
 import yaml
 
-from hamgr.agentsetup import agent_setup
+from hamgr.agent.setup import agent_setup
+from hamgr.cli.healthcheck import local_url
 from hamgr.config import Config, ConfigError, dump_effective, parse_config, schema_paths
 from hamgr.config.values import split_address
-from hamgr.healthcheck import local_url
 from tests.tools.poll import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -200,7 +200,7 @@ def test_the_baked_config_alone_names_what_each_member_must_set() -> None:
 
 
 def test_every_agent_passes_the_checks_the_agent_runs_at_start() -> None:
-    """What validate-config and the agent check beyond the file (hamgr.agentsetup)."""
+    """What validate-config and the agent check beyond the file (hamgr.agent.setup)."""
     for name in AGENTS:
         config = agent_config(name)
         pg = dataclasses.replace(config.postgresql, bin_dir="/usr/lib/postgresql/15/bin")

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hamgr.api import serve
-from hamgr.ctl import list_rows, main
+from hamgr.agent.api import serve
+from hamgr.cli.hactl import list_rows, main
 from tests.apifake import FakeAgent, FakeStore, cluster3, status
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,7 +59,7 @@ async def hactl(*args: str, password: str | None = PASSWORD) -> tuple[int, str, 
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "hamgr.ctl",
+        "hamgr.cli.hactl",
         *args,
         cwd=ROOT,
         env=env,

@@ -1,4 +1,4 @@
-"""The local demo (`deploy/dev.sh cluster`, `python -m hamgr.demo`) as a newcomer runs it.
+"""The local demo (`deploy/dev.sh cluster`, `python -m hamgr.cli.demo`) as a newcomer runs it.
 
 The integration test runs the real demo on 127.0.0.181 with its output in a pipe (no terminal:
 each line must arrive as it is printed), interrupts it like Ctrl-C once it says it serves, and
@@ -26,12 +26,12 @@ from pathlib import Path
 
 import pytest
 
-from hamgr.agentsetup import load_agent_setup
-from hamgr.certs import existing_members
-from hamgr.demo import loopback, write_configs
-from hamgr.demostop import DemoMember, kill_leftovers
-from hamgr.fencer import pid_file_for
-from hamgr.postmasterproc import kill_postmaster, postmaster_identity, proc_stat
+from hamgr.agent.setup import load_agent_setup
+from hamgr.cli.certs import existing_members
+from hamgr.cli.demo import loopback, write_configs
+from hamgr.cli.demostop import DemoMember, kill_leftovers
+from hamgr.fencer.postmasterproc import kill_postmaster, postmaster_identity, proc_stat
+from hamgr.fencer.process import pid_file_for
 
 HOST = "127.0.0.181"
 NAMES = ("pg1", "pg2", "pg3")
@@ -128,7 +128,7 @@ def test_ctrl_c_stops_the_whole_cluster_quickly_and_cleanly(demo_root: Path) -> 
         [
             sys.executable,
             "-m",
-            "hamgr.demo",
+            "hamgr.cli.demo",
             "--dir",
             str(root),
             "--host",

@@ -1,4 +1,4 @@
-"""The agent's ring of recent events (hamgr/events.py), without I/O: what each change between
+"""The agent's ring of recent events (hamgr/agent/events.py), without I/O: what each change between
 two cluster views, and each of this agent's decisions, turns into; the ring's bounds."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import itertools
 
 import pytest
 
+from hamgr.agent.events import KINDS, EventLog, decision_change, view_changes
 from hamgr.dcs import DynamicSettings, LeaderKey, SwitchoverRequest, TimelineEntry
 from hamgr.dcs.model import ClusterView
-from hamgr.events import KINDS, EventLog, decision_change, view_changes
 from hamgr.ha.actions import (
     AcquireLeader,
     Decision,

@@ -1,4 +1,5 @@
-"""The fencer (hamgr/fencer.py) and its client (hamgr/fencing.py) against real processes.
+"""The fencer (hamgr/fencer/process.py) and its client (hamgr/fencer/client.py) against real
+processes.
 
 A real postmaster with real backends, fencers started the way the agent starts them (detached,
 through FencerClient.ensure_running), agents as separate Python processes that get SIGKILLed or
@@ -26,18 +27,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from hamgr import clock, fenceguard
+from hamgr import clock
 from hamgr import postgres as pg
-from hamgr.fenceguard import parse_line
-from hamgr.fencekeeper import BACKOFF_MIN, FencerKeeper
-from hamgr.fencer import (
-    EXIT_ALREADY_RUNNING,
-    MAX_SLEEP_MS,
-    FenceState,
-    ProtocolError,
-    parse_command,
-)
-from hamgr.fencing import (
+from hamgr.fencer import guard as fenceguard
+from hamgr.fencer.client import (
     FenceClockError,
     FencerClient,
     FenceRefused,
@@ -48,8 +41,17 @@ from hamgr.fencing import (
     parse_status,
     postmaster_identity,
 )
+from hamgr.fencer.guard import parse_line
+from hamgr.fencer.keeper import BACKOFF_MIN, FencerKeeper
+from hamgr.fencer.postmasterproc import proc_stat
+from hamgr.fencer.process import (
+    EXIT_ALREADY_RUNNING,
+    MAX_SLEEP_MS,
+    FenceState,
+    ProtocolError,
+    parse_command,
+)
 from hamgr.postgres.sql import connect, query
-from hamgr.postmasterproc import proc_stat
 from tests.tools.poll import wait_for_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -65,7 +67,7 @@ AGENT = """
 import asyncio, sys, time
 from pathlib import Path
 from hamgr import clock
-from hamgr.fencing import FencerClient, postmaster_identity
+from hamgr.fencer.client import FencerClient, postmaster_identity
 
 async def main():
     sock, data_dir, run_dir = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
@@ -668,7 +670,7 @@ async def test_an_armed_fencer_on_another_clock_is_left_alone_with_a_clear_error
     assert "EXIT" not in old.commands
 
 
-# --- the fencer supervised (hamgr/fencekeeper.py) ------------------------------------------
+# --- the fencer supervised (hamgr/fencer/keeper.py) ------------------------------------------
 
 
 async def test_a_killed_fencer_is_started_again_and_takes_arms(
@@ -763,7 +765,7 @@ async def test_a_fencer_that_cannot_start_is_retried_with_a_backoff(
     """No fencer can be started: revive says so, and the next attempt waits for the backoff;
     the time without a fence is what releases the leader key (one ttl)."""
     keeper = FencerKeeper(FencerClient(run_dir / "never.sock"))  # never started: cannot restart
-    caplog.set_level("INFO", logger="hamgr.fencekeeper")
+    caplog.set_level("INFO", logger="hamgr.fencer.keeper")
     assert not await keeper.alive(1.0)
     assert f"next attempt in {BACKOFF_MIN:.1f} s" in caplog.text
     attempts = caplog.text.count("starting a new one")
@@ -831,7 +833,7 @@ def test_the_guard_follows_the_fencer_lines_and_imports_only_the_standard_librar
         for n in ast.walk(tree)
         if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("hamgr")
     }
-    assert hamgr_imports <= {"hamgr", "hamgr.postmasterproc"}, hamgr_imports
+    assert hamgr_imports <= {"hamgr", "hamgr.fencer.postmasterproc"}, hamgr_imports
 
 
 def test_fence_state_rules() -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from hamgr.gcpolicy import GEN0_THRESHOLD
+from hamgr.agent.gcpolicy import GEN0_THRESHOLD
 
 PROBE = """
 import gc
-from hamgr.gcpolicy import tune_gc
+from hamgr.agent.gcpolicy import tune_gc
 default = gc.get_threshold()
 tune_gc()
 print(*default, *gc.get_threshold(), gc.get_freeze_count(), gc.isenabled())

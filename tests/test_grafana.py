@@ -1,7 +1,7 @@
 """deploy/grafana/hamgr.json, the Grafana dashboard of the hamgr_* metrics: a well-formed
 dashboard (unique panel ids, panels inside the 24-column grid, every query on the
 ``$datasource`` variable, only defined variables, balanced brackets), and every hamgr_* name
-its PromQL queries is one that hamgr/metrics.py exports. tests/ha/test_ui_e2e.py checks the
+its PromQL queries is one that hamgr/agent/metrics.py exports. tests/ha/test_ui_e2e.py checks the
 same names against the /metrics of a live cluster's agents."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hamgr.metrics import Metrics
+from hamgr.agent.metrics import Metrics
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "deploy" / "grafana" / "hamgr.json"
 NAME = re.compile(r"\bhamgr_[a-z0-9_]+")
@@ -50,7 +50,7 @@ def queried_metrics(dashboard: dict[str, Any]) -> set[str]:
 
 
 def exported_names() -> set[str]:
-    """Every sample name hamgr/metrics.py can export (a family's name with its type's
+    """Every sample name hamgr/agent/metrics.py can export (a family's name with its type's
     suffixes), whether or not it has a value yet."""
     out = set()
     for family in Metrics().registry.collect():

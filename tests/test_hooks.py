@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
+from hamgr.agent.hooksetup import callback_commands, member_methods, member_parameters
 from hamgr.config import ConfigError
 from hamgr.config.validate import parse_config
 from hamgr.ha import CloneFrom
 from hamgr.ha.callbacks import CallbackRunner, callback_argv, start_action
-from hamgr.hooksetup import callback_commands, member_methods, member_parameters
 from hamgr.postgres.methods import (
     BUILTIN_BASEBACKUP,
     BootstrapSpec,
@@ -289,7 +289,7 @@ def test_every_key_is_checked(pg: Any, boot: Any, expected: str) -> None:
 
 
 def test_bootstrap_recovery_settings_are_checked_by_the_agent_setup() -> None:
-    from hamgr.agentsetup import agent_setup
+    from hamgr.agent.setup import agent_setup
 
     config = _config(
         {"authentication": {"replication": {"password": "p"}}},

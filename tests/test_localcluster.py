@@ -1,4 +1,4 @@
-"""The local-cluster builder's files (`hamgr.localcluster`), checked by the agent's own loader.
+"""The local-cluster builder's files (`hamgr.cli.localcluster`), checked by the agent's own loader.
 
 Pure: configuration files and certificates under tmp_path, no process started. The processes
 it runs are exercised by the demo's test (tests/test_demo.py) and every AgentCluster test.
@@ -11,9 +11,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hamgr.agentsetup import load_agent_setup
-from hamgr.certs import existing_members
-from hamgr.localcluster import Layout, LocalCluster, MemberSpec, Ports, all_on_host, one_per_host
+from hamgr.agent.setup import load_agent_setup
+from hamgr.cli.certs import existing_members
+from hamgr.cli.localcluster import (
+    Layout,
+    LocalCluster,
+    MemberSpec,
+    Ports,
+    all_on_host,
+    one_per_host,
+)
 
 
 def test_members_sharing_an_address_get_ports_of_their_own(tmp_path: Path) -> None:

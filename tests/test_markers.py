@@ -14,7 +14,7 @@ STARTS_REAL_CLUSTERS = (
     "cluster_of_test(",
     "chaos_cluster(",
     "pg_bindir",
-    '"hamgr.demo"',
+    '"hamgr.cli.demo"',
 )
 """What a test module names when it starts PostgreSQL or agents (tests/ha/agentcluster.py,
 tests/chaos/harness.py, the pg_bindir fixture, the demo)."""

@@ -1,4 +1,4 @@
-"""hamgr/metrics.py: every exposition is parsed with prometheus-client's own parser.
+"""hamgr/agent/metrics.py: every exposition is parsed with prometheus-client's own parser.
 
 The unit tests drive each update method; the integration test builds real cluster state in a
 real store (a one-member RaftNode on 127.0.0.73 with RaftDcs sessions for three members),
@@ -23,11 +23,11 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from hamgr import __version__
-from hamgr.api import build_app
+from hamgr.agent.api import build_app
+from hamgr.agent.metrics import ROLES, Metrics, replica_lags
 from hamgr.dcs import ClusterView, LeaderKey, MemberState, TimelineEntry
 from hamgr.dcs.raft import RaftDcs
-from hamgr.metrics import ROLES, Metrics, replica_lags
-from hamgr.raft.client.client import StoreClient
+from hamgr.raft.client.storeclient import StoreClient
 from hamgr.raft.core.types import Entry, HardState
 from hamgr.raft.server.node import RaftNode
 from hamgr.raft.server.rpcserver import StoreRpcServer

@@ -1,4 +1,4 @@
-"""The shipped OpenAPI description (hamgr/openapi.yaml) describes every route of the REST API,
+"""The shipped OpenAPI description (hamgr/agent/openapi.yaml) describes every route of the REST API,
 and only those, and is served at GET /openapi.json."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from hamgr.api import build_app
-from hamgr.openapi import description
+from hamgr.agent.api import build_app
+from hamgr.agent.openapi import description
 
 _METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
@@ -30,8 +30,8 @@ def _described() -> set[tuple[str, str]]:
 
 def test_every_route_is_described_and_nothing_else() -> None:
     routes, described = _app_routes(), _described()
-    assert routes - described == set(), "routes missing from hamgr/openapi.yaml"
-    assert described - routes == set(), "hamgr/openapi.yaml describes routes the app lacks"
+    assert routes - described == set(), "routes missing from hamgr/agent/openapi.yaml"
+    assert described - routes == set(), "hamgr/agent/openapi.yaml describes routes the app lacks"
 
 
 def test_every_operation_documents_its_answers() -> None:

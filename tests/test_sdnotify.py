@@ -1,6 +1,6 @@
-"""hamgr/sdnotify.py and hamgr/sdwatchdog.py against a real unix datagram socket standing in for
-systemd's NOTIFY_SOCKET (a path, or an abstract name), and a real child process that notifies
-the way the agent does under systemd.
+"""hamgr/agent/sdnotify.py and hamgr/agent/sdwatchdog.py against a real unix datagram socket
+standing in for systemd's NOTIFY_SOCKET (a path, or an abstract name), and a real child process
+that notifies the way the agent does under systemd.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from hamgr.sdnotify import Notifier, NotifyConfigError, socket_address, watchdog_timeout
-from hamgr.sdwatchdog import LoopWatchdog
+from hamgr.agent.sdnotify import Notifier, NotifyConfigError, socket_address, watchdog_timeout
+from hamgr.agent.sdwatchdog import LoopWatchdog
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -187,7 +187,7 @@ def test_a_child_process_notifies_and_does_not_pass_the_socket_on(
     r, path = receiver
     program = (
         "import os, subprocess, sys\n"
-        "from hamgr.sdnotify import Notifier\n"
+        "from hamgr.agent.sdnotify import Notifier\n"
         "n = Notifier.from_env()\n"
         "inherited = subprocess.run(['env'], capture_output=True, text=True).stdout\n"
         "n.ready(status='grandchild sees NOTIFY_SOCKET: ' + str('NOTIFY_SOCKET' in inherited))\n"

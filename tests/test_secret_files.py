@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
-from hamgr.agentsetup import agent_setup
+from hamgr.agent.setup import agent_setup
+from hamgr.agent.storemember import read_secret
 from hamgr.config import ConfigError, load_config
 from hamgr.config.secretfiles import read_secret_file
-from hamgr.storecmd import read_secret
 from tests.test_config import minimal, put
 
 PASSWORD_KEYS = [

@@ -1,4 +1,4 @@
-"""hamgr.storeadmin against a real store: three RaftNodes with their client servers in one
+"""hamgr.agent.storeadmin against a real store: three RaftNodes with their client servers in one
 event loop on 127.0.0.211-213 (ephemeral ports), real sockets and data directories.
 
 What the live agent tests (tests/ha/test_members_e2e.py) do not reach: removing the member that
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from hamgr.storeadmin import StoreAdmin, register_until_done
-from hamgr.storemembers import MemberRecord, MembershipRefused
+from hamgr.agent.storeadmin import StoreAdmin, register_until_done
+from hamgr.agent.storemembers import MemberRecord, MembershipRefused
 from tests.raft.inloop import InLoopStore
 from tests.tools.poll import wait_for_async
 
@@ -74,7 +74,7 @@ async def test_view_and_removing_the_raft_leader(
             isinstance(m["applied"], int) and m["role"] == "voter" for m in rows.values()
         )
 
-        with caplog.at_level(logging.INFO, logger="hamgr.storeadmin"):
+        with caplog.at_level(logging.INFO, logger="hamgr.agent.storeadmin"):
             done = await admin.remove(f"m{leader}")
         assert done["node_id"] == leader
         assert f"moving leadership from member {leader} to" in caplog.text

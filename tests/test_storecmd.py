@@ -1,5 +1,5 @@
-"""hamgr.storecmd's pure parts: every store.raft key reaches the member's settings, and log.*
-sets the level and the format of what the processes log. No process is started here (the
+"""hamgr.agent.storemember's pure parts: every store.raft key reaches the member's settings, and
+log.* sets the level and the format of what the processes log. No process is started here (the
 store processes themselves are tests/raft/test_store_process.py)."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from hamgr.agent.storemember import running_member, settings_from_config, setup_logging
 from hamgr.config import LogConfig, parse_config
-from hamgr.storecmd import running_member, settings_from_config, setup_logging
 from tests.test_config import minimal, put
 
 

@@ -1,11 +1,11 @@
-"""The rules of `hactl members` (hamgr.storemembers), as tables: what is refused and why, which
-id a new member gets, what GET /store/members shows. No I/O."""
+"""The rules of `hactl members` (hamgr.agent.storemembers), as tables: what is refused and why,
+which id a new member gets, what GET /store/members shows. No I/O."""
 
 from __future__ import annotations
 
 import pytest
 
-from hamgr.storemembers import (
+from hamgr.agent.storemembers import (
     MemberProbe,
     MemberRecord,
     MembershipRefused,

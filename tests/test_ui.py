@@ -1,5 +1,5 @@
 """The status page's HTTP side, without a browser: ``GET /ui`` and its files (headers, nothing
-else served), ``GET /events`` and ``GET /store`` (hamgr/storeview.py), and the page's files
+else served), ``GET /events`` and ``GET /store`` (hamgr/agent/storeview.py), and the page's files
 checked for what would make it unsafe (markup from data, unsafe methods, inline script,
 anything loaded from elsewhere). tests/test_ui_page.py and tests/ha/test_ui_e2e.py load it in
 a real browser."""
@@ -17,11 +17,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-import hamgr.ui
-from hamgr.api import build_app
-from hamgr.events import EventLog
-from hamgr.storeview import etcd_json, names_by_store_id, store_json
-from hamgr.ui import ASSETS, CSP, asset
+import hamgr.agent.ui
+from hamgr.agent.api import build_app
+from hamgr.agent.events import EventLog
+from hamgr.agent.storeview import etcd_json, names_by_store_id, store_json
+from hamgr.agent.ui import ASSETS, CSP, asset
 from tests.apifake import FakeAgent, FakeStore, cluster3, status
 
 URLS = {n: f"http://127.0.0.1:{p}" for n, p in (("a", 8008), ("b", 8009), ("c", 8010))}
@@ -203,7 +203,7 @@ def test_nothing_is_inline_or_loaded_from_elsewhere() -> None:
 
 
 def test_the_ui_package_imports_nothing_from_hamgr() -> None:
-    source = Path(hamgr.ui.__file__).read_text()
+    source = Path(hamgr.agent.ui.__file__).read_text()
     imported = [
         n.module if isinstance(n, ast.ImportFrom) else a.name
         for n in ast.walk(ast.parse(source))

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from hamgr.api import build_app
+from hamgr.agent.api import build_app
+from hamgr.agent.events import EventLog
+from hamgr.agent.storeview import etcd_json, store_json
 from hamgr.dcs import SwitchoverRequest
-from hamgr.events import EventLog
-from hamgr.storeview import etcd_json, store_json
 from tests.apifake import FakeAgent, FakeStore, cluster3, status
 from tests.tools.browser import Page, chromium_binary, running_browser
 

@@ -1,8 +1,8 @@
-"""hamgr/watchdog.py: the Linux watchdog protocol, against a stand-in device.
+"""hamgr/fencer/watchdog.py: the Linux watchdog protocol, against a stand-in device.
 
 This machine has no watchdog device (and opening a real one would arm a machine reset), so the
 tests drive :class:`Watchdog` against :class:`StandInDevice`, which plays the kernel's side at
-the file-descriptor boundary (:class:`~hamgr.watchdog.DeviceIO`): open starts the countdown,
+the file-descriptor boundary (:class:`~hamgr.fencer.watchdog.DeviceIO`): open starts the countdown,
 WDIOC_SETTIMEOUT sets it (answering the timeout really used) and pings, WDIOC_KEEPALIVE pings,
 and close stops it only right after the magic character 'V'. A clock of the test's own says
 when the stand-in would have reset the machine. The wiring into the agent (start refused in
@@ -22,10 +22,7 @@ import pytest
 
 from hamgr.config.schema import WatchdogConfig
 from hamgr.dcs.model import LeaderKey
-from hamgr.ha.execute import ActionRunner
-from hamgr.ha.inputs import LocalPostgres
-from hamgr.postgres import PgSettings
-from hamgr.watchdog import (
+from hamgr.fencer.watchdog import (
     MAGIC_CLOSE,
     WDIOC_KEEPALIVE,
     WDIOC_SETTIMEOUT,
@@ -34,6 +31,9 @@ from hamgr.watchdog import (
     WatchdogError,
     timeout_for,
 )
+from hamgr.ha.execute import ActionRunner
+from hamgr.ha.inputs import LocalPostgres
+from hamgr.postgres import PgSettings
 
 DEVICE = "/dev/watchdog-stand-in"
 TTL = 6.0
@@ -225,7 +225,7 @@ def test_required_without_an_openable_device_is_not_ready_for_primary(
 
 def test_automatic_logs_once_and_goes_on(caplog: pytest.LogCaptureFixture) -> None:
     wd, dev = make(mode="automatic", present=False)
-    caplog.set_level(logging.WARNING, logger="hamgr.watchdog")
+    caplog.set_level(logging.WARNING, logger="hamgr.fencer.watchdog")
     wd.check_at_start(TTL, 2.0, 1.0)
     for _ in range(5):
         assert not renewed(wd, dev)

@@ -4,7 +4,7 @@
 :func:`~hamgr.config.validate.parse_config`, then :func:`resolve_local` finds PostgreSQL's
 programs (:func:`find_bin_dir`), reads the Raft secret file and checks that the files the
 configuration names are readable. What the agent builds from a loaded configuration, and the
-checks that come with it, are in :mod:`hamgr.agentsetup` (``hamgr validate-config`` runs both).
+checks that come with it, are in :mod:`hamgr.agent.setup` (``hamgr validate-config`` runs both).
 """
 
 from __future__ import annotations

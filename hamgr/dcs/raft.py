@@ -1,10 +1,10 @@
 """RaftDcs: the :class:`~hamgr.dcs.base.Dcs` of one agent, backed by hamgr's embedded Raft KV.
 
-Writes and linearizable reads go through a :class:`~hamgr.raft.client.client.StoreClient` (which
-finds and follows the Raft leader). Each agent embeds a store member in its own process; given that
-member (``local_node``), :meth:`RaftDcs.watch` watches the scope prefix on it directly: every
-member applies the same entries, so a change of the leader key wakes every agent at once, with no
-network round trip. Without one, watch polls the prefix.
+Writes and linearizable reads go through a :class:`~hamgr.raft.client.storeclient.StoreClient`
+(which finds and follows the Raft leader). Each agent embeds a store member in its own process;
+given that member (``local_node``), :meth:`RaftDcs.watch` watches the scope prefix on it directly:
+every member applies the same entries, so a change of the leader key wakes every agent at once,
+with no network round trip. Without one, watch polls the prefix.
 
 The semantics (leases, compare-and-swap, budgets) are :class:`~hamgr.dcs.session.KvSession`'s;
 this module only maps them onto the store client and translates its errors.
@@ -32,7 +32,7 @@ from hamgr.dcs.common import (
 )
 from hamgr.dcs.model import DynamicSettings
 from hamgr.dcs.session import KvSession
-from hamgr.raft.client.client import StoreClient
+from hamgr.raft.client.storeclient import StoreClient
 from hamgr.raft.errors import (
     LeaseNotFoundError,
     StoreError,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from hamgr.ha.actions import (
     POSTGRES_ACTIONS,
+    AbandonBootstrap,
     AcquireLeader,
     Action,
     AppendHistory,
@@ -44,6 +45,7 @@ from hamgr.ha.inputs import LocalPostgres, LocalState, PeerProbe
 
 __all__ = [
     "POSTGRES_ACTIONS",
+    "AbandonBootstrap",
     "AcquireLeader",
     "Action",
     "AppendHistory",

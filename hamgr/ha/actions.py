@@ -55,9 +55,24 @@ class DropBootstrapClaim:
 class Bootstrap:
     """initdb, start as primary, create the users and write the cluster's settings.
 
-    On failure the loop cleans up: wipes what initdb left, releases the leader key and deletes
-    the initialize key, so that the race can start again.
+    A marker in the run directory says a bootstrap is under way until it succeeded; a failed
+    or interrupted one (the agent killed halfway) leaves the marker, and the next cycle
+    abandons what it made (AbandonBootstrap), so that the race can start again.
     """
+
+
+@dataclass(frozen=True)
+class AbandonBootstrap:
+    """Undo a bootstrap of this agent's that did not finish, in this order: stop PostgreSQL
+    at once (it may run as a primary no fencer guards), release the leader key if held, delete
+    the ``""`` initialize claim written at ``claim_revision`` (when it is this agent's, given
+    while it holds the key), empty the data directory and remove the marker.
+
+    Without this, the data directory of another system stays behind when a different member
+    then bootstraps the cluster, and this member refuses to join for good.
+    """
+
+    claim_revision: int | None = None
 
 
 @dataclass(frozen=True)
@@ -245,6 +260,7 @@ Action = (
     | SetInitialize
     | DropBootstrapClaim
     | Bootstrap
+    | AbandonBootstrap
     | AcquireLeader
     | RenewLease
     | ReleaseLeader
@@ -275,6 +291,7 @@ Action = (
 #: the self-fencing Demote of a primary whose lease ran out).
 POSTGRES_ACTIONS: tuple[type, ...] = (
     Bootstrap,
+    AbandonBootstrap,
     CloneFrom,
     StartReplica,
     Follow,

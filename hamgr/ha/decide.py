@@ -2,6 +2,9 @@
 
 Order of precedence, first match wins:
 
+0. What a bootstrap of mine that did not finish left (failed, or the agent killed halfway):
+   stop it, give the key and my claim back, empty the data directory (AbandonBootstrap), unless
+   the store already names its system as the cluster's. Not while paused.
 1. Fencing: a PostgreSQL running as primary whose lease deadline (``fence_at``) has passed is
    demoted at once (immediate): its key may already be someone else's. Not while paused.
 2. A data directory of another system than the cluster's: refuse to join, stay stopped.
@@ -16,7 +19,7 @@ Order of precedence, first match wins:
    race; a switchover waits until resume). The one promotion is a manual failover to a named
    candidate, which the REST API accepts only once the old primary's agent reports its
    PostgreSQL stopped, or when the operator forces it, told that two primaries may then
-   accept writes (hamgr/api.py check_paused_failover). The one gap, which Patroni shares: a
+   accept writes (hamgr/agent/api.py check_paused_failover). The one gap, which Patroni shares: a
    primary cut off from the store while paused cannot learn of the resume, so after a resume
    the others may elect a new leader while it still runs, until it reaches the store again
    and demotes. Resume only with the primary reachable.
@@ -41,6 +44,7 @@ from collections.abc import Mapping
 
 from hamgr.dcs.model import ClusterView, LeaderKey, PrimaryPosition, TimelineEntry
 from hamgr.ha.actions import (
+    AbandonBootstrap,
     AcquireLeader,
     Action,
     AppendHistory,
@@ -94,7 +98,7 @@ def _decide(
     """decide() before the parameters: the steps of the module's docstring, in order."""
     key = view.leader
     holder = key is not None and key.name == local.name and key.revision == local.leader_revision
-    for step in (_fence, _foreign_system):
+    for step in (_unfinished_bootstrap, _fence, _foreign_system):
         found = step(view, local, holder)
         if found is not None:
             return found
@@ -105,6 +109,22 @@ def _decide(
     if key is not None:
         return _as_follower(view, local, key)
     return _no_leader(view, local, peers)
+
+
+def _unfinished_bootstrap(view: ClusterView, local: LocalState, holder: bool) -> Decision | None:
+    if not local.bootstrap_unfinished:
+        return None
+    mine = local.pg.system_identifier
+    if mine is not None and view.initialize == str(mine):
+        return None  # it finished after all: the store names its system as the cluster's
+    what = "my data directory holds what a bootstrap of mine that did not finish left"
+    if view.settings.pause:
+        return Decision((), f"paused: {what}; not touching it")
+    claim = view.initialize_revision if holder and view.initialize == "" else None
+    return Decision(
+        (AbandonBootstrap(claim_revision=claim or None),),
+        f"{what}: stopping it, giving the bootstrap race back and emptying the data directory",
+    )
 
 
 def _fence(view: ClusterView, local: LocalState, holder: bool) -> Decision | None:
@@ -149,7 +169,7 @@ def _foreign_system(view: ClusterView, local: LocalState, holder: bool) -> Decis
 
 def _paused(view: ClusterView, local: LocalState, holder: bool) -> Decision:
     """Hands off PostgreSQL; the one promotion is a manual failover the REST API accepted
-    (hamgr/api.py check_paused_failover: the old primary's agent reported its PostgreSQL
+    (hamgr/agent/api.py check_paused_failover: the old primary's agent reported its PostgreSQL
     stopped, or the operator forced it, taking the risk of two primaries)."""
     pg, key, req = local.pg, view.leader, view.switchover
     manual = req if req is not None and req.kind == "failover" and req.due(local.wall_now) else None

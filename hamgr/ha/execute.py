@@ -21,14 +21,15 @@ from hamgr import clock, postgres
 from hamgr.config.values import split_address
 from hamgr.dcs.base import Dcs, DcsError, KeepaliveResult
 from hamgr.dcs.model import ClusterView, DynamicSettings, LeaderKey
-from hamgr.fencekeeper import FencerKeeper
-from hamgr.fencing import (
+from hamgr.fencer.client import (
     FencerClient,
     FenceRefused,
     FencerError,
     FenceStatus,
     postmaster_identity,
 )
+from hamgr.fencer.keeper import FencerKeeper
+from hamgr.fencer.watchdog import Watchdog
 from hamgr.ha import actions as a
 from hamgr.ha.applyparams import ParametersRefused, apply_parameters
 from hamgr.ha.callbacks import PRIMARY, REPLICA, CallbackRunner
@@ -38,7 +39,12 @@ from hamgr.ha.slots import slot_name
 from hamgr.ha.standbyexec import run_standby_action
 from hamgr.ha.syncrep import ANY_STANDBY
 from hamgr.postgres import PgSettings, PostgresError
-from hamgr.postgres.conf import STANDBY_SIGNAL, clear_sync_conf, write_sync_conf
+from hamgr.postgres.conf import (
+    STANDBY_SIGNAL,
+    clear_sync_conf,
+    ensure_runtime_dir,
+    write_sync_conf,
+)
 from hamgr.postgres.files import remove_contents, write_file
 from hamgr.postgres.methods import (
     MemberMethods,
@@ -50,7 +56,6 @@ from hamgr.postgres.methods import (
 from hamgr.postgres.process import resolve_run_as
 from hamgr.postgres.settings import ParamValue
 from hamgr.postgres.syncrep import detach, set_synchronous_standby_names
-from hamgr.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +92,16 @@ STARTS_POSTGRES = (
 """Actions that start PostgreSQL (or make it primary): never carried out by a stopping agent,
 which would otherwise leave a PostgreSQL running with no agent (a hand-over's last cycle
 decided "starting as a standby of the new leader", and the agent exited)."""
+
+
+BOOTSTRAP_MARKER = "bootstrap-unfinished"
+"""File in the runtime directory that a bootstrap writes before initdb and removes once done."""
+
+
+def _mark_bootstrap(pg: PgSettings, marker: Path) -> None:
+    run_as = resolve_run_as(pg.os_user)
+    ensure_runtime_dir(pg, run_as)
+    write_file(marker, "a bootstrap of this member started and has not succeeded\n", run_as)
 
 
 def _standby_without_upstream(pg: PgSettings) -> None:
@@ -502,6 +517,8 @@ class ActionRunner:
             self.lease.key = None
             await self.disarm_fencer()
             return released
+        if isinstance(action, a.AbandonBootstrap):
+            return await self._abandon_bootstrap(action.claim_revision)
         if isinstance(action, a.Bootstrap):
             if not await self._watchdog_allows_primary("bootstrapping"):
                 return False
@@ -669,9 +686,19 @@ class ActionRunner:
             raise DcsError(f"member {member} is not registered in the store")
         return split_address(m.conn_url)
 
+    @property
+    def bootstrap_marker(self) -> Path:
+        """Present while a bootstrap of this agent's has started and not succeeded."""
+        return self.pg.runtime_dir / BOOTSTRAP_MARKER
+
+    def bootstrap_unfinished(self) -> bool:
+        """Whether the data directory holds what a failed or interrupted bootstrap left."""
+        return self.bootstrap_marker.exists()
+
     async def _bootstrap(self, view: ClusterView) -> bool:
         pg = self.pg
         method = self.methods.bootstrap
+        await asyncio.to_thread(_mark_bootstrap, pg, self.bootstrap_marker)
         try:
             if method is None:
                 await postgres.initdb(pg)
@@ -688,18 +715,31 @@ class ActionRunner:
                 # Create-if-absent: a config key an operator wrote first is kept.
                 await self.dcs.set_settings(self.bootstrap_settings, expected_revision=0)
             await self.arm_fencer()
-            self._started(PRIMARY)
-            return True
         except PostgresError as exc:
+            # The marker stays: the next cycle abandons what this bootstrap made.
             log.error("bootstrap failed: %s; giving the race back", exc)
-            await postgres.stop(pg, "immediate")
-            # What this bootstrap made goes: the next attempt (here or elsewhere) starts empty.
-            await asyncio.to_thread(remove_contents, Path(pg.data_dir))
-            if self.lease.key is not None:
-                await self.dcs.release_leader(self.lease.key)
-            self.lease.key = None
-            await self.dcs.delete_initialize()
             return False
+        self.bootstrap_marker.unlink()
+        self._started(PRIMARY)
+        return True
+
+    async def _abandon_bootstrap(self, claim_revision: int | None) -> bool:
+        """AbandonBootstrap: stop, give the key and the claim back, empty, forget the marker;
+        a step that fails stops here and the next cycle decides again."""
+        pg = self.pg
+        log.warning("abandoning what an unfinished bootstrap left in %s", pg.data_dir)
+        await postgres.stop(pg, "immediate")  # raises while it cannot: nothing else happens
+        if self.lease.key is not None:
+            self.lease.stepping_down = True
+            await self.dcs.release_leader(self.lease.key)
+            self.lease.key = None
+        await self.disarm_fencer()
+        if claim_revision is not None:
+            await self.dcs.delete_initialize(revision=claim_revision)
+        # What the bootstrap made goes: the next attempt (here or elsewhere) starts empty.
+        await asyncio.to_thread(remove_contents, Path(pg.data_dir))
+        self.bootstrap_marker.unlink(missing_ok=True)
+        return True
 
     async def _rewind(self, view: ClusterView, leader: str) -> bool:
         lease = self.lease

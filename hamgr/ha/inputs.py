@@ -162,6 +162,9 @@ class LocalState:
     initialized and no leader, it may still make its data (e.g. restore a backup)."""
     applied_parameters: Mapping[str, ParameterValue] | None = None
     refused_parameters: Mapping[str, ParameterValue] | None = None
+    bootstrap_unfinished: bool = False
+    """A bootstrap of this agent's started and did not succeed (failed, or the agent was
+    killed halfway): what the data directory holds came from it (see AbandonBootstrap)."""
 
     def __post_init__(self) -> None:
         problem = member_name_problem(self.name)

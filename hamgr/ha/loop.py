@@ -273,6 +273,7 @@ class HaLoop:
             clone_without_leader=self.runner.methods.clone_without_leader,
             applied_parameters=self.runner.pg.parameters,
             refused_parameters=self.runner.refused_parameters,
+            bootstrap_unfinished=self.runner.bootstrap_unfinished(),
         )
 
     async def _store_unreachable(self, pg: LocalPostgres, exc: DcsError) -> None:

@@ -32,11 +32,10 @@ from hamgr.ha.actions import (
     Detach,
     FollowRemote,
     ProbePeers,
-    ReleaseLeader,
 )
 from hamgr.ha.inputs import LocalState, PeerProbe
 from hamgr.ha.race import describe_request, fmt_wall
-from hamgr.ha.switchover import pick_target
+from hamgr.ha.switchover import pick_target, release_when_reached
 from hamgr.lsn import show_lsn
 
 __all__ = ["handover", "request_aside"]
@@ -86,37 +85,16 @@ def _await_target(
     peers: Mapping[str, PeerProbe] | None,
     key: LeaderKey,
 ) -> Step:
-    what, mine = describe_request(req), local.pg.position
-    waited = local.now - (local.switchover_stopped_at or local.now)
-    ttl = view.settings.ttl
-    if waited > ttl:
-        return (
-            (ClearSwitchover(req), FollowRemote()),
-            f"{what} aborted: no standby reached my position {show_lsn(mine)} within "
-            f"{ttl:g} s; replicating from the remote primary again",
-        )
-    if peers is None or mine is None:
-        return (ProbePeers(),), f"{what}: waiting for the standbys' positions"
-    names = [req.candidate] if req.candidate else sorted(n for n in peers if n != local.name)
-    # Checked again: a target tagged nofailover since the check before Detach is no target.
-    got = {
-        n: p.position
-        for n in names
-        if (p := peers.get(n)) is not None and p.running and p.role == "replica"
-        if p.priority > 0
-    }
-    done = sorted(n for n, lsn in got.items() if lsn is not None and lsn >= mine)
-    if done:
-        return (
-            (ReleaseLeader(key),),
-            f"{what}: {done[0]} holds all my WAL (up to {show_lsn(mine)}): releasing the leader "
-            "key",
-        )
-    where = ", ".join(f"{n} at {show_lsn(lsn)}" for n, lsn in sorted(got.items())) or "none running"
-    return (
-        (ProbePeers(),),
-        f"{what}: waiting for a standby to reach my final position {show_lsn(mine)} ({where})",
-    )
+    mine = local.pg.position
+    where = show_lsn(mine)
+    return release_when_reached(
+        req, view, local, peers, key,
+        needed=mine,
+        goal=f"reach my final position {where}",
+        reached=f"reached my final position {where}",
+        abort=(FollowRemote(),),
+        abort_tail="replicating from the remote primary again",
+    )  # fmt: skip
 
 
 def request_aside(view: ClusterView, local: LocalState) -> Step:

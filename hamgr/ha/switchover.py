@@ -5,7 +5,8 @@ eligible standby); stop PostgreSQL with a shutdown checkpoint (Demote fast); kee
 a target has RECEIVED that checkpoint record, so no acknowledged write is lost; release the key.
 The candidate then takes the key (see race.py) and clears the request once it runs as primary.
 A target that does not receive the checkpoint within ``ttl`` seconds aborts the switchover: the
-request is cleared and PostgreSQL starts again as primary, still holding the key.
+request is cleared and PostgreSQL starts again as primary, still holding the key. The wait and
+release (``release_when_reached``) is shared with a standby leader's handover (standbyswitch.py).
 """
 
 from __future__ import annotations
@@ -107,29 +108,59 @@ def _await_checkpoint(
     peers: Mapping[str, PeerProbe] | None,
     key: LeaderKey,
 ) -> Step:
-    what, checkpoint = describe_request(req), local.pg.checkpoint_lsn
+    checkpoint = local.pg.checkpoint_lsn
+    where = show_lsn(checkpoint)
+    # The checkpoint location is where the record STARTS: the standby must be past it.
+    return release_when_reached(
+        req, view, local, peers, key,
+        needed=None if checkpoint is None else checkpoint + 1,
+        goal=f"receive my shutdown checkpoint {where}",
+        reached=f"received my shutdown checkpoint {where}",
+        abort=(StartPostgres(),),
+        abort_tail="starting again as primary",
+    )  # fmt: skip
+
+
+def release_when_reached(
+    req: SwitchoverRequest,
+    view: ClusterView,
+    local: LocalState,
+    peers: Mapping[str, PeerProbe] | None,
+    key: LeaderKey,
+    *,
+    needed: int | None,
+    goal: str,
+    reached: str,
+    abort: tuple[Action, ...],
+    abort_tail: str,
+) -> Step:
+    """The key holder's last step of a handover, its PostgreSQL stopped (a primary) or
+    detached (a standby leader): release the key once a target holds WAL up to ``needed``.
+
+    Targets are the named candidate, or else every other member; each must still be an
+    eligible standby (running, a replica, not tagged nofailover since the first check). After
+    ``ttl`` seconds without one, the request is cleared and ``abort`` runs. ``goal`` and
+    ``reached`` word the wait ("receive my shutdown checkpoint 0/3000000" / "received ...").
+    """
+    what = describe_request(req)
     waited = local.now - (local.switchover_stopped_at or local.now)
-    if waited > view.settings.ttl:
+    ttl = view.settings.ttl
+    if waited > ttl:
         return (
-            (ClearSwitchover(req), StartPostgres()),
-            f"{what} aborted: no standby received my shutdown checkpoint "
-            f"{show_lsn(checkpoint)} within {view.settings.ttl:g} s; starting again as primary",
+            (ClearSwitchover(req), *abort),
+            f"{what} aborted: no standby {reached} within {ttl:g} s; {abort_tail}",
         )
-    if peers is None or checkpoint is None:
+    if peers is None or needed is None:
         return (ProbePeers(),), f"{what}: waiting for the standbys' positions"
     names = [req.candidate] if req.candidate else sorted(n for n in peers if n != local.name)
-    got = {n: p.received_lsn for n in names if (p := peers.get(n)) is not None and p.running}
-    # The checkpoint location is where the record STARTS: the standby must be past it.
-    done = sorted(n for n, lsn in got.items() if lsn is not None and lsn > checkpoint)
+    got = {
+        n: p.position
+        for n in names
+        if (p := peers.get(n)) is not None and p.running and p.role == "replica"
+        if p.priority > 0
+    }
+    done = sorted(n for n, lsn in got.items() if lsn is not None and lsn >= needed)
     if done:
-        return (
-            (ReleaseLeader(key),),
-            f"{what}: {done[0]} received my shutdown checkpoint {show_lsn(checkpoint)}: "
-            "releasing the leader key",
-        )
-    where = ", ".join(f"{n} at {show_lsn(lsn)}" for n, lsn in sorted(got.items())) or "none running"
-    return (
-        (ProbePeers(),),
-        f"{what}: waiting for a standby to receive my shutdown checkpoint "
-        f"{show_lsn(checkpoint)} ({where})",
-    )
+        return (ReleaseLeader(key),), f"{what}: {done[0]} {reached}: releasing the leader key"
+    at = ", ".join(f"{n} at {show_lsn(lsn)}" for n, lsn in sorted(got.items())) or "none eligible"
+    return (ProbePeers(),), f"{what}: waiting for a standby to {goal} ({at})"

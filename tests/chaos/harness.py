@@ -2,12 +2,13 @@
 
 ``with chaos_cluster(3, seed=1) as c: ...`` builds the network (`tests.chaos.netns`), starts the
 relay in the hub namespace (`tests.chaos.relay`), writes the members' configuration with the
-local-cluster builder (`hamgr.localcluster`, through `tests.ha.agentcluster.AgentCluster`: default
-timing profile, synchronous mode strict so that an acknowledged write is on two members) and
-starts each agent inside its namespace through `tests.chaos.slowfsync`, with its store's data
-directory on a small tmpfs of its own. On exit, whatever happened: every process is resumed and
-stopped, the network and the mounts are removed, and the directory is deleted. At start,
-leftovers of an earlier run (our namespaces, processes in them, our mounts) are removed first.
+local-cluster builder (`hamgr.cli.localcluster`, through `tests.ha.agentcluster.AgentCluster`:
+default timing profile, synchronous mode strict so that an acknowledged write is on two
+members) and starts each agent inside its namespace through `tests.chaos.slowfsync`, with its
+store's data directory on a small tmpfs of its own. On exit, whatever happened: every process
+is resumed and stopped, the network and the mounts are removed, and the directory is deleted.
+At start, leftovers of an earlier run (our namespaces, processes in them, our mounts) are
+removed first.
 
 Faults, each undone by `heal_all()` (and on exit):
 - the network: `network(default=..., cuts=...)` (delay, jitter, loss for every link; per
@@ -35,8 +36,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hamgr.localcluster import LocalMember
-from hamgr.raft.client.client import StoreClient
+from hamgr.cli.localcluster import LocalMember
+from hamgr.raft.client.storeclient import StoreClient
 from tests.chaos import netns
 from tests.ha.agentcluster import AgentCluster
 

@@ -27,7 +27,7 @@ import pytest
 from hamgr.dcs.common import prefix_end
 from hamgr.dcs.etcd import EtcdDcs
 from hamgr.dcs.raft import RaftDcs
-from hamgr.raft.client.client import StoreClient
+from hamgr.raft.client.storeclient import StoreClient
 from hamgr.raft.kv.kvwatch import EventType
 from hamgr.raft.server.node import RaftNode
 from tests.raft.inloop import InLoopStore, free_port

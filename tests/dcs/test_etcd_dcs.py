@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from hamgr.certs import init, parse_members
+from hamgr.cli.certs import init, parse_members
 from hamgr.config.schema import EtcdConfig
 from hamgr.dcs import DcsError
 from hamgr.dcs.etcd import EtcdDcs

@@ -2,7 +2,7 @@
 
 Each member gets its own loopback address (all its listeners: store, store clients, REST and
 PostgreSQL bind it), its own directories under one root, and the `fast` timing profile unless
-told otherwise. The files are written and the processes run by `hamgr.localcluster` (the
+told otherwise. The files are written and the processes run by `hamgr.cli.localcluster` (the
 builder the demo and the benchmarks use too); what is here is for tests: their defaults, and
 observation (`wait_primary`, `wait_streaming`, SQL). `close()` stops everything it started, by
 PID (SIGKILL: agents, then any postmaster and fencer left behind), whatever happened in the
@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from hamgr.localcluster import API_USER, LocalCluster, LocalMember, MemberSpec, one_per_host
+from hamgr.cli.localcluster import API_USER, LocalCluster, LocalMember, MemberSpec, one_per_host
 from tests.postgres.pg_helpers import find_pg_bindir
 
 PASSWORD = "it-password"
@@ -38,7 +38,7 @@ SMALL_PG_CLUSTER = {"max_connections": 30, "max_wal_senders": 6, "wal_keep_size"
 
 class AgentCluster(LocalCluster):
     """Agents on `hosts` (one member each, named m1..mN), configured under `root` by
-    `hamgr.localcluster`; its files are written at once."""
+    `hamgr.cli.localcluster`; its files are written at once."""
 
     def __init__(
         self,

@@ -103,7 +103,7 @@ def streaming_on(c: AgentCluster, name: str, timeline: int) -> bool:
 def hactl(c: AgentCluster, name: str, *args: str) -> subprocess.CompletedProcess[str]:
     """Run `hactl --url <member name's API> ARGS` with the API's credentials."""
     env = {**os.environ, "HACTL_PASSWORD": API_AUTH[1]}
-    argv = [sys.executable, "-m", "hamgr.ctl", *args, "--url", c.members[name].api]
+    argv = [sys.executable, "-m", "hamgr.cli.hactl", *args, "--url", c.members[name].api]
     if c.tls_dir is not None:
         argv += ["--cacert", str(c.tls_dir / "ca.crt")]
     return subprocess.run(

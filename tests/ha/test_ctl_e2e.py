@@ -24,9 +24,9 @@ import pytest
 import yaml
 
 from hamgr import __version__
+from hamgr.agent.storemember import settings_from_config
 from hamgr.config import load_config
-from hamgr.raft.client.client import StoreClient
-from hamgr.storecmd import settings_from_config
+from hamgr.raft.client.storeclient import StoreClient
 from tests.ha.agentcluster import API_AUTH, PASSWORD, AgentCluster, cluster_of_test
 from tests.ha.clusterops import call
 from tests.tools.poll import wait_for
@@ -52,7 +52,7 @@ def hactl(
 ) -> subprocess.CompletedProcess[str]:
     """``hactl --url <m1's API> --username admin ARGS`` (the options before the command, as
     query needs: its own -c and --username are the SQL and the database user)."""
-    argv = [sys.executable, "-m", "hamgr.ctl", "--url", c.members["m1"].api]
+    argv = [sys.executable, "-m", "hamgr.cli.hactl", "--url", c.members["m1"].api]
     environ = {**os.environ, "HACTL_PASSWORD": API_AUTH[1]}
     environ.pop("PGPASSWORD", None)
     environ.update(env or {})
@@ -257,7 +257,7 @@ def test_edit_config_in_an_editor_and_from_files(
     assert config_of(c)["maximum_lag_on_failover"] == lag + 1
     # The store changed while the editor was open: nothing is applied.
     racing = (
-        f"{sys.executable} -m hamgr.ctl --url {c.members['m2'].api} --username {API_AUTH[0]} "
+        f"{sys.executable} -m hamgr.cli.hactl --url {c.members['m2'].api} --username {API_AUTH[0]} "
         "edit-config --force "
         "--set parameters.work_mem=5MB >/dev/null && " + sed.replace(str(lag + 1), str(lag + 3))
     )
@@ -328,7 +328,7 @@ async def _revoke(config: Path, lease: int) -> None:
 
 def remove(config: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "hamgr.ctl", "-c", str(config), "remove", *args],
+        [sys.executable, "-m", "hamgr.cli.hactl", "-c", str(config), "remove", *args],
         input=stdin,
         capture_output=True,
         text=True,

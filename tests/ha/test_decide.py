@@ -10,6 +10,7 @@ import pytest
 
 from hamgr.dcs.model import DynamicSettings, MemberTags, PrimaryPosition, TimelineEntry
 from hamgr.ha import (
+    AbandonBootstrap,
     AcquireLeader,
     AppendHistory,
     Bootstrap,
@@ -64,6 +65,56 @@ BOOTSTRAP = [
         None,
         (TakeInitialize(""), AcquireLeader(), Bootstrap()),
         "racing for the initialize key",
+    ),
+    row(
+        "abandons-own-unfinished-bootstrap-holding-key-and-claim",
+        view(initialize="", initialize_revision=5),
+        local("a", primary(), leader=True, bootstrap_unfinished=True),
+        None,
+        (AbandonBootstrap(claim_revision=5),),
+        "a bootstrap of mine that did not finish left: stopping it, giving the bootstrap race",
+    ),
+    row(
+        "abandons-unfinished-bootstrap-of-another-system",
+        view(leader="b", initialize="42"),
+        local("a", stopped(), bootstrap_unfinished=True),
+        None,
+        (AbandonBootstrap(claim_revision=None),),
+        "a bootstrap of mine that did not finish left",
+    ),
+    row(
+        "leaves-anothers-claim-alone-when-abandoning",
+        view(leader=None, initialize="", initialize_revision=9),
+        local(
+            "a", LocalPostgres(initialized=False, data_dir_empty=False), bootstrap_unfinished=True
+        ),
+        None,
+        (AbandonBootstrap(claim_revision=None),),
+        "emptying the data directory",
+    ),
+    row(
+        "abandon-goes-before-fencing",
+        view(initialize="", initialize_revision=5),
+        local("a", primary(), leader_revision=7, fence_at=NOW - 1.0, bootstrap_unfinished=True),
+        None,
+        (AbandonBootstrap(claim_revision=5),),
+        "did not finish",
+    ),
+    row(
+        "finished-bootstrap-is-not-abandoned",
+        view(),
+        local("a", primary(), leader=True, bootstrap_unfinished=True),
+        None,
+        (RenewLease(),),
+        "I am the leader",
+    ),
+    row(
+        "paused-leaves-unfinished-bootstrap-alone",
+        view(leader=None, initialize="42", dcs={"pause": True}),
+        local("a", stopped(), bootstrap_unfinished=True),
+        None,
+        (),
+        "paused: my data directory holds what a bootstrap of mine that did not finish left",
     ),
     row(
         "nofailover-does-not-bootstrap",

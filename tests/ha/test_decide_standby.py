@@ -280,7 +280,7 @@ SWITCH = [
         local("a", FINAL, **HANDING),
         probes(*CASCADED),
         (RenewLease(), ReleaseLeader(KEY_A)),
-        "b holds all my WAL (up to 0/3000000): releasing the leader key",
+        "b reached my final position 0/3000000: releasing the leader key",
     ),
     row(
         "standby-switchover-counts-replayed-wal-of-the-old-leader",
@@ -304,7 +304,7 @@ SWITCH = [
         local("a", FINAL, **HANDING),
         probes(probe("b", nofailover=True), probe("c")),
         (RenewLease(), ProbePeers()),
-        "waiting for a standby to reach my final position 0/3000000 (none running)",
+        "waiting for a standby to reach my final position 0/3000000 (none eligible)",
     ),
     row(
         "standby-switchover-aborts-after-ttl-and-streams-again",
@@ -312,7 +312,7 @@ SWITCH = [
         local("a", FINAL, leader=True, switchover_stopped_at=NOW - 7.0),
         probes(probe("b", BASE_LOW)),
         (RenewLease(), ClearSwitchover(REQ), FollowRemote()),
-        "aborted: no standby reached my position 0/3000000 within 6 s",
+        "aborted: no standby reached my final position 0/3000000 within 6 s",
     ),
     row(
         "detached-holder-without-a-recorded-instant-checks-again",

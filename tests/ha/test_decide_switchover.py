@@ -117,6 +117,22 @@ SWITCHOVER = [
         "b received my shutdown checkpoint 0/3000000: releasing the leader key",
     ),
     row(
+        "no-release-to-a-candidate-tagged-nofailover-since",
+        view(switchover=REQ),
+        local("a", stopped(checkpoint_lsn=CHECKPOINT), **STOPPED_FOR_IT),
+        probes(probe("b", PAST_CHECKPOINT, nofailover=True)),
+        (RenewLease(), ProbePeers()),
+        "waiting for a standby to receive my shutdown checkpoint 0/3000000 (none eligible)",
+    ),
+    row(
+        "no-release-to-a-member-no-longer-a-standby",
+        view(switchover=switchover("a", None)),
+        local("a", stopped(checkpoint_lsn=CHECKPOINT), **STOPPED_FOR_IT),
+        probes(probe("b", PAST_CHECKPOINT, role="primary"), probe("c", CHECKPOINT)),
+        (RenewLease(), ProbePeers()),
+        "waiting for a standby to receive my shutdown checkpoint 0/3000000 (c at 0/3000000)",
+    ),
+    row(
         "aborts-after-ttl",
         view(switchover=REQ),
         local("a", stopped(checkpoint_lsn=CHECKPOINT), leader=True, switchover_stopped_at=NOW - 7),

@@ -35,7 +35,7 @@ import pytest
 from aiohttp import web
 
 from hamgr import clock, postgres
-from hamgr.agent import http_connector
+from hamgr.agent.process import http_connector
 from hamgr.config import load_config
 from hamgr.dcs.model import ClusterView
 from hamgr.ha.actions import Decision, StartReplica

@@ -9,9 +9,9 @@ from typing import Any, cast
 
 import pytest
 
+from hamgr.agent.events import EventLog
 from hamgr.dcs.base import DcsError
 from hamgr.dcs.model import DynamicSettings
-from hamgr.events import EventLog
 from hamgr.ha import loop as loopmod
 from hamgr.ha.execute import ActionRunner, LeaseState
 from hamgr.ha.inputs import LocalPostgres

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from hamgr.api import HttpError, check_paused_failover, check_request
+from hamgr.agent.api import HttpError, check_paused_failover, check_request
 from hamgr.dcs.model import ClusterView, MemberState, PrimaryPosition
 from hamgr.ha import AcquireLeader, ClearSwitchover, Promote, ReleaseLeader, RenewLease
 from hamgr.ha.actions import Action

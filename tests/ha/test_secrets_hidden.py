@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hamgr.api import build_app
+from hamgr.agent.api import build_app
 from tests.ha.agentcluster import AgentCluster
 from tests.ha.clusterops import call
 from tests.tools.poll import wait_for
@@ -98,7 +98,7 @@ def _get(c: AgentCluster, name: str, path: str) -> str:
 
 def _hactl(c: AgentCluster, name: str, password: str, *args: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "hamgr.ctl", *args, "--url", c.members[name].api,
+        [sys.executable, "-m", "hamgr.cli.hactl", *args, "--url", c.members[name].api,
          "--username", USER],
         capture_output=True, text=True, timeout=30, check=False,
         env={**os.environ, "HACTL_PASSWORD": password},

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from hamgr.raft.client.client import StoreClient
+from hamgr.raft.client.storeclient import StoreClient
 from tests.ha.agentcluster import AgentCluster
 from tests.ha.clusterops import sql
 from tests.tools.poll import wait_for

@@ -107,7 +107,7 @@ def test_a_tls_cluster_switches_over_fails_over_and_reloads_certificates(
     assert not any(plain_http_answers(c, n) for n in c.members)
     # Without the cluster CA a client does not trust the agents.
     plain = subprocess.run(
-        [sys.executable, "-m", "hamgr.ctl", "--url", c.members[primary].api, "list"],
+        [sys.executable, "-m", "hamgr.cli.hactl", "--url", c.members[primary].api, "list"],
         capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
     assert plain.returncode == 1 and "--cacert" in plain.stderr, plain.stderr

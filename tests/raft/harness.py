@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hamgr.raft.core.config import RaftConfig
-from hamgr.raft.core.core import RaftCore
+from hamgr.raft.core.machine import RaftCore
 from hamgr.raft.core.membership import bootstrap_log
 from hamgr.raft.core.types import Entry, HardState, Message, Ready, Role, Snapshot
-from hamgr.raft.sim.simbreakers import RuleBreakers, make_core
+from hamgr.raft.sim.breakers import RuleBreakers, make_core
 
 Filter = Callable[[Message], bool]
 

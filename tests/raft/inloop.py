@@ -7,7 +7,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from hamgr.raft.client.client import StoreClient
+from hamgr.raft.client.storeclient import StoreClient
 from hamgr.raft.server.node import RaftNode
 from hamgr.raft.server.rpcserver import StoreRpcServer
 from tests.tools.poll import wait_for_async

@@ -30,11 +30,11 @@ from pathlib import Path
 
 import yaml
 
-from hamgr.raft.client.client import StoreClient
+from hamgr.agent.storemember import client_ssl_context
+from hamgr.agent.storemembers import records_prefix
+from hamgr.raft.client.storeclient import StoreClient
 from hamgr.raft.errors import StoreError
 from hamgr.raft.net.rpcresults import MemberStatus
-from hamgr.storecmd import client_ssl_context
-from hamgr.storemembers import records_prefix
 
 REPO = Path(__file__).resolve().parent.parent.parent
 SECRET = "proc-cluster-secret-0123456789"

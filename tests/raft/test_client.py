@@ -13,8 +13,8 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from hamgr.raft.client.client import StoreClient
 from hamgr.raft.client.clientconn import Channel
+from hamgr.raft.client.storeclient import StoreClient
 from hamgr.raft.errors import (
     InvalidRequestError,
     LeaseNotFoundError,
@@ -31,7 +31,7 @@ from hamgr.raft.net.handshake import AuthenticatedConnection, ClusterAuth, open_
 from hamgr.raft.net.rpc import ErrorCode, Request, Status, decode_response, encode_request
 from hamgr.raft.net.rpcbase import RpcOp
 from hamgr.raft.net.rpcresults import MemberStatus, decode_result
-from hamgr.raft.sim.simloop import VirtualLoop
+from hamgr.raft.sim.loop import VirtualLoop
 from tests.raft.inloop import InLoopStore, free_port
 from tests.tools.poll import wait_for_async
 

@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hamgr.raft.core.config import RaftConfig
-from hamgr.raft.core.core import RaftCore
 from hamgr.raft.core.log import LogInvariantError, RaftLog
+from hamgr.raft.core.machine import RaftCore
 from hamgr.raft.core.membership import bootstrap_log
 from hamgr.raft.core.types import (
     ConfChange,
@@ -24,7 +24,7 @@ from hamgr.raft.core.types import (
     SnapshotMeta,
 )
 from hamgr.raft.errors import NotLeaderError
-from hamgr.raft.sim.simbreakers import RuleBreakers
+from hamgr.raft.sim.breakers import RuleBreakers
 from tests.raft.harness import Cluster
 
 ELECTION_TYPES = {MsgType.PRE_VOTE, MsgType.PRE_VOTE_RESP, MsgType.VOTE, MsgType.VOTE_RESP}

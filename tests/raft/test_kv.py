@@ -1,4 +1,4 @@
-"""Tests for the replicated KV state machine (hamgr.raft.kv.kv): etcd v3 semantics, determinism,
+"""Tests for the replicated KV state machine (hamgr.raft.kv.store): etcd v3 semantics, determinism,
 snapshots, watches and robustness against malformed log entries."""
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hamgr.raft.kv.kv import KVStore
 from hamgr.raft.kv.kvcommands import (
     FORMAT_VERSION,
     MAX_TXN_OPS,
@@ -54,6 +53,7 @@ from hamgr.raft.kv.kvresults import (
 )
 from hamgr.raft.kv.kvsnapshot import SnapshotError
 from hamgr.raft.kv.kvwatch import CompactedError, Event, EventType, WatchCancelledError, Watcher
+from hamgr.raft.kv.store import KVStore
 
 
 def run(store: KVStore, data: bytes) -> Result:

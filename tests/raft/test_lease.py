@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hamgr.raft.errors import LeaseExpiredError, LeaseNotFoundError, NotLeaderError
-from hamgr.raft.kv.kv import KVStore
 from hamgr.raft.kv.kvcommands import encode_lease_grant, encode_lease_revoke, encode_put
 from hamgr.raft.kv.lease import LeaseClock, effective_ttl
+from hamgr.raft.kv.store import KVStore
 
 
 @pytest.mark.parametrize(

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from hamgr.certs import init, parse_members
+from hamgr.agent.storemember import client_ssl_context, server_ssl_context
+from hamgr.cli.certs import init, parse_members
 from hamgr.raft.core.types import Message, MsgType
 from hamgr.raft.net.repeatlog import RepeatLimiter
 from hamgr.raft.net.transport import PeerTransport, TransportLimits
-from hamgr.storecmd import client_ssl_context, server_ssl_context
 
 CLUSTER = "refuse-test"
 SECRET = b"the-right-secret-0123456789"

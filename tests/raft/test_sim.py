@@ -10,13 +10,13 @@ import sys
 import pytest
 
 from hamgr.raft.core.config import RaftConfig
-from hamgr.raft.core.core import RaftCore
 from hamgr.raft.core.log import RaftLog
+from hamgr.raft.core.machine import RaftCore
 from hamgr.raft.core.types import Entry, HardState, Ready, Snapshot
-from hamgr.raft.sim.sim import Simulator, hunt_profile, profile, run_seed
-from hamgr.raft.sim.simbreakers import RuleBreakers, RuleBreakingCore, make_core
-from hamgr.raft.sim.simcheck import SafetyChecker, Violation
-from hamgr.raft.sim.simworld import Disk
+from hamgr.raft.sim.breakers import RuleBreakers, RuleBreakingCore, make_core
+from hamgr.raft.sim.check import SafetyChecker, Violation
+from hamgr.raft.sim.cores import Simulator, hunt_profile, profile, run_seed
+from hamgr.raft.sim.world import Disk
 
 CI_SEEDS = 500
 SLOW_SEEDS = int(os.environ.get("HAMGR_SIM_SLOW_SEEDS", "5000"))
@@ -39,7 +39,7 @@ def _run_range(first: int, count: int) -> list[tuple[int, str]]:
 def test_sim_seeds_pass(chunk: int) -> None:
     per = CI_SEEDS // 5
     failures = _run_range(1 + chunk * per, per)
-    assert failures == [], "replay with: python -m hamgr.raft.sim.sim --seed N --trace"
+    assert failures == [], "replay with: python -m hamgr.raft.sim --seed N --trace"
 
 
 @pytest.mark.slow
@@ -83,7 +83,7 @@ def test_checker_catches_broken_rule(breaker: str, max_seeds: int) -> None:
 
 def test_cli_summary_line() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "hamgr.raft.sim.sim", "--seeds", "3"],
+        [sys.executable, "-m", "hamgr.raft.sim", "--seeds", "3"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -95,7 +95,7 @@ def test_cli_summary_line() -> None:
 def test_cli_reports_failing_seed_with_replay_command() -> None:
     out = subprocess.run(
         [
-            *(sys.executable, "-m", "hamgr.raft.sim.sim", "--seeds", "3", "--hunt"),
+            *(sys.executable, "-m", "hamgr.raft.sim", "--seeds", "3", "--hunt"),
             *("--break-rule", "skip_log_up_to_date_check"),
         ],
         capture_output=True,
@@ -103,7 +103,7 @@ def test_cli_reports_failing_seed_with_replay_command() -> None:
         timeout=120,
     )
     assert out.returncode == 1
-    assert "replay: python -m hamgr.raft.sim.sim --seed" in out.stdout
+    assert "replay: python -m hamgr.raft.sim --seed" in out.stdout
     assert out.stdout.strip().splitlines()[-1].startswith("seeds=3 violations=")
 
 

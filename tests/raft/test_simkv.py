@@ -10,9 +10,9 @@ from collections.abc import Mapping
 import pytest
 
 from hamgr.raft.kv.lease import LeaseClock
-from hamgr.raft.sim.sim import profile
-from hamgr.raft.sim.simkv import KVMember, KVSimulator, _Op
-from hamgr.raft.sim.simworld import Member
+from hamgr.raft.sim.cores import profile
+from hamgr.raft.sim.kv import KVMember, KVSimulator, _Op
+from hamgr.raft.sim.world import Member
 
 SEEDS = 60
 
@@ -28,7 +28,7 @@ def _failures(sim: type[KVSimulator], seeds: range) -> list[tuple[int, str]]:
 
 def test_kv_sim_seeds_pass() -> None:
     assert _failures(KVSimulator, range(1, SEEDS + 1)) == [], (
-        "replay with: python -m hamgr.raft.sim.simkv --seed N --trace"
+        "replay with: python -m hamgr.raft.sim.kv --seed N --trace"
     )
 
 
@@ -88,7 +88,7 @@ def test_kv_sim_many_seeds() -> None:
 
 def test_kv_sim_cli_summary_line() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "hamgr.raft.sim.simkv", "--seeds", "3"],
+        [sys.executable, "-m", "hamgr.raft.sim.kv", "--seeds", "3"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -13,11 +13,11 @@ from collections.abc import Iterator
 import pytest
 
 from hamgr.raft.core.types import Entry, HardState, Snapshot
-from hamgr.raft.sim.simdisk import SimStorage
-from hamgr.raft.sim.simloop import VirtualLoop, VirtualLoopStalled
-from hamgr.raft.sim.simnode import NodeSim, hunt_profile, profile
-from hamgr.raft.sim.simnodecli import run_seed
-from hamgr.raft.sim.simworld import Disk
+from hamgr.raft.sim.disk import SimStorage
+from hamgr.raft.sim.loop import VirtualLoop, VirtualLoopStalled
+from hamgr.raft.sim.node import NodeSim, hunt_profile, profile
+from hamgr.raft.sim.nodecli import run_seed
+from hamgr.raft.sim.world import Disk
 
 
 @pytest.fixture(autouse=True)
@@ -76,7 +76,7 @@ def test_sim_storage_crash_loses_or_tears_the_write_in_flight() -> None:
 def test_node_sim_seeds_pass_and_exercise_the_node() -> None:
     sims = [NodeSim(seed, profile(seed)) for seed in (1, 2, 3)]
     assert [sim.run() for sim in sims] == [None] * 3, (
-        "replay with: python -m hamgr.raft.sim.simnode --seed N --trace"
+        "replay with: python -m hamgr.raft.sim.node --seed N --trace"
     )
     assert sum(sim.acked_writes for sim in sims) > 150
     assert sum(sim.history.reads for sim in sims) > 100
@@ -135,7 +135,7 @@ def test_node_sim_catches_planted_bugs_in_most_hunt_seeds() -> None:
 
 def test_node_sim_cli_summary_line() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "hamgr.raft.sim.simnode", "--seeds", "1", "--first", "2"],
+        [sys.executable, "-m", "hamgr.raft.sim.node", "--seeds", "1", "--first", "2"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from hamgr.raft.client.client import StoreClient
+from hamgr.raft.client.storeclient import StoreClient
 from hamgr.raft.errors import (
     LeaseNotFoundError,
     NotLeaderError,

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from hamgr.raft.client.client import StoreClient
+from hamgr.agent.storemember import client_ssl_context
+from hamgr.raft.client.storeclient import StoreClient
 from hamgr.raft.errors import StoreOutcomeUnknownError, StoreUnavailableError
 from hamgr.raft.kv import kvcommands as kvc
 from hamgr.raft.kv.kvresults import RangeResult
-from hamgr.storecmd import client_ssl_context
 from tests.raft.procluster import REPO, ProcCluster
 
 pytestmark = pytest.mark.integration

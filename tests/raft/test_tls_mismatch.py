@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hamgr.certs import init, parse_members
+from hamgr.agent.storemember import client_ssl_context, server_ssl_context
+from hamgr.cli.certs import init, parse_members
 from hamgr.raft.net.handshake import (
     AuthenticatedConnection,
     ClusterAuth,
@@ -17,7 +18,6 @@ from hamgr.raft.net.handshake import (
     open_authenticated,
     serve_authenticated,
 )
-from hamgr.storecmd import client_ssl_context, server_ssl_context
 
 SECRET = b"s" * 24
 

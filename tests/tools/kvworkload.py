@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from hamgr.raft.client.client import StoreClient
+from hamgr.raft.client.storeclient import StoreClient
 from hamgr.raft.errors import StoreError, StoreOutcomeUnknownError
 from tests.tools.linearizability import READ, WRITE, Recorder, check_per_key
 from tests.tools.poll import wait_for_async

@@ -21,7 +21,7 @@ import random
 import time
 from dataclasses import dataclass, field
 
-from hamgr.raft.client.client import StoreClient
+from hamgr.raft.client.storeclient import StoreClient
 from hamgr.raft.errors import StoreError
 
 PREFIX = b"t/lease/"

@@ -1,5 +1,5 @@
 """One pipelined connection from a `StoreClient` to a member: requests go out tagged with an id,
-answers are matched back to their callers in any order (see `hamgr.raft.client.client`)."""
+answers are matched back to their callers in any order (see `hamgr.raft.client.storeclient`)."""
 
 from __future__ import annotations
 

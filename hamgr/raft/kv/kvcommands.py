@@ -6,7 +6,7 @@ data of a log entry and `decode` turns entry data back into a command. Both ends
 validation, so a proposer learns of a bad command (InvalidCommandError) before it reaches the log,
 and a malformed entry that does reach it is rejected the same way on every member.
 
-Kept apart from the store (`hamgr.raft.kv.kv`) because the wire format is a contract with every
+Kept apart from the store (`hamgr.raft.kv.store`) because the wire format is a contract with every
 member's log: it changes only with a new FORMAT_VERSION, while the store's internals are free to
 change. The `need_*` validators and `key_in` are shared with the store and the watches.
 """

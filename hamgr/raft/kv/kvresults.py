@@ -1,7 +1,7 @@
 """What the KV store hands out: the state of a key (`KeyValue`), of a lease (`LeaseInfo`), and the
 result of applying one log entry (`Result`: one frozen dataclass per command, or `ErrorResult`).
 
-Plain immutable values with no behaviour, so the store (`hamgr.raft.kv.kv`), the watches
+Plain immutable values with no behaviour, so the store (`hamgr.raft.kv.store`), the watches
 (`hamgr.raft.kv.kvwatch`) and callers can share them without depending on one another.
 """
 

@@ -1,11 +1,11 @@
 """Watches on the KV store: change events, the subscribers that receive them, and the bounded
 history that lets a subscriber resume from a recent revision.
 
-`KVStore.watch` (in `hamgr.raft.kv.kv`) hands out `Watcher`s; the store tells its `WatchHub` about
-each revision's events (`publish`) and about a restore (`restart`), and the hub queues each event
-for the watchers it concerns, in revision order. No asyncio and no threads here: a `Watcher` queues
-events and calls an optional `notify(watcher)` callback that a driver can wire to an event loop
-(e.g. `loop.call_soon_threadsafe(event.set)` or `event.set`).
+`KVStore.watch` (in `hamgr.raft.kv.store`) hands out `Watcher`s; the store tells its `WatchHub`
+about each revision's events (`publish`) and about a restore (`restart`), and the hub queues each
+event for the watchers it concerns, in revision order. No asyncio and no threads here: a `Watcher`
+queues events and calls an optional `notify(watcher)` callback that a driver can wire to an event
+loop (e.g. `loop.call_soon_threadsafe(event.set)` or `event.set`).
 
 Kept apart from the store because it is a separate job with its own bookkeeping (history
 trimming, per-watcher queues, catch-up after falling behind) that never changes the replicated

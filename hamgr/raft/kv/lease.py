@@ -1,8 +1,8 @@
 """The leader-side lease clock: which leases are still alive, counted on the leader only.
 
 Pure: time is an input (`now`, float seconds of a monotonic clock), never read here. The KV store
-(`hamgr.raft.kv.kv`) records each lease's TTL but knows nothing of time; this clock decides when a
-lease has expired, and the node turns each expiry into a revoke entry through the log, so every
+(`hamgr.raft.kv.store`) records each lease's TTL but knows nothing of time; this clock decides when
+a lease has expired, and the node turns each expiry into a revoke entry through the log, so every
 member deletes the attached keys at the same revision.
 
 The one safety rule: a lease is never reported expired, nor refused a keepalive as expired, before

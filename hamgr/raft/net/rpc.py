@@ -38,7 +38,7 @@ A kv is ``[key, value, create_revision, mod_revision, version, lease]``; a txn's
 are tagged with "put", "delete" or "get". Decoding trusts nothing: any fault raises
 `RpcFormatError` naming the field (``request.args[1]: expected a boolean, got int 3``), with the
 request id when it could be read, so a server can answer a bad request instead of dropping the
-connection. Pure: no sockets here (`hamgr.raft.server.rpcserver` and `hamgr.raft.client.client`
+connection. Pure: no sockets here (`hamgr.raft.server.rpcserver` and `hamgr.raft.client.storeclient`
 do the I/O). The op names and the field checks live in `hamgr.raft.net.rpcbase`, the results'
 wire forms in `hamgr.raft.net.rpcresults`; import their names from there.
 """

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from hamgr.raft.core.config import RaftConfig
-from hamgr.raft.core.core import RaftCore
+from hamgr.raft.core.machine import RaftCore
 from hamgr.raft.core.membership import bootstrap_log
 from hamgr.raft.core.types import (
     NONE,
@@ -55,10 +55,10 @@ from hamgr.raft.core.types import (
     SoftState,
 )
 from hamgr.raft.errors import NotLeaderError
-from hamgr.raft.kv import kv as kvmod
 from hamgr.raft.kv import kvcommands as kvc
 from hamgr.raft.kv import kvresults as kvr
 from hamgr.raft.kv import kvsnapshot as kvs
+from hamgr.raft.kv import store as kvmod
 from hamgr.raft.kv.lease import LeaseClock
 from hamgr.raft.net.transport import PeerTransport, TransportLimits
 from hamgr.raft.server.memberaddrs import (
@@ -112,7 +112,7 @@ class RaftNode(NodeAPI):
     `clock` (seconds, monotonic) times ticks and leases; `rng` randomizes election timeouts;
     `open_storage` opens the data dir (the WAL by default); `make_transport` builds the peer
     network from the message callback (TCP `PeerTransport` on `bind` by default). The node
-    simulator (`hamgr.raft.sim.simnode`) passes virtual-time and in-memory ones.
+    simulator (`hamgr.raft.sim.node`) passes virtual-time and in-memory ones.
     """
 
     def __init__(
@@ -191,7 +191,8 @@ class RaftNode(NodeAPI):
         self._snapshotting: asyncio.Task[Snapshot] | None = None
         self._saving: _Saving | None = None  # the one batch being written, if any
         self._durable_commit = 0  # the highest commit index a finished write stored
-        self._state = "new"  # new -> running -> stopped | failed
+        self._state = "new"  # new -> starting -> running -> stopped | failed
+        self._start_done = asyncio.Event()  # start() returned or raised
         self.failure: BaseException | None = None
         self._failed = asyncio.Event()
         # Called with the seconds each durable save (write + fsync) took, e.g. for metrics.
@@ -207,6 +208,12 @@ class RaftNode(NodeAPI):
         if self._state != "new":
             raise RuntimeError(f"RaftNode {self.id} can be started once (state {self._state})")
         self._state = "starting"
+        try:
+            await self._start()
+        finally:
+            self._start_done.set()
+
+    async def _start(self) -> None:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"raft-storage-{self.id}")
         try:
             self._storage = await self._io(self._open_storage, self.data_dir)
@@ -242,9 +249,14 @@ class RaftNode(NodeAPI):
         self._wake.set()
 
     async def stop(self) -> None:
-        """Stop ticking and driving, fail pending requests, close transport and storage."""
+        """Stop ticking and driving, fail pending requests, close transport and storage.
+
+        Called while ``start()`` runs, it waits for that to end first: tearing down beside a
+        start in progress would leave the tasks and the transport it goes on to open."""
         if self._state == "new":
             self._state = "stopped"
+        if self._state == "starting":
+            await self._start_done.wait()
         if self._shut_down:
             return
         if self._state == "running":

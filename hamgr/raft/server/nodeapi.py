@@ -19,13 +19,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from hamgr.raft.core.core import RaftCore
+from hamgr.raft.core.machine import RaftCore
 from hamgr.raft.core.types import NONE, ConfChange, ConfChangeType, Role
 from hamgr.raft.errors import NotLeaderError
-from hamgr.raft.kv import kv as kvmod
 from hamgr.raft.kv import kvcommands as kvc
 from hamgr.raft.kv import kvresults as kvr
 from hamgr.raft.kv import kvwatch as kvw
+from hamgr.raft.kv import store as kvmod
 from hamgr.raft.kv.lease import LeaseClock, effective_ttl
 from hamgr.raft.server.memberaddrs import Address, encode_address
 from hamgr.raft.server.pending import NodeFailedError, NodeStoppedError, PendingRequests

@@ -2,7 +2,7 @@
 
 `RaftNode` (`hamgr.raft.server.node`) uses `RaftStorage` (the WAL, `hamgr.raft.wal.storage`) and
 `PeerTransport` (TCP, `hamgr.raft.net.transport`) by default. Anything with the same calls can stand
-in for them, e.g. the in-memory disk and network of the node simulator (`hamgr.raft.sim.simnode`),
+in for them, e.g. the in-memory disk and network of the node simulator (`hamgr.raft.sim.node`),
 which runs the real node on virtual time. The node also takes its clock (`time.monotonic` by
 default) and its random source, so that a run can be replayed from a seed.
 """

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from hamgr.raft.core.core import RaftCore
+from hamgr.raft.core.machine import RaftCore
 from hamgr.raft.core.types import (
     NONE,
     ConfChange,
@@ -221,6 +221,9 @@ class PendingRequests:
         """The result of `fut`, or TimeoutError after `timeout` seconds (`fut` lives on)."""
         try:
             return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except asyncio.CancelledError:
+            fut.add_done_callback(_retrieve)  # the caller left: nobody reads the outcome
+            raise
         except TimeoutError:
             fut.add_done_callback(_retrieve)
             raise TimeoutError(

@@ -1,10 +1,10 @@
 """The simulators: the Raft core, the KV store and the real `RaftNode` under one seed each.
 
-`sim` runs N cores on a hostile virtual network and disks and checks safety after every event
-(`python -m hamgr.raft.sim.sim --seeds N`); `simkv` runs the KV store and lease clock as the
-state machine (`python -m hamgr.raft.sim.simkv`); `simnode` runs the real `RaftNode` on a
-virtual-time loop (`python -m hamgr.raft.sim.simnode`); `simbreakers` and `simnodebugs` plant
-one bug each to show the checks catch it.
+`cores` runs N cores on a hostile virtual network and disks and checks safety after every event
+(`python -m hamgr.raft.sim --seeds N`, by `__main__`); `kv` runs the KV store and lease clock
+as the state machine (`python -m hamgr.raft.sim.kv`); `node` runs the real `RaftNode` on a
+virtual-time loop (`python -m hamgr.raft.sim.node`); `breakers` and `nodebugs` plant one bug
+each to show the checks catch it.
 
 May import: all of `hamgr.raft`. Nothing outside this package imports it (tests do).
 """
