@@ -5,8 +5,10 @@ it, on the same ports everywhere: 7000, 7100, 8008, 5432), its own directories u
 and the chosen timing profile. Agents log to `<root>/<name>.log`. With `sync` other than "off"
 each member's config also carries `bootstrap.dcs.synchronous_mode` (that string),
 `synchronous_node_count: 1` and `synchronous_mode_strict: false`; with "off" nothing is written,
-so the agents run on their defaults. Everything started here is
-killed by PID on `close()`: agents, then each member's postmaster and its children, then fencers
+so the agents run on their defaults. The files are written and the agents run by
+`hamgr.cli.localcluster` (the builder the demo and the tests use too); what is here is the
+benchmarks' own observation (settled, behind, fencer logs). Everything started here is killed
+by PID on `close()`: agents, then each member's postmaster and its children, then fencers
 (found through their pid files), whatever happened.
 """
 
@@ -17,29 +19,24 @@ import contextlib
 import json
 import os
 import re
-import secrets
 import shutil
 import signal
-import ssl
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
-import yaml
+
+from hamgr.cli.localcluster import API_USER, LocalCluster, Ports, one_per_host
 
 PASSWORD = "bench-password"
-API_USER = "admin"
-PG_PORT = 5432
-API_PORT = 8008
-STORE_PORT = 7000
-CLIENT_PORT = 7100
+PG_PORT = Ports().pg
+API_PORT = Ports().api
 MARKER_TABLE = "bench_marker"
 """Rows written on the primary to see which standbys replay its writes (`Cluster.behind`)."""
 T = TypeVar("T")
@@ -54,46 +51,11 @@ SMALL_PG_CLUSTER: dict[str, object] = {
 """Cluster-wide parameters (bootstrap.dcs): those that must be the same on every member."""
 
 
-@dataclass
-class Member:
-    """One member's name, address, files and agent process."""
-
-    name: str
-    node_id: int
-    host: str
-    root: Path
-    proc: subprocess.Popen[bytes] | None = None
-    scheme: str = "http"
-
-    @property
-    def config(self) -> Path:
-        return self.root / f"{self.name}.yaml"
-
-    @property
-    def log(self) -> Path:
-        return self.root / f"{self.name}.log"
-
-    @property
-    def data_dir(self) -> Path:
-        return self.root / f"{self.name}-data"
-
-    @property
-    def run_dir(self) -> Path:
-        return self.root / f"{self.name}-data.run"
-
-    @property
-    def api(self) -> str:
-        return f"{self.scheme}://{self.host}:{API_PORT}"
-
-    @property
-    def pg_address(self) -> str:
-        return f"{self.host}:{PG_PORT}"
-
-
-class Cluster:
-    """Agents named pg1..pgN on `hosts` (one member each), configured under `root`. With
-    `tls` the REST API and the store run over TLS, certificates from ``hamgr certs init`` in
-    ``root/tls`` (`tls_dir`; `ssl_context` trusts its CA)."""
+class Cluster(LocalCluster):
+    """Agents named pg1..pgN on `hosts` (one member each), configured under `root` by
+    `hamgr.cli.localcluster` (files written at once). With `tls` the REST API and the store run
+    over TLS, certificates like ``hamgr certs init`` makes in ``root/tls`` (`tls_dir`;
+    `ssl_context` trusts its CA)."""
 
     def __init__(
         self,
@@ -105,87 +67,23 @@ class Cluster:
         sync: str = "off",
         tls: bool = False,
     ):
-        self.root = root
-        self.sync = sync
-        root.mkdir(parents=True, exist_ok=True)
-        os.chmod(root, 0o755)  # PostgreSQL runs as its own OS user and must reach its dirs
-        self.scope = scope
-        scheme = "https" if tls else "http"
-        self.members = {
-            f"pg{i}": Member(f"pg{i}", i, host, root, scheme=scheme)
-            for i, host in enumerate(hosts, start=1)
-        }
-        self.tls_dir: Path | None = None
-        self.ssl_context: ssl.SSLContext | None = None
-        if tls:
-            from hamgr.cli.certs import Member as CertMember
-            from hamgr.cli.certs import init
-
-            self.tls_dir = root / "tls"
-            init(
-                self.tls_dir, scope, [CertMember(m.name, (m.host,)) for m in self.members.values()]
-            )
-            self.ssl_context = ssl.create_default_context(cafile=str(self.tls_dir / "ca.crt"))
-        secret = root / "store-secret"
-        secret.write_text(secrets.token_hex(24))
-        os.chmod(secret, 0o600)
-        for m in self.members.values():
-            config = self._config(m, secret, profile)
-            if self.tls_dir is not None:
-                files = {
-                    "certfile": str(self.tls_dir / f"{m.name}.crt"),
-                    "keyfile": str(self.tls_dir / f"{m.name}.key"),
-                    "cafile": str(self.tls_dir / "ca.crt"),
-                }
-                config["restapi"].update(files)
-                config["store"]["raft"]["tls"] = dict(files)
-            m.config.write_text(yaml.safe_dump(config, sort_keys=False))
-
-    def _config(self, m: Member, secret: Path, profile: str) -> dict[str, Any]:
-        peers = [
-            {
-                "node_id": p.node_id,
-                "address": f"{p.host}:{STORE_PORT}",
-                "client_address": f"{p.host}:{CLIENT_PORT}",
-            }
-            for p in self.members.values()
-            if p is not m
-        ]
-        config: dict[str, Any] = {
-            "scope": self.scope,
-            "name": m.name,
-            "timing_profile": profile,
-            "restapi": {
-                "listen": f"{m.host}:{API_PORT}",
-                "authentication": {"username": API_USER, "password": PASSWORD},
-            },
-            "store": {
-                "raft": {
-                    "data_dir": str(self.root / f"{m.name}-store"),
-                    "node_id": m.node_id,
-                    "listen": f"{m.host}:{STORE_PORT}",
-                    "client_listen": f"{m.host}:{CLIENT_PORT}",
-                    "secret_file": str(secret),
-                    "peers": peers,
-                }
-            },
-            "postgresql": {
-                "data_dir": str(m.data_dir),
-                "listen": m.pg_address,
-                "authentication": {
-                    "superuser": {"username": "postgres", "password": PASSWORD},
-                    "replication": {"username": "replicator", "password": PASSWORD},
-                },
-                "parameters": dict(SMALL_PG),
-            },
-        }
         dcs: dict[str, object] = {"postgresql": {"parameters": dict(SMALL_PG_CLUSTER)}}
-        if self.sync != "off":
+        if sync != "off":
             dcs.update(
-                synchronous_mode=self.sync, synchronous_node_count=1, synchronous_mode_strict=False
+                synchronous_mode=sync, synchronous_node_count=1, synchronous_mode_strict=False
             )
-        config["bootstrap"] = {"dcs": dcs}
-        return config
+        super().__init__(
+            root,
+            one_per_host(hosts, "pg"),
+            scope=scope,
+            password=PASSWORD,
+            profile=profile,
+            pg_parameters=SMALL_PG,
+            bootstrap_dcs=dcs,
+            tls=tls,
+        )
+        self.sync = sync
+        self.write_configs()
 
     def config_problems(self) -> str | None:
         """What `hamgr validate-config` says against any member's file, or None if all pass."""
@@ -201,53 +99,6 @@ class Cluster:
         return None
 
     # -- processes ----------------------------------------------------------------------------
-
-    def start(self, name: str) -> None:
-        """Start member `name`'s agent (it starts its PostgreSQL itself)."""
-        m = self.members[name]
-        if m.proc is not None and m.proc.poll() is None:
-            raise RuntimeError(f"agent {name} is already running (pid {m.proc.pid})")
-        with open(m.log, "ab") as log:
-            m.proc = subprocess.Popen(
-                [sys.executable, "-m", "hamgr", "agent", "--config", str(m.config)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def start_all(self) -> None:
-        for name in self.members:
-            self.start(name)
-
-    def postmaster_pid(self, name: str) -> int | None:
-        """The PID in the member's postmaster.pid, if the file is there."""
-        try:
-            text = (self.members[name].data_dir / "postmaster.pid").read_text()
-            return int(text.split("\n", 1)[0])
-        except (OSError, ValueError):
-            return None
-
-    def agent_running(self, name: str) -> bool:
-        proc = self.members[name].proc
-        return proc is not None and proc.poll() is None
-
-    def agent_pid(self, name: str) -> int:
-        """The PID of member `name`'s running agent."""
-        proc = self.members[name].proc
-        if proc is None or proc.poll() is not None:
-            raise RuntimeError(f"agent {name} is not running")
-        return proc.pid
-
-    def fencer_pid(self, name: str) -> int | None:
-        """The PID of member `name`'s fencer (from its pid file, checked against the process's
-        command line, since a PID may be reused), if it runs."""
-        pid_file = self.members[name].run_dir / "hamgr-fencer.sock.pid"
-        try:
-            pid = int(pid_file.read_text().split()[0])
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (OSError, ValueError, IndexError):
-            return None
-        return pid if b"hamgr.fencer" in cmdline else None
 
     def fencer_log(self, name: str) -> list[tuple[float, str]]:
         """Member `name`'s fencer log: (CLOCK_MONOTONIC instant, message) per line."""
@@ -290,38 +141,6 @@ class Cluster:
         self.kill9(name)
         shutil.rmtree(self.members[name].data_dir, ignore_errors=True)
         self.start(name)
-
-    def close(self) -> None:
-        """Kill everything this cluster started, by PID."""
-        for m in self.members.values():
-            if m.proc is not None and m.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(m.proc.pid, signal.SIGKILL)
-                m.proc.wait(timeout=10)
-        for m in self.members.values():
-            pm = self.postmaster_pid(m.name)
-            if pm is not None and _is_postmaster_of(pm, m.data_dir):
-                for pid in [pm, *_children(pm)]:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-            for pid_file in m.run_dir.glob("*.pid"):
-                with contextlib.suppress(OSError, ValueError, IndexError):
-                    pid = int(pid_file.read_text().split()[0])
-                    if b"hamgr.fencer" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                        os.kill(pid, signal.SIGKILL)
-
-    # -- observation --------------------------------------------------------------------------
-
-    def http(self, name: str, path: str, timeout: float = 2.0) -> tuple[int, Any]:
-        """GET a member's REST path: (status, JSON body or None); (0, None) when unreachable."""
-        url = self.members[name].api + path
-        try:
-            with urllib.request.urlopen(url, timeout=timeout, context=self.ssl_context) as resp:
-                return resp.status, _json(resp.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, _json(exc.read())
-        except (urllib.error.URLError, OSError):
-            return 0, None
 
     def post(self, name: str, path: str, body: dict[str, Any], timeout: float) -> tuple[int, Any]:
         """POST JSON to a member's REST path with the API's basic auth."""
@@ -463,16 +282,6 @@ class Cluster:
         with self.connect(name) as conn:
             row = conn.execute("SHOW synchronous_standby_names").fetchone()
         return str(row[0]) if row else ""
-
-    def log_tails(self, lines: int = 15) -> str:
-        out = []
-        for m in self.members.values():
-            try:
-                text = m.log.read_text(errors="replace").splitlines()[-lines:]
-            except OSError:
-                text = []
-            out.append(f"--- {m.name} ({m.log})\n" + "\n".join(text))
-        return "\n".join(out)
 
 
 def wait_for(probe: Callable[[], T | None], timeout: float, interval: float) -> T | None:

@@ -22,7 +22,7 @@ import pytest
 from tests.apifuzz import fuzz_api
 from tests.ha.agentcluster import API_AUTH, AgentCluster
 
-pytestmark = pytest.mark.timeout(400)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
 
 HOST = "127.0.0.173"
 BOOT = 90.0

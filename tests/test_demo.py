@@ -121,6 +121,7 @@ def demo_root(pg_bindir: Path) -> Iterator[Path]:
             shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.integration
 def test_ctrl_c_stops_the_whole_cluster_quickly_and_cleanly(demo_root: Path) -> None:
     root = demo_root
     proc = subprocess.Popen(

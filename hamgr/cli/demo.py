@@ -15,114 +15,44 @@ from __future__ import annotations
 import argparse
 import io
 import ipaddress
-import os
-import secrets
 import shutil
 import signal
-import ssl
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import yaml
-
-from hamgr.cli.certs import Member, existing_members, init, renew
 from hamgr.cli.demostop import DemoMember, answers_200, stop_cluster
+from hamgr.cli.localcluster import Layout, LocalCluster, Ports, all_on_host
 
 HOST = "127.0.0.1"
 NAMES = ("pg1", "pg2", "pg3")
 PASSWORD = "demo-password"
 
 
-def member_config(
-    root: Path, i: int, secret_file: Path, host: str = HOST, tls_dir: Path | None = None
-) -> dict[str, object]:
-    """The agent configuration of member i (1-based); over TLS with `tls_dir`'s certificates."""
-    peers = [
-        {
-            "node_id": j,
-            "address": f"{host}:{7440 + j}",
-            "client_address": f"{host}:{7540 + j}",
-        }
-        for j in range(1, len(NAMES) + 1)
-        if j != i
-    ]
-    raft: dict[str, object] = {
-        "data_dir": str(root / f"store{i}"),
-        "node_id": i,
-        "listen": f"{host}:{7440 + i}",
-        "client_listen": f"{host}:{7540 + i}",
-        "secret_file": str(secret_file),
-        "peers": peers,
-    }
-    restapi: dict[str, object] = {
-        "listen": f"{host}:{8040 + i}",
-        "authentication": {"username": "admin", "password": PASSWORD},
-    }
-    if tls_dir is not None:
-        files = {
-            "certfile": str(tls_dir / f"{NAMES[i - 1]}.crt"),
-            "keyfile": str(tls_dir / f"{NAMES[i - 1]}.key"),
-            "cafile": str(tls_dir / "ca.crt"),
-        }
-        restapi.update(files)
-        raft["tls"] = dict(files)
-    return {
-        "scope": "demo",
-        "name": NAMES[i - 1],
-        "restapi": restapi,
-        "store": {"raft": raft},
-        "postgresql": {
-            "data_dir": str(root / f"data{i}"),
-            "listen": f"{host}:{5440 + i}",
-            "authentication": {
-                "superuser": {"username": "postgres", "password": PASSWORD},
-                "replication": {"username": "replicator", "password": PASSWORD},
-            },
-        },
-    }
+DEMO_PORTS = Ports(store=7440, client=7540, api=8040, pg=5440)
+"""Member i (1-based) listens on these plus i: all three share one address."""
+DEMO_LAYOUT = Layout(data="data{node_id}", store="store{node_id}")
 
 
-def ensure_certs(tls_dir: Path, host: str) -> None:
-    """The demo's CA and member certificates: made on the first start, kept afterwards, and
-    renewed from the same CA when the members' address (``--host``) changed."""
-    members = [Member(name, (name, host)) for name in NAMES]
-    if not (tls_dir / "ca.key").exists():
-        init(tls_dir, "demo", members)
-    elif existing_members(tls_dir) != members:
-        renew(tls_dir, members)
+def demo_cluster(root: Path, host: str = HOST, tls: bool = True) -> LocalCluster:
+    """The demo's three members on `host` under `root` (`hamgr.cli.localcluster` writes and runs
+    them), over TLS unless `tls` is False."""
+    return LocalCluster(
+        root,
+        all_on_host(host, NAMES, DEMO_PORTS),
+        scope="demo",
+        password=PASSWORD,
+        layout=DEMO_LAYOUT,
+        tls=tls,
+    )
 
 
 def write_configs(root: Path, host: str = HOST, tls: bool = True) -> list[Path]:
     """Fresh configuration files (and the store's shared secret, and with `tls` the
-    certificates) under `root`."""
-    root.mkdir(parents=True, exist_ok=True)
-    os.chmod(root, 0o755)
-    secret_file = root / "store-secret"
-    if not secret_file.exists():
-        secret_file.write_text(secrets.token_hex(24))
-        os.chmod(secret_file, 0o600)
-    tls_dir = root / "tls" if tls else None
-    if tls_dir is not None:
-        ensure_certs(tls_dir, host)
-    paths = []
-    for i in range(1, len(NAMES) + 1):
-        path = root / f"{NAMES[i - 1]}.yaml"
-        config = member_config(root, i, secret_file, host, tls_dir)
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
-        paths.append(path)
-    return paths
-
-
-def api_url(host: str, i: int, tls: bool = False) -> str:
-    """The REST API of member i (1-based)."""
-    return f"{'https' if tls else 'http'}://{host}:{8040 + i}"
-
-
-def client_context(root: Path, tls: bool) -> ssl.SSLContext | None:
-    """A context trusting the demo's CA (None for --insecure)."""
-    return ssl.create_default_context(cafile=str(root / "tls" / "ca.crt")) if tls else None
+    certificates, made on the first start and kept, reissued when ``--host`` changed) under
+    `root`."""
+    return demo_cluster(root, host, tls).write_configs()
 
 
 def wait_primary(members: list[DemoMember], timeout: float) -> str | None:
@@ -157,17 +87,10 @@ def loopback(text: str) -> str:
     return text
 
 
-def start_agent(root: Path, config: Path, i: int, host: str, tls: bool = True) -> DemoMember:
-    """`hamgr agent` for member i (1-based) in a session of its own, logging to <name>.log."""
-    with open(config.with_suffix(".log"), "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "hamgr", "agent", "--config", str(config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    api = api_url(host, i, tls)
-    return DemoMember(NAMES[i - 1], proc, root / f"data{i}", api, client_context(root, tls))
+def start_agent(cluster: LocalCluster, name: str) -> DemoMember:
+    """`hamgr agent` for member `name` in a session of its own, logging to <name>.log."""
+    m = cluster.members[name]
+    return DemoMember(name, cluster.start(name), m.data_dir, m.api, cluster.ssl_context)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,11 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     root, host = Path(args.dir), args.host
     if args.fresh and root.exists():
         shutil.rmtree(root)
-    configs = write_configs(root, host, tls)
+    cluster = demo_cluster(root, host, tls)
+    configs = cluster.write_configs()
     members: list[DemoMember] = []
     try:
-        for i, config in enumerate(configs, start=1):
-            members.append(start_agent(root, config, i, host, tls))
+        for name in cluster.members:
+            members.append(start_agent(cluster, name))
         how = f"over TLS (certificates in {root}/tls)" if tls else "in plain text (--insecure)"
         print(f"started 3 agents {how}; logs in {root}/pg*.log")
         primary = wait_primary(members, args.timeout)
@@ -208,10 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         ui_note = f"  (a browser trusts {root}/tls/ca.crt once imported)" if tls else ""
         print(
             f"\nprimary: {primary}. Connect with:\n"
-            f"  PGPASSWORD={PASSWORD} psql -h {host} -p {5440 + NAMES.index(primary) + 1} "
+            f"  PGPASSWORD={PASSWORD} psql -h {host} -p {cluster.members[primary].pg_port} "
             "-U postgres\n"
             f"  hactl -c {configs[0]} list      (also: switchover, failover, pause, resume)\n"
-            f"  status page: {api_url(host, 1, tls)}/ui{ui_note}\n"
+            f"  status page: {members[0].api}/ui{ui_note}\n"
             "Ctrl-C stops the cluster."
         )
         while True:

@@ -2,12 +2,13 @@
 
 ``with chaos_cluster(3, seed=1) as c: ...`` builds the network (`tests.chaos.netns`), starts the
 relay in the hub namespace (`tests.chaos.relay`), writes the members' configuration with the
-existing writer (`tests.ha.agentcluster.AgentCluster`, default timing profile, synchronous
-mode strict so that an acknowledged write is on two members) and starts each agent inside its
-namespace through `tests.chaos.slowfsync`, with its store's data directory on a small tmpfs of
-its own. On exit, whatever happened: every process is resumed and stopped, the network and the
-mounts are removed, and the directory is deleted. At start, leftovers of an earlier run (our
-namespaces, processes in them, our mounts) are removed first.
+local-cluster builder (`hamgr.cli.localcluster`, through `tests.ha.agentcluster.AgentCluster`:
+default timing profile, synchronous mode strict so that an acknowledged write is on two
+members) and starts each agent inside its namespace through `tests.chaos.slowfsync`, with its
+store's data directory on a small tmpfs of its own. On exit, whatever happened: every process
+is resumed and stopped, the network and the mounts are removed, and the directory is deleted.
+At start, leftovers of an earlier run (our namespaces, processes in them, our mounts) are
+removed first.
 
 Faults, each undone by `heal_all()` (and on exit):
 - the network: `network(default=..., cuts=...)` (delay, jitter, loss for every link; per
@@ -31,13 +32,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hamgr.cli.localcluster import LocalMember
 from hamgr.raft.client.storeclient import StoreClient
 from tests.chaos import netns
-from tests.ha.agentcluster import AgentCluster, Member
+from tests.ha.agentcluster import AgentCluster
 
 REPO = Path(__file__).resolve().parents[2]
 STORE_FS_MB = 32
@@ -79,20 +81,20 @@ class ChaosCluster(AgentCluster):
     # -- where things are
 
     def store_dir(self, name: str) -> Path:
-        return self.root / f"{name}-store"
+        return self.members[name].store_dir
 
     def fsync_file(self, name: str) -> Path:
         return self.root / f"{name}.fsync-stall"
 
     def run_dir(self, name: str) -> Path:
-        return self.root / f"{name}-data.run"
+        return self.members[name].run_dir
 
     def host_of(self, name: str) -> str:
         return self.members[name].host
 
     # -- lifecycle
 
-    def launcher(self, m: Member) -> list[str]:
+    def launcher(self, m: LocalMember) -> list[str]:
         return [
             *self.net.exec_prefix(self.index[m.name]),
             *(sys.executable, "-m", "tests.chaos.slowfsync"),
@@ -101,10 +103,10 @@ class ChaosCluster(AgentCluster):
         ]
 
     def start(
-        self, name: str, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
-    ) -> None:
+        self, name: str, env: Mapping[str, str] | None = None, args: Sequence[str] = ()
+    ) -> subprocess.Popen[bytes]:
         """Start member `name`'s agent inside its namespace (with tests importable)."""
-        super().start(name, {"PYTHONPATH": str(REPO), **(env or {})}, args)
+        return super().start(name, {"PYTHONPATH": str(REPO), **(env or {})}, args)
 
     def prepare(self) -> None:
         """Mount each member's store filesystem and start the relay (before any agent)."""
@@ -208,15 +210,6 @@ class ChaosCluster(AgentCluster):
             pid = self.postmaster_pid(name)
             return [pid] if pid is not None and _alive(pid) else []
         return [p for p in [self.fencer_pid(name)] if p is not None]
-
-    def fencer_pid(self, name: str) -> int | None:
-        """Member `name`'s fencer (pid file checked against the command line), if it runs."""
-        for pid_file in self.run_dir(name).glob("*.pid"):
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                pid = int(pid_file.read_text().split()[0])
-                if b"hamgr.fencer" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    return pid
-        return None
 
     def kill9(self, name: str, what: str) -> list[int]:
         """SIGKILL member `name`'s `what` (a postmaster with its children); the PIDs killed.

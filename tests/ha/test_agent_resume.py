@@ -21,7 +21,7 @@ from tests.ha.agentcluster import SMALL_PG_CLUSTER, AgentCluster
 from tests.ha.clusterops import call, decisions, during, hactl, log_since, log_size, status_of
 from tests.tools.poll import wait_for
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 HOSTS = ["127.0.0.161", "127.0.0.162", "127.0.0.163"]
 TTL = 10.0

@@ -20,6 +20,8 @@ from tests.ha.agentcluster import AgentCluster
 from tests.ha.clusterops import Writer, sql
 from tests.tools.poll import wait_for
 
+pytestmark = pytest.mark.integration
+
 HOSTS = ["127.0.0.151", "127.0.0.152", "127.0.0.153"]
 
 

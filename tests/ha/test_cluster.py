@@ -45,7 +45,7 @@ from tests.ha.clusterops import (
 )
 from tests.tools.poll import wait_for
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 TTL = 2.0  # the fast profile's
 BOOT = 60.0  # bootstrap of three members on a shared 2-core machine, with margin

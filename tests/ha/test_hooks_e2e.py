@@ -24,7 +24,7 @@ from tests.ha.agentcluster import PASSWORD, AgentCluster, cluster_of_test
 from tests.ha.clusterops import hactl
 from tests.tools.poll import wait_for
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 HOSTS = ["127.0.13.1", "127.0.13.2"]
 SCOPE = "hooks"

@@ -33,7 +33,7 @@ from tests.ha.agentcluster import AgentCluster
 from tests.ha.clusterops import Writer, during, hactl, has_row, sql
 from tests.tools.poll import wait_for
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 BOOT = 90.0
 CHANGE = 60.0

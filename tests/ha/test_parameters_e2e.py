@@ -23,7 +23,7 @@ from tests.ha.agentcluster import SMALL_PG_CLUSTER, AgentCluster, cluster_of_tes
 from tests.ha.clusterops import call, hactl, try_sql
 from tests.tools.poll import wait_for
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 HOSTS = ["127.0.0.191", "127.0.0.192", "127.0.0.193"]
 BOOT = 90.0

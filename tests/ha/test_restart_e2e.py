@@ -25,7 +25,7 @@ from tests.ha.agentcluster import AgentCluster, cluster_of_test
 from tests.ha.clusterops import call, decisions, hactl, log_since, log_size, sql
 from tests.tools.poll import wait_for
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 HOSTS = ["127.0.0.244", "127.0.0.245", "127.0.0.246"]
 BOOT = 90.0

@@ -29,7 +29,7 @@ from tests.ha.agentcluster import AgentCluster
 from tests.ha.clusterops import call
 from tests.tools.poll import wait_for
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 BOOT = 90.0
 HOSTS = ["127.0.0.121", "127.0.0.122", "127.0.0.123"]

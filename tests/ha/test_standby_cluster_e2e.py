@@ -29,7 +29,7 @@ from tests.ha.agentcluster import SMALL_PG_CLUSTER, AgentCluster, cluster_of_tes
 from tests.ha.clusterops import call, hactl, has_row, sql, try_sql
 from tests.tools.poll import wait_for
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 MAIN_HOSTS = ["127.0.13.1", "127.0.13.2"]
 STANDBY_HOSTS = ["127.0.13.11", "127.0.13.12", "127.0.13.13"]

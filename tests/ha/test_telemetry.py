@@ -20,6 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.ha.agentcluster import AgentCluster
 
+pytestmark = pytest.mark.integration
+
 HOST = "127.0.0.118"
 WATCHDOG_USEC = 2_000_000  # pings expected every second (half the timeout)
 

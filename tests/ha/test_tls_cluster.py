@@ -36,7 +36,7 @@ from tests.ha.clusterops import (
 )
 from tests.tools.poll import wait_for
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 HOSTS = ["127.0.0.151", "127.0.0.152", "127.0.0.153"]
 HAPROXY_LISTEN = "127.0.0.154:15432"

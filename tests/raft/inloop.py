@@ -11,6 +11,7 @@ from hamgr.raft.client.storeclient import StoreClient
 from hamgr.raft.server.node import RaftNode
 from hamgr.raft.server.rpcserver import StoreRpcServer
 from tests.tools.poll import wait_for_async
+from tests.tools.steppedclock import SteppedClock
 
 Address = tuple[str, int]
 
@@ -35,7 +36,10 @@ class InLoopStore:
         *,
         tick: float,
         election_tick: int,
+        clock: SteppedClock | None = None,
     ) -> None:
+        """`clock` is the nodes' (a `SteppedClock` the test may move; a fresh one by default,
+        which reads `time.monotonic`)."""
         self.root = root
         self.hosts = dict(hosts)
         self.ids = tuple(sorted(hosts))
@@ -43,6 +47,7 @@ class InLoopStore:
         self.secret = secret
         self._tick = tick
         self._election_tick = election_tick
+        self.clock = clock if clock is not None else SteppedClock()
         self.raft = {i: (h, free_port(h)) for i, h in self.hosts.items()}
         self.clients: dict[int, Address] = {}  # filled as servers bind port 0, then kept
         self.nodes: dict[int, RaftNode] = {}
@@ -60,6 +65,7 @@ class InLoopStore:
             tick_interval=self._tick,
             election_tick=self._election_tick,
             request_timeout=2.0,
+            clock=self.clock.for_node(i),
         )
         await node.start()
         server = StoreRpcServer(node, self.cluster_id, self.secret, client_addresses=self.clients)

@@ -18,6 +18,7 @@ from hamgr.raft.errors import NotLeaderError
 from hamgr.raft.server.node import RaftNode
 from hamgr.raft.server.pending import NodeFailedError
 from tests.tools.poll import wait_for_async
+from tests.tools.steppedclock import SteppedClock
 
 CLUSTER = "test-node"
 SECRET = b"s" * 32
@@ -53,6 +54,7 @@ class Cluster:
         self.snapshot_entries = snapshot_entries
         self.addrs = {i: (f"127.0.0.{20 + i}", _free_port(f"127.0.0.{20 + i}")) for i in IDS}
         self.nodes: dict[int, RaftNode] = {}
+        self.clock = SteppedClock()
 
     def make(self, i: int) -> RaftNode:
         return RaftNode(
@@ -67,6 +69,7 @@ class Cluster:
             election_tick=ELECTION_TICK,
             snapshot_entries=self.snapshot_entries,
             request_timeout=2.0,
+            clock=self.clock.for_node(i),
         )
 
     async def start(self, i: int) -> RaftNode:
@@ -213,23 +216,33 @@ async def test_cold_restart_same_data_and_revision(cluster: Cluster) -> None:
         assert [(kv.key, kv.value) for kv in node.kv.range(b"r", prefix=True).kvs] == expect
 
 
+LEASE_TTL = 30.0
+SPARE = 5.0
+"""Seconds of real time a step of a lease test may take without changing its outcome: the test
+moves the nodes' clock to SPARE before a deadline, and past it."""
+
+
 async def test_lease_expires_after_ttl_not_before(cluster: Cluster) -> None:
+    """On the nodes' clock, moved by the test (no wall time measured): a lease with no
+    keepalive keeps its key through a tick SPARE seconds before its TTL has run, and is revoked,
+    on every member, once the clock has passed it. (`tests/raft/test_simnode.py` checks the same
+    rule at every step of seeded runs on virtual time.)"""
     await cluster.start_all()
     leader = await cluster.leader()
-    ttl = 1.0
-    assert ttl >= 1.5 * ELECTION_TICK * TICK  # not raised by the minimum
+    ttl = LEASE_TTL
     grant = await retry(lambda: leader.lease_grant(ttl))
     lease_id = grant.lease_id
     assert grant.ttl == ttl
-    granted_at = time.monotonic()
     await leader.put(b"leased", b"x", lease=lease_id)
     await leader.put(b"plain", b"y")
 
-    await asyncio.sleep(ttl * 0.5 - (time.monotonic() - granted_at))
-    assert (await leader.get(b"leased")).count == 1
+    cluster.clock.advance(ttl - SPARE)
+    await cluster.clock.ticked(leader.id)
+    assert (await leader.get(b"leased")).count == 1, "expired before its TTL"
+    assert leader.kv.lease(lease_id) is not None
 
-    await wait_for_async(lambda: leader.kv.get(b"leased") is None, ttl + 3.0, "lease expiry")
-    assert time.monotonic() - granted_at >= ttl
+    cluster.clock.advance(SPARE)
+    await wait_for_async(lambda: leader.kv.get(b"leased") is None, what="lease expiry")
     assert leader.kv.lease(lease_id) is None
     assert (await leader.get(b"plain")).count == 1
     for node in cluster.running():
@@ -239,20 +252,21 @@ async def test_lease_expires_after_ttl_not_before(cluster: Cluster) -> None:
 
 
 async def test_keepalive_extends_lease(cluster: Cluster) -> None:
+    """Four keepalives, each after 3/4 of the TTL on the nodes' clock, keep the key for three
+    TTLs; without the next one it goes."""
     await cluster.start_all()
     leader = await cluster.leader()
-    ttl = 0.6
+    ttl = LEASE_TTL
     grant = await retry(lambda: leader.lease_grant(ttl))
     lease_id = grant.lease_id
     await leader.put(b"kept", b"x", lease=lease_id)
-    start = time.monotonic()
-    while time.monotonic() - start < 3 * ttl:
+    for _ in range(4):
+        cluster.clock.advance(0.75 * ttl)
+        await cluster.clock.ticked(leader.id)
+        assert leader.kv.get(b"kept") is not None, "expired although kept alive"
         assert await leader.lease_keepalive(lease_id) == ttl
-        await asyncio.sleep(ttl / 4)
-    assert leader.kv.get(b"kept") is not None
-    await wait_for_async(
-        lambda: leader.kv.get(b"kept") is None, ttl + 3.0, "expiry after keepalives"
-    )
+    cluster.clock.advance(ttl)
+    await wait_for_async(lambda: leader.kv.get(b"kept") is None, what="expiry after keepalives")
 
 
 async def test_snapshot_and_catch_up_by_snapshot(tmp_path: Path) -> None:
