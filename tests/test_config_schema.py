@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 import yaml
 
-from hamgr.cli.demo import member_config
+from hamgr.cli.demo import write_configs
 from hamgr.config import dump_effective, parse_config
 from hamgr.config.jsonschema import config_schema, schema_text, shipped_schema_text
 
@@ -58,9 +58,10 @@ def test_the_example_passes_the_schema(validator: jsonschema.Draft202012Validato
 def test_the_demo_member_configs_pass_the_schema(
     validator: jsonschema.Draft202012Validator, tls: bool, tmp_path: Path
 ) -> None:
-    for i in (1, 2, 3):
-        config = member_config(tmp_path, i, tmp_path / "secret", tls_dir=tmp_path if tls else None)
-        assert errors(validator, config) == []
+    paths = write_configs(tmp_path, tls=tls)
+    assert len(paths) == 3
+    for path in paths:
+        assert errors(validator, yaml.safe_load(path.read_text())) == []
 
 
 def test_dump_output_passes_the_schema(validator: jsonschema.Draft202012Validator) -> None:
