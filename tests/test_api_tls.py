@@ -5,7 +5,6 @@ a renewed certificate picked up by reloading the running context (no restart).""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import ssl
 import sys
 from collections.abc import AsyncIterator
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 from cryptography import x509
 
@@ -229,7 +229,7 @@ async def test_a_renewed_certificate_is_served_after_a_reload_without_restart(
 
 async def test_the_health_check_command_speaks_tls_with_the_member_files(certs: Path) -> None:
     async with Served(rest_config(certs, verify_client="required")) as served:
-        rest = dataclasses.replace(served.rest, listen=f"0.0.0.0:{served.port}")
+        rest = msgspec.structs.replace(served.rest, listen=f"0.0.0.0:{served.port}")
         assert local_url(rest, "/liveness") == f"https://127.0.0.1:{served.port}/liveness"
         # The member's own certificate is presented: verify_client required lets it in.
         assert await check(rest, "/patroni") == 200

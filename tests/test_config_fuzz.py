@@ -92,8 +92,10 @@ def _names_the_key(problem: str, path: str) -> bool:
 
 
 def _well_formed(problem: str) -> bool:
-    """``<key path>: <what>``, or ``unknown key <key path> ...``."""
-    return problem.startswith("unknown key ") or bool(re.match(r"\S+: \S", problem))
+    """``<key path>: <what>``, or ``unknown key <key path> ...``; an odd key in the path is
+    quoted and may hold spaces (``postgresql.replica_methods." ": ...``, found by the fuzzer)."""
+    path = r'(?:[^\s"]|"[^"]*")+'
+    return problem.startswith("unknown key ") or bool(re.match(path + r": \S", problem))
 
 
 @settings(

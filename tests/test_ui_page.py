@@ -9,6 +9,7 @@ import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
 import pytest
 from aiohttp import web
 
@@ -56,7 +57,7 @@ class Site:
 @pytest.fixture
 async def site(tmp_path: Path) -> AsyncIterator[Site]:
     view = cluster3(URLS)
-    a = dataclasses.replace(view.members[0], reason=f"I am the leader {EVIL}")
+    a = msgspec.structs.replace(view.members[0], reason=f"I am the leader {EVIL}")
     store = FakeStore(dataclasses.replace(view, members=(a, *view.members[1:])))
     agent = FakeAgent("b", store, status(store.view.members[1]))
     events = EventLog("b")

@@ -406,7 +406,7 @@ async def check_cached_view_only_after_a_quiet_watch(store: StoreUnderTest) -> N
         # A key written behind the agents' backs, straight into the store.
         await a.get_cluster()
         request = SwitchoverRequest("switchover", leader="b")
-        await store.raw_put(keys.switchover, json.dumps(request.to_dict()).encode())
+        await store.raw_put(keys.switchover, encode_value(request))
         assert await a.watch(10.0) is True
         assert a.cached_cluster(60.0) is None
         # The session's own write after a quiet watch.

@@ -18,7 +18,6 @@ couple of loops. Counts over windows of loops, not timings.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from hamgr.agent.storemember import settings_from_config
 from hamgr.config import load_config
+from hamgr.dcs.common import encode_value
 from hamgr.dcs.model import SwitchoverRequest
 from hamgr.raft.client.storeclient import StoreClient
 from tests.ha.agentcluster import AgentCluster, cluster_of_test
@@ -174,7 +174,7 @@ def test_a_switchover_written_behind_the_agents_backs_is_carried_out(idle: Agent
     c.wait_streaming([candidate], 60, upstream=primary)
     request = SwitchoverRequest("switchover", leader=primary, candidate=candidate)
     before = loops(c, candidate)
-    in_store(c, "put", f"/hamgr/{c.scope}/switchover", json.dumps(request.to_dict()))
+    in_store(c, "put", f"/hamgr/{c.scope}/switchover", encode_value(request).decode())
     assert c.wait_primary(60, exclude=(primary,)) == candidate
     took = loops(c, candidate) - before
     print(f"switchover written in the store: {candidate} primary after {took:g} of its loops")

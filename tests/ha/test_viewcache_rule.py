@@ -13,7 +13,7 @@ from typing import Any, cast, get_args
 import pytest
 
 from hamgr.dcs.model import ClusterView, DynamicSettings
-from hamgr.dcs.restartrequest import RestartRequest
+from hamgr.dcs.restartrequest import RestartRequest, iso_time
 from hamgr.ha.actions import Action, Decision, RenewLease
 from hamgr.ha.decide import decide
 from hamgr.ha.execute import ActionRunner, LeaseState
@@ -147,7 +147,7 @@ async def test_when_a_cycle_decides_on_the_cached_view(what: str, reused: bool) 
     if what == "reinitialize asked":
         loop.reinit_requested = True
     if what == "restart scheduled":
-        assert loop.restarts.schedule(RestartRequest(at=2e9))
+        assert loop.restarts.schedule(RestartRequest(iso_time(2e9)))
     if what == "previous run's lease to resume":
         loop._resume_lease = 42
     got, settled = await loop._view(FOLLOWING, what != "not started by a quiet watch")
