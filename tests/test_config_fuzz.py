@@ -93,8 +93,9 @@ def _names_the_key(problem: str, path: str) -> bool:
 
 def _well_formed(problem: str) -> bool:
     """``<key path>: <what>``, or ``unknown key <key path> ...``; an odd key in the path is
-    quoted and may hold spaces (``postgresql.replica_methods." ": ...``, found by the fuzzer)."""
-    path = r'(?:[^\s"]|"[^"]*")+'
+    quoted as a JSON string and may hold spaces or escaped quotes
+    (``postgresql.replica_methods." ": ...``, ``..."\\"": ...``, both found by the fuzzer)."""
+    path = r'(?:[^\s"]|"(?:[^"\\]|\\.)*")+'
     return problem.startswith("unknown key ") or bool(re.match(path + r": \S", problem))
 
 
