@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for a newcomer on a fresh Debian machine with Python 3.11+:
-#   deploy/dev.sh test [pytest args]   set everything up, then run the test suite
+#   deploy/dev.sh test [pytest args]   set everything up, then run the test suite (all of it
+#                                      without args: tests/tools/suite.py)
 #   deploy/dev.sh cluster [demo args]  set everything up, then run a 3-member local cluster
 #   deploy/dev.sh setup                only set up (virtualenv, PostgreSQL server binaries)
 #   deploy/dev.sh plan                 print what setup would install here; change nothing
@@ -216,12 +217,14 @@ main() {
             [ -n "${_planned:-}" ] || echo "nothing to do: setup finds everything it needs here" ;;
         test)
             ensure_venv; ensure_postgres; ensure_test_tools
+            # No arguments: the whole suite, the pure tests beside the integration ones.
+            [ $# -gt 0 ] || exec "$venv/bin/python" tests/tools/suite.py
             exec "$venv/bin/python" -m pytest "$@" ;;
         cluster)
             ensure_venv; ensure_postgres
             exec "$venv/bin/python" -m hamgr.cli.demo "$@" ;;
         *)
-            sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+            sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
     esac
 }
 
