@@ -87,6 +87,9 @@ class LocalPostgres:
     pending_restart: tuple[str, ...] = ()
     server_version: int | None = None
     """``server_version_num`` of the running server (150010 is 15.10); None while stopped."""
+    postmaster_started: float | None = None
+    """When the running postmaster started (pg_postmaster_start_time(), Unix seconds); None
+    while stopped. A scheduled restart is cancelled when it changes (Patroni's rule)."""
 
     def __post_init__(self) -> None:
         _check("timeline", self.timeline, 1)

@@ -121,6 +121,7 @@ async def observe_postgres(
         standbys=standbys,
         pending_restart=st.pending_restart,
         server_version=st.server_version,
+        postmaster_started=st.start_time.timestamp() if st.start_time is not None else None,
     )
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from hamgr import clock, postgres
 from hamgr.dcs.model import ClusterView
-from hamgr.dcs.restartrequest import RestartRequest
+from hamgr.dcs.restartrequest import RestartRequest, iso_time
 from hamgr.ha.actions import Decision, ReleaseLeader, StopPostgres
 from hamgr.ha.inputs import LocalPostgres
 from hamgr.ha.restartplan import RestartFacts, after_slow_start, refusal, scheduled_step
@@ -53,6 +53,8 @@ class RestartDesk:
 
     def __init__(self) -> None:
         self.scheduled: RestartRequest | None = None
+        self._postmaster_seen: float | None = None
+        """The postmaster's start time first observed while the restart was scheduled."""
         self._asked: _Asked | None = None
         self.wake = asyncio.Event()
 
@@ -61,6 +63,7 @@ class RestartDesk:
         if self.scheduled is not None:
             return False
         self.scheduled = request
+        self._postmaster_seen = None
         self.wake.set()  # published at the next cycle, at once
         return True
 
@@ -110,15 +113,40 @@ class RestartDesk:
         at = self.scheduled.at if self.scheduled is not None else None
         return at - wall_now if at is not None and at > wall_now else None
 
-    def take(self, wall_now: float, loop_wait: float, paused: bool) -> _Asked | None:
+    def take(
+        self,
+        wall_now: float,
+        loop_wait: float,
+        paused: bool,
+        postmaster_started: float | None = None,
+    ) -> _Asked | None:
         """The restart to carry out in this cycle, if any (a due scheduled one is taken off the
-        schedule; a stale one is dropped with a log line)."""
+        schedule; a stale one is dropped with a log line).
+
+        ``postmaster_started`` is the running postmaster's start time as this cycle observed it
+        (None while stopped). As Patroni does, a scheduled restart is cancelled once PostgreSQL
+        has been restarted meanwhile (by an immediate restart, a crash, an operator): the
+        restart it asked for has happened."""
         asked = self._asked
         if asked is not None and not asked.started and not asked.done.done():
             return asked
         req = self.scheduled
         if req is None or req.at is None:
             return None
+        if postmaster_started is not None:
+            seen = self._postmaster_seen
+            if seen is None:
+                self._postmaster_seen = postmaster_started
+            elif postmaster_started != seen:
+                self.scheduled = None
+                self.wake.set()  # published at once
+                log.info(
+                    "cancelling the restart scheduled at %s: PostgreSQL was restarted meanwhile "
+                    "(at %s)",
+                    req.schedule,
+                    iso_time(postmaster_started),
+                )
+                return None
         step = scheduled_step(req.at, wall_now, loop_wait, paused)
         if step == "wait":
             return None
@@ -161,7 +189,9 @@ async def carry_out(loop: HaLoop, view: ClusterView, pg: LocalPostgres) -> bool:
     """Run the restart that is due in this cycle, if any; True when PostgreSQL was touched
     (the loop then observes it again before deciding)."""
     desk = loop.restarts
-    asked = desk.take(time.time(), view.settings.loop_wait, view.settings.pause)
+    asked = desk.take(
+        time.time(), view.settings.loop_wait, view.settings.pause, pg.postmaster_started
+    )
     if asked is None:
         return False
     asked.started = True

@@ -3,7 +3,8 @@
 
 One cluster for the module, the tests in order: a restart scheduled on a replica runs at its
 time and not before (its new postmaster started after the scheduled instant); a scheduled
-restart is cancelled (DELETE /restart, hactl flush) and a scheduled switchover too; ``hactl
+restart is cancelled (DELETE /restart, hactl flush) and a scheduled switchover too; a scheduled
+restart is cancelled by a restart meanwhile (as Patroni); ``hactl
 restart --pending`` restarts only the member whose PostgreSQL waits for a restart; a replica
 restarted while the loop runs is never started, rewound or rebuilt by the loop meanwhile (the
 restart is the loop's own step); last, a primary whose lease cannot be confirmed (its peers'
@@ -118,6 +119,24 @@ def test_cancel_a_scheduled_restart_and_switchover(cluster: AgentCluster) -> Non
     assert call(c, b, "DELETE", "/switchover") == (404, {"error": "no switchover is scheduled"})
     assert {n: c.postmaster_pid(n) for n in (a, b)} == pids, "a cancelled restart ran"
     assert c.primaries() == [primary]
+
+
+def test_a_restart_meanwhile_cancels_the_scheduled_one(cluster: AgentCluster) -> None:
+    """Patroni's rule: once PostgreSQL was restarted after a restart was scheduled, the
+    scheduled one is cancelled (the restart it asked for happened)."""
+    c = cluster
+    primary, (a, _) = roles(c)
+    assert call(c, a, "POST", "/restart", {"schedule": _iso(time.time() + 3600)})[0] == 202
+    wait_for(lambda: members(c, primary)[a].get("scheduled_restart"), SOON, "a's schedule")
+    before = started_at(c, a)
+    assert call(c, a, "POST", "/restart", {}) == (200, {"message": "restarted successfully"})
+    wait_for(
+        lambda: "scheduled_restart" not in members(c, primary)[a],
+        SOON,
+        "the schedule cancelled once PostgreSQL restarted meanwhile",
+    )
+    assert started_at(c, a) > before
+    assert call(c, a, "DELETE", "/restart") == (404, {"error": "no restarts are scheduled"})
 
 
 def test_pending_restarts_only_the_pending_member(cluster: AgentCluster) -> None:

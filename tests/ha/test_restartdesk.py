@@ -48,3 +48,32 @@ async def test_an_ask_is_answered_by_the_loop_or_refused_without_the_store() -> 
     assert (await desk.ask(RestartRequest(), 5.0))[1] == "a restart is already in progress"
     desk.refuse_waiting("not restarting: the store is unreachable")
     assert await waiting == (False, "not restarting: the store is unreachable")
+
+
+async def test_a_scheduled_restart_is_cancelled_once_postgres_restarted_meanwhile() -> None:
+    desk = RestartDesk()
+    req = RestartRequest(iso_time(NOW + 10))
+    desk.schedule(req)
+    desk.wake.clear()
+    assert desk.take(NOW, 1.0, paused=False, postmaster_started=None) is None  # stopped
+    assert desk.take(NOW + 1, 1.0, paused=False, postmaster_started=NOW - 500) is None
+    assert desk.take(NOW + 2, 1.0, paused=False, postmaster_started=NOW - 500) is None
+    assert desk.scheduled == req and not desk.wake.is_set()  # the same postmaster: kept
+    assert desk.take(NOW + 3, 1.0, paused=False, postmaster_started=None) is None  # restarting
+    assert desk.scheduled == req
+    assert desk.take(NOW + 4, 1.0, paused=False, postmaster_started=NOW + 3.5) is None
+    assert desk.scheduled is None and desk.wake.is_set()  # cancelled and published at once
+    assert desk.take(NOW + 10, 1.0, paused=False, postmaster_started=NOW + 3.5) is None
+
+
+async def test_a_restart_scheduled_again_starts_from_the_postmaster_it_sees_then() -> None:
+    desk = RestartDesk()
+    desk.schedule(RestartRequest(iso_time(NOW + 10)))
+    desk.take(NOW, 1.0, paused=False, postmaster_started=NOW - 500)
+    assert desk.cancel()
+    req = RestartRequest(iso_time(NOW + 10))
+    desk.schedule(req)
+    assert desk.take(NOW + 1, 1.0, paused=False, postmaster_started=NOW - 100) is None
+    assert desk.scheduled == req  # a newer postmaster than the first schedule saw: no cancel
+    taken = desk.take(NOW + 10, 1.0, paused=False, postmaster_started=NOW - 100)
+    assert taken is not None and taken.request == req
