@@ -27,7 +27,6 @@ import base64
 import json
 import math
 import ssl
-import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -36,6 +35,7 @@ import aiohttp
 from hamgr.config.schema import EtcdConfig
 from hamgr.config.values import split_address
 from hamgr.dcs.common import (
+    MONOTONIC,
     Compare,
     Delete,
     LeaseExists,
@@ -47,6 +47,7 @@ from hamgr.dcs.common import (
     StoreRefused,
     StoreUnavailable,
     Target,
+    Timer,
     TxnOutcome,
     Watched,
     prefix_end,
@@ -112,7 +113,10 @@ def _error_of(status: int, data: object) -> _EtcdError | None:
 
 
 class EtcdTransport:
-    """:class:`~hamgr.dcs.common.KvTransport` over etcd's HTTP/JSON gateway; see the module."""
+    """:class:`~hamgr.dcs.common.KvTransport` over etcd's HTTP/JSON gateway; see the module.
+
+    ``timer`` counts each call's timeout and waits the pauses between hosts (tests pass their
+    own)."""
 
     def __init__(
         self,
@@ -125,6 +129,7 @@ class EtcdTransport:
         cert: str | None = None,
         key: str | None = None,
         attempt_timeout: float = 1.0,
+        timer: Timer = MONOTONIC,
     ) -> None:
         if protocol not in ("http", "https"):
             raise ValueError(f'etcd protocol must be "http" or "https", got {protocol!r}')
@@ -154,6 +159,7 @@ class EtcdTransport:
             if cert is not None:  # a client certificate, for etcd's --client-cert-auth
                 self._ssl.load_cert_chain(cert, key)
         self.attempt_timeout = float(attempt_timeout)
+        self.timer = timer
         self._current = 0
         self._token: str | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -198,11 +204,11 @@ class EtcdTransport:
 
     async def _post(self, path: str, body: dict[str, Any], *, timeout: float, write: bool) -> Any:
         """POST one request, failing over between hosts until answered or ``timeout``."""
-        end = time.monotonic() + timeout
+        end = self.timer.now() + timeout
         last: object = None
         renewed_token = False
         while True:
-            left = end - time.monotonic()
+            left = end - self.timer.now()
             if left <= 0:
                 raise StoreUnavailable(
                     f"{path}: no answer from etcd ({self._hosts()}) within {timeout:g} s; "
@@ -251,7 +257,7 @@ class EtcdTransport:
                 else:
                     raise StoreRefused(problem)
             self._next_host()
-            await asyncio.sleep(max(0.0, min(_PAUSE, end - time.monotonic())))
+            await self.timer.sleep(max(0.0, min(_PAUSE, end - self.timer.now())))
 
     # -- KvTransport
 
@@ -325,10 +331,10 @@ class EtcdTransport:
         if seen is not None:
             create["start_revision"] = str(seen.revision + 1)
         body = {"create_request": create}
-        end = time.monotonic() + timeout
+        end = self.timer.now() + timeout
         state = _WatchState()
         while True:
-            left = end - time.monotonic()
+            left = end - self.timer.now()
             if left <= 0:
                 if state.created:
                     return state.ending(seen)
@@ -349,7 +355,7 @@ class EtcdTransport:
             except (_Retry, aiohttp.ClientError, OSError, ValueError) as exc:
                 state.last = exc
                 self._next_host()
-            await asyncio.sleep(max(0.0, min(_PAUSE, end - time.monotonic())))
+            await self.timer.sleep(max(0.0, min(_PAUSE, end - self.timer.now())))
 
     async def _watch_once(
         self, url: str, body: dict[str, Any], state: _WatchState, ignore: str = ""
@@ -501,7 +507,8 @@ def _op_body(op: Put | Delete) -> dict[str, Any]:
 class EtcdDcs(KvSession):
     """The Dcs of agent ``name`` in cluster ``scope``, over an etcd v3 cluster at ``hosts``
     (``"host:port"`` each). ``attempt_timeout`` bounds one connection attempt, and one try of
-    a read at one host."""
+    a read at one host. ``timer`` counts the budgets and the watch's timeout, and waits the
+    pauses between tries (see :class:`KvSession`)."""
 
     def __init__(
         self,
@@ -518,6 +525,7 @@ class EtcdDcs(KvSession):
         ttl: float = _DEFAULTS.ttl,
         retry_timeout: float = _DEFAULTS.retry_timeout,
         attempt_timeout: float = 1.0,
+        timer: Timer = MONOTONIC,
     ) -> None:
         transport = EtcdTransport(
             hosts,
@@ -528,8 +536,9 @@ class EtcdDcs(KvSession):
             cert=cert,
             key=key,
             attempt_timeout=attempt_timeout,
+            timer=timer,
         )
-        super().__init__(scope, name, transport, ttl=ttl, retry_timeout=retry_timeout)
+        super().__init__(scope, name, transport, ttl=ttl, retry_timeout=retry_timeout, timer=timer)
         self.transport = transport
 
     @classmethod

@@ -12,10 +12,10 @@ this module only maps them onto the store client and translates its errors.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
 from hamgr.dcs.common import (
+    MONOTONIC,
     Compare,
     Delete,
     LeaseExists,
@@ -27,6 +27,7 @@ from hamgr.dcs.common import (
     StoreRefused,
     StoreUnavailable,
     Target,
+    Timer,
     TxnOutcome,
     Watched,
     poll_for_change,
@@ -54,7 +55,10 @@ _UNAVAILABLE_CODES = frozenset({"unavailable", "dropped", "not_leader"})
 
 
 class RaftTransport:
-    """:class:`~hamgr.dcs.common.KvTransport` over a StoreClient (and a local member)."""
+    """:class:`~hamgr.dcs.common.KvTransport` over a StoreClient (and a local member).
+
+    ``timer`` counts a watch's timeout and waits its polls (tests pass their own; the store
+    client's calls keep the store's clock: ``hamgr/raft`` imports nothing of hamgr)."""
 
     def __init__(
         self,
@@ -63,10 +67,12 @@ class RaftTransport:
         local_node: RaftNode | None = None,
         poll_interval: float = 0.1,
         close_client: bool = True,
+        timer: Timer = MONOTONIC,
     ) -> None:
         self.client = client
         self.local_node = local_node
         self.poll_interval = poll_interval
+        self.timer = timer
         self._close_client = close_client
         self._read_term: tuple[int, int] | None = None
         """(revision, the local member's term when that read was sent) of the last read."""
@@ -135,6 +141,7 @@ class RaftTransport:
                 timeout,
                 self.poll_interval,
                 ignore,
+                self.timer,
             )
         return await self._watch_local(self.local_node, prefix, seen, timeout, ignore)
 
@@ -163,12 +170,12 @@ class RaftTransport:
             return Watched.CHANGE
         except Exception as exc:  # NodeStoppedError, NodeFailedError
             raise StoreUnavailable(f"local store member {node.id}: {exc}") from exc
-        end = time.monotonic() + timeout
+        end = self.timer.now() + timeout
         skip = ignore.encode()
         other = timeout <= 0  # a wait that never looked cannot vouch for silence
         try:
             while True:
-                left = end - time.monotonic()
+                left = end - self.timer.now()
                 if left <= 0:
                     break
                 try:
@@ -206,7 +213,8 @@ class RaftDcs(KvSession):
 
     ``client`` reaches the store members (closed by :meth:`close` unless ``close_client`` is
     False); ``local_node`` is this agent's own member, used for :meth:`watch`. Without it,
-    watch polls every ``poll_interval`` seconds.
+    watch polls every ``poll_interval`` seconds. ``timer`` counts the session's budgets and a
+    watch's timeout (see :class:`KvSession`).
     """
 
     def __init__(
@@ -220,14 +228,16 @@ class RaftDcs(KvSession):
         retry_timeout: float = _DEFAULTS.retry_timeout,
         poll_interval: float = 0.1,
         close_client: bool = True,
+        timer: Timer = MONOTONIC,
     ) -> None:
         transport = RaftTransport(
             client,
             local_node=local_node,
             poll_interval=poll_interval,
             close_client=close_client,
+            timer=timer,
         )
-        super().__init__(scope, name, transport, ttl=ttl, retry_timeout=retry_timeout)
+        super().__init__(scope, name, transport, ttl=ttl, retry_timeout=retry_timeout, timer=timer)
         self.client = client
         self.local_node = local_node
 

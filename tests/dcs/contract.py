@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Protocol
@@ -28,9 +27,10 @@ from hamgr.dcs import (
     scope_keys,
 )
 from hamgr.dcs.base import KeepaliveResult
-from hamgr.dcs.common import LeaseGone, encode_value
+from hamgr.dcs.common import LeaseGone, Timer, encode_value
 from hamgr.dcs.model import PrimaryPosition, SyncState
 from hamgr.dcs.session import KvSession
+from tests.tools.virtualtimer import VirtualTimer
 
 _scopes = itertools.count(1)
 
@@ -47,7 +47,9 @@ class StoreUnderTest(Protocol):
 
     def session(self, scope: str, name: str, *, retry_timeout: float = ...) -> KvSession: ...
 
-    def unreachable(self, scope: str, name: str, retry_timeout: float) -> KvSession: ...
+    def unreachable(
+        self, scope: str, name: str, retry_timeout: float, timer: Timer = ...
+    ) -> KvSession: ...
 
     async def raw_put(self, key: str, value: bytes) -> None: ...
 
@@ -349,9 +351,18 @@ async def check_watch_wakes_on_a_leader_change(store: StoreUnderTest) -> None:
         await a.touch_member(member("a"))
         await b.touch_member(member("b"))
         await a.get_cluster()
-        started = time.monotonic()
+        # Nothing changes: a watch does not end early (one with an hour to go is still waiting
+        # after three full reads by another session: counted, not timed), and one whose own
+        # timeout passes ends False.
+        waiting = asyncio.create_task(a.watch(HOUR))
+        for _ in range(3):
+            await b.get_cluster()
+        assert not waiting.done(), f"the watch ended with nothing changed: {waiting}"
+        waiting.cancel()
+        with suppress(asyncio.CancelledError):
+            await waiting
+        await a.get_cluster()
         assert await a.watch(0.3) is False, "nothing changed: the watch must time out"
-        assert time.monotonic() - started >= 0.25
         # Woken by the change: the watch's own timeout is an hour away, and the change must wake
         # it within WATCH_BOUND (a deadline to wait on, not a duration measured).
         waiting = asyncio.create_task(a.watch(HOUR))
@@ -526,22 +537,27 @@ async def check_malformed_values_are_named_not_dropped(store: StoreUnderTest) ->
 
 
 async def check_calls_are_bounded_by_retry_timeout(store: StoreUnderTest) -> None:
-    dcs = store.unreachable(new_scope("unreachable"), "a", retry_timeout=0.5)
+    """Against no store, each call tries again after each pause until its budget has passed on
+    its clock, and no longer: then a DcsError names the call and the budget. (The budget and
+    the pauses are on virtual time: nothing here measures how long a call took.)"""
+    timer = VirtualTimer()
+    dcs = store.unreachable(new_scope("unreachable"), "a", retry_timeout=0.22, timer=timer)
     try:
         for name, call in (
             ("get_cluster", dcs.get_cluster),
             ("touch_member", lambda: dcs.touch_member(member("a"))),
             ("acquire_leader", dcs.acquire_leader),
         ):
-            started = time.monotonic()
+            started, pauses = timer.now(), len(timer.sleeps)
             try:
                 await call()
             except DcsError as exc:
                 assert name in str(exc), f"the error must name the call: {exc}"
+                assert "within 0.22 s" in str(exc), f"the budget must have run out: {exc}"
             else:
                 raise AssertionError(f"{name} against no store must raise DcsError")
-            took = time.monotonic() - started
-            assert 0.4 <= took < 1.0, f"{name} took {took:.2f} s with retry_timeout 0.5"
+            assert timer.now() - started == pytest.approx(0.22), "tried until the budget, no longer"
+            assert len(timer.sleeps) - pauses > 1, "with a try after each pause"
     finally:
         with suppress(DcsError):
             await dcs.close()

@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from hamgr.dcs.common import prefix_end
+from hamgr.dcs.common import MONOTONIC, Timer, prefix_end
 from hamgr.dcs.etcd import EtcdDcs
 from hamgr.dcs.raft import RaftDcs
 from hamgr.raft.client.storeclient import StoreClient
@@ -83,10 +83,12 @@ class RaftStore(InLoopStore):
             poll_interval=0.05,
         )
 
-    def unreachable(self, scope: str, name: str, retry_timeout: float) -> RaftDcs:
+    def unreachable(
+        self, scope: str, name: str, retry_timeout: float, timer: Timer = MONOTONIC
+    ) -> RaftDcs:
         host = "127.0.0.99"
         client = StoreClient([(host, free_port(host))], RAFT_CLUSTER, RAFT_SECRET)
-        return RaftDcs(scope, name, client, ttl=self.ttl, retry_timeout=retry_timeout)
+        return RaftDcs(scope, name, client, ttl=self.ttl, retry_timeout=retry_timeout, timer=timer)
 
     async def raw_put(self, key: str, value: bytes) -> None:
         async with self.client() as client:
@@ -309,10 +311,17 @@ class EtcdStore:
             **self.tls_options,
         )
 
-    def unreachable(self, scope: str, name: str, retry_timeout: float) -> EtcdDcs:
+    def unreachable(
+        self, scope: str, name: str, retry_timeout: float, timer: Timer = MONOTONIC
+    ) -> EtcdDcs:
         host = "127.0.0.89"
         return EtcdDcs(
-            scope, name, [f"{host}:{free_port(host)}"], ttl=self.ttl, retry_timeout=retry_timeout
+            scope,
+            name,
+            [f"{host}:{free_port(host)}"],
+            ttl=self.ttl,
+            retry_timeout=retry_timeout,
+            timer=timer,
         )
 
     async def raw_put(self, key: str, value: bytes) -> None:

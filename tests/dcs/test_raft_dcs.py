@@ -16,8 +16,10 @@ import pytest
 import pytest_asyncio
 
 from hamgr.dcs import DcsError
+from hamgr.dcs.raft import RaftDcs
 from tests.dcs.contract import CHECKS, Check, member, new_scope
 from tests.dcs.stores import RaftStore
+from tests.tools.virtualtimer import VirtualTimer
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -48,6 +50,20 @@ async def test_contract_polling_through_the_client(store: RaftStore, check: Chec
         await check(store)
     finally:
         store.use_local_node = True
+
+
+async def test_a_polling_watch_counts_its_timeout_on_the_sessions_timer(store: RaftStore) -> None:
+    """The session's timer is its transport's too: a watch that polls (no local member) waits
+    its polls and ends at its timeout on that timer (virtual here: no time is waited)."""
+    timer = VirtualTimer()
+    a = RaftDcs(new_scope("polltimer"), "a", store.client(), poll_interval=0.05, timer=timer)
+    try:
+        await a.get_cluster()
+        assert await a.watch(1.0) is False, "nothing changed"
+        assert timer.now() == pytest.approx(1.0), "ended when its timeout passed on its timer"
+        assert len(timer.sleeps) >= 19 and max(timer.sleeps) <= 0.05, "polled every 0.05 s"
+    finally:
+        await a.close()
 
 
 @pytest_asyncio.fixture(loop_scope="module")

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from hypothesis import strategies as st
 
 from hamgr.dcs.model import (
     ClusterView,
@@ -164,3 +165,19 @@ def check(
     decision = decide(v, loc, peers)
     assert decision.actions == actions, decision.reason
     assert fragment in decision.reason
+
+
+@st.composite
+def peer_probes(draw: st.DrawFn, name: str, lsns: st.SearchStrategy[int]) -> PeerProbe:
+    """A probe of peer `name` as a switchover's holder may see it: reachable or not, running or
+    stopped, mostly a replica, its WAL positions drawn from `lsns` (or unknown)."""
+    return PeerProbe(
+        name=name,
+        reachable=draw(st.booleans()),
+        state=draw(st.sampled_from(["running", "running", "stopped"])),
+        role=draw(st.sampled_from(["replica", "replica", "primary"])),
+        timeline=draw(st.sampled_from([1, 1, 2])),
+        received_lsn=draw(st.none() | lsns),
+        replayed_lsn=draw(st.none() | lsns),
+        nofailover=draw(st.booleans()),
+    )

@@ -16,7 +16,7 @@ from hamgr.config.standby import StandbyCluster
 from hamgr.dcs.model import ClusterView, LeaderKey, SwitchoverRequest
 from hamgr.dcs.settings import DynamicSettings
 from hamgr.ha import LocalPostgres, LocalState, PeerProbe, Promote, ReleaseLeader, decide
-from tests.ha.builders import BASE, MB, NOW, SYS, WALL, member
+from tests.ha.builders import BASE, MB, NOW, SYS, WALL, member, peer_probes
 
 SETTINGS = DynamicSettings(standby_cluster=StandbyCluster(host="127.0.1.1", port=5432))
 MEMBERS = (member("a"), member("b"), member("c"))
@@ -50,20 +50,6 @@ def holders(draw: st.DrawFn) -> LocalState:
     )
 
 
-@st.composite
-def probes(draw: st.DrawFn, name: str) -> PeerProbe:
-    return PeerProbe(
-        name=name,
-        reachable=draw(st.booleans()),
-        state=draw(st.sampled_from(["running", "running", "stopped"])),
-        role=draw(st.sampled_from(["replica", "replica", "primary"])),
-        timeline=draw(st.sampled_from([1, 1, 2])),
-        received_lsn=draw(st.none() | LSNS),
-        replayed_lsn=draw(st.none() | LSNS),
-        nofailover=draw(st.booleans()),
-    )
-
-
 REQUESTS = st.sampled_from(
     [
         SwitchoverRequest("switchover", "a", "b"),
@@ -84,7 +70,7 @@ def _view(req: SwitchoverRequest | None, leader: str | None = "a") -> ClusterVie
 
 
 @FAST
-@given(holders(), REQUESTS, probes("b"), probes("c"), st.booleans())
+@given(holders(), REQUESTS, peer_probes("b", LSNS), peer_probes("c", LSNS), st.booleans())
 def test_the_key_goes_only_to_a_target_holding_my_wal(
     local: LocalState, req: SwitchoverRequest, b: PeerProbe, c: PeerProbe, asked: bool
 ) -> None:
@@ -108,7 +94,13 @@ def test_the_key_goes_only_to_a_target_holding_my_wal(
 
 
 @FAST
-@given(REQUESTS | st.none(), probes("a"), probes("c"), st.booleans(), st.booleans())
+@given(
+    REQUESTS | st.none(),
+    peer_probes("a", LSNS),
+    peer_probes("c", LSNS),
+    st.booleans(),
+    st.booleans(),
+)
 def test_nobody_in_a_standby_cluster_is_promoted(
     req: SwitchoverRequest | None, a: PeerProbe, c: PeerProbe, keyless: bool, detached: bool
 ) -> None:

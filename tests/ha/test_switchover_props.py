@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hamgr.dcs.model import ClusterView, LeaderKey, SwitchoverRequest
 from hamgr.dcs.settings import DynamicSettings
 from hamgr.ha import LocalPostgres, LocalState, PeerProbe, ReleaseLeader, decide
-from tests.ha.builders import BASE, MB, NOW, SYS, WALL, member
+from tests.ha.builders import BASE, MB, NOW, SYS, WALL, member, peer_probes
 
 MEMBERS = (member("a"), member("b"), member("c"))
 LSNS = st.sampled_from([BASE - MB, BASE - 1, BASE, BASE + 1, BASE + 0x68, BASE + MB])
@@ -44,22 +44,8 @@ def stopped_holders(draw: st.DrawFn) -> LocalState:
     )
 
 
-@st.composite
-def probes(draw: st.DrawFn, name: str) -> PeerProbe:
-    return PeerProbe(
-        name=name,
-        reachable=draw(st.booleans()),
-        state=draw(st.sampled_from(["running", "running", "stopped"])),
-        role=draw(st.sampled_from(["replica", "replica", "primary"])),
-        timeline=draw(st.sampled_from([1, 1, 2])),
-        received_lsn=draw(st.none() | LSNS),
-        replayed_lsn=draw(st.none() | LSNS),
-        nofailover=draw(st.booleans()),
-    )
-
-
 @settings(max_examples=300, deadline=None)
-@given(stopped_holders(), REQUESTS, probes("b"), probes("c"), st.booleans())
+@given(stopped_holders(), REQUESTS, peer_probes("b", LSNS), peer_probes("c", LSNS), st.booleans())
 def test_the_key_goes_only_to_a_target_past_my_shutdown_checkpoint(
     local: LocalState, req: SwitchoverRequest, b: PeerProbe, c: PeerProbe, asked: bool
 ) -> None:

@@ -9,7 +9,8 @@ in two ways, heal it, and delay what flows through it:
   new ones are accepted and held, as when packets are silently dropped. Bytes sent meanwhile
   wait in socket buffers and flow, in order, after ``heal()``, as TCP would deliver them once the
   path is back. (A real SYN to a blackholed address would time out: here connect succeeds.)
-- ``delay(seconds)``: each chunk is delivered that long after it was read, in order.
+- ``delay(seconds)``: each chunk is delivered that long after it was read, in order, on the
+  proxy's `timer` (the monotonic clock unless a test passes a virtual one).
 - ``jitter(seconds)``: each chunk's delay varies by up to that much either way (never below 0).
 - ``loss(probability)``: each chunk is "lost" with that probability. Over TCP a lost segment is
   not gone, it is sent again after a retransmission timeout, and everything behind it waits:
@@ -38,6 +39,8 @@ import threading
 from collections.abc import Callable, Coroutine, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
+
+from hamgr.dcs.common import MONOTONIC, Timer
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +178,8 @@ class FaultProxy:
 
     Use within a running event loop: ``await start()``, then ``cut``/``heal``/``delay``, then
     ``await stop()`` (or ``async with``). Port 0 in `listen` picks a free port, kept for the
-    proxy's life (see `address`), so refusing and healing reuse it.
+    proxy's life (see `address`), so refusing and healing reuse it. `timer` says when a chunk
+    was read and waits until it is due (a test passes a virtual one to read delays off it).
     """
 
     def __init__(
@@ -185,6 +189,7 @@ class FaultProxy:
         *,
         name: str = "",
         connect_timeout: float = 5.0,
+        timer: Timer = MONOTONIC,
     ) -> None:
         self._listen = _check_address(listen, "listen address", port_zero_ok=True)
         self.target = _check_address(target, "target address", port_zero_ok=False)
@@ -192,6 +197,7 @@ class FaultProxy:
             raise ValueError(f"connect_timeout must be positive, got {connect_timeout!r}")
         self.name = name or f"{listen[0]}:{listen[1]}->{target[0]}:{target[1]}"
         self.connect_timeout = connect_timeout
+        self.timer = timer
         self.stats = ProxyStats()
         self._state = LinkState.OPEN
         self.faults = LinkFaults()
@@ -403,7 +409,6 @@ class FaultProxy:
         self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, *, to_target: bool
     ) -> None:
         """Copy src to dst, each chunk delivered `delay` after it was read, none while cut."""
-        loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[float, bytes | OSError]] = asyncio.Queue(QUEUE_CHUNKS)
 
         async def read() -> None:
@@ -413,7 +418,7 @@ class FaultProxy:
                     data: bytes | OSError = await src.read(CHUNK_SIZE)
                 except OSError as e:
                     data = e
-                await queue.put((self.faults.due(loop.time()), data))
+                await queue.put((self.faults.due(self.timer.now()), data))
                 if not isinstance(data, bytes) or not data:
                     return
 
@@ -421,8 +426,8 @@ class FaultProxy:
         try:
             while True:
                 due, data = await queue.get()
-                if (wait := due - loop.time()) > 0:
-                    await asyncio.sleep(wait)
+                if (wait := due - self.timer.now()) > 0:
+                    await self.timer.sleep(wait)
                 await self._flowing.wait()  # nothing is delivered through a blackhole
                 if isinstance(data, OSError):
                     raise data

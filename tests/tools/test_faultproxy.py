@@ -8,7 +8,7 @@ import socket
 import socketserver
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
@@ -25,6 +25,7 @@ from tests.tools.faultproxy import (
     ThreadedMesh,
 )
 from tests.tools.poll import wait_for_async
+from tests.tools.virtualtimer import VirtualTimer
 
 WAIT = 5.0
 """Deadline (seconds) for anything a test waits on."""
@@ -35,10 +36,13 @@ pytestmark = pytest.mark.timeout(60)
 
 
 class EchoServer:
-    """Echoes every byte back, and records what each connection sent."""
+    """Echoes every byte back, and records what each connection sent and, on `clock`, when
+    each chunk of it arrived."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.received: list[bytearray] = []
+        self.arrivals: list[float] = []
+        self.clock = clock
         self.closed = 0
         self._server: asyncio.Server | None = None
 
@@ -60,6 +64,7 @@ class EchoServer:
         self.received.append(got)
         try:
             while data := await reader.read(65536):
+                self.arrivals.append(self.clock())
                 got += data
                 writer.write(data)
                 await writer.drain()
@@ -209,21 +214,36 @@ async def test_blackhole_then_refuse_then_heal(
         w.close()
 
 
-async def test_delay_holds_each_chunk_in_order(proxy: FaultProxy) -> None:
-    reader, writer = await connect(proxy.address)
-    await roundtrip(reader, writer, b"warm")
-    proxy.delay(0.2)
-    assert proxy.current_delay == 0.2
-    start = time.monotonic()
-    for i in range(5):
-        writer.write(b"%d" % i)
-        await asyncio.sleep(0.01)
-    async with asyncio.timeout(WAIT):
-        assert await reader.readexactly(5) == b"01234"
-    assert time.monotonic() - start >= 0.4  # 0.2 s each way
-    proxy.delay(0)
-    await roundtrip(reader, writer, b"fast again")
-    writer.close()
+async def test_delay_holds_each_chunk_in_order() -> None:
+    """The delay is read off the proxy's virtual timer (its waits move it): what reaches the
+    echo server arrived 0.2 s after it was sent, and its echo 0.2 s after that."""
+    timer = VirtualTimer()
+    echo = EchoServer(timer.now)
+    target = await echo.start("127.0.0.51")
+    try:
+        async with FaultProxy(("127.0.0.52", 0), target, timer=timer) as proxy:
+            reader, writer = await connect(proxy.address)
+            await roundtrip(reader, writer, b"warm")
+            assert timer.sleeps == [], "no delay, no wait"
+            warm = len(echo.arrivals)
+            proxy.delay(0.2)
+            assert proxy.current_delay == 0.2
+            sent = timer.now()
+            for i in range(5):
+                writer.write(b"%d" % i)
+                await asyncio.sleep(0.01)
+            async with asyncio.timeout(WAIT):
+                assert await reader.readexactly(5) == b"01234"
+            arrived = echo.arrivals[warm]  # the first chunk after "warm"
+            assert arrived >= sent + 0.2, "held 0.2 s on the way to the target"
+            assert timer.now() >= arrived + 0.2, "and its echo 0.2 s on the way back"
+            proxy.delay(0)
+            waited = len(timer.sleeps)
+            await roundtrip(reader, writer, b"fast again")
+            assert len(timer.sleeps) == waited, "no delay again, no wait"
+            writer.close()
+    finally:
+        await echo.stop()
 
 
 async def test_unreachable_target_closes_the_client_connection() -> None:
@@ -529,10 +549,14 @@ def test_threaded_mesh_from_blocking_code(echo_threads: dict[str, tuple[str, int
         for a in peers:
             for b in peers[a]:
                 assert echo_once(peers[a][b], f"{a}{b}".encode()) == f"{a}{b}".encode()
-        mesh.delay("a", "b", 0.1)
-        start = time.monotonic()
+        # A delay set from blocking code holds what is sent (when a held chunk is released is
+        # test_delay_holds_each_chunk_in_order's business); delay 0 lets it through again.
+        forwarded = mesh.stats("a", "b").bytes_to_target
+        mesh.delay("a", "b", 600.0)
+        assert echo_once(peers["a"]["b"], b"held", QUIET) is None
+        assert mesh.stats("a", "b").bytes_to_target == forwarded, "the delay held it back"
+        mesh.delay("a", "b", 0)
         assert echo_once(peers["a"]["b"], b"slow") == b"slow"
-        assert time.monotonic() - start >= 0.2
         assert mesh.stats("a", "b").bytes_to_target >= len(b"hello" + b"ab" + b"slow")
     with pytest.raises(RuntimeError, match="not running"):
         mesh.cut("a", "b")

@@ -1,8 +1,9 @@
 """A `hamgr.dcs.common.Timer` on virtual time: `sleep` moves the clock instead of waiting.
 
-A test hands it to the code under test (a `Deadline`, a `KvSession`, `poll_for_change`) and
-then reads, on this clock, how long the code let pass before it gave up: exact, and without
-waiting for it or measuring wall time.
+A test hands it to the code under test (a `Deadline`, a `KvSession` or a backend's `RaftDcs` /
+`EtcdDcs`, which pass it on to their transport, `poll_for_change`, a test `FaultProxy`) and then
+reads, on this clock, how long the code let pass before it gave up, or that it paused at all:
+exact, and without waiting for it or measuring wall time.
 """
 
 from __future__ import annotations
