@@ -148,7 +148,7 @@ ONE_MISTAKE: list[tuple[str, Any, str]] = [
         "secret)",
     ),
     ("store.raft.data_dir", DELETE, "store.raft.data_dir: required"),
-    ("store.raft.node_id", 0, "store.raft.node_id: must be > 0, got 0"),
+    ("store.raft.node_id", 0, "store.raft.node_id: must be >= 1, got 0"),
     ("store.raft.node_id", True, "store.raft.node_id: expected an integer, got true"),
     ("store.raft.node_id", "2", 'store.raft.node_id: expected an integer, got "2"'),
     ("store.raft.node_id", 1.0, "store.raft.node_id: expected an integer, got 1.0"),
@@ -157,7 +157,11 @@ ONE_MISTAKE: list[tuple[str, Any, str]] = [
         "short",
         "store.raft.secret: must be at least 16 characters long (it has 5)",
     ),
-    ("store.raft.secret", 1234567, "store.raft.secret: expected a string, got an integer"),
+    (
+        "store.raft.secret",
+        1234567,
+        "store.raft.secret: expected a string or null, got an integer",
+    ),
     ("store.raft.secret", DELETE, "store.raft.secret: required (or store.raft.secret_file)"),
     (
         "store.raft.secret_file",
@@ -308,7 +312,7 @@ ONE_MISTAKE: list[tuple[str, Any, str]] = [
         "postgresql.create_replica_methods",
         ["wal.e"],
         "postgresql.create_replica_methods[0]: expected a method name (letters, digits, '_' "
-        'and \'-\', at most 63), got "wal.e"',
+        "and '-', at most 63), got \"wal.e\"",
     ),
     (
         "postgresql.create_replica_methods",
@@ -323,7 +327,7 @@ ONE_MISTAKE: list[tuple[str, Any, str]] = [
     (
         "postgresql.authentication",
         {"superuser": {"password": 42}},
-        "postgresql.authentication.superuser.password: expected a string, got an integer",
+        "postgresql.authentication.superuser.password: expected a string or null, got an integer",
     ),
     (
         "postgresql.paramters",
@@ -619,7 +623,7 @@ def test_every_problem_is_reported_together() -> None:
         "unknown key extra",
         "scope: expected a string, got 7",
         f'restapi.listen: {HOST_PORT}, got "nope"',
-        "store.raft.node_id: must be > 0, got -3",
+        "store.raft.node_id: must be >= 1, got -3",
         f'store.raft.peers[1].address: {HOST_PORT}, got "abc"',
         "unknown key postgresql.paramters (did you mean parameters?)",
         'tags.nofailover: expected true or false, got "no"',
@@ -1157,7 +1161,7 @@ def test_cli_validate_config_ok_and_problems(tmp_path: Path) -> None:
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.splitlines() == [
         "unknown key log.levl (from HAMGR_LOG__LEVL) (did you mean level?)",
-        "store.raft.node_id: must be > 0, got 0",
+        "store.raft.node_id: must be >= 1, got 0",
     ]
 
 

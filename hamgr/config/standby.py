@@ -20,8 +20,9 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
+from hamgr.config.msgspecwords import problem
 from hamgr.config.problems import BAD, show
-from hamgr.config.values import Section, struct_problem
+from hamgr.config.values import Section
 
 __all__ = [
     "SettingError",
@@ -125,8 +126,8 @@ def parse_standby_cluster(data: object) -> StandbyCluster | None:
     except msgspec.ValidationError as exc:
         if isinstance(exc.__cause__, SettingError):
             raise exc.__cause__ from None
-        key, problem = struct_problem(StandbyCluster, data, exc)
-        raise SettingError(".".join(("standby_cluster", *key)), problem) from None
+        path, message = problem(exc, StandbyCluster, data)
+        raise SettingError(".".join(("standby_cluster", *map(str, path))), message) from None
 
 
 def parse_slots(data: object) -> tuple[str, ...]:
