@@ -50,9 +50,10 @@ msgspec ``Meta`` bounds and patterns, and the markers that attach the rest to fi
 ``schema`` (one frozen msgspec Struct per section: types, defaults and bounds), ``jsonschema``
 (the JSON Schema msgspec makes from them, shipped as ``config.schema.json`` for editors),
 ``env`` (HAMGR_* overrides), ``strict_yaml`` (YAML with line, column and duplicate-key errors),
-``validate`` (the walk over the sections that collects every problem, :func:`parse_config`), ``checks`` (rules across keys),
-``load`` (the file and the machine: :func:`load_config`, :func:`resolve_local`) and ``dump``
-(:func:`dump_effective`, :func:`schema_paths`). Import from ``hamgr.config`` itself.
+``validate`` (the walk over the sections that collects every problem, :func:`parse_config`),
+``checks`` (rules across keys), ``load`` (the file and the machine: :func:`load_config`,
+:func:`resolve_local`) and ``dump`` (:func:`dump_effective`, :func:`schema_paths`). Import from
+``hamgr.config`` itself.
 """
 
 from __future__ import annotations

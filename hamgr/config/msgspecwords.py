@@ -8,7 +8,9 @@ operators read it elsewhere: ``must be >= 1, got 0``, ``expected an integer, got
 at least 16 characters long (it has 5)``, ``expected one of "off", "on", got "of"``, a pattern
 by its description. The value is shown when it is known (never a secret's: only its kind).
 :func:`convert` and :func:`value_problem` check one value with msgspec and raise or return that
-problem. Imports only the problems' formatting.
+problem. :func:`shape` and :func:`field_types` read a declared type (its base, whether None is
+allowed, its ``Annotated`` markers) for this and for the loader. Imports only the problems'
+formatting.
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ def problem(
     if field:
         if field["what"] == "missing required":
             return (*path, field["key"]), "required field is missing"
-        base, _ = _strip(_type_at(tp, path))
+        base = shape(_type_at(tp, path))[0]
         known = isinstance(base, type) and issubclass(base, msgspec.Struct)
         listed = f" (known: {', '.join(base.__struct_fields__)})" if known else ""
         return (*path, field["key"]), "unknown field" + listed
@@ -195,34 +197,35 @@ def _value_at(data: Any, path: KeyPath) -> Any:
     return data
 
 
-def _strip(tp: Any) -> tuple[Any, tuple[Any, ...]]:
-    """``tp`` without Annotated and without None in a union, and the Annotated metadata."""
+@functools.cache
+def field_types(cls: type) -> dict[str, Any]:
+    """The type of each field of the Struct ``cls``, with its Annotated markers."""
+    return get_type_hints(cls, include_extras=True)
+
+
+def shape(tp: Any) -> tuple[Any, bool, tuple[Any, ...]]:
+    """Split a field type into (base type, optional?, Annotated markers)."""
     marks: tuple[Any, ...] = ()
+    optional = False
     while True:
         if get_origin(tp) is Annotated:
             marks += tuple(tp.__metadata__)
             tp = tp.__origin__
         elif get_origin(tp) in (Union, types.UnionType) and type(None) in get_args(tp):
             rest = [a for a in get_args(tp) if a is not type(None)]
-            if len(rest) != 1:
-                return tp, marks
-            tp = rest[0]
+            optional = True
+            tp = rest[0] if len(rest) == 1 else Union[tuple(rest)]  # noqa: UP007
         else:
-            return tp, marks
-
-
-@functools.cache
-def _fields(cls: type) -> dict[str, Any]:
-    return get_type_hints(cls, include_extras=True)
+            return tp, optional, marks
 
 
 def _type_at(tp: Any, path: KeyPath) -> Any:
     """The declared type at ``path`` below ``tp`` (None when it cannot be told)."""
     for part in path:
-        base, _ = _strip(tp)
+        base = shape(tp)[0]
         origin, args = get_origin(base), get_args(base)
         if isinstance(base, type) and issubclass(base, msgspec.Struct) and isinstance(part, str):
-            tp = _fields(base).get(part)
+            tp = field_types(base).get(part)
         elif origin in (tuple, list) and args and isinstance(part, int):
             if origin is list or args[-1] is Ellipsis:
                 tp = args[0]
@@ -236,13 +239,13 @@ def _type_at(tp: Any, path: KeyPath) -> Any:
 
 
 def _choices(tp: Any) -> tuple[Any, ...] | None:
-    base, _ = _strip(tp)
+    base = shape(tp)[0]
     return get_args(base) if get_origin(base) is Literal else None
 
 
 def _description(tp: Any, regex: str) -> str | None:
     """The description of the Meta in ``tp`` whose pattern is ``regex``."""
-    base, marks = _strip(tp)
+    base, _, marks = shape(tp)
     for mark in marks:
         if isinstance(mark, msgspec.Meta) and mark.pattern == regex:
             return mark.description

@@ -21,7 +21,7 @@ import msgspec
 
 from hamgr.config.checks import CHECKS
 from hamgr.config.env import EnvSection, EnvValue, merge_env, wants_text
-from hamgr.config.msgspecwords import ValueProblem, convert
+from hamgr.config.msgspecwords import ValueProblem, convert, field_types, shape
 from hamgr.config.problems import BAD, ConfigError, KeyPath, Skip, fmt_path, show
 from hamgr.config.schema import TIMING_PROFILES, Config, ParameterValue
 from hamgr.config.strict_yaml import parse_yaml
@@ -30,11 +30,9 @@ from hamgr.config.values import (
     SECRET,
     Custom,
     Rule,
-    field_types,
     is_section,
     section_defaults,
     section_names,
-    shape,
 )
 
 _YAML_BOOL_WORDS = frozenset({"on", "off", "yes", "no", "y", "n", "true", "false"})

@@ -20,18 +20,13 @@ import functools
 import ipaddress
 import os
 import re
-import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import (
     TYPE_CHECKING,
     Annotated,
     Any,
-    Union,
     cast,
-    get_args,
-    get_origin,
-    get_type_hints,
 )
 
 import msgspec
@@ -185,25 +180,3 @@ def _fields(cls: type[msgspec.Struct]) -> tuple[msgspec.structs.FieldInfo, ...]:
 
 REQUIRED: Any = object()
 """The default of a key that has none."""
-
-
-@functools.cache
-def field_types(cls: type) -> dict[str, Any]:
-    """The type of each field of the dataclass ``cls``, with its Annotated markers."""
-    return get_type_hints(cls, include_extras=True)
-
-
-def shape(tp: Any) -> tuple[Any, bool, tuple[Any, ...]]:
-    """Split a field type into (base type, optional?, Annotated markers)."""
-    marks: tuple[Any, ...] = ()
-    optional = False
-    while True:
-        if get_origin(tp) is Annotated:
-            marks += tuple(tp.__metadata__)
-            tp = tp.__origin__
-        elif get_origin(tp) in (Union, types.UnionType) and type(None) in get_args(tp):
-            rest = [a for a in get_args(tp) if a is not type(None)]
-            optional = True
-            tp = rest[0] if len(rest) == 1 else Union[tuple(rest)]  # noqa: UP007
-        else:
-            return tp, optional, marks

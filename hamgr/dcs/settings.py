@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from hamgr.config.msgspecwords import problem, value_problem
+from hamgr.config.msgspecwords import field_types, problem, shape, value_problem
 from hamgr.config.problems import fmt_path
 from hamgr.config.schema import (
     BytesOrNoLimit,
@@ -34,7 +34,6 @@ from hamgr.config.standby import (
     slots_to_dict,
 )
 from hamgr.config.timing import timing_problems
-from hamgr.config.values import field_types, shape
 from hamgr.dcs.jsonfields import ModelError, check_choice, fail
 
 SyncMode = Literal["off", "on", "quorum"]
