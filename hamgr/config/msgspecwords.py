@@ -27,7 +27,8 @@ import msgspec
 
 from hamgr.config.problems import KeyPath, kind, show
 
-_NOTHING: Any = object()
+NOTHING: Any = object()
+"""No value at hand (only its type is known: a JSON document msgspec decoded)."""
 #: msgspec takes inf and nan for a float; JSON, PostgreSQL settings and hamgr's durations do not.
 _NOT_FINITE = object()
 
@@ -93,7 +94,7 @@ def value_problem(tp: Any, value: Any, *, secret: bool = False) -> str | None:
 
 
 def problem(
-    exc: msgspec.ValidationError, tp: Any, data: Any = _NOTHING, *, secret: bool = False
+    exc: msgspec.ValidationError, tp: Any, data: Any = NOTHING, *, secret: bool = False
 ) -> tuple[KeyPath, str]:
     """(key path, problem) for msgspec's ``exc`` converting or decoding ``data`` as ``tp``.
 
@@ -117,7 +118,7 @@ def problem(
     where = _type_at(tp, path)
 
     def got(msgspec_kind: str | None = None) -> str:
-        if value is not _NOTHING:
+        if value is not NOTHING:
             return f", got {kind(value) if secret else show(value)}"
         return f", got {_KINDS.get(msgspec_kind, f'a {msgspec_kind}')}" if msgspec_kind else ""
 
@@ -125,7 +126,7 @@ def problem(
     enum = _ENUM.fullmatch(text)
     mismatch = _TYPE.fullmatch(text)
     if choices is not None and (enum or mismatch):
-        if enum and value is _NOTHING and not secret:
+        if enum and value is NOTHING and not secret:
             value = _literal(enum["value"])
         listed = ", ".join(show(c) for c in choices)
         return path, f"expected one of {listed}{got(mismatch['got'] if mismatch else None)}"
@@ -176,7 +177,8 @@ def _words(type_names: str) -> str:
     """msgspec's ``int | null`` as ``an integer or null``."""
     if type_names in _WORDS:
         return _WORDS[type_names]
-    return " or ".join(_WORDS.get(name, f"`{name}`") for name in type_names.split(" | "))
+    *first, last = [_WORDS.get(name, f"`{name}`") for name in type_names.split(" | ")]
+    return f"{', '.join(first)} or {last}" if first else last
 
 
 def _path(where: str) -> KeyPath:
@@ -188,11 +190,11 @@ def _path(where: str) -> KeyPath:
 
 
 def _value_at(data: Any, path: KeyPath) -> Any:
-    """The value at ``path`` in ``data``, or _NOTHING."""
+    """The value at ``path`` in ``data``, or NOTHING."""
     for part in path:
         listed = isinstance(part, int) and isinstance(data, list | tuple) and part < len(data)
         if not listed and not (isinstance(data, Mapping) and part in data):
-            return _NOTHING
+            return NOTHING
         data = data[part]
     return data
 
