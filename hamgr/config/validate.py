@@ -184,12 +184,9 @@ class Loader:
         return value
 
     def convert(self, tp: Any, raw: Any, path: KeyPath, env: str | None) -> Any:
-        """A single value, converted and checked by msgspec (type, Meta bounds); every text
-        key must also not be empty. A mistaken choice gets a hint."""
+        """A single value, converted and checked by msgspec (type, Meta bounds); a mistaken
+        choice gets a hint."""
         base, _, marks = shape(tp)
-        if raw == "" and base is str:
-            self.report(path, "must not be empty", env)
-            return BAD
         try:
             return convert(raw, tp, secret=SECRET in marks)
         except ValueProblem as exc:

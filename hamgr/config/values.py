@@ -45,6 +45,8 @@ MEMBER_NAME = msgspec.Meta(
     description='1 to 63 letters, digits, ".", "_" or "-", starting with a letter or digit',
 )
 """A scope or member name: it becomes part of store keys, file names and URLs."""
+NON_EMPTY = msgspec.Meta(min_length=1)
+"""Text that must not be empty (a name, a path, a command...)."""
 LONG_SECRET = msgspec.Meta(min_length=16)
 """A shared secret (the Raft group's): long enough not to be guessed."""
 
