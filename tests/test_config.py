@@ -399,6 +399,16 @@ ONE_MISTAKE: list[tuple[str, Any, str]] = [
         'watchdog.device: expected an absolute path, got "dev/watchdog"',
     ),
     ("scpoe", "x", "unknown key scpoe (did you mean scope?)"),
+    (
+        "bootstrap.dcs.slots",
+        None,
+        "bootstrap.dcs.slots: expected a mapping of slot names to {type: physical}, got null",
+    ),
+    (  # too large for a float: it was an OverflowError
+        "bootstrap.dcs.ttl",
+        10**400,
+        f"bootstrap.dcs.ttl: number out of range, got {'1' + '0' * 76}...",
+    ),
 ]
 
 

@@ -179,6 +179,9 @@ def load_standby_cluster(
 def load_slots(loader: Any, raw: Any, path: tuple[str | int, ...], env: str | None) -> Any:
     """The config file's ``bootstrap.dcs.slots`` (a Custom loader of the schema), in
     Patroni's shape."""
+    if raw is None:  # the store's settings may leave slots out; in the file null is no mapping
+        loader.report(path, "expected a mapping of slot names to {type: physical}, got null", env)
+        return BAD
     names = _load(loader, parse_slots, raw, path, env)
     return names if names is BAD else slots_to_dict(names)
 
