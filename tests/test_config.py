@@ -9,7 +9,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 import pytest
@@ -23,6 +23,7 @@ from hamgr.config import (
     TIMING_PROFILES,
     Config,
     ConfigError,
+    MemberName,
     dump_effective,
     find_bin_dir,
     load_config,
@@ -31,6 +32,8 @@ from hamgr.config import (
     schema_paths,
     split_address,
 )
+from hamgr.config.msgspecwords import problem
+from hamgr.config.problems import fmt_path
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "config.example.yaml"
@@ -1182,3 +1185,48 @@ def test_cli_version_and_usage() -> None:
     assert (result.returncode, result.stdout) == (0, f"hamgr {__version__}\n")
     result = run_hamgr("validate-config")
     assert result.returncode == 2 and "FILE" in result.stderr.upper()
+
+
+# --- msgspec's errors in hamgr's words (the one translator) -----------------------------------
+
+
+class _Shape(msgspec.Struct, forbid_unknown_fields=True):
+    name: MemberName
+    mode: Literal["off", "on"] = "off"
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 5432
+    secret: Annotated[str, msgspec.Meta(min_length=16)] | None = None
+    items: tuple[int | None, ...] = ()
+
+
+@pytest.mark.parametrize(
+    ("data", "secret", "expected"),
+    [
+        ({"name": "a b"}, False, ("name", "expected 1 to 63 letters")),
+        ({"name": "a", "mode": "of"}, False, ("mode", 'expected one of "off", "on", got "of"')),
+        ({"name": "a", "mode": None}, False, ("mode", 'expected one of "off", "on", got null')),
+        ({"name": "a", "port": 0}, False, ("port", "must be >= 1, got 0")),
+        ({"name": "a", "port": 70000}, False, ("port", "must be <= 65535, got 70000")),
+        ({"name": "a", "secret": "hush"}, True, ("secret", "must be at least 16 characters long")),
+        (
+            {"name": "a", "secret": 1234},
+            True,
+            ("secret", "expected a string or null, got an integer"),
+        ),
+        (
+            {"name": "a", "items": [1, "x"]},
+            False,
+            ("items[1]", 'expected an integer or null, got "x"'),
+        ),
+        ({"name": "a", "nmae": "b"}, False, ("nmae", "unknown field (known: name, mode, port,")),
+        ({}, False, ("name", "required field is missing")),
+    ],
+)
+def test_msgspec_errors_in_hamgrs_words(data: Any, secret: bool, expected: tuple[str, str]) -> None:
+    with pytest.raises(msgspec.ValidationError) as info:
+        msgspec.convert(data, _Shape)
+    path, message = problem(info.value, _Shape, data, secret=secret)
+    assert fmt_path(path) == expected[0] and message.startswith(expected[1]), message
+    assert "hush" not in message and "1234" not in message
+    # Without the value (a JSON document msgspec decoded) it says what the value was.
+    path, message = problem(info.value, _Shape)
+    assert fmt_path(path) == expected[0]
