@@ -9,7 +9,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 import pytest
@@ -23,6 +23,7 @@ from hamgr.config import (
     TIMING_PROFILES,
     Config,
     ConfigError,
+    MemberName,
     dump_effective,
     find_bin_dir,
     load_config,
@@ -31,6 +32,8 @@ from hamgr.config import (
     schema_paths,
     split_address,
 )
+from hamgr.config.msgspecwords import problem
+from hamgr.config.problems import fmt_path
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "config.example.yaml"
@@ -148,7 +151,7 @@ ONE_MISTAKE: list[tuple[str, Any, str]] = [
         "secret)",
     ),
     ("store.raft.data_dir", DELETE, "store.raft.data_dir: required"),
-    ("store.raft.node_id", 0, "store.raft.node_id: must be > 0, got 0"),
+    ("store.raft.node_id", 0, "store.raft.node_id: must be >= 1, got 0"),
     ("store.raft.node_id", True, "store.raft.node_id: expected an integer, got true"),
     ("store.raft.node_id", "2", 'store.raft.node_id: expected an integer, got "2"'),
     ("store.raft.node_id", 1.0, "store.raft.node_id: expected an integer, got 1.0"),
@@ -157,7 +160,11 @@ ONE_MISTAKE: list[tuple[str, Any, str]] = [
         "short",
         "store.raft.secret: must be at least 16 characters long (it has 5)",
     ),
-    ("store.raft.secret", 1234567, "store.raft.secret: expected a string, got an integer"),
+    (
+        "store.raft.secret",
+        1234567,
+        "store.raft.secret: expected a string or null, got an integer",
+    ),
     ("store.raft.secret", DELETE, "store.raft.secret: required (or store.raft.secret_file)"),
     (
         "store.raft.secret_file",
@@ -308,7 +315,7 @@ ONE_MISTAKE: list[tuple[str, Any, str]] = [
         "postgresql.create_replica_methods",
         ["wal.e"],
         "postgresql.create_replica_methods[0]: expected a method name (letters, digits, '_' "
-        'and \'-\', at most 63), got "wal.e"',
+        "and '-', at most 63), got \"wal.e\"",
     ),
     (
         "postgresql.create_replica_methods",
@@ -323,7 +330,7 @@ ONE_MISTAKE: list[tuple[str, Any, str]] = [
     (
         "postgresql.authentication",
         {"superuser": {"password": 42}},
-        "postgresql.authentication.superuser.password: expected a string, got an integer",
+        "postgresql.authentication.superuser.password: expected a string or null, got an integer",
     ),
     (
         "postgresql.paramters",
@@ -395,6 +402,16 @@ ONE_MISTAKE: list[tuple[str, Any, str]] = [
         'watchdog.device: expected an absolute path, got "dev/watchdog"',
     ),
     ("scpoe", "x", "unknown key scpoe (did you mean scope?)"),
+    (
+        "bootstrap.dcs.slots",
+        None,
+        "bootstrap.dcs.slots: expected a mapping of slot names to {type: physical}, got null",
+    ),
+    (  # too large for a float: it was an OverflowError
+        "bootstrap.dcs.ttl",
+        10**400,
+        f"bootstrap.dcs.ttl: number out of range, got {'1' + '0' * 76}...",
+    ),
 ]
 
 
@@ -619,7 +636,7 @@ def test_every_problem_is_reported_together() -> None:
         "unknown key extra",
         "scope: expected a string, got 7",
         f'restapi.listen: {HOST_PORT}, got "nope"',
-        "store.raft.node_id: must be > 0, got -3",
+        "store.raft.node_id: must be >= 1, got -3",
         f'store.raft.peers[1].address: {HOST_PORT}, got "abc"',
         "unknown key postgresql.paramters (did you mean parameters?)",
         'tags.nofailover: expected true or false, got "no"',
@@ -1157,7 +1174,7 @@ def test_cli_validate_config_ok_and_problems(tmp_path: Path) -> None:
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.splitlines() == [
         "unknown key log.levl (from HAMGR_LOG__LEVL) (did you mean level?)",
-        "store.raft.node_id: must be > 0, got 0",
+        "store.raft.node_id: must be >= 1, got 0",
     ]
 
 
@@ -1168,3 +1185,48 @@ def test_cli_version_and_usage() -> None:
     assert (result.returncode, result.stdout) == (0, f"hamgr {__version__}\n")
     result = run_hamgr("validate-config")
     assert result.returncode == 2 and "FILE" in result.stderr.upper()
+
+
+# --- msgspec's errors in hamgr's words (the one translator) -----------------------------------
+
+
+class _Shape(msgspec.Struct, forbid_unknown_fields=True):
+    name: MemberName
+    mode: Literal["off", "on"] = "off"
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 5432
+    secret: Annotated[str, msgspec.Meta(min_length=16)] | None = None
+    items: tuple[int | None, ...] = ()
+
+
+@pytest.mark.parametrize(
+    ("data", "secret", "expected"),
+    [
+        ({"name": "a b"}, False, ("name", "expected 1 to 63 letters")),
+        ({"name": "a", "mode": "of"}, False, ("mode", 'expected one of "off", "on", got "of"')),
+        ({"name": "a", "mode": None}, False, ("mode", 'expected one of "off", "on", got null')),
+        ({"name": "a", "port": 0}, False, ("port", "must be >= 1, got 0")),
+        ({"name": "a", "port": 70000}, False, ("port", "must be <= 65535, got 70000")),
+        ({"name": "a", "secret": "hush"}, True, ("secret", "must be at least 16 characters long")),
+        (
+            {"name": "a", "secret": 1234},
+            True,
+            ("secret", "expected a string or null, got an integer"),
+        ),
+        (
+            {"name": "a", "items": [1, "x"]},
+            False,
+            ("items[1]", 'expected an integer or null, got "x"'),
+        ),
+        ({"name": "a", "nmae": "b"}, False, ("nmae", "unknown field (known: name, mode, port,")),
+        ({}, False, ("name", "required field is missing")),
+    ],
+)
+def test_msgspec_errors_in_hamgrs_words(data: Any, secret: bool, expected: tuple[str, str]) -> None:
+    with pytest.raises(msgspec.ValidationError) as info:
+        msgspec.convert(data, _Shape)
+    path, message = problem(info.value, _Shape, data, secret=secret)
+    assert fmt_path(path) == expected[0] and message.startswith(expected[1]), message
+    assert "hush" not in message and "1234" not in message
+    # Without the value (a JSON document msgspec decoded) it says what the value was.
+    path, message = problem(info.value, _Shape)
+    assert fmt_path(path) == expected[0]

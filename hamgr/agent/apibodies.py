@@ -3,7 +3,7 @@
 A handler reads its body with :func:`read_body`: types, required fields and bounds are checked
 by msgspec while decoding, unknown fields are refused (a typo is an error, not a silent
 no-op), and a bad body becomes a ModelError naming the field, which the API answers with 400
-(``leader: expected `str`, got `int```). What depends on the cluster (is the leader current,
+(``leader: expected a string, got 5``). What depends on the cluster (is the leader current,
 is the candidate a member) is checked by the handler afterwards. hamgr/agent/openapi.yaml describes
 the same shapes. ``POST /restart``'s body, ``RestartBody``, lives with the restart's rules
 (hamgr/ha/restartplan.py); ``PATCH /config`` is a merge patch of the dynamic settings.

@@ -44,14 +44,16 @@ loop_wait`` (a loop on time always feeds it before it fires).
 
 The package
 -----------
-``problems`` (ConfigError and how a problem names its key), ``values`` (rules on single values:
+``problems`` (ConfigError and how a problem names its key), ``msgspecwords`` (msgspec's errors
+in hamgr's words, for the file and the store's values alike), ``values`` (rules on single values:
 msgspec ``Meta`` bounds and patterns, and the markers that attach the rest to fields),
 ``schema`` (one frozen msgspec Struct per section: types, defaults and bounds), ``jsonschema``
 (the JSON Schema msgspec makes from them, shipped as ``config.schema.json`` for editors),
 ``env`` (HAMGR_* overrides), ``strict_yaml`` (YAML with line, column and duplicate-key errors),
-``validate`` (type-driven checking, :func:`parse_config`), ``checks`` (rules across keys),
-``load`` (the file and the machine: :func:`load_config`, :func:`resolve_local`) and ``dump``
-(:func:`dump_effective`, :func:`schema_paths`). Import from ``hamgr.config`` itself.
+``validate`` (the walk over the sections that collects every problem, :func:`parse_config`),
+``checks`` (rules across keys), ``load`` (the file and the machine: :func:`load_config`,
+:func:`resolve_local`) and ``dump`` (:func:`dump_effective`, :func:`schema_paths`). Import from
+``hamgr.config`` itself.
 """
 
 from __future__ import annotations

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any, get_args, get_origin
 
+from hamgr.config.msgspecwords import field_types, shape
 from hamgr.config.schema import Config
-from hamgr.config.values import SECRET, field_types, is_section, section_names, shape
+from hamgr.config.values import SECRET, is_section, section_names
 
 REDACTED = "<redacted>"
 

@@ -8,11 +8,10 @@ $schema=...`` on the file's first line, see the README); hamgr ships it as
 
 (a test fails while the two differ). :func:`config_schema` is msgspec's schema of
 :class:`~hamgr.config.Config` with what the loader adds to the types: every section refuses
-unknown keys, a text key refuses the empty string, a section may be left empty (null), and
-``postgresql`` and ``bootstrap`` take a method's section beside them under the method's own name
-(Patroni's layout). The cross-key
-rules (timing, addresses in use twice...) are the loader's alone: a file the schema accepts may
-still be refused by ``hamgr validate-config``.
+unknown keys, a section may be left empty (null), and ``postgresql`` and ``bootstrap`` take a
+method's section beside them under the method's own name (Patroni's layout). The cross-key rules
+(timing, addresses in use twice...) are the loader's alone: a file the schema accepts may still
+be refused by ``hamgr validate-config``.
 """
 
 from __future__ import annotations
@@ -45,7 +44,6 @@ def config_schema() -> dict[str, Any]:
         definition["additionalProperties"] = {"$ref": f"#/$defs/{method}"} if method else False
         properties = definition.get("properties", {})
         for key, prop in properties.items():
-            _refuse_empty_text(prop)
             if (name, key) in _TEXT_OR_INTEGER:
                 prop["anyOf"].insert(0, {"type": "integer", "minimum": 0})
             if set(prop) == {"$ref"}:  # a section left empty (null) holds its defaults
@@ -55,17 +53,6 @@ def config_schema() -> dict[str, Any]:
         "title": "hamgr agent configuration",
         **schema,
     }
-
-
-def _refuse_empty_text(node: dict[str, Any]) -> None:
-    """minLength 1 on a key's text (the loader refuses "" for every text key), also inside a
-    list or an optional; not on mapping values such as PostgreSQL parameters."""
-    if node.get("type") == "string" and "enum" not in node:
-        node.setdefault("minLength", 1)
-    for option in node.get("anyOf", ()):
-        _refuse_empty_text(option)
-    if isinstance(node.get("items"), dict):
-        _refuse_empty_text(node["items"])
 
 
 def schema_text() -> str:

@@ -19,7 +19,7 @@ import msgspec
 from msgspec import Meta
 
 from hamgr.config.problems import show
-from hamgr.config.values import Rule, Section
+from hamgr.config.values import NON_EMPTY, Rule, Section
 
 BASEBACKUP = "basebackup"
 """The built-in replica method: pg_basebackup from the leader (or a clonefrom member)."""
@@ -36,9 +36,10 @@ def command_problem(value: str) -> str | None:
     return None if words else "must name a program"
 
 
-Command = Annotated[str, Rule(command_problem)]
+Command = Annotated[str, NON_EMPTY, Rule(command_problem)]
 MethodName = Annotated[
     str,
+    NON_EMPTY,
     Meta(
         pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$",
         description="a method name (letters, digits, '_' and '-', at most 63)",

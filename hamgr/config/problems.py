@@ -62,7 +62,8 @@ def show(value: object) -> str:
     if value is None:
         return "null"
     if isinstance(value, int | float):
-        return repr(value)
+        text = repr(value)
+        return text if len(text) <= 80 else text[:77] + "..."
     if isinstance(value, list | tuple):
         return "a list"
     if isinstance(value, Mapping):

@@ -33,6 +33,7 @@ from hamgr.config.standby import StandbyCluster, load_slots, load_standby_cluste
 from hamgr.config.values import (
     LONG_SECRET,
     MEMBER_NAME,
+    NON_EMPTY,
     SECRET,
     Custom,
     Rule,
@@ -114,20 +115,23 @@ def _load_bootstrap(loader: Loader, raw: Any, path: tuple[str | int, ...], env: 
 
 _ADDRESS = 'host:port, with an IPv6 host in brackets ("[::1]:5432")'
 
-Address = Annotated[str, Rule(address_problem), Meta(description=_ADDRESS)]
-AbsPath = Annotated[str, Rule(abs_path_problem), Meta(description="an absolute path")]
-Cidr = Annotated[str, Rule(cidr_problem), Meta(description="an IP address or network (10.0.0.0/8)")]
-MemberName = Annotated[str, MEMBER_NAME]
+Text = Annotated[str, NON_EMPTY]
+Address = Annotated[str, Rule(address_problem), Meta(min_length=1, description=_ADDRESS)]
+AbsPath = Annotated[str, Rule(abs_path_problem), Meta(min_length=1, description="an absolute path")]
+Cidr = Annotated[
+    str, Rule(cidr_problem), Meta(min_length=1, description="an IP address or network (10.0.0.0/8)")
+]
+MemberName = Annotated[str, NON_EMPTY, MEMBER_NAME]
 Seconds = Annotated[float, Meta(gt=0, description="seconds")]
 SecondsOrZero = Annotated[float, Meta(ge=0, description="seconds")]
 PositiveInt = Annotated[int, Meta(gt=0)]
 NonNegativeInt = Annotated[int, Meta(ge=0)]
-Secret = Annotated[str, SECRET]
+Secret = Annotated[str, SECRET, NON_EMPTY]
 ParameterValue = str | int | float | bool
 # The declared types say what the file may hold (the JSON Schema is made from them); the
 # Custom loaders turn it into what the program reads: str | dict[str, str], "off"/"on"/"quorum".
 InitdbOption = Annotated[
-    str | dict[str, str | int],
+    Text | dict[str, str | int],
     Custom(_load_initdb_option),
     Meta(description='an option name, or one "name: value" pair'),
 ]
@@ -155,7 +159,7 @@ class ApiAuthentication(Section, frozen=True, kw_only=True):
     :func:`load_config`, ``password`` holds the password (read from the file when that is used).
     """
 
-    username: str
+    username: Text
     password: Secret | None = None
     password_file: AbsPath | None = None
 
@@ -252,7 +256,7 @@ class RaftConfig(Section, frozen=True, kw_only=True):
     listen: Address = "127.0.0.1:7001"
     advertise: Address = ""
     client_listen: Address = ""
-    cluster_id: str = ""
+    cluster_id: Text = ""
     secret: Annotated[str, SECRET, LONG_SECRET] | None = None
     secret_file: AbsPath | None = None
     peers: tuple[RaftPeer, ...] = ()
@@ -280,7 +284,7 @@ class EtcdConfig(Section, frozen=True, kw_only=True):
 
     hosts: Annotated[tuple[Address, ...], Meta(min_length=1)]
     protocol: Literal["http", "https"] = "http"
-    username: str | None = None
+    username: Text | None = None
     password: Secret | None = None
     cacert: AbsPath | None = None
     cert: AbsPath | None = None
@@ -298,7 +302,7 @@ class StoreConfig(Section, frozen=True, kw_only=True):
 class SuperUser(Section, frozen=True, kw_only=True):
     """``postgresql.authentication.superuser``; no password means pg_hba/.pgpass decide."""
 
-    username: str = "postgres"
+    username: Text = "postgres"
     password: Secret | None = None
     password_file: AbsPath | None = None
 
@@ -306,7 +310,7 @@ class SuperUser(Section, frozen=True, kw_only=True):
 class ReplicationUser(Section, frozen=True, kw_only=True):
     """``postgresql.authentication.replication``: the role replicas stream with."""
 
-    username: str = "replicator"
+    username: Text = "replicator"
     password: Secret | None = None
     password_file: AbsPath | None = None
 
@@ -314,7 +318,7 @@ class ReplicationUser(Section, frozen=True, kw_only=True):
 class RewindUser(Section, frozen=True, kw_only=True):
     """``postgresql.authentication.rewind``: the role pg_rewind uses (else the superuser)."""
 
-    username: str
+    username: Text
     password: Secret | None = None
     password_file: AbsPath | None = None
 
@@ -338,12 +342,12 @@ class PostgresConfig(Section, frozen=True, kw_only=True):
 
     data_dir: AbsPath
     bin_dir: AbsPath | None = None
-    os_user: str = "postgres"
+    os_user: Text = "postgres"
     listen: Address = "127.0.0.1:5432"
     connect_address: Address = ""
     authentication: PostgresAuthentication = msgspec.field(default_factory=PostgresAuthentication)
     parameters: dict[str, ParameterValue] = msgspec.field(default_factory=dict)
-    pg_hba: tuple[str, ...] = ()
+    pg_hba: tuple[Text, ...] = ()
     use_pg_rewind: bool = True
     remove_data_directory_on_rewind_failure: bool = False
     create_replica_methods: Annotated[tuple[MethodName, ...], Meta(min_length=1)] = ("basebackup",)

@@ -20,8 +20,9 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
+from hamgr.config.msgspecwords import problem
 from hamgr.config.problems import BAD, show
-from hamgr.config.values import Section, struct_problem
+from hamgr.config.values import Section
 
 __all__ = [
     "SettingError",
@@ -125,8 +126,8 @@ def parse_standby_cluster(data: object) -> StandbyCluster | None:
     except msgspec.ValidationError as exc:
         if isinstance(exc.__cause__, SettingError):
             raise exc.__cause__ from None
-        key, problem = struct_problem(StandbyCluster, data, exc)
-        raise SettingError(".".join(("standby_cluster", *key)), problem) from None
+        path, message = problem(exc, StandbyCluster, data)
+        raise SettingError(".".join(("standby_cluster", *map(str, path))), message) from None
 
 
 def parse_slots(data: object) -> tuple[str, ...]:
@@ -178,6 +179,9 @@ def load_standby_cluster(
 def load_slots(loader: Any, raw: Any, path: tuple[str | int, ...], env: str | None) -> Any:
     """The config file's ``bootstrap.dcs.slots`` (a Custom loader of the schema), in
     Patroni's shape."""
+    if raw is None:  # the store's settings may leave slots out; in the file null is no mapping
+        loader.report(path, "expected a mapping of slot names to {type: physical}, got null", env)
+        return BAD
     names = _load(loader, parse_slots, raw, path, env)
     return names if names is BAD else slots_to_dict(names)
 

@@ -1,26 +1,28 @@
 """Type-driven checking: raw data (with HAMGR_* overrides) in, a Config or every problem out.
 
-:class:`Loader` walks the sections (msgspec Structs) of :mod:`hamgr.config.schema` by their type
-hints, converting and checking each value and collecting every problem with the path of its key;
-then it runs the cross-key rules of :mod:`hamgr.config.checks` on the result.
-:func:`parse_config` is the entry point. All of it is pure: no file, no environment but the
-mapping it is given.
+msgspec converts and checks each single value (its type and ``Meta`` bounds); :class:`Loader`
+walks the sections (msgspec Structs) of :mod:`hamgr.config.schema` by their type hints for what
+msgspec's one-error-and-stop cannot do: collect every problem with the path of its key, unknown
+keys with a suggestion, the HAMGR_* variable a value came from, timing-profile defaults, hints on
+a mistaken choice, the :class:`~hamgr.config.values.Rule` checks; then it runs the cross-key
+rules of :mod:`hamgr.config.checks` on the result. :func:`parse_config` is the entry point. All
+of it is pure: no file, no environment but the mapping it is given.
 """
 
 from __future__ import annotations
 
 import contextlib
 import difflib
-import math
 import types
 from collections.abc import Mapping
-from typing import Any, Literal, cast, get_args, get_origin
+from typing import Annotated, Any, Literal, cast, get_args, get_origin
 
 import msgspec
 
 from hamgr.config.checks import CHECKS
 from hamgr.config.env import EnvSection, EnvValue, merge_env, wants_text
-from hamgr.config.problems import BAD, ConfigError, KeyPath, Skip, fmt_path, kind, show
+from hamgr.config.msgspecwords import ValueProblem, convert, field_types, shape
+from hamgr.config.problems import BAD, ConfigError, KeyPath, Skip, fmt_path, show
 from hamgr.config.schema import TIMING_PROFILES, Config, ParameterValue
 from hamgr.config.strict_yaml import parse_yaml
 from hamgr.config.values import (
@@ -28,30 +30,12 @@ from hamgr.config.values import (
     SECRET,
     Custom,
     Rule,
-    field_types,
     is_section,
-    meta_problem,
     section_defaults,
     section_names,
-    shape,
 )
 
 _YAML_BOOL_WORDS = frozenset({"on", "off", "yes", "no", "y", "n", "true", "false"})
-
-
-def _describe(base: Any) -> str:
-    if get_origin(base) is Literal:
-        return "one of " + ", ".join(show(c) for c in get_args(base))
-    if is_section(base):
-        return "a section (a mapping of keys)"
-    return {
-        str: "a string",
-        int: "an integer",
-        float: "a number",
-        bool: "true or false",
-        tuple: "a list",
-        dict: "a mapping",
-    }.get(get_origin(base) or base, "a value")
 
 
 class Loader:
@@ -168,90 +152,62 @@ class Loader:
 
     def value(self, tp: Any, raw: Any, path: KeyPath, env: str | None) -> Any:
         base, optional, marks = shape(tp)
-        secret = SECRET in marks
         if isinstance(raw, EnvValue):
             env = raw.name
             raw = raw.text if wants_text(base) else self.parse_env(raw, path)
             if raw is BAD:
                 return BAD
-        if raw is None:
-            if optional:
-                return None
-            if not is_section(base):
-                self.report(path, f"expected {_describe(base)}, got null", env)
-                return BAD
+        if raw is None and optional:
+            return None
         custom = next((m for m in marks if isinstance(m, Custom)), None)
         if custom is not None:
             value = custom.load(self, raw, path, env)
         elif is_section(base):
             value = self.section(cast(type, base), raw, path, env)
+        elif get_origin(base) is tuple:
+            value = self.items(tp, raw, path, env)
+        elif get_origin(base) is dict:
+            item_tp = get_args(base)[1]
+            if is_section(shape(item_tp)[0]):
+                value = self.named_sections(get_args(base)[0], item_tp, raw, path, env)
+            else:
+                value = self.parameters(raw, path, env)
         else:
-            value = self.scalar_or_list(base, raw, path, env, secret)
+            value = self.convert(tp, raw, path, env)
         if value is BAD:
             return BAD
         for mark in marks:
-            if isinstance(mark, Rule | msgspec.Meta):
-                problem = mark.check(value) if isinstance(mark, Rule) else meta_problem(mark, value)
-                if problem:
-                    self.report(path, problem, env)
-                    return BAD
+            problem = mark.check(value) if isinstance(mark, Rule) else None
+            if problem:
+                self.report(path, problem, env)
+                return BAD
         return value
 
-    def scalar_or_list(
-        self, base: Any, raw: Any, path: KeyPath, env: str | None, secret: bool
-    ) -> Any:
-        got = f"got {kind(raw) if secret else show(raw)}"
-        origin = get_origin(base)
-        if base is str:
-            if not isinstance(raw, str):
-                self.report(path, f"expected a string, {got}", env)
-                return BAD
-            if not raw:
-                self.report(path, "must not be empty", env)
-                return BAD
-            return raw
-        if base is bool:
-            if not isinstance(raw, bool):
-                self.report(path, f"expected true or false, {got}", env)
-                return BAD
-            return raw
-        if base is int:
-            if not isinstance(raw, int) or isinstance(raw, bool):
-                self.report(path, f"expected an integer, {got}", env)
-                return BAD
-            return raw
-        if base is float:
-            if not isinstance(raw, int | float) or isinstance(raw, bool) or not _finite(raw):
-                self.report(path, f"expected a number, {got}", env)
-                return BAD
-            return float(raw)
-        if origin is Literal:
-            choices = get_args(base)
-            if isinstance(raw, str) and raw in choices:
-                return raw
-            message = f"expected {_describe(base)}, {got}"
-            if isinstance(raw, str):
-                folded = {c.casefold(): c for c in choices}
-                close = difflib.get_close_matches(raw.casefold(), list(folded), n=1)
-                if close:
-                    message += f" (did you mean {folded[close[0]]}?)"
-            elif isinstance(raw, bool) and any(c in _YAML_BOOL_WORDS for c in choices):
-                message += " (YAML reads a bare on/off/yes/no as a boolean: put it in quotes)"
-            self.report(path, message, env)
+    def convert(self, tp: Any, raw: Any, path: KeyPath, env: str | None) -> Any:
+        """A single value, converted and checked by msgspec (type, Meta bounds); a mistaken
+        choice gets a hint."""
+        base, _, marks = shape(tp)
+        try:
+            return convert(raw, tp, secret=SECRET in marks)
+        except ValueProblem as exc:
+            self.report((*path, *exc.path), exc.problem + _hint(base, raw), env)
             return BAD
-        if origin is tuple:
-            if not isinstance(raw, list | tuple):
-                self.report(path, f"expected a list, {got}", env)
-                return BAD
-            item_tp = get_args(base)[0]
-            items = [self.value(item_tp, item, (*path, i), env) for i, item in enumerate(raw)]
-            return BAD if any(item is BAD for item in items) else tuple(items)
-        if origin is dict:
-            item_tp = get_args(base)[1]
-            if is_section(shape(item_tp)[0]):
-                return self.named_sections(get_args(base)[0], item_tp, raw, path, env)
-            return self.parameters(raw, path, env)
-        raise TypeError(f"config schema: no loader for {base!r}")  # a bug in this module
+
+    def items(self, tp: Any, raw: Any, path: KeyPath, env: str | None) -> Any:
+        """A list: each item checked on its own (so that every bad item is reported), then the
+        list's own bounds."""
+        if not isinstance(raw, list | tuple):
+            self.report(path, f"expected a list, got {show(raw)}", env)
+            return BAD
+        base, _, marks = shape(tp)
+        item_tp = get_args(base)[0]
+        items = [self.value(item_tp, item, (*path, i), env) for i, item in enumerate(raw)]
+        if any(item is BAD for item in items):
+            return BAD
+        bounds = [m for m in marks if isinstance(m, msgspec.Meta)]
+        if bounds and self.convert(Annotated[(list[Any], *bounds)], raw, path, env) is BAD:
+            return BAD
+        return tuple(items)
 
     def named_sections(
         self, key_tp: Any, item_tp: Any, raw: Any, path: KeyPath, env: str | None
@@ -284,9 +240,9 @@ class Loader:
                     continue
             if not isinstance(key, str) or not key:
                 self.report(path, f"parameter names must be non-empty strings, got {show(key)}")
-            elif not isinstance(value, str | int | float) or not _finite(value):
-                self.report(sub, f"expected a string, number or boolean, got {show(value)}", where)
-            else:
+                continue
+            value = self.convert(ParameterValue, value, sub, where)
+            if value is not BAD:
                 out[key] = value
         return out if len(out) == len(raw) else BAD
 
@@ -297,8 +253,18 @@ class Loader:
         return BAD if problems else data
 
 
-def _finite(value: object) -> bool:
-    return not isinstance(value, float) or math.isfinite(value)
+def _hint(base: Any, raw: Any) -> str:
+    """For a mistaken choice: the choice it looks like, or why YAML read it as a boolean."""
+    if get_origin(base) is not Literal:
+        return ""
+    choices = get_args(base)
+    if isinstance(raw, str):
+        folded = {c.casefold(): c for c in choices}
+        close = difflib.get_close_matches(raw.casefold(), list(folded), n=1)
+        return f" (did you mean {folded[close[0]]}?)" if close else ""
+    if isinstance(raw, bool) and any(c in _YAML_BOOL_WORDS for c in choices):
+        return " (YAML reads a bare on/off/yes/no as a boolean: put it in quotes)"
+    return ""
 
 
 _NO_ENV: Mapping[str, str] = types.MappingProxyType({})

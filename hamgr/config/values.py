@@ -1,19 +1,17 @@
 """What a single value may be: rules on one value, and the markers that put them on fields.
 
-Bounds, lengths and patterns are msgspec's :class:`msgspec.Meta` constraints (``Meta(gt=0)``,
-``Meta(min_length=1)``, ``Meta(pattern=..., description=...)``): the loader checks them with
-:func:`meta_problem` and the JSON Schema (:mod:`hamgr.config.jsonschema`) states them, so each
-bound is written once. What JSON Schema cannot say (an address, an absolute path) is a
-:class:`Rule`: a check on a value whose type is already right that returns a problem or None.
-A schema field carries these, whether it is a secret, and any loader of its own in ``Annotated``
-markers (:class:`msgspec.Meta`, :class:`Rule`, :data:`SECRET`, :class:`Custom`); :func:`shape`
-reads them back off the type for the loader and for dump_effective. :func:`split_address` is
-also used by the cross-key rules.
+Types, bounds, lengths and patterns are msgspec's: the field's type and its :class:`msgspec.Meta`
+constraints (``Meta(gt=0)``, ``Meta(min_length=1)``, ``Meta(pattern=..., description=...)``),
+which msgspec checks (:mod:`hamgr.config.msgspecwords` words its errors) and the JSON Schema
+(:mod:`hamgr.config.jsonschema`) states, so each bound is written once. What JSON Schema cannot
+say (an address, an absolute path) is a :class:`Rule`: a check on a value whose type is already
+right that returns a problem or None. A schema field carries these, whether it is a secret, and
+any loader of its own in ``Annotated`` markers (:class:`msgspec.Meta`, :class:`Rule`,
+:data:`SECRET`, :class:`Custom`); :func:`shape` reads them back off the type for the loader and
+for dump_effective. :func:`split_address` is also used by the cross-key rules.
 
 Sections are msgspec Structs on the :class:`Section` base (frozen, unknown keys refused), walked
-with :func:`is_section`, :func:`section_names` and :func:`section_defaults`. Where a value is
-decoded with ``msgspec.convert`` (standby_cluster, the dynamic settings), :func:`struct_problem`
-words msgspec's error as the loader words its own: key, then what is wrong with which value.
+with :func:`is_section`, :func:`section_names` and :func:`section_defaults`.
 """
 
 from __future__ import annotations
@@ -22,22 +20,18 @@ import functools
 import ipaddress
 import os
 import re
-import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import (
     TYPE_CHECKING,
     Annotated,
     Any,
-    Union,
     cast,
-    get_args,
-    get_origin,
-    get_type_hints,
 )
 
 import msgspec
 
+from hamgr.config.msgspecwords import value_problem
 from hamgr.config.problems import show
 
 if TYPE_CHECKING:
@@ -51,6 +45,8 @@ MEMBER_NAME = msgspec.Meta(
     description='1 to 63 letters, digits, ".", "_" or "-", starting with a letter or digit',
 )
 """A scope or member name: it becomes part of store keys, file names and URLs."""
+NON_EMPTY = msgspec.Meta(min_length=1)
+"""Text that must not be empty (a name, a path, a command...)."""
 LONG_SECRET = msgspec.Meta(min_length=16)
 """A shared secret (the Raft group's): long enough not to be guessed."""
 
@@ -109,7 +105,7 @@ def abs_path_problem(value: str) -> str | None:
 
 def member_name_problem(value: str) -> str | None:
     """What is wrong with ``value`` as a scope or member name (:data:`MEMBER_NAME`), or None."""
-    return meta_problem(MEMBER_NAME, value)
+    return value_problem(Annotated[str, MEMBER_NAME], value)
 
 
 def cidr_problem(value: str) -> str | None:
@@ -121,42 +117,9 @@ def cidr_problem(value: str) -> str | None:
     return None
 
 
-def _num(value: float) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def meta_problem(meta: msgspec.Meta, value: Any) -> str | None:
-    """What breaks ``meta``'s constraints in ``value`` (already of the right type), or None.
-
-    The loader's reading of the msgspec constraints the schema declares; the same constraints
-    go into the JSON Schema.
-    """
-    if meta.ge is not None and meta.le is not None and not meta.ge <= value <= meta.le:
-        return f"must be in {_num(meta.ge)}..{_num(meta.le)}, got {_num(value)}"
-    for bound, ok, sign in (
-        (meta.gt, lambda b: value > b, ">"),
-        (meta.ge, lambda b: value >= b, ">="),
-        (meta.lt, lambda b: value < b, "<"),
-        (meta.le, lambda b: value <= b, "<="),
-    ):
-        if bound is not None and not ok(bound):
-            return f"must be {sign} {_num(bound)}, got {_num(value)}"
-    if meta.min_length is not None and len(value) < meta.min_length:
-        if meta.min_length == 1:
-            return "must not be empty"
-        what = "characters long" if isinstance(value, str) else "items"
-        return f"must be at least {meta.min_length} {what} (it has {len(value)})"
-    if meta.max_length is not None and len(value) > meta.max_length:
-        what = "characters long" if isinstance(value, str) else "items"
-        return f"must be at most {meta.max_length} {what} (it has {len(value)})"
-    if meta.pattern is not None and not re.fullmatch(meta.pattern, value):  # as JSON Schema's
-        return f"expected {meta.description or 'text matching ' + meta.pattern}, got {show(value)}"
-    return None
-
-
 def long_secret(value: str) -> str | None:
     """What is wrong with ``value`` as a shared secret (:data:`LONG_SECRET`), or None."""
-    return meta_problem(LONG_SECRET, value)
+    return value_problem(Annotated[str, LONG_SECRET], value, secret=True)
 
 
 # --- Markers read by the loader from Annotated types -------------------------------------------
@@ -202,7 +165,7 @@ def section_defaults(cls: type[msgspec.Struct]) -> dict[str, Any]:
     """The default of each key of the Struct ``cls`` (made afresh where it is mutable);
     :data:`REQUIRED` for a key that has none."""
     out: dict[str, Any] = {}
-    for f in msgspec.structs.fields(cls):
+    for f in _fields(cls):
         if f.default is not msgspec.NODEFAULT:
             out[f.name] = f.default
         elif f.default_factory is not msgspec.NODEFAULT:
@@ -212,67 +175,10 @@ def section_defaults(cls: type[msgspec.Struct]) -> dict[str, Any]:
     return out
 
 
+@functools.cache
+def _fields(cls: type[msgspec.Struct]) -> tuple[msgspec.structs.FieldInfo, ...]:
+    return msgspec.structs.fields(cls)  # evaluates the annotations: worth doing once
+
+
 REQUIRED: Any = object()
 """The default of a key that has none."""
-
-_MSGSPEC_PROBLEM = re.compile(r"(?P<text>.*?)(?: - at `\$(?P<where>.*)`)?", re.S)
-_MSGSPEC_TYPES = {
-    "int": "an integer",
-    "float": "a number",
-    "str": "a string",
-    "bool": "true or false",
-    "array": "a list",
-    "object": "a section (a mapping of keys)",
-}
-
-
-def struct_problem(
-    cls: type[msgspec.Struct], data: Any, exc: msgspec.ValidationError
-) -> tuple[tuple[str, ...], str]:
-    """(key path, problem) in hamgr's words for msgspec's error decoding ``data`` as ``cls``.
-
-    msgspec names the place (``- at `$.port```) but not the value; the problem shows the value
-    as the config loader does (``expected an integer, got "x"``, ``must be in 1..65535, got
-    0``), using the field's own Meta. Keys of ``cls`` itself only (one level).
-    """
-    match = _MSGSPEC_PROBLEM.fullmatch(str(exc))
-    assert match is not None  # the pattern matches any text
-    text, where = match["text"], match["where"] or ""
-    unknown = re.fullmatch(r"Object contains unknown field `(.*)`", text)
-    if unknown:
-        supported = ", ".join(section_names(cls))
-        return (unknown[1],), f"unknown field (unsupported; known: {supported})"
-    key = re.match(r"\.(\w+)", where)
-    value = data.get(key[1]) if key and isinstance(data, dict) else data
-    expected = re.fullmatch(r"Expected `(\w+)(?: \| null)?`, got `\w+`", text)
-    if expected:
-        what = _MSGSPEC_TYPES.get(expected[1], f"`{expected[1]}`")
-        return ((key[1],) if key else ()), f"expected {what}, got {show(value)}"
-    if key:
-        for mark in shape(field_types(cls)[key[1]])[2]:
-            problem = meta_problem(mark, value) if isinstance(mark, msgspec.Meta) else None
-            if problem:
-                return (key[1],), problem
-    return ((key[1],) if key else ()), text[:1].lower() + text[1:]
-
-
-@functools.cache
-def field_types(cls: type) -> dict[str, Any]:
-    """The type of each field of the dataclass ``cls``, with its Annotated markers."""
-    return get_type_hints(cls, include_extras=True)
-
-
-def shape(tp: Any) -> tuple[Any, bool, tuple[Any, ...]]:
-    """Split a field type into (base type, optional?, Annotated markers)."""
-    marks: tuple[Any, ...] = ()
-    optional = False
-    while True:
-        if get_origin(tp) is Annotated:
-            marks += tuple(tp.__metadata__)
-            tp = tp.__origin__
-        elif get_origin(tp) in (Union, types.UnionType) and type(None) in get_args(tp):
-            rest = [a for a in get_args(tp) if a is not type(None)]
-            optional = True
-            tp = rest[0] if len(rest) == 1 else Union[tuple(rest)]  # noqa: UP007
-        else:
-            return tp, optional, marks

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from hamgr.config.msgspecwords import field_types, problem, shape, value_problem
+from hamgr.config.problems import fmt_path
 from hamgr.config.schema import (
     BytesOrNoLimit,
     DcsConfig,
@@ -32,7 +34,6 @@ from hamgr.config.standby import (
     slots_to_dict,
 )
 from hamgr.config.timing import timing_problems
-from hamgr.config.values import field_types, meta_problem, shape, struct_problem
 from hamgr.dcs.jsonfields import ModelError, check_choice, fail
 
 SyncMode = Literal["off", "on", "quorum"]
@@ -97,14 +98,13 @@ class DynamicSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     def __post_init__(self) -> None:
         check_choice("synchronous_mode", self.synchronous_mode, SYNC_MODES)
         # msgspec checks the bounds when it decodes; a value built in code is checked here.
-        for key, bounds in _bounds():
+        for key, tp in _bounded():
             value = getattr(self, key)
             if isinstance(value, float) and not math.isfinite(value):
                 raise ModelError(key, f"must be a finite number, got {value}")
-            for meta in bounds:
-                problem = meta_problem(meta, value)
-                if problem:
-                    raise ModelError(key, problem)
+            wrong = value_problem(tp, value)
+            if wrong:
+                raise ModelError(key, wrong)
         for key, message in timing_problems(
             self.ttl, self.loop_wait, self.retry_timeout, self.safety_margin
         ):
@@ -161,11 +161,12 @@ class DynamicSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
 
 
 @functools.cache
-def _bounds() -> tuple[tuple[str, tuple[msgspec.Meta, ...]], ...]:
-    """Each field of DynamicSettings with the msgspec constraints its type declares."""
+def _bounded() -> tuple[tuple[str, object], ...]:
+    """Each field of DynamicSettings whose type declares msgspec constraints, with its type."""
     return tuple(
-        (key, tuple(m for m in shape(tp)[2] if isinstance(m, msgspec.Meta)))
+        (key, tp)
         for key, tp in field_types(DynamicSettings).items()
+        if any(isinstance(m, msgspec.Meta) for m in shape(tp)[2])
     )
 
 
@@ -193,5 +194,5 @@ def _decode(data: object) -> DynamicSettings:
     except msgspec.ValidationError as exc:
         if isinstance(exc.__cause__, ModelError):  # from __post_init__: the rules across keys
             raise exc.__cause__ from None
-        key, problem = struct_problem(DynamicSettings, raw, exc)
-        raise ModelError(".".join(key) or "value", problem) from None
+        path, message = problem(exc, DynamicSettings, raw)
+        raise ModelError(fmt_path(path) if path else "value", message) from None

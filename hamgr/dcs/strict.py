@@ -8,39 +8,32 @@ both when it decodes and when code builds a value, raising :class:`ModelError`.
 
 :func:`decode` and :func:`convert` turn msgspec's ``ValidationError`` (``Expected `int`, got
 `str` - at `$.members[1].timeline```) into a :class:`ModelError` whose ``field`` is the dotted
-path (``members[1].timeline``), as DcsError messages and 400 answers show it.
+path (``members[1].timeline``) and whose problem is worded by the one translator,
+hamgr.config.msgspecwords (``expected an integer or null, got "x"``), as DcsError messages and
+400 answers show it.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any, TypeVar
 
 import msgspec
 
+from hamgr.config.msgspecwords import NOTHING, problem
+from hamgr.config.problems import fmt_path
 from hamgr.dcs.jsonfields import ModelError
 
 T = TypeVar("T")
 
-_AT = re.compile(r"(.*?)(?: - at `\$\.?(.*)`)?", re.S)
-_FIELD = re.compile(r"Object (missing required|contains unknown) field `([^`]*)`")
 
-
-def model_error(exc: msgspec.ValidationError) -> ModelError:
-    """``exc`` as a ModelError naming the field (a ModelError from ``__post_init__`` keeps
-    its own field, seen from the value that contains it)."""
-    found = _AT.fullmatch(str(exc))
-    message, path = (found[1], found[2] or "") if found else (str(exc), "")
+def model_error(exc: msgspec.ValidationError, into: Any, data: Any = NOTHING) -> ModelError:
+    """``exc`` (decoding ``data`` as ``into``) as a ModelError naming the field, in the words of
+    hamgr.config.msgspecwords (a ModelError from ``__post_init__`` keeps its own field, seen from
+    the value that contains it)."""
+    path, message = problem(exc, into, data)
     if isinstance(exc.__cause__, ModelError):
-        return exc.__cause__.under(path)
-    named = _FIELD.fullmatch(message)
-    if named:
-        problem = "required field is missing" if named[1] == "missing required" else "unknown field"
-        key = named[2]
-        return ModelError(
-            f"{path}.{key}" if path and not key.startswith("[") else path + key, problem
-        )
-    return ModelError(path or "value", message[:1].lower() + message[1:])
+        return exc.__cause__.under(fmt_path(path) if path else "")
+    return ModelError(fmt_path(path) if path else "value", message)
 
 
 def decode(raw: bytes | str, into: type[T]) -> T:
@@ -49,9 +42,18 @@ def decode(raw: bytes | str, into: type[T]) -> T:
     try:
         return msgspec.json.decode(raw, type=into)
     except msgspec.ValidationError as exc:
-        raise model_error(exc) from None
+        raise model_error(exc, into, _parsed(raw)) from None
     except msgspec.DecodeError as exc:
         raise ModelError("value", f"not valid JSON ({exc})") from None
+
+
+def _parsed(raw: bytes | str) -> Any:
+    """``raw`` parsed without a type, so that a problem can show the value (NOTHING when the
+    document breaks further on than msgspec read)."""
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return NOTHING
 
 
 def convert(data: Any, into: type[T]) -> T:
@@ -60,4 +62,4 @@ def convert(data: Any, into: type[T]) -> T:
     try:
         return msgspec.convert(data, into)
     except msgspec.ValidationError as exc:
-        raise model_error(exc) from None
+        raise model_error(exc, into, data) from None

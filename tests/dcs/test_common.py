@@ -82,7 +82,7 @@ def test_an_empty_scope_reads_as_defaults() -> None:
             b'{"ttl": 1, "loop_wait": 1}',
             "ttl: must be >= loop_wait + 2 * retry_timeout",
         ),
-        (KEYS.history, b'{"timeline": 1}', "expected `array`, got `object`"),
+        (KEYS.history, b'{"timeline": 1}', "value: expected a list, got a mapping"),
         (KEYS.history, b'[{"timeline": 1}]', "[0].switch_lsn: required field is missing"),
         (
             KEYS.history,

@@ -382,7 +382,7 @@ def test_standby_cluster(v, loc, peers, actions, fragment) -> None:  # type: ign
     "raw, key, problem",
     [
         ({"port": 5432}, "standby_cluster", "needs host"),
-        ({"host": "a", "port": 0}, "standby_cluster.port", "1..65535"),
+        ({"host": "a", "port": 0}, "standby_cluster.port", "must be >= 1, got 0"),
         ({"host": "a", "port": "x"}, "standby_cluster.port", "expected an integer"),
         ({"host": "a", "primary_slot_name": "Bad-Slot"}, "standby_cluster.primary_slot_name", ""),
         (
@@ -399,9 +399,9 @@ def test_standby_cluster(v, loc, peers, actions, fragment) -> None:  # type: ign
         (
             {"host": "a", "archive_cleanup_command": "x"},
             "standby_cluster.archive_cleanup_command",
-            "unsupported",
+            "unknown field (known: host, port,",
         ),
-        ("host=a", "standby_cluster", "expected a section"),
+        ("host=a", "standby_cluster", "expected a mapping of keys"),
     ],
 )
 def test_bad_standby_cluster_is_refused_naming_the_key(raw: object, key: str, problem: str) -> None:
@@ -448,7 +448,5 @@ def test_settings_round_trip_in_patronis_shape() -> None:
     assert out["standby_cluster"]["host"] == "10.0.0.1"
     assert DynamicSettings.from_dict(out) == s
     assert DynamicSettings.from_dict({"standby_cluster": None}).standby_cluster is None
-    with pytest.raises(
-        ModelError, match=r"standby_cluster\.port: must be in 1\.\.65535, got 70000"
-    ):
+    with pytest.raises(ModelError, match=r"standby_cluster\.port: must be <= 65535, got 70000"):
         DynamicSettings.from_dict({"standby_cluster": {"host": "a", "port": 70000}})

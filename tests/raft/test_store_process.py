@@ -283,7 +283,7 @@ async def test_bad_configuration_and_a_data_dir_in_use_are_refused(
     )
     refused = await asyncio.to_thread(_hamgr_store, bad)
     assert refused.returncode == 2
-    assert "store.raft.node_id: must be > 0, got 0" in refused.stderr
+    assert "store.raft.node_id: must be >= 1, got 0" in refused.stderr
     assert refused.stdout == ""
 
     # A second process on a running member's data directory must not start.
