@@ -38,6 +38,10 @@ WATCH_BOUND = 1.0
 """A watch must wake within this many seconds of the change it waits for."""
 HOUR = 3600.0
 """A watch timeout no test reaches: a watch given it that returns True was woken by a change."""
+QUIET_WATCH = 2.5
+"""The timeout of a watch that must see nothing (member publications only): long enough that
+a polling watch's last read (each may take the client's 1 s attempt on a loaded machine) still
+ends inside it; a watch that runs out of time mid-read raises instead of vouching for quiet."""
 
 
 class StoreUnderTest(Protocol):
@@ -381,7 +385,7 @@ async def check_watch_ignores_member_publications(store: StoreUnderTest) -> None
         await a.touch_member(member("a"))
         await b.touch_member(member("b"))
         await a.get_cluster()
-        waiting = asyncio.create_task(a.watch(1.0))
+        waiting = asyncio.create_task(a.watch(QUIET_WATCH))
         for _ in range(3):
             await b.touch_member(member("b"))
         assert await waiting is False, "a member's publication woke the watch"
@@ -410,7 +414,7 @@ async def check_cached_view_only_after_a_quiet_watch(store: StoreUnderTest) -> N
         assert a.cached_cluster(0.0) is None, "older than the age asked"
         # Another member's publication: no wake, but the cache is out of date.
         await a.get_cluster()
-        waiting = asyncio.create_task(a.watch(1.0))
+        waiting = asyncio.create_task(a.watch(QUIET_WATCH))
         await b.touch_member(member("b", state="stopped"))
         assert await waiting is False, "a member's publication woke the watch"
         assert a.cached_cluster(60.0) is None, "a member key changed since the read"
