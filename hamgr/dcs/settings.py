@@ -2,19 +2,19 @@
 
 :class:`DynamicSettings` is what every agent reads from the store each loop; a bootstrapping
 agent writes it from its configuration file's ``bootstrap.dcs`` section. ``from_dict`` raises
-:class:`~hamgr.dcs.jsonfields.ModelError` naming the key; operators submit these, so unknown keys
+:class:`~hamgr.dcs.strict.ModelError` naming the key; operators submit these, so unknown keys
 are refused.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
 import msgspec
 
+from hamgr.config.problems import show
 from hamgr.config.schema import (
     BytesOrNoLimit,
     DcsConfig,
@@ -32,24 +32,20 @@ from hamgr.config.standby import (
     slots_to_dict,
 )
 from hamgr.config.timing import timing_problems
-from hamgr.config.values import field_types, meta_problem, shape, struct_problem
-from hamgr.dcs.jsonfields import ModelError, check_choice, fail
+from hamgr.config.values import struct_problem
+from hamgr.dcs.strict import ModelError
 
 SyncMode = Literal["off", "on", "quorum"]
-SYNC_MODES: tuple[SyncMode, ...] = ("off", "on", "quorum")
 
 _DCS_DEFAULTS = DcsConfig()
 
 
-def sync_mode(value: object, name: str = "synchronous_mode") -> SyncMode:
-    """``synchronous_mode`` as stored or submitted: ``"off"``, ``"on"``, ``"quorum"``, or a
-    boolean (Patroni's spelling, and what YAML makes of an unquoted on/off)."""
-    if value is True:
-        return "on"
-    if value is False:
-        return "off"
-    check_choice(name, value, SYNC_MODES)
-    return value  # type: ignore[return-value]
+def sync_mode(value: SyncMode | bool) -> SyncMode:
+    """``synchronous_mode`` with Patroni's boolean spelling (what YAML makes of an unquoted
+    on/off) as its word: True is ``"on"``, False ``"off"``."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return value
 
 
 _DEFAULT_SYNC_MODE = sync_mode(_DCS_DEFAULTS.synchronous_mode)
@@ -58,12 +54,15 @@ _DEFAULT_SYNC_MODE = sync_mode(_DCS_DEFAULTS.synchronous_mode)
 class DynamicSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Cluster-wide HA settings at ``config`` (seconds and bytes); defaults and bounds as
     bootstrap.dcs: the defaults are DcsConfig's, the types (with their msgspec bounds) the same
-    aliases, so each is stated once. :meth:`from_dict` decodes with msgspec.
+    aliases, so each is stated once. :meth:`from_dict` decodes with msgspec, which checks them;
+    a value built in code is checked when it is written (hamgr/dcs/common.py
+    ``encode_settings``).
 
-    Checked like the config file: durations > 0, ``loop_wait + 2 * retry_timeout <= ttl`` and
-    ``loop_wait <= safety_margin < ttl``. ``member_slots_ttl`` is how long the primary keeps the
-    replication slot of a member that left (0: drop it at once). ``parameters`` are PostgreSQL
-    settings for every member (treat the dict as read-only).
+    Checked like the config file: durations > 0 and finite, ``loop_wait + 2 * retry_timeout <=
+    ttl`` and ``loop_wait <= safety_margin < ttl`` (the rules across keys, in
+    ``__post_init__``). ``member_slots_ttl`` is how long the primary keeps the replication slot
+    of a member that left (0: drop it at once). ``parameters`` are PostgreSQL settings for every
+    member (treat the dict as read-only).
 
     Synchronous replication (Patroni's keys): ``synchronous_mode`` ``off``, ``on`` (PostgreSQL
     waits for every one of ``synchronous_node_count`` named standbys, ``FIRST n``) or ``quorum``
@@ -95,26 +94,14 @@ class DynamicSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     slots: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        check_choice("synchronous_mode", self.synchronous_mode, SYNC_MODES)
-        # msgspec checks the bounds when it decodes; a value built in code is checked here.
-        for key, bounds in _bounds():
+        for key in self.__struct_fields__:  # no msgspec bound says "finite" (JSON has no inf)
             value = getattr(self, key)
             if isinstance(value, float) and not math.isfinite(value):
                 raise ModelError(key, f"must be a finite number, got {value}")
-            for meta in bounds:
-                problem = meta_problem(meta, value)
-                if problem:
-                    raise ModelError(key, problem)
         for key, message in timing_problems(
             self.ttl, self.loop_wait, self.retry_timeout, self.safety_margin
         ):
             raise ModelError(key, message)
-        for key, value in self.parameters.items():
-            ok_value = isinstance(value, str | int | float) and not (
-                isinstance(value, float) and not math.isfinite(value)
-            )
-            if not isinstance(key, str) or not key or not ok_value:
-                fail(f"parameters.{key}", "a string, number or boolean", value)
 
     @classmethod
     def from_config(cls, dcs: DcsConfig) -> DynamicSettings:
@@ -160,28 +147,20 @@ class DynamicSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
             raise exc.under(path) from None
 
 
-@functools.cache
-def _bounds() -> tuple[tuple[str, tuple[msgspec.Meta, ...]], ...]:
-    """Each field of DynamicSettings with the msgspec constraints its type declares."""
-    return tuple(
-        (key, tuple(m for m in shape(tp)[2] if isinstance(m, msgspec.Meta)))
-        for key, tp in field_types(DynamicSettings).items()
-    )
-
-
 def _decode(data: object) -> DynamicSettings:
     if not isinstance(data, Mapping):
-        fail("value", "an object", data)
+        raise ModelError("value", f"expected an object, got {show(data)}")
     raw = dict(data)
     params = raw.get("parameters", {})
-    if not isinstance(params, Mapping):
-        fail("parameters", "an object", params)
-    for key, value in params.items():  # named one by one, which msgspec does not
+    for key, value in params.items() if isinstance(params, Mapping) else ():
+        # msgspec names a bad dict value ``parameters[...]``; this names its key
         if not isinstance(value, str | int | float) or (
             isinstance(value, float) and not math.isfinite(value)
         ):
-            fail(f"parameters.{key}", "a string, number or boolean", value)
-    if "synchronous_mode" in raw:
+            raise ModelError(
+                f"parameters.{key}", f"expected a string, number or boolean, got {show(value)}"
+            )
+    if isinstance(raw.get("synchronous_mode"), bool):
         raw["synchronous_mode"] = sync_mode(raw["synchronous_mode"])
     try:  # Patroni's shapes (hamgr/config/standby.py), errors named by key
         raw["standby_cluster"] = parse_standby_cluster(raw.get("standby_cluster"))

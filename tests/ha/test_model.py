@@ -30,8 +30,10 @@ from hamgr.dcs.common import (
     build_view,
     encode_history,
     encode_json,
+    encode_settings,
     encode_value,
 )
+from hamgr.dcs.model import SyncState
 from hamgr.dcs.strict import decode
 
 NAME = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,10}", fullmatch=True)
@@ -161,6 +163,18 @@ BAD = [
         MemberState, _member(name="-x"), "name: expected 1 to 63 letters", id="bad-member-name"
     ),
     pytest.param(
+        MemberState,
+        _member(name="b\n"),
+        "name: expected 1 to 63 letters",
+        id="member-name-with-a-final-newline",
+    ),
+    pytest.param(
+        SyncState,
+        {"leader": "a", "members": ["b", "c d"], "acks": 1},
+        "members[1]: expected 1 to 63 letters",
+        id="name-in-a-list",
+    ),
+    pytest.param(
         MemberState, _member(role="leader"), "role: invalid enum value 'leader'", id="bad-role"
     ),
     pytest.param(
@@ -228,6 +242,24 @@ BAD = [
     ),
     pytest.param(
         DynamicSettings, {"loop_wait": -1}, "loop_wait: must be > 0, got -1", id="negative-duration"
+    ),
+    pytest.param(
+        DynamicSettings,
+        {"ttl": float("inf")},
+        "ttl: must be a finite number, got inf",
+        id="infinite-duration",
+    ),
+    pytest.param(
+        DynamicSettings,
+        {"synchronous_mode": "yes"},
+        "synchronous_mode: invalid enum value 'yes'",
+        id="bad-sync-mode",
+    ),
+    pytest.param(
+        DynamicSettings,
+        {"parameters": {"work_mem": float("nan")}},
+        "parameters.work_mem: expected a string, number or boolean, got nan",
+        id="nan-parameter",
     ),
     pytest.param(
         DynamicSettings,
@@ -331,6 +363,36 @@ def test_settings_default_to_bootstrap_dcs() -> None:
     assert DynamicSettings.from_dict({}) == DynamicSettings()
     fast = {k.rsplit(".", 1)[1]: v for k, v in TIMING_PROFILES["fast"].items() if "dcs" in k}
     assert DynamicSettings(**fast).ttl == 2.0
+
+
+NOT_A_VALUE: Any = [1]
+
+
+def test_patroni_spells_sync_mode_as_a_boolean() -> None:
+    assert DynamicSettings.from_dict({"synchronous_mode": True}).synchronous_mode == "on"
+    assert DynamicSettings.from_dict({"synchronous_mode": False}).synchronous_mode == "off"
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (DynamicSettings(maximum_lag_on_failover=-5), "maximum_lag_on_failover: must be >= 0"),
+        (DynamicSettings(parameters={"work_mem": NOT_A_VALUE}), "parameters.work_mem: expected"),
+        (SyncState("a", ("b\n",)), "members[0]: expected 1 to 63 letters"),
+        (TimelineEntry(1, 0, "", 1.0, "-x"), "[0].new_leader: expected 1 to 63 letters"),
+    ],
+)
+def test_values_built_in_code_are_checked_when_written(value: Any, message: str) -> None:
+    """Building a value in code checks only what ``__post_init__`` says (rules across fields);
+    the annotations (names, bounds) are checked on the way into the store, as readers check
+    them, so that nothing is written that the agents then refuse to read."""
+    with pytest.raises(ModelError, match=re.escape(message)):
+        if isinstance(value, DynamicSettings):
+            encode_settings(value)
+        elif isinstance(value, TimelineEntry):
+            encode_history([value])
+        else:
+            encode_value(value)
 
 
 def test_view_helpers() -> None:
