@@ -105,25 +105,14 @@ class DynamicSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
 
     @classmethod
     def from_config(cls, dcs: DcsConfig) -> DynamicSettings:
-        """The settings a bootstrapping agent writes from its ``bootstrap.dcs`` section."""
-        return cls(
-            ttl=dcs.ttl,
-            loop_wait=dcs.loop_wait,
-            retry_timeout=dcs.retry_timeout,
-            maximum_lag_on_failover=dcs.maximum_lag_on_failover,
-            primary_start_timeout=dcs.primary_start_timeout,
-            safety_margin=dcs.safety_margin,
-            use_slots=dcs.postgresql.use_slots,
-            member_slots_ttl=dcs.member_slots_ttl,
-            parameters=dict(dcs.postgresql.parameters),
-            synchronous_mode=sync_mode(dcs.synchronous_mode),
-            synchronous_mode_strict=dcs.synchronous_mode_strict,
-            synchronous_node_count=dcs.synchronous_node_count,
-            maximum_lag_on_syncnode=dcs.maximum_lag_on_syncnode,
-            standby_cluster=(
-                dcs.standby_cluster if isinstance(dcs.standby_cluster, StandbyCluster) else None
-            ),
-            slots=parse_slots(dcs.slots),
+        """The settings a bootstrapping agent writes from its ``bootstrap.dcs`` section: the
+        same keys, read as the stored ones are, except ``use_slots`` and ``parameters``, which
+        the file nests under ``postgresql`` (Patroni's layout). A key bootstrap.dcs gains and
+        the settings lack is refused as unknown, not dropped. ModelError naming the key."""
+        data = msgspec.to_builtins(dcs)
+        postgresql = data.pop("postgresql")
+        return cls.from_dict(
+            {**data, "use_slots": postgresql["use_slots"], "parameters": postgresql["parameters"]}
         )
 
     @property

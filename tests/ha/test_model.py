@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hamgr.config.schema import TIMING_PROFILES, DcsConfig
+from hamgr.config.schema import TIMING_PROFILES, DcsConfig, DcsPostgresConfig
+from hamgr.config.standby import StandbyCluster
 from hamgr.dcs import (
     ClusterView,
     DynamicSettings,
@@ -366,6 +367,29 @@ def test_settings_default_to_bootstrap_dcs() -> None:
 
 
 NOT_A_VALUE: Any = [1]
+
+
+def test_bootstrap_dcs_becomes_the_settings_key_for_key() -> None:
+    """from_config reads bootstrap.dcs as a stored config key is read: the same keys, with
+    ``postgresql.use_slots`` and ``postgresql.parameters`` lifted to the top."""
+    standby = StandbyCluster(host="h", recovery_min_apply_delay="5s")
+    dcs = DcsConfig(
+        ttl=10.0,
+        synchronous_mode=True,
+        standby_cluster=standby,
+        slots={"s1": {"type": "physical"}},
+        postgresql=DcsPostgresConfig(parameters={"a": 1, "b": True}, use_slots=False),
+    )
+    got = DynamicSettings.from_config(dcs)
+    assert (got.ttl, got.synchronous_mode, got.standby_cluster, got.slots) == (
+        10.0,
+        "on",
+        standby,
+        ("s1",),
+    )
+    assert (got.use_slots, got.parameters) == (False, {"a": 1, "b": True})
+    with pytest.raises(ModelError, match=re.escape("ttl: must be >= loop_wait + 2 * retry")):
+        DynamicSettings.from_config(DcsConfig(ttl=3.0))
 
 
 def test_patroni_spells_sync_mode_as_a_boolean() -> None:
