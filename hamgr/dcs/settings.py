@@ -143,6 +143,8 @@ def _decode(data: object) -> DynamicSettings:
     params = raw.get("parameters", {})
     for key, value in params.items() if isinstance(params, Mapping) else ():
         # msgspec names a bad dict value ``parameters[...]``; this names its key
+        if not key:
+            raise ModelError("parameters", "a parameter name must not be empty")
         if not isinstance(value, str | int | float) or (
             isinstance(value, float) and not math.isfinite(value)
         ):

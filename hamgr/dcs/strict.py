@@ -22,11 +22,15 @@ from typing import Any, TypeVar, overload
 import msgspec
 from msgspec import inspect
 
+from hamgr.config.problems import show
+
 T = TypeVar("T")
+_UNKNOWN: Any = object()
 
 _AT = re.compile(r"(.*?)(?: - at `\$\.?(.*)`)?", re.S)
 _FIELD = re.compile(r"Object (missing required|contains unknown) field `([^`]*)`")
 _PATTERN = re.compile(r"Expected `[^`]*` matching regex (.*)", re.S)
+_STEP = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
 
 
 class ModelError(ValueError):
@@ -70,9 +74,19 @@ def _described_patterns(into: Any) -> dict[str, str]:
     return found
 
 
-def model_error(exc: msgspec.ValidationError, into: Any = None) -> ModelError:
-    """``exc`` (decoding ``into``) as a ModelError naming the field (a ModelError from
-    ``__post_init__`` keeps its own field, seen from the value that contains it)."""
+def _value_at(data: Any, path: str) -> Any:
+    """The value at ``path`` (``members[1].name``) in parsed JSON, or _UNKNOWN."""
+    for index, key in _STEP.findall(path):
+        try:
+            data = data[int(index)] if index else data[key]
+        except (LookupError, TypeError):
+            return _UNKNOWN
+    return data
+
+
+def model_error(exc: msgspec.ValidationError, into: Any = None, data: Any = _UNKNOWN) -> ModelError:
+    """``exc`` (decoding ``data`` as ``into``) as a ModelError naming the field (a ModelError
+    from ``__post_init__`` keeps its own field, seen from the value that contains it)."""
     found = _AT.fullmatch(str(exc))
     message, path = (found[1], found[2] or "") if found else (str(exc), "")
     if isinstance(exc.__cause__, ModelError):
@@ -86,8 +100,19 @@ def model_error(exc: msgspec.ValidationError, into: Any = None) -> ModelError:
         )
     pattern = _PATTERN.fullmatch(message)
     if pattern and into is not None and pattern[1] in _described_patterns(into):
-        return ModelError(path or "value", f"expected {_described_patterns(into)[pattern[1]]}")
+        value = _value_at(data, path)
+        got = "" if value is _UNKNOWN else f", got {show(value)}"
+        return ModelError(path or "value", f"expected {_described_patterns(into)[pattern[1]]}{got}")
     return ModelError(path or "value", message[:1].lower() + message[1:])
+
+
+def _parsed(raw: bytes | str) -> Any:
+    """``raw`` as plain JSON values, for showing the bad one (msgspec stops at the first
+    problem, so the rest of the document may not even parse: then _UNKNOWN)."""
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.MsgspecError:
+        return _UNKNOWN
 
 
 def decode(raw: bytes | str, into: type[T]) -> T:
@@ -96,7 +121,7 @@ def decode(raw: bytes | str, into: type[T]) -> T:
     try:
         return msgspec.json.decode(raw, type=into)
     except msgspec.ValidationError as exc:
-        raise model_error(exc, into) from None
+        raise model_error(exc, into, _parsed(raw)) from None
     except msgspec.DecodeError as exc:
         raise ModelError("value", f"not valid JSON ({exc})") from None
 
@@ -116,4 +141,4 @@ def convert(data: Any, into: Any) -> Any:
     try:
         return msgspec.convert(data, into)
     except msgspec.ValidationError as exc:
-        raise model_error(exc, into) from None
+        raise model_error(exc, into, data) from None

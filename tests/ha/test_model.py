@@ -172,7 +172,8 @@ BAD = [
     pytest.param(
         SyncState,
         {"leader": "a", "members": ["b", "c d"], "acks": 1},
-        "members[1]: expected 1 to 63 letters",
+        'members[1]: expected 1 to 63 letters, digits, ".", "_" or "-", starting with a letter '
+        'or digit, got "c d"',
         id="name-in-a-list",
     ),
     pytest.param(
@@ -255,6 +256,18 @@ BAD = [
         {"synchronous_mode": "yes"},
         "synchronous_mode: invalid enum value 'yes'",
         id="bad-sync-mode",
+    ),
+    pytest.param(
+        DynamicSettings,
+        {"parameters": {"": 1}},
+        "parameters: a parameter name must not be empty",
+        id="empty-parameter-name",
+    ),
+    pytest.param(
+        DynamicSettings,
+        {"parameters": [1]},
+        "parameters: expected a section (a mapping of keys), got a list",
+        id="parameters-not-an-object",
     ),
     pytest.param(
         DynamicSettings,
