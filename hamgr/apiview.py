@@ -18,10 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from hamgr.dcs.jsonfields import ModelError
 from hamgr.dcs.model import ClusterView, MemberState, TimelineEntry
 from hamgr.dcs.restartrequest import RestartRequest
 from hamgr.dcs.settings import DynamicSettings
+from hamgr.dcs.strict import ModelError
 from hamgr.ha.inputs import LocalPostgres
 from hamgr.postgres.errors import ConfigError as PgConfigError
 from hamgr.postgres.settings import validate_parameters

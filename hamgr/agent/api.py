@@ -71,8 +71,8 @@ from hamgr.apiview import (
 from hamgr.config.problems import show
 from hamgr.config.values import split_address
 from hamgr.dcs.base import DcsError
-from hamgr.dcs.jsonfields import ModelError, check_name
 from hamgr.dcs.model import ClusterView, SwitchoverRequest
+from hamgr.dcs.strict import ModelError
 from hamgr.ha.race import describe_request
 from hamgr.ha.restartplan import RestartBody
 from hamgr.ha.syncrep import outside_sync_set, sync_role
@@ -641,7 +641,6 @@ class _Api:
     async def store_add(self, request: web.Request) -> web.Response:
         store = self._store()
         body = await read_body(request, StoreMemberBody)
-        check_name("name", body.name)
         try:
             done = await store.add(body.name, body.address, body.node_id, body.client_address)
         except ValueError as e:

@@ -17,8 +17,8 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
-from hamgr.dcs.jsonfields import ModelError
-from hamgr.dcs.strict import decode
+from hamgr.dcs.model import MemberName
+from hamgr.dcs.strict import ModelError, decode
 
 T = TypeVar("T")
 
@@ -28,8 +28,8 @@ class SwitchoverBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ``candidate`` (None: the best replica), ``scheduled_at`` (ISO 8601 with a timezone, or
     epoch seconds; None: now)."""
 
-    leader: str
-    candidate: str | None = None
+    leader: MemberName
+    candidate: MemberName | None = None
     scheduled_at: str | float | None = None
 
 
@@ -37,7 +37,7 @@ class FailoverBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """POST /failover: promote ``candidate``; ``force`` takes the risks a check refuses
     (a candidate outside the synchronous set, a paused cluster's unconfirmed primary)."""
 
-    candidate: str
+    candidate: MemberName
     force: bool = False
 
 
@@ -50,7 +50,7 @@ class StoreMemberBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     (``host:port``), with node id ``node_id`` (None: the next free one) and client address
     ``client_address`` (empty: none)."""
 
-    name: str
+    name: MemberName
     address: str
     node_id: Annotated[int, Meta(ge=1)] | None = None
     client_address: str = ""

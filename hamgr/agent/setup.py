@@ -21,9 +21,9 @@ from hamgr.agent.hooksetup import member_parameters, method_problems
 from hamgr.agent.storemember import StoreSettings, settings_from_config
 from hamgr.config import Config, ConfigError, load_config, split_address
 from hamgr.config.schema import PostgresConfig, RestApiConfig, Tags
-from hamgr.dcs.jsonfields import ModelError
 from hamgr.dcs.model import MemberTags
 from hamgr.dcs.settings import DynamicSettings
+from hamgr.dcs.strict import ModelError
 from hamgr.ha.loop import Identity
 from hamgr.postgres import PgSettings
 from hamgr.postgres.errors import ConfigError as PgConfigError

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from typing import Any
 
 from hamgr.cli.hactl import Client, Command, CtlError, _scheduled, confirm, member_url
-from hamgr.dcs.jsonfields import ModelError
 from hamgr.dcs.restartrequest import parse_version
+from hamgr.dcs.strict import ModelError
 
 ROLES = ("primary", "replica", "any")
 

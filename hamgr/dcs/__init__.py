@@ -1,9 +1,10 @@
 """What the HA logic needs from a coordination store: the cluster model and one small contract.
 
 ``model`` holds the values (MemberState, LeaderKey, SwitchoverRequest, TimelineEntry,
-ClusterView) with their JSON forms; ``settings`` the cluster's dynamic settings
-(DynamicSettings); ``base`` the :class:`Dcs` protocol that the backends (the embedded Raft KV,
-etcd) implement, and the key layout. All are pure.
+ClusterView) with their JSON forms; ``strict`` decodes them (ModelError names the bad field);
+``settings`` the cluster's dynamic settings (DynamicSettings); ``base`` the :class:`Dcs`
+protocol that the backends (the embedded Raft KV, etcd) implement, and the key layout. All are
+pure.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from hamgr.dcs.model import (
     LeaderKey,
     MemberState,
     MemberTags,
-    ModelError,
     RequestKind,
     Role,
     SwitchoverRequest,
     TimelineEntry,
 )
 from hamgr.dcs.settings import DynamicSettings
+from hamgr.dcs.strict import ModelError
 
 __all__ = [
     "STATES",

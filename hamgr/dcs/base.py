@@ -119,7 +119,7 @@ class Dcs(Protocol):
 
         Absent keys read as their empty value: no ``config`` key gives default settings, no
         ``history`` an empty tuple. A stored value that does not parse raises DcsError naming
-        the key and the field (from :class:`~hamgr.dcs.model.ModelError`); it is never dropped.
+        the key and the field (from :class:`~hamgr.dcs.strict.ModelError`); it is never dropped.
         """
         ...
 

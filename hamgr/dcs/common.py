@@ -25,7 +25,6 @@ from typing import Any, Protocol, TypeVar
 import msgspec
 
 from hamgr.dcs.base import DcsError, ScopeKeys
-from hamgr.dcs.jsonfields import ModelError
 from hamgr.dcs.model import (
     ClusterView,
     LeaderKey,
@@ -36,7 +35,7 @@ from hamgr.dcs.model import (
     TimelineEntry,
 )
 from hamgr.dcs.settings import DynamicSettings
-from hamgr.dcs.strict import convert, decode
+from hamgr.dcs.strict import ModelError, convert, decode
 
 __all__ = [
     "MONOTONIC",
@@ -63,6 +62,7 @@ __all__ = [
     "decode_sync",
     "encode_history",
     "encode_json",
+    "encode_settings",
     "encode_value",
     "poll_for_change",
     "prefix_end",
@@ -362,6 +362,14 @@ def encode_value(value: MemberState | SwitchoverRequest | SyncState | PrimaryPos
     return encode_json(data)
 
 
+def encode_settings(settings: DynamicSettings) -> bytes:
+    """The stored form of the dynamic settings (the ``config`` key), checked as
+    :func:`decode_settings` reads it (a value built in code has not been): raises ModelError."""
+    data = settings.to_dict()
+    DynamicSettings.from_dict(data)
+    return encode_json(data)
+
+
 def encode_history(entries: Sequence[TimelineEntry]) -> bytes:
     """The stored form of the history, checked as :func:`decode_history` reads it."""
     data = msgspec.to_builtins(list(entries))
@@ -452,7 +460,9 @@ def build_view(keys: ScopeKeys, snap: RangeSnapshot) -> ClusterView:
             fields["settings_revision"] = kv.mod_revision
         elif kv.key == keys.leader:
             try:
-                fields["leader"] = LeaderKey(_text(kv), kv.create_revision)
+                fields["leader"] = convert(
+                    {"name": _text(kv), "revision": kv.create_revision}, LeaderKey
+                )
             except ModelError as exc:
                 raise DcsError(f"{kv.key}: {exc}") from None
         elif kv.key.startswith(keys.members):

@@ -4,10 +4,13 @@ The values agents and operators write under ``/hamgr/<scope>/...`` (members, the
 request, the history, the synchronous-standby record, the primary's position) are frozen
 msgspec Structs: types, defaults and bounds are stated once in the annotations, and the stored
 form is what ``msgspec.to_builtins`` makes of a value (hamgr/dcs/common.py writes it compact
-and key-sorted). :func:`hamgr.dcs.strict.decode` reads it back, raising :class:`ModelError`
-naming the field (``members[1].timeline: expected `int` >= 1``); rules that a bound cannot
-state (names, addresses, one field against another) live in ``__post_init__``, which runs on
-decoding and when code builds a value alike.
+and key-sorted). :func:`hamgr.dcs.strict.decode` reads it back, raising
+:class:`~hamgr.dcs.strict.ModelError` naming the field (``members[1].timeline: expected `int` >=
+1``). Names, bounds and choices are annotations (:data:`MemberName`, ``Meta(ge=0)``,
+``Literal``), which msgspec checks when it decodes; rules that an annotation cannot state (an
+address, one field against another) live in ``__post_init__``, which runs on decoding and when
+code builds a value alike. Values built in code are checked against the annotations when they
+are written (hamgr/dcs/common.py ``encode_value``), so that nothing is stored that readers refuse.
 
 Unknown keys: what agents write (members, history, sync, position) tolerates them, so an older
 agent can read what a newer one wrote during a rolling upgrade; what operators submit
@@ -24,15 +27,11 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from hamgr.config.values import address_problem
-from hamgr.dcs.jsonfields import (
-    ModelError,
-    check_int,
-    check_name,
-    fail,
-)
+from hamgr.config.problems import show
+from hamgr.config.values import MEMBER_NAME, address_problem
 from hamgr.dcs.restartrequest import RestartRequest
 from hamgr.dcs.settings import DynamicSettings
+from hamgr.dcs.strict import ModelError
 
 Role = Literal["primary", "replica", "uninitialized", "stopped"]
 RequestKind = Literal["switchover", "failover"]
@@ -44,6 +43,12 @@ FencerState = Literal["", "armed", "disarmed"]
 Lsn = Annotated[int, Meta(ge=0, description="a WAL position in bytes")]
 Timeline = Annotated[int, Meta(ge=1)]
 Count = Annotated[int, Meta(ge=0)]
+MemberName = Annotated[
+    str, Meta(pattern=f"{MEMBER_NAME.pattern}(?!\\n)", description=MEMBER_NAME.description)
+]
+"""A scope or member name, as the config file's (MEMBER_NAME). msgspec matches a pattern with
+``re.search``, whose ``$`` also matches before a final newline: ``(?!\\n)`` refuses ``"a\\n"``
+as the config loader's full match does."""
 
 #: Common values of MemberState.state (the field accepts any non-empty word, for newer agents).
 STATES = ("running", "starting", "stopping", "stopped", "crashed", "bootstrapping", "cloning")
@@ -83,8 +88,10 @@ class MemberState(msgspec.Struct, frozen=True):
     ``scheduled_restart``: the restart an operator scheduled on it (hamgr/dcs/restartrequest.py).
     """
 
-    name: str
-    api_url: str
+    name: MemberName
+    api_url: Annotated[
+        str, Meta(pattern="^https?://", description='an "http://" or "https://" URL')
+    ]
     conn_url: str
     role: Role = "uninitialized"
     state: str = "stopped"
@@ -101,14 +108,13 @@ class MemberState(msgspec.Struct, frozen=True):
     scheduled_restart: RestartRequest | None = None
 
     def __post_init__(self) -> None:
-        check_name("name", self.name)
-        if not self.api_url.startswith(("http://", "https://")):
-            fail("api_url", 'an "http://" or "https://" URL', self.api_url)
         problem = address_problem(self.conn_url)
         if problem:
             raise ModelError("conn_url", problem)
         if not self.state.isidentifier():
-            fail("state", f"a word such as {', '.join(STATES)}", self.state)
+            raise ModelError(
+                "state", f"expected a word such as {', '.join(STATES)}, got {show(self.state)}"
+            )
 
     @property
     def position(self) -> int | None:
@@ -122,11 +128,8 @@ class LeaderKey(msgspec.Struct, frozen=True):
 
     Stored as the holder's name in plain text; the revision is the key's own."""
 
-    name: str
+    name: MemberName
     revision: Annotated[int, Meta(ge=1)]
-
-    def __post_init__(self) -> None:
-        check_name("name", self.name)
 
 
 class SwitchoverRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -140,15 +143,12 @@ class SwitchoverRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     """
 
     kind: RequestKind
-    leader: str | None = None
-    candidate: str | None = None
+    leader: MemberName | None = None
+    candidate: MemberName | None = None
     scheduled_at: Annotated[float, Meta(gt=0)] | None = None
     requested_by: Requester = "operator"
 
     def __post_init__(self) -> None:
-        for key in ("leader", "candidate"):
-            if getattr(self, key) is not None:
-                check_name(key, getattr(self, key))
         if self.kind == "switchover" and self.leader is None:
             raise ModelError("leader", "a switchover needs the current leader's name")
         if self.kind == "failover" and self.candidate is None:
@@ -168,10 +168,7 @@ class TimelineEntry(msgspec.Struct, frozen=True):
     switch_lsn: Lsn
     reason: str
     at: Annotated[float, Meta(ge=0)]
-    new_leader: str
-
-    def __post_init__(self) -> None:
-        check_name("new_leader", self.new_leader)
+    new_leader: MemberName
 
 
 class SyncState(msgspec.Struct, frozen=True):
@@ -190,16 +187,16 @@ class SyncState(msgspec.Struct, frozen=True):
     second; a change that promises less is recorded here first and made in PostgreSQL second.
     """
 
-    leader: str
-    members: tuple[str, ...] = ()
+    leader: MemberName
+    members: tuple[MemberName, ...] = ()
     acks: Count = 0
 
     def __post_init__(self) -> None:
-        check_name("leader", self.leader)
-        for i, name in enumerate(self.members):
-            check_name(f"members[{i}]", name)
         if list(self.members) != sorted(set(self.members)):
-            fail("members", "member names sorted and unique", list(self.members))
+            raise ModelError(
+                "members",
+                f"expected member names sorted and unique, got {show(list(self.members))}",
+            )
         if self.leader in self.members:
             raise ModelError("members", f"names the leader itself ({self.leader})")
         if self.acks > len(self.members):
@@ -221,12 +218,9 @@ class PrimaryPosition(msgspec.Struct, frozen=True):
     candidate compares itself with it (``maximum_lag_on_failover``) even when no peer answers.
     """
 
-    leader: str
+    leader: MemberName
     timeline: Timeline
     lsn: Lsn
-
-    def __post_init__(self) -> None:
-        check_name("leader", self.leader)
 
 
 @dataclass(frozen=True)
@@ -259,10 +253,12 @@ class ClusterView:
     settings_revision: int = 0
 
     def __post_init__(self) -> None:
-        check_int("sync_revision", self.sync_revision, 0)
-        check_int("settings_revision", self.settings_revision, 0)
         if self.initialize and not self.initialize.isdigit():
-            fail("initialize", "a system identifier (decimal digits) or empty", self.initialize)
+            raise ModelError(
+                "initialize",
+                "expected a system identifier (decimal digits) or empty, got "
+                + show(self.initialize),
+            )
         object.__setattr__(self, "members", tuple(sorted(self.members, key=lambda m: m.name)))
         names = [m.name for m in self.members]
         for i, name in enumerate(names[1:]):
@@ -271,10 +267,11 @@ class ClusterView:
         timelines = [h.timeline for h in self.history]
         if timelines != sorted(set(timelines)):
             raise ModelError("history", f"timelines must increase, got {timelines}")
-        check_int("revision", self.revision, 0)
-        check_int("initialize_revision", self.initialize_revision, 0)
         if self.initialize is None and self.initialize_revision:
-            fail("initialize_revision", "0 without an initialize key", self.initialize_revision)
+            raise ModelError(
+                "initialize_revision",
+                f"expected 0 without an initialize key, got {self.initialize_revision}",
+            )
 
     def member(self, name: str) -> MemberState | None:
         """The member called ``name``, if it published its state."""

@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from hamgr.dcs.jsonfields import ModelError
+from hamgr.dcs.strict import ModelError
 
 RestartRole = Literal["primary", "replica"]
 

@@ -52,21 +52,21 @@ from hamgr.dcs.common import (
     decode_switchover,
     decode_sync,
     encode_history,
-    encode_json,
+    encode_settings,
     encode_value,
 )
-from hamgr.dcs.jsonfields import check_name
 from hamgr.dcs.model import (
     ClusterView,
     LeaderKey,
+    MemberName,
     MemberState,
-    ModelError,
     PrimaryPosition,
     SwitchoverRequest,
     SyncState,
     TimelineEntry,
 )
 from hamgr.dcs.settings import DynamicSettings
+from hamgr.dcs.strict import ModelError, convert
 
 __all__ = ["KvSession", "held_leader"]
 
@@ -113,11 +113,11 @@ class KvSession:
         retry_timeout: float = _DEFAULTS.retry_timeout,
         timer: Timer = MONOTONIC,
     ) -> None:
-        try:
-            check_name("scope", scope)
-            check_name("name", name)
-        except ModelError as exc:
-            raise ValueError(str(exc)) from None
+        for field, value in (("scope", scope), ("name", name)):
+            try:
+                convert(value, MemberName)
+            except ModelError as exc:
+                raise ValueError(f"{field}: {exc.problem}") from None
         self.scope = scope
         self.name = name
         self.keys = scope_keys(scope)
@@ -592,7 +592,7 @@ class KvSession:
         d = self._deadline("set_settings")
         key = self.keys.config
         compares = [Compare(key, Target.MOD, "<", expected_revision + 1)]
-        write = Put(key, encode_json(settings.to_dict()))
+        write = Put(key, encode_settings(settings))
         while True:
             try:
                 return await self._txn(d, compares, [write])

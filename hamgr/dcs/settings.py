@@ -2,21 +2,19 @@
 
 :class:`DynamicSettings` is what every agent reads from the store each loop; a bootstrapping
 agent writes it from its configuration file's ``bootstrap.dcs`` section. ``from_dict`` raises
-:class:`~hamgr.dcs.jsonfields.ModelError` naming the key; operators submit these, so unknown keys
+:class:`~hamgr.dcs.strict.ModelError` naming the key; operators submit these, so unknown keys
 are refused.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
 import msgspec
 
-from hamgr.config.msgspecwords import field_types, problem, shape, value_problem
-from hamgr.config.problems import fmt_path
+from hamgr.config.problems import show
 from hamgr.config.schema import (
     BytesOrNoLimit,
     DcsConfig,
@@ -34,23 +32,19 @@ from hamgr.config.standby import (
     slots_to_dict,
 )
 from hamgr.config.timing import timing_problems
-from hamgr.dcs.jsonfields import ModelError, check_choice, fail
+from hamgr.dcs.strict import ModelError, model_error
 
 SyncMode = Literal["off", "on", "quorum"]
-SYNC_MODES: tuple[SyncMode, ...] = ("off", "on", "quorum")
 
 _DCS_DEFAULTS = DcsConfig()
 
 
-def sync_mode(value: object, name: str = "synchronous_mode") -> SyncMode:
-    """``synchronous_mode`` as stored or submitted: ``"off"``, ``"on"``, ``"quorum"``, or a
-    boolean (Patroni's spelling, and what YAML makes of an unquoted on/off)."""
-    if value is True:
-        return "on"
-    if value is False:
-        return "off"
-    check_choice(name, value, SYNC_MODES)
-    return value  # type: ignore[return-value]
+def sync_mode(value: SyncMode | bool) -> SyncMode:
+    """``synchronous_mode`` with Patroni's boolean spelling (what YAML makes of an unquoted
+    on/off) as its word: True is ``"on"``, False ``"off"``."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return value
 
 
 _DEFAULT_SYNC_MODE = sync_mode(_DCS_DEFAULTS.synchronous_mode)
@@ -59,12 +53,15 @@ _DEFAULT_SYNC_MODE = sync_mode(_DCS_DEFAULTS.synchronous_mode)
 class DynamicSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Cluster-wide HA settings at ``config`` (seconds and bytes); defaults and bounds as
     bootstrap.dcs: the defaults are DcsConfig's, the types (with their msgspec bounds) the same
-    aliases, so each is stated once. :meth:`from_dict` decodes with msgspec.
+    aliases, so each is stated once. :meth:`from_dict` decodes with msgspec, which checks them;
+    a value built in code is checked when it is written (hamgr/dcs/common.py
+    ``encode_settings``).
 
-    Checked like the config file: durations > 0, ``loop_wait + 2 * retry_timeout <= ttl`` and
-    ``loop_wait <= safety_margin < ttl``. ``member_slots_ttl`` is how long the primary keeps the
-    replication slot of a member that left (0: drop it at once). ``parameters`` are PostgreSQL
-    settings for every member (treat the dict as read-only).
+    Checked like the config file: durations > 0 and finite, ``loop_wait + 2 * retry_timeout <=
+    ttl`` and ``loop_wait <= safety_margin < ttl`` (the rules across keys, in
+    ``__post_init__``). ``member_slots_ttl`` is how long the primary keeps the replication slot
+    of a member that left (0: drop it at once). ``parameters`` are PostgreSQL settings for every
+    member (treat the dict as read-only).
 
     Synchronous replication (Patroni's keys): ``synchronous_mode`` ``off``, ``on`` (PostgreSQL
     waits for every one of ``synchronous_node_count`` named standbys, ``FIRST n``) or ``quorum``
@@ -96,47 +93,25 @@ class DynamicSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     slots: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        check_choice("synchronous_mode", self.synchronous_mode, SYNC_MODES)
-        # msgspec checks the bounds when it decodes; a value built in code is checked here.
-        for key, tp in _bounded():
+        for key in self.__struct_fields__:  # no msgspec bound says "finite" (JSON has no inf)
             value = getattr(self, key)
             if isinstance(value, float) and not math.isfinite(value):
                 raise ModelError(key, f"must be a finite number, got {value}")
-            wrong = value_problem(tp, value)
-            if wrong:
-                raise ModelError(key, wrong)
         for key, message in timing_problems(
             self.ttl, self.loop_wait, self.retry_timeout, self.safety_margin
         ):
             raise ModelError(key, message)
-        for key, value in self.parameters.items():
-            ok_value = isinstance(value, str | int | float) and not (
-                isinstance(value, float) and not math.isfinite(value)
-            )
-            if not isinstance(key, str) or not key or not ok_value:
-                fail(f"parameters.{key}", "a string, number or boolean", value)
 
     @classmethod
     def from_config(cls, dcs: DcsConfig) -> DynamicSettings:
-        """The settings a bootstrapping agent writes from its ``bootstrap.dcs`` section."""
-        return cls(
-            ttl=dcs.ttl,
-            loop_wait=dcs.loop_wait,
-            retry_timeout=dcs.retry_timeout,
-            maximum_lag_on_failover=dcs.maximum_lag_on_failover,
-            primary_start_timeout=dcs.primary_start_timeout,
-            safety_margin=dcs.safety_margin,
-            use_slots=dcs.postgresql.use_slots,
-            member_slots_ttl=dcs.member_slots_ttl,
-            parameters=dict(dcs.postgresql.parameters),
-            synchronous_mode=sync_mode(dcs.synchronous_mode),
-            synchronous_mode_strict=dcs.synchronous_mode_strict,
-            synchronous_node_count=dcs.synchronous_node_count,
-            maximum_lag_on_syncnode=dcs.maximum_lag_on_syncnode,
-            standby_cluster=(
-                dcs.standby_cluster if isinstance(dcs.standby_cluster, StandbyCluster) else None
-            ),
-            slots=parse_slots(dcs.slots),
+        """The settings a bootstrapping agent writes from its ``bootstrap.dcs`` section: the
+        same keys, read as the stored ones are, except ``use_slots`` and ``parameters``, which
+        the file nests under ``postgresql`` (Patroni's layout). A key bootstrap.dcs gains and
+        the settings lack is refused as unknown, not dropped. ModelError naming the key."""
+        data = msgspec.to_builtins(dcs)
+        postgresql = data.pop("postgresql")
+        return cls.from_dict(
+            {**data, "use_slots": postgresql["use_slots"], "parameters": postgresql["parameters"]}
         )
 
     @property
@@ -160,29 +135,22 @@ class DynamicSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
             raise exc.under(path) from None
 
 
-@functools.cache
-def _bounded() -> tuple[tuple[str, object], ...]:
-    """Each field of DynamicSettings whose type declares msgspec constraints, with its type."""
-    return tuple(
-        (key, tp)
-        for key, tp in field_types(DynamicSettings).items()
-        if any(isinstance(m, msgspec.Meta) for m in shape(tp)[2])
-    )
-
-
 def _decode(data: object) -> DynamicSettings:
     if not isinstance(data, Mapping):
-        fail("value", "an object", data)
+        raise ModelError("value", f"expected an object, got {show(data)}")
     raw = dict(data)
     params = raw.get("parameters", {})
-    if not isinstance(params, Mapping):
-        fail("parameters", "an object", params)
-    for key, value in params.items():  # named one by one, which msgspec does not
+    for key, value in params.items() if isinstance(params, Mapping) else ():
+        # msgspec names a bad dict value ``parameters[...]``; this names its key
+        if not key:
+            raise ModelError("parameters", "a parameter name must not be empty")
         if not isinstance(value, str | int | float) or (
             isinstance(value, float) and not math.isfinite(value)
         ):
-            fail(f"parameters.{key}", "a string, number or boolean", value)
-    if "synchronous_mode" in raw:
+            raise ModelError(
+                f"parameters.{key}", f"expected a string, number or boolean, got {show(value)}"
+            )
+    if isinstance(raw.get("synchronous_mode"), bool):
         raw["synchronous_mode"] = sync_mode(raw["synchronous_mode"])
     try:  # Patroni's shapes (hamgr/config/standby.py), errors named by key
         raw["standby_cluster"] = parse_standby_cluster(raw.get("standby_cluster"))
@@ -191,8 +159,5 @@ def _decode(data: object) -> DynamicSettings:
         raise ModelError(exc.key, exc.problem) from None
     try:
         return msgspec.convert(raw, DynamicSettings)
-    except msgspec.ValidationError as exc:
-        if isinstance(exc.__cause__, ModelError):  # from __post_init__: the rules across keys
-            raise exc.__cause__ from None
-        path, message = problem(exc, DynamicSettings, raw)
-        raise ModelError(fmt_path(path) if path else "value", message) from None
+    except msgspec.ValidationError as exc:  # a rule across keys keeps its own field
+        raise model_error(exc, DynamicSettings, raw) from None

@@ -2,9 +2,9 @@
 
 The values the store holds (hamgr/dcs/model.py, hamgr/dcs/restartrequest.py) and the REST
 bodies (hamgr/agent/apibodies.py) are frozen :class:`msgspec.Struct` classes: types, defaults and
-bounds (``Meta(ge=1)``) stated once in the annotations; what one annotation cannot say (a
-member name, an address, one field against another) in ``__post_init__``, which msgspec runs
-both when it decodes and when code builds a value, raising :class:`ModelError`.
+bounds (``Meta(ge=1)``, patterns with a description) stated once in the annotations; what one
+annotation cannot say (an address, one field against another) in ``__post_init__``, which
+msgspec runs both when it decodes and when code builds a value, raising :class:`ModelError`.
 
 :func:`decode` and :func:`convert` turn msgspec's ``ValidationError`` (``Expected `int`, got
 `str` - at `$.members[1].timeline```) into a :class:`ModelError` whose ``field`` is the dotted
@@ -15,15 +15,27 @@ hamgr.config.msgspecwords (``expected an integer or null, got "x"``), as DcsErro
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import msgspec
 
 from hamgr.config.msgspecwords import NOTHING, problem
 from hamgr.config.problems import fmt_path
-from hamgr.dcs.jsonfields import ModelError
 
 T = TypeVar("T")
+
+
+class ModelError(ValueError):
+    """A stored or submitted value is malformed; ``field`` names where (``members[1].role``)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+    def under(self, prefix: str) -> ModelError:
+        """The same problem, seen from the value that contains this one."""
+        return ModelError(f"{prefix}.{self.field}" if prefix else self.field, self.problem)
 
 
 def model_error(exc: msgspec.ValidationError, into: Any, data: Any = NOTHING) -> ModelError:
@@ -56,9 +68,18 @@ def _parsed(raw: bytes | str) -> Any:
         return NOTHING
 
 
-def convert(data: Any, into: type[T]) -> T:
+@overload
+def convert(data: Any, into: type[T]) -> T: ...
+
+
+@overload
+def convert(data: Any, into: Any) -> Any: ...
+
+
+def convert(data: Any, into: Any) -> Any:
     """Already parsed JSON (dicts, lists, numbers) as ``into``, checked as :func:`decode`
-    checks a document (no coercion: ``"1"`` is no integer)."""
+    checks a document (no coercion: ``"1"`` is no integer). ``into`` may be a plain annotated
+    type (``convert(name, MemberName)`` checks one name)."""
     try:
         return msgspec.convert(data, into)
     except msgspec.ValidationError as exc:

@@ -19,7 +19,6 @@ from hamgr.apiview import (
     primary_serving,
 )
 from hamgr.dcs.base import DcsError
-from hamgr.dcs.jsonfields import ModelError
 from hamgr.dcs.model import (
     ClusterView,
     MemberState,
@@ -28,6 +27,7 @@ from hamgr.dcs.model import (
 )
 from hamgr.dcs.restartrequest import RestartRequest
 from hamgr.dcs.settings import DynamicSettings
+from hamgr.dcs.strict import ModelError
 from hamgr.ha.loop import HaLoop
 from hamgr.ha.standby import is_standby_leader
 from hamgr.ha.syncrep import sync_role

@@ -39,7 +39,6 @@ import aiohttp
 
 from hamgr import clock, postgres
 from hamgr.dcs.base import Dcs, DcsError
-from hamgr.dcs.jsonfields import ModelError
 from hamgr.dcs.model import (
     ClusterView,
     MemberState,
@@ -49,6 +48,7 @@ from hamgr.dcs.model import (
     Role,
 )
 from hamgr.dcs.settings import DynamicSettings
+from hamgr.dcs.strict import ModelError
 from hamgr.ha.actions import Decision, Detach, ProbePeers, Reinitialize, RenewLease
 from hamgr.ha.decide import decide
 from hamgr.ha.execute import ActionRunner

@@ -30,9 +30,9 @@ from typing import Literal
 import msgspec
 
 from hamgr.config.problems import show
-from hamgr.dcs.jsonfields import ModelError
 from hamgr.dcs.model import ClusterView
 from hamgr.dcs.restartrequest import RestartRequest, RestartRole, iso_time, parse_version
+from hamgr.dcs.strict import ModelError
 
 STALE_FLOOR = 60.0
 """Seconds after its time a scheduled restart still runs, at least (see :func:`stale_after`)."""

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from hamgr.config.standby import SettingError, StandbyCluster, parse_slots, parse_standby_cluster
-from hamgr.dcs.jsonfields import ModelError
 from hamgr.dcs.model import ClusterView
 from hamgr.dcs.settings import DynamicSettings
+from hamgr.dcs.strict import ModelError
 from hamgr.ha.actions import (
     AcquireLeader,
     ClearSwitchover,

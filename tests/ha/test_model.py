@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hamgr.config.schema import TIMING_PROFILES, DcsConfig
+from hamgr.config.schema import TIMING_PROFILES, DcsConfig, DcsPostgresConfig
+from hamgr.config.standby import StandbyCluster
 from hamgr.dcs import (
     ClusterView,
     DynamicSettings,
@@ -30,8 +31,10 @@ from hamgr.dcs.common import (
     build_view,
     encode_history,
     encode_json,
+    encode_settings,
     encode_value,
 )
+from hamgr.dcs.model import SyncState
 from hamgr.dcs.strict import decode
 
 NAME = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,10}", fullmatch=True)
@@ -162,6 +165,19 @@ BAD = [
     ),
     pytest.param(
         MemberState,
+        _member(name="b\n"),
+        "name: expected 1 to 63 letters",
+        id="member-name-with-a-final-newline",
+    ),
+    pytest.param(
+        SyncState,
+        {"leader": "a", "members": ["b", "c d"], "acks": 1},
+        'members[1]: expected 1 to 63 letters, digits, ".", "_" or "-", starting with a letter '
+        'or digit, got "c d"',
+        id="name-in-a-list",
+    ),
+    pytest.param(
+        MemberState,
         _member(role="leader"),
         'role: expected one of "primary", "replica", "uninitialized", "stopped", got "leader"',
         id="bad-role",
@@ -231,6 +247,36 @@ BAD = [
     ),
     pytest.param(
         DynamicSettings, {"loop_wait": -1}, "loop_wait: must be > 0, got -1", id="negative-duration"
+    ),
+    pytest.param(
+        DynamicSettings,
+        {"ttl": float("inf")},
+        "ttl: must be a finite number, got inf",
+        id="infinite-duration",
+    ),
+    pytest.param(
+        DynamicSettings,
+        {"synchronous_mode": "yes"},
+        'synchronous_mode: expected one of "off", "on", "quorum", got "yes"',
+        id="bad-sync-mode",
+    ),
+    pytest.param(
+        DynamicSettings,
+        {"parameters": {"": 1}},
+        "parameters: a parameter name must not be empty",
+        id="empty-parameter-name",
+    ),
+    pytest.param(
+        DynamicSettings,
+        {"parameters": [1]},
+        "parameters: expected a mapping of keys, got a list",
+        id="parameters-not-an-object",
+    ),
+    pytest.param(
+        DynamicSettings,
+        {"parameters": {"work_mem": float("nan")}},
+        "parameters.work_mem: expected a string, number or boolean, got nan",
+        id="nan-parameter",
     ),
     pytest.param(
         DynamicSettings,
@@ -334,6 +380,59 @@ def test_settings_default_to_bootstrap_dcs() -> None:
     assert DynamicSettings.from_dict({}) == DynamicSettings()
     fast = {k.rsplit(".", 1)[1]: v for k, v in TIMING_PROFILES["fast"].items() if "dcs" in k}
     assert DynamicSettings(**fast).ttl == 2.0
+
+
+NOT_A_VALUE: Any = [1]
+
+
+def test_bootstrap_dcs_becomes_the_settings_key_for_key() -> None:
+    """from_config reads bootstrap.dcs as a stored config key is read: the same keys, with
+    ``postgresql.use_slots`` and ``postgresql.parameters`` lifted to the top."""
+    standby = StandbyCluster(host="h", recovery_min_apply_delay="5s")
+    dcs = DcsConfig(
+        ttl=10.0,
+        synchronous_mode=True,
+        standby_cluster=standby,
+        slots={"s1": {"type": "physical"}},
+        postgresql=DcsPostgresConfig(parameters={"a": 1, "b": True}, use_slots=False),
+    )
+    got = DynamicSettings.from_config(dcs)
+    assert (got.ttl, got.synchronous_mode, got.standby_cluster, got.slots) == (
+        10.0,
+        "on",
+        standby,
+        ("s1",),
+    )
+    assert (got.use_slots, got.parameters) == (False, {"a": 1, "b": True})
+    with pytest.raises(ModelError, match=re.escape("ttl: must be >= loop_wait + 2 * retry")):
+        DynamicSettings.from_config(DcsConfig(ttl=3.0))
+
+
+def test_patroni_spells_sync_mode_as_a_boolean() -> None:
+    assert DynamicSettings.from_dict({"synchronous_mode": True}).synchronous_mode == "on"
+    assert DynamicSettings.from_dict({"synchronous_mode": False}).synchronous_mode == "off"
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (DynamicSettings(maximum_lag_on_failover=-5), "maximum_lag_on_failover: must be >= 0"),
+        (DynamicSettings(parameters={"work_mem": NOT_A_VALUE}), "parameters.work_mem: expected"),
+        (SyncState("a", ("b\n",)), "members[0]: expected 1 to 63 letters"),
+        (TimelineEntry(1, 0, "", 1.0, "-x"), "[0].new_leader: expected 1 to 63 letters"),
+    ],
+)
+def test_values_built_in_code_are_checked_when_written(value: Any, message: str) -> None:
+    """Building a value in code checks only what ``__post_init__`` says (rules across fields);
+    the annotations (names, bounds) are checked on the way into the store, as readers check
+    them, so that nothing is written that the agents then refuse to read."""
+    with pytest.raises(ModelError, match=re.escape(message)):
+        if isinstance(value, DynamicSettings):
+            encode_settings(value)
+        elif isinstance(value, TimelineEntry):
+            encode_history([value])
+        else:
+            encode_value(value)
 
 
 def test_view_helpers() -> None:

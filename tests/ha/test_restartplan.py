@@ -9,9 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hamgr.dcs.jsonfields import ModelError
 from hamgr.dcs.restartrequest import RestartRequest, parse_version
-from hamgr.dcs.strict import decode
+from hamgr.dcs.strict import ModelError, decode
 from hamgr.ha.restartplan import (
     STALE_FLOOR,
     RestartBody,
