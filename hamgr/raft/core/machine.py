@@ -296,12 +296,16 @@ class RaftCore:
     def has_ready(self, *, persist: bool = True) -> bool:
         """Is there anything for the driver to do? With `persist=False`: anything a batch that
         leaves storage alone would carry (see `ready`)."""
+        # Field by field, not soft_state()/hard_state() compared with the previous ones: the
+        # driver asks after every tick and every message, and building them was most of it.
         lg = self.log
+        soft, hard = self._prev_soft, self._prev_hard
         light = bool(
             self._msgs_early
             or self._read_states
             or (lg.committed > lg.applied and lg.pending_snapshot is None)
-            or self.soft_state() != self._prev_soft
+            or self.lead != soft.leader
+            or self.role != soft.role
         )
         if not persist:
             return light
@@ -310,7 +314,9 @@ class RaftCore:
             or self._msgs
             or lg.pending_snapshot
             or lg.unstable_entries()
-            or self.hard_state() != self._prev_hard
+            or self.term != hard.term
+            or self.vote != hard.vote
+            or lg.committed != hard.commit
         )
 
     def ready(self, *, persist: bool = True) -> Ready:

@@ -188,6 +188,8 @@ class RaftNode(NodeAPI):
         self._pending = PendingRequests(node_id, max_batch)
         self._soft = SoftState(NONE, Role.FOLLOWER)
         self._tasks: list[asyncio.Task[None]] = []
+        self._tick_timer: asyncio.TimerHandle | None = None  # the next election-timer tick
+        self._next_tick = 0.0  # when it is due, on `clock`
         self._snapshotting: asyncio.Task[Snapshot] | None = None
         self._saving: _Saving | None = None  # the one batch being written, if any
         self._durable_commit = 0  # the highest commit index a finished write stored
@@ -242,10 +244,9 @@ class RaftNode(NodeAPI):
         self._addresses[self.id] = self.transport.advertised_address
         self._state = "running"
         loop = asyncio.get_running_loop()
-        self._tasks = [
-            loop.create_task(self._drive(), name=f"raft-driver-{self.id}"),
-            loop.create_task(self._tick_loop(), name=f"raft-ticker-{self.id}"),
-        ]
+        self._tasks = [loop.create_task(self._drive(), name=f"raft-driver-{self.id}")]
+        self._next_tick = self._clock() + self.tick_interval
+        self._tick_timer = loop.call_later(self.tick_interval, self._on_tick)
         self._wake.set()
 
     async def stop(self) -> None:
@@ -267,6 +268,9 @@ class RaftNode(NodeAPI):
         """Stop every task and end every pending request with `error` (writes already
         proposed with `proposed`, when given: their entries may still commit elsewhere)."""
         self._shut_down = True
+        if self._tick_timer is not None:
+            self._tick_timer.cancel()
+            self._tick_timer = None
         current = asyncio.current_task()
         tasks: list[asyncio.Task[Any]] = [t for t in self._tasks if t is not current]
         if self._snapshotting is not None:
@@ -312,28 +316,43 @@ class RaftNode(NodeAPI):
         self._core.step(msg)
         self._wake.set()
 
-    async def _tick_loop(self) -> None:
+    def _on_tick(self) -> None:
+        """One election-timer tick, then the next one scheduled.
+
+        A timer callback rather than a task that sleeps: every member ticks ten times per
+        election timeout however idle it is, and a callback costs one event-loop turn per
+        tick, with no future and no task step (issue 15). Ticks keep their fixed cadence
+        (`_next_tick` moves by whole intervals); a loop that fell behind skips the ticks it
+        missed, with a warning. An error in a tick stops the ticking, logged (a member that
+        ticks on a core in a state it cannot handle would only repeat it).
+        """
+        self._tick_timer = None
+        if self._shut_down or self._state != "running" or self._core is None:
+            return
         interval = self.tick_interval
-        next_at = self._clock() + interval
-        while True:
-            delay = next_at - self._clock()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            now = self._clock()
-            behind = int((now - next_at) // interval)
-            if behind > 0:
-                log.warning("node %d: event loop late, skipped %d ticks", self.id, behind)
-                next_at += behind * interval
-            next_at += interval
-            assert self._core is not None
-            self._core.tick()
-            for lease_id in self.leases.expired(now):
-                log.info("node %d: lease %d expired, proposing its revoke", self.id, lease_id)
-                self._enqueue(kvc.encode_lease_revoke(lease_id), None)
-            # Most ticks of a follower only count toward its election timeout: wake the driver
-            # only when the tick gave it something to do (a proposal wakes it by itself).
-            if self._core.has_ready():
-                self._wake.set()
+        now = self._clock()
+        behind = int((now - self._next_tick) // interval)
+        if behind > 0:
+            log.warning("node %d: event loop late, skipped %d ticks", self.id, behind)
+            self._next_tick += behind * interval
+        self._next_tick += interval
+        try:
+            self._tick(self._core, now)
+        except Exception:
+            log.critical("node %d: a tick failed; the election timer stops", self.id, exc_info=True)
+            return
+        delay = max(0.0, self._next_tick - self._clock())
+        self._tick_timer = asyncio.get_running_loop().call_later(delay, self._on_tick)
+
+    def _tick(self, core: RaftCore, now: float) -> None:
+        core.tick()
+        for lease_id in self.leases.expired(now):
+            log.info("node %d: lease %d expired, proposing its revoke", self.id, lease_id)
+            self._enqueue(kvc.encode_lease_revoke(lease_id), None)
+        # Most ticks of a follower only count toward its election timeout: wake the driver
+        # only when the tick gave it something to do (a proposal wakes it by itself).
+        if core.has_ready():
+            self._wake.set()
 
     # -- the driver -----------------------------------------------------------------------
 
