@@ -77,8 +77,9 @@ def _is_postgres_process(pid: int) -> bool:
     return name in ("postgres", "postmaster")
 
 
-def postmaster_pid(settings: PgSettings) -> int | None:
-    """PID of the running postmaster of this data dir, or None when it is not running."""
+def running_pid_file(settings: PgSettings) -> PidFile | None:
+    """postmaster.pid of the data dir when the postmaster it names runs on this data dir,
+    else None: one read of the file for both the PID and the status line it holds."""
     pid_file = read_pid_file(settings)
     if pid_file is None or not _is_postgres_process(pid_file.pid):
         return None
@@ -87,7 +88,13 @@ def postmaster_pid(settings: PgSettings) -> int | None:
         settings.data_dir
     ):
         return None
-    return pid_file.pid
+    return pid_file
+
+
+def postmaster_pid(settings: PgSettings) -> int | None:
+    """PID of the running postmaster of this data dir, or None when it is not running."""
+    pid_file = running_pid_file(settings)
+    return None if pid_file is None else pid_file.pid
 
 
 def is_running(settings: PgSettings) -> bool:

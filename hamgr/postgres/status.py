@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from hamgr.lsn import parse_optional_lsn
-from hamgr.postgres.control import is_initialized, postmaster_pid, read_pid_file
+from hamgr.postgres.control import is_initialized, running_pid_file
 from hamgr.postgres.controldata import controldata
 from hamgr.postgres.errors import SqlError, StateError
 from hamgr.postgres.files import read_text
@@ -145,13 +145,12 @@ async def status(settings: PgSettings, held: HeldConnection | None = None) -> Pg
     """Observe the server; never raises for a stopped or unreachable one. With ``held``, over
     that persistent connection (opened again as needed), else over a new one closed after."""
     initialized = is_initialized(settings)
-    pid = postmaster_pid(settings)
-    if pid is None:
+    pid_file = running_pid_file(settings)
+    if pid_file is None:
         return PgStatus(running=False, initialized=initialized, role="stopped")
-    pid_file = read_pid_file(settings)
-    pm_status = pid_file.status if pid_file else None
+    pid = pid_file.pid
     base = PgStatus(
-        running=True, initialized=initialized, role="unknown", pid=pid, pm_status=pm_status
+        running=True, initialized=initialized, role="unknown", pid=pid, pm_status=pid_file.status
     )
     if held is not None:
         try:

@@ -123,6 +123,19 @@ class RaftCore:
                 if not self.has_unapplied_conf_changes():
                     self._campaign(_PRE_ELECTION if self.cfg.pre_vote else _ELECTION)
 
+    def idle_ticks(self) -> int:
+        """How many ticks in a row can do nothing but count (at least 1).
+
+        A follower of a known leader only counts ticks toward its election timeout until it
+        reaches `election_tick`: before that no tick campaigns (the randomized timeout is at
+        least `election_tick`) nor changes what `leader_in_touch` answers. A driver may defer
+        that many ticks and apply them together, provided it applies those already due before
+        it steps a message (a heartbeat resets the count). Anything else ticks one at a time.
+        """
+        if self.role != Role.FOLLOWER or self.lead == NONE:
+            return 1
+        return max(1, self.cfg.election_tick - self._election_elapsed)
+
     def _tick_leader(self) -> None:
         self._heartbeat_elapsed += 1
         self._election_elapsed += 1
@@ -296,12 +309,16 @@ class RaftCore:
     def has_ready(self, *, persist: bool = True) -> bool:
         """Is there anything for the driver to do? With `persist=False`: anything a batch that
         leaves storage alone would carry (see `ready`)."""
+        # Field by field, not soft_state()/hard_state() compared with the previous ones: the
+        # driver asks after every tick and every message, and building them was most of it.
         lg = self.log
+        soft, hard = self._prev_soft, self._prev_hard
         light = bool(
             self._msgs_early
             or self._read_states
             or (lg.committed > lg.applied and lg.pending_snapshot is None)
-            or self.soft_state() != self._prev_soft
+            or self.lead != soft.leader
+            or self.role != soft.role
         )
         if not persist:
             return light
@@ -310,7 +327,9 @@ class RaftCore:
             or self._msgs
             or lg.pending_snapshot
             or lg.unstable_entries()
-            or self.hard_state() != self._prev_hard
+            or self.term != hard.term
+            or self.vote != hard.vote
+            or lg.committed != hard.commit
         )
 
     def ready(self, *, persist: bool = True) -> Ready:
