@@ -302,7 +302,19 @@ def test_pause_changes_no_postgres(
 ) -> None:
     view, local, peers = case
     d = decide(view, local, peers)
-    assert not any(isinstance(a, POSTGRES_ACTIONS) for a in d.actions), d
+    req = view.switchover
+    asked_to_me = (  # the one exception, as Patroni: a manual failover the operator asked for
+        view.leader is None
+        and req is not None
+        and req.kind == "failover"
+        and req.candidate == local.name
+        and req.due(local.wall_now)
+    )
+    touches = [a for a in d.actions if isinstance(a, POSTGRES_ACTIONS)]
+    if asked_to_me and touches:
+        assert d.actions[0] == AcquireLeader() and all(isinstance(a, Promote) for a in touches), d
+    else:
+        assert not touches, d
     assert d.reason.startswith("paused"), d
 
 
