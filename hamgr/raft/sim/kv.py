@@ -31,8 +31,9 @@ from hamgr.raft.kv import kvcommands as kvc
 from hamgr.raft.kv import kvresults as kvr
 from hamgr.raft.kv import store as kvmod
 from hamgr.raft.kv.lease import LeaseClock
-from hamgr.raft.sim.cores import TICK_MS, SimConfig, Simulator, main
+from hamgr.raft.sim.cores import TICK_MS, Simulator, main
 from hamgr.raft.sim.kvcheck import KVHistory
+from hamgr.raft.sim.profiles import SimConfig
 from hamgr.raft.sim.world import Member
 
 KEYS = tuple(b"k%d" % n for n in range(4))
