@@ -3,11 +3,11 @@
 A fence deadline (``fence_at = sent + ttl - safety_margin``) is an instant on this clock
 everywhere it is computed or checked: the keepalive's ``sent_at`` (hamgr/dcs/session.py), the
 agent's lease bookkeeping and decide()'s ``now`` (hamgr/ha), ``GET /primary``'s margin
-(hamgr/agent/api.py), the Linux watchdog's pings (hamgr/fencer/watchdog.py) and the fencer process
-(hamgr/fencer/process.py), which receives deadlines from the agent and compares them with its own
-reading. Both are system-wide clocks, so a deadline handed from one process to another means
-the same instant; the fencer names its clock (``CLOCK`` command) and the agent checks that the
-name is its own before it relies on the fencer.
+(hamgr/agent/apiread.py), the Linux watchdog's pings (hamgr/fencer/watchdog.py) and the fencer
+process (hamgr/fencer/process.py), which receives deadlines from the agent and compares them with
+its own reading. Both are system-wide clocks, so a deadline handed from one process to another means
+the same instant; the fencer names its clock (``CLOCK`` command) and the agent checks that the name
+is its own before it relies on the fencer.
 
 Why not CLOCK_MONOTONIC: it stops while the machine is suspended. The other members' leases
 run on (the store's leader counts them), so after a resume a deadline on CLOCK_MONOTONIC would

@@ -17,10 +17,11 @@ import pytest
 from aiohttp import web
 
 from hamgr import clock
-from hamgr.agent.api import build_app, parse_size, serve
+from hamgr.agent.api import build_app, serve
+from hamgr.agent.apiread import parse_size
 from hamgr.agent.storemembers import MembershipRefused
 from hamgr.apiview import apply_settings_patch, primary_serving
-from hamgr.cli.hactl import basic_auth
+from hamgr.cli.ctl_client import basic_auth
 from hamgr.dcs import DynamicSettings, ModelError, SwitchoverRequest
 from hamgr.dcs.model import MemberTags, SyncState
 from tests.apifake import MB, FakeAgent, FakeStore, cluster3, status

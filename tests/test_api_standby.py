@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from hamgr.agent.api import HttpError, check_request, cluster_json, health_ok, member_status
+from hamgr.agent.apiactions import check_request
 from hamgr.agent.apibodies import FailoverBody, SwitchoverBody
+from hamgr.agent.apierrors import HttpError
+from hamgr.agent.apiread import cluster_json, health_ok, member_status
 from hamgr.apiview import LocalStatus
-from hamgr.cli.hactl import list_rows
+from hamgr.cli.ctl_list import list_rows
 from hamgr.config.standby import StandbyCluster
 from hamgr.dcs.model import ClusterView, LeaderKey, MemberState
 from hamgr.dcs.settings import DynamicSettings

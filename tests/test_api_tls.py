@@ -20,7 +20,7 @@ from hamgr import tls
 from hamgr.agent.api import serve
 from hamgr.agent.apiaccess import Access
 from hamgr.cli.certs import init, parse_members, renew
-from hamgr.cli.hactl import basic_auth
+from hamgr.cli.ctl_client import basic_auth
 from hamgr.cli.healthcheck import check, local_url
 from hamgr.config.schema import ApiAuthentication, RestApiConfig
 from tests.apifake import FakeAgent, FakeStore, cluster3, status

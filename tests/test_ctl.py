@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from hamgr.agent.api import serve
-from hamgr.cli.hactl import list_rows, main
+from hamgr.cli.ctl_list import list_rows
+from hamgr.cli.hactl import main
 from tests.apifake import FakeAgent, FakeStore, cluster3, status
 
 ROOT = Path(__file__).resolve().parent.parent

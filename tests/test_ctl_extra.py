@@ -13,13 +13,14 @@ from typing import Any
 import pytest
 import yaml
 
+from hamgr.cli.ctl_client import CtlError
 from hamgr.cli.ctl_editconfig import diff_patch, parse_config, show_diff
 from hamgr.cli.ctl_pick import candidates, dsn, pick_member
 from hamgr.cli.ctl_query import Result, format_results, read_sql
 from hamgr.cli.ctl_remove import AWARE, describe, typed_confirmations
 from hamgr.cli.ctl_topology import indent, topology_order, topology_rows
 from hamgr.cli.ctl_version import pg_version, version_line
-from hamgr.cli.hactl import CtlError, main
+from hamgr.cli.hactl import main
 from hamgr.dcs.common import RangeSnapshot, StoredKey
 
 

@@ -44,13 +44,8 @@ from hamgr.fencer.client import (
 from hamgr.fencer.guard import parse_line
 from hamgr.fencer.keeper import BACKOFF_MIN, FencerKeeper
 from hamgr.fencer.postmasterproc import proc_stat
-from hamgr.fencer.process import (
-    EXIT_ALREADY_RUNNING,
-    MAX_SLEEP_MS,
-    FenceState,
-    ProtocolError,
-    parse_command,
-)
+from hamgr.fencer.process import EXIT_ALREADY_RUNNING
+from hamgr.fencer.protocol import MAX_SLEEP_MS, FenceState, ProtocolError, parse_command
 from hamgr.postgres.sql import connect, query
 from tests.tools.poll import wait_for_async
 

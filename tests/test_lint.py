@@ -140,11 +140,12 @@ NOT_IMPORTED_BY = {
 }
 # The fencer process runs on the standard library and these only (it must not get stuck on
 # anything, and it starts as a process of its own).
-FENCER_PROCESS = {"process", "guard", "postmasterproc", "__main__"}
+FENCER_PROCESS = {"process", "protocol", "guard", "postmasterproc", "__main__"}
 FENCER_PROCESS_MAY_IMPORT = {
     "hamgr",
     "hamgr.clock",
     "hamgr.fencer.process",
+    "hamgr.fencer.protocol",
     "hamgr.fencer.postmasterproc",
 }
 SHARED_TOP = {"clock", "lsn", "tls", "apiview"}

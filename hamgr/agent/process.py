@@ -32,6 +32,7 @@ import aiohttp
 from hamgr import postgres, tls
 from hamgr.agent import api
 from hamgr.agent.apiaccess import Access
+from hamgr.agent.apiread import StoreStatusHook
 from hamgr.agent.gcpolicy import tune_gc
 from hamgr.agent.hooksetup import (
     callback_runner,
@@ -377,7 +378,7 @@ class Agent:
                 else:
                     await dcs.abandon()
 
-    def _store_status(self, node: RaftNode | None, loop: HaLoop) -> api.StoreStatusHook:
+    def _store_status(self, node: RaftNode | None, loop: HaLoop) -> StoreStatusHook:
         """What ``GET /store`` answers: the embedded member's view of the store (names from
         the members' published store ids), or the etcd endpoints."""
         if node is None:

@@ -3,7 +3,7 @@
 `StoreAdmin` holds this host's store member (`RaftNode`, for the membership it applied) and a
 `StoreClient` (membership changes and record writes go to the Raft leader through it; each
 member is asked its own state on its client port). The rules are in `hamgr.agent.storemembers`;
-the REST API (`hamgr.agent.api`, ``/store/members``) calls this.
+the REST API (`hamgr.agent.apiactions`, ``/store/members``) calls this.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""``hactl edit-config`` beyond ``--set``: the whole dynamic configuration, as patronictl edits it.
+"""``hactl edit-config``: change the cluster's dynamic configuration, as patronictl edits it.
 
-Where the new configuration comes from, in patronictl's order: ``--replace FILE`` (the whole
-configuration), then ``--apply FILE`` (merged on top: a key set to null returns to its
+``--set KEY=VALUE`` alone sends the merge patch it makes (values read as YAML) after a confirmation.
+Where the new configuration comes from otherwise, in patronictl's order: ``--replace FILE`` (the
+whole configuration), then ``--apply FILE`` (merged on top: a key set to null returns to its
 default), then ``--set KEY=VALUE``; with none of them, ``$EDITOR`` (else ``editor``, else ``vi``)
 opens the configuration as YAML. ``-`` reads the file from stdin. hactl then shows a unified
 diff of the change (``-q/--quiet``: not), asks for confirmation on a terminal (``--force``:
@@ -17,17 +18,55 @@ from __future__ import annotations
 import argparse
 import asyncio
 import difflib
+import json
 import os
 import shlex
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from typing import Any
 
 import yaml
 
 from hamgr.apiview import merge_patch
-from hamgr.cli.hactl import Client, CtlError, confirm, settings_patch
+from hamgr.cli.ctl_client import Client, CtlError, confirm
+
+
+def settings_patch(assignments: Sequence[str]) -> dict[str, Any]:
+    """``["ttl=10", "parameters.work_mem=64MB"]`` as a merge patch (values read as YAML)."""
+    patch: dict[str, Any] = {}
+    for item in assignments:
+        key, sep, text = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise CtlError(f"--set: expected key=value (e.g. ttl=10), got {item!r}")
+        try:
+            value = yaml.safe_load(text) if text else ""
+        except yaml.YAMLError:
+            value = text
+        *parents, last = key.split(".")
+        node = patch
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise CtlError(f"--set: {key} conflicts with another --set")
+        node[last] = value
+    return patch
+
+
+async def cmd_edit_config(
+    client: Client, url: str, cluster: dict[str, Any], a: argparse.Namespace
+) -> None:
+    """edit-config: ``--set`` alone patches at once; anything else goes through
+    :func:`edit_whole`."""
+    if not a.set or a.apply or a.replace:
+        await edit_whole(client, url, cluster, a)
+        return
+    patch = settings_patch(a.set)
+    confirm(f"Apply {json.dumps(patch)} to cluster {cluster['scope']}?", a.force)
+    settings = await client.call("PATCH", url, "/config", patch)
+    print("Configuration changed:")
+    print(yaml.safe_dump(settings, sort_keys=True, default_flow_style=False).rstrip())
 
 
 def dump(settings: dict[str, Any]) -> str:
@@ -157,8 +196,12 @@ async def edit_whole(
     print("Configuration changed")
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """edit-config's options beyond --set and --force."""
+def register(command: Any) -> None:
+    """Add ``edit-config`` to hactl's parser (``command`` is build_parser's helper)."""
+    p = command("edit-config", cmd_edit_config, "change the cluster's dynamic settings")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="e.g. ttl=10, pause=true")
+    p.add_argument("--force", action="store_true", help="do not ask for confirmation")
+    # Without --apply, --replace or --set: $EDITOR.
     p.add_argument("--apply", metavar="FILE", help="merge the settings in FILE (- for stdin)")
     p.add_argument(
         "--replace", metavar="FILE", help="replace the whole configuration by FILE (- for stdin)"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hamgr.cli.hactl import CtlError
+from hamgr.cli.ctl_client import CtlError
 
 ROLES = ("primary", "leader", "replica", "any")
 """What ``-r/--role`` takes (``leader`` is the same as ``primary``)."""

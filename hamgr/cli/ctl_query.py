@@ -28,8 +28,9 @@ from typing import Any
 import psycopg
 import yaml
 
+from hamgr.cli.ctl_client import Client, CtlError
+from hamgr.cli.ctl_output import table
 from hamgr.cli.ctl_pick import ROLES, candidates, dsn, pick_member
-from hamgr.cli.hactl import Client, CtlError, table
 
 FORMATS = ("tsv", "pretty", "json", "yaml")
 

@@ -22,7 +22,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from hamgr.cli.hactl import CtlError
+from hamgr.cli.ctl_client import CtlError
 from hamgr.config.problems import ConfigError
 from hamgr.dcs.base import scope_keys
 from hamgr.dcs.common import (

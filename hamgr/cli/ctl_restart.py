@@ -19,7 +19,8 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from hamgr.cli.hactl import Client, Command, CtlError, _scheduled, confirm, member_url
+from hamgr.cli.ctl_client import Client, Command, CtlError, confirm, member_url
+from hamgr.cli.ctl_switch import scheduled_time
 from hamgr.dcs.restartrequest import parse_version
 from hamgr.dcs.strict import ModelError
 
@@ -114,7 +115,7 @@ def _version(text: str) -> str:
     return text
 
 
-def add_commands(command: Callable[[str, Command, str], argparse.ArgumentParser]) -> None:
+def register(command: Callable[[str, Command, str], argparse.ArgumentParser]) -> None:
     """Add ``restart`` and ``flush`` to hactl's parser (``command`` is hamgr/cli/hactl.py's)."""
     p = command(
         "restart", cmd_restart, "restart PostgreSQL on members (default: all), or schedule it"
@@ -122,7 +123,7 @@ def add_commands(command: Callable[[str, Command, str], argparse.ArgumentParser]
     p.add_argument("members", nargs="*", metavar="MEMBER", help="default: every member")
     p.add_argument("--role", "-r", choices=ROLES, default="any", help="only members in this role")
     p.add_argument("--pending", action="store_true", help="only where a restart is pending")
-    p.add_argument("--scheduled", type=_scheduled, help="when: ISO 8601 time, or now")
+    p.add_argument("--scheduled", type=scheduled_time, help="when: ISO 8601 time, or now")
     p.add_argument("--pg-version", type=_version, help="only where PostgreSQL is older (15.4)")
     p.add_argument("--force", action="store_true", help="do not ask for confirmation")
     p.epilog = (

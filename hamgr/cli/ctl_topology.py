@@ -12,7 +12,9 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from hamgr.cli.hactl import Client, list_rows, render
+from hamgr.cli.ctl_client import Client
+from hamgr.cli.ctl_list import list_rows
+from hamgr.cli.ctl_output import render
 
 
 def _upstream(member: dict[str, Any], replicas: set[str], leader: str | None) -> str | None:

@@ -19,7 +19,7 @@ import os
 from typing import Any
 
 from hamgr import __version__
-from hamgr.cli.hactl import Client, CtlError, base_url
+from hamgr.cli.ctl_client import Client, CtlError, base_url
 
 
 def pg_version(number: int) -> str:

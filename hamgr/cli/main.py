@@ -64,6 +64,15 @@ def _healthcheck(args: argparse.Namespace) -> int:
     return health_main(args)
 
 
+def _add_process_options(parser: argparse.ArgumentParser) -> None:
+    """``--config FILE`` (required) and ``--log-format``: the options of the commands that run
+    a long-lived process from a configuration file (``agent``, ``store``)."""
+    parser.add_argument("--config", required=True, help="the YAML configuration file")
+    parser.add_argument(
+        "--log-format", choices=("text", "json"), help="override log.format (json for shippers)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the chosen sub-command."""
     parser = argparse.ArgumentParser(prog="hamgr", description=__doc__)
@@ -84,10 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         "local PostgreSQL, the fencer and the REST API. Prints one line when serving; SIGTERM "
         "hands a primary over to a healthy replica and stops; SIGHUP reloads the file.",
     )
-    agent.add_argument("--config", required=True, help="the YAML configuration file")
-    agent.add_argument(
-        "--log-format", choices=("text", "json"), help="override log.format (json for shippers)"
-    )
+    _add_process_options(agent)
     agent.set_defaults(run=_agent)
     store = commands.add_parser(
         "store",
@@ -96,10 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         "clients on store.raft.client_listen. Prints one line when ready; SIGTERM or SIGINT "
         "stops it cleanly.",
     )
-    store.add_argument("--config", required=True, help="the YAML configuration file")
-    store.add_argument(
-        "--log-format", choices=("text", "json"), help="override log.format (json for shippers)"
-    )
+    _add_process_options(store)
     store.set_defaults(run=_store)
     store_ctl = commands.add_parser(
         "store-ctl",

@@ -19,9 +19,9 @@ Order of precedence, first match wins:
    race; a switchover waits until resume). The one promotion is a manual failover to a named
    candidate, which the REST API accepts only once the old primary's agent reports its
    PostgreSQL stopped, or when the operator forces it, told that two primaries may then
-   accept writes (hamgr/agent/api.py check_paused_failover). The one gap, which Patroni shares: a
-   primary cut off from the store while paused cannot learn of the resume, so after a resume
-   the others may elect a new leader while it still runs, until it reaches the store again
+   accept writes (hamgr/agent/apiactions.py check_paused_failover). The one gap, which Patroni
+   shares: a primary cut off from the store while paused cannot learn of the resume, so after a
+   resume the others may elect a new leader while it still runs, until it reaches the store again
    and demotes. Resume only with the primary reachable.
 4. I hold the leader key: renew it, keep PostgreSQL primary (start, promote; give the key back
    when it has not come up as primary within ``primary_start_timeout``), repair the
@@ -169,8 +169,8 @@ def _foreign_system(view: ClusterView, local: LocalState, holder: bool) -> Decis
 
 def _paused(view: ClusterView, local: LocalState, holder: bool) -> Decision:
     """Hands off PostgreSQL; the one promotion is a manual failover the REST API accepted
-    (hamgr/agent/api.py check_paused_failover: the old primary's agent reported its PostgreSQL
-    stopped, or the operator forced it, taking the risk of two primaries)."""
+    (hamgr/agent/apiactions.py check_paused_failover: the old primary's agent reported its
+    PostgreSQL stopped, or the operator forced it, taking the risk of two primaries)."""
     pg, key, req = local.pg, view.leader, view.switchover
     manual = req if req is not None and req.kind == "failover" and req.due(local.wall_now) else None
     note = ""

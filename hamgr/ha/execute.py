@@ -4,6 +4,10 @@
 fails or loses a race (see hamgr/ha/actions.py for that contract). It also owns the agent's
 lease bookkeeping: the leader key's revision it holds, and the fence deadline of the last
 successful keepalive, handed to the fencer process while PostgreSQL runs as primary.
+
+The longer actions are carried out in modules of their own: the bootstrap and its abandonment
+(hamgr/ha/bootstrapexec.py), cloning, pg_rewind, re-cloning and emptying the data directory
+(hamgr/ha/cloneexec.py), and the standby leader's (hamgr/ha/standbyexec.py).
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -33,27 +36,18 @@ from hamgr.fencer.keeper import FencerKeeper
 from hamgr.fencer.watchdog import Watchdog
 from hamgr.ha import actions as a
 from hamgr.ha.applyparams import ParametersRefused, apply_parameters
+from hamgr.ha.bootstrapexec import abandon_bootstrap, bootstrap_marker, run_bootstrap
 from hamgr.ha.callbacks import PRIMARY, REPLICA, CallbackRunner
+from hamgr.ha.cloneexec import clone_from, empty_data_dir, reclone, rewind
 from hamgr.ha.inputs import LocalPostgres, SyncBarrier
 from hamgr.ha.leaseclock import LeaseClock, Renewal
 from hamgr.ha.slots import slot_name
 from hamgr.ha.standbyexec import run_standby_action
 from hamgr.ha.syncrep import ANY_STANDBY
 from hamgr.postgres import PgSettings, PostgresError
-from hamgr.postgres.conf import (
-    STANDBY_SIGNAL,
-    clear_sync_conf,
-    ensure_runtime_dir,
-    write_sync_conf,
-)
-from hamgr.postgres.files import remove_contents, write_file
-from hamgr.postgres.methods import (
-    MemberMethods,
-    create_replica,
-    run_bootstrap_method,
-    run_post_bootstrap,
-    wait_for_end_of_recovery,
-)
+from hamgr.postgres.conf import STANDBY_SIGNAL, clear_sync_conf, write_sync_conf
+from hamgr.postgres.files import write_file
+from hamgr.postgres.methods import MemberMethods
 from hamgr.postgres.process import resolve_run_as
 from hamgr.postgres.settings import ParamValue
 from hamgr.postgres.syncrep import detach, set_synchronous_standby_names
@@ -68,11 +62,6 @@ LONG_STEP = 900.0
 def _no_watchdog(seconds: float) -> Iterator[None]:
     yield
 
-
-REWIND_ATTEMPTS = 5
-REWIND_BACKOFF = 2.0
-"""Seconds before the first retry of a failed pg_rewind; doubled after each failure."""
-"""pg_rewind failures against one leader before giving up (then re-clone, if allowed)."""
 
 StoreTransfer = Callable[[str], Awaitable[None]]
 
@@ -93,16 +82,6 @@ STARTS_POSTGRES = (
 """Actions that start PostgreSQL (or make it primary): never carried out by a stopping agent,
 which would otherwise leave a PostgreSQL running with no agent (a hand-over's last cycle
 decided "starting as a standby of the new leader", and the agent exited)."""
-
-
-BOOTSTRAP_MARKER = "bootstrap-unfinished"
-"""File in the runtime directory that a bootstrap writes before initdb and removes once done."""
-
-
-def _mark_bootstrap(pg: PgSettings, marker: Path) -> None:
-    run_as = resolve_run_as(pg.os_user)
-    ensure_runtime_dir(pg, run_as)
-    write_file(marker, "a bootstrap of this member started and has not succeeded\n", run_as)
 
 
 def _standby_without_upstream(pg: PgSettings) -> None:
@@ -519,44 +498,44 @@ class ActionRunner:
             await self.disarm_fencer()
             return released
         if isinstance(action, a.AbandonBootstrap):
-            return await self._abandon_bootstrap(action.claim_revision)
+            return await abandon_bootstrap(self, action.claim_revision)
         if isinstance(action, a.Bootstrap):
             if not await self._watchdog_allows_primary("bootstrapping"):
                 return False
             with self.long_step(LONG_STEP):
-                return await self._bootstrap(view)
+                return await run_bootstrap(self, view, LONG_STEP)
         if isinstance(action, a.CloneFrom):
             with self.long_step(LONG_STEP):
-                await self._create_replica(view, action.source)
+                await clone_from(self, view, action.source)
             return True
         if isinstance(action, a.StartReplica):
             if action.leader is not None:
-                host, port = self._conn(view, action.leader)
-                postgres.configure_standby(pg, host, port, self._slot(view, action.leader))
+                host, port = self.address_of(view, action.leader)
+                postgres.configure_standby(pg, host, port, self.slot_for(view, action.leader))
             else:
                 _standby_without_upstream(pg)
             await postgres.start(pg, wait=False)  # a standby may need its upstream to be ready
-            self._started(REPLICA)
+            self.started_as(REPLICA)
             return True
         if isinstance(action, a.Follow):
-            host, port = self._conn(view, action.leader)
+            host, port = self.address_of(view, action.leader)
             was_running = postgres.is_running(pg)
-            await postgres.follow(pg, host, port, self._slot(view, action.leader))
+            await postgres.follow(pg, host, port, self.slot_for(view, action.leader))
             if not was_running:
-                self._started(REPLICA)
+                self.started_as(REPLICA)
             return True
         if isinstance(action, a.CloneRemote | a.FollowRemote):
             with self.long_step(LONG_STEP):
                 return await run_standby_action(self, action, view)
         if isinstance(action, a.Rewind):
             with self.long_step(LONG_STEP):
-                return await self._rewind(view, action.leader)
+                return await rewind(self, view, action.leader)
         if isinstance(action, a.Reclone):
             with self.long_step(LONG_STEP):
-                return await self._reclone(view, action.leader)
+                return await reclone(self, view, action.leader)
         if isinstance(action, a.Reinitialize):
             with self.long_step(LONG_STEP):
-                return await self._empty_data_dir()
+                return await empty_data_dir(self)
         if isinstance(action, a.Promote):
             if not await self._watchdog_allows_primary("promoting"):
                 return False
@@ -614,7 +593,7 @@ class ActionRunner:
                 return False
             await postgres.start(pg)
             await self.arm_fencer()
-            self._started(PRIMARY)
+            self.started_as(PRIMARY)
             return True
         if isinstance(action, a.ClearSwitchover):
             self.lease.switchover_stopped_at = None
@@ -663,146 +642,24 @@ class ActionRunner:
             fallback = PRIMARY if self.lease.key is not None else REPLICA
             self.callbacks.fire("on_reload", role or self.callbacks.role or fallback)
 
-    def _started(self, role: str) -> None:
+    def started_as(self, role: str) -> None:
+        """PostgreSQL was started in ``role``: on_start or on_role_change (the callbacks)."""
         if self.callbacks is not None:
             self.callbacks.started(role)
 
-    async def _create_replica(self, view: ClusterView, source: str | None) -> None:
-        """Make the replica's data from ``source`` (None: no leader, see CloneFrom)."""
-        address = self._conn(view, source) if source is not None else None
-        slot = self._slot(view, source) if source is not None else None
-        await create_replica(
-            self.pg, self.methods.replica, scope=self.methods.scope, source=address, slot_name=slot
-        )
-
-    def _slot(self, view: ClusterView, upstream: str) -> str | None:
+    def slot_for(self, view: ClusterView, upstream: str) -> str | None:
         """The slot to stream through from `upstream`: this member's, on the leader, when the
         cluster uses slots (only the leader creates them, see SlotKeeper); else none."""
         leader = view.leader.name if view.leader is not None else None
         return slot_name(self.name) if view.settings.use_slots and upstream == leader else None
 
-    def _conn(self, view: ClusterView, member: str) -> tuple[str, int]:
+    def address_of(self, view: ClusterView, member: str) -> tuple[str, int]:
+        """``member``'s PostgreSQL address (host, port), as it publishes it in the store."""
         m = view.member(member)
         if m is None:
             raise DcsError(f"member {member} is not registered in the store")
         return split_address(m.conn_url)
 
-    @property
-    def bootstrap_marker(self) -> Path:
-        """Present while a bootstrap of this agent's has started and not succeeded."""
-        return self.pg.runtime_dir / BOOTSTRAP_MARKER
-
     def bootstrap_unfinished(self) -> bool:
         """Whether the data directory holds what a failed or interrupted bootstrap left."""
-        return self.bootstrap_marker.exists()
-
-    async def _bootstrap(self, view: ClusterView) -> bool:
-        pg = self.pg
-        method = self.methods.bootstrap
-        await asyncio.to_thread(_mark_bootstrap, pg, self.bootstrap_marker)
-        try:
-            if method is None:
-                await postgres.initdb(pg)
-            else:
-                await run_bootstrap_method(pg, method, self.methods.scope)
-            await postgres.start(pg)
-            if method is not None and method.recovery_conf:
-                await wait_for_end_of_recovery(pg, LONG_STEP)
-            await postgres.bootstrap_users(pg)
-            post = self.methods.post_bootstrap
-            if post is not None:
-                await run_post_bootstrap(pg, post)
-            if self.bootstrap_settings is not None:
-                # Create-if-absent: a config key an operator wrote first is kept.
-                await self.dcs.set_settings(self.bootstrap_settings, expected_revision=0)
-            await self.arm_fencer()
-        except PostgresError as exc:
-            # The marker stays: the next cycle abandons what this bootstrap made.
-            log.error("bootstrap failed: %s; giving the race back", exc)
-            return False
-        self.bootstrap_marker.unlink()
-        self._started(PRIMARY)
-        return True
-
-    async def _abandon_bootstrap(self, claim_revision: int | None) -> bool:
-        """AbandonBootstrap: stop, give the key and the claim back, empty, forget the marker;
-        a step that fails stops here and the next cycle decides again."""
-        pg = self.pg
-        log.warning("abandoning what an unfinished bootstrap left in %s", pg.data_dir)
-        await postgres.stop(pg, "immediate")  # raises while it cannot: nothing else happens
-        if self.lease.key is not None:
-            self.lease.stepping_down = True
-            await self.dcs.release_leader(self.lease.key)
-            self.lease.key = None
-        await self.disarm_fencer()
-        if claim_revision is not None:
-            await self.dcs.delete_initialize(revision=claim_revision)
-        # What the bootstrap made goes: the next attempt (here or elsewhere) starts empty.
-        await asyncio.to_thread(remove_contents, Path(pg.data_dir))
-        self.bootstrap_marker.unlink(missing_ok=True)
-        return True
-
-    async def _rewind(self, view: ClusterView, leader: str) -> bool:
-        lease = self.lease
-        if lease.rewind_failed_against == leader and clock.now() < lease.rewind_retry_at:
-            return False  # backing off after a failure: the next cycle asks again
-        host, port = self._conn(view, leader)
-        self.rewinds += 1
-        log.warning(
-            "running pg_rewind against leader %s (run %d since the agent started)",
-            leader,
-            self.rewinds,
-        )
-        try:
-            result = await postgres.rewind(self.pg, host, port)
-        except PostgresError as exc:
-            log.error("pg_rewind against %s failed: %s", leader, exc)
-            self._rewound("failed")
-            if lease.rewind_failed_against != leader:
-                lease.rewind_failures = 0
-            lease.rewind_failures += 1
-            lease.rewind_failed_against = leader
-            # A failure may be passing (e.g. the killed postmaster's PID not reaped yet, which
-            # pg_rewind's single-user crash recovery takes for a running server): try again
-            # after a growing pause, and give up (re-clone, if allowed) only after several.
-            lease.rewind_retry_at = clock.now() + REWIND_BACKOFF * 2 ** (lease.rewind_failures - 1)
-            lease.rewind_failed = lease.rewind_failures >= REWIND_ATTEMPTS
-            return False
-        self.lease.rewind_failed = False
-        self.lease.rewind_failures = 0
-        self.lease.was_primary = False
-        self._rewound("rewound" if result.rewound else "nothing")
-        if result.rewound:
-            log.info("pg_rewind rewound my data directory to leader %s's timeline", leader)
-        else:
-            log.info("pg_rewind against leader %s: nothing to rewind", leader)
-        postgres.configure_standby(self.pg, host, port, self._slot(view, leader))
-        await postgres.start(self.pg, wait=False)
-        self._started(REPLICA)
-        return True
-
-    def _rewound(self, outcome: str) -> None:
-        if self.on_rewind is not None:
-            self.on_rewind(outcome)
-
-    async def _empty_data_dir(self) -> bool:
-        """Remove everything in the (stopped) data directory, keeping the directory itself (it
-        may be a mount point); False, touching nothing, while PostgreSQL still runs."""
-        if postgres.is_running(self.pg):
-            log.error("not emptying %s: PostgreSQL still runs there", self.pg.data_dir)
-            return False
-        data = Path(self.pg.data_dir)
-        log.warning("reinitialize: removing the contents of %s", data)
-        await asyncio.to_thread(remove_contents, data)
-        return True
-
-    async def _reclone(self, view: ClusterView, leader: str) -> bool:
-        if not self.remove_data_on_rewind_failure:
-            return False
-        data = Path(self.pg.data_dir)
-        aside = data.with_name(f"{data.name}.failed-{int(time.time())}")
-        log.warning("moving %s aside to %s and cloning again from %s", data, aside, leader)
-        data.rename(aside)
-        await self._create_replica(view, leader)
-        self.lease.rewind_failed = False
-        return True
+        return bootstrap_marker(self.pg).exists()

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from hamgr.agent.api import HttpError, check_paused_failover, check_request
+from hamgr.agent.apiactions import check_paused_failover, check_request
 from hamgr.agent.apibodies import FailoverBody, SwitchoverBody
+from hamgr.agent.apierrors import HttpError
 from hamgr.dcs.model import ClusterView, MemberState, PrimaryPosition
 from hamgr.ha import AcquireLeader, ClearSwitchover, Promote, ReleaseLeader, RenewLease
 from hamgr.ha.actions import Action

@@ -15,7 +15,8 @@ from hamgr.raft.core.machine import RaftCore
 from hamgr.raft.core.types import Entry, HardState, Ready, Snapshot
 from hamgr.raft.sim.breakers import RuleBreakers, RuleBreakingCore, make_core
 from hamgr.raft.sim.check import SafetyChecker, Violation
-from hamgr.raft.sim.cores import Simulator, hunt_profile, profile, run_seed
+from hamgr.raft.sim.cores import Simulator, run_seed
+from hamgr.raft.sim.profiles import hunt_profile, profile
 from hamgr.raft.sim.world import Disk
 
 CI_SEEDS = 500

@@ -10,8 +10,8 @@ from collections.abc import Mapping
 import pytest
 
 from hamgr.raft.kv.lease import LeaseClock
-from hamgr.raft.sim.cores import profile
 from hamgr.raft.sim.kv import KVMember, KVSimulator, _Op
+from hamgr.raft.sim.profiles import profile
 from hamgr.raft.sim.world import Member
 
 SEEDS = 60

@@ -34,10 +34,7 @@ from __future__ import annotations
 import argparse
 import heapq
 import random
-import sys
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
 
 from hamgr.raft.core.log import LogInvariantError
 from hamgr.raft.core.membership import bootstrap_log
@@ -57,91 +54,11 @@ from hamgr.raft.core.types import (
 from hamgr.raft.errors import NotLeaderError
 from hamgr.raft.sim.breakers import RuleBreakers
 from hamgr.raft.sim.check import SafetyChecker, Violation
+from hamgr.raft.sim.profiles import SimConfig, hunt_profile, profile
+from hamgr.raft.sim.simcli import add_seed_options, chosen_seeds, run_seeds
 from hamgr.raft.sim.world import App, Disk, Member, MemberTuning, chain_digest
 
 TICK_MS = 10
-
-
-@dataclass(frozen=True)
-class SimConfig:
-    """Knobs of one simulated run; `profile()` picks a random mix from the seed."""
-
-    nodes: int = 3
-    fault_ms: int = 4000
-    liveness_ms: int = 6000
-    election_tick: int = 10
-    heartbeat_tick: int = 2
-    drop: float = 0.03
-    duplicate: float = 0.02
-    delay_ms: tuple[int, int] = (1, 12)
-    slow_fraction: float = 0.05
-    fault_every_ms: tuple[int, int] = (150, 700)
-    crash_in_ready: float = 0.002
-    propose_every_ms: tuple[int, int] = (3, 25)
-    read_every_ms: tuple[int, int] = (10, 60)
-    snapshot_every: int = 40
-    max_inflight: int = 4
-    max_size_per_msg: int = 200
-    membership_changes: bool = True
-    fsync_ms: tuple[int, int] = (0, 0)
-    slow_disk_ms: tuple[int, int] = (0, 0)
-    """When set, a leader's own writes take this long (its disk lags its followers' acks)."""
-    crash_new_leader: float = 0.0
-    crash_new_leader_ms: tuple[int, int] = (1, 40)
-    crash_mid_write: float = 0.0
-    rule_checks: bool = True
-    rule_breakers: RuleBreakers = field(default_factory=RuleBreakers)
-
-
-def profile(seed: int, base: SimConfig | None = None) -> SimConfig:
-    """A per-seed mix of cluster size and fault rates, so many seeds cover many shapes."""
-    r = random.Random(seed ^ 0x5EED)
-    cfg = base or SimConfig()
-    return replace(
-        cfg,
-        nodes=r.choice((3, 3, 5)),
-        drop=r.choice((0.0, 0.02, 0.1)),
-        duplicate=r.choice((0.0, 0.02, 0.05)),
-        crash_in_ready=r.choice((0.0, 0.002, 0.01)),
-        snapshot_every=r.choice((15, 40, 1000)),
-        fsync_ms=r.choice(((0, 0), (0, 0), (1, 8))),
-    )
-
-
-HUNT = SimConfig(
-    max_size_per_msg=1,
-    max_inflight=2,
-    fault_every_ms=(30, 150),
-    delay_ms=(1, 30),
-    propose_every_ms=(1, 10),
-    snapshot_every=0,
-    fsync_ms=(1, 10),
-    slow_disk_ms=(20, 120),
-    crash_in_ready=0.002,
-    crash_new_leader=0.3,
-    crash_new_leader_ms=(1, 30),
-    crash_mid_write=0.5,
-    fault_ms=10_000,
-    liveness_ms=20_000,  # one entry per message: a long uncommitted tail takes a while
-)
-"""A bug-hunting profile: one entry per message, small windows, slow links and disks, frequent
-faults aimed at the moments where Raft's rules matter: slow disks on leaders (a leader's own write
-lags its followers' acks), a crash while a batch is being written
-(its acknowledgements must not be out yet) and a new leader's crash soon after it won (while it
-is still bringing older-term entries to the others, as in the paper's figure 8)."""
-
-
-def hunt_profile(
-    seed: int, breakers: RuleBreakers | None = None, *, rule_checks: bool = True
-) -> SimConfig:
-    """HUNT with 5 members on odd seeds and 3 on even ones, and optional rule breakers;
-    without `rule_checks` only Raft's end properties are checked (how the bugs show)."""
-    return replace(
-        HUNT,
-        nodes=5 if seed % 2 else 3,
-        rule_breakers=breakers or RuleBreakers(),
-        rule_checks=rule_checks,
-    )
 
 
 class Simulator:
@@ -535,30 +452,47 @@ class Simulator:
             if m.up and m.core is not None and m.core.role == Role.LEADER
         ]
 
-    def _client_propose(self) -> None:
+    def _client_turn(self, every_ms: tuple[int, int], kind: str) -> Member | None:
+        """The clients' driver: while faults last, the next `kind` event comes within `every_ms`;
+        this one goes to a random leader (None: there is none now)."""
         if self.faults_on:
-            self.schedule(self.between(self.cfg.propose_every_ms), "propose")
+            self.schedule(self.between(every_ms), kind)
         leaders = self._leaders_now()
         if not leaders:
-            return
-        m = self.rng.choice(leaders)
-        assert m.core is not None
-        self._write_seq += 1
-        data = b"w%d" % self._write_seq
-        try:
-            index = m.core.propose(data)
-        except (NotLeaderError, ProposalDroppedError):
-            return
-        m.proposals[index] = (m.core.term, data)
-        self._drive(m)
+            return None
+        return self.rng.choice(leaders)
+
+    def _client_propose(self) -> None:
+        m = self._client_turn(self.cfg.propose_every_ms, "propose")
+        if m is not None:
+            self._write_via(m)
 
     def _client_read(self) -> None:
-        if self.faults_on:
-            self.schedule(self.between(self.cfg.read_every_ms), "read")
-        leaders = self._leaders_now()
-        if not leaders:
-            return
-        m = self.rng.choice(leaders)
+        m = self._client_turn(self.cfg.read_every_ms, "read")
+        if m is not None:
+            self._read_via(m)
+
+    def _propose(self, m: Member, data: bytes) -> int | None:
+        """Propose `data` on member m as a client (noted in its proposals, to acknowledge once
+        applied); its index, or None when m refused it. The caller drives m afterwards."""
+        core = m.core
+        if core is None:
+            return None  # crashed meanwhile (e.g. while driving an earlier proposal)
+        try:
+            index = core.propose(data)
+        except (NotLeaderError, ProposalDroppedError):
+            return None
+        m.proposals[index] = (core.term, data)
+        return index
+
+    def _write_via(self, m: Member) -> None:
+        """A client's write, on leader m (a richer state machine writes other commands)."""
+        self._write_seq += 1
+        if self._propose(m, b"w%d" % self._write_seq) is not None:
+            self._drive(m)
+
+    def _read_via(self, m: Member) -> None:
+        """A client's ReadIndex read, on leader m: it must see every acknowledged write."""
         assert m.core is not None
         self._write_seq += 1
         ctx = b"r%d" % self._write_seq
@@ -684,12 +618,9 @@ class Simulator:
             if holder in leaders and self._probe[1] in holder.proposals:
                 return  # the outstanding probe may still commit
         m = leaders[0]
-        assert m.core is not None
-        try:
-            index = m.core.propose(b"probe")
-        except (NotLeaderError, ProposalDroppedError):
+        index = self._propose(m, b"probe")
+        if index is None:
             return
-        m.proposals[index] = (m.core.term, b"probe")
         self._probe = (m.id, index)
         self._drive(m)
 
@@ -733,11 +664,7 @@ def main(
 ) -> int:
     """Command line entry point (also of `hamgr.raft.sim.kv`, with its `simulator`)."""
     ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
-    ap.add_argument("--seeds", type=int, default=100, help="how many seeds to run")
-    ap.add_argument("--first", type=int, default=1, help="first seed")
-    ap.add_argument("--seed", type=int, help="run only this seed")
-    ap.add_argument("--trace", action="store_true", help="print every event of the run")
-    ap.add_argument("--hunt", action="store_true", help="use the bug-hunting profile")
+    add_seed_options(ap, 100, "use the bug-hunting profile")
     ap.add_argument(
         "--no-rule-checks",
         action="store_true",
@@ -756,12 +683,7 @@ def main(
         help="test only: make the core break this rule (repeatable)",
     )
     args = ap.parse_args(argv)
-    if args.seed is not None:
-        seeds = [args.seed]
-    else:
-        if args.seeds <= 0:
-            ap.error("--seeds must be positive")
-        seeds = list(range(args.first, args.first + args.seeds))
+    seeds = chosen_seeds(ap, args)
     if args.hunt_report:
         for line in hunt_report(seeds, args.break_rule or RuleBreakers.names(), simulator):
             print(line)
@@ -771,25 +693,13 @@ def main(
     extra = "".join(f" --break-rule {name}" for name in args.break_rule)
     extra += " --hunt" if args.hunt else ""
     extra += "" if checks else " --no-rule-checks"
-    violations = liveness = 0
-    started = time.monotonic()
-    for seed in seeds:
-        trace = print if args.trace else None
+    trace = print if args.trace else None
+
+    def run(seed: int) -> str | None:
         if args.hunt:
             cfg = hunt_profile(seed, breakers, rule_checks=checks)
         else:
             cfg = profile(seed, SimConfig(rule_breakers=breakers, rule_checks=checks))
-        result = simulator(seed, cfg, trace).run()
-        if result is None:
-            continue
-        if result.startswith("violation"):
-            violations += 1
-        else:
-            liveness += 1
-        print(f"seed {seed}: {result}")
-        print(f"  replay: {prog} --seed {seed} --trace{extra}")
-    elapsed = time.monotonic() - started
-    sys.stdout.flush()
-    print(f"elapsed={elapsed:.1f}s seeds_per_second={len(seeds) / elapsed:.1f}", file=sys.stderr)
-    print(f"seeds={len(seeds)} violations={violations} liveness_failures={liveness}")
-    return 1 if violations or liveness else 0
+        return simulator(seed, cfg, trace).run()
+
+    return run_seeds(seeds, run, prog, extra)

@@ -25,14 +25,15 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hamgr.raft.core.types import Entry, EntryType, ProposalDroppedError, Role, Snapshot
+from hamgr.raft.core.types import Entry, EntryType, Role, Snapshot
 from hamgr.raft.errors import LeaseExpiredError, LeaseNotFoundError, NotLeaderError
 from hamgr.raft.kv import kvcommands as kvc
 from hamgr.raft.kv import kvresults as kvr
 from hamgr.raft.kv import store as kvmod
 from hamgr.raft.kv.lease import LeaseClock
-from hamgr.raft.sim.cores import TICK_MS, SimConfig, Simulator, main
+from hamgr.raft.sim.cores import TICK_MS, Simulator, main
 from hamgr.raft.sim.kvcheck import KVHistory
+from hamgr.raft.sim.profiles import SimConfig
 from hamgr.raft.sim.world import Member
 
 KEYS = tuple(b"k%d" % n for n in range(4))
@@ -173,14 +174,9 @@ class KVSimulator(Simulator):
     # -- clients --------------------------------------------------------------------------
 
     def _propose_on(self, m: Member, data: bytes, op: _Op | None) -> None:
-        core = m.core
-        if core is None:
-            return  # crashed meanwhile (e.g. while driving an earlier proposal)
-        try:
-            index = core.propose(data)
-        except (NotLeaderError, ProposalDroppedError):
+        index = self._propose(m, data)
+        if index is None:
             return
-        m.proposals[index] = (core.term, data)
         if op is not None:
             self._ops[(m.id, index)] = op
         self._drive(m)
@@ -199,13 +195,8 @@ class KVSimulator(Simulator):
         self._ops[(m.id, ctx)] = op
         self._drive(m)
 
-    def _client_propose(self) -> None:
-        if self.faults_on:
-            self.schedule(self.between(self.cfg.propose_every_ms), "propose")
-        leaders = self._leaders_now()
-        if not leaders:
-            return
-        m = self.rng.choice(leaders)
+    def _write_via(self, m: Member) -> None:
+        """A put (half of them; some attached to a live lease), a lease grant or a keepalive."""
         roll = self.rng.random()
         live = self.history.live_leases()
         self._write_seq += 1
@@ -228,13 +219,8 @@ class KVSimulator(Simulator):
             lease = self.rng.choice(live)
             self._read_on(m, _Op("keepalive", self.now, lease=lease))
 
-    def _client_read(self) -> None:
-        if self.faults_on:
-            self.schedule(self.between(self.cfg.read_every_ms), "read")
-        leaders = self._leaders_now()
-        if not leaders:
-            return
-        m = self.rng.choice(leaders)
+    def _read_via(self, m: Member) -> None:
+        """A KV read through ReadIndex, of a fixed key or a recent leased one."""
         keys = list(KEYS) + [k for k, _ in self.leased_keys[-8:]]
         key = self.rng.choice(keys)
         self._read_on(m, _Op("read", self.now, key, need_revision=self.key_acked.get(key, 0)))

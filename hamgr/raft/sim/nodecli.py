@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from hamgr.raft.sim.nodebugs import BUGS
+from hamgr.raft.sim.simcli import add_seed_options, chosen_seeds, run_seeds
 
 if TYPE_CHECKING:
     from hamgr.raft.sim.node import NodeSim, NodeSimConfig
@@ -47,11 +46,7 @@ def cli(
 ) -> int:
     """Parse `argv`, run the seeds, print the summary; the exit status."""
     ap = argparse.ArgumentParser(prog=PROG, description=(__doc__ or "").split("\n")[0])
-    ap.add_argument("--seeds", type=int, default=50, help="how many seeds to run")
-    ap.add_argument("--first", type=int, default=1, help="first seed")
-    ap.add_argument("--seed", type=int, help="run only this seed")
-    ap.add_argument("--trace", action="store_true", help="print every event of the run")
-    ap.add_argument("--hunt", action="store_true", help="use the bug-hunting fault mix")
+    add_seed_options(ap, 50, "use the bug-hunting fault mix")
     ap.add_argument("--bug", choices=sorted(BUGS), help="test only: plant this bug in every node")
     ap.add_argument(
         "--bug-report", action="store_true", help="per planted bug, in how many seeds it is caught"
@@ -59,15 +54,9 @@ def cli(
     args = ap.parse_args(argv)
     if args.hunt:
         profile = hunt
-    if args.seed is not None:
-        seeds = [args.seed]
-    else:
-        if args.seeds <= 0:
-            ap.error("--seeds must be positive")
-        seeds = list(range(args.first, args.first + args.seeds))
+    seeds = chosen_seeds(ap, args)
     # A node failing is reported as a violation; its own log line would only repeat it.
     logging.getLogger("hamgr.raft").setLevel(logging.DEBUG if args.trace else logging.CRITICAL + 1)
-    started = time.monotonic()
     if args.bug_report:
         for bug in sorted(BUGS):
             results = [run_seed(s, sim_class, profile, bug) for s in seeds]
@@ -75,21 +64,9 @@ def cli(
             kinds = sorted({r.split(":")[1].strip() for r in caught})
             print(f"{bug}: caught in {len(caught)}/{len(seeds)} seeds ({', '.join(kinds)})")
         return 0
-    violations = liveness = 0
     extra = f" --bug {args.bug}" if args.bug else ""
     extra += " --hunt" if args.hunt else ""
-    for seed in seeds:
-        result = run_seed(seed, sim_class, profile, args.bug, print if args.trace else None)
-        if result is None:
-            continue
-        if result.startswith("violation"):
-            violations += 1
-        else:
-            liveness += 1
-        print(f"seed {seed}: {result}")
-        print(f"  replay: {PROG} --seed {seed} --trace{extra}")
-    elapsed = time.monotonic() - started
-    sys.stdout.flush()
-    print(f"elapsed={elapsed:.1f}s seeds_per_second={len(seeds) / elapsed:.2f}", file=sys.stderr)
-    print(f"seeds={len(seeds)} violations={violations} liveness_failures={liveness}")
-    return 1 if violations or liveness else 0
+    trace = print if args.trace else None
+    return run_seeds(
+        seeds, lambda seed: run_seed(seed, sim_class, profile, args.bug, trace), PROG, extra
+    )
