@@ -11,7 +11,6 @@ import asyncio
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from hamgr.postgres.methods import (
 )
 from hamgr.postgres.settings import PgSettings
 from tests.ha.builders import NO_LEADER, check, local, view
+from tests.tools.poll import wait_for_async
 
 # -- argument lists ----------------------------------------------------------------------------
 
@@ -408,11 +408,11 @@ def test_callbacks_one_at_a_time_and_killed_after_the_timeout(work: Path) -> Non
             on_done=lambda a, c: done.append((a, c)),
         )
         runner.fire("on_reload", "replica")
-        await _until(lambda: (rec / "log").exists())
+        await wait_for_async(lambda: (rec / "log").exists())
         runner.started("primary")  # kills the running on_reload
-        await _until(lambda: len(done) == 2)
+        await wait_for_async(lambda: len(done) == 2)
         runner.fire("on_reload", "primary")  # runs past the timeout: killed
-        await _until(lambda: len(done) == 3)
+        await wait_for_async(lambda: len(done) == 3)
         await runner.close()
 
     asyncio.run(scenario())
@@ -423,13 +423,6 @@ def test_callbacks_one_at_a_time_and_killed_after_the_timeout(work: Path) -> Non
     ]
     log = (rec / "log").read_text().splitlines()
     assert "end on_reload replica demo" not in log and "end on_start primary demo" in log
-
-
-async def _until(probe: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not probe():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 def test_on_restart_after_a_restart_request(work: Path) -> None:
@@ -447,10 +440,10 @@ def test_on_restart_after_a_restart_request(work: Path) -> None:
             {"on_restart": cb}, "demo", pg, 5, on_done=lambda a, c: done.append(c)
         )
         runner.restarted("replica")  # nothing reported yet: the observed role
-        await _until(lambda: len(done) == 1)
+        await wait_for_async(lambda: len(done) == 1)
         runner.started("primary")  # no on_start configured: nothing runs
         runner.restarted("unknown")  # the role last reported wins
-        await _until(lambda: len(done) == 2)
+        await wait_for_async(lambda: len(done) == 2)
         await runner.close()
 
     asyncio.run(scenario())
