@@ -89,6 +89,12 @@ ONE_MISTAKE: list[tuple[str, Any, str]] = [
         'name: expected 1 to 63 letters, digits, ".", "_" or "-", starting with a letter or '
         'digit, got "bad name"',
     ),
+    (  # msgspec matches a pattern with re.search, whose $ also matches before a final newline
+        "name",
+        "pg1\n",
+        'name: expected 1 to 63 letters, digits, ".", "_" or "-", starting with a letter or '
+        "digit, got \"pg1\\n\"",
+    ),
     ("timing_profile", "turbo", 'timing_profile: expected one of "default", "fast", got "turbo"'),
     (
         "log.level",

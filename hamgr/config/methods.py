@@ -41,7 +41,7 @@ MethodName = Annotated[
     str,
     NON_EMPTY,
     Meta(
-        pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$(?!\n)",
         description="a method name (letters, digits, '_' and '-', at most 63)",
     ),
 ]

@@ -58,16 +58,17 @@ class StandbyCluster(Section, frozen=True, kw_only=True):
     """
 
     host: (
-        Annotated[str, Meta(pattern=r"^[^ \n\r\x00]+$", description="a host name or address")]
+        Annotated[str, Meta(pattern=r"^[^ \n\r\x00]+$(?!\n)", description="a host name or address")]
         | None
     ) = None
     port: Annotated[int, Meta(ge=1, le=65535)] = 5432
     primary_slot_name: (
-        Annotated[str, Meta(pattern=f"^{_SLOT.pattern}$", description=_SLOT_NAME)] | None
+        Annotated[str, Meta(pattern=f"^{_SLOT.pattern}$(?!\\n)", description=_SLOT_NAME)] | None
     ) = None
     restore_command: (
         Annotated[
-            str, Meta(pattern=r"^[^\n]*\S[^\n]*$", description="a one-line, non-empty command")
+            str,
+            Meta(pattern=r"^[^\n]*\S[^\n]*$(?!\n)", description="a one-line, non-empty command"),
         ]
         | None
     ) = None
@@ -76,7 +77,7 @@ class StandbyCluster(Section, frozen=True, kw_only=True):
         Annotated[
             str,
             Meta(
-                pattern=r"^\d+\s*(ms|s|min|h|d)?$",
+                pattern=r"^\d+\s*(ms|s|min|h|d)?$(?!\n)",
                 description="milliseconds, or a number with ms, s, min, h or d",
             ),
         ]

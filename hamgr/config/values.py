@@ -41,7 +41,7 @@ _HOST_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 _PORT = re.compile(r"[0-9]{1,5}")
 
 MEMBER_NAME = msgspec.Meta(
-    pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
+    pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$(?!\n)",
     description='1 to 63 letters, digits, ".", "_" or "-", starting with a letter or digit',
 )
 """A scope or member name: it becomes part of store keys, file names and URLs."""

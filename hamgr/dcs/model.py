@@ -43,12 +43,9 @@ FencerState = Literal["", "armed", "disarmed"]
 Lsn = Annotated[int, Meta(ge=0, description="a WAL position in bytes")]
 Timeline = Annotated[int, Meta(ge=1)]
 Count = Annotated[int, Meta(ge=0)]
-MemberName = Annotated[
-    str, Meta(pattern=f"{MEMBER_NAME.pattern}(?!\\n)", description=MEMBER_NAME.description)
-]
-"""A scope or member name, as the config file's (MEMBER_NAME). msgspec matches a pattern with
-``re.search``, whose ``$`` also matches before a final newline: ``(?!\\n)`` refuses ``"a\\n"``
-as the config loader's full match does."""
+MemberName = Annotated[str, MEMBER_NAME]
+"""A scope or member name, as the config file's (MEMBER_NAME, whose pattern also refuses a
+final newline: msgspec matches with ``re.search``, where ``$`` matches before one)."""
 
 #: Common values of MemberState.state (the field accepts any non-empty word, for newer agents).
 STATES = ("running", "starting", "stopping", "stopped", "crashed", "bootstrapping", "cloning")
