@@ -63,6 +63,12 @@ def _fill(path: Path) -> int:
     return written
 
 
+PROBE_BYTES = 8192
+"""The probe write's value: larger than a page, so that appending it to the log needs a new
+page of the full filesystem (a small record can still fit in the slack of the log file's last
+page, and then the full disk is only found some writes later)."""
+
+
 def _put(c: AgentCluster, key: bytes) -> None:
     """One write to the store through the other members (the cluster is quiet when healthy:
     without one, the full disk would only be found at the next change of a key)."""
@@ -71,7 +77,7 @@ def _put(c: AgentCluster, key: bytes) -> None:
     async def put() -> None:
         hosts = [(m.host, 7100) for m in c.members.values() if m.name != FULL]
         async with StoreClient(hosts, c.scope, secret) as client:
-            await client.put(key, b"x", timeout=10.0)
+            await client.put(key, b"x" * PROBE_BYTES, timeout=10.0)
 
     asyncio.run(put())
 
