@@ -188,10 +188,8 @@ class RaftNode(NodeAPI):
         self._pending = PendingRequests(node_id, max_batch)
         self._soft = SoftState(NONE, Role.FOLLOWER)
         self._tasks: list[asyncio.Task[None]] = []
-        self._tick_timer: asyncio.TimerHandle | None = None  # the wake for tick `_tick_due`
-        self._tick_origin = 0.0  # on `clock`: tick n is due at origin + n * tick_interval
-        self._ticks = 0  # ticks passed (applied, or skipped by a late event loop)
-        self._tick_due = 1  # the tick the timer wakes for (later ones: `idle_ticks` deferred)
+        self._tick_timer: asyncio.TimerHandle | None = None  # the next election-timer tick
+        self._next_tick = 0.0  # when it is due, on `clock`
         self._snapshotting: asyncio.Task[Snapshot] | None = None
         self._saving: _Saving | None = None  # the one batch being written, if any
         self._durable_commit = 0  # the highest commit index a finished write stored
@@ -247,7 +245,7 @@ class RaftNode(NodeAPI):
         self._state = "running"
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._drive(), name=f"raft-driver-{self.id}")]
-        self._tick_origin = self._clock()
+        self._next_tick = self._clock() + self.tick_interval
         self._tick_timer = loop.call_later(self.tick_interval, self._on_tick)
         self._wake.set()
 
@@ -315,64 +313,36 @@ class RaftNode(NodeAPI):
     def _on_message(self, msg: Message) -> None:
         if self._state != "running" or self._core is None:
             return
-        core = self._core
-        self._catch_up(core, self._clock())
-        core.step(msg)
-        if self._tick_timer is not None:
-            self._schedule_tick(core)
+        self._core.step(msg)
         self._wake.set()
 
     def _on_tick(self) -> None:
-        """The election timer's wake: the ticks up to `_tick_due`, then the next wake.
+        """One election-timer tick, then the next one scheduled.
 
-        A timer callback rather than a task that sleeps (one event-loop turn per wake, no
-        future, no task step), and a follower of a live leader is not woken for every tick:
-        the ticks it only counts (`RaftCore.idle_ticks`) are deferred, and applied when the
-        count would matter or before the next message is stepped (`_catch_up`), so the core
-        sees the same ticks in the same order as with one wake per tick (issue 15: most of an
-        idle member's wakes). Ticks keep a fixed grid (tick n at origin + n intervals); a
-        loop that woke late skips the ticks it missed after the one due, with a warning. An
-        error in a tick stops the ticking, logged (a member that ticks on a core in a state
-        it cannot handle would only repeat it).
+        A timer callback rather than a task that sleeps: every member ticks ten times per
+        election timeout however idle it is, and a callback costs one event-loop turn per
+        tick, with no future and no task step (issue 15). Ticks keep their fixed cadence
+        (`_next_tick` moves by whole intervals); a loop that fell behind skips the ticks it
+        missed, with a warning. An error in a tick stops the ticking, logged (a member that
+        ticks on a core in a state it cannot handle would only repeat it).
         """
         self._tick_timer = None
-        core = self._core
-        if self._shut_down or self._state != "running" or core is None:
+        if self._shut_down or self._state != "running" or self._core is None:
             return
+        interval = self.tick_interval
         now = self._clock()
-        behind = int((now - self._tick_at(self._tick_due)) // self.tick_interval)
+        behind = int((now - self._next_tick) // interval)
         if behind > 0:
             log.warning("node %d: event loop late, skipped %d ticks", self.id, behind)
+            self._next_tick += behind * interval
+        self._next_tick += interval
         try:
-            while self._ticks < self._tick_due:
-                self._ticks += 1
-                self._tick(core, now)
+            self._tick(self._core, now)
         except Exception:
             log.critical("node %d: a tick failed; the election timer stops", self.id, exc_info=True)
             return
-        self._ticks += max(0, behind)
-        self._schedule_tick(core)
-
-    def _tick_at(self, n: int) -> float:
-        return self._tick_origin + n * self.tick_interval
-
-    def _schedule_tick(self, core: RaftCore) -> None:
-        """(Re)arm the timer for the last tick the core can take without acting on it."""
-        due = self._ticks + core.idle_ticks()
-        if self._tick_timer is not None:
-            if due == self._tick_due:
-                return
-            self._tick_timer.cancel()
-        self._tick_due = due
-        delay = max(0.0, self._tick_at(due) - self._clock())
+        delay = max(0.0, self._next_tick - self._clock())
         self._tick_timer = asyncio.get_running_loop().call_later(delay, self._on_tick)
-
-    def _catch_up(self, core: RaftCore, now: float) -> None:
-        """Apply the deferred ticks due by `now`, up to the one the timer waits for (a later
-        one is the timer's to apply or skip)."""
-        while self._ticks < self._tick_due and self._tick_at(self._ticks + 1) <= now:
-            self._ticks += 1
-            self._tick(core, now)
 
     def _tick(self, core: RaftCore, now: float) -> None:
         core.tick()
@@ -396,8 +366,6 @@ class RaftNode(NodeAPI):
                 self._flush_proposals()
                 while await self._drive_step(core):
                     self._flush_proposals()
-                if self._tick_timer is not None:
-                    self._schedule_tick(core)  # a request or an applied entry may matter too
                 if self._saving is None:
                     await self._snapshot_step(core)
         except asyncio.CancelledError:
