@@ -259,6 +259,20 @@ def settle(c: ChaosCluster, timeout: float) -> str | None:
     return None
 
 
+def _states(c: ChaosCluster) -> str:
+    """One line per member: what GET /primary, /replica and /patroni answer (why a cluster
+    did not settle)."""
+    lines = []
+    for name in c.members:
+        primary, _ = c.http(name, "/primary", 1.0)
+        replica, _ = c.http(name, "/replica", 1.0)
+        status, body = c.http(name, "/patroni", 1.0)
+        keys = ("state", "role", "timeline", "xlog", "streaming", "holds_leader_key", "detached")
+        brief = {k: body.get(k) for k in keys} if isinstance(body, dict) else body
+        lines.append(f"{name}: /primary {primary}, /replica {replica}, /patroni {status} {brief}")
+    return "\n".join(lines)
+
+
 def run_schedule(
     c: ChaosCluster,
     steps: list[Step],
@@ -317,6 +331,8 @@ def run_schedule(
             final = settle(c, SETTLE)
             settled_after = time.monotonic() - healed_at if final else None
             note(f"after the nemesis: primary {final}")
+            if final is None:
+                note(f"not settled; each member says:\n{_states(c)}\n{c.log_tails(40)}")
             report.findings.append(checkers.liveness(settled_after, SETTLE, final))
             _wait(time.monotonic() + AFTER_SETTLE)
             if probes is not None:
