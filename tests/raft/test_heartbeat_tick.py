@@ -90,3 +90,27 @@ def test_a_read_round_counts_as_the_heartbeat() -> None:
         assert not [m for m in c.outbox if m.type == MsgType.HEARTBEAT]
     c.tick(leader)
     assert sum(1 for m in c.outbox if m.type == MsgType.HEARTBEAT and not m.context) == 2
+
+
+def test_a_follower_defers_only_ticks_that_do_nothing_but_count() -> None:
+    """RaftCore.idle_ticks: a driver may wake only for the last of that many ticks of a
+    follower of a live leader (issue 15: no wake per tick while heartbeats flow). Every tick
+    before the last sends nothing, changes no role and keeps leader_in_touch; the last is where
+    leader_in_touch turns false; anything but such a follower ticks one at a time."""
+    c = Cluster([1, 2, 3], election_tick=ELECTION_TICK, heartbeat_tick=3, seed=3)
+    leader = _leader_of(c)
+    assert c.core(leader).idle_ticks() == 1
+    c.crash(leader)  # no heartbeat resets the followers' counts from here on
+    for f in (2, 3):
+        core = c.core(f)
+        left = core.idle_ticks()
+        assert left == ELECTION_TICK
+        for i in range(left):
+            assert core.leader_in_touch()
+            assert core.idle_ticks() == left - i
+            c.tick(f)
+            if i < left - 1:
+                assert not c.outbox
+                assert core.role == Role.FOLLOWER
+        assert not core.leader_in_touch() or core.role != Role.FOLLOWER
+        assert core.idle_ticks() == 1

@@ -410,3 +410,26 @@ async def test_storage_failure_is_fatal(cluster: Cluster) -> None:
     new = await cluster.leader()
     got = await retry(lambda: new.get(b"x"))
     assert [kv.value for kv in got.kvs] in ([b"1"], [b"2"])
+
+
+async def test_a_follower_stops_vouching_once_its_leader_is_silent_on_the_clock(
+    cluster: Cluster,
+) -> None:
+    """RaftNode.current_copy on a follower turns False as soon as an election timeout passed
+    on its clock without a word from its leader, before any tick ran: a follower's ticks may
+    wait for a later wake, or be skipped by a late loop (issue 15), so its tick count alone
+    could vouch for a view it can no longer know is current."""
+    await cluster.start_all()
+    leader = await cluster.leader()
+    await retry(lambda: leader.put(b"seen", b"x"))
+    follower = next(n for n in cluster.running() if not n.is_leader)
+    revision, term = leader.kv.revision, leader.term()
+    assert term is not None
+    await wait_for_async(
+        lambda: follower.current_copy(revision, term), what="the follower vouches for its copy"
+    )
+    cluster.clock.advance(follower.election_timeout)
+    assert not follower.current_copy(revision, term)  # no await: no tick, no message ran
+    await wait_for_async(
+        lambda: follower.current_copy(revision, term), what="vouching again once heard from"
+    )

@@ -123,6 +123,21 @@ class RaftCore:
                 if not self.has_unapplied_conf_changes():
                     self._campaign(_PRE_ELECTION if self.cfg.pre_vote else _ELECTION)
 
+    def idle_ticks(self) -> int:
+        """How many ticks in a row can do nothing but count, the last of them included (at
+        least 1).
+
+        A follower of a known leader only counts ticks toward its election timeout until the
+        count reaches `election_tick`: no tick before that campaigns (the randomized timeout is
+        at least `election_tick`) nor changes what `leader_in_touch` answers; the last one may.
+        A driver may wake only for that last tick, provided it applies the counting ticks
+        already due before it steps a message (a heartbeat resets the count). Anything else
+        ticks one at a time. See `hamgr.raft.server.ticks`.
+        """
+        if self.role != Role.FOLLOWER or self.lead == NONE:
+            return 1
+        return max(1, self.cfg.election_tick - self._election_elapsed)
+
     def _tick_leader(self) -> None:
         self._heartbeat_elapsed += 1
         self._election_elapsed += 1

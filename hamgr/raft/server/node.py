@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import random
 import ssl
@@ -76,6 +77,7 @@ from hamgr.raft.server.pending import (
     PendingRequests,
     WriteOutcomeUnknownError,
 )
+from hamgr.raft.server.ticks import TickSchedule, TickTake
 from hamgr.raft.wal.storage import RaftStorage
 
 __all__ = [
@@ -188,8 +190,9 @@ class RaftNode(NodeAPI):
         self._pending = PendingRequests(node_id, max_batch)
         self._soft = SoftState(NONE, Role.FOLLOWER)
         self._tasks: list[asyncio.Task[None]] = []
-        self._tick_timer: asyncio.TimerHandle | None = None  # the next election-timer tick
-        self._next_tick = 0.0  # when it is due, on `clock`
+        self._tick_timer: asyncio.TimerHandle | None = None  # the wake for `_ticks.wake_tick`
+        self._ticks = TickSchedule(0.0, self.tick_interval)  # set again at start
+        self._heard_leader_at = -math.inf  # on `clock`: a follower's last message from its leader
         self._snapshotting: asyncio.Task[Snapshot] | None = None
         self._saving: _Saving | None = None  # the one batch being written, if any
         self._durable_commit = 0  # the highest commit index a finished write stored
@@ -245,7 +248,7 @@ class RaftNode(NodeAPI):
         self._state = "running"
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._drive(), name=f"raft-driver-{self.id}")]
-        self._next_tick = self._clock() + self.tick_interval
+        self._ticks = TickSchedule(self._clock(), self.tick_interval)
         self._tick_timer = loop.call_later(self.tick_interval, self._on_tick)
         self._wake.set()
 
@@ -311,37 +314,67 @@ class RaftNode(NodeAPI):
     # -- inputs from the network and the clock --------------------------------------------
 
     def _on_message(self, msg: Message) -> None:
-        if self._state != "running" or self._core is None:
+        core = self._core
+        if self._state != "running" or core is None:
             return
-        self._core.step(msg)
+        if self._ticks.deferring and self._tick_timer is not None:
+            self._take_ticks(core, self._ticks.on_message, "a message")
+        core.step(msg)
+        if msg.frm == core.lead and core.role == Role.FOLLOWER:
+            self._heard_leader_at = self._clock()
+        if self._tick_timer is not None:
+            self._arm_tick(core)
         self._wake.set()
 
     def _on_tick(self) -> None:
-        """One election-timer tick, then the next one scheduled.
+        """The election timer's wake: the ticks due (`TickSchedule.on_timer`), then the next
+        wake armed.
 
-        A timer callback rather than a task that sleeps: every member ticks ten times per
-        election timeout however idle it is, and a callback costs one event-loop turn per
-        tick, with no future and no task step (issue 15). Ticks keep their fixed cadence
-        (`_next_tick` moves by whole intervals); a loop that fell behind skips the ticks it
-        missed, with a warning. An error in a tick stops the ticking, logged (a member that
-        ticks on a core in a state it cannot handle would only repeat it).
+        A timer callback rather than a task that sleeps (one event-loop turn per wake, no
+        future, no task step), and a follower of a live leader is not woken for each tick it
+        only counts: `hamgr.raft.server.ticks` says which ticks an event applies and which a
+        late loop skips (issue 15: most of an idle member's wakes). An error in a tick stops
+        the ticking, logged (a member that ticks on a core in a state it cannot handle would
+        only repeat it).
         """
         self._tick_timer = None
-        if self._shut_down or self._state != "running" or self._core is None:
+        core = self._core
+        if self._shut_down or self._state != "running" or core is None:
             return
-        interval = self.tick_interval
+        if self._take_ticks(core, self._ticks.on_timer, "the election timer"):
+            self._arm_tick(core)
+
+    def _take_ticks(self, core: RaftCore, take: Callable[[float], TickTake], by: str) -> bool:
+        """Apply the ticks `take` grants at the clock's time; False when a tick failed (the
+        timer then stays stopped)."""
         now = self._clock()
-        behind = int((now - self._next_tick) // interval)
-        if behind > 0:
-            log.warning("node %d: event loop late, skipped %d ticks", self.id, behind)
-            self._next_tick += behind * interval
-        self._next_tick += interval
+        granted = take(now)
+        if granted.skipped:
+            log.warning(
+                "node %d: event loop late (seen by %s), skipped %d ticks",
+                self.id,
+                by,
+                granted.skipped,
+            )
         try:
-            self._tick(self._core, now)
+            for _ in range(granted.apply):
+                self._tick(core, now)
         except Exception:
             log.critical("node %d: a tick failed; the election timer stops", self.id, exc_info=True)
-            return
-        delay = max(0.0, self._next_tick - self._clock())
+            if self._tick_timer is not None:
+                self._tick_timer.cancel()
+                self._tick_timer = None
+            return False
+        return True
+
+    def _arm_tick(self, core: RaftCore) -> None:
+        """(Re)set the timer for the last tick the core can take without acting on it."""
+        moved = self._ticks.rearm(core.idle_ticks())
+        if self._tick_timer is not None:
+            if not moved:
+                return
+            self._tick_timer.cancel()
+        delay = max(0.0, self._ticks.time_of(self._ticks.wake_tick) - self._clock())
         self._tick_timer = asyncio.get_running_loop().call_later(delay, self._on_tick)
 
     def _tick(self, core: RaftCore, now: float) -> None:
@@ -366,6 +399,8 @@ class RaftNode(NodeAPI):
                 self._flush_proposals()
                 while await self._drive_step(core):
                     self._flush_proposals()
+                if self._tick_timer is not None:
+                    self._arm_tick(core)  # a request or an applied entry may change the role
                 if self._saving is None:
                     await self._snapshot_step(core)
         except asyncio.CancelledError:
@@ -660,14 +695,20 @@ class RaftNode(NodeAPI):
         """Whether this member's store can vouch for a read made at ``revision`` in ``term``
         (what a cache of that read needs before it trusts a quiet watch on this member): it
         runs, it is still in ``term`` and in touch with its leader (see
-        ``RaftCore.leader_in_touch``), it applied every entry it knows committed, and it has
-        reached ``revision``. A lagging or cut-off member answers False."""
+        ``RaftCore.leader_in_touch``; a follower also heard from its leader within the
+        election timeout on the clock, since its ticks may wait for a later wake or have been
+        skipped by a late loop: `hamgr.raft.server.ticks`), it applied every entry it knows
+        committed, and it has reached ``revision``. A lagging or cut-off member answers False."""
         core = self._core
         return (
             core is not None
             and self._state == "running"
             and core.term == term
             and core.leader_in_touch()
+            and (
+                core.role == Role.LEADER
+                or self._clock() - self._heard_leader_at < self.election_timeout
+            )
             and core.log.applied >= core.log.committed
             and self.kv.revision >= revision
         )
