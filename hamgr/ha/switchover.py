@@ -145,22 +145,51 @@ def release_when_reached(
     what = describe_request(req)
     waited = local.now - (local.switchover_stopped_at or local.now)
     ttl = view.settings.ttl
+    names = [] if peers is None else _targets(req, local, peers)
+    got = {} if peers is None else _eligible_positions(names, peers)
+    at = "positions unknown" if peers is None else _positions(names, peers, got)
     if waited > ttl:
         return (
             (ClearSwitchover(req), *abort),
-            f"{what} aborted: no standby {reached} within {ttl:g} s; {abort_tail}",
+            f"{what} aborted: no standby {reached} within {ttl:g} s ({at}); {abort_tail}",
         )
     if peers is None or needed is None:
         return (ProbePeers(),), f"{what}: waiting for the standbys' positions"
-    names = [req.candidate] if req.candidate else sorted(n for n in peers if n != local.name)
-    got = {
+    done = sorted(n for n, lsn in got.items() if lsn is not None and lsn >= needed)
+    if done:
+        return (ReleaseLeader(key),), f"{what}: {done[0]} {reached}: releasing the leader key"
+    return (ProbePeers(),), f"{what}: waiting for a standby to {goal} ({at})"
+
+
+def _targets(
+    req: SwitchoverRequest, local: LocalState, peers: Mapping[str, PeerProbe]
+) -> list[str]:
+    """The members a handover may go to: the candidate, or every other member probed."""
+    return [req.candidate] if req.candidate else sorted(n for n in peers if n != local.name)
+
+
+def _eligible_positions(names: list[str], peers: Mapping[str, PeerProbe]) -> dict[str, int | None]:
+    """The WAL position of each of `names` that is still an eligible standby."""
+    return {
         n: p.position
         for n in names
         if (p := peers.get(n)) is not None and p.running and p.role == "replica"
         if p.priority > 0
     }
-    done = sorted(n for n, lsn in got.items() if lsn is not None and lsn >= needed)
-    if done:
-        return (ReleaseLeader(key),), f"{what}: {done[0]} {reached}: releasing the leader key"
-    at = ", ".join(f"{n} at {show_lsn(lsn)}" for n, lsn in sorted(got.items())) or "none eligible"
-    return (ProbePeers(),), f"{what}: waiting for a standby to {goal} ({at})"
+
+
+def _positions(
+    names: list[str], peers: Mapping[str, PeerProbe], got: Mapping[str, int | None]
+) -> str:
+    """Where each target stands, for the wait's and the abort's words (why no one qualified:
+    behind, no answer, or no longer an eligible standby)."""
+    parts = []
+    for n in names:
+        probe = peers.get(n)
+        if n in got:
+            parts.append(f"{n} at {show_lsn(got[n])}")
+        elif probe is None or not probe.reachable:
+            parts.append(f"{n} did not answer")
+        else:
+            parts.append(f"{n} not eligible")
+    return ", ".join(parts) or "none eligible"

@@ -297,7 +297,7 @@ SWITCH = [
         local("a", FINAL, **HANDING),
         probes(probe("b", nofailover=True), probe("c", BASE_LOW)),
         (RenewLease(), ProbePeers()),
-        "(c at 0/2FFFF9C)",
+        "(b not eligible, c at 0/2FFFF9C)",
     ),
     row(
         "standby-switchover-does-not-release-to-a-candidate-tagged-nofailover-meanwhile",
@@ -305,7 +305,7 @@ SWITCH = [
         local("a", FINAL, **HANDING),
         probes(probe("b", nofailover=True), probe("c")),
         (RenewLease(), ProbePeers()),
-        "waiting for a standby to reach my final position 0/3000000 (none eligible)",
+        "waiting for a standby to reach my final position 0/3000000 (b not eligible)",
     ),
     row(
         "standby-switchover-aborts-after-ttl-and-streams-again",
@@ -313,7 +313,7 @@ SWITCH = [
         local("a", FINAL, leader=True, switchover_stopped_at=NOW - 7.0),
         probes(probe("b", BASE_LOW)),
         (RenewLease(), ClearSwitchover(REQ), FollowRemote()),
-        "aborted: no standby reached my final position 0/3000000 within 6 s",
+        "aborted: no standby reached my final position 0/3000000 within 6 s (b at 0/2FFFF9C)",
     ),
     row(
         "detached-holder-without-a-recorded-instant-checks-again",

@@ -19,6 +19,7 @@ from hamgr.ha import (
     StartPostgres,
 )
 from hamgr.ha.decide import promotion_reason
+from hamgr.ha.inputs import PeerProbe
 from tests.ha.builders import (
     ARGS,
     BASE,
@@ -122,7 +123,7 @@ SWITCHOVER = [
         local("a", stopped(checkpoint_lsn=CHECKPOINT), **STOPPED_FOR_IT),
         probes(probe("b", PAST_CHECKPOINT, nofailover=True)),
         (RenewLease(), ProbePeers()),
-        "waiting for a standby to receive my shutdown checkpoint 0/3000000 (none eligible)",
+        "waiting for a standby to receive my shutdown checkpoint 0/3000000 (b not eligible)",
     ),
     row(
         "no-release-to-a-member-no-longer-a-standby",
@@ -130,7 +131,8 @@ SWITCHOVER = [
         local("a", stopped(checkpoint_lsn=CHECKPOINT), **STOPPED_FOR_IT),
         probes(probe("b", PAST_CHECKPOINT, role="primary"), probe("c", CHECKPOINT)),
         (RenewLease(), ProbePeers()),
-        "waiting for a standby to receive my shutdown checkpoint 0/3000000 (c at 0/3000000)",
+        "waiting for a standby to receive my shutdown checkpoint 0/3000000 (b not eligible, c at "
+        "0/3000000)",
     ),
     row(
         "aborts-after-ttl",
@@ -138,7 +140,16 @@ SWITCHOVER = [
         local("a", stopped(checkpoint_lsn=CHECKPOINT), leader=True, switchover_stopped_at=NOW - 7),
         probes(probe("b", CHECKPOINT)),
         (RenewLease(), ClearSwitchover(REQ), StartPostgres()),
-        "aborted: no standby received my shutdown checkpoint 0/3000000 within 6 s",
+        "aborted: no standby received my shutdown checkpoint 0/3000000 within 6 s (b at "
+        "0/3000000); starting again as primary",
+    ),
+    row(
+        "aborts-after-ttl-naming-a-candidate-that-did-not-answer",
+        view(switchover=REQ),
+        local("a", stopped(checkpoint_lsn=CHECKPOINT), leader=True, switchover_stopped_at=NOW - 7),
+        probes(PeerProbe(name="b", reachable=False)),
+        (RenewLease(), ClearSwitchover(REQ), StartPostgres()),
+        "within 6 s (b did not answer); starting again as primary",
     ),
     row(
         "withdrawn-restarts-primary",
