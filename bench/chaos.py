@@ -36,6 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.procs import exit_on_sigterm  # noqa: E402
 from tests.chaos import nemesis  # noqa: E402
 from tests.chaos.checkers import leader_changes  # noqa: E402
 from tests.chaos.harness import ChaosCluster, chaos_cluster, unavailable  # noqa: E402
@@ -166,6 +167,7 @@ def sweep(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    exit_on_sigterm()
     reason = unavailable()
     if reason:
         print(f"bench/chaos.py: {reason}", file=sys.stderr)

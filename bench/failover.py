@@ -115,7 +115,7 @@ from faults import SCENARIOS, Fault, FaultError, FaultOptions, Progress  # noqa:
 from hacluster import PASSWORD, PG_PORT, Cluster, wait_for  # noqa: E402
 from haproxy import HaproxyError, ensure_haproxy, server_event, start_haproxy  # noqa: E402
 from partition import PartitionError, iptables_unavailable  # noqa: E402
-from procs import Child, Procs  # noqa: E402
+from procs import Child, Procs, exit_on_sigterm  # noqa: E402
 from writers import LB, SEQ_STRIDE, WriterSet, WriterSpec  # noqa: E402
 
 HOSTS = ["127.0.0.141", "127.0.0.142", "127.0.0.143"]
@@ -496,6 +496,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    exit_on_sigterm()
     try:
         binary = ensure_haproxy()
     except HaproxyError as exc:

@@ -61,6 +61,7 @@ sys.path.insert(0, str(HERE))
 import psycopg  # noqa: E402
 import yaml  # noqa: E402
 from hacluster import PASSWORD, SMALL_PG, Cluster, _children, _is_postmaster_of  # noqa: E402
+from procs import exit_on_sigterm  # noqa: E402
 from procstat import (  # noqa: E402
     cpu_percent,
     cpu_ticks,
@@ -493,6 +494,7 @@ def patroni_half(args: argparse.Namespace, root: Path) -> PatroniCluster:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    exit_on_sigterm()
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="hamgr-footprint-"))
     os.chmod(root, 0o755)
     cluster = Cluster(root / "hamgr", HAMGR_HOSTS, profile="default", scope="footprint")

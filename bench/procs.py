@@ -16,6 +16,19 @@ import time
 from collections.abc import Callable
 
 
+def exit_on_sigterm() -> None:
+    """From now on SIGTERM raises SystemExit(143) in the main thread, so that every `with`
+    block and `finally` between it and the benchmark's main (Procs, a cluster's close) stops
+    and cleans up what it started, as on any error. Without it SIGTERM ends the interpreter at
+    once and leaves members running; and a benchmark started in the background by a
+    non-interactive shell ignores SIGINT, so SIGTERM is how one stops it."""
+
+    def on_term(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
 class Child:
     """A started process and a queue of its stdout lines."""
 

@@ -34,7 +34,7 @@ sys.path.insert(0, str(HERE))
 
 from kvload import VALUE, Figures, run_async  # noqa: E402
 from netbench import network_hamgr  # noqa: E402
-from procs import Child, Procs  # noqa: E402
+from procs import Child, Procs, exit_on_sigterm  # noqa: E402
 
 PY = sys.executable
 
@@ -196,6 +196,7 @@ def main() -> int:
     if args.seconds <= 0:
         ap.error("--seconds must be positive")
     ensure_pysyncobj()
+    exit_on_sigterm()
 
     with tempfile.TemporaryDirectory(prefix="hamgr-bench-") as tmpname:
         tmp = Path(tmpname)
