@@ -228,9 +228,17 @@ async def test_pause_resume_config_and_history(cluster: Cluster) -> None:
     assert code == 0 and out.startswith("Configuration changed:\n"), err
     assert cluster.store.view.settings.ttl == 10.0
     assert dict(cluster.store.view.settings.parameters) == {"work_mem": "64MB"}
+    code, out, err = await hactl(*base, "edit-config", "-p", "pg_stat_statements.track=all",
+                                 "-s", "ttl=12", "--force")  # fmt: skip
+    assert code == 0 and out.startswith("Configuration changed:\n"), err
+    assert cluster.store.view.settings.ttl == 12.0
+    assert dict(cluster.store.view.settings.parameters) == {
+        "work_mem": "64MB",
+        "pg_stat_statements.track": "all",
+    }
     code, out, _ = await hactl(*base, "show-config")
     shown = yaml.safe_load(out)
-    assert code == 0 and shown["ttl"] == 10.0 and shown["pause"] is False
+    assert code == 0 and shown["ttl"] == 12.0 and shown["pause"] is False
     code, out, _ = await hactl(*base, "history", "-f", "json")
     assert json.loads(out)[0]["New Leader"] == "a" and json.loads(out)[0]["LSN"] == 50 << 20
     code, out, _ = await hactl(*base, "history")

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from hamgr.cli.ctl_client import CtlError
-from hamgr.cli.ctl_editconfig import diff_patch, parse_config, show_diff
+from hamgr.cli.ctl_editconfig import diff_patch, parse_config, settings_patch, show_diff
 from hamgr.cli.ctl_pick import candidates, dsn, pick_member
 from hamgr.cli.ctl_query import Result, format_results, read_sql
 from hamgr.cli.ctl_remove import AWARE, describe, typed_confirmations
@@ -282,6 +282,49 @@ def test_version_line(status: dict[str, Any], line: str) -> None:
 )
 def test_diff_patch(before: dict[str, Any], after: dict[str, Any], patch: dict[str, Any]) -> None:
     assert diff_patch(before, after) == patch
+
+
+@pytest.mark.parametrize(
+    ("sets", "pgs", "patch"),
+    [
+        (["ttl=10"], [], {"ttl": 10}),
+        (["pause=true", "ttl=8.5"], [], {"pause": True, "ttl": 8.5}),
+        (["parameters.work_mem=64MB"], [], {"parameters": {"work_mem": "64MB"}}),
+        ([], ["work_mem=64MB"], {"parameters": {"work_mem": "64MB"}}),
+        ([], ["max_connections=200"], {"parameters": {"max_connections": 200}}),
+        # a parameter's name keeps its dots, whichever option names it (as patronictl)
+        (
+            ["parameters.pg_stat_statements.track=all"],
+            ["auto_explain.log_min_duration=1s"],
+            {
+                "parameters": {
+                    "pg_stat_statements.track": "all",
+                    "auto_explain.log_min_duration": "1s",
+                }
+            },
+        ),
+        (["ttl=10"], ["work_mem=1MB"], {"ttl": 10, "parameters": {"work_mem": "1MB"}}),
+        (["standby_cluster.host=10.0.0.1"], [], {"standby_cluster": {"host": "10.0.0.1"}}),
+        ([], ["work_mem="], {"parameters": {"work_mem": ""}}),
+    ],
+)
+def test_settings_patch(sets: list[str], pgs: list[str], patch: dict[str, Any]) -> None:
+    assert settings_patch(sets, pgs) == patch
+
+
+@pytest.mark.parametrize(
+    ("sets", "pgs", "error"),
+    [
+        (["ttl"], [], "--set: expected key=value (e.g. ttl=10), got 'ttl'"),
+        (["a..b=1"], [], "--set: expected key=value (e.g. ttl=10), got 'a..b=1'"),
+        ([], ["work_mem"], "--pg: expected key=value (e.g. work_mem=64MB), got 'work_mem'"),
+        ([], ["=64MB"], "--pg: expected key=value (e.g. work_mem=64MB), got '=64MB'"),
+        (["parameters=x"], ["work_mem=1MB"], "--pg: parameters.work_mem conflicts with"),
+    ],
+)
+def test_settings_patch_refuses(sets: list[str], pgs: list[str], error: str) -> None:
+    with pytest.raises(CtlError, match=re.escape(error)):
+        settings_patch(sets, pgs)
 
 
 @pytest.mark.parametrize(

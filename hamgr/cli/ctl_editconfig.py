@@ -1,6 +1,9 @@
 """``hactl edit-config``: change the cluster's dynamic configuration, as patronictl edits it.
 
-``--set KEY=VALUE`` alone sends the merge patch it makes (values read as YAML) after a confirmation.
+``--set KEY=VALUE`` alone sends the merge patch it makes (values read as YAML) after a confirmation;
+``--pg NAME=VALUE`` is short for ``--set parameters.NAME=VALUE`` (a PostgreSQL parameter for every
+member), and a parameter's name keeps its dots (``parameters.pg_stat_statements.track``), as in
+patronictl.
 Where the new configuration comes from otherwise, in patronictl's order: ``--replace FILE`` (the
 whole configuration), then ``--apply FILE`` (merged on top: a key set to null returns to its
 default), then ``--set KEY=VALUE``; with none of them, ``$EDITOR`` (else ``editor``, else ``vi``)
@@ -33,23 +36,32 @@ from hamgr.apiview import merge_patch
 from hamgr.cli.ctl_client import Client, CtlError, confirm
 
 
-def settings_patch(assignments: Sequence[str]) -> dict[str, Any]:
-    """``["ttl=10", "parameters.work_mem=64MB"]`` as a merge patch (values read as YAML)."""
+def settings_patch(assignments: Sequence[str], pg: Sequence[str] = ()) -> dict[str, Any]:
+    """``["ttl=10", "parameters.work_mem=64MB"]`` (``--set``) and ``["work_mem=64MB"]``
+    (``--pg``) as one merge patch (values read as YAML). Under ``parameters`` the rest of a key
+    is one parameter name, dots and all (``pg_stat_statements.track``)."""
     patch: dict[str, Any] = {}
-    for item in assignments:
+    items = [("--set", item) for item in assignments]
+    items += [("--pg", f"parameters.{item}") for item in pg]
+    for option, item in items:
         key, sep, text = item.partition("=")
-        if not sep or not key or any(not part for part in key.split(".")):
-            raise CtlError(f"--set: expected key=value (e.g. ttl=10), got {item!r}")
+        path = key.split(".")
+        if path[0] == "parameters" and len(path) > 2:
+            path = [path[0], ".".join(path[1:])]
+        if not sep or not key or any(not part for part in path):
+            shown = item.removeprefix("parameters.") if option == "--pg" else item
+            example = "work_mem=64MB" if option == "--pg" else "ttl=10"
+            raise CtlError(f"{option}: expected key=value (e.g. {example}), got {shown!r}")
         try:
             value = yaml.safe_load(text) if text else ""
         except yaml.YAMLError:
             value = text
-        *parents, last = key.split(".")
+        *parents, last = path
         node = patch
         for part in parents:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise CtlError(f"--set: {key} conflicts with another --set")
+                raise CtlError(f"{option}: {key} conflicts with another --set or --pg")
         node[last] = value
     return patch
 
@@ -57,12 +69,12 @@ def settings_patch(assignments: Sequence[str]) -> dict[str, Any]:
 async def cmd_edit_config(
     client: Client, url: str, cluster: dict[str, Any], a: argparse.Namespace
 ) -> None:
-    """edit-config: ``--set`` alone patches at once; anything else goes through
+    """edit-config: ``--set``/``--pg`` alone patch at once; anything else goes through
     :func:`edit_whole`."""
-    if not a.set or a.apply or a.replace:
+    if not (a.set or a.pg) or a.apply or a.replace:
         await edit_whole(client, url, cluster, a)
         return
-    patch = settings_patch(a.set)
+    patch = settings_patch(a.set or (), a.pg or ())
     confirm(f"Apply {json.dumps(patch)} to cluster {cluster['scope']}?", a.force)
     settings = await client.call("PATCH", url, "/config", patch)
     print("Configuration changed:")
@@ -165,7 +177,7 @@ async def edit_in_editor(text: str, scope: str) -> dict[str, Any]:
 async def edit_whole(
     client: Client, url: str, cluster: dict[str, Any], a: argparse.Namespace
 ) -> None:
-    """edit-config with --replace, --apply or the editor (and maybe --set on top)."""
+    """edit-config with --replace, --apply or the editor (and maybe --set/--pg on top)."""
     scope = cluster["scope"]
     before = await client.call("GET", url, "/config")
     after: dict[str, Any] = before
@@ -173,9 +185,9 @@ async def edit_whole(
         after = read_file(a.replace, "--replace")
     if a.apply:
         after = merge_patch(after, read_file(a.apply, "--apply"))
-    if a.set:
-        after = merge_patch(after, settings_patch(a.set))
-    if not (a.replace or a.apply or a.set):
+    if a.set or a.pg:
+        after = merge_patch(after, settings_patch(a.set or (), a.pg or ()))
+    if not (a.replace or a.apply or a.set or a.pg):
         after = await edit_in_editor(dump(before), scope)
     patch = diff_patch(before, after)
     if not patch:
@@ -199,9 +211,18 @@ async def edit_whole(
 def register(command: Any) -> None:
     """Add ``edit-config`` to hactl's parser (``command`` is build_parser's helper)."""
     p = command("edit-config", cmd_edit_config, "change the cluster's dynamic settings")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="e.g. ttl=10, pause=true")
+    p.add_argument(
+        "-s", "--set", action="append", metavar="KEY=VALUE", help="e.g. ttl=10, pause=true"
+    )
+    p.add_argument(
+        "-p",
+        "--pg",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a PostgreSQL parameter for every member (short for --set parameters.NAME=VALUE)",
+    )
     p.add_argument("--force", action="store_true", help="do not ask for confirmation")
-    # Without --apply, --replace or --set: $EDITOR.
+    # Without --apply, --replace, --set or --pg: $EDITOR.
     p.add_argument("--apply", metavar="FILE", help="merge the settings in FILE (- for stdin)")
     p.add_argument(
         "--replace", metavar="FILE", help="replace the whole configuration by FILE (- for stdin)"
