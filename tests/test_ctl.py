@@ -8,6 +8,7 @@ reload) must reach the right one.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import sys
@@ -120,6 +121,44 @@ async def test_list_json_yaml_and_reasons(cluster: Cluster) -> None:
     }
     code, out, _ = await hactl("--url", cluster.urls["b"], "list", "-f", "yaml", "-r")
     assert code == 0 and yaml.safe_load(out)[1]["Reason"] == "following a"
+
+
+async def test_list_watch_asks_again_until_stopped(cluster: Cluster) -> None:
+    """hactl list -t -w: the time, then the list, again and again, each time asked anew (a
+    pause set meanwhile shows up), past an agent that does not answer, until SIGTERM."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HAMGR_CONFIG", "HACTL_PASSWORD")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hamgr.cli.hactl", "--url", DEAD, "--url", cluster.urls["a"],
+        "list", "-t", "-w", "0.2",
+        cwd=ROOT, env=env, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    lines: list[str] = []
+
+    async def until(text: str) -> None:
+        for _ in range(500):  # bounded: a showing is about ten lines
+            line = (await asyncio.wait_for(proc.stdout.readline(), 10)).decode()
+            assert line, f"hactl stopped:\n{''.join(lines)}"
+            lines.append(line)
+            if line.rstrip("\n") == text:
+                return
+        raise AssertionError(f"no {text!r} in:\n{''.join(lines)}")
+
+    try:
+        await until(" Leader: a (fencing token 7)")
+        assert " Maintenance mode: on\n" not in lines
+        code, _, err = await hactl("--url", cluster.urls["a"], "--username", USER, "pause")
+        assert code == 0, err
+        await until(" Maintenance mode: on")
+        showings = [i for i, line in enumerate(lines) if line.startswith("+ Cluster: demo")]
+        assert len(showings) >= 2
+        for i in showings:  # -t: each showing starts with the time
+            dt.datetime.strptime(lines[i - 1].strip(), "%Y-%m-%d %H:%M:%S")
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        await asyncio.wait_for(proc.wait(), 10)
 
 
 async def test_switchover_reaches_the_agent(cluster: Cluster) -> None:

@@ -385,6 +385,9 @@ def test_describe_the_keys() -> None:
         (["dsn", "--role", "witness"], "argument -r/--role: invalid choice: 'witness'"),
         (["query", "--format", "csv", "-c", "SELECT 1"], "argument --format: invalid choice"),
         (["remove"], "the following arguments are required: CLUSTER"),
+        (["list", "-w", "0"], "argument -w/--watch: must be more than 0 seconds, got '0'"),
+        (["list", "--watch", "soon"], "argument -w/--watch: expected seconds, got 'soon'"),
+        (["list", "-w", "nan"], "argument -w/--watch: must be more than 0 seconds, got 'nan'"),
     ],
 )
 def test_usage_errors_exit_2(

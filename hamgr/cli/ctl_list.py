@@ -1,12 +1,20 @@
-"""``hactl list``: the members, the leader and the maintenance mode, as patronictl list."""
+"""``hactl list``: the members, the leader and the maintenance mode, as patronictl list.
+
+As patronictl, ``-t/--timestamp`` prints the time first, and ``-W`` (every 2 s) or ``-w/--watch
+SECONDS`` shows the list again and again until interrupted, asking the agents anew each time
+(the first that answers, so a watch rides through the loss of the agent it asked first); an
+answer that fails prints its error and the watch goes on.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
+import sys
 from typing import Any
 
-from hamgr.cli.ctl_client import Client
+from hamgr.cli.ctl_client import Client, CtlError
 from hamgr.cli.ctl_output import add_format, render
 
 MB = 1 << 20
@@ -54,9 +62,40 @@ def _when(at: float) -> str:
     return dt.datetime.fromtimestamp(at).astimezone().isoformat(timespec="seconds")
 
 
+WATCH_W = 2.0
+"""Seconds between two showings with ``-W``, as patronictl."""
+
+_CLEAR = "\x1b[H\x1b[2J"
+
+
 async def cmd_list(
     client: Client, url: str, cluster: dict[str, Any], a: argparse.Namespace
 ) -> None:
+    """Show the list once, or with ``--watch`` until interrupted (module doc)."""
+    if a.watch is None:
+        show(cluster, a)
+        return
+    error: str | None = None
+    while True:
+        if sys.stdout.isatty():
+            print(_CLEAR, end="")
+        if error is None:
+            show(cluster, a)
+        else:
+            print(f"hactl: {error}")
+        sys.stdout.flush()
+        await asyncio.sleep(a.watch)
+        try:
+            _, cluster = await client.find_cluster(a.urls)
+            error = None
+        except CtlError as e:
+            error = str(e)
+
+
+def show(cluster: dict[str, Any], a: argparse.Namespace) -> None:
+    """The list, in the chosen format, the time first with ``-t``."""
+    if a.timestamp:
+        print(dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S"))
     rows = list_rows(cluster, a.reasons)
     if a.format != "pretty":
         print(render([{"Cluster": cluster["scope"], **r} for r in rows], a.format))
@@ -89,3 +128,30 @@ def register(command: Any) -> None:
     p = command("list", cmd_list, "show the members, the leader and the maintenance mode")
     add_format(p)
     p.add_argument("-r", "--reasons", action="store_true", help="add each member's last reason")
+    p.add_argument("-t", "--timestamp", action="store_true", help="print the time first")
+    p.add_argument(
+        "-W",
+        dest="watch",
+        action="store_const",
+        const=WATCH_W,
+        help=f"show the list again every {WATCH_W:g} s until interrupted",
+    )
+    p.add_argument(
+        "-w",
+        "--watch",
+        dest="watch",
+        type=_interval,
+        metavar="SECONDS",
+        help="show the list again every SECONDS until interrupted",
+    )
+    p.set_defaults(watch=None)
+
+
+def _interval(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text!r}")
+    return seconds

@@ -155,6 +155,7 @@ async def _run(a: argparse.Namespace) -> None:
     if before is not None and await before(a):
         return
     urls, auth = _targets(a)
+    a.urls = urls  # for a command that asks again (list --watch)
     connector = aiohttp.TCPConnector(ssl=_ssl_context(a, a.tls_files))
     has_cert = bool(getattr(a, "cert", None) or a.tls_files.certfile)
     async with aiohttp.ClientSession(connector=connector) as session:
