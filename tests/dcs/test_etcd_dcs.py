@@ -8,6 +8,8 @@ failover past a dead host, a member stopped under a live session, and authentica
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,11 +17,13 @@ import pytest
 import pytest_asyncio
 
 from hamgr.cli.certs import init, parse_members
+from hamgr.cli.ctl_remove import AWARE
 from hamgr.config.schema import EtcdConfig
 from hamgr.dcs import DcsError
 from hamgr.dcs.etcd import EtcdDcs
 from tests.dcs.contract import CHECKS, Check, member, new_scope
 from tests.dcs.stores import EtcdStore, etcd_binary, free_port, pids_alive
+from tests.ha.agentcluster import AgentCluster
 from tests.tools.virtualtimer import VirtualTimer
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
@@ -208,3 +212,51 @@ async def test_etcd_client_certificate_settings_are_checked() -> None:
         EtcdDcs("s", "a", ["127.0.0.1:2379"], protocol="https", cert="/c")
     with pytest.raises(ValueError, match='need protocol "https"'):
         EtcdDcs("s", "a", ["127.0.0.1:2379"], cert="/c", key="/k")
+
+
+async def _hactl_remove(config: Path, scope: str, answers: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hamgr.cli.hactl", "-c", str(config), "remove", scope,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(answers.encode()), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_hactl_remove_wipes_a_scope_in_etcd(store: EtcdStore, tmp_path: Path) -> None:
+    """hactl remove on the etcd backend (its store from store.etcd of -c FILE): refused while a
+    member holds the leader key, then, with the typed confirmations, every key of the scope
+    gone and another scope in the same etcd untouched."""
+    scope, kept = new_scope("rm"), new_scope("rmkept")
+    config = AgentCluster(tmp_path, ["127.0.0.1"], scope=scope, etcd_hosts=store.endpoints)
+    path = config.members["m1"].config
+    dcs = EtcdDcs(scope, "a", store.endpoints, ttl=2.0)
+    other = EtcdDcs(kept, "a", store.endpoints, ttl=2.0)
+    try:
+        await dcs.touch_member(member("a"))
+        key = await dcs.acquire_leader()
+        assert key is not None
+        await other.touch_member(member("a"))
+        yes = f"{scope}\n{AWARE}\n"
+        code, _, err = await _hactl_remove(path, scope, yes)
+        assert code == 1 and f"a holds the leader key of cluster {scope}" in err, err
+        assert (await dcs.get_cluster()).member("a") is not None
+        assert await dcs.release_leader(key)
+        code, out, err = await _hactl_remove(path, scope, f"{scope}\nyes\n")
+        assert code == 1 and "nothing removed" in err, err
+        code, out, err = await _hactl_remove(path, scope, yes)
+        assert code == 0 and f"Removed cluster {scope}: " in out, err
+        assert (await dcs.get_cluster()).member("a") is None
+        assert (await other.get_cluster()).member("a") is not None
+        code, _, err = await _hactl_remove(path, scope, yes)
+        assert code == 1 and "has no keys in the store: nothing to remove" in err, err
+    finally:
+        await dcs.close()
+        await other.close()
