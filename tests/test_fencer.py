@@ -35,7 +35,6 @@ from hamgr.fencer.client import (
     FencerClient,
     FenceRefused,
     FencerError,
-    FenceStatus,
     fence_at_for,
     oom_protection_problem,
     parse_status,
@@ -45,7 +44,7 @@ from hamgr.fencer.guard import parse_line
 from hamgr.fencer.keeper import BACKOFF_MIN, FencerKeeper
 from hamgr.fencer.postmasterproc import proc_stat
 from hamgr.fencer.process import EXIT_ALREADY_RUNNING
-from hamgr.fencer.protocol import MAX_SLEEP_MS, FenceState, ProtocolError, parse_command
+from hamgr.fencer.protocol import MAX_SLEEP_MS, FenceStatus, ProtocolError, parse_command
 from hamgr.postgres.sql import connect, query
 from tests.tools.poll import wait_for_async
 
@@ -832,28 +831,35 @@ def test_the_guard_follows_the_fencer_lines_and_imports_only_the_standard_librar
 
 
 def test_fence_state_rules() -> None:
-    state = FenceState()
-    assert state.apply(parse_command(b"CLOCK"), now=9.5) == (f"CLOCK {clock.NAME} 9.5", False)
-    assert state.apply(parse_command(b"ARM 10.5 100 7"), now=10.0) == ("ARMED 10.5 100 7", False)
+    state = FenceStatus()
+
+    def send(line: bytes, now: float = 10.0) -> tuple[str, bool]:
+        nonlocal state
+        state, reply, leave = state.apply(parse_command(line), now)
+        return reply, leave
+
+    assert send(b"CLOCK", now=9.5) == (f"CLOCK {clock.NAME} 9.5", False)
+    assert send(b"ARM 10.5 100 7") == ("ARMED 10.5 100 7", False)
     assert state.timeout_ms(10.4) == 100 and not state.due(10.49) and state.due(10.5)
     # poll() sleeps on CLOCK_MONOTONIC, which stops in a suspend: never long at a time.
     assert state.timeout_ms(10.0) == MAX_SLEEP_MS
-    reply, _ = state.apply(parse_command(b"ARM 10.25 100 7"), now=10.0)
+    reply, _ = send(b"ARM 10.25 100 7")
     assert reply.startswith("REFUSED") and state.fence_at == 10.5
-    assert state.apply(parse_command(b"EXIT"), now=10.0)[0].startswith("REFUSED armed")
+    assert send(b"EXIT")[0].startswith("REFUSED armed")
     # CAP only ever moves the deadline back (a shorter ttl, a larger margin), never forward.
-    assert state.apply(parse_command(b"CAP 11.0"), now=10.0) == ("ARMED 10.5 100 7", False)
-    assert state.apply(parse_command(b"CAP 10.25"), now=10.0) == ("ARMED 10.25 100 7", False)
+    assert send(b"CAP 11.0") == ("ARMED 10.5 100 7", False)
+    assert send(b"CAP 10.25") == ("ARMED 10.25 100 7", False)
     with pytest.raises(ProtocolError, match="CAP takes 1 argument"):
         parse_command(b"CAP")
     with pytest.raises(ProtocolError, match="fence_at must be a positive"):
         parse_command(b"CAP -1")
     with pytest.raises(ProtocolError, match=r"hamgr\.clock\.now\(\)"):
-        state.apply(parse_command(b"ARM 1700000000.0 100 7"), now=10.0)
-    assert state.apply(parse_command(b"DISARM"), now=10.0) == ("DISARMED", False)
+        send(b"ARM 1700000000.0 100 7")
+    assert state.fence_at == 10.25  # a refused command changes nothing
+    assert send(b"DISARM") == ("DISARMED", False)
     assert state.timeout_ms(10.0) is None
-    assert state.apply(parse_command(b"CAP 10.1"), now=10.0) == ("DISARMED", False)
-    assert state.apply(parse_command(b"EXIT"), now=10.0) == ("BYE", True)
+    assert send(b"CAP 10.1") == ("DISARMED", False)
+    assert send(b"EXIT") == ("BYE", True)
     assert parse_status("ARMED 10.5 100 7") == FenceStatus(10.5, 100, 7)
     assert parse_status("DISARMED") == FenceStatus()
     with pytest.raises(FencerError, match="unexpected reply"):

@@ -19,18 +19,17 @@ import contextlib
 import logging
 import os
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import hamgr
 from hamgr import clock
 from hamgr.fencer.postmasterproc import postmaster_identity
 from hamgr.fencer.process import EXIT_ALREADY_RUNNING, pid_file_for
+from hamgr.fencer.protocol import FenceStatus
 
 __all__ = [
     "FenceClockError",
     "FenceRefused",
-    "FenceStatus",
     "FencerClient",
     "FencerError",
     "fence_at_for",
@@ -55,19 +54,6 @@ class FenceRefused(FencerError):
 
 class FenceClockError(FencerError):
     """The running fencer counts deadlines on another clock and cannot be replaced (armed)."""
-
-
-@dataclass(frozen=True)
-class FenceStatus:
-    """What the fencer holds: a deadline and the postmaster it guards, or nothing (disarmed)."""
-
-    fence_at: float | None = None
-    pid: int | None = None
-    start_time: int | None = None
-
-    @property
-    def armed(self) -> bool:
-        return self.fence_at is not None
 
 
 def parse_status(line: str) -> FenceStatus:

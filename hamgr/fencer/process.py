@@ -56,7 +56,7 @@ from hamgr.fencer.protocol import (
     MAX_LINE,
     Arm,
     Cap,
-    FenceState,
+    FenceStatus,
     ProtocolError,
     Simple,
     parse_command,
@@ -88,7 +88,7 @@ class Fencer:
         self.pid_path = pid_file_for(socket_path)
         self.data_dir = data_dir
         self.log_stream = log
-        self.state = FenceState()
+        self.state = FenceStatus()
         self.poller = select.poll()
         self.listener: socket.socket | None = None
         self.conn: socket.socket | None = None
@@ -299,7 +299,7 @@ class Fencer:
         fence_at, pid, start = self.state.fence_at, self.state.pid, self.state.start_time
         assert fence_at is not None and pid is not None and start is not None
         # First: whatever happens below, the same deadline must not fire again and again.
-        self.state.disarm()
+        self.state = FenceStatus()
         killed: list[KillResult] = []
         notes: list[str] = []
         self._kill(pid, start, killed, notes)
@@ -404,18 +404,19 @@ class Fencer:
                 if len(line) > MAX_LINE:
                     raise ProtocolError(f"line longer than {MAX_LINE} bytes")
                 command = parse_command(line)
-                before = (self.state.armed, self.state.pid, self.state.start_time)
-                reply, leave = self.state.apply(command, clock.now())
+                before = self.state
+                self.state, reply, leave = before.apply(command, clock.now())
             except ProtocolError as exc:
                 self._reject(str(exc))
                 return False
             # ARM and QUERY come several times a second: only the rare events are logged.
             rare = isinstance(command, Simple) and command.verb in ("DISARM", "EXIT")
-            rare |= isinstance(command, Arm) and before != (True, command.pid, command.start_time)
+            guarded = (before.armed, before.pid, before.start_time)
+            rare |= isinstance(command, Arm) and guarded != (True, command.pid, command.start_time)
             rare |= isinstance(command, Cap)
             if rare or reply.startswith("REFUSED"):
                 self.log(f"{line.decode().strip()} -> {reply}")
-            if before != (self.state.armed, self.state.pid, self.state.start_time):
+            if guarded != (self.state.armed, self.state.pid, self.state.start_time):
                 self._tell_guard()
             if not self._send(reply):
                 return False

@@ -1,7 +1,7 @@
 """The fencer's protocol, pure: parsing the agent's command lines and answering them from the
-deadline state (:class:`FenceState`). hamgr/fencer/process.py runs it on its socket and enforces
-the deadline; hamgr/fencer/client.py is the agent's side. Standard library and hamgr.clock only
-(it runs in the fencer process).
+deadline state (:class:`FenceStatus`, also what the agent reads from a reply).
+hamgr/fencer/process.py runs it on its socket and enforces the deadline; hamgr/fencer/client.py
+is the agent's side. Standard library and hamgr.clock only (it runs in the fencer process).
 
 Protocol: one unix stream socket (mode 0600), one agent connection at a time (a new connection
 replaces the old one: that is how a restarted agent takes over). ASCII lines, each at most
@@ -36,7 +36,7 @@ SIGTERM while armed is refused with a log line).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hamgr import clock
 
@@ -125,9 +125,11 @@ def parse_command(line: bytes) -> Command:
     )
 
 
-@dataclass
-class FenceState:
-    """The deadline and the postmaster it guards; None fields mean disarmed."""
+@dataclass(frozen=True)
+class FenceStatus:
+    """The deadline and the postmaster it guards; None fields mean disarmed. The fencer holds
+    one and replaces it with what each command makes of it (`apply`); the agent reads one from
+    each reply (hamgr/fencer/client.py `parse_status`)."""
 
     fence_at: float | None = None
     pid: int | None = None
@@ -153,11 +155,9 @@ class FenceState:
             return None
         return max(0, min(MAX_SLEEP_MS, math.ceil((self.fence_at - now) * 1000)))
 
-    def disarm(self) -> None:
-        self.fence_at = self.pid = self.start_time = None
-
-    def apply(self, command: Command, now: float) -> tuple[str, bool]:
-        """Apply a command; returns (reply line, whether the fencer should now exit)."""
+    def apply(self, command: Command, now: float) -> tuple[FenceStatus, str, bool]:
+        """What `command` makes of this state: (the new state, the reply line, whether the
+        fencer should now exit)."""
         if isinstance(command, Arm):
             if command.fence_at > now + MAX_AHEAD:
                 raise ProtocolError(
@@ -166,31 +166,29 @@ class FenceState:
                 )
             if self.fence_at is not None and command.fence_at < self.fence_at:
                 return (
+                    self,
                     f"REFUSED fence_at {command.fence_at!r} is older than the armed "
                     f"{self.fence_at!r}: a deadline only moves forward",
                     False,
                 )
-            self.fence_at, self.pid, self.start_time = (
-                command.fence_at,
-                command.pid,
-                command.start_time,
-            )
-            return self.describe(), False
+            armed = FenceStatus(command.fence_at, command.pid, command.start_time)
+            return armed, armed.describe(), False
         if isinstance(command, Cap):
+            capped = self
             if self.fence_at is not None and command.fence_at < self.fence_at:
-                self.fence_at = command.fence_at
-            return self.describe(), False
+                capped = replace(self, fence_at=command.fence_at)
+            return capped, capped.describe(), False
         if command.verb == "DISARM":
-            self.disarm()
-            return self.describe(), False
+            return FenceStatus(), FenceStatus().describe(), False
         if command.verb == "QUERY":
-            return self.describe(), False
+            return self, self.describe(), False
         if command.verb == "CLOCK":
-            return f"CLOCK {clock.NAME} {now!r}", False
+            return self, f"CLOCK {clock.NAME} {now!r}", False
         if self.fence_at is not None:
             return (
+                self,
                 f"REFUSED armed until {self.fence_at!r}: DISARM first (exiting would drop the "
                 "fence)",
                 False,
             )
-        return "BYE", True
+        return self, "BYE", True

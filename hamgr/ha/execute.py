@@ -29,10 +29,10 @@ from hamgr.fencer.client import (
     FencerClient,
     FenceRefused,
     FencerError,
-    FenceStatus,
     postmaster_identity,
 )
 from hamgr.fencer.keeper import FencerKeeper
+from hamgr.fencer.protocol import FenceStatus
 from hamgr.fencer.watchdog import Watchdog
 from hamgr.ha import actions as a
 from hamgr.ha.applyparams import ParametersRefused, apply_parameters

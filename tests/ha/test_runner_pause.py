@@ -16,7 +16,7 @@ from typing import Any, cast
 import pytest
 
 from hamgr.dcs.model import ClusterView, LeaderKey
-from hamgr.fencer.client import FenceStatus
+from hamgr.fencer.protocol import FenceStatus
 from hamgr.ha import actions as a
 from hamgr.ha import execute
 from hamgr.ha.execute import STARTS_POSTGRES, ActionRunner
