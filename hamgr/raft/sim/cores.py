@@ -37,6 +37,7 @@ import random
 from collections.abc import Callable
 
 from hamgr.raft.core.log import LogInvariantError
+from hamgr.raft.core.machine import RaftCore
 from hamgr.raft.core.membership import bootstrap_log
 from hamgr.raft.core.types import (
     ConfChange,
@@ -452,6 +453,15 @@ class Simulator:
             if m.up and m.core is not None and m.core.role == Role.LEADER
         ]
 
+    def _first_leader(self) -> tuple[Member, RaftCore] | None:
+        """The first member leading now and its core (None: no leader now)."""
+        leaders = self._leaders_now()
+        if not leaders:
+            return None
+        core = leaders[0].core
+        assert core is not None
+        return leaders[0], core
+
     def _client_turn(self, every_ms: tuple[int, int], kind: str) -> Member | None:
         """The clients' driver: while faults last, the next `kind` event comes within `every_ms`;
         this one goes to a random leader (None: there is none now)."""
@@ -558,27 +568,25 @@ class Simulator:
         self._drive(m)
 
     def _transfer(self) -> None:
-        leaders = self._leaders_now()
-        if not leaders:
+        found = self._first_leader()
+        if found is None:
             return
-        m = leaders[0]
-        assert m.core is not None
-        targets = [v for v in m.core.conf.voters if v != m.id]
+        m, core = found
+        targets = [v for v in core.conf.voters if v != m.id]
         if not targets:
             return
         to = self.rng.choice(targets)
         self.log(f"transfer leadership {m.id} -> {to}")
-        m.core.transfer_leadership(to)
+        core.transfer_leadership(to)
         self._drive(m)
 
     def _change_membership(self) -> None:
-        leaders = self._leaders_now()
-        if not leaders:
+        found = self._first_leader()
+        if found is None:
             return
-        m = leaders[0]
-        assert m.core is not None
-        voters = m.core.conf.voters
-        members = len(voters) + len(m.core.conf.learners)
+        m, core = found
+        voters = core.conf.voters
+        members = len(voters) + len(core.conf.learners)
         if members < 5 and (len(voters) <= 3 or self.rng.random() < 0.5):
             new_id = self._next_id
             change = ConfChange(ConfChangeType.ADD_NODE, new_id)
@@ -587,7 +595,7 @@ class Simulator:
         else:
             return
         try:
-            m.core.propose_conf_change(change)
+            core.propose_conf_change(change)
         except (NotLeaderError, ProposalDroppedError) as exc:
             self.log(f"membership change {change.type.name} {change.node_id} refused: {exc}")
             return
