@@ -317,11 +317,13 @@ class RaftNode(NodeAPI):
         core = self._core
         if self._state != "running" or core is None:
             return
+        now: float | None = None
         if self._ticks.deferring and self._tick_timer is not None:
-            self._take_ticks(core, self._ticks.on_message, "a message")
+            now = self._clock()
+            self._take_ticks(core, self._ticks.on_message(now), now, "a message")
         core.step(msg)
         if msg.frm == core.lead and core.role == Role.FOLLOWER:
-            self._heard_leader_at = self._clock()
+            self._heard_leader_at = self._clock() if now is None else now
         if self._tick_timer is not None:
             self._arm_tick(core)
         self._wake.set()
@@ -341,14 +343,13 @@ class RaftNode(NodeAPI):
         core = self._core
         if self._shut_down or self._state != "running" or core is None:
             return
-        if self._take_ticks(core, self._ticks.on_timer, "the election timer"):
+        now = self._clock()
+        if self._take_ticks(core, self._ticks.on_timer(now), now, "the election timer"):
             self._arm_tick(core)
 
-    def _take_ticks(self, core: RaftCore, take: Callable[[float], TickTake], by: str) -> bool:
-        """Apply the ticks `take` grants at the clock's time; False when a tick failed (the
-        timer then stays stopped)."""
-        now = self._clock()
-        granted = take(now)
+    def _take_ticks(self, core: RaftCore, granted: TickTake, now: float, by: str) -> bool:
+        """Apply the ticks `granted` at `now`; False when a tick failed (the timer then stays
+        stopped)."""
         if granted.skipped:
             log.warning(
                 "node %d: event loop late (seen by %s), skipped %d ticks",
