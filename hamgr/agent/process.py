@@ -25,6 +25,7 @@ import signal
 import ssl
 import sys
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import aiohttp
@@ -57,7 +58,7 @@ from hamgr.agent.telemetry import AgentTelemetry
 from hamgr.config import Config, ConfigError, split_address
 from hamgr.dcs.base import DcsError
 from hamgr.dcs.etcd import EtcdDcs
-from hamgr.dcs.model import SwitchoverRequest
+from hamgr.dcs.model import ClusterView, SwitchoverRequest
 from hamgr.dcs.raft import RaftDcs
 from hamgr.dcs.session import KvSession
 from hamgr.fencer.client import FencerClient, FencerError
@@ -97,6 +98,17 @@ def has_majority(reach: tuple[int, int] | None) -> bool:
         return True
     reached, voters = reach
     return reached > voters // 2
+
+
+def store_transfer_target(view: ClusterView, name: str, connected: Collection[int]) -> int | None:
+    """The store member to hand the store's leadership to for member `name` (the primary moves
+    it off its own host), or None: `name` has no store member, or it is not connected to this
+    one. A host lost a moment ago still has a member key that says it runs (until its lease
+    ends); leadership handed to it would stop the store's writes for an election timeout."""
+    member = view.member(name)
+    if member is None or not member.store_id or member.store_id not in connected:
+        return None
+    return member.store_id
 
 
 def _fmt(address: tuple[str, int]) -> str:
@@ -283,10 +295,12 @@ class Agent:
 
         async def transfer(name: str) -> None:
             view = self.loop.last_view if self.loop else None
-            member = view.member(name) if view else None
-            if node is not None and member is not None and member.store_id:
-                log.info("moving store leadership to %s (member %d)", name, member.store_id)
-                await node.transfer_leadership(member.store_id, timeout=self.settings.ttl)
+            if node is None or view is None:
+                return
+            target = store_transfer_target(view, name, node.transport.connected_peers())
+            if target is not None:
+                log.info("moving store leadership to %s (member %d)", name, target)
+                await node.transfer_leadership(target, timeout=self.settings.ttl)
 
         tele = self.telemetry
         if node is not None:
