@@ -19,6 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.ha.agentcluster import AgentCluster
+from tests.tools.poll import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -44,6 +45,12 @@ def agent_with_notify(pg_bindir: Path) -> Iterator[tuple[AgentCluster, socket.so
         cluster.close()
         sock.close()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _stopped(pid: int) -> bool:
+    """Whether process `pid` is stopped (state T in /proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(") ", 1)[1][0] == "T"
 
 
 def _datagrams(sock: socket.socket, seconds: float) -> list[tuple[float, dict[str, str]]]:
@@ -88,9 +95,14 @@ def test_ready_watchdog_status_and_metrics_follow_the_agent(
     statuses = [f["STATUS"] for f in seen if "STATUS" in f]
     assert any(s.startswith("primary") for s in statuses), statuses
 
-    # A frozen agent sends nothing: systemd's watchdog would restart it.
+    # A frozen agent sends nothing: systemd's watchdog would restart it. A ping sent just
+    # before the stop took effect may still wait in the socket: drain it once the agent is
+    # seen stopped, then listen.
+    pid = cluster.agent_pid("m1")
     cluster.sigstop_agent("m1")
     try:
+        wait_for(lambda: _stopped(pid), 10, "the agent stopped by SIGSTOP")
+        _datagrams(sock, 0.3)
         frozen = _datagrams(sock, 3.0)
     finally:
         cluster.sigcont_agent("m1")
